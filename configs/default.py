@@ -1,0 +1,90 @@
+"""The default run: a small LLaMA-style model on the embedded Shakespeare corpus.
+
+`scaling train` with no arguments uses this file. Every field is documented here;
+`configs/ladder.py` overrides only the model dims and the batch/steps.
+
+Override any field from the command line: `--config.model.num_layers=2`.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+
+  # --- model -------------------------------------------------------------
+  m = c.model = ml_collections.ConfigDict()
+  m.vocab_size = 4096        # must equal the tokenizer's vocab (checked at train time)
+  m.seq_len = 256            # training context length (also the learned-position table size)
+  m.num_layers = 4
+  m.d_model = 256
+  m.num_heads = 4
+  m.num_kv_heads = 2         # grouped-query attention; must divide num_heads
+  m.head_dim = 0             # 0: d_model // num_heads
+  m.d_ff = 0                 # 0: swiglu -> 8/3 d_model rounded up to a multiple of 64; gelu -> 4 d_model
+  m.norm = 'rmsnorm'         # rmsnorm | layernorm
+  m.norm_eps = 1e-5
+  m.position = 'rope'        # rope | learned | none
+  m.rope_theta = 10000.0
+  m.mlp = 'swiglu'           # swiglu | gelu
+  m.tied_embeddings = True
+  m.dtype = 'auto'           # compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16
+  m.scan_layers = True       # stack block params and lax.scan over them (fast compile for deep models)
+  m.remat = 'none'           # none | full | dots | dots_except_mlp
+  m.attention = 'auto'       # auto | xla | blockwise | cudnn | splash
+  m.attention_block_size = 512
+  m.sliding_window = 0       # 0: full causal attention
+  m.init_std = 0.02          # N(0, init_std); output projections scaled by 1/sqrt(2 num_layers)
+
+  # --- data --------------------------------------------------------------
+  d = c.data = ml_collections.ConfigDict()
+  d.corpus = 'shakespeare'   # shakespeare | comma-separated files/globs (.txt .jsonl .jsonl.gz .parquet) | hf:NAME[:CONFIG]
+  d.text_field = 'text'      # for jsonl / parquet / hf
+  d.tokenizer = 'bpe'        # bpe | unigram | char | byte | tiktoken:ENCODING
+  d.vocab_size = 4096        # for bpe/unigram (char/byte: decided by the tokenizer)
+  d.data_dir = ''            # '' -> $SCALING_CACHE/data/<hash of corpus+tokenizer> (default ~/.cache/scaling)
+  d.val_fraction = 0.05      # fraction of documents (whole works) held out for validation
+  d.document_masking = False # emit segment ids so attention does not cross documents
+  d.num_workers = 0          # grain worker processes (0 = in-process; fastest on small CPUs)
+
+  # --- training ------------------------------------------------------------
+  t = c.train = ml_collections.ConfigDict()
+  t.seed = 0
+  t.batch_size = 16          # global batch, in sequences
+  t.microbatches = 1         # gradient accumulation: batch_size must divide by it
+  t.steps = 600              # total optimizer steps (or set tokens > 0 to derive steps)
+  t.tokens = 0               # token budget; > 0 overrides steps = tokens // (batch_size * seq_len)
+  t.lr = 3e-3
+  t.min_lr_ratio = 0.1       # final lr = lr * min_lr_ratio
+  t.warmup_steps = 50
+  t.schedule = 'cosine'      # cosine | wsd | constant
+  t.decay_fraction = 0.2     # wsd: fraction of steps in the final decay
+  t.weight_decay = 0.1       # on matrices only (ndim >= 2, embeddings included)
+  t.b1 = 0.9
+  t.b2 = 0.95
+  t.eps = 1e-8
+  t.grad_clip = 1.0          # global-norm clip; 0 disables
+  t.z_loss = 0.0             # coefficient of log(Z)^2
+  t.eval_every = 200
+  t.eval_batches = 16        # 0: the whole validation split
+  t.log_every = 10
+  t.ckpt_every = 200
+  t.keep_checkpoints = 2
+  t.peak_flops = 0.0         # per-device peak FLOP/s for MFU; 0 -> table (accelerators) or measured (CPU)
+
+  # --- mesh --------------------------------------------------------------
+  mesh = c.mesh = ml_collections.ConfigDict()
+  mesh.data = -1             # -1: fill with the remaining devices
+  mesh.fsdp = 1
+  mesh.tensor = 1
+
+  # --- sampling at the end of `scaling train` -------------------------------
+  s = c.sample = ml_collections.ConfigDict()
+  s.prompts = ('ROMEO:', 'First Citizen:\nBefore we proceed')
+  s.max_new_tokens = 64
+  s.temperature = 0.8
+  s.top_k = 0
+  s.top_p = 0.9
+  s.seed = 0
+  return c

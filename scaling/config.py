@@ -1,0 +1,259 @@
+"""Loading configs, applying overrides, and validating them with clear errors.
+
+A config is a Python file with `get_config(arg)` returning an ml_collections
+ConfigDict (big_vision style). It is named on the command line as
+`path/to/file.py[:arg]` and overridden with `--config.a.b=value` flags.
+
+Everything that can be checked without devices or data is checked here, at
+load time, so a bad config fails before any compile or long work.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+
+import ml_collections
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = 'default.py'
+
+NORMS = ('rmsnorm', 'layernorm')
+POSITIONS = ('rope', 'learned', 'none')
+MLPS = ('swiglu', 'gelu')
+DTYPES = ('auto', 'float32', 'bfloat16')
+REMATS = ('none', 'full', 'dots', 'dots_except_mlp')
+ATTENTIONS = ('auto', 'xla', 'blockwise', 'cudnn', 'splash', 'reference')
+SCHEDULES = ('cosine', 'wsd', 'constant')
+
+
+class ConfigError(ValueError):
+  """A config that cannot work; the message names the field and the fix."""
+
+
+def _find_config_file(name: str) -> pathlib.Path:
+  """Resolves a config path: as given, or relative to the packaged configs/."""
+  p = pathlib.Path(name)
+  if p.exists():
+    return p
+  for base in (REPO_ROOT / 'configs', pathlib.Path(__file__).parent / 'configs'):
+    if (base / name).exists():
+      return base / name
+    if (base / (name + '.py')).exists():
+      return base / (name + '.py')
+  raise ConfigError(f'config file {name!r} not found (give a path to a .py file with get_config(), '
+                    f'e.g. configs/ladder.py:nano)')
+
+
+def load_module(path: str | os.PathLike):
+  """Imports a config file as a module (each call gets a fresh module)."""
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(f'_scaling_cfg_{path.stem}', path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def split_spec(spec: str | None) -> tuple[pathlib.Path, str | None]:
+  spec = spec or DEFAULT_CONFIG
+  name, _, arg = spec.partition(':')
+  return _find_config_file(name), (arg or None)
+
+
+def parse_value(text: str, old):
+  """Parses an override string into the type of the field it replaces."""
+  if isinstance(old, bool):
+    low = text.lower()
+    if low in ('true', '1', 'yes'):
+      return True
+    if low in ('false', '0', 'no'):
+      return False
+    raise ConfigError(f'expected a boolean (true/false), got {text!r}')
+  if isinstance(old, int):
+    try:
+      return int(float(text)) if ('e' in text.lower() and float(text).is_integer()) else int(text)
+    except ValueError:
+      raise ConfigError(f'expected an integer, got {text!r}') from None
+  if isinstance(old, float):
+    try:
+      return float(text)
+    except ValueError:
+      raise ConfigError(f'expected a number, got {text!r}') from None
+  if isinstance(old, (tuple, list)):
+    try:
+      v = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      v = tuple(s for s in text.split(',') if s)
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,)
+  return text
+
+
+def apply_override(cfg: ml_collections.ConfigDict, key: str, value) -> None:
+  """Sets cfg.<key> = value; `key` is dotted. Unknown keys are an error."""
+  parts = key.split('.')
+  node = cfg
+  for i, p in enumerate(parts[:-1]):
+    if p not in node or not isinstance(node[p], ml_collections.ConfigDict):
+      raise ConfigError(f'unknown config key {key!r}: {".".join(parts[:i + 1])!r} is not a section '
+                        f'(sections: {", ".join(k for k in node if isinstance(node[k], ml_collections.ConfigDict))})')
+    node = node[p]
+  leaf = parts[-1]
+  if leaf not in node:
+    raise ConfigError(f'unknown config key {key!r} (known in this section: {", ".join(sorted(node.keys()))})')
+  old = node[leaf]
+  if isinstance(value, str) and not isinstance(old, str):
+    try:
+      value = parse_value(value, old)
+    except ConfigError as e:
+      raise ConfigError(f'--config.{key}: {e}') from None
+  elif isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  with node.unlocked():
+    node[leaf] = value
+
+
+def parse_override_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+  """Splits `--config.a.b=v` (or `--config.a.b v`) flags out of argv."""
+  overrides, rest = {}, []
+  i = 0
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith('--config.'):
+      body = a[len('--config.'):]
+      if '=' in body:
+        k, v = body.split('=', 1)
+      else:
+        if i + 1 >= len(argv):
+          raise ConfigError(f'{a} needs a value')
+        k, v = body, argv[i + 1]
+        i += 1
+      overrides[k] = v
+    else:
+      rest.append(a)
+    i += 1
+  return overrides, rest
+
+
+def load_config(spec: str | None = None, overrides: dict | None = None,
+                *, validate: bool = True) -> ml_collections.ConfigDict:
+  """Loads `file.py[:arg]`, applies dotted overrides, fills derived fields, validates."""
+  path, arg = split_spec(spec)
+  mod = load_module(path)
+  if not hasattr(mod, 'get_config'):
+    raise ConfigError(f'{path} has no get_config(arg) function')
+  cfg = mod.get_config(arg)
+  for k, v in (overrides or {}).items():
+    apply_override(cfg, k, v)
+  if validate:
+    validate_config(cfg)
+  return cfg
+
+
+def resolved_dims(m) -> dict:
+  """The model dims with the 0 = derived fields filled in."""
+  head_dim = m.head_dim or (m.d_model // m.num_heads if m.num_heads else 0)
+  if m.d_ff:
+    d_ff = m.d_ff
+  elif m.mlp == 'swiglu':
+    d_ff = -(-int(8 * m.d_model / 3) // 64) * 64  # 8/3 d, rounded up to a multiple of 64
+  else:
+    d_ff = 4 * m.d_model
+  return dict(head_dim=head_dim, d_ff=d_ff)
+
+
+def validate_model(m) -> None:
+  def positive(name):
+    v = m[name]
+    if not isinstance(v, int) or v <= 0:
+      raise ConfigError(f'model.{name} must be a positive integer, got {v!r}')
+  for name in ('vocab_size', 'seq_len', 'num_layers', 'd_model', 'num_heads', 'num_kv_heads'):
+    positive(name)
+  for name in ('head_dim', 'd_ff'):
+    if m[name] < 0:
+      raise ConfigError(f'model.{name} must be >= 0 (0 derives it), got {m[name]}')
+  if not m.head_dim and m.d_model % m.num_heads:
+    raise ConfigError(f'model.num_heads={m.num_heads} does not divide model.d_model={m.d_model}; '
+                      f'pick num_heads dividing d_model or set model.head_dim explicitly')
+  if m.num_heads % m.num_kv_heads:
+    raise ConfigError(f'model.num_kv_heads={m.num_kv_heads} does not divide model.num_heads={m.num_heads} '
+                      f'(grouped-query attention shares each kv head among num_heads/num_kv_heads query heads)')
+  for name, allowed in (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('dtype', DTYPES),
+                        ('remat', REMATS), ('attention', ATTENTIONS)):
+    if m[name] not in allowed:
+      raise ConfigError(f'model.{name}={m[name]!r} is unknown; choose one of {", ".join(allowed)}')
+  head_dim = resolved_dims(m)['head_dim']
+  if m.position == 'rope' and head_dim % 2:
+    raise ConfigError(f'model.position=rope needs an even head_dim, got head_dim={head_dim} '
+                      f'(d_model={m.d_model} / num_heads={m.num_heads}); change the dims or use position=learned')
+  if m.init_std <= 0:
+    raise ConfigError(f'model.init_std must be > 0, got {m.init_std}')
+  if m.sliding_window < 0:
+    raise ConfigError(f'model.sliding_window must be >= 0 (0 = full causal), got {m.sliding_window}')
+  if m.attention_block_size <= 0:
+    raise ConfigError(f'model.attention_block_size must be > 0, got {m.attention_block_size}')
+
+
+def validate_config(cfg) -> None:
+  """Checks everything that needs neither devices nor data."""
+  validate_model(cfg.model)
+  if 'train' in cfg:
+    t = cfg.train
+    for name in ('batch_size', 'microbatches'):
+      if t[name] <= 0:
+        raise ConfigError(f'train.{name} must be positive, got {t[name]}')
+    if t.batch_size % t.microbatches:
+      raise ConfigError(f'train.batch_size={t.batch_size} does not divide into train.microbatches={t.microbatches}')
+    if t.steps <= 0 and t.tokens <= 0:
+      raise ConfigError('set train.steps > 0 or train.tokens > 0')
+    if t.schedule not in SCHEDULES:
+      raise ConfigError(f'train.schedule={t.schedule!r} is unknown; choose one of {", ".join(SCHEDULES)}')
+    if t.lr <= 0:
+      raise ConfigError(f'train.lr must be > 0, got {t.lr}')
+    if not 0 <= t.min_lr_ratio <= 1:
+      raise ConfigError(f'train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}')
+    if t.warmup_steps < 0:
+      raise ConfigError(f'train.warmup_steps must be >= 0, got {t.warmup_steps}')
+  if 'mesh' in cfg:
+    for name in ('data', 'fsdp', 'tensor'):
+      v = cfg.mesh[name]
+      if v == 0 or v < -1:
+        raise ConfigError(f'mesh.{name} must be a positive size or -1 (fill), got {v}')
+    if sum(cfg.mesh[n] == -1 for n in ('data', 'fsdp', 'tensor')) > 1:
+      raise ConfigError('at most one of mesh.data/fsdp/tensor may be -1')
+    if cfg.model.num_kv_heads % max(cfg.mesh.tensor, 1) and cfg.mesh.tensor > 1:
+      raise ConfigError(f'mesh.tensor={cfg.mesh.tensor} does not divide model.num_kv_heads='
+                        f'{cfg.model.num_kv_heads}; tensor parallelism shards kv heads')
+  if 'sample' in cfg:
+    s = cfg.sample
+    if not 0 < s.top_p <= 1:
+      raise ConfigError(f'sample.top_p must be in (0, 1], got {s.top_p}')
+    if s.top_k < 0:
+      raise ConfigError(f'sample.top_k must be >= 0 (0 = off), got {s.top_k}')
+    if s.temperature < 0:
+      raise ConfigError(f'sample.temperature must be >= 0 (0 = greedy), got {s.temperature}')
+
+
+def train_steps(cfg) -> int:
+  t = cfg.train
+  if t.tokens > 0:
+    return max(1, t.tokens // (t.batch_size * cfg.model.seq_len))
+  return t.steps
+
+
+def to_dict(cfg) -> dict:
+  return json.loads(cfg.to_json_best_effort())
+
+
+def config_hash(cfg, n: int = 12) -> str:
+  """A stable hash of the resolved config (used to name sweep run directories)."""
+  blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(',', ':'))
+  return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def from_json(path) -> ml_collections.ConfigDict:
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))

@@ -1,0 +1,334 @@
+"""The decoder-only transformer, top to bottom, in Flax NNX.
+
+    tokens_BT -> embed -> [+ learned positions] -> L x Block -> final norm -> LM head -> logits_BTV
+    Block(x) = x + Attention(Norm(x)) ; x = x + MLP(Norm(x))          (pre-norm residual)
+
+Shape suffixes name the axes: B batch, T query length, S key length, D d_model,
+H query heads, G kv heads (grouped-query attention, G divides H), K head_dim,
+F d_ff, V vocab, L layers.
+
+Choices (all in `config.model`): norm rmsnorm|layernorm, position rope|learned|none,
+mlp swiglu|gelu, tied or untied LM head, compute dtype, scan over layers, remat.
+
+Parameters are float32 ("master weights") and carry logical axis names in their
+`axes` metadata (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`, `mlp`,
+`layers`, `seq`); `scaling/sharding.py` maps them to mesh axes with a rule table.
+Matmuls run in the compute dtype and accumulate in float32
+(`preferred_element_type`); norms, softmax and the loss run in float32.
+
+Block parameters are always stacked along a leading `layers` axis, so one
+checkpoint layout serves both execution modes: `scan_layers=True` runs the
+blocks with `jax.lax.scan` (compile time independent of depth), False unrolls
+a Python loop over layer slices (same numbers).
+
+Init: every matrix ~ N(0, init_std) (0.02), except the two projections that
+write into the residual stream (attention output, MLP down), which use
+init_std / sqrt(2 L) (GPT-2 / Megatron scaling, keeps the residual variance
+independent of depth). Norm scales start at 1, biases at 0.
+
+No biases in linear layers (LLaMA style, also for the GELU MLP); LayerNorm has
+a bias.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from scaling import attention as attn_lib
+from scaling.config import resolved_dims
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDims:
+  """The model hyperparameters with derived fields resolved (hashable, static under jit)."""
+  vocab_size: int
+  seq_len: int
+  num_layers: int
+  d_model: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  d_ff: int
+  norm: str = 'rmsnorm'
+  norm_eps: float = 1e-5
+  position: str = 'rope'
+  rope_theta: float = 10000.0
+  mlp: str = 'swiglu'
+  tied_embeddings: bool = True
+  dtype: str = 'float32'
+  scan_layers: bool = True
+  remat: str = 'none'
+  attention: str = 'auto'
+  attention_block_size: int = 512
+  sliding_window: int = 0
+  init_std: float = 0.02
+
+  @classmethod
+  def from_config(cls, m, *, backend: str | None = None) -> 'ModelDims':
+    d = {f.name: m[f.name] for f in dataclasses.fields(cls) if f.name in m}
+    d.update(resolved_dims(m))
+    if d['dtype'] == 'auto':
+      backend = backend or jax.default_backend()
+      d['dtype'] = 'float32' if backend == 'cpu' else 'bfloat16'
+    return cls(**d)
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+
+def _normal(rngs: nnx.Rngs, shape, std) -> jax.Array:
+  return std * jax.random.normal(rngs.params(), shape, jnp.float32)
+
+
+def _dot(eq: str, x, w, dtype):
+  """einsum in the compute dtype with float32 accumulation, result in the compute dtype."""
+  return jnp.einsum(eq, x.astype(dtype), w.astype(dtype),
+                    preferred_element_type=jnp.float32).astype(dtype)
+
+
+# ----------------------------------------------------------------------------- norms
+def rms_norm(x, scale, eps):
+  """y = x / sqrt(mean(x^2) + eps) * scale, computed in float32."""
+  x32 = x.astype(jnp.float32)
+  y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return (y * scale).astype(x.dtype)
+
+
+def layer_norm(x, scale, bias, eps):
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+  y = (x32 - mean) * jax.lax.rsqrt(var + eps)
+  return (y * scale + bias).astype(x.dtype)
+
+
+class Norm(nnx.Module):
+  """RMSNorm or LayerNorm over the last axis; `lead` adds stacked leading axes (e.g. layers)."""
+
+  def __init__(self, dims: ModelDims, lead: tuple[int, ...] = (), lead_axes: tuple[str, ...] = ()):
+    self.kind, self.eps = dims.norm, dims.norm_eps
+    self.scale = nnx.Param(jnp.ones(lead + (dims.d_model,)), axes=lead_axes + ('embed',))
+    if self.kind == 'layernorm':
+      self.bias = nnx.Param(jnp.zeros(lead + (dims.d_model,)), axes=lead_axes + ('embed',))
+
+  def __call__(self, x):
+    if self.kind == 'layernorm':
+      return layer_norm(x, self.scale[...], self.bias[...], self.eps)
+    return rms_norm(x, self.scale[...], self.eps)
+
+
+# ----------------------------------------------------------------------------- RoPE
+def rope_frequencies(head_dim: int, theta: float) -> jax.Array:
+  """inv_freq_k = theta^(-2k/K), k = 0..K/2-1."""
+  return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+
+
+def apply_rope(x_BTNK, positions_BT, theta: float):
+  """Rotary embedding, Hugging Face "rotate_half" layout: pairs (i, i + K/2) rotate by pos * inv_freq_i."""
+  K = x_BTNK.shape[-1]
+  angles_BTk = positions_BT[..., None].astype(jnp.float32) * rope_frequencies(K, theta)
+  cos = jnp.cos(angles_BTk)[:, :, None, :]
+  sin = jnp.sin(angles_BTk)[:, :, None, :]
+  x = x_BTNK.astype(jnp.float32)
+  x1, x2 = x[..., : K // 2], x[..., K // 2:]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BTNK.dtype)
+
+
+# ----------------------------------------------------------------------------- block
+class Block(nnx.Module):
+  """One pre-norm transformer block. Parameters carry a leading stacked axis of size n (the layers)."""
+
+  def __init__(self, dims: ModelDims, n: int, *, rngs: nnx.Rngs):
+    self.dims = dims
+    D, H, G, K, F = dims.d_model, dims.num_heads, dims.num_kv_heads, dims.head_dim, dims.d_ff
+    std, out_std = dims.init_std, dims.init_std / math.sqrt(2 * dims.num_layers)
+    L, LA = (n,), ('layers',)
+    self.attn_norm = Norm(dims, L, LA)
+    self.wq_DHK = nnx.Param(_normal(rngs, L + (D, H, K), std), axes=LA + ('embed', 'heads', 'head_dim'))
+    self.wk_DGK = nnx.Param(_normal(rngs, L + (D, G, K), std), axes=LA + ('embed', 'kv_heads', 'head_dim'))
+    self.wv_DGK = nnx.Param(_normal(rngs, L + (D, G, K), std), axes=LA + ('embed', 'kv_heads', 'head_dim'))
+    self.wo_HKD = nnx.Param(_normal(rngs, L + (H, K, D), out_std), axes=LA + ('heads', 'head_dim', 'embed'))
+    self.mlp_norm = Norm(dims, L, LA)
+    if dims.mlp == 'swiglu':
+      self.w_gate_DF = nnx.Param(_normal(rngs, L + (D, F), std), axes=LA + ('embed', 'mlp'))
+    self.w_up_DF = nnx.Param(_normal(rngs, L + (D, F), std), axes=LA + ('embed', 'mlp'))
+    self.w_down_FD = nnx.Param(_normal(rngs, L + (F, D), out_std), axes=LA + ('mlp', 'embed'))
+
+  def attention(self, x_BTD, positions_BT, segment_ids_BT, cache):
+    dims, dt = self.dims, self.dims.compute_dtype
+    q_BTHK = checkpoint_name(_dot('btd,dhk->bthk', x_BTD, self.wq_DHK[...], dt), 'attn_proj')
+    k_BTGK = checkpoint_name(_dot('btd,dgk->btgk', x_BTD, self.wk_DGK[...], dt), 'attn_proj')
+    v_BTGK = checkpoint_name(_dot('btd,dgk->btgk', x_BTD, self.wv_DGK[...], dt), 'attn_proj')
+    if dims.position == 'rope':
+      q_BTHK = apply_rope(q_BTHK, positions_BT, dims.rope_theta)
+      k_BTGK = apply_rope(k_BTGK, positions_BT, dims.rope_theta)
+    if cache is None:
+      out_BTHK = attn_lib.attention(
+          q_BTHK, k_BTGK, v_BTGK, impl=dims.attention, segment_ids_BT=segment_ids_BT,
+          window=dims.sliding_window, block_size=dims.attention_block_size)
+      new_cache = None
+    else:
+      out_BTHK, new_cache = cached_attention(q_BTHK, k_BTGK, v_BTGK, positions_BT, cache, dims.sliding_window)
+    out_BTHK = checkpoint_name(out_BTHK, 'attn_out')
+    return checkpoint_name(_dot('bthk,hkd->btd', out_BTHK, self.wo_HKD[...], dt), 'attn_proj'), new_cache
+
+  def mlp(self, x_BTD):
+    dt = self.dims.compute_dtype
+    up_BTF = _dot('btd,df->btf', x_BTD, self.w_up_DF[...], dt)
+    if self.dims.mlp == 'swiglu':
+      gate_BTF = _dot('btd,df->btf', x_BTD, self.w_gate_DF[...], dt)
+      h_BTF = jax.nn.silu(gate_BTF) * up_BTF
+    else:
+      h_BTF = jax.nn.gelu(up_BTF, approximate=True)
+    return _dot('btf,fd->btd', h_BTF, self.w_down_FD[...], dt)
+
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT=None, cache=None):
+    h_BTD, new_cache = self.attention(self.attn_norm(x_BTD), positions_BT, segment_ids_BT, cache)
+    x_BTD = x_BTD + h_BTD
+    x_BTD = x_BTD + self.mlp(self.mlp_norm(x_BTD))
+    return x_BTD, new_cache
+
+
+def cached_attention(q_BTHK, k_BTGK, v_BTGK, positions_BT, cache, window):
+  """Attention against a key/value cache (prefill and decode).
+
+  cache = (k_BSGK, v_BSGK): the new keys/values are written at their absolute
+  positions, and query at position p attends to cache slots s <= p (and
+  s > p - window with a sliding window). Slots past a sequence's length hold
+  stale values but are always masked, so prompts of different lengths share
+  one cache.
+  """
+  k_cache, v_cache = cache
+  B, T = positions_BT.shape
+  b_idx = jnp.arange(B)[:, None]
+  k_cache = k_cache.at[b_idx, positions_BT].set(k_BTGK.astype(k_cache.dtype))
+  v_cache = v_cache.at[b_idx, positions_BT].set(v_BTGK.astype(v_cache.dtype))
+  S = k_cache.shape[1]
+  key_pos_S = jnp.arange(S)
+  mask_BTS = key_pos_S[None, None, :] <= positions_BT[:, :, None]
+  if window:
+    mask_BTS &= key_pos_S[None, None, :] > positions_BT[:, :, None] - window
+  return masked_attention(q_BTHK, k_cache, v_cache, mask_BTS), (k_cache, v_cache)
+
+
+def masked_attention(q_BTHK, k_BSGK, v_BSGK, mask_BTS):
+  """Plain softmax attention with an explicit boolean mask; kv heads shared by H/G query heads."""
+  B, T, H, K = q_BTHK.shape
+  G = k_BSGK.shape[2]
+  q_BTGRK = q_BTHK.reshape(B, T, G, H // G, K)
+  s_BGRTS = jnp.einsum('btgrk,bsgk->bgrts', q_BTGRK, k_BSGK.astype(q_BTHK.dtype),
+                       preferred_element_type=jnp.float32) / math.sqrt(K)
+  s_BGRTS = jnp.where(mask_BTS[:, None, None], s_BGRTS, -1e30)
+  p_BGRTS = jax.nn.softmax(s_BGRTS, axis=-1)
+  out_BTGRK = jnp.einsum('bgrts,bsgk->btgrk', p_BGRTS.astype(q_BTHK.dtype), v_BSGK.astype(q_BTHK.dtype),
+                         preferred_element_type=jnp.float32)
+  return out_BTGRK.reshape(B, T, H, K).astype(q_BTHK.dtype)
+
+
+# ----------------------------------------------------------------------------- remat
+def remat_policy(name: str):
+  cp = jax.checkpoint_policies
+  return {
+      'full': cp.nothing_saveable,
+      'dots': cp.checkpoint_dots,
+      # keep the attention projections and the attention output; recompute the MLP
+      'dots_except_mlp': cp.save_only_these_names('attn_proj', 'attn_out'),
+  }[name]
+
+
+# ----------------------------------------------------------------------------- model
+class Transformer(nnx.Module):
+  """Embedding, L blocks (stacked), final norm, LM head."""
+
+  def __init__(self, dims: ModelDims, *, rngs: nnx.Rngs):
+    self.dims = dims
+    D, V = dims.d_model, dims.vocab_size
+    self.embed_VD = nnx.Param(_normal(rngs, (V, D), dims.init_std), axes=('vocab', 'embed'))
+    if dims.position == 'learned':
+      self.pos_embed_TD = nnx.Param(_normal(rngs, (dims.seq_len, D), dims.init_std), axes=('seq', 'embed'))
+    self.blocks = Block(dims, dims.num_layers, rngs=rngs)
+    self.final_norm = Norm(dims)
+    if not dims.tied_embeddings:
+      self.lm_head_DV = nnx.Param(_normal(rngs, (D, V), dims.init_std), axes=('embed', 'vocab'))
+
+  def embed(self, tokens_BT, positions_BT):
+    x_BTD = jnp.take(self.embed_VD[...], tokens_BT, axis=0)
+    if self.dims.position == 'learned':
+      table = self.pos_embed_TD[...]
+      x_BTD = x_BTD + jnp.take(table, positions_BT, axis=0, mode='clip')
+    return x_BTD.astype(self.dims.compute_dtype)
+
+  def hidden(self, tokens_BT, positions_BT=None, segment_ids_BT=None, cache=None):
+    """Final normed hidden states x_BTD (and the updated cache when one is given)."""
+    dims = self.dims
+    B, T = tokens_BT.shape
+    if positions_BT is None:
+      positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    x_BTD = self.embed(tokens_BT, positions_BT)
+    graphdef, params = nnx.split(self.blocks)
+
+    def body(x_BTD, layer):
+      layer_params, layer_cache = layer
+      block = nnx.merge(graphdef, layer_params)
+      return block(x_BTD, positions_BT, segment_ids_BT, layer_cache)
+
+    if dims.remat != 'none':
+      body = jax.checkpoint(body, policy=remat_policy(dims.remat))
+    if dims.scan_layers:
+      x_BTD, new_cache = jax.lax.scan(body, x_BTD, (params, cache))
+    else:
+      outs = []
+      for i in range(dims.num_layers):
+        layer = jax.tree.map(lambda a: a[i], (params, cache))
+        x_BTD, c = body(x_BTD, layer)
+        outs.append(c)
+      new_cache = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
+    return self.final_norm(x_BTD), new_cache
+
+  def head_weights(self):
+    """The LM head as W_DV (the transposed embedding when tied)."""
+    return self.embed_VD[...].T if self.dims.tied_embeddings else self.lm_head_DV[...]
+
+  def logits(self, x_BTD):
+    return jnp.einsum('btd,dv->btv', x_BTD.astype(self.dims.compute_dtype),
+                      self.head_weights().astype(self.dims.compute_dtype),
+                      preferred_element_type=jnp.float32)
+
+  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, cache=None):
+    """Logits (float32) for every position; with a cache, also the updated cache."""
+    x_BTD, new_cache = self.hidden(tokens_BT, positions_BT, segment_ids_BT, cache)
+    logits_BTV = self.logits(x_BTD)
+    return logits_BTV if cache is None else (logits_BTV, new_cache)
+
+  def init_cache(self, batch: int, length: int, dtype=None):
+    """An empty KV cache: (k, v), each [L, B, S, G, K] in the compute dtype (only the kv heads)."""
+    d = self.dims
+    shape = (d.num_layers, batch, length, d.num_kv_heads, d.head_dim)
+    dtype = dtype or d.compute_dtype
+    return (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def build_model(model_cfg, *, seed: int = 0, backend: str | None = None) -> Transformer:
+  dims = model_cfg if isinstance(model_cfg, ModelDims) else ModelDims.from_config(model_cfg, backend=backend)
+  return Transformer(dims, rngs=nnx.Rngs(params=seed))
+
+
+def abstract_model(model_cfg) -> Transformer:
+  """The model with ShapeDtypeStructs instead of arrays: no memory allocated."""
+  dims = model_cfg if isinstance(model_cfg, ModelDims) else ModelDims.from_config(model_cfg, backend='cpu')
+  return nnx.eval_shape(lambda: Transformer(dims, rngs=nnx.Rngs(params=0)))
+
+
+def param_axes(model: Transformer) -> Any:
+  """A pytree (matching nnx.state(model, nnx.Param)) of logical axis-name tuples."""
+  state = nnx.state(model, nnx.Param)
+  return jax.tree.map(lambda v: v.axes, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
