@@ -1,0 +1,178 @@
+"""The `scaling` command: parses arguments and dispatches; no logic of its own.
+
+    scaling table    [--config SPEC] [--json]            the scale table of the ladder
+    scaling prepare  [--config SPEC] [--config.x=v]      corpus -> tokenizer -> token shards
+    scaling train    [--config SPEC] [--workdir DIR] ... train (resumes from the workdir's checkpoint)
+    scaling eval     --workdir DIR [--seq_len L]         validation loss / bits per byte
+    scaling sample   --workdir DIR --prompt TEXT ...     continuations with a KV cache
+    scaling sweep    --config SWEEP --backend B ...      grids of runs (local, slurm, tpu-vm, gke)
+    scaling fit      --results results.jsonl             scaling-law fits and plots
+    scaling report   --root DIR                          REPORT.md of a sweep
+    scaling export   --workdir DIR --out HF_DIR          Hugging Face (Llama) checkpoint
+    scaling import   --hf HF_DIR --workdir DIR           the reverse
+
+SPEC is `path/to/config.py[:arg]` (default configs/default.py); any field is
+overridden with `--config.section.field=value`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _config_parser(name, sub, help_):
+  p = sub.add_parser(name, help=help_)
+  p.add_argument('--config', default=None, help='config file, path.py[:arg] (default: configs/default.py)')
+  return p
+
+
+def cmd_table(args, overrides):
+  from scaling import accounting
+  from scaling.config import load_config, split_spec, load_module
+  if args.config:
+    cfg = load_config(args.config, overrides)
+    rows = [accounting.table_row(args.config, cfg.model, mfu=args.mfu)]
+  else:
+    path, _ = split_spec('ladder.py')
+    mod = load_module(path)
+    rows = [accounting.table_row(r, load_config(f'{path}:{r}', overrides).model, mfu=args.mfu) for r in mod.RUNGS]
+  if args.json:
+    print(json.dumps(rows, indent=1))
+  else:
+    print(accounting.format_table(rows))
+  return 0
+
+
+def cmd_prepare(args, overrides):
+  from scaling.config import load_config
+  from scaling.data import prepare
+  from scaling.data.prepare import format_summary
+  cfg = load_config(args.config, overrides)
+  summary = prepare(cfg.data, verbose=True, force=args.force)
+  print(format_summary(summary))
+  return 0
+
+
+def cmd_train(args, overrides):
+  from scaling import distributed
+  if args.local_processes > 1:
+    return distributed.launch_local(args.local_processes, sys.argv[1:])
+  distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  from scaling.config import load_config
+  from scaling.train import train
+  cfg = load_config(args.config, overrides)
+  workdir = args.workdir or 'workdir'
+  result = train(cfg, workdir, debug=args.debug, profile_steps=args.profile_steps)
+  if result['state'] == 'done' and args.sample and distributed.is_main():
+    _print_samples(workdir, cfg)
+  return result['exit_code']
+
+
+def _print_samples(workdir, cfg):
+  from scaling.checkpoint import load_for_inference
+  from scaling.generate import generate
+  model, _, tok = load_for_inference(workdir)
+  s = cfg.sample
+  prompts = list(s.prompts)
+  for label, temp, top_p in (('greedy', 0.0, 1.0), (f'top-p {s.top_p}, T={s.temperature}', s.temperature, s.top_p)):
+    outs = generate(model, tok, prompts, max_new_tokens=s.max_new_tokens, temperature=temp, top_k=s.top_k,
+                    top_p=top_p, seed=s.seed)
+    print(f'\n=== samples ({label}) ===')
+    for p, o in zip(prompts, outs):
+      print(f'--- {p!r}\n{p}{o}')
+
+
+def cmd_eval(args, overrides):
+  from scaling.evaluate import run_eval
+  return run_eval(args)
+
+
+def main(argv=None) -> int:
+  from scaling.config import ConfigError, parse_override_flags
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    overrides, rest = parse_override_flags(argv)
+  except ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  parser = argparse.ArgumentParser(prog='scaling', description=__doc__.split('\n')[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest='command', required=True)
+
+  p = _config_parser('table', sub, 'print the scale table (parameters, FLOPs, tokens, memory, time)')
+  p.add_argument('--json', action='store_true', help='a JSON list of row objects instead of a table')
+  p.add_argument('--mfu', type=float, default=0.4, help='assumed MFU for the wall-clock estimate')
+
+  p = _config_parser('prepare', sub, 'tokenize a corpus into shards (idempotent)')
+  p.add_argument('--force', action='store_true', help='rebuild even when up to date')
+
+  p = _config_parser('train', sub, 'train (or resume) a model')
+  p.add_argument('--workdir', default=None, help='run directory (default: ./workdir)')
+  p.add_argument('--debug', action='store_true', help='un-jitted step with NaN checks; print param shardings')
+  p.add_argument('--profile_steps', default='', help='A:B writes a profiler trace of steps A..B-1')
+  p.add_argument('--no_sample', dest='sample', action='store_false', help='skip the samples at the end')
+  p.add_argument('--local_processes', type=int, default=1, help='start N processes on this host (multi-host test)')
+  p.add_argument('--coordinator', default=None, help='HOST:PORT of process 0 for jax.distributed')
+  p.add_argument('--num_processes', type=int, default=None)
+  p.add_argument('--process_id', type=int, default=None)
+
+  p = sub.add_parser('eval', help='evaluate a trained workdir (loss, bits per byte), optionally at another length')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--seq_len', type=int, action='append', default=None, help='evaluation length(s)')
+  p.add_argument('--step', type=int, default=None)
+  p.add_argument('--batches', type=int, default=0, help='0: the whole validation split')
+
+  lazy = {}
+  try:
+    from scaling import generate as gen_mod
+    p = sub.add_parser('sample', help='continue prompts from a trained workdir')
+    gen_mod.add_sample_args(p)
+    lazy['sample'] = gen_mod.run_sample
+  except ImportError:
+    pass
+  sub.add_parser('sweep', help='run a sweep: see `scaling sweep --help`', add_help=False)
+  try:
+    from scaling import fit as fit_mod
+    p = sub.add_parser('fit', help='fit scaling laws to results.jsonl')
+    fit_mod.add_fit_args(p)
+    lazy['fit'] = fit_mod.run_fit
+    from scaling import report as report_mod
+    p = sub.add_parser('report', help='write REPORT.md for a sweep root')
+    report_mod.add_report_args(p)
+    lazy['report'] = report_mod.run_report
+  except ImportError:
+    pass
+  try:
+    from scaling import hf as hf_mod
+    p = sub.add_parser('export', help='export a workdir as a Hugging Face Llama checkpoint')
+    hf_mod.add_export_args(p)
+    lazy['export'] = hf_mod.run_export
+    p = sub.add_parser('import', help='import a Hugging Face Llama checkpoint into a workdir')
+    hf_mod.add_import_args(p)
+    lazy['import'] = hf_mod.run_import
+  except ImportError:
+    pass
+
+  if rest and rest[0] == 'sweep':
+    from launch.cli import run_sweep_cli
+    return run_sweep_cli(rest[1:] + [f'--config.{k}={v}' for k, v in overrides.items()])
+  args = parser.parse_args(rest)
+  handlers = dict(table=cmd_table, prepare=cmd_prepare, train=cmd_train, eval=cmd_eval)
+  try:
+    if args.command in handlers:
+      return handlers[args.command](args, overrides)
+    if overrides:
+      raise ConfigError(f'`scaling {args.command}` takes no --config.* overrides')
+    return lazy[args.command](args)
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
+    # every project error class derives from ValueError/RuntimeError: print the message, not a traceback
+    if getattr(args, 'debug', False):
+      raise
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,143 @@
+"""Metrics: metrics.jsonl, TensorBoard events, the progress bar, and the device peak for MFU.
+
+Only process 0 writes or prints; the other processes get a no-op writer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scaling.accounting import PEAK_FLOPS
+
+
+class MetricsWriter:
+  def __init__(self, workdir, *, enabled: bool = True, tensorboard: bool = True):
+    self.enabled = enabled
+    self.path = pathlib.Path(workdir) / 'metrics.jsonl'
+    self._tb = None
+    if enabled:
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      self._f = open(self.path, 'a', buffering=1)
+      if tensorboard:
+        try:
+          from tensorboardX import SummaryWriter
+          self._tb = SummaryWriter(str(pathlib.Path(workdir) / 'tb'))
+        except ImportError:  # optional
+          self._tb = None
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    row = {'step': int(step)}
+    for k, v in metrics.items():
+      v = float(v) if isinstance(v, (np.floating, np.integer, jax.Array, float, int)) else v
+      row[k] = v
+    self._f.write(json.dumps(row) + '\n')
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != 'step' and isinstance(v, (int, float)) and math.isfinite(v):
+          self._tb.add_scalar(k, v, step)
+
+  def close(self):
+    if self.enabled:
+      self._f.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+def read_metrics(workdir) -> list[dict]:
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  if not path.exists():
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+  """A tqdm bar on a terminal; periodic plain lines (with rate and ETA) when output is a file."""
+
+  def __init__(self, total: int, initial: int = 0, enabled: bool = True):
+    self.enabled = enabled
+    self.total, self.n = total, initial
+    self.t0, self.n0 = time.time(), initial
+    self._bar = None
+    self._last_line = 0.0
+    if enabled and sys.stderr.isatty():
+      from tqdm import tqdm
+      self._bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc='train')
+
+  def update(self, n: int, postfix: dict) -> None:
+    if not self.enabled:
+      return
+    if self._bar is not None:
+      self._bar.update(n - self.n)
+      self._bar.set_postfix(postfix, refresh=False)
+    else:
+      now = time.time()
+      if now - self._last_line >= 10 or n == self.total:
+        rate = (n - self.n0) / max(now - self.t0, 1e-9)
+        eta = (self.total - n) / rate if rate > 0 else float('inf')
+        fields = ' '.join(f'{k}={v}' for k, v in postfix.items())
+        print(f'step {n}/{self.total} {fields} eta={eta:.0f}s', flush=True)
+        self._last_line = now
+    self.n = n
+
+  def write(self, msg: str) -> None:
+    if not self.enabled:
+      return
+    if self._bar is not None:
+      self._bar.write(msg)
+    else:
+      print(msg, flush=True)
+
+  def close(self):
+    if self._bar is not None:
+      self._bar.close()
+
+
+_MEASURED: dict = {}
+
+
+def measure_matmul_peak(dtype=jnp.float32, n: int = 2048, reps: int = 3) -> float:
+  """FLOP/s of a large jitted matmul on the default device (float32 accumulation)."""
+  key = (str(jnp.dtype(dtype)), n)
+  if key in _MEASURED:
+    return _MEASURED[key]
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+  f(a, a).block_until_ready()
+  best = float('inf')
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  _MEASURED[key] = 2 * n ** 3 / best
+  return _MEASURED[key]
+
+
+def device_peak_flops(dtype: str, override: float = 0.0) -> tuple[float, str]:
+  """(peak FLOP/s per device, where it came from): config override, the table, or a measurement."""
+  if override > 0:
+    return override, 'config'
+  dev = jax.devices()[0]
+  kind = getattr(dev, 'device_kind', '')
+  for name, peaks in PEAK_FLOPS.items():
+    if name != 'CPU' and name.replace('TPU ', '').lower() in kind.lower():
+      return peaks.get(dtype, peaks['bfloat16']), f'table ({name})'
+  if dev.platform == 'cpu':
+    # fake CPU devices share the same cores: the peak of the host is split between them
+    return measure_matmul_peak(jnp.dtype(dtype)) / max(jax.local_device_count(), 1), 'measured'
+  return PEAK_FLOPS['H100'][dtype], f'assumed H100 ({kind})'
+
+
+def env_rank() -> int:
+  return int(os.environ.get('SCALING_PROCESS_ID', jax.process_index()))

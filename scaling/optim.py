@@ -1,0 +1,55 @@
+"""The optimizer: AdamW with weight decay on matrices only, global-norm clipping, schedules.
+
+Schedules (all with linear warmup from 0 to `lr` over `warmup_steps`):
+  cosine    cosine decay from lr to lr * min_lr_ratio at the last step;
+  wsd       warmup-stable-decay: constant lr, then a linear decay to lr * min_lr_ratio
+            over the last `decay_fraction` of the steps (Hu et al. 2024, MiniCPM);
+  constant  lr after warmup.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+
+def schedule(train_cfg, total_steps: int) -> optax.Schedule:
+  t = train_cfg
+  peak, final = t.lr, t.lr * t.min_lr_ratio
+  warm = min(t.warmup_steps, max(total_steps - 1, 0))
+  warmup = optax.linear_schedule(0.0, peak, max(warm, 1))
+  rest = max(total_steps - warm, 1)
+  if t.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(peak, rest, alpha=t.min_lr_ratio)
+  elif t.schedule == 'wsd':
+    decay = max(int(round(rest * t.decay_fraction)), 1)
+    main = optax.join_schedules([optax.constant_schedule(peak), optax.linear_schedule(peak, final, decay)],
+                                [rest - decay])
+  else:
+    main = optax.constant_schedule(peak)
+  if warm == 0:
+    return main
+  return optax.join_schedules([warmup, main], [warm])
+
+
+def decay_mask(params):
+  """Weight decay on matrices (ndim >= 2, embeddings included); none on norm scales and biases.
+
+  Block parameters carry a leading layers axis, so a stacked norm scale [L, D] is
+  still a vector: the rule looks at the name too.
+  """
+  def leaf_mask(path, x):
+    names = [getattr(k, 'key', getattr(k, 'name', '')) for k in path]
+    is_norm = any('norm' in str(n) for n in names)
+    return x.ndim >= 2 and not is_norm
+  return jax.tree_util.tree_map_with_path(leaf_mask, params)
+
+
+def make_optimizer(train_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  t = train_cfg
+  sched = schedule(t, total_steps)
+  parts = []
+  if t.grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(t.grad_clip))
+  parts.append(optax.adamw(sched, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, mask=decay_mask))
+  return optax.chain(*parts), sched
