@@ -95,7 +95,10 @@ def latest_step(workdir) -> int | None:
 
 
 def load_for_inference(workdir, step: int | None = None):
-  """(model, cfg, tokenizer) from a workdir: the latest (or given) checkpoint's params, on one device."""
+  """(model, cfg, tokenizer) from a workdir: the latest (or given) checkpoint's params, on one device.
+
+  tokenizer is None when the workdir has none (an imported checkpoint without a tokenizer).
+  """
   from flax import nnx
 
   from scaling.config import from_json
@@ -125,7 +128,8 @@ def load_for_inference(workdir, step: int | None = None):
     params = mgr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))['params']
   mgr.close()
   model = nnx.merge(graphdef, params)
-  tokenizer = load_tokenizer(str(workdir / TOKENIZER_DIR))
+  tok_dir = workdir / TOKENIZER_DIR
+  tokenizer = load_tokenizer(str(tok_dir)) if tok_dir.exists() else None   # None: imported weights only
   return model, cfg, tokenizer
 
 

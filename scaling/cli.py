@@ -47,11 +47,8 @@ def cmd_table(args, overrides):
 
 def cmd_prepare(args, overrides):
   from scaling.config import load_config
-  from scaling.data import prepare
-  from scaling.data.prepare import format_summary
-  cfg = load_config(args.config, overrides)
-  summary = prepare(cfg.data, verbose=True, force=args.force)
-  print(format_summary(summary))
+  from scaling.data import main_prepare
+  main_prepare(load_config(args.config, overrides), force=args.force)
   return 0
 
 

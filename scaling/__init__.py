@@ -1,0 +1,1 @@
+"""scaling: LM scaling experiments in JAX/Flax NNX."""

@@ -1,0 +1,32 @@
+"""The data pipeline: corpus -> tokenizer -> token shards -> grain loader.
+
+  from scaling.data import prepare, load_tokenizer, make_train_loader, make_eval_loader
+  summary = prepare(config.data)                   # idempotent; returns the summary dict
+  tok = load_tokenizer(summary['data_dir'])
+  train = make_train_loader(summary['data_dir'], seq_len=256, batch_size=16, seed=0)
+  batch = next(train)                              # {'inputs', 'targets'} int32 [B, T]
+
+See corpus.py (sources, Shakespeare, split), prepare.py (shards), shards.py (file layout and
+checks), loader.py (batches), and scaling/tokenizer.py (tokenizers). Bad input raises
+DataError (a ValueError) naming the file and the fix.
+"""
+
+from scaling.data.loader import EvalLoader
+from scaling.data.loader import TrainLoader
+from scaling.data.loader import bits_per_byte
+from scaling.data.loader import make_eval_loader
+from scaling.data.loader import make_train_loader
+from scaling.data.prepare import default_data_dir
+from scaling.data.prepare import main_prepare
+from scaling.data.prepare import prepare
+from scaling.data.prepare import resolve_data_dir
+from scaling.data.shards import open_split
+from scaling.tokenizer import DataError
+from scaling.tokenizer import Tokenizer
+from scaling.tokenizer import load_tokenizer
+
+__all__ = [
+    'DataError', 'EvalLoader', 'Tokenizer', 'TrainLoader', 'bits_per_byte', 'default_data_dir',
+    'load_tokenizer', 'main_prepare', 'make_eval_loader', 'make_train_loader', 'open_split',
+    'prepare', 'resolve_data_dir',
+]

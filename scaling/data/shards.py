@@ -1,0 +1,169 @@
+"""Token shards: one flat token file per split plus an index that lets a reader trust it.
+
+Layout of a data directory (all written by `prepare`):
+  train.bin, val.bin          token ids, raw little-endian uint16 (vocab <= 65536) or uint32
+  train.docs.npy, val.docs.npy  document boundaries: int64 offsets [num_docs + 1] into .bin;
+                              document k is tokens[off[k]:off[k+1]], its last token the EOS
+  index.json                  per split: file, dtype, num_tokens, num_docs, text_bytes,
+                              crc32 of the .bin, max_id; plus vocab_size, eos_id and the
+                              tokenizer hash
+  tokenizer.json (+ tokenizer.model)   the tokenizer (scaling/tokenizer.py)
+  summary.json                written last: prepare's result and the input fingerprint
+
+`open_split` checks, before any training: files present, byte size == num_tokens * itemsize
+(truncation), crc32 (corruption; skip with verify=False), every id < vocab_size, and that the
+tokenizer hash matches. Each failure is a DataError naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zlib
+from typing import Any
+
+import numpy as np
+
+from scaling.tokenizer import DataError
+
+INDEX_JSON = 'index.json'
+FORMAT_VERSION = 1
+SPLITS = ('train', 'val')
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+  return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
+
+
+class ShardWriter:
+  """Appends documents (token arrays, EOS included) to `<split>.bin`, tracking the index."""
+
+  def __init__(self, data_dir: str, split: str, dtype: np.dtype):
+    self.split, self.dtype = split, np.dtype(dtype)
+    self.path = os.path.join(data_dir, f'{split}.bin')
+    self.docs_path = os.path.join(data_dir, f'{split}.docs.npy')
+    self._tmp = f'{self.path}.tmp{os.getpid()}'
+    self._f = open(self._tmp, 'wb')
+    self._crc = 0
+    self._offsets = [0]
+    self.text_bytes = 0
+    self.max_id = -1
+
+  def add(self, ids: np.ndarray, text_bytes: int) -> None:
+    ids = np.ascontiguousarray(ids, dtype=self.dtype)
+    data = ids.tobytes()
+    self._f.write(data)
+    self._crc = zlib.crc32(data, self._crc)
+    self._offsets.append(self._offsets[-1] + ids.size)
+    self.text_bytes += text_bytes
+    if ids.size:
+      self.max_id = max(self.max_id, int(ids.max()))
+
+  def close(self) -> dict[str, Any]:
+    self._f.close()
+    os.replace(self._tmp, self.path)
+    offsets = np.asarray(self._offsets, dtype=np.int64)
+    tmp = f'{self.docs_path}.tmp{os.getpid()}.npy'
+    np.save(tmp, offsets, allow_pickle=False)
+    os.replace(tmp, self.docs_path)
+    return dict(file=os.path.basename(self.path), docs_file=os.path.basename(self.docs_path),
+                dtype=self.dtype.name, num_tokens=int(offsets[-1]), num_docs=len(offsets) - 1,
+                text_bytes=int(self.text_bytes), crc32=int(self._crc), max_id=int(self.max_id))
+
+  def abort(self) -> None:
+    self._f.close()
+    if os.path.exists(self._tmp):
+      os.remove(self._tmp)
+
+
+def file_crc32(path: str) -> int:
+  crc = 0
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 22), b''):
+      crc = zlib.crc32(block, crc)
+  return crc
+
+
+def read_index(data_dir: str) -> dict[str, Any]:
+  path = os.path.join(data_dir, INDEX_JSON)
+  if not os.path.isfile(path):
+    raise DataError(f'{path} not found: {data_dir} is not a prepared data directory; run '
+                    '`scaling prepare` (with the same data config) first')
+  try:
+    with open(path, encoding='utf-8') as f:
+      index = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DataError(f'{path} is corrupt ({e}); delete {data_dir} and run `scaling prepare`') from e
+  if index.get('format_version') != FORMAT_VERSION:
+    raise DataError(f'{path}: format version {index.get("format_version")} is not '
+                    f'{FORMAT_VERSION}; re-run `scaling prepare` into a fresh data_dir')
+  return index
+
+
+@dataclasses.dataclass
+class Split:
+  """A verified split: tokens as a read-only memmap and document offsets."""
+  name: str
+  path: str
+  tokens: np.ndarray      # [num_tokens] uint16/uint32 memmap
+  doc_offsets: np.ndarray  # [num_docs + 1] int64
+  text_bytes: int
+  vocab_size: int
+  eos_id: int | None
+
+  @property
+  def num_tokens(self) -> int:
+    return int(self.tokens.shape[0])
+
+  @property
+  def bytes_per_token(self) -> float:
+    return self.text_bytes / max(self.num_tokens, 1)
+
+
+def open_split(data_dir: str, split: str, *, verify: bool = True,
+               check_ids: bool = True) -> Split:
+  """Opens `<split>.bin` of a prepared directory and checks it against index.json."""
+  index = read_index(data_dir)
+  meta = index.get('splits', {}).get(split)
+  if meta is None:
+    raise DataError(f'{data_dir}/{INDEX_JSON} has no {split!r} split (val_fraction=0?)')
+  path = os.path.join(data_dir, meta['file'])
+  docs_path = os.path.join(data_dir, meta['docs_file'])
+  for p in (path, docs_path):
+    if not os.path.isfile(p):
+      raise DataError(f'shard file missing: {p}; re-run `scaling prepare`')
+  dtype = np.dtype(meta['dtype'])
+  expected = meta['num_tokens'] * dtype.itemsize
+  size = os.path.getsize(path)
+  if size != expected:
+    raise DataError(f'shard {path} is truncated or corrupt: {size} bytes, but the index says '
+                    f'{meta["num_tokens"]} {dtype.name} tokens = {expected} bytes. Delete '
+                    f'{data_dir} and re-run `scaling prepare`')
+  if verify and file_crc32(path) != meta['crc32']:
+    raise DataError(f'shard {path} is corrupt: its crc32 does not match the index. Delete '
+                    f'{data_dir} and re-run `scaling prepare`')
+  try:
+    offsets = np.load(docs_path, allow_pickle=False)
+  except (ValueError, OSError) as e:
+    raise DataError(f'document index {docs_path} is corrupt ({e}); re-run `scaling prepare`') from e
+  if (offsets.ndim != 1 or offsets.size != meta['num_docs'] + 1 or offsets[0] != 0
+      or offsets[-1] != meta['num_tokens'] or np.any(np.diff(offsets) < 0)):
+    raise DataError(f'document index {docs_path} does not match {path}; re-run `scaling prepare`')
+  vocab_size = int(index['vocab_size'])
+  tokens = (np.memmap(path, dtype=dtype, mode='r', shape=(meta['num_tokens'],))
+            if meta['num_tokens'] else np.zeros((0,), dtype))
+  if check_ids and tokens.size:
+    top = int(tokens.max())
+    if top >= vocab_size:
+      raise DataError(f'shard {path} holds token id {top} >= vocab_size {vocab_size}: it was '
+                      'written with another tokenizer or is corrupt; re-run `scaling prepare`')
+  return Split(split, path, tokens, offsets, int(meta['text_bytes']), vocab_size,
+               index.get('eos_id'))
+
+
+def check_tokenizer_hash(data_dir: str, tokenizer_sha256: str) -> None:
+  index = read_index(data_dir)
+  if index.get('tokenizer_sha256') != tokenizer_sha256:
+    raise DataError(f'the tokenizer in {data_dir} is not the one its shards were written with '
+                    '(hash mismatch); re-run `scaling prepare` into a fresh data_dir')
