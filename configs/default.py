@@ -12,6 +12,7 @@ import ml_collections
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg
   c = ml_collections.ConfigDict()
+  c.name = ''                # free-form label of the run (sweeps use it, e.g. for the arm of a study)
 
   # --- model -------------------------------------------------------------
   m = c.model = ml_collections.ConfigDict()
@@ -68,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.z_loss = 0.0             # coefficient of log(Z)^2
   t.eval_every = 200
   t.eval_batches = 16        # 0: the whole validation split
+  t.final_eval_lengths = ()  # extra context lengths evaluated at the end (summary: eval/bpb@L, eval/bpb@2x)
   t.log_every = 10
   t.ckpt_every = 200
   t.keep_checkpoints = 2

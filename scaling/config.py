@@ -113,7 +113,10 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, value) -> None:
   elif isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
     value = float(value)
   with node.unlocked():
-    node[leaf] = value
+    try:
+      node[leaf] = value
+    except TypeError as e:   # ml_collections refuses a value of another type
+      raise ConfigError(f'--config.{key}: {e}') from None
 
 
 def parse_override_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -168,7 +171,7 @@ def resolved_dims(m) -> dict:
 def validate_model(m) -> None:
   def positive(name):
     v = m[name]
-    if not isinstance(v, int) or v <= 0:
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
       raise ConfigError(f'model.{name} must be a positive integer, got {v!r}')
   for name in ('vocab_size', 'seq_len', 'num_layers', 'd_model', 'num_heads', 'num_kv_heads'):
     positive(name)
@@ -189,8 +192,12 @@ def validate_model(m) -> None:
   if m.position == 'rope' and head_dim % 2:
     raise ConfigError(f'model.position=rope needs an even head_dim, got head_dim={head_dim} '
                       f'(d_model={m.d_model} / num_heads={m.num_heads}); change the dims or use position=learned')
-  if m.init_std <= 0:
+  if not m.init_std > 0:   # also catches nan
     raise ConfigError(f'model.init_std must be > 0, got {m.init_std}')
+  if not m.norm_eps >= 0:
+    raise ConfigError(f'model.norm_eps must be >= 0, got {m.norm_eps}')
+  if m.position == 'rope' and not m.rope_theta > 0:
+    raise ConfigError(f'model.rope_theta must be > 0 with position=rope, got {m.rope_theta}')
   if m.sliding_window < 0:
     raise ConfigError(f'model.sliding_window must be >= 0 (0 = full causal), got {m.sliding_window}')
   if m.attention_block_size <= 0:

@@ -322,9 +322,12 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
   pending = None   # (step, metrics) of the last dispatched step, checked one step late
 
   def check_finite(s, m):
-    loss = float(m['loss'])
-    if not math.isfinite(loss):
-      raise TrainError(f'loss is {loss} at step {s}: training diverged. The last good checkpoint is kept in '
+    # the gradient norm too: a NaN gradient with a still-finite loss already wrote NaN params into
+    # this step's state, which must not be checkpointed as the "last good" one
+    loss, grad_norm = float(m['loss']), float(m['grad_norm'])
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+      what = f'loss is {loss}' if not math.isfinite(loss) else f'gradient norm is {grad_norm} (loss {loss:.4g})'
+      raise TrainError(f'{what} at step {s}: training diverged. The last good checkpoint is kept in '
                        f'{workdir / checkpoint.CKPT_DIR}; lower train.lr or raise warmup, then re-run to resume.')
     return loss
 
@@ -337,7 +340,12 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
     eval_bpb = eval_loss / math.log(2) / bpt_val
     return {'eval/loss': eval_loss, 'eval/bpb': eval_bpb}
 
+  saved = {'step': None}
+
   def do_save(s, force=False):
+    if s == saved['step']:   # a signal on a checkpoint step: this step is already saved
+      return
+    saved['step'] = s
     meta = dict(step=s, seed=cfg.train.seed, model=dataclasses.asdict(dims), tokens_seen=s * tokens_per_step)
     checkpoint.save(mgr, s, params=state['params'], opt_state=state['opt_state'], meta=meta,
                     data_state=train_loader.get_state(), force=force)
@@ -421,6 +429,19 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
 
   if eval_loss is None:
     do_eval(step)
+  extra_evals = {}
+  for L in cfg.train.final_eval_lengths:   # length generalisation (e.g. twice the training context)
+    L = int(L)
+    if dims.position == 'learned' and L > T:
+      value = None   # learned positions have no rows past the training length
+    else:
+      loader = make_eval_loader(data_dir, seq_len=L, batch_size=max(local_batch, 1), process_index=pidx,
+                                process_count=nproc, max_batches=cfg.train.eval_batches,
+                                document_masking=cfg.data.document_masking)
+      value = evaluate(eval_step, state['params'], loader, mesh)[0] / math.log(2) / bpt_val
+    extra_evals[f'eval/bpb@{L}'] = value
+    if L == 2 * T:
+      extra_evals['eval/bpb@2x'] = value
   if not math.isfinite(last['loss']):   # resumed a finished run: report its last logged loss
     from scaling.metrics import read_metrics
     logged = [r['train/loss'] for r in read_metrics(workdir) if 'train/loss' in r] if is_main else []
@@ -431,6 +452,7 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
       'flops_per_token': fpt, 'train/loss': last['loss'], 'eval/loss': eval_loss, 'eval/bpb': eval_bpb,
       'throughput/tokens_per_s': _median_tps(workdir) if is_main else None, 'compile_s': t_compile,
       'peak_flops': peak, 'peak_source': peak_src, 'wall_s': time.time() - t_start, 'exit_code': 0,
+      **extra_evals,
   }
   if is_main:
     _write_json(workdir / 'summary.json', result)

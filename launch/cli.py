@@ -1,0 +1,150 @@
+"""`scaling sweep ...`: submit a sweep, show its status, collect its results.
+
+  scaling sweep --config configs/sweeps/smoke.py --backend {local,slurm,tpu-vm,gke}
+                [--root DIR] [--dry-run] [--max-parallel N] [--max-retries K]
+                [--local_processes P] [--wait] [--config.KEY=VALUE ...]
+  scaling sweep status --root DIR [--json]
+  scaling sweep collect --root DIR
+
+`--config.KEY=VALUE` flags apply to every run of the sweep (and so change
+their hashes). The root defaults to ./sweeps/<sweep file name>. Everything the
+sweep needs is checked (every run's config, the backend's tool and resources)
+before anything is written or submitted; `--dry-run` prints the exact commands
+(and SLURM batch scripts) and writes nothing.
+
+scaling/cli.py hands `scaling sweep ARGS...` to `run_sweep_cli(ARGS)`;
+`python -m launch.cli ARGS...` does the same without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from launch import rundir as rd_lib
+from launch.sweep import LaunchError, load_sweep
+
+BACKENDS = ('local', 'slurm', 'tpu-vm', 'gke')
+
+
+def make_backend(name: str, root, resources: dict, args) -> object:
+  """Builds a backend; raises LaunchError for an unknown name, missing tool or missing resources."""
+  kw = dict(max_retries=args.max_retries)
+  if name == 'local':
+    from launch.local import LocalBackend
+    return LocalBackend(root, resources, max_parallel=args.max_parallel, local_processes=args.local_processes, **kw)
+  if name == 'slurm':
+    from launch.slurm import SlurmBackend
+    return SlurmBackend(root, resources, **kw)
+  if name == 'tpu-vm':
+    from launch.tpu_vm import TpuVmBackend
+    return TpuVmBackend(root, resources, max_parallel=args.max_parallel, **kw)
+  if name == 'gke':
+    from launch.gke import GkeBackend
+    return GkeBackend(root, resources, **kw)
+  raise LaunchError(f'unknown backend {name!r}; choose one of {", ".join(BACKENDS)}')
+
+
+def _submit_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog='scaling sweep', description='Run a sweep of training runs.',
+                              epilog='Subcommands: `scaling sweep status --root DIR`, '
+                                     '`scaling sweep collect --root DIR`.')
+  p.add_argument('--config', required=True, help='sweep file: path.py[:arg] with get_config() and get_sweep()')
+  p.add_argument('--backend', default='local', choices=BACKENDS)
+  p.add_argument('--root', default=None, help='sweep root (default ./sweeps/<sweep name>)')
+  p.add_argument('--dry-run', action='store_true', help='print what would run; write and submit nothing')
+  p.add_argument('--max-parallel', type=int, default=1, help='local: concurrent runs; tpu-vm: number of TPU VMs')
+  p.add_argument('--max-retries', type=int, default=2, help='retries of a failed run (exit != 0, 75)')
+  p.add_argument('--local_processes', '--local-processes', type=int, default=1,
+                 help='local: processes per run (passed to scaling train --local_processes)')
+  p.add_argument('--wait', action='store_true', help='slurm/gke: block until every job has finished '
+                 '(retrying failed runs up to --max-retries)')
+  return p
+
+
+def _root_parser(cmd: str) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog=f'scaling sweep {cmd}')
+  p.add_argument('--root', required=True, help='sweep root (the --root given when submitting)')
+  if cmd == 'status':
+    p.add_argument('--json', action='store_true', help='one JSON object per run instead of a table')
+  return p
+
+
+def cmd_submit(argv: list[str]) -> int:
+  from scaling.config import parse_override_flags
+  overrides, rest = parse_override_flags(argv)
+  args = _submit_parser().parse_args(rest)
+  sweep = load_sweep(args.config, overrides)          # validates every run's config
+  root = pathlib.Path(args.root or pathlib.Path('sweeps') / sweep.name).absolute()
+  backend = make_backend(args.backend, root, sweep.resources, args)
+  if args.dry_run:
+    print(f'# sweep {sweep.path}: {len(sweep.runs)} runs, backend {args.backend}, root {root}')
+    print(backend.dry_run(sweep))
+    return 0
+  backend.check_tools()
+  print(f'[sweep] {sweep.path}: {len(sweep.runs)} runs, backend {args.backend}, root {root}', flush=True)
+  root.mkdir(parents=True, exist_ok=True)
+  return backend.submit(sweep, wait=args.wait)
+
+
+def cmd_status(argv: list[str]) -> int:
+  args = _root_parser('status').parse_args(argv)
+  root = pathlib.Path(args.root)
+  if not (root / 'runs').is_dir():
+    raise LaunchError(f'{root} has no runs/ directory: is it the --root of a submitted sweep?')
+  rows = rd_lib.status_rows(root)
+  for r in rows:   # jobs still in a SLURM queue: show the queue's view when squeue is here
+    if r['state'] == 'submitted' and r['job']:
+      from launch.slurm import squeue_state
+      st = squeue_state(str(r['job']))
+      if st:
+        r['state'] = f'submitted ({st.lower()})'
+  if args.json:
+    for r in rows:
+      print(json.dumps(r))
+  else:
+    table = [dict(r, overrides=r['label']) for r in rows]
+    print(rd_lib.format_table(table, ['run', 'overrides', 'state', 'step', 'loss', 'attempts', 'job']))
+    counts = {}
+    for r in rows:
+      counts[r['state']] = counts.get(r['state'], 0) + 1
+    print(f'{len(rows)} runs: ' + ', '.join(f'{v} {k}' for k, v in sorted(counts.items())))
+  return 0
+
+
+def cmd_collect(argv: list[str]) -> int:
+  args = _root_parser('collect').parse_args(argv)
+  root = pathlib.Path(args.root)
+  if not (root / 'runs').is_dir():
+    raise LaunchError(f'{root} has no runs/ directory: is it the --root of a submitted sweep?')
+  out = rd_lib.write_results(root)
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  done = sum(r['state'] == 'done' for r in rows)
+  print(f'wrote {out}: {len(rows)} runs ({done} done)')
+  return 0
+
+
+def run_sweep_cli(argv: list[str]) -> int:
+  """Entry point for `scaling sweep ARGV...`; returns the exit status."""
+  argv = list(argv)
+  try:
+    if argv and argv[0] == 'status':
+      return cmd_status(argv[1:])
+    if argv and argv[0] == 'collect':
+      return cmd_collect(argv[1:])
+    if argv and argv[0] == 'submit':
+      argv = argv[1:]
+    return cmd_submit(argv)
+  except (LaunchError, ValueError) as e:   # ConfigError is a ValueError
+    print(f'scaling sweep: error: {e}', file=sys.stderr)
+    return 2
+
+
+def main() -> None:
+  sys.exit(run_sweep_cli(sys.argv[1:]))
+
+
+if __name__ == '__main__':
+  main()

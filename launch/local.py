@@ -1,0 +1,270 @@
+"""The `local` backend: runs as subprocesses of the launcher, a bounded number at a time.
+
+Each run executes `scaling train --config SPEC --workdir RUN_DIR --no_sample --config.k=v ...`
+(or $SCALING_TRAIN_CMD) with its output appended to RUN_DIR/train.log. Before
+starting a run the launcher takes the run's flock without waiting; a run locked
+by another launcher is skipped ("busy"), so two launchers on one root never run
+the same run twice. The training process inherits the lock's file descriptor:
+if the launcher dies, the lock stays held until training ends.
+
+Failed runs (non-zero exit other than 75) are retried at the back of the queue
+while their failure count is <= --max-retries; preempted runs (exit 75) are
+restarted and resume from their checkpoint. SIGINT/SIGTERM to the launcher is
+forwarded to every training process (which checkpoints and exits 75); the
+launcher then records them as preempted and exits 75; a second signal SIGKILLs them.
+An attempt whose launcher died without recording its end is closed as
+'interrupted' by the next launcher (not counted as a failure) and resumed.
+
+Subclasses (tpu_vm) change only `command()` and the prepare/finish hooks.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from launch import rundir as rd_lib
+from launch.rundir import RunDir
+
+
+class LocalBackend:
+  name = 'local'
+  tools: tuple[str, ...] = ()
+
+  def __init__(self, root, resources: dict | None = None, *, max_parallel: int = 1, max_retries: int = 2,
+               local_processes: int = 1, progress_every: float = 10.0, poll_s: float = 0.1, log=print):
+    if max_parallel < 1:
+      raise ValueError(f'--max-parallel must be >= 1, got {max_parallel}')
+    if max_retries < 0:
+      raise ValueError(f'--max-retries must be >= 0, got {max_retries}')
+    if local_processes < 1:
+      raise ValueError(f'--local_processes must be >= 1, got {local_processes}')
+    self.root = root
+    self.resources = dict(resources or {})
+    self.max_parallel = max_parallel
+    self.max_retries = max_retries
+    self.local_processes = local_processes
+    self.progress_every = progress_every
+    self.poll_s = poll_s
+    self.log = log
+    self._stop = threading.Event()
+    self._kill = False
+
+  def check_tools(self) -> None:
+    """The training command's program must exist (checked before anything is written)."""
+    import shutil
+    prog = rd_lib.train_prefix()[0]
+    if shutil.which(prog) is None and not os.path.exists(prog):
+      from launch.sweep import LaunchError
+      raise LaunchError(f'training command {prog!r} not found (from $SCALING_TRAIN_CMD or sys.executable)')
+
+  # ---- what to run -------------------------------------------------------------------------------
+  def command(self, run, rd: RunDir, slot: int) -> list[str]:
+    del slot
+    cmd = rd_lib.train_argv(rd_lib.train_prefix(), run.spec, rd.path, run.flag_list())
+    if self.local_processes > 1:
+      cmd += ['--local_processes', str(self.local_processes)]
+    return cmd
+
+  def prepare_commands(self, sweep) -> list[list[str]]:
+    """Commands run once before the runs (none locally)."""
+    del sweep
+    return []
+
+  def finish_commands(self, sweep) -> list[list[str]]:
+    del sweep
+    return []
+
+  def dry_run(self, sweep) -> str:
+    lines = [shlex.join(c) for c in self.prepare_commands(sweep)]
+    for run in sweep.runs:
+      rd = RunDir(self.root, run.hash)
+      lines.append(f'# run {run.hash} ({run.label}) -> {rd.path}')
+      lines.append(shlex.join(self.command(run, rd, run.index % self.max_parallel)))
+    lines += [shlex.join(c) for c in self.finish_commands(sweep)]
+    return '\n'.join(lines)
+
+  # ---- execution ---------------------------------------------------------------------------------
+  def request_stop(self, *_):
+    """First SIGINT/SIGTERM: runs checkpoint and stop (exit 75). Second: SIGKILL them."""
+    if self._stop.is_set():
+      self._kill = True
+    self._stop.set()
+
+  def _prepare(self, sweep) -> None:
+    for cmd in self.prepare_commands(sweep):
+      self.log(f'[sweep] {shlex.join(cmd)}')
+      subprocess.run(cmd, check=True)
+
+  def _finish(self, sweep) -> None:
+    for cmd in self.finish_commands(sweep):
+      self.log(f'[sweep] {shlex.join(cmd)}')
+      subprocess.run(cmd, check=False)
+
+  def submit(self, sweep, wait: bool = True) -> int:
+    """Runs every run of the sweep that is not done; returns 0 when all are done, 75 if stopped, else 1."""
+    del wait  # local runs always block
+    for run in sweep.runs:
+      rd_lib.ensure_run_dir(RunDir(self.root, run.hash), run, sweep)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+      for s in (signal.SIGINT, signal.SIGTERM):
+        handlers[s] = signal.signal(s, self.request_stop)
+    try:
+      self._prepare(sweep)
+      try:
+        return self._loop(sweep)
+      finally:
+        self._finish(sweep)
+    finally:
+      for s, h in handlers.items():
+        signal.signal(s, h)
+
+  def _loop(self, sweep) -> int:
+    queue = collections.deque(sweep.runs)
+    active = {}   # slot -> dict(run, rd, proc, fd, log, t0)
+    counts = collections.Counter()
+    total = len(sweep.runs)
+    last_progress = time.monotonic()
+    stopping = False
+    while queue or active:
+      if self._stop.is_set() and not stopping:
+        stopping = True
+        queue.clear()
+        self.log(f'[sweep] stopping: SIGTERM to {len(active)} running run(s); they checkpoint and exit 75')
+        for a in active.values():
+          _signal_group(a['proc'], signal.SIGTERM)
+      if self._kill:
+        self._kill = False
+        self.log('[sweep] second signal: SIGKILL to the running runs')
+        for a in active.values():
+          _signal_group(a['proc'], signal.SIGKILL)
+      while queue and len(active) < self.max_parallel and not stopping:
+        run = queue.popleft()
+        slot = min(set(range(self.max_parallel)) - set(active))
+        a = self._start(run, slot, counts)
+        if a is not None:
+          active[slot] = a
+      for slot, a in list(active.items()):
+        rc = a['proc'].poll()
+        if rc is None:
+          continue
+        del active[slot]
+        outcome = self._end(a, rc)
+        counts[outcome] += 1
+        run = a['run']
+        rec = a['rd'].read()
+        if outcome == 'failed' and not stopping:
+          if rd_lib.failures(rec) <= self.max_retries:
+            self.log(f'[sweep] run {run.hash} ({run.label}) failed (exit {rc}); retrying '
+                     f'({rd_lib.failures(rec)}/{self.max_retries} retries), log: {a["rd"].path / rd_lib.TRAIN_LOG}')
+            counts['failed'] -= 1
+            queue.append(run)
+          else:
+            self.log(f'[sweep] run {run.hash} ({run.label}) failed (exit {rc}); no retries left, '
+                     f'log: {a["rd"].path / rd_lib.TRAIN_LOG}')
+        elif outcome == 'preempted' and not stopping:
+          counts['preempted'] -= 1
+          queue.append(run)   # resumes from its checkpoint
+        self._progress_line(counts, total, active)
+      if active and time.monotonic() - last_progress > self.progress_every:
+        last_progress = time.monotonic()
+        self._progress_line(counts, total, active, detail=True)
+      time.sleep(self.poll_s)
+    self.log(f'[sweep] finished: {dict(counts)} of {total} runs (root {self.root})')
+    if stopping:
+      return rd_lib.EXIT_PREEMPTED
+    return 0 if counts['failed'] == 0 and counts['gave_up'] == 0 else 1
+
+  def _start(self, run, slot: int, counts) -> dict | None:
+    rd = RunDir(self.root, run.hash)
+    fd = rd.try_lock()
+    if fd is None:
+      self.log(f'[sweep] run {run.hash} ({run.label}) is being run by another launcher: skipped')
+      counts['busy'] += 1
+      return None
+    rec = rd.read()
+    dangling = rd_lib.close_dangling_attempt(rec, done=rd.summary() is not None)
+    if rd.summary() is not None:
+      if rec['state'] != 'done' or dangling:
+        rec['state'] = 'done'
+        rd.write(rec)
+      rd.unlock(fd)
+      counts['done'] += 1
+      self.log(f'[sweep] run {run.hash} ({run.label}) already done: skipped')
+      return None
+    if rd_lib.failures(rec) > self.max_retries:
+      rd.unlock(fd)
+      counts['gave_up'] += 1
+      self.log(f'[sweep] run {run.hash} ({run.label}) failed {rd_lib.failures(rec)} time(s), more than '
+               f'--max-retries={self.max_retries}: skipped (raise --max-retries to try again)')
+      return None
+    cmd = self.command(run, rd, slot)
+    n = len(rec['attempts']) + 1
+    log_f = open(rd.path / rd_lib.TRAIN_LOG, 'ab')
+    log_f.write(f'\n==== attempt {n} on {socket.gethostname()} at {time.ctime()}: {shlex.join(cmd)}\n'.encode())
+    log_f.flush()
+    try:
+      proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              pass_fds=(fd,), start_new_session=True)
+    except OSError as e:
+      log_f.close()
+      rec['attempts'].append({'n': n, 'backend': self.name, 'start': rd_lib.now(), 'end': rd_lib.now(),
+                              'exit_code': None, 'outcome': 'failed', 'error': str(e)})
+      rec['state'] = 'failed'
+      rd.write(rec)
+      rd.unlock(fd)
+      counts['failed'] += 1
+      self.log(f'[sweep] run {run.hash}: could not start {cmd[0]!r}: {e}')
+      return None
+    rec['attempts'].append({'n': n, 'backend': self.name, 'start': rd_lib.now(), 'host': socket.gethostname(),
+                            'pid': proc.pid, 'slot': slot, 'cmd': cmd})
+    rec['state'] = 'running'
+    rd.write(rec)
+    resumed = ' (resuming)' if n > 1 else ''
+    self.log(f'[sweep] start run {run.hash} ({run.label}) attempt {n}{resumed}, pid {proc.pid}')
+    return {'run': run, 'rd': rd, 'proc': proc, 'fd': fd, 'log': log_f, 't0': time.monotonic()}
+
+  def _end(self, a: dict, rc: int) -> str:
+    rd = a['rd']
+    a['log'].close()
+    done = rd.summary() is not None and rc == 0
+    outcome = rd_lib.outcome_of_exit(rc, done)
+    rec = rd.read()
+    att = rec['attempts'][-1]
+    att.update(end=rd_lib.now(), exit_code=rc, outcome=outcome)
+    rec['state'] = outcome
+    rd.write(rec)
+    rd.unlock(a['fd'])
+    dt = time.monotonic() - a['t0']
+    summ = rd.summary() or {}
+    loss = summ.get('eval/loss', summ.get('train/loss'))
+    extra = f', loss {loss:.4g}' if isinstance(loss, (int, float)) else ''
+    self.log(f'[sweep] run {a["run"].hash} ({a["run"].label}) {outcome} (exit {rc}) after {dt:.1f} s{extra}')
+    return outcome
+
+  def _progress_line(self, counts, total, active, detail=False):
+    head = (f'[sweep] {counts["done"]}/{total} done, {len(active)} running, {counts["failed"] + counts["gave_up"]} '
+            f'failed, {counts["busy"]} busy elsewhere')
+    if detail:
+      parts = []
+      for a in active.values():
+        m = a['rd'].last_metrics()
+        loss = m.get('train/loss')
+        parts.append(f'{a["run"].hash}: step {m.get("step", "-")}' +
+                     (f' loss {loss:.4g}' if isinstance(loss, (int, float)) else ''))
+      head += ' | ' + '; '.join(parts)
+    self.log(head)
+
+
+def _signal_group(proc: subprocess.Popen, sig) -> None:
+  try:
+    os.killpg(proc.pid, sig)
+  except (ProcessLookupError, PermissionError):
+    pass

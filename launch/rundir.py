@@ -1,0 +1,352 @@
+"""Run directories: where each run's state lives, who may touch it, and when.
+
+    ROOT/runs/<config_hash>/
+      run.json        written only by a launcher, only while it holds .lock:
+                      overrides, config spec and flags, resolved config,
+                      attempts (backend, start/end, host, pid or job id,
+                      exit code, outcome) and the current state
+      .lock           fcntl.flock target; a launcher holds it while it decides
+                      and submits (queue backends), or for as long as the run
+                      executes (local: the training process inherits it, so the
+                      lock outlives a killed launcher until training ends)
+      train.log       local/tpu-vm output;  slurm-<jobid>.out for SLURM
+      config.json, metrics.jsonl, checkpoints, summary.json
+                      written only by `scaling train`
+
+So every file has one writer, and `status`/`collect` only read: they work from
+any machine that sees ROOT.
+
+States: pending (never started), running (local process alive), submitted
+(queued on a cluster; job id recorded), done (summary.json says so), failed
+(last attempt exited non-zero), preempted (exit 75: checkpointed, resumable),
+interrupted (stopped from outside: cancelled, launcher died).
+An attempt's outcome counts against --max-retries only when it is `failed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import pathlib
+import shlex
+import socket
+import sys
+import time
+from typing import Iterator
+
+EXIT_PREEMPTED = 75
+
+RUN_JSON = 'run.json'
+LOCK = '.lock'
+SUMMARY = 'summary.json'
+METRICS = 'metrics.jsonl'
+TRAIN_LOG = 'train.log'
+
+RESULT_KEYS = ('params', 'non_embedding_params', 'tokens', 'flops', 'train/loss', 'eval/loss', 'eval/bpb',
+               'throughput/tokens_per_s', 'wall_s')
+
+
+def train_prefix() -> list[str]:
+  """The training command prefix: $SCALING_TRAIN_CMD (split like a shell) or `python -m scaling train`."""
+  env = os.environ.get('SCALING_TRAIN_CMD', '').strip()
+  return shlex.split(env) if env else [sys.executable, '-m', 'scaling', 'train']
+
+
+def train_argv(prefix: list[str], spec: str, workdir: str, flags: list[str]) -> list[str]:
+  """The full training command of one run. Samples at the end are skipped: sweeps measure, they do not chat."""
+  return list(prefix) + ['--config', spec, '--workdir', str(workdir), '--no_sample'] + list(flags)
+
+
+def now() -> float:
+  return round(time.time(), 3)
+
+
+def outcome_of_exit(code: int | None, done: bool) -> str:
+  """Maps a training exit code to an attempt outcome (see the module docstring)."""
+  if done:
+    return 'done'
+  if code == EXIT_PREEMPTED:
+    return 'preempted'
+  return 'failed'
+
+
+class RunDir:
+  """One run's directory under ROOT/runs/ and the files in it."""
+
+  def __init__(self, root: str | os.PathLike, run_hash: str):
+    self.root = pathlib.Path(root)
+    self.hash = run_hash
+    self.path = self.root / 'runs' / run_hash
+
+  def __repr__(self):
+    return f'RunDir({str(self.path)!r})'
+
+  # ---- files -------------------------------------------------------------------------------------
+  def read(self) -> dict | None:
+    try:
+      with open(self.path / RUN_JSON) as f:
+        return json.load(f)
+    except FileNotFoundError:
+      return None
+
+  def write(self, rec: dict) -> None:
+    """Atomically replaces run.json (callers hold the lock)."""
+    tmp = self.path / f'.{RUN_JSON}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(rec, f, indent=1, sort_keys=True)
+      f.write('\n')
+    os.replace(tmp, self.path / RUN_JSON)
+
+  def summary(self) -> dict | None:
+    """summary.json when training finished (state 'done'), else None."""
+    try:
+      with open(self.path / SUMMARY) as f:
+        s = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+      return None
+    return s if s.get('state') == 'done' else None
+
+  def last_metrics(self) -> dict:
+    """The last complete line of metrics.jsonl ({} if none); reads only the file's tail."""
+    p = self.path / METRICS
+    try:
+      with open(p, 'rb') as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 65536))
+        tail = f.read().decode(errors='replace')
+    except FileNotFoundError:
+      return {}
+    for line in reversed(tail.splitlines()):
+      try:
+        return json.loads(line)
+      except json.JSONDecodeError:
+        continue
+    return {}
+
+  # ---- lock --------------------------------------------------------------------------------------
+  def try_lock(self, timeout: float = 0.0) -> int | None:
+    """Takes the run's flock; returns the fd, or None when another process holds it past `timeout`."""
+    fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    end = time.monotonic() + timeout
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+      except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+          os.close(fd)
+          raise
+      if time.monotonic() >= end:
+        os.close(fd)
+        return None
+      time.sleep(0.05)
+
+  @staticmethod
+  def unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+  @contextlib.contextmanager
+  def locked(self, timeout: float = 0.0) -> Iterator[int | None]:
+    fd = self.try_lock(timeout)
+    try:
+      yield fd
+    finally:
+      if fd is not None:
+        self.unlock(fd)
+
+
+# --------------------------------------------------------------------------------------------------
+# Records.
+
+
+def new_record(run, sweep) -> dict:
+  from scaling.config import to_dict
+  return {
+      'hash': run.hash,
+      'sweep': str(sweep.path) + (f':{sweep.arg}' if sweep.arg else ''),
+      'index': run.index,
+      'label': run.label,
+      'overrides': run.overrides,
+      'spec': run.spec,
+      'flags': run.flags,
+      'config': to_dict(run.config),
+      'state': 'pending',
+      'attempts': [],
+      'created': now(),
+  }
+
+
+def ensure_run_dir(rd: RunDir, run, sweep) -> None:
+  """Creates the run directory and its run.json (under the lock) if missing."""
+  rd.path.mkdir(parents=True, exist_ok=True)
+  if (rd.path / RUN_JSON).exists():
+    return
+  with rd.locked(timeout=30) as fd:
+    if fd is None:
+      raise TimeoutError(f'could not lock {rd.path} within 30 s to create run.json')
+    if rd.read() is None:
+      rd.write(new_record(run, sweep))
+
+
+def failures(rec: dict) -> int:
+  return sum(a.get('outcome') == 'failed' for a in rec.get('attempts', []))
+
+
+def last_attempt(rec: dict) -> dict | None:
+  a = rec.get('attempts') or []
+  return a[-1] if a else None
+
+
+def close_dangling_attempt(rec: dict, done: bool = False) -> bool:
+  """Marks a local attempt that never recorded its end as 'interrupted' (its launcher died).
+
+  Only called while holding the run's lock: a live local run holds that lock
+  through its training process, so an attempt without an end here is dead.
+  """
+  a = last_attempt(rec)
+  if a and not a.get('outcome') and not a.get('job_id'):
+    a.update(end=now(), exit_code=None, outcome='done' if done else 'interrupted')
+    rec['state'] = a['outcome']
+    return True
+  return False
+
+
+def pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def effective_state(rd: RunDir, rec: dict | None) -> str:
+  """The state a reader reports: summary.json wins; a 'running' local process that is gone is 'interrupted'."""
+  if rd.summary() is not None:
+    return 'done'
+  if rec is None:
+    return 'pending'
+  st = rec.get('state', 'pending')
+  a = last_attempt(rec)
+  if st == 'running' and a and a.get('host') == socket.gethostname() and a.get('pid'):
+    if not pid_alive(a['pid']):
+      return 'interrupted'
+  return st
+
+
+def scan(root: str | os.PathLike) -> list[tuple[RunDir, dict]]:
+  """All runs under ROOT/runs, ordered by their index in the sweep."""
+  runs_dir = pathlib.Path(root) / 'runs'
+  out = []
+  if runs_dir.is_dir():
+    for p in sorted(runs_dir.iterdir()):
+      if p.is_dir():
+        rd = RunDir(root, p.name)
+        rec = rd.read()
+        if rec is not None:
+          out.append((rd, rec))
+  out.sort(key=lambda t: (t[1].get('sweep', ''), t[1].get('index', 0)))
+  return out
+
+
+# --------------------------------------------------------------------------------------------------
+# status and collect (read-only, except results.jsonl which collect writes atomically).
+
+
+def _fmt_overrides(ov: dict) -> str:
+  from launch.sweep import format_value
+  return ' '.join(f'{k}={format_value(v)}' for k, v in ov.items())
+
+
+def status_rows(root) -> list[dict]:
+  rows = []
+  for rd, rec in scan(root):
+    m = rd.last_metrics()
+    summ = rd.summary() or {}
+    a = last_attempt(rec) or {}
+    rows.append({
+        'run': rd.hash,
+        'overrides': rec.get('overrides', {}),
+        'label': rec.get('label') or _fmt_overrides(rec.get('overrides', {})),
+        'state': effective_state(rd, rec),
+        'step': summ.get('step', m.get('step')),
+        'loss': summ.get('train/loss', m.get('train/loss')),
+        'attempts': len(rec.get('attempts', [])),
+        'job': a.get('job_id') or a.get('pid'),
+    })
+  return rows
+
+
+def format_table(rows: list[dict], cols: list[str]) -> str:
+  def cell(v):
+    if v is None:
+      return '-'
+    if isinstance(v, float):
+      return f'{v:.4g}'
+    return str(v)
+  cells = [[cell(r.get(c)) for c in cols] for r in rows]
+  widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+  lines = ['  '.join(c.ljust(w) for c, w in zip(cols, widths))]
+  lines += ['  '.join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+  return '\n'.join(lines)
+
+
+def _accounting(config: dict) -> dict:
+  """params / non-embedding params / flops for a run that has no summary yet (via scaling.accounting)."""
+  try:
+    import ml_collections
+    from scaling import accounting
+    from scaling.config import train_steps
+  except ImportError:
+    return {}
+  try:
+    cfg = ml_collections.ConfigDict(config)
+    counts = accounting.count_params(cfg.model)
+    tokens = train_steps(cfg) * cfg.train.batch_size * cfg.model.seq_len
+    fpt = accounting.flops_per_token(cfg.model)
+    return {'params': counts['total'], 'non_embedding_params': counts['non_embedding'],
+            'tokens': tokens, 'flops': fpt * tokens}
+  except Exception:  # pylint: disable=broad-except
+    return {}      # accounting is best effort for unfinished runs; summary.json is authoritative
+
+
+def collect_rows(root) -> list[dict]:
+  rows = []
+  for rd, rec in scan(root):
+    summ = rd.summary()
+    row = {'run': rd.hash, 'overrides': rec.get('overrides', {}), 'state': effective_state(rd, rec)}
+    if summ is not None:
+      src = summ
+    else:
+      src = _accounting(rec.get('config', {}))
+      m = rd.last_metrics()
+      for k in ('train/loss', 'eval/loss', 'eval/bpb'):
+        if k in m:
+          src[k] = m[k]
+    for k in RESULT_KEYS:
+      row[k] = src.get(k)
+    for k, v in src.items():   # extra evaluations, e.g. eval/bpb@2x (length generalisation)
+      if k.startswith('eval/bpb@') or k.startswith('eval/loss@'):
+        row[k] = v
+    row['name'] = (rec.get('config') or {}).get('name') or rec.get('overrides', {}).get('name')
+    rows.append(row)
+  return rows
+
+
+def write_results(root) -> pathlib.Path:
+  """Writes ROOT/results.jsonl (one row per run) atomically and returns its path."""
+  root = pathlib.Path(root)
+  rows = collect_rows(root)
+  out = root / 'results.jsonl'
+  tmp = root / f'.results.jsonl.{os.getpid()}.tmp'
+  with open(tmp, 'w') as f:
+    for r in rows:
+      f.write(json.dumps(r, sort_keys=True) + '\n')
+  os.replace(tmp, out)
+  return out

@@ -1,0 +1,500 @@
+"""`scaling report`: writes REPORT.md in a sweep root from its results.jsonl.
+
+The report says what the sweep measured (a table of runs), runs `scaling fit` into the root
+(fit.json and PNGs) and sets the fitted exponents beside the published ones (Hoffmann et al.
+2022, Kaplan et al. 2020), and, for a seed_upgrades study (rows tagged with an arm: baseline,
+bpe, rmsnorm, rope, context, scale10x, all; from an override or column 'study_arm' or 'arm', or
+a config `name` equal to an arm), checks each claim of the seed guide against the
+measured numbers: confirmed, not confirmed, or not measured. Partial data renders: a missing
+arm or column gives 'not measured', a failed fit gives its reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from scaling import fit as fit_lib
+
+ARMS = ('baseline', 'bpe', 'rmsnorm', 'rope', 'context', 'scale10x', 'all')
+ARM_KEYS = ('study_arm', 'arm', 'name')
+THROUGHPUT = 'throughput/tokens_per_s'
+BPB, BPB_2X = 'eval/bpb', 'eval/bpb@2x'
+CONFIRMED, NOT_CONFIRMED, NOT_MEASURED = 'confirmed', 'not confirmed', 'not measured'
+BPE_FACTOR_NEEDED = 10.0
+
+# Hoffmann et al. 2022 (Table 2 and eq. 10; loss in nats/token on MassiveText) and Kaplan et
+# al. 2020 (L(N) and L(D) exponents; compute-efficient N ~ C^0.73 and D ~ C^0.27).
+PUBLISHED = {
+    'alpha': {'chinchilla3': 0.34, 'kaplan': 0.076},
+    'beta': {'chinchilla3': 0.28, 'kaplan': 0.095},
+    'a': {'chinchilla3': 0.46, 'chinchilla2': 0.49, 'chinchilla1': 0.50, 'kaplan': 0.73},
+    'b': {'chinchilla3': 0.54, 'chinchilla2': 0.51, 'chinchilla1': 0.50, 'kaplan': 0.27},
+    'E': {'chinchilla3': 1.69}, 'A': {'chinchilla3': 406.4}, 'B': {'chinchilla3': 410.7},
+}
+
+CLAIMS = (
+    ('bpe', 'Subword tokens (BPE) instead of characters: "10-100x improvement"'),
+    ('rmsnorm', 'RMSNorm instead of LayerNorm: "simpler and faster" training'),
+    ('rope', 'RoPE instead of learned positions: "better generalization to longer sequences"'),
+    ('context', 'Longer context: "better understanding"'),
+    ('scale10x', 'A 10x larger model: "bigger models = better"'),
+    ('all', 'All upgrades together beat the baseline'),
+)
+
+
+# --------------------------------------------------------------------------------------
+# Rows
+
+
+def read_rows(path: str, notes: list[str]) -> list[dict]:
+  """Every JSON object of results.jsonl, whatever its state; unreadable lines become notes."""
+  rows = []
+  if not os.path.isfile(path):
+    notes.append(f'no results file at {path}: run `scaling sweep collect` first')
+    return rows
+  with open(path, encoding='utf-8') as f:
+    for lineno, text in enumerate(f, start=1):
+      if not text.strip():
+        continue
+      try:
+        row = json.loads(text)
+      except json.JSONDecodeError as e:
+        notes.append(f'{os.path.basename(path)} line {lineno}: not valid JSON ({e.msg}); left out')
+        continue
+      if isinstance(row, dict):
+        rows.append(row)
+      else:
+        notes.append(f'{os.path.basename(path)} line {lineno}: not a JSON object; left out')
+  return rows
+
+
+def _num(v: Any) -> float | None:
+  """A finite float, or None for missing / null / NaN / non-numbers."""
+  if isinstance(v, bool) or not isinstance(v, (int, float)):
+    return None
+  return float(v) if math.isfinite(v) else None
+
+
+def _lookup(row: dict, keys: Sequence[str]) -> Any:
+  """A value from the row, else from its overrides (a key or a dotted key's last part)."""
+  for k in keys:
+    if row.get(k) is not None:
+      return row[k]
+  overrides = row.get('overrides')
+  if isinstance(overrides, dict):
+    for k, v in overrides.items():
+      if str(k).rsplit('.', 1)[-1] in keys and v is not None:
+        return v
+  return None
+
+
+def row_arm(row: dict) -> str | None:
+  """The study arm: 'study_arm' / 'arm' (column or override), else a run `name` that is an arm."""
+  arm = _lookup(row, ARM_KEYS)
+  if arm is None and str(_lookup(row, ('name',))) in ARMS:
+    arm = _lookup(row, ('name',))
+  return str(arm) if arm is not None else None
+
+
+def row_study(row: dict) -> str | None:
+  study = _lookup(row, ('study',))
+  return str(study) if study is not None else None
+
+
+# --------------------------------------------------------------------------------------
+# Claims
+
+
+def _pos(v: Any) -> float | None:
+  """A finite positive float (a bpb or a throughput), else None."""
+  v = _num(v)
+  return v if v is not None and v > 0 else None
+
+
+def _mean(xs: Sequence[float]) -> float:
+  return float(np.mean(xs))
+
+
+def _baseline_at(base: list[dict], c: float | None, key: str,
+                 tol: float) -> tuple[float, str] | None:
+  """The baseline's value of `key` at compute c: a run within tol, else its power law in C."""
+  pts = [(r['C'], r[key]) for r in base if r.get(key) is not None]
+  if not pts:
+    return None
+  if c is None:
+    return _mean([v for _, v in pts]), 'compute unknown'
+  same = [v for bc, v in pts if bc is not None and abs(bc / c - 1) <= tol]
+  if same:
+    return _mean(same), 'equal compute'
+  with_c = [(bc, v) for bc, v in pts if bc is not None]
+  if len({bc for bc, _ in with_c}) >= 2:
+    law = fit_lib.fit_power_law([bc for bc, _ in with_c], [v for _, v in with_c], irreducible=False)
+    lo, hi = min(bc for bc, _ in with_c), max(bc for bc, _ in with_c)
+    where = 'interpolated' if lo <= c <= hi else 'extrapolated'
+    return law['a'] * c ** -law['b'], f'baseline power law in compute ({where})'
+  if with_c:
+    return with_c[0][1], f'baseline at {with_c[0][0] / c:.2g}x the compute'
+  return _mean([v for _, v in pts]), 'compute unknown'
+
+
+def _compare(arm: list[dict], base: list[dict], key: str, tol: float) -> dict | None:
+  """Mean of `key` over the arm's runs against the baseline at the same compute."""
+  pairs, hows = [], []
+  for r in arm:
+    if r.get(key) is None:
+      continue
+    b = _baseline_at(base, r['C'], key, tol)
+    if b is not None:
+      pairs.append((r[key], b[0]))
+      hows.append(b[1])
+  if not pairs:
+    return None
+  a_val, b_val = _mean([p[0] for p in pairs]), _mean([p[1] for p in pairs])
+  return {'arm': a_val, 'baseline': b_val, 'ratio': b_val / a_val, 'n': len(pairs),
+          'how': ', '.join(sorted(set(hows)))}
+
+
+def _bpe_factor(arm: list[dict], base: list[dict]) -> dict | None:
+  """Compute-equivalent factor: baseline compute needed to reach the arm's bpb, over the arm's.
+
+  Needs baseline runs at >= 2 compute budgets (a power law bpb = k C^-p); None otherwise.
+  """
+  pts = [(r['C'], r[BPB]) for r in base if r['C'] is not None and r.get(BPB) is not None]
+  if len({c for c, _ in pts}) < 2:
+    return None
+  law = fit_lib.fit_power_law([c for c, _ in pts], [v for _, v in pts], irreducible=False)
+  if law['b'] <= 0:
+    return None
+  factors, extrapolated = [], False
+  hi = max(c for c, _ in pts)
+  for r in arm:
+    if r['C'] is None or r.get(BPB) is None:
+      continue
+    c_star = (law['a'] / r[BPB]) ** (1 / law['b'])
+    factors.append(c_star / r['C'])
+    extrapolated |= c_star > hi
+  if not factors:
+    return None
+  return {'factor': float(np.exp(np.mean(np.log(factors)))), 'exponent': law['b'],
+          'extrapolated': extrapolated}
+
+
+def _fmt_cmp(cmp: dict, what: str, digits: int = 4) -> str:
+  return (f'{what} {cmp["arm"]:.{digits}g} vs baseline {cmp["baseline"]:.{digits}g} '
+          f'({cmp["how"]})')
+
+
+def evaluate_claims(rows: Sequence[dict], *, compute_tol: float = 0.1) -> list[dict]:
+  """Each seed-guide claim with the measured numbers and a verdict that follows from them.
+
+  rows: results.jsonl objects; finished rows tagged with an arm are used. Verdicts:
+  bpe confirmed only if the improvement factor is >= 10 (compute-equivalent factor when the
+  baseline has runs at >= 2 budgets, else the bpb ratio); rmsnorm if its tokens/s is higher;
+  rope if its bpb is lower at twice the training length (eval/bpb@2x; at the training length
+  when that column is absent, said so); context, scale10x and all if their bpb is lower.
+  """
+  by_arm: dict[str, list[dict]] = {}
+  for row in rows:
+    arm = row_arm(row)
+    if arm is None or row.get('state') != 'done':
+      continue
+    by_arm.setdefault(arm, []).append({
+        'run': row.get('run'), 'C': _pos(row.get('flops')), BPB: _pos(row.get(BPB)),
+        BPB_2X: _pos(row.get(BPB_2X)), THROUGHPUT: _pos(row.get(THROUGHPUT))})
+  base = by_arm.get('baseline', [])
+  out = []
+  for arm, claim in CLAIMS:
+    entry = {'arm': arm, 'claim': claim, 'verdict': NOT_MEASURED, 'numbers': {}}
+    out.append(entry)
+    runs = by_arm.get(arm, [])
+    if not runs or not base:
+      entry['measured'] = 'no finished ' + ' or '.join(
+          f'{a!r}' for a in ('baseline', arm) if not by_arm.get(a)) + ' run'
+      continue
+    bpb = _compare(runs, base, BPB, compute_tol)
+    entry['numbers']['bpb'] = bpb
+    if arm == 'bpe':
+      if bpb is None:
+        entry['measured'] = 'no eval/bpb for both arms'
+        continue
+      eq = _bpe_factor(runs, base)
+      if eq is not None:
+        factor, kind = eq['factor'], 'compute-equivalent factor' + (
+            ' (extrapolated beyond the baseline runs)' if eq['extrapolated'] else '')
+      else:
+        factor, kind = bpb['ratio'], ('bpb ratio baseline/bpe (a compute-equivalent factor needs '
+                                      'baseline runs at >= 2 budgets)')
+      entry['numbers']['factor'] = {'value': factor, 'kind': kind}
+      entry['measured'] = f'{_fmt_cmp(bpb, "bpb")}; {kind}: {factor:.3g}x'
+      entry['verdict'] = CONFIRMED if factor >= BPE_FACTOR_NEEDED else NOT_CONFIRMED
+    elif arm == 'rmsnorm':
+      tps = _compare(runs, base, THROUGHPUT, math.inf)  # throughput: any compute
+      entry['numbers']['tokens_per_s'] = tps
+      parts = [_fmt_cmp(bpb, 'bpb')] if bpb else []
+      if tps is None:
+        entry['measured'] = '; '.join(parts + [f'no {THROUGHPUT} column for both arms'])
+        continue
+      speedup = tps['arm'] / tps['baseline']
+      entry['measured'] = '; '.join(
+          [f'tokens/s {tps["arm"]:.4g} vs baseline {tps["baseline"]:.4g} ({speedup:.3f}x)'] + parts)
+      entry['verdict'] = CONFIRMED if speedup > 1 else NOT_CONFIRMED
+    elif arm == 'rope':
+      long = _compare(runs, base, BPB_2X, compute_tol)
+      entry['numbers']['bpb@2x'] = long
+      parts = [_fmt_cmp(bpb, 'bpb at the training length')] if bpb else []
+      if long is not None:
+        entry['measured'] = '; '.join(parts + [_fmt_cmp(long, 'bpb at 2x the training length')])
+        entry['verdict'] = CONFIRMED if long['arm'] < long['baseline'] else NOT_CONFIRMED
+      elif bpb is not None:
+        entry['measured'] = '; '.join(parts + ['not evaluated at a longer length (no eval/bpb@2x)'])
+        entry['verdict'] = CONFIRMED if bpb['arm'] < bpb['baseline'] else NOT_CONFIRMED
+        entry['qualifier'] = 'at the training length only'
+      else:
+        entry['measured'] = 'no eval/bpb for both arms'
+    else:
+      if bpb is None:
+        entry['measured'] = 'no eval/bpb for both arms'
+        continue
+      change = 100 * (bpb['arm'] / bpb['baseline'] - 1)
+      entry['measured'] = (f'{_fmt_cmp(bpb, "bpb")}: {abs(change):.2f}% '
+                           f'{"lower" if change < 0 else "higher"}')
+      entry['verdict'] = CONFIRMED if bpb['arm'] < bpb['baseline'] else NOT_CONFIRMED
+  return out
+
+
+# --------------------------------------------------------------------------------------
+# Rendering
+
+
+def _si(v: Any) -> str:
+  v = _num(v)
+  if v is None:
+    return '—'
+  for div, suffix in ((1e12, 'T'), (1e9, 'B'), (1e6, 'M'), (1e3, 'k')):
+    if abs(v) >= div:
+      return f'{v / div:.3g}{suffix}'
+  return f'{v:.3g}'
+
+
+def _g(v: Any, spec: str = '.4g') -> str:
+  v = _num(v)
+  return '—' if v is None else format(v, spec)
+
+
+def _wall(v: Any) -> str:
+  v = _num(v)
+  if v is None:
+    return '—'
+  if v < 120:
+    return f'{v:.0f} s'
+  if v < 7200:
+    return f'{v / 60:.1f} min'
+  return f'{v / 3600:.1f} h'
+
+
+def _cell(v: Any) -> str:
+  return str(v).replace('|', '\\|').replace('\n', ' ')
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(_cell(c) for c in r) + ' |' for r in rows]
+  return lines
+
+
+def _runs_table(rows: Sequence[dict]) -> list[str]:
+  body = []
+  for r in rows:
+    ov = r.get('overrides')
+    ov = ', '.join(f'{k}={v}' for k, v in ov.items()) if isinstance(ov, dict) else ''
+    body.append([r.get('run', '?'), r.get('state', '?'), ov or '—', _si(r.get('params')),
+                 _si(r.get('non_embedding_params')), _si(r.get('tokens')),
+                 _g(r.get('flops'), '.3g'),
+                 _g(r.get('eval/loss')), _g(r.get(BPB)), _si(r.get(THROUGHPUT)),
+                 _wall(r.get('wall_s'))])
+  return _table(['run', 'state', 'overrides', 'params', 'non-emb params', 'tokens', 'FLOPs',
+                 'eval loss', 'eval bpb', 'tokens/s', 'wall'], body)
+
+
+def _ci(fit_part: dict, key: str) -> str:
+  ci = fit_part.get('ci', {}).get(key)
+  return f'{ci[0]:.3g} – {ci[1]:.3g}' if ci and None not in ci else '—'
+
+
+def _published(q: str, src: str) -> str:
+  v = PUBLISHED[q].get(src)
+  return '—' if v is None else f'{v:g}'
+
+
+def _exponents_section(result: dict) -> list[str]:
+  chin, iso = result.get('chinchilla', {}), result.get('isoflop', {})
+  pl = result.get('power_law', {})
+  body = []
+
+  def add(label, q, value, ci, method):
+    body.append([label, method, _g(value, '.3g'), ci, _published(q, 'chinchilla3'),
+                 _published(q, 'chinchilla2'), _published(q, 'kaplan')])
+
+  if 'skipped' not in chin and chin:
+    add('α (L ∝ N^-α)', 'alpha', chin['alpha'], _ci(chin, 'alpha'), 'parametric L(N, D)')
+    add('β (L ∝ D^-β)', 'beta', chin['beta'], _ci(chin, 'beta'), 'parametric L(N, D)')
+    add('a (N_opt ∝ C^a)', 'a', chin['a_exponent'], _ci(chin, 'a_exponent'), 'parametric, β/(α+β)')
+    add('b (D_opt ∝ C^b)', 'b', chin['b_exponent'], _ci(chin, 'b_exponent'), 'parametric, α/(α+β)')
+  for key, q, label in (('vs_N', 'alpha', 'α (L ∝ N^-α)'), ('vs_D', 'beta', 'β (L ∝ D^-β)')):
+    part = pl.get(key, {})
+    if 'groups' in part:
+      k = len(part['groups'])
+      add(label, q, part['exponent_median'],
+          f'{part["exponent_min"]:.3g} – {part["exponent_max"]:.3g} (range)',
+          f'power law per {"token budget" if key == "vs_N" else "model size"}, median of {k}')
+  if 'skipped' not in iso and iso:
+    add('a (N_opt ∝ C^a)', 'a', iso['a'], '—', f'IsoFLOP, {len(iso["budgets"])} budgets')
+    add('b (D_opt ∝ C^b)', 'b', iso['b'], '—', f'IsoFLOP, {len(iso["budgets"])} budgets')
+  if 'skipped' not in chin and chin:
+    for q in ('E', 'A', 'B'):
+      add(q, q, chin[q], _ci(chin, q), 'parametric L(N, D)')
+  if not body:
+    return ['No exponent could be fitted (see the notes below).']
+  lines = _table(['quantity', 'method', 'this sweep', '5–95% (bootstrap)',
+                  'Chinchilla approach 3', 'Chinchilla approach 2', 'Kaplan 2020'], body)
+  lines += ['', 'Published: Hoffmann et al. 2022 (Table 2: a = 0.50/0.49/0.46 and '
+            'b = 0.50/0.51/0.54 for approaches 1/2/3; eq. 10: E 1.69, A 406.4, B 410.7, '
+            'α 0.34, β 0.28), Kaplan et al. '
+            '2020 (α_N 0.076, α_D 0.095 without an irreducible term; N_opt ∝ C^0.73, D_opt ∝ '
+            'C^0.27). E, A, B are nats/token on MassiveText: compare exponents, not constants, '
+            'and expect small-scale sweeps to differ.']
+  return lines
+
+
+def _predictions_section(result: dict) -> list[str]:
+  body = []
+  for p in result.get('predictions', []):
+    ch, iso = p.get('chinchilla', {}), p.get('isoflop', {})
+    ci = ch.get('ci', {})
+    body.append([f'{p["flops"]:.3g}', _si(ch.get('N_opt')) + (
+        f' ({_si(ci["N_opt"][0])}–{_si(ci["N_opt"][1])})' if 'N_opt' in ci else ''),
+                 _si(ch.get('D_opt')), _g(ch.get('loss')), _si(iso.get('N_opt')),
+                 _si(iso.get('D_opt')), _g(iso.get('loss'))])
+  if not body or all(all(c == '—' for c in b[1:]) for b in body):
+    return ['No prediction: neither the parametric nor the IsoFLOP fit is available.']
+  return _table(['target FLOPs', 'N_opt parametric (5–95%)', 'D_opt parametric',
+                 'loss parametric', 'N_opt IsoFLOP', 'D_opt IsoFLOP', 'loss IsoFLOP'], body)
+
+
+def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] | None, *,
+                  title: str, notes: Sequence[str], results_name: str = 'results.jsonl') -> str:
+  """REPORT.md text from the raw rows, the fit result (fit.json) and the evaluated claims."""
+  states: dict[str, int] = {}
+  for r in rows:
+    states[str(r.get('state', '?'))] = states.get(str(r.get('state', '?')), 0) + 1
+  lines = [f'# Scaling report: {title}', '',
+           f'Generated by `scaling report` from `{results_name}`: {len(rows)} run(s) (' +
+           ', '.join(f'{n} {s}' for s, n in sorted(states.items())) + ').', '',
+           '## What the sweep measured', '']
+  lines += _runs_table(rows) if rows else ['No runs.']
+  lines += ['', '## Scaling-law fits', '']
+  if result is None:
+    lines += ['No fit was run (see the notes below).']
+  else:
+    inp = result.get('inputs', {})
+    lines += [f'Metric `{inp.get("metric")}`, N = `{inp.get("params_column")}`, '
+              f'{inp.get("rows_used")} finished run(s); all numbers are in `fit.json`.', '',
+              '### Fitted exponents beside the published ones', '']
+    lines += _exponents_section(result)
+    lines += ['', '### Compute-optimal predictions', '']
+    lines += _predictions_section(result)
+    if result.get('plots'):
+      lines += ['', '### Plots', '']
+      lines += [f'![{p[:-4].replace("_", " ")}]({p})' for p in result['plots']]
+  if claims is not None:
+    lines += ['', '## Seed guide claims (seed_upgrades study)', '']
+    body = [[c['claim'], f'{c["arm"]} vs baseline', c.get('measured', '—'),
+             f'**{c["verdict"]}**' + (f' ({c["qualifier"]})' if c.get('qualifier') else '')]
+            for c in claims]
+    lines += _table(['claim (seed guide)', 'arms', 'measured', 'verdict'], body)
+    lines += ['', 'bpb (bits per byte) compares runs across tokenizers. "equal compute" means '
+              'FLOPs within 10%; otherwise the baseline is read off its power law in compute. '
+              f'The BPE claim counts as confirmed only for a factor >= {BPE_FACTOR_NEEDED:g}.']
+  all_notes = list(notes) + (list(result.get('notes', [])) if result else [])
+  if all_notes:
+    lines += ['', '## Notes', ''] + [f'- {n}' for n in all_notes]
+  return '\n'.join(lines) + '\n'
+
+
+# --------------------------------------------------------------------------------------
+# Orchestration and CLI
+
+
+def write_report(root: str, results: str | None = None, study: str | None = None, *,
+                 fit: bool = True, **fit_options) -> str:
+  """Writes <root>/REPORT.md (and fit.json + plots in root); returns the report's path."""
+  if not os.path.isdir(root):
+    raise fit_lib.FitError(f'--root {root} is not a directory (the sweep root that holds '
+                           'results.jsonl)')
+  results = results or os.path.join(root, 'results.jsonl')
+  notes: list[str] = []
+  rows = read_rows(results, notes)
+  studies = sorted({row_study(r) for r in rows} - {None})
+  if study is None and len(studies) == 1:
+    study = studies[0]
+  result = None
+  tagged = any(row_arm(r) is not None for r in rows)
+  if fit and rows:
+    if tagged:  # arms differ in architecture or data: one scaling law over them means nothing
+      fit_options['keep'] = lambda r: row_arm(r) in (None, 'baseline')
+      notes.append('rows carry study arms: the scaling-law fits use the baseline arm only')
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # bad rows become notes in fit.json
+        result = fit_lib.fit_all(results=results, out=root, skip_bad=True, **fit_options)
+      notes += [f'fit: {e}' for e in result['errors'] if not e.startswith('no fit is possible')]
+    except fit_lib.FitError as e:
+      notes.append(f'fit not run: {e}')
+  claims = evaluate_claims(rows) if (study == 'seed_upgrades' or tagged) else None
+  if claims is not None and not tagged:
+    notes.append('study seed_upgrades requested, but no row names an arm '
+                 f'({" or ".join(ARM_KEYS)}): every claim is not measured')
+  title = study or os.path.basename(os.path.abspath(root))
+  text = render_report(rows, result, claims, title=title, notes=notes,
+                       results_name=os.path.relpath(results, root))
+  path = os.path.join(root, 'REPORT.md')
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(text)
+  return path
+
+
+def add_report_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+  """Arguments of `scaling report`."""
+  parser.add_argument('--root', required=True, help='sweep root; REPORT.md is written there')
+  parser.add_argument('--results', default=None, help='default: <root>/results.jsonl')
+  parser.add_argument('--study', default=None,
+                      help="study name (e.g. seed_upgrades: check the seed guide's claims)")
+  parser.add_argument('--metric', default='eval/bpb', choices=fit_lib.METRICS)
+  parser.add_argument('--bootstrap', type=int, default=200, help='bootstrap resamples of the fit')
+  parser.add_argument('--max_starts', type=int, default=256)
+  parser.add_argument('--no_fit', dest='fit', action='store_false', help='tables and claims only')
+  return parser
+
+
+def run_report(args: argparse.Namespace) -> int:
+  """`scaling report`: returns the process exit status."""
+  try:
+    path = write_report(args.root, args.results, args.study, fit=args.fit, metric=args.metric,
+                        bootstrap=args.bootstrap, max_starts=args.max_starts)
+  except fit_lib.FitError as e:
+    print(f'scaling report: error: {e}', file=sys.stderr)
+    return 2
+  print(f'wrote {path}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(run_report(add_report_args(argparse.ArgumentParser(prog='scaling report')).parse_args()))

@@ -1,0 +1,92 @@
+"""A stand-in for `scaling train` that honours its contract in milliseconds (for launcher tests).
+
+  python tests/fake_train.py --config SPEC --workdir DIR [--config.k=v ...] [--local_processes P] [--no_sample]
+
+Contract kept: resolves the config with scaling.config (unknown keys fail),
+writes DIR/config.json, appends one JSON line per step to DIR/metrics.jsonl,
+"checkpoints" its step to DIR/progress.json after every step and resumes from
+it, writes DIR/summary.json (state 'done') at the end and exits 0; SIGTERM or
+SIGINT -> saves progress and exits 75.
+
+Test hooks (environment):
+  FAKE_TRAIN_STEP_S      seconds per step (default 0.02)
+  FAKE_TRAIN_FAIL_SEEDS  comma-separated train.seed values that fail with exit 3 after 2 steps
+Every start appends a line to DIR/starts.jsonl (pid, step resumed from), so
+tests can count how often a run was executed.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from scaling.config import config_hash, load_config, parse_override_flags, to_dict, train_steps  # noqa: E402
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+  tmp = path.with_suffix('.tmp')
+  tmp.write_text(json.dumps(obj, indent=1))
+  os.replace(tmp, path)
+
+
+def main(argv):
+  overrides, rest = parse_override_flags(argv)
+  args = {}
+  i = 0
+  while i < len(rest):
+    a = rest[i]
+    if a in ('--config', '--workdir', '--local_processes'):
+      args[a[2:]] = rest[i + 1]
+      i += 2
+    elif a == '--no_sample':
+      i += 1
+    else:
+      print(f'fake_train: unknown argument {a!r}', file=sys.stderr)
+      return 2
+  cfg = load_config(args['config'], overrides)
+  workdir = pathlib.Path(args['workdir'])
+  workdir.mkdir(parents=True, exist_ok=True)
+  steps = train_steps(cfg)
+  progress = workdir / 'progress.json'
+  start = json.loads(progress.read_text())['step'] if progress.exists() else 0
+  with open(workdir / 'starts.jsonl', 'a') as f:
+    f.write(json.dumps({'pid': os.getpid(), 'resumed_from': start, 'time': time.time(),
+                        'local_processes': int(args.get('local_processes', 1))}) + '\n')
+  _write_json(workdir / 'config.json', to_dict(cfg))
+
+  stop = []
+  for s in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(s, lambda *_: stop.append(1))
+  fail = {int(x) for x in os.environ.get('FAKE_TRAIN_FAIL_SEEDS', '').split(',') if x.strip()}
+  dt = float(os.environ.get('FAKE_TRAIN_STEP_S', '0.02'))
+  t0 = time.time()
+  tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
+  loss = None
+  for step in range(start + 1, steps + 1):
+    if stop:
+      print(f'fake_train: signal at step {step - 1}: saved, exiting 75', flush=True)
+      return 75
+    time.sleep(dt)
+    loss = 10.0 / (1.0 + step * cfg.train.lr * 100)   # decreasing, depends on lr
+    with open(workdir / 'metrics.jsonl', 'a') as f:
+      f.write(json.dumps({'step': step, 'train/loss': loss, 'tokens_seen': step * tokens_per_step}) + '\n')
+    _write_json(progress, {'step': step})
+    print(f'step {step}/{steps} loss={loss:.4f}', flush=True)
+    if cfg.train.seed in fail and step >= start + 2:
+      print('fake_train: failing on purpose (FAKE_TRAIN_FAIL_SEEDS)', flush=True)
+      return 3
+  params = 1000 * cfg.model.d_model
+  summary = {'state': 'done', 'step': steps, 'params': params, 'non_embedding_params': params // 2,
+             'tokens': steps * tokens_per_step, 'flops': 6.0 * params * steps * tokens_per_step,
+             'train/loss': loss, 'eval/loss': loss, 'eval/bpb': loss / 2,
+             'throughput/tokens_per_s': 1000.0, 'wall_s': time.time() - t0, 'config_hash': config_hash(cfg)}
+  _write_json(workdir / 'summary.json', summary)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))

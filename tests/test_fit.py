@@ -1,0 +1,301 @@
+"""Tests of scaling/fit.py against known laws: every target number comes from a formula that
+generated the data (or a numeric minimisation), never from the code under test."""
+
+import argparse
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from scaling import fit
+
+# Hoffmann et al. 2022, approach 3.
+E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
+PUBLISHED = {'E': E, 'A': A, 'B': B, 'alpha': ALPHA, 'beta': BETA}
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def chinchilla_law(n, d):
+  return E + A / np.asarray(n, float) ** ALPHA + B / np.asarray(d, float) ** BETA
+
+
+def chinchilla_grid(noise=0.0, seed=0):
+  n, d = np.meshgrid(np.geomspace(1e7, 1e10, 8), np.geomspace(1e8, 1e12, 9))
+  n, d = n.ravel(), d.ravel()
+  loss = chinchilla_law(n, d) * np.exp(np.random.default_rng(seed).normal(0, noise, n.shape))
+  return n, d, loss
+
+
+def write_jsonl(path, rows):
+  with open(path, 'w') as f:
+    for r in rows:
+      f.write((r if isinstance(r, str) else json.dumps(r)) + '\n')
+  return str(path)
+
+
+def result_row(i, n, d, loss, **extra):
+  row = {'run': f'r{i}', 'overrides': {}, 'state': 'done', 'params': n * 1.2,
+         'non_embedding_params': n, 'tokens': d, 'flops': 6 * n * d, 'train/loss': loss,
+         'eval/loss': loss, 'eval/bpb': loss, 'wall_s': 10.0}
+  row.update(extra)
+  return row
+
+
+# ----------------------------------------------------------------------------------- Chinchilla
+
+
+def test_chinchilla_recovers_published_constants_without_noise():
+  n, d, loss = chinchilla_grid()
+  got = fit.fit_chinchilla(n, d, loss, bootstrap=0, max_starts=32)
+  for k, v in PUBLISHED.items():
+    assert got[k] == pytest.approx(v, rel=1e-4), k
+  assert got['a_exponent'] == pytest.approx(BETA / (ALPHA + BETA), rel=1e-4)
+
+
+def test_chinchilla_recovers_published_constants_with_half_percent_noise():
+  n, d, loss = chinchilla_grid(noise=0.005, seed=0)
+  got = fit.fit_chinchilla(n, d, loss, bootstrap=8, seed=3, max_starts=32)
+  assert abs(got['alpha'] - ALPHA) < 0.03
+  assert abs(got['beta'] - BETA) < 0.03
+  assert abs(got['E'] - E) < 0.05
+  assert got['bootstrap']['succeeded'] == 8
+  for k in ('E', 'alpha', 'beta', 'a_exponent'):
+    lo, hi = got['ci'][k]
+    assert math.isfinite(lo) and lo <= hi
+    assert hi - lo < 0.2 * abs(got[k])  # 72 points at 0.5% noise pin these down tightly
+
+
+def test_chinchilla_every_grid_start_path_agrees():
+  """max_starts=0 runs L-BFGS from every point of the given grid."""
+  n, d, loss = chinchilla_grid()
+  grid = {'a': (0.0, 5.0), 'b': (0.0, 5.0), 'e': (0.0, 1.0), 'alpha': (0.5,), 'beta': (0.5,)}
+  got = fit.fit_chinchilla(n, d, loss, bootstrap=0, init_grid=grid, max_starts=0)
+  assert got['starts'] == 8
+  for k, v in PUBLISHED.items():
+    assert got[k] == pytest.approx(v, rel=1e-4), k
+
+
+def test_chinchilla_huber_objective_gradient_matches_finite_differences():
+  n, d, loss = chinchilla_grid(noise=0.01)
+  lN, lD, lL = np.log(n), np.log(d), np.log(loss)
+  p = np.array([6.2, 5.8, 0.4, 0.37, 0.3])
+  _, grad = fit._huber_objective(p, lN, lD, lL, 1e-3)
+  eps = 1e-7
+  numeric = [(fit._huber_objective(p + eps * np.eye(5)[i], lN, lD, lL, 1e-3)[0]
+              - fit._huber_objective(p - eps * np.eye(5)[i], lN, lD, lL, 1e-3)[0]) / (2 * eps)
+             for i in range(5)]
+  np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-9)
+
+
+def test_chinchilla_fewer_points_than_parameters_is_a_clear_error():
+  n, d, loss = chinchilla_grid()
+  with pytest.raises(fit.FitError, match=r'5 parameters .* only 4 point'):
+    fit.fit_chinchilla(n[:4], d[:4], loss[:4], bootstrap=0)
+
+
+def test_chinchilla_needs_two_distinct_token_counts():
+  n = np.geomspace(1e7, 1e9, 6)
+  with pytest.raises(fit.FitError, match='2 distinct N and 2 distinct D'):
+    fit.fit_chinchilla(n, np.full(6, 1e9), chinchilla_law(n, 1e9), bootstrap=0)
+
+
+@pytest.mark.parametrize('flops', [1e21, 1e23])
+def test_predict_closed_form_matches_numeric_minimisation(flops):
+  (got,) = fit.predict([flops], chinchilla=dict(PUBLISHED))
+  res = optimize.minimize_scalar(lambda x: chinchilla_law(math.exp(x), flops / (6 * math.exp(x))),
+                                 bounds=(math.log(1e6), math.log(1e14)), method='bounded',
+                                 options={'xatol': 1e-10})
+  n_ref = math.exp(res.x)
+  assert got['chinchilla']['N_opt'] == pytest.approx(n_ref, rel=1e-5)
+  assert got['chinchilla']['D_opt'] == pytest.approx(flops / (6 * n_ref), rel=1e-5)
+  assert got['chinchilla']['loss'] == pytest.approx(float(res.fun), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------- power law
+
+
+def test_power_law_recovers_exponent():
+  x = np.geomspace(1e6, 1e10, 7)
+  got = fit.fit_power_law(x, 3.0 * x ** -0.25, irreducible=False)
+  assert got['a'] == pytest.approx(3.0, rel=1e-9)
+  assert got['b'] == pytest.approx(0.25, rel=1e-9)
+
+
+def test_power_law_with_irreducible_term():
+  x = np.geomspace(1e6, 1e10, 8)
+  got = fit.fit_power_law(x, 2.0 + 50.0 * x ** -0.3)
+  assert got['form'] == 'E + a * x^-b'
+  assert got['E'] == pytest.approx(2.0, rel=1e-5)
+  assert got['a'] == pytest.approx(50.0, rel=1e-4)
+  assert got['b'] == pytest.approx(0.3, rel=1e-5)
+
+
+def test_power_law_needs_two_distinct_x():
+  with pytest.raises(fit.FitError, match='at least 2 distinct x'):
+    fit.fit_power_law([5.0, 5.0], [1.0, 2.0])
+  with pytest.raises(fit.FitError, match='needs at least 4'):
+    fit.fit_power_law([1.0, 2.0, 3.0], [3.0, 2.0, 1.5], irreducible=True)
+
+
+def test_power_laws_per_group_at_fixed_tokens_and_fixed_n():
+  n = np.array([1e7, 3e7, 1e8, 3e8])
+  rows = [{'run': f'{i}-{j}', 'N': ni, 'D': di, 'C': 6 * ni * di, 'L': 1.0 + 10 * ni ** -0.2 +
+           30 * di ** -0.4, 'budget': None} for i, ni in enumerate(n) for j, di in
+          enumerate([1e9, 1e10])]
+  got = fit.fit_power_laws(rows)
+  assert len(got['vs_N']['groups']) == 2
+  assert len(got['vs_D']['groups']) == 4
+  for g in got['vs_N']['groups']:  # 4 points: E fitted, E = 1 + 30 D^-0.4
+    assert g['b'] == pytest.approx(0.2, rel=1e-4)
+    assert g['E'] == pytest.approx(1.0 + 30 * g['fixed_D'] ** -0.4, rel=1e-4)
+
+
+# ----------------------------------------------------------------------------------- IsoFLOP
+
+
+def isoflop_rows(budgets=(1e17, 1e18, 1e19, 1e20), jitter=0.0, explicit=False):
+  """Loss exactly parabolic in log10 N around N_opt = 0.1 C^0.5 (so D_opt = C / (6 N_opt))."""
+  rng = np.random.default_rng(0)
+  rows = []
+  for c in budgets:
+    x_opt = math.log10(0.1 * c ** 0.5)
+    for off in (-0.5, -0.2, 0.1, 0.4, 0.7):
+      n = 10 ** (x_opt + off)
+      flops = c * (1 + jitter * rng.uniform(-1, 1))
+      rows.append({'run': f'{c:.0e}/{off}', 'N': n, 'D': flops / (6 * n), 'C': flops,
+                   'L': 5.0 * c ** -0.05 + 0.3 * off ** 2, 'budget': c if explicit else None})
+  return rows
+
+
+@pytest.mark.parametrize('jitter,explicit', [(0.0, False), (0.04, False), (0.3, True)])
+def test_isoflop_finds_parabola_minima_and_exponents(jitter, explicit):
+  got = fit.fit_isoflop(isoflop_rows(jitter=jitter, explicit=explicit))
+  assert len(got['budgets']) == 4
+  for c, b in zip((1e17, 1e18, 1e19, 1e20), got['budgets']):
+    # The loss does not depend on the FLOPs jitter: the vertex is exact in every case.
+    assert b['N_opt'] == pytest.approx(0.1 * c ** 0.5, rel=1e-8)
+    assert b['L_opt'] == pytest.approx(5.0 * c ** -0.05, rel=1e-9)
+    assert b['flops'] == pytest.approx(c, rel=1e-12 if explicit or not jitter else jitter)
+  if not jitter:
+    assert got['a'] == pytest.approx(0.5, abs=1e-9)
+    assert got['b'] == pytest.approx(0.5, abs=1e-9)
+  else:  # D_opt from the rows' own tokens relation; FLOPs jitter moves it a little.
+    assert got['a'] == pytest.approx(0.5, abs=1e-6 if explicit else 1e-3)
+    assert got['b'] == pytest.approx(0.5, abs=0.02)
+
+
+def test_isoflop_single_budget_is_skipped_with_reason():
+  with pytest.raises(fit.FitError, match='2 compute budgets'):
+    fit.fit_isoflop(isoflop_rows(budgets=(1e18,)))
+
+
+# ----------------------------------------------------------------------------------- loading
+
+
+@pytest.mark.parametrize('mutate,pattern', [
+    (lambda r: r.pop('tokens'), r"line 2: missing column 'tokens'"),
+    (lambda r: r.update({'eval/bpb': float('nan')}), r"line 2: column 'eval/bpb' is NaN"),
+    (lambda r: r.update({'eval/bpb': None}), r"line 2: column 'eval/bpb' is null"),
+    (lambda r: r.update({'flops': 0}), r"line 2: column 'flops' must be > 0"),
+    (lambda r: r.update({'non_embedding_params': -5}), r"line 2: column 'non_embedding_params'"),
+    (lambda r: r.update({'tokens': 'many'}), r"line 2: column 'tokens' is not a number"),
+])
+def test_bad_rows_name_line_and_column(tmp_path, mutate, pattern):
+  good, bad = result_row(0, 1e7, 1e9, 3.0), result_row(1, 2e7, 1e9, 2.9)
+  mutate(bad)
+  path = write_jsonl(tmp_path / 'results.jsonl', [good, bad])
+  with pytest.raises(fit.FitError, match=pattern):
+    fit.load_results(path, 'eval/bpb')
+  notes = []
+  with pytest.warns(UserWarning, match='skipping bad row'):
+    rows = fit.load_results(path, 'eval/bpb', skip_bad=True, notes=notes)
+  assert [r['run'] for r in rows] == ['r0']
+  assert any('line 2' in n for n in notes)
+
+
+def test_bad_json_and_unfinished_runs(tmp_path):
+  path = write_jsonl(tmp_path / 'r.jsonl', [result_row(0, 1e7, 1e9, 3.0), '{"run": oops'])
+  with pytest.raises(fit.FitError, match='line 2: not valid JSON'):
+    fit.load_results(path)
+  failed = {'run': 'f', 'state': 'failed', 'overrides': {}}  # no loss columns: not checked
+  path = write_jsonl(tmp_path / 'r2.jsonl', [result_row(0, 1e7, 1e9, 3.0), failed])
+  notes = []
+  rows = fit.load_results(path, 'eval/loss', params='total', notes=notes)
+  assert len(rows) == 1 and rows[0]['N'] == pytest.approx(1.2e7) and rows[0]['L'] == 3.0
+  assert notes == ["ignored 1 row(s) with state 'failed': f"]
+  with pytest.raises(fit.FitError, match='results file not found'):
+    fit.load_results(str(tmp_path / 'missing.jsonl'))
+
+
+# ----------------------------------------------------------------------------------- CLI
+
+
+def cli_args(argv):
+  parser = fit.add_fit_args(argparse.ArgumentParser())
+  return parser.parse_args(argv)
+
+
+def test_cli_end_to_end_writes_fit_json_and_pngs(tmp_path):
+  rows = []
+  for c in (1e18, 1e19, 1e20):
+    n_opt = fit.chinchilla_optimum(dict(PUBLISHED), c)[0]
+    for off in (-0.6, -0.3, 0.0, 0.3, 0.6):
+      n = float(n_opt) * 10 ** off
+      rows.append(result_row(len(rows), n, c / (6 * n), float(chinchilla_law(n, c / (6 * n)))))
+  rows.append({'run': 'crashed', 'state': 'failed', 'overrides': {}})
+  path = write_jsonl(tmp_path / 'results.jsonl', rows)
+  out = tmp_path / 'fit_out'
+  argv = ['--results', path, '--out', str(out), '--bootstrap', '5', '--max_starts', '32',
+          '--target_flops', '1e21', '--target_flops', '1e22']
+  assert fit.run_fit(cli_args(argv)) == 0
+
+  for name in ('loss_vs_compute.png', 'isoflop.png', 'parity.png'):
+    with open(out / name, 'rb') as f:
+      assert f.read(8) == PNG_MAGIC, name
+  with open(out / 'fit.json') as f:
+    saved = json.load(f)
+  done = rows[:-1]
+  ref = fit.fit_chinchilla([r['non_embedding_params'] for r in done], [r['tokens'] for r in done],
+                           [r['eval/bpb'] for r in done], bootstrap=5, seed=0, max_starts=32)
+  for k in ('E', 'A', 'B', 'alpha', 'beta', 'objective'):
+    assert saved['chinchilla'][k] == ref[k], k
+  assert saved['chinchilla']['ci'] == ref['ci']
+  for k, v in PUBLISHED.items():  # noiseless data from the law itself
+    assert saved['chinchilla'][k] == pytest.approx(v, rel=1e-3), k
+  assert [p['flops'] for p in saved['predictions']] == [1e21, 1e22]
+  n21 = fit.chinchilla_optimum(ref, 1e21)[0]
+  assert saved['predictions'][0]['chinchilla']['N_opt'] == pytest.approx(float(n21), rel=1e-12)
+  assert saved['isoflop']['a'] == pytest.approx(BETA / (ALPHA + BETA), abs=0.02)
+  assert 'no group of rows at equal tokens' in saved['power_law']['skipped']  # all N, D distinct
+  assert any("state 'failed'" in n for n in saved['notes'])
+  assert saved['errors'] == []
+
+
+def test_cli_fails_when_no_fit_or_explicit_fit_impossible(tmp_path, capsys):
+  rows = [result_row(i, n, 20 * n, 4.0 - i * 0.1) for i, n in enumerate((1e7, 3e7, 1e8, 3e8))]
+  path = write_jsonl(tmp_path / 'results.jsonl', rows)
+  assert fit.run_fit(cli_args(['--results', path, '--bootstrap', '0'])) == 1
+  err = capsys.readouterr().err
+  assert 'no fit is possible' in err and 'only 4 point' in err
+  with open(tmp_path / 'fit.json') as f:
+    assert 'skipped' in json.load(f)['chinchilla']
+
+  rows.append(result_row(9, 1e9, 1e9, 3.0, **{'eval/bpb': float('nan')}))
+  path = write_jsonl(tmp_path / 'results.jsonl', rows)
+  assert fit.run_fit(cli_args(['--results', path])) == 2
+  assert "line 5: column 'eval/bpb' is NaN" in capsys.readouterr().err
+
+  with pytest.raises(fit.FitError, match='chinchilla was requested'), pytest.warns(UserWarning):
+    fit.main_fit(results=path, fits='chinchilla', skip_bad=True, bootstrap=0, plots=False)
+
+
+def test_batched_objective_ranks_with_the_same_numbers():
+  n, d, loss = chinchilla_grid(noise=0.01)
+  lN, lD, lL = np.log(n), np.log(d), np.log(loss)
+  starts = fit._grid_starts(fit.DEFAULT_INIT_GRID)[::97]
+  batched = fit._batched_objective(starts, lN, lD, lL, 1e-3, chunk=7)
+  one_by_one = [fit._huber_objective(p, lN, lD, lL, 1e-3)[0] for p in starts]
+  np.testing.assert_allclose(batched, one_by_one, rtol=1e-10)

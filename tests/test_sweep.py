@@ -1,0 +1,287 @@
+"""Sweep expansion, run resolution, bad input, and the commands each backend would run (dry run)."""
+
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from launch import cli as launch_cli
+from launch import sweep as sweep_lib
+from launch.sweep import LaunchError, concat, product, zip_
+from scaling import config as config_lib
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+LADDER = REPO / 'configs' / 'ladder.py'
+
+
+def write_sweep(tmp_path, body: str, name='sw.py') -> pathlib.Path:
+  p = tmp_path / name
+  p.write_text(textwrap.dedent(body))
+  return p
+
+
+BASIC = """
+from launch.sweep import product
+import importlib.util, pathlib
+
+def get_config(arg=None):
+  spec = importlib.util.spec_from_file_location('_l', {ladder!r})
+  m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+  c = m.get_config('nano')
+  c.train.steps = 7
+  return c
+
+def get_sweep(arg=None):
+  return {sweep}
+
+def get_resources():
+  return {resources}
+"""
+
+
+def basic(tmp_path, sweep="product({'rung': ['nano'], 'train.lr': [1e-3, 3e-3]})", resources='{}'):
+  return write_sweep(tmp_path, BASIC.format(ladder=str(LADDER), sweep=sweep, resources=resources))
+
+
+# ---- combinators ---------------------------------------------------------------------------------
+
+def test_product_enumerates_every_combination_first_axis_slowest():
+  got = product({'a.x': [1, 2]}, b__y=['p', 'q', 'r'])
+  want = [{'a.x': a, 'b.y': b} for a in (1, 2) for b in ('p', 'q', 'r')]
+  assert got == want
+
+
+def test_zip_and_concat_and_subsweeps():
+  z = zip_({'a': [1, 2, 3]}, b=[4, 5, 6])
+  assert z == [{'a': 1, 'b': 4}, {'a': 2, 'b': 5}, {'a': 3, 'b': 6}]
+  c = concat(z[:1], [{'c': 0}])
+  assert c == [{'a': 1, 'b': 4}, {'c': 0}]
+  # a sub-sweep crossed with a constant "common" row adds its keys to every run
+  p = product(z, [{'train.steps': 5}])
+  assert [r['train.steps'] for r in p] == [5, 5, 5] and [r['a'] for r in p] == [1, 2, 3]
+
+
+def test_combinator_errors():
+  with pytest.raises(LaunchError, match='equal length'):
+    zip_(a=[1, 2], b=[1])
+  with pytest.raises(LaunchError, match="key 'a' is set twice"):
+    product([{'a': 1}], [{'a': 2}])
+  with pytest.raises(LaunchError, match='list of values'):
+    product(a='abc')
+
+
+@pytest.mark.parametrize('key,value', [('train.lr', 1e-3), ('train.steps', 20), ('model.tied_embeddings', False),
+                                       ('model.norm', 'layernorm'), ('sample.prompts', ('a', 'b c')),
+                                       ('train.peak_flops', 1e11), ('train.seed', 3)])
+def test_format_value_round_trips_through_override_parsing(key, value):
+  # Two code paths: set the python value directly vs. parse the flag text the launcher passes.
+  c1 = config_lib.load_config(str(LADDER) + ':nano', {key: value})
+  c2 = config_lib.load_config(str(LADDER) + ':nano', {key: sweep_lib.format_value(value)})
+  assert config_lib.config_hash(c1) == config_lib.config_hash(c2)
+
+
+# ---- resolving runs ------------------------------------------------------------------------------
+
+def test_rung_runs_resolve_to_ladder_configs_and_hashes(tmp_path):
+  p = basic(tmp_path, sweep="product({'rung': ['nano', '2m'], 'train.lr': [1e-3]}) + [{'train.seed': 5}]")
+  sw = sweep_lib.load_sweep(str(p))
+  assert len(sw.runs) == 3
+  for run in sw.runs[:2]:
+    want = config_lib.load_config(f'{LADDER}:{run.overrides["rung"]}', {'train.lr': 1e-3})
+    assert run.hash == config_lib.config_hash(want)
+    assert run.spec == f'{LADDER.resolve()}:{run.overrides["rung"]}'
+  # a run without 'rung' starts from the sweep file's own get_config (steps = 7 there)
+  base = sw.runs[2]
+  assert base.spec == str(p.resolve()) and base.config.train.steps == 7 and base.config.train.seed == 5
+  assert len({r.hash for r in sw.runs}) == 3
+  assert sw.runs[0].flag_list() == ['--config.train.lr=0.001']
+
+
+def test_extra_overrides_apply_to_every_run_and_change_hashes(tmp_path):
+  p = basic(tmp_path)
+  a = sweep_lib.load_sweep(str(p))
+  b = sweep_lib.load_sweep(str(p), {'train.steps': '3'})
+  assert all(r.config.train.steps == 3 for r in b.runs)
+  assert {r.hash for r in a.runs}.isdisjoint({r.hash for r in b.runs})
+
+
+def test_labels_show_only_varying_keys(tmp_path):
+  sw = sweep_lib.load_sweep(str(REPO / 'configs' / 'sweeps' / 'smoke.py'))
+  assert [r.label for r in sw.runs] == ['lr=0.001 seed=0', 'lr=0.001 seed=1', 'lr=0.003 seed=0', 'lr=0.003 seed=1']
+  assert all(r.config.model.num_layers == config_lib.load_config(f'{LADDER}:nano').model.num_layers for r in sw.runs)
+
+
+@pytest.mark.parametrize('sweep,resources,match', [
+    ("[{'rung': 'nano', 'train.lrr': 1e-3}]", '{}', r"unknown config key 'train.lrr'"),
+    ("[{'rung': 'nano', 'modle.d_model': 64}]", '{}', r"'modle' is not a section"),
+    ("[{'rung': 'gigantic'}]", '{}', r"unknown ladder rung 'gigantic'"),
+    ("[{'train.steps': 'many'}]", '{}', r'expected an integer'),
+    ("[{'rung': 'nano'}, {'rung': 'nano'}]", '{}', r'runs 0 and 1 resolve to the same config'),
+    ("[]", '{}', r'non-empty list'),
+    ("[{'rung': 'nano'}]", "{'gpus': 8}", r"unknown resource key\(s\) gpus"),
+])
+def test_bad_sweeps_fail_before_anything_is_written(tmp_path, capsys, sweep, resources, match):
+  p = basic(tmp_path, sweep=sweep, resources=resources)
+  with pytest.raises(LaunchError, match=match):
+    sweep_lib.load_sweep(str(p))
+  root = tmp_path / 'root'
+  rc = launch_cli.run_sweep_cli(['--config', str(p), '--root', str(root), '--backend', 'local'])
+  assert rc == 2
+  assert 'error' in capsys.readouterr().err
+  assert not root.exists()
+
+
+def test_unknown_key_in_a_later_run_stops_the_whole_sweep(tmp_path, capsys):
+  p = basic(tmp_path, sweep="[{'rung': 'nano'}, {'rung': 'nano', 'train.lr': 1e-2}, {'rung': 'nano', 'train.nope': 1}]")
+  root = tmp_path / 'root'
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--root', str(root)]) == 2
+  err = capsys.readouterr().err
+  assert 'run 2' in err and "unknown config key 'train.nope'" in err
+  assert not root.exists()
+
+
+@pytest.mark.parametrize('backend,tool,resources', [
+    ('slurm', 'sbatch', '{}'),
+    ('tpu-vm', 'gcloud', "{'tpu_type': 'v5litepod-16', 'zone': 'us-west4-a'}"),
+    ('gke', 'xpk', "{'cluster': 'c', 'tpu_type': 'v5litepod-16', 'docker_image': 'img'}"),
+])
+def test_missing_tool_is_a_clear_error_and_nothing_is_written(tmp_path, monkeypatch, capsys, backend, tool, resources):
+  p = basic(tmp_path, resources=resources)
+  empty = tmp_path / 'bin'
+  empty.mkdir()
+  monkeypatch.setenv('PATH', str(empty))
+  root = tmp_path / 'root'
+  rc = launch_cli.run_sweep_cli(['--config', str(p), '--root', str(root), '--backend', backend])
+  assert rc == 2
+  err = capsys.readouterr().err
+  assert f'`{tool}` is not on PATH' in err and backend in err
+  assert not root.exists()
+
+
+def test_missing_cloud_resources_are_named(tmp_path, capsys):
+  p = basic(tmp_path)
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--backend', 'tpu-vm', '--dry-run']) == 2
+  assert "resources['tpu_type']" in capsys.readouterr().err
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--backend', 'gke', '--dry-run']) == 2
+  assert "resources['cluster']" in capsys.readouterr().err
+
+
+# ---- dry runs: the exact commands ------------------------------------------------------------------
+
+SLURM_RES = ("{'nodes': 2, 'gpus_per_node': 8, 'cpus_per_task': 12, 'time': '02:00:00', 'partition': 'gpu', "
+             "'account': 'proj', 'qos': 'high', 'mem': '200G', 'setup': 'module load cuda'}")
+
+
+def test_slurm_dry_run_prints_batch_scripts_and_writes_nothing(tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv('SCALING_TRAIN_CMD', '/opt/py -m scaling train')
+  p = basic(tmp_path, resources=SLURM_RES)
+  root = tmp_path / 'root'
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--root', str(root), '--backend', 'slurm', '--dry-run']) == 0
+  out = capsys.readouterr().out
+  assert not root.exists()
+  sw = sweep_lib.load_sweep(str(p))
+  for run in sw.runs:
+    rd = root.absolute() / 'runs' / run.hash
+    assert f'sbatch --parsable {rd}/job.sbatch' in out
+  # the first script, cut out of the dry-run text
+  script = out.split(f'# --- {root.absolute()}/runs/{sw.runs[0].hash}/job.sbatch ---\n')[1].split('\n# ---\n')[0]
+  sbatch = [line for line in script.splitlines() if line.startswith('#SBATCH')]
+  assert set(sbatch) >= {'#SBATCH --nodes=2', '#SBATCH --ntasks-per-node=8', '#SBATCH --gpus-per-node=8',
+                         '#SBATCH --cpus-per-task=12', '#SBATCH --time=02:00:00', '#SBATCH --partition=gpu',
+                         '#SBATCH --account=proj', '#SBATCH --qos=high', '#SBATCH --mem=200G', '#SBATCH --requeue',
+                         '#SBATCH --signal=TERM@120'}
+  srun = [line for line in script.splitlines() if line.startswith('srun ')]
+  assert len(srun) == 1
+  argv = shlex.split(srun[0].rstrip(' &'))
+  wd = str(root.absolute() / 'runs' / sw.runs[0].hash)
+  assert argv == ['srun', '--nodes=2', '--ntasks-per-node=8', '--kill-on-bad-exit=1', '/opt/py', '-m', 'scaling',
+                  'train', '--config', f'{LADDER.resolve()}:nano', '--workdir', wd, '--no_sample',
+                  '--config.train.lr=0.001']
+  assert 'module load cuda' in script and 'scontrol requeue "$SLURM_JOB_ID"' in script
+  # the script is valid bash
+  chk = subprocess.run(['bash', '-n'], input=script, text=True, capture_output=True)
+  assert chk.returncode == 0, chk.stderr
+
+
+def test_tpu_vm_commands(tmp_path):
+  p = basic(tmp_path, resources="{'tpu_type': 'v5litepod-16', 'zone': 'us-west4-a', 'project': 'proj', "
+                                "'remote_root': '/gcs/b/sw', 'spot': True, 'queued': True}")
+  from launch.tpu_vm import TpuVmBackend
+  sw = sweep_lib.load_sweep(str(p))
+  be = TpuVmBackend(tmp_path / 'root', sw.resources, max_parallel=2)
+  text = be.dry_run(sw)
+  lines = [shlex.split(x) for x in text.splitlines() if not x.startswith('#')]
+  loc = ['--zone=us-west4-a', '--project=proj']
+  assert lines[0] == ['gcloud', 'compute', 'tpus', 'queued-resources', 'create', 'scaling-sw-0', '--node-id=scaling-sw-0',
+                      *loc, '--accelerator-type=v5litepod-16', '--runtime-version=tpu-ubuntu2204-base', '--spot']
+  assert lines[1][5] == 'scaling-sw-1'
+  ssh = lines[2]
+  assert ssh[:6] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'scaling-sw-0']
+  assert ssh[6:9] == [*loc, '--worker=all']
+  remote = ssh[9].removeprefix('--command=')
+  cd, train = remote.split(' && ')
+  assert cd == 'cd ~/scaling'
+  assert shlex.split(train) == ['python3', '-m', 'scaling', 'train', '--config', 'configs/ladder.py:nano', '--workdir',
+                                f'/gcs/b/sw/runs/{sw.runs[0].hash}', '--no_sample', '--config.train.lr=0.001']
+  assert lines[3][5] == 'scaling-sw-1'   # the second run goes to the second VM
+  assert lines[-2:] == [['gcloud', 'compute', 'tpus', 'queued-resources', 'delete', f'scaling-sw-{i}', *loc, '--force',
+                         '--quiet'] for i in (0, 1)]
+
+
+def test_gke_commands(tmp_path):
+  p = basic(tmp_path, resources="{'cluster': 'c1', 'tpu_type': 'v5p-128', 'docker_image': 'gcr.io/p/scaling:1', "
+                                "'num_slices': 2, 'project': 'proj', 'zone': 'us-east5-a', 'remote_root': '/gcs/sw'}")
+  from launch.gke import GkeBackend
+  sw = sweep_lib.load_sweep(str(p))
+  root = tmp_path / 'root'
+  be = GkeBackend(root, sw.resources)
+  cmds = [shlex.split(x) for x in be.dry_run(sw).splitlines() if not x.startswith('#')]
+  assert len(cmds) == 2
+  h = sw.runs[1].hash
+  want_train = ['python3', '-m', 'scaling', 'train', '--config', 'configs/ladder.py:nano', '--workdir',
+                f'/gcs/sw/runs/{h}', '--no_sample', '--config.train.lr=0.003']
+  c = cmds[1]
+  assert c[:-1] == ['xpk', 'workload', 'create', '--cluster=c1', '--project=proj', '--zone=us-east5-a',
+                    f'--workload=scaling-{h[:12]}-a1', '--tpu-type=v5p-128', '--num-slices=2',
+                    '--docker-image=gcr.io/p/scaling:1', '--max-restarts=3']
+  cd, train = c[-1].removeprefix('--command=').split(' && ')
+  assert cd == 'cd /app' and shlex.split(train) == want_train
+  assert len(f'scaling-{h[:12]}-a1') <= 40
+  assert be.status_command('w') == ['xpk', 'workload', 'list', '--cluster=c1', '--project=proj', '--zone=us-east5-a',
+                                    '--wait-for-job-completion=w', '--timeout=0']
+  assert not root.exists()
+
+
+def test_local_dry_run_passes_local_processes(tmp_path, capsys, monkeypatch):
+  monkeypatch.delenv('SCALING_TRAIN_CMD', raising=False)
+  p = basic(tmp_path)
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--root', str(tmp_path / 'r'), '--dry-run',
+                                   '--local_processes', '2']) == 0
+  cmds = [shlex.split(x) for x in capsys.readouterr().out.splitlines() if not x.startswith('#')]
+  assert len(cmds) == 2
+  assert cmds[0][:4] == [sys.executable, '-m', 'scaling', 'train'] and cmds[0][-2:] == ['--local_processes', '2']
+  assert not (tmp_path / 'r').exists()
+
+
+def test_status_and_collect_on_a_missing_root_are_errors(tmp_path, capsys):
+  assert launch_cli.run_sweep_cli(['status', '--root', str(tmp_path / 'nope')]) == 2
+  assert launch_cli.run_sweep_cli(['collect', '--root', str(tmp_path / 'nope')]) == 2
+  assert 'no runs/ directory' in capsys.readouterr().err
+
+
+def test_scaling_cli_dispatches_sweep(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  p = basic(tmp_path)
+  out = subprocess.run([sys.executable, '-m', 'scaling', 'sweep', '--config', str(p), '--dry-run',
+                        '--root', str(tmp_path / 'r'), '--config.train.steps=3'],
+                       capture_output=True, text=True, env=env, cwd=REPO)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.count('--config.train.steps=3') == 2
+  sw = sweep_lib.load_sweep(str(p), {'train.steps': '3'})
+  assert all(r.hash in out.stdout for r in sw.runs)
+  assert json.loads(json.dumps(sw.runs[0].overrides)) == {'rung': 'nano', 'train.lr': 0.001}
