@@ -1,0 +1,93 @@
+"""Shared test setup: 8 fake CPU devices, tiny model configs, fast model builds.
+
+Fixtures (session-scoped factories): `tiny_cfg(**model_overrides)` -> validated
+ConfigDict with the TINY_MODEL dims; `make_model(model_cfg=None, *, seed, std,
+**model_overrides)` -> Transformer with numpy-random parameters.
+
+XLA_FLAGS must be set before jax is first imported, so it is done at the very
+top of this file (pytest imports conftest.py before any test module). The 8
+fake host devices let multi-device tests (sharding, meshes) run on one CPU;
+single-device code keeps using device 0 and is not slowed down measurably.
+"""
+
+import os
+
+_DEVICE_FLAG = '--xla_force_host_platform_device_count=8'
+if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _DEVICE_FLAG).strip()
+
+import pathlib  # noqa: E402
+import sys  # noqa: E402
+
+# Import `scaling` from this checkout even when the package is not installed.
+_REPO_ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
+if _REPO_ROOT not in sys.path:
+  sys.path.insert(0, _REPO_ROOT)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from scaling import config as config_lib  # noqa: E402
+from scaling import model as model_lib  # noqa: E402
+
+# A model small enough that every test compiles in well under a second:
+# D 32, 2 layers, 4 query heads sharing 2 kv heads (K 8), F 64, V 97, T 16.
+TINY_MODEL = dict(
+    vocab_size=97, seq_len=16, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+    head_dim=0, d_ff=64, dtype='float32', attention='reference', remat='none',
+    scan_layers=True, sliding_window=0,
+)
+
+
+def tiny_config(**model_overrides):
+  """The default config with the TINY_MODEL dims (plus `model_overrides`), validated."""
+  overrides = {f'model.{k}': v for k, v in {**TINY_MODEL, **model_overrides}.items()}
+  return config_lib.load_config('default.py', overrides)
+
+
+def random_params_model(model_cfg, *, seed: int = 0, std: float = 0.1):
+  """The model with numpy-random parameters, built without running its initializers.
+
+  The abstract model (nnx.eval_shape) gives the parameter tree; every leaf is
+  filled from a numpy generator: matrices ~ N(0, std), norm scales ~ 1 + N(0, std)
+  and biases ~ N(0, std) (non-trivial, so tests see them). This avoids compiling
+  the random initializers for every new shape (seconds per config on 2 cores),
+  and the larger-than-default std makes the tests sensitive to wiring mistakes.
+  """
+  graphdef, state = nnx.split(model_lib.abstract_model(model_cfg))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)][-1]
+    values = rng.normal(0.0, std, leaf.shape).astype(np.float32)
+    if name == 'scale':
+      values += 1.0
+    return jnp.asarray(values, dtype=leaf.dtype)
+
+  state = jax.tree_util.tree_map_with_path(fill, state)
+  return nnx.merge(graphdef, state)
+
+
+@pytest.fixture(scope='session')
+def tiny_cfg():
+  """Factory: tiny_cfg(**model_overrides) -> a validated ConfigDict with tiny model dims."""
+  return tiny_config
+
+
+@pytest.fixture(scope='session')
+def make_model():
+  """Factory: make_model(model_cfg=None, *, seed=0, std=0.1, **model_overrides) -> Transformer.
+
+  Parameters are numpy-random (see random_params_model); without `model_cfg` the
+  model is tiny_config(**model_overrides).model.
+  """
+
+  def make(model_cfg=None, *, seed: int = 0, std: float = 0.1, **model_overrides):
+    if model_cfg is None:
+      model_cfg = tiny_config(**model_overrides).model
+    return random_params_model(model_cfg, seed=seed, std=std)
+
+  return make

@@ -1,0 +1,193 @@
+"""Tests of scaling/accounting.py against independent counts.
+
+Parameter counts are checked against the abstract model (nnx.eval_shape: the
+real parameter tree, no memory). FLOPs are checked against the matmuls the
+model actually executes: every dot_general in the traced forward pass is
+counted (2 x output size x contraction size), and XLA's own cost analysis of
+the compiled forward gives a second opinion. The causal attention average is
+checked against a brute-force count of attended keys per query position.
+"""
+
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from scaling import accounting
+from scaling import config as config_lib
+from scaling import model as model_lib
+
+LADDER = config_lib.load_module(config_lib.REPO_ROOT / 'configs' / 'ladder.py')
+
+
+def _abstract_param_sizes(model_cfg) -> dict[str, int]:
+  """Parameter count of the abstract model, per top-level name (blocks included)."""
+  state = nnx.state(model_lib.abstract_model(model_cfg), nnx.Param)
+  sizes = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    top = path[0].key
+    sizes[top] = sizes.get(top, 0) + math.prod(leaf.shape)
+  return sizes
+
+
+def _check_counts(model_cfg):
+  sizes = _abstract_param_sizes(model_cfg)
+  got = accounting.count_params(model_cfg)
+  assert got['total'] == sum(sizes.values())
+  assert got['embedding'] == sizes['embed_VD']
+  assert got['position'] == sizes.get('pos_embed_TD', 0)
+  assert got['head'] == sizes.get('lm_head_DV', 0)
+  non_emb = sum(v for k, v in sizes.items() if k not in ('embed_VD', 'pos_embed_TD', 'lm_head_DV'))
+  assert got['non_embedding'] == non_emb
+  assert got['per_layer'] * model_cfg.num_layers == sizes['blocks']
+  # the same numbers from the resolved ModelDims
+  assert accounting.count_params(model_lib.ModelDims.from_config(model_cfg, backend='cpu')) == got
+  assert accounting.train_memory_bytes(model_cfg) == 16 * got['total']
+
+
+@pytest.mark.parametrize('rung', list(LADDER.RUNGS))
+def test_count_params_matches_abstract_model_for_every_rung(rung):
+  _check_counts(config_lib.load_config(f'configs/ladder.py:{rung}').model)
+
+
+@pytest.mark.parametrize('variant', [
+    dict(norm='layernorm'),
+    dict(position='learned'),
+    dict(position='none'),
+    dict(mlp='gelu'),
+    dict(mlp='gelu', d_ff=0),          # derived d_ff = 4 d
+    dict(d_ff=0),                      # derived d_ff = 8/3 d rounded up to 64
+    dict(tied_embeddings=False),
+    dict(num_heads=8, num_kv_heads=2),   # GQA
+    dict(num_heads=8, num_kv_heads=8),   # MHA
+    dict(num_heads=8, num_kv_heads=1),   # MQA
+    dict(head_dim=12),                 # head_dim != d_model / num_heads
+    dict(norm='layernorm', position='learned', mlp='gelu', tied_embeddings=False, num_kv_heads=4),
+])
+def test_count_params_matches_abstract_model_for_variants(tiny_cfg, variant):
+  _check_counts(tiny_cfg(**variant).model)
+
+
+def _nominal(name: str) -> float:
+  number, unit = re.fullmatch(r'(\d+)([mb])', name).groups()
+  return int(number) * (1e6 if unit == 'm' else 1e9)
+
+
+def test_named_rungs_are_within_5_percent_of_their_name():
+  named = [r for r in LADDER.RUNGS if re.fullmatch(r'\d+[mb]', r)]
+  assert set(named) >= {'125m', '350m', '760m', '1b', '3b', '7b', '2m', '5m', '10m', '20m', '30m'}
+  for rung in named:
+    total = accounting.count_params(config_lib.load_config(f'configs/ladder.py:{rung}').model)['total']
+    assert abs(total / _nominal(rung) - 1) <= 0.05, (rung, total)
+
+
+def test_big_rungs_train_compute_optimal_tokens():
+  batch_tokens = {}
+  for rung in LADDER.BIG_RUNGS:
+    cfg = config_lib.load_config(f'configs/ladder.py:{rung}')
+    batch_tokens[rung] = cfg.train.batch_size * cfg.model.seq_len
+    assert cfg.train.tokens == 20 * accounting.count_params(cfg.model)['total']
+    assert config_lib.train_steps(cfg) == cfg.train.tokens // (cfg.train.batch_size * cfg.model.seq_len)
+  # GPT-3 batch sizes in tokens: 0.5M at 125m/350m, 1M at 760m/1b, 2M at 3b/7b.
+  assert batch_tokens == {'125m': 2**19, '350m': 2**19, '760m': 2**20, '1b': 2**20, '3b': 2**21, '7b': 2**21}
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def _dot_flops(jaxpr) -> int:
+  """2 x (output elements) x (contraction size), summed over every dot_general (scan bodies x length)."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'dot_general':
+      (lhs_contract, _), _ = eqn.params['dimension_numbers']
+      lhs_shape = eqn.invars[0].aval.shape
+      total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs_shape[i] for i in lhs_contract)
+    repeat = eqn.params['length'] if eqn.primitive.name == 'scan' else 1
+    for v in eqn.params.values():
+      for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          total += repeat * _dot_flops(sub.jaxpr)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          total += repeat * _dot_flops(sub)
+  return total
+
+
+def _forward(model_cfg):
+  graphdef, state = nnx.split(model_lib.abstract_model(model_cfg))
+  return (lambda state, tokens: nnx.merge(graphdef, state)(tokens)), state
+
+
+def _forward_dot_flops(model_cfg, batch: int, length: int) -> int:
+  fn, state = _forward(model_cfg)
+  tokens = jax.ShapeDtypeStruct((batch, length), jnp.int32)
+  return _dot_flops(jax.make_jaxpr(fn)(state, tokens).jaxpr)
+
+
+def _brute_force_avg_keys(T: int, window: int) -> float:
+  """Loop over query positions, counting the keys each one attends to."""
+  attended = 0
+  for i in range(T):
+    attended += sum(1 for j in range(T) if j <= i and (window == 0 or i - j < window))
+  return attended / T
+
+
+@pytest.mark.parametrize('T,window', [(1, 0), (2, 0), (16, 0), (37, 0), (16, 1), (16, 5), (16, 16),
+                                      (16, 40), (50, 7)])
+def test_avg_attended_keys_matches_brute_force(T, window):
+  assert accounting.avg_attended_keys(T, window) == pytest.approx(_brute_force_avg_keys(T, window), rel=1e-12)
+
+
+@pytest.mark.parametrize('variant', [
+    dict(),
+    dict(mlp='gelu', tied_embeddings=False),
+    dict(num_kv_heads=4, norm='layernorm', position='learned'),
+    dict(sliding_window=5, head_dim=12),
+])
+def test_flops_per_token_matches_traced_matmuls(tiny_cfg, variant):
+  cfg = tiny_cfg(num_layers=3, **variant).model
+  L, H, K = cfg.num_layers, cfg.num_heads, model_lib.ModelDims.from_config(cfg).head_dim
+  batch = 2
+  # The traced forward at two lengths separates the per-token matmul part (a)
+  # from the attention part, which grows with the keys per query (b * T):
+  # dot FLOPs / token = a + b T, since the reference attention scores every key.
+  per_token = {t: _forward_dot_flops(cfg, batch, t) / (batch * t) for t in (8, 16)}
+  b = (per_token[16] - per_token[8]) / 8
+  a = per_token[8] - 8 * b
+  assert a == 2 * accounting.matmul_params(cfg)          # 2 FLOPs per multiply-add per matmul weight
+  assert b == 4 * L * H * K                              # QK^T and AV: 2 x 2 K FLOPs per key per head
+  for T in (16, 64, 301):
+    # Causal: each query sees only the keys counted by brute force; training = 3 x forward.
+    want = 3 * (a + b * _brute_force_avg_keys(T, cfg.sliding_window))
+    assert accounting.flops_per_token(cfg, T) == pytest.approx(want, rel=1e-12)
+    assert accounting.forward_flops_per_token(cfg, T) == pytest.approx(want / 3, rel=1e-12)
+  assert accounting.flops_per_token(cfg) == accounting.flops_per_token(cfg, cfg.seq_len)
+
+
+def test_xla_cost_analysis_agrees_with_traced_matmuls(tiny_cfg):
+  """XLA's FLOP count of the compiled (unrolled) forward = our dot count + a little elementwise work."""
+  # Unrolled: XLA's cost analysis counts a while-loop (scan) body only once.
+  cfg = tiny_cfg(scan_layers=False, d_model=64, d_ff=192, num_heads=4, num_kv_heads=2).model
+  batch, T = 2, 16
+  fn, state = _forward(cfg)
+  tokens = jax.ShapeDtypeStruct((batch, T), jnp.int32)
+  xla_flops = jax.jit(fn).lower(state, tokens).compile().cost_analysis()['flops']
+  dots = _forward_dot_flops(cfg, batch, T)
+  L, H, K = cfg.num_layers, cfg.num_heads, cfg.d_model // cfg.num_heads
+  assert dots == batch * T * (2 * accounting.matmul_params(cfg) + 4 * L * H * K * T)
+  assert dots <= xla_flops <= 1.10 * dots, (xla_flops, dots)
+
+
+def test_table_row_is_consistent(tiny_cfg):
+  cfg = config_lib.load_config('configs/ladder.py:125m').model
+  row = accounting.table_row('125m', cfg)
+  n = accounting.count_params(cfg)['total']
+  assert row['params'] == n and row['chinchilla_tokens'] == 20 * n
+  assert row['train_flops'] == pytest.approx(accounting.flops_per_token(cfg) * 20 * n)
+  peak = accounting.PEAK_FLOPS['H100']['bfloat16']
+  assert row['hours_H100'] * 3600 == pytest.approx(row['train_flops'] / (peak * 0.4))
+  table = accounting.format_table([row, accounting.table_row('nano', tiny_cfg().model)])
+  lines = table.splitlines()
+  assert len(lines) == 4 and lines[2].startswith('| 125m |') and all(
+      line.count('|') == lines[0].count('|') for line in lines)
