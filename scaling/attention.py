@@ -1,0 +1,589 @@
+"""Causal (grouped-query) attention with interchangeable implementations.
+
+One entry point, `attention(q_BTHK, k_BSGK, v_BSGK, impl=...)`, so the model can
+switch kernels from the config without changing shapes or semantics:
+
+  'reference'  plain einsum + explicit mask + softmax, kv heads repeated. Short,
+               obviously correct; used by the tests. Stores the T x S matrix.
+  'xla'        `jax.nn.dot_product_attention` (XLA). Also builds T x S.
+  'blockwise'  pure-JAX flash attention: online softmax over query/key blocks,
+               a custom VJP (FlashAttention-2 backward, recomputes each block
+               from the saved logsumexp). Memory linear in T; key blocks above
+               the causal diagonal (and outside the sliding window) are skipped.
+  'cudnn'      `jax.nn.dot_product_attention(implementation='cudnn')`, NVIDIA only.
+  'splash'     the Pallas TPU splash-attention kernel shipped with JAX, TPU only.
+  'auto'       cudnn on GPU, splash on TPU (each when it supports the call;
+               else xla below 1k tokens, blockwise above); on CPU always
+               'blockwise' with a cache-sized block (`cpu_block_size`; measured
+               in bench/results/attention.md).
+
+Shape letters: B batch, T query length, S key length, H query heads, G kv heads
+(G divides H; query head h reads kv head h // (H // G)), K head dim, R = H // G.
+
+Semantics shared by every implementation:
+  * causal: query i sits at absolute position q_offset + i, key j at position j;
+    query p sees key j iff j <= p;
+  * window > 0: additionally j > p - window (the query sees `window` keys,
+    itself included); window = 0 means unlimited;
+  * segment_ids_BT (needs T == S): query i sees key j only if their ids match;
+  * kv_valid_len_B: keys j >= kv_valid_len_B[b] are masked (KV-cache decoding);
+  * softmax scale 1/sqrt(K); logits, softmax and accumulation in float32; the
+    output has q's dtype.
+A query row with no visible key gives zeros in 'reference' and 'blockwise'
+('xla' returns an average of the values there); causal self-attention never
+produces such rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMPLEMENTATIONS = ('auto', 'reference', 'xla', 'blockwise', 'cudnn', 'splash')
+
+# 'auto' on GPU/TPU falls back to 'blockwise' from this query length on (below
+# it, to 'xla') when the fused kernel cannot take the call.
+_BLOCKWISE_MIN_T = 1024
+# On CPU 'auto' is always 'blockwise' (bench/results/attention.md: faster than
+# 'reference' and 'xla' from T=256 up, fwd and fwd+bwd, and memory linear in T),
+# with the block shrunk until one [B, H, block, block] f32 logits tile fits in
+# this many bytes: tiles that spill out of the caches ran up to 6x slower.
+_CPU_TILE_BYTES = 4 * 2**20
+
+_F32 = jnp.float32
+# Initial running max: finite, so exp(m_old - m_new) never sees inf - inf.
+_M_INIT = -1e30
+
+
+# ---------------------------------------------------------------------------
+# Backend selection
+# ---------------------------------------------------------------------------
+
+
+def _default_backend() -> str:
+  return jax.default_backend()
+
+
+def _is_nvidia_gpu(backend: str) -> bool:
+  if backend == 'cuda':
+    return True
+  if backend != 'gpu':
+    return False
+  try:
+    kind = jax.devices('gpu')[0].device_kind.lower()
+  except RuntimeError:
+    return False
+  return 'amd' not in kind and 'instinct' not in kind and 'radeon' not in kind
+
+
+def available_implementations(backend: str | None = None) -> list[str]:
+  """Implementations that can run on `backend` (default: jax's default backend)."""
+  backend = backend or _default_backend()
+  impls = ['auto', 'reference', 'xla', 'blockwise']
+  if _is_nvidia_gpu(backend):
+    impls.append('cudnn')
+  if backend == 'tpu':
+    impls.append('splash')
+  return impls
+
+
+def _cudnn_unsupported_reason(dtype, head_dim, seq_q, seq_k, static_offset,
+                              has_valid_len, has_segments) -> str | None:
+  """Why cuDNN flash attention cannot take this call (None if it can)."""
+  if dtype is not None and jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16),
+                                                     jnp.dtype(jnp.float16)):
+    return f'cuDNN flash attention needs bfloat16/float16 inputs, got {jnp.dtype(dtype)}'
+  if head_dim is not None and (head_dim > 128 or head_dim % 8):
+    return f'cuDNN flash attention needs head_dim <= 128 and a multiple of 8, got {head_dim}'
+  if seq_q is not None and seq_k is not None and seq_q != seq_k:
+    return f'the cuDNN path here only supports self-attention (T == S), got T={seq_q}, S={seq_k}'
+  if static_offset is not None and static_offset != 0:
+    return 'the cuDNN path here does not support q_offset != 0'
+  if has_valid_len:
+    return 'the cuDNN path here does not support kv_valid_len_B'
+  if has_segments:
+    return 'the cuDNN path here does not support segment_ids_BT'
+  return None
+
+
+def _splash_unsupported_reason(seq_q, seq_k, static_offset, has_valid_len,
+                               block_size) -> str | None:
+  """Why the splash kernel cannot take this call (None if it can)."""
+  if static_offset is None:
+    return 'splash attention needs a Python-int q_offset (its mask is static)'
+  if has_valid_len:
+    return 'splash attention does not support kv_valid_len_B (use xla for decoding)'
+  for name, n in (('T', seq_q), ('S', seq_k)):
+    if n is not None:
+      b = min(block_size, n)
+      if n % 128 or b % 128 or n % b:
+        return (f'splash attention needs {name}={n} to be a multiple of 128 and of '
+                f'the block size {b}')
+  return None
+
+
+def resolve_impl(impl: str, backend: str | None = None, *, dtype=None,
+                 head_dim: int | None = None, seq_len: int | None = None,
+                 kv_len: int | None = None, q_offset=0,
+                 has_valid_len: bool = False, has_segments: bool = False,
+                 block_size: int = 512) -> str:
+  """Maps `impl` (possibly 'auto') to a concrete implementation for `backend`.
+
+  Raises ValueError, naming the fix, when the name is unknown or the choice
+  cannot run on this backend / with these arguments.
+  """
+  if impl not in IMPLEMENTATIONS:
+    raise ValueError(f'Unknown attention implementation {impl!r}; choose one of '
+                     f'{", ".join(IMPLEMENTATIONS)}.')
+  backend = backend or _default_backend()
+  kv_len = seq_len if kv_len is None else kv_len
+  static_offset = q_offset if isinstance(q_offset, int) else None
+  if impl == 'cudnn':
+    if not _is_nvidia_gpu(backend):
+      raise ValueError(f"attention='cudnn' needs an NVIDIA GPU; this backend is "
+                       f"{backend}. Use 'blockwise' or 'auto'.")
+    why = _cudnn_unsupported_reason(dtype, head_dim, seq_len, kv_len,
+                                    static_offset, has_valid_len, has_segments)
+    if why:
+      raise ValueError(f"attention='cudnn': {why}. Use 'blockwise', 'xla' or 'auto'.")
+    return impl
+  if impl == 'splash':
+    if backend != 'tpu':
+      raise ValueError(f"attention='splash' needs a TPU; this backend is "
+                       f"{backend}. Use 'blockwise' or 'auto'.")
+    why = _splash_unsupported_reason(seq_len, kv_len, static_offset,
+                                     has_valid_len, block_size)
+    if why:
+      raise ValueError(f"attention='splash': {why}. Use 'blockwise', 'xla' or 'auto'.")
+    return impl
+  if impl != 'auto':
+    return impl
+  # auto
+  long_seq = seq_len is not None and seq_len >= _BLOCKWISE_MIN_T
+  if _is_nvidia_gpu(backend):
+    why = _cudnn_unsupported_reason(dtype, head_dim, seq_len, kv_len,
+                                    static_offset, has_valid_len, has_segments)
+    if why is None:
+      return 'cudnn'
+    return 'blockwise' if long_seq else 'xla'
+  if backend == 'tpu':
+    why = _splash_unsupported_reason(seq_len, kv_len, static_offset,
+                                     has_valid_len, block_size)
+    if why is None and (seq_len or 0) >= 128:
+      return 'splash'
+    return 'blockwise' if long_seq else 'xla'
+  # CPU (and anything else): measured in bench/attention_bench.py.
+  return 'blockwise'
+
+
+def cpu_block_size(batch: int, heads: int, block_size: int) -> int:
+  """Largest power-of-two block <= block_size (and >= 16) whose f32 logits
+  tile [batch, heads, block, block] fits in _CPU_TILE_BYTES. Used by 'auto' on
+  CPU, where cache-sized tiles were up to 6x faster than 512 x 512 ones."""
+  block = 16
+  while (block * 2 <= block_size and
+         batch * heads * (block * 2) ** 2 * 4 <= _CPU_TILE_BYTES):
+    block *= 2
+  return min(block, block_size)
+
+
+# ---------------------------------------------------------------------------
+# Public entry point
+# ---------------------------------------------------------------------------
+
+
+def attention(q_BTHK: jax.Array, k_BSGK: jax.Array, v_BSGK: jax.Array, *,
+              impl: str = 'auto', segment_ids_BT: jax.Array | None = None,
+              window: int = 0, block_size: int = 512, q_offset=0,
+              kv_valid_len_B: jax.Array | None = None) -> jax.Array:
+  """Causal grouped-query attention; returns out_BTHK in q's dtype.
+
+  Args:
+    q_BTHK: queries.
+    k_BSGK, v_BSGK: keys and values with G kv heads (G divides H).
+    impl: one of IMPLEMENTATIONS ('auto' picks per backend, see resolve_impl).
+    segment_ids_BT: int ids; attention stays within equal ids (needs T == S).
+    window: sliding window in keys (itself included); 0 = unlimited.
+    block_size: query/key block size of 'blockwise' (and 'splash'); 'auto' on
+      CPU may lower it to fit the caches (see cpu_block_size).
+    q_offset: absolute position of query 0 (int or int32 scalar array).
+    kv_valid_len_B: keys at positions >= kv_valid_len_B[b] are ignored.
+  """
+  _check_inputs(q_BTHK, k_BSGK, v_BSGK, segment_ids_BT, window, block_size,
+                kv_valid_len_B)
+  B, T, H, K = q_BTHK.shape
+  S = k_BSGK.shape[1]
+  auto = impl == 'auto'
+  impl = resolve_impl(impl, dtype=q_BTHK.dtype, head_dim=K, seq_len=T,
+                      kv_len=S, q_offset=q_offset,
+                      has_valid_len=kv_valid_len_B is not None,
+                      has_segments=segment_ids_BT is not None,
+                      block_size=block_size)
+  kwargs = dict(segment_ids_BT=segment_ids_BT, window=window, q_offset=q_offset,
+                kv_valid_len_B=kv_valid_len_B)
+  if auto and impl == 'blockwise' and _default_backend() == 'cpu':
+    block_size = cpu_block_size(B, H, block_size)
+  if impl == 'reference':
+    return reference_attention(q_BTHK, k_BSGK, v_BSGK, **kwargs)
+  if impl == 'xla':
+    return _xla_attention(q_BTHK, k_BSGK, v_BSGK, implementation='xla', **kwargs)
+  if impl == 'cudnn':
+    return _xla_attention(q_BTHK, k_BSGK, v_BSGK, implementation='cudnn', **kwargs)
+  if impl == 'blockwise':
+    return blockwise_attention(q_BTHK, k_BSGK, v_BSGK, block_size=block_size,
+                               **kwargs)
+  if impl == 'splash':
+    return _splash_attention(q_BTHK, k_BSGK, v_BSGK, segment_ids_BT=segment_ids_BT,
+                             window=window, block_size=block_size,
+                             q_offset=q_offset)
+  raise AssertionError(impl)
+
+
+def _check_inputs(q, k, v, segment_ids, window, block_size, kv_valid_len):
+  if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+    raise ValueError('attention expects q [B,T,H,K], k and v [B,S,G,K]; got shapes '
+                     f'{q.shape}, {k.shape}, {v.shape}.')
+  B, T, H, K = q.shape
+  if k.shape != v.shape:
+    raise ValueError(f'k and v must have the same shape, got {k.shape} and {v.shape}.')
+  if k.shape[0] != B or k.shape[3] != K:
+    raise ValueError(f'k/v {k.shape} must match q {q.shape} in batch and head_dim.')
+  G = k.shape[2]
+  if G == 0 or H % G:
+    raise ValueError(f'kv heads ({G}) must divide query heads ({H}).')
+  if segment_ids is not None:
+    if segment_ids.shape != (B, T):
+      raise ValueError(f'segment_ids_BT must have shape {(B, T)}, got {segment_ids.shape}.')
+    if k.shape[1] != T:
+      raise ValueError('segment_ids_BT needs self-attention (T == S); got '
+                       f'T={T}, S={k.shape[1]}.')
+  if not isinstance(window, int) or window < 0:
+    raise ValueError(f'window must be an int >= 0 (0 = unlimited), got {window!r}.')
+  if not isinstance(block_size, int) or block_size < 1:
+    raise ValueError(f'block_size must be a positive int, got {block_size!r}.')
+  if kv_valid_len is not None and kv_valid_len.shape != (B,):
+    raise ValueError(f'kv_valid_len_B must have shape {(B,)}, got {kv_valid_len.shape}.')
+
+
+# ---------------------------------------------------------------------------
+# Reference: einsum + explicit mask
+# ---------------------------------------------------------------------------
+
+
+def _mask_BTS(T, S, *, segment_ids_BT, window, q_offset, kv_valid_len_B):
+  """Boolean [B or 1, T, S] mask: True where query t may attend key s."""
+  qpos_T = q_offset + jnp.arange(T)
+  kpos_S = jnp.arange(S)
+  mask = kpos_S[None, :] <= qpos_T[:, None]
+  if window:
+    mask &= kpos_S[None, :] > qpos_T[:, None] - window
+  mask = mask[None]
+  if kv_valid_len_B is not None:
+    mask = mask & (kpos_S[None, None, :] < kv_valid_len_B[:, None, None])
+  if segment_ids_BT is not None:
+    mask = mask & (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])
+  return mask
+
+
+def reference_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT=None, window=0,
+                        q_offset=0, kv_valid_len_B=None):
+  """Plain attention: repeat kv heads, full logits, explicit mask, softmax."""
+  B, T, H, K = q_BTHK.shape
+  S, G = k_BSGK.shape[1], k_BSGK.shape[2]
+  k_BSHK = jnp.repeat(k_BSGK, H // G, axis=2)
+  v_BSHK = jnp.repeat(v_BSGK, H // G, axis=2)
+  logits_BHTS = jnp.einsum('bthk,bshk->bhts', q_BTHK, k_BSHK,
+                           preferred_element_type=_F32) / math.sqrt(K)
+  mask_B1TS = _mask_BTS(T, S, segment_ids_BT=segment_ids_BT, window=window,
+                        q_offset=q_offset, kv_valid_len_B=kv_valid_len_B)[:, None]
+  logits_BHTS = jnp.where(mask_B1TS, logits_BHTS, -jnp.inf)
+  has_key_B1T1 = jnp.any(mask_B1TS, axis=-1, keepdims=True)
+  logits_BHTS = jnp.where(has_key_B1T1, logits_BHTS, 0.0)  # avoid NaN rows
+  probs_BHTS = jax.nn.softmax(logits_BHTS, axis=-1)
+  probs_BHTS = jnp.where(has_key_B1T1, probs_BHTS, 0.0)
+  out_BTHK = jnp.einsum('bhts,bshk->bthk', probs_BHTS.astype(v_BSHK.dtype), v_BSHK,
+                        preferred_element_type=_F32)
+  return out_BTHK.astype(q_BTHK.dtype)
+
+
+# ---------------------------------------------------------------------------
+# XLA / cuDNN via jax.nn.dot_product_attention
+# ---------------------------------------------------------------------------
+
+
+def _xla_attention(q_BTHK, k_BSGK, v_BSGK, *, implementation, segment_ids_BT,
+                   window, q_offset, kv_valid_len_B):
+  """jax.nn.dot_product_attention with our mask semantics.
+
+  Its `is_causal` / `local_window_size` align query 0 with key 0, so they are
+  used only when q_offset == 0 and T == S; otherwise the mask is explicit.
+  """
+  T, S = q_BTHK.shape[1], k_BSGK.shape[1]
+  aligned = isinstance(q_offset, int) and q_offset == 0 and T == S
+  kv_lens = None if kv_valid_len_B is None else kv_valid_len_B.astype(jnp.int32)
+  if aligned:
+    mask = None
+    if segment_ids_BT is not None:
+      mask = (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])[:, None]
+    return jax.nn.dot_product_attention(
+        q_BTHK, k_BSGK, v_BSGK, mask=mask, is_causal=True,
+        local_window_size=(window - 1, 0) if window else None,
+        key_value_seq_lengths=kv_lens, implementation=implementation)
+  if implementation == 'cudnn':
+    raise ValueError("attention='cudnn' supports only q_offset == 0 and T == S; "
+                     "use 'xla' or 'blockwise'.")
+  mask_B1TS = _mask_BTS(T, S, segment_ids_BT=segment_ids_BT, window=window,
+                        q_offset=q_offset, kv_valid_len_B=kv_valid_len_B)[:, None]
+  return jax.nn.dot_product_attention(q_BTHK, k_BSGK, v_BSGK, mask=mask_B1TS,
+                                      implementation=implementation)
+
+
+# ---------------------------------------------------------------------------
+# Blockwise (flash) attention in pure JAX
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _FlashCfg:
+  """Static parameters of the blockwise kernel (hashable: a custom_vjp nondiff arg)."""
+  bq: int          # query block
+  bk: int          # key block
+  nq: int          # number of query blocks (padded T = nq * bq)
+  nk: int          # number of key blocks (padded S = nk * bk)
+  window: int      # 0 = unlimited
+  scale: float
+  segments: bool   # whether segment ids are given
+
+
+def blockwise_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT=None, window=0,
+                        block_size=512, q_offset=0, kv_valid_len_B=None):
+  """Flash attention in pure JAX; memory O(T) in both passes.
+
+  Pads T and S up to whole blocks (sizes from _even_block), moves heads in
+  front of the sequence axis so each block's matmuls are plain batched GEMMs,
+  and runs the custom-VJP kernel `_flash`.
+  """
+  B, T, H, K = q_BTHK.shape
+  S, G = k_BSGK.shape[1], k_BSGK.shape[2]
+  R = H // G
+  bq, bk = _even_block(T, block_size), _even_block(S, block_size)
+  nq, nk = -(-T // bq), -(-S // bk)
+  cfg = _FlashCfg(bq=bq, bk=bk, nq=nq, nk=nk, window=window,
+                  scale=1.0 / math.sqrt(K), segments=segment_ids_BT is not None)
+  q_BGTRK = q_BTHK.reshape(B, T, G, R, K).transpose(0, 2, 1, 3, 4)
+  q_BGTRK = jnp.pad(q_BGTRK, ((0, 0), (0, 0), (0, nq * bq - T), (0, 0), (0, 0)))
+  pad_kv = ((0, 0), (0, 0), (0, nk * bk - S), (0, 0))
+  k_BGSK = jnp.pad(k_BSGK.transpose(0, 2, 1, 3), pad_kv)
+  v_BGSK = jnp.pad(v_BSGK.transpose(0, 2, 1, 3), pad_kv)
+  kv_len_B = jnp.full((B,), S, jnp.int32)
+  if kv_valid_len_B is not None:  # padded keys are masked via kv_len <= S
+    kv_len_B = jnp.minimum(kv_len_B, kv_valid_len_B.astype(jnp.int32))
+  if segment_ids_BT is None:
+    seg_q_BT = seg_k_BS = jnp.zeros((B, 0), jnp.int32)  # unused placeholder
+  else:
+    seg = segment_ids_BT.astype(jnp.int32)
+    seg_q_BT = jnp.pad(seg, ((0, 0), (0, nq * bq - T)), constant_values=-1)
+    seg_k_BS = jnp.pad(seg, ((0, 0), (0, nk * bk - S)), constant_values=-2)
+  q_offset = jnp.asarray(q_offset, jnp.int32)
+  out_BGTRK = _flash(cfg, q_BGTRK, k_BGSK, v_BGSK, q_offset, kv_len_B,
+                     seg_q_BT, seg_k_BS)
+  return out_BGTRK[:, :, :T].transpose(0, 2, 1, 3, 4).reshape(B, T, H, K)
+
+
+def _even_block(n, block_size):
+  """Block <= block_size splitting n into equal blocks with little padding
+  (T=513, block 512: two blocks of 264, not 512 + 1 padded to 1024)."""
+  if n <= block_size:
+    return n
+  num = -(-n // block_size)
+  block = -(-n // num)
+  rounded = -(-block // 8) * 8  # multiples of 8 suit the vector units
+  return rounded if rounded <= block_size else block
+
+
+def _kv_block_range(cfg, i, q_offset, kv_len_B):
+  """Key blocks [lo, hi) that query block i can see (causal, window, kv_len)."""
+  first_q = q_offset + i * cfg.bq
+  last_q = first_q + cfg.bq - 1
+  hi = jnp.clip(last_q // cfg.bk + 1, 0, cfg.nk)
+  hi = jnp.minimum(hi, (jnp.max(kv_len_B) + cfg.bk - 1) // cfg.bk)
+  lo = jnp.zeros_like(hi)
+  if cfg.window:
+    lo = jnp.clip((first_q - cfg.window + 1) // cfg.bk, 0, cfg.nk)
+  return lo, jnp.maximum(hi, lo)
+
+
+def _q_block_range(cfg, j, q_offset):
+  """Query blocks [lo, hi) that can see key block j (causal, window)."""
+  first_k = j * cfg.bk
+  lo = jnp.clip((first_k - q_offset) // cfg.bq, 0, cfg.nq)
+  hi = jnp.full_like(lo, cfg.nq)
+  if cfg.window:  # query p needs some key k in the block with k > p - window
+    last_k = first_k + cfg.bk - 1
+    hi = jnp.clip((last_k + cfg.window - 1 - q_offset) // cfg.bq + 1, 0, cfg.nq)
+  return lo, jnp.maximum(hi, lo)
+
+
+def _block_mask(cfg, i, j, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
+  """[B|1, 1, bq, 1, bk] visibility of key block j from query block i."""
+  qpos_Q = q_offset + i * cfg.bq + jnp.arange(cfg.bq)
+  kpos_C = j * cfg.bk + jnp.arange(cfg.bk)
+  mask_QC = kpos_C[None, :] <= qpos_Q[:, None]
+  if cfg.window:
+    mask_QC &= kpos_C[None, :] > qpos_Q[:, None] - cfg.window
+  mask_BQC = mask_QC[None] & (kpos_C[None, None, :] < kv_len_B[:, None, None])
+  if cfg.segments:
+    sq_BQ = lax.dynamic_slice_in_dim(seg_q_BT, i * cfg.bq, cfg.bq, axis=1)
+    sk_BC = lax.dynamic_slice_in_dim(seg_k_BS, j * cfg.bk, cfg.bk, axis=1)
+    mask_BQC &= sq_BQ[:, :, None] == sk_BC[:, None, :]
+  return mask_BQC[:, None, :, None, :]
+
+
+def _flash_forward(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
+  """Returns out [B,G,Tp,R,K] (q dtype) and logsumexp [B,G,Tp,R] (f32).
+
+  Rows that see no key get out = 0 and lse = +inf (so the backward's
+  exp(s - lse) is 0 there, not NaN).
+  """
+  B, G, Tp, R, K = q.shape
+
+  def q_block(i, carry):
+    out, lse = carry
+    q_i = lax.dynamic_slice_in_dim(q, i * cfg.bq, cfg.bq, axis=2)
+
+    def kv_step(j, state):
+      m_BGQR, l_BGQR, acc_BGQRK = state
+      k_j = lax.dynamic_slice_in_dim(k, j * cfg.bk, cfg.bk, axis=2)
+      v_j = lax.dynamic_slice_in_dim(v, j * cfg.bk, cfg.bk, axis=2)
+      s = jnp.einsum('bgqrk,bgck->bgqrc', q_i, k_j,
+                     preferred_element_type=_F32) * cfg.scale
+      mask = _block_mask(cfg, i, j, q_offset, kv_len_B, seg_q_BT, seg_k_BS)
+      s = jnp.where(mask, s, -jnp.inf)
+      m_new = jnp.maximum(m_BGQR, jnp.max(s, axis=-1))
+      alpha = jnp.exp(m_BGQR - m_new)
+      p = jnp.exp(s - m_new[..., None])
+      l_new = alpha * l_BGQR + jnp.sum(p, axis=-1)
+      pv = jnp.einsum('bgqrc,bgck->bgqrk', p.astype(v.dtype), v_j,
+                      preferred_element_type=_F32)
+      return m_new, l_new, alpha[..., None] * acc_BGQRK + pv
+
+    lo, hi = _kv_block_range(cfg, i, q_offset, kv_len_B)
+    init = (jnp.full((B, G, cfg.bq, R), _M_INIT, _F32),
+            jnp.zeros((B, G, cfg.bq, R), _F32),
+            jnp.zeros((B, G, cfg.bq, R, K), _F32))
+    m, l, acc = lax.fori_loop(lo, hi, kv_step, init)
+    seen = l > 0
+    inv_l = jnp.where(seen, 1.0 / jnp.where(seen, l, 1.0), 0.0)
+    out_i = (acc * inv_l[..., None]).astype(out.dtype)
+    lse_i = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), jnp.inf)
+    out = lax.dynamic_update_slice_in_dim(out, out_i, i * cfg.bq, axis=2)
+    lse = lax.dynamic_update_slice_in_dim(lse, lse_i, i * cfg.bq, axis=2)
+    return out, lse
+
+  init = (jnp.zeros(q.shape, q.dtype), jnp.zeros((B, G, Tp, R), _F32))
+  return lax.fori_loop(0, cfg.nq, q_block, init)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flash(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
+  return _flash_forward(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS)[0]
+
+
+def _flash_fwd(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
+  out, lse = _flash_forward(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS)
+  return out, (q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS, out, lse)
+
+
+def _flash_bwd(cfg, res, dout):
+  """FlashAttention-2 backward: per key block, loop over the query blocks that
+  see it, recompute P = exp(S - lse), accumulate dK_j, dV_j locally and dQ in a
+  full-size f32 buffer. Nothing of size T x S is stored."""
+  q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS, out, lse = res
+  B, G, Tp, R, K = q.shape
+  delta_BGTR = jnp.sum(dout.astype(_F32) * out.astype(_F32), axis=-1)
+  dout = dout.astype(q.dtype)
+
+  def kv_block(j, carry):
+    dq, dk, dv = carry
+    k_j = lax.dynamic_slice_in_dim(k, j * cfg.bk, cfg.bk, axis=2)
+    v_j = lax.dynamic_slice_in_dim(v, j * cfg.bk, cfg.bk, axis=2)
+
+    def q_step(i, state):
+      dq, dk_j, dv_j = state
+      sl = lambda x: lax.dynamic_slice_in_dim(x, i * cfg.bq, cfg.bq, axis=2)
+      q_i, do_i, lse_i, delta_i = sl(q), sl(dout), sl(lse), sl(delta_BGTR)
+      s = jnp.einsum('bgqrk,bgck->bgqrc', q_i, k_j,
+                     preferred_element_type=_F32) * cfg.scale
+      mask = _block_mask(cfg, i, j, q_offset, kv_len_B, seg_q_BT, seg_k_BS)
+      p = jnp.where(mask, jnp.exp(s - lse_i[..., None]), 0.0)
+      dv_j = dv_j + jnp.einsum('bgqrc,bgqrk->bgck', p.astype(do_i.dtype), do_i,
+                               preferred_element_type=_F32)
+      dp = jnp.einsum('bgqrk,bgck->bgqrc', do_i, v_j, preferred_element_type=_F32)
+      ds = p * (dp - delta_i[..., None])  # dL/dS without the scale
+      dk_j = dk_j + jnp.einsum('bgqrc,bgqrk->bgck', ds.astype(q_i.dtype), q_i,
+                               preferred_element_type=_F32)
+      dq_i = jnp.einsum('bgqrc,bgck->bgqrk', ds.astype(k_j.dtype), k_j,
+                        preferred_element_type=_F32)
+      dq = lax.dynamic_update_slice_in_dim(dq, sl(dq) + dq_i, i * cfg.bq, axis=2)
+      return dq, dk_j, dv_j
+
+    lo, hi = _q_block_range(cfg, j, q_offset)
+    zeros = jnp.zeros((B, G, cfg.bk, K), _F32)
+    dq, dk_j, dv_j = lax.fori_loop(lo, hi, q_step, (dq, zeros, zeros))
+    dk = lax.dynamic_update_slice_in_dim(dk, dk_j * cfg.scale, j * cfg.bk, axis=2)
+    dv = lax.dynamic_update_slice_in_dim(dv, dv_j, j * cfg.bk, axis=2)
+    return dq, dk, dv
+
+  nk_live = jnp.minimum(cfg.nk, (jnp.max(kv_len_B) + cfg.bk - 1) // cfg.bk)
+  init = (jnp.zeros(q.shape, _F32), jnp.zeros(k.shape, _F32),
+          jnp.zeros(v.shape, _F32))
+  dq, dk, dv = lax.fori_loop(0, nk_live, kv_block, init)
+  dq = (dq * cfg.scale).astype(q.dtype)
+  return (dq, dk.astype(k.dtype), dv.astype(v.dtype), None, None, None, None)
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+# ---------------------------------------------------------------------------
+# Splash attention (Pallas, TPU)
+# ---------------------------------------------------------------------------
+
+
+def _splash_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT, window,
+                      block_size, q_offset, interpret=False):
+  """Per-example splash kernel (heads inside the kernel), vmapped over batch.
+
+  The kernel applies no softmax scale, so q is scaled first. Its mask is static:
+  causal (or local window) shifted by q_offset.
+  """
+  from jax.experimental.pallas.ops.tpu import splash_attention as sa
+  B, T, H, K = q_BTHK.shape
+  S = k_BSGK.shape[1]
+  if window:
+    mask = sa.LocalMask((T, S), window_size=(window - 1, 0), offset=q_offset)
+  else:
+    mask = sa.CausalMask((T, S), offset=q_offset)
+  bq, bk = min(block_size, T), min(block_size, S)
+  sizes = sa.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk,
+                        block_q_dkv=bq, block_kv_dkv=bk, block_kv_dkv_compute=bk,
+                        block_q_dq=bq, block_kv_dq=bk)
+  kernel = sa.make_splash_mha_single_device(sa.MultiHeadMask([mask] * H),
+                                            block_sizes=sizes, interpret=interpret)
+  scale = 1.0 / math.sqrt(K)
+  q_BHTK = (q_BTHK * jnp.asarray(scale, q_BTHK.dtype)).transpose(0, 2, 1, 3)
+  k_BGSK = k_BSGK.transpose(0, 2, 1, 3)
+  v_BGSK = v_BSGK.transpose(0, 2, 1, 3)
+  if segment_ids_BT is None:
+    out_BHTK = jax.vmap(kernel)(q_BHTK, k_BGSK, v_BGSK)
+  else:
+    seg = segment_ids_BT.astype(jnp.int32)
+    out_BHTK = jax.vmap(
+        lambda q, k, v, s: kernel(q, k, v, segment_ids=sa.SegmentIds(q=s, kv=s))
+    )(q_BHTK, k_BGSK, v_BGSK, seg)
+  return out_BHTK.transpose(0, 2, 1, 3).astype(q_BTHK.dtype)
