@@ -58,8 +58,17 @@ def _abstract(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)), tree)
 
 
-def read_meta(mgr: ocp.CheckpointManager, step: int) -> dict:
-  return mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+def read_meta(mgr: ocp.CheckpointManager, step: int, item: str = 'meta') -> dict:
+  """A JSON item of a checkpoint: 'meta' (step, seed, model dims) or 'data' (the iterator state)."""
+  return mgr.restore(step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))[item]
+
+
+def check_data_state(saved: dict, now: dict, workdir) -> None:
+  """The data iterator resumes only with the loader settings it was saved with (else other batches)."""
+  diff = [f'{k}: checkpoint {saved[k]!r} vs config {v!r}' for k, v in now.items() if k in saved and saved[k] != v]
+  if diff:
+    raise CheckpointError(f'{workdir} holds a run whose data iterator cannot resume with this config '
+                          f'({"; ".join(diff)}). Keep the original settings, or use another --workdir.')
 
 
 def restore(mgr: ocp.CheckpointManager, step: int, *, params_target, opt_target=None):

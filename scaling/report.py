@@ -254,7 +254,13 @@ def evaluate_claims(rows: Sequence[dict], *, compute_tol: float = 0.1) -> list[d
         entry['measured'] = '; '.join(parts + [_fmt_cmp(long, 'bpb at 2x the training length')])
         entry['verdict'] = CONFIRMED if long['arm'] < long['baseline'] else NOT_CONFIRMED
       elif bpb is not None:
-        entry['measured'] = '; '.join(parts + ['not evaluated at a longer length (no eval/bpb@2x)'])
+        arm_long = [r[BPB_2X] for r in runs if r.get(BPB_2X) is not None]
+        if arm_long:   # the baseline (learned positions) has no table rows past its training length
+          parts.append(f'bpb at 2x the training length {_mean(arm_long):.4g}; the baseline cannot be '
+                       f'evaluated there (learned positions end at the training length)')
+        else:
+          parts.append('not evaluated at a longer length (no eval/bpb@2x)')
+        entry['measured'] = '; '.join(parts)
         entry['verdict'] = CONFIRMED if bpb['arm'] < bpb['baseline'] else NOT_CONFIRMED
         entry['qualifier'] = 'at the training length only'
       else:

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from scaling import accounting, checkpoint, sharding
+from scaling import accounting, checkpoint, distributed, sharding
 from scaling.config import ConfigError, to_dict, train_steps
 from scaling.metrics import MetricsWriter, Progress, device_peak_flops
 from scaling.model import ModelDims, Transformer, abstract_model
@@ -79,7 +79,10 @@ def make_train_step(graphdef, tx, train_cfg):
     if M == 1:
       loss, grads = grad_fn(params, batch)
     else:
-      micro = jax.tree.map(lambda x: x.reshape((M, x.shape[0] // M) + x.shape[1:]), batch)
+      # microbatch m = rows m, m + M, m + 2M, ...: every device's contiguous slice of the batch
+      # holds rows of every microbatch, so each microbatch stays split over all data-parallel devices
+      # (a plain reshape to [M, B/M] puts a microbatch on B/M rows' devices and XLA all-gathers)
+      micro = jax.tree.map(lambda x: x.reshape((x.shape[0] // M, M) + x.shape[1:]).swapaxes(0, 1), batch)
 
       def body(carry, mb):
         loss_acc, g_acc = carry
@@ -185,14 +188,22 @@ def evaluate(eval_step, params, loader, mesh) -> tuple[float, int]:
 
 # ----------------------------------------------------------------------------- signals
 class StopFlag:
-  """SIGTERM / SIGINT: finish the current step, save, exit. A second SIGINT exits at once."""
+  """SIGTERM / SIGINT: finish the current step, save, exit. A second SIGINT exits at once.
+
+  With several processes every process must stop after the same step (see
+  distributed.StopSync): JAX's preemption service then owns SIGTERM.
+  """
 
   def __init__(self):
     self.signum = None
     self._old = {}
+    self._sync = None
 
   def __enter__(self):
+    self._sync = distributed.StopSync()
     for s in (signal.SIGTERM, signal.SIGINT):
+      if s == signal.SIGTERM and self._sync.handles_sigterm():
+        continue
       self._old[s] = signal.signal(s, self._handle)
     return self
 
@@ -200,6 +211,14 @@ class StopFlag:
     if self.signum is not None and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.signum = signum
+    self._sync.notify(signum)
+
+  def should_stop(self, step: int) -> bool:
+    """Whether to save and exit after `step`; called after every step in every process."""
+    if self._sync.should_stop(step, self.signum is not None):
+      self.signum = self.signum or signal.SIGTERM
+      return True
+    return False
 
   def __exit__(self, *exc):
     for s, h in self._old.items():
@@ -215,14 +234,27 @@ def _write_json(path, obj):
 
 
 def check_workdir(cfg, workdir) -> int | None:
-  """Before compiling: a checkpoint in the workdir must belong to this model. Returns its step."""
+  """Before compiling: a checkpoint in the workdir must belong to this model and data settings.
+
+  Returns its step (None for a fresh workdir).
+  """
   step = checkpoint.latest_step(workdir)
   if step is None:
     return None
   mgr = checkpoint.manager(workdir, async_save=False)
   meta = checkpoint.read_meta(mgr, step)
+  data_state = checkpoint.read_meta(mgr, step, 'data')
   mgr.close()
   checkpoint.check_compatible(meta, dataclasses.asdict(resolve_dims(cfg)), workdir)
+  # the loader's settings (scaling/data/loader.py), which TrainLoader.set_state would reject only
+  # after the compile and after config.json was overwritten
+  # the number of processes may change (elastic restart): the state counts global batches, so only
+  # the global batch must match
+  if data_state and 'batch_size' in data_state:
+    data_state = dict(data_state, global_batch_size=data_state['batch_size'] * data_state.get('process_count', 1))
+  checkpoint.check_data_state(
+      data_state, dict(seq_len=cfg.model.seq_len, global_batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                       document_masking=cfg.data.document_masking), workdir)
   return step
 
 
@@ -402,7 +434,7 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
         if step % cfg.train.ckpt_every == 0 or step == setup.total_steps:
           check_finite(*pending)
           do_save(step)
-        if stop.signum is not None and step < setup.total_steps:
+        if step < setup.total_steps and stop.should_stop(step):
           check_finite(*pending)
           do_save(step, force=True)
           mgr.wait_until_finished()

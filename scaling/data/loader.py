@@ -143,8 +143,18 @@ class TrainLoader:
                       for k, v in state.items()}, **self._settings()}
 
   def set_state(self, state: dict[str, Any]) -> None:
+    """Restores get_state(); also with another process count (elastic restart) if the global batch is the same.
+
+    The grain state counts batches, and batch b of every process holds global positions
+    [b*B*P, (b+1)*B*P): the same windows for any split of one global batch B*P. So the
+    state of any process (a checkpoint holds process 0's) resumes every process.
+    """
     mine = self._settings()
-    diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+    elastic = ('process_index', 'process_count', 'batch_size')
+    diff = {k: (state.get(k), v) for k, v in mine.items() if k not in elastic and state.get(k) != v}
+    saved_global = state.get('batch_size', 0) * state.get('process_count', 1)
+    if saved_global != self.batch_size * self.process_count:
+      diff['global batch_size (batch_size x process_count)'] = (saved_global, self.batch_size * self.process_count)
     if diff:
       raise DataError(f'cannot restore the train loader: the saved state was made with other '
                       f'settings (saved, now): {diff}')
