@@ -176,6 +176,12 @@ class Block(nnx.Module):
           q_BTHK, k_BTGK, v_BTGK, impl=dims.attention, segment_ids_BT=segment_ids_BT,
           window=dims.sliding_window, block_size=dims.attention_block_size)
       new_cache = None
+    elif q_BTHK.shape[1] > 1:
+      # prefill: a multi-token cache call starts at position 0, so the new keys are all there is
+      # and the fast causal kernel gives the result; the cache only stores them
+      new_cache = write_cache(cache, k_BTGK, v_BTGK, positions_BT)
+      out_BTHK = attn_lib.attention(q_BTHK, k_BTGK, v_BTGK, impl=dims.attention, window=dims.sliding_window,
+                                    block_size=dims.attention_block_size)
     else:
       out_BTHK, new_cache = cached_attention(q_BTHK, k_BTGK, v_BTGK, positions_BT, cache, dims.sliding_window)
     out_BTHK = checkpoint_name(out_BTHK, 'attn_out')
@@ -198,6 +204,14 @@ class Block(nnx.Module):
     return x_BTD, new_cache
 
 
+def write_cache(cache, k_BTGK, v_BTGK, positions_BT):
+  """Writes the new keys/values into the cache at their absolute positions."""
+  k_cache, v_cache = cache
+  b_idx = jnp.arange(positions_BT.shape[0])[:, None]
+  return (k_cache.at[b_idx, positions_BT].set(k_BTGK.astype(k_cache.dtype)),
+          v_cache.at[b_idx, positions_BT].set(v_BTGK.astype(v_cache.dtype)))
+
+
 def cached_attention(q_BTHK, k_BTGK, v_BTGK, positions_BT, cache, window):
   """Attention against a key/value cache (prefill and decode).
 
@@ -207,11 +221,7 @@ def cached_attention(q_BTHK, k_BTGK, v_BTGK, positions_BT, cache, window):
   stale values but are always masked, so prompts of different lengths share
   one cache.
   """
-  k_cache, v_cache = cache
-  B, T = positions_BT.shape
-  b_idx = jnp.arange(B)[:, None]
-  k_cache = k_cache.at[b_idx, positions_BT].set(k_BTGK.astype(k_cache.dtype))
-  v_cache = v_cache.at[b_idx, positions_BT].set(v_BTGK.astype(v_cache.dtype))
+  k_cache, v_cache = write_cache(cache, k_BTGK, v_BTGK, positions_BT)
   S = k_cache.shape[1]
   key_pos_S = jnp.arange(S)
   mask_BTS = key_pos_S[None, None, :] <= positions_BT[:, :, None]
