@@ -134,7 +134,7 @@ def test_failure_and_kill_then_resubmit_finishes_both_and_leaves_finished_runs_a
     assert row['state'] == 'done'
     for k in rd_lib.RESULT_KEYS:
       assert row[k] == summ[k]
-    assert set(row) == {'run', 'overrides', 'state', *rd_lib.RESULT_KEYS}
+    assert set(row) == {'run', 'overrides', 'state', 'name', *rd_lib.RESULT_KEYS}
 
 
 def test_two_launchers_on_one_root_run_each_run_once(sweep_file, tmp_path):
