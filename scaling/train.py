@@ -91,7 +91,7 @@ def make_train_step(graphdef, tx, train_cfg):
       zeros = jax.tree.map(jnp.zeros_like, params)
       (loss, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
       loss, grads = loss / M, jax.tree.map(lambda g: g / M, grads)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state['opt_state'], params)
     params = optax.apply_updates(params, updates)
     new_state = dict(params=params, opt_state=opt_state, step=state['step'] + 1)
@@ -291,7 +291,7 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
   if tokenizer.vocab_size > cfg.model.vocab_size:
     raise ConfigError(f'the tokenizer in {data_dir} has {tokenizer.vocab_size} tokens but model.vocab_size='
                       f'{cfg.model.vocab_size}: token ids would fall outside the embedding. Set '
-                      f'--config.model.vocab_size={tokenizer.vocab_size} (or 0 to take it from the tokenizer)')
+                      f'--config.model.vocab_size={tokenizer.vocab_size} or larger')
   dims, mesh, T = setup.dims, setup.mesh, cfg.model.seq_len
   nproc, pidx = jax.process_count(), jax.process_index()
   local_batch = cfg.train.batch_size // nproc
