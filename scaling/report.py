@@ -24,7 +24,7 @@ import numpy as np
 from scaling import fit as fit_lib
 
 ARMS = ('baseline', 'bpe', 'rmsnorm', 'rope', 'context', 'scale10x', 'all')
-ARM_KEYS = ('study_arm', 'arm', 'name')
+ARM_KEYS = ('study_arm', 'arm')
 THROUGHPUT = 'throughput/tokens_per_s'
 BPB, BPB_2X = 'eval/bpb', 'eval/bpb@2x'
 CONFIRMED, NOT_CONFIRMED, NOT_MEASURED = 'confirmed', 'not confirmed', 'not measured'
