@@ -54,11 +54,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.seed = 0
   t.batch_size = 16          # global batch, in sequences
   t.microbatches = 1         # gradient accumulation: batch_size must divide by it
-  t.steps = 250              # total optimizer steps (or set tokens > 0 to derive steps); ~5 min on 2 CPU cores
+  t.steps = 400              # total optimizer steps (or set tokens > 0 to derive steps); ~5 min on 2 CPU cores
   t.tokens = 0               # token budget; > 0 overrides steps = tokens // (batch_size * seq_len)
   t.lr = 3e-3
   t.min_lr_ratio = 0.1       # final lr = lr * min_lr_ratio
-  t.warmup_steps = 25
+  t.warmup_steps = 40
   t.schedule = 'cosine'      # cosine | wsd | constant
   t.decay_fraction = 0.2     # wsd: fraction of steps in the final decay
   t.weight_decay = 0.1       # on matrices only (ndim >= 2, embeddings included)
@@ -67,11 +67,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.eps = 1e-8
   t.grad_clip = 1.0          # global-norm clip; 0 disables
   t.z_loss = 0.0             # coefficient of log(Z)^2
-  t.eval_every = 125
+  t.eval_every = 200
   t.eval_batches = 16        # 0: the whole validation split
   t.final_eval_lengths = ()  # extra context lengths evaluated at the end (summary: eval/bpb@L, eval/bpb@2x)
   t.log_every = 10
-  t.ckpt_every = 125
+  t.ckpt_every = 200
   t.keep_checkpoints = 2
   t.peak_flops = 0.0         # per-device peak FLOP/s for MFU; 0 -> table (accelerators) or measured (CPU)
 

@@ -429,8 +429,10 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
           progress.write(f'step {step}: eval loss {eval_loss:.4f}, bpb {eval_bpb:.4f}')
         if row:
           writer.write(step, row)
-          progress.update(step, {'loss': f'{last["loss"]:.3f}', 'tok/s': f'{row.get("throughput/tokens_per_s", 0):,.0f}',
-                                 'mfu': f'{row.get("throughput/mfu", 0):.1%}'})
+          if 'throughput/tokens_per_s' in row:
+            last['tps'], last['mfu'] = row['throughput/tokens_per_s'], row['throughput/mfu']
+          progress.update(step, {'loss': f'{last["loss"]:.3f}', 'tok/s': f'{last.get("tps", 0):,.0f}',
+                                 'mfu': f'{last.get("mfu", 0):.1%}'})
         if step % cfg.train.ckpt_every == 0 or step == setup.total_steps:
           check_finite(*pending)
           do_save(step)
