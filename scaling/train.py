@@ -427,6 +427,7 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
           check_finite(*pending)
           row = (row or {}) | do_eval(step)
           progress.write(f'step {step}: eval loss {eval_loss:.4f}, bpb {eval_bpb:.4f}')
+          t_log, step_log = time.time(), step   # eval time is not training throughput
         if row:
           writer.write(step, row)
           if 'throughput/tokens_per_s' in row:
