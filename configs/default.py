@@ -31,7 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.mlp = 'swiglu'           # swiglu | gelu
   m.tied_embeddings = True
   m.dtype = 'auto'           # compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16
-  m.scan_layers = True       # stack block params and lax.scan over them (fast compile for deep models)
+  m.scan_layers = False      # lax.scan over the stacked blocks: compile time independent of depth (on for
+                             # the big rungs); unrolled is ~5% faster for shallow CPU models
   m.remat = 'none'           # none | full | dots | dots_except_mlp
   m.attention = 'auto'       # auto | xla | blockwise | cudnn | splash
   m.attention_block_size = 512

@@ -60,6 +60,7 @@ def get_config(arg: str | None = None):
     m.tied_embeddings = False
     m.attention = 'auto'
     m.remat = 'dots_except_mlp'
+    m.scan_layers = True
     c.data.vocab_size = 32000
     c.train.warmup_steps = 2000
     c.mesh.data, c.mesh.fsdp = 1, -1

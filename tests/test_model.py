@@ -337,3 +337,22 @@ def test_init_statistics(tiny_cfg):
   # layers are initialized independently
   q = np.asarray(blocks.wq_DHK[...])
   assert not np.allclose(q[0], q[1])
+
+
+@pytest.mark.parametrize('eq,xs,ws', [('btd,dhk->bthk', (2, 3, 4), (4, 2, 5)), ('bthk,hkd->btd', (2, 3, 2, 5), (2, 5, 4)),
+                                      ('btd,df->btf', (2, 3, 4), (4, 6)), ('btf,fd->btd', (2, 3, 6), (6, 4))])
+def test_mixed_einsum_gradients_match_einsum_and_accumulate_in_f32(eq, xs, ws):
+  from scaling.model import mixed_einsum
+  x = jax.random.normal(jax.random.key(0), xs)
+  w = jax.random.normal(jax.random.key(1), ws)
+  ours = jax.grad(lambda x, w: jnp.sum(jnp.sin(mixed_einsum(eq, x, w))), (0, 1))(x, w)
+  ref = jax.grad(lambda x, w: jnp.sum(jnp.sin(jnp.einsum(eq, x, w))), (0, 1))(x, w)
+  for a, b in zip(ours, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # in bf16 every matmul of the backward pass, too, accumulates in float32
+  xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+  jaxpr = jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(mixed_einsum(eq, x, w)), (0, 1)))(xb, wb)
+  text = str(jaxpr)
+  assert text.count('dot_general') >= 3
+  assert 'preferred_element_type=bfloat16' not in text
+  assert text.count('preferred_element_type=float32') >= 3
