@@ -18,6 +18,7 @@ overridden with `--config.section.field=value`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -121,36 +122,20 @@ def main(argv=None) -> int:
   p.add_argument('--step', type=int, default=None)
   p.add_argument('--batches', type=int, default=0, help='0: the whole validation split')
 
+  # subcommands whose arguments live beside their code: (name, module, add_args, run, help)
+  delegated = (
+      ('sample', 'generate', 'add_sample_args', 'run_sample', 'continue prompts from a trained workdir'),
+      ('fit', 'fit', 'add_fit_args', 'run_fit', 'fit scaling laws to results.jsonl'),
+      ('report', 'report', 'add_report_args', 'run_report', 'write REPORT.md for a sweep root'),
+      ('export', 'hf', 'add_export_args', 'run_export', 'export a workdir as a Hugging Face Llama checkpoint'),
+      ('import', 'hf', 'add_import_args', 'run_import', 'import a Hugging Face Llama checkpoint into a workdir'),
+  )
   lazy = {}
-  try:
-    from scaling import generate as gen_mod
-    p = sub.add_parser('sample', help='continue prompts from a trained workdir')
-    gen_mod.add_sample_args(p)
-    lazy['sample'] = gen_mod.run_sample
-  except ImportError:
-    pass
+  for name, module, add_args, run, help_ in delegated:
+    mod = importlib.import_module(f'scaling.{module}')
+    getattr(mod, add_args)(sub.add_parser(name, help=help_))
+    lazy[name] = getattr(mod, run)
   sub.add_parser('sweep', help='run a sweep: see `scaling sweep --help`', add_help=False)
-  try:
-    from scaling import fit as fit_mod
-    p = sub.add_parser('fit', help='fit scaling laws to results.jsonl')
-    fit_mod.add_fit_args(p)
-    lazy['fit'] = fit_mod.run_fit
-    from scaling import report as report_mod
-    p = sub.add_parser('report', help='write REPORT.md for a sweep root')
-    report_mod.add_report_args(p)
-    lazy['report'] = report_mod.run_report
-  except ImportError:
-    pass
-  try:
-    from scaling import hf as hf_mod
-    p = sub.add_parser('export', help='export a workdir as a Hugging Face Llama checkpoint')
-    hf_mod.add_export_args(p)
-    lazy['export'] = hf_mod.run_export
-    p = sub.add_parser('import', help='import a Hugging Face Llama checkpoint into a workdir')
-    hf_mod.add_import_args(p)
-    lazy['import'] = hf_mod.run_import
-  except ImportError:
-    pass
 
   if rest and rest[0] == 'sweep':
     from launch.cli import run_sweep_cli
