@@ -70,6 +70,3 @@ def get_config(arg: str | None = None):
     c.train.steps = 300
   return c
 
-
-def rung_names():
-  return list(RUNGS)

@@ -53,18 +53,14 @@ PEAK_FLOPS = {
 }
 
 
-def _get(m, k):
-  return m[k] if not hasattr(m, k) else getattr(m, k)
-
-
 def _dims(m) -> dict:
   keys = ('vocab_size', 'seq_len', 'num_layers', 'd_model', 'num_heads', 'num_kv_heads', 'norm',
           'position', 'mlp', 'tied_embeddings', 'sliding_window')
-  d = {k: _get(m, k) for k in keys}
-  if hasattr(m, 'head_dim') and hasattr(m, 'd_ff') and not hasattr(m, 'keys'):
-    d.update(head_dim=m.head_dim, d_ff=m.d_ff)   # ModelDims: already resolved
-  else:
+  d = {k: getattr(m, k) for k in keys}
+  if hasattr(m, 'keys'):   # a ConfigDict: fill the 0 = derived fields; ModelDims has them resolved
     d.update(resolved_dims(m))
+  else:
+    d.update(head_dim=m.head_dim, d_ff=m.d_ff)
   return d
 
 
@@ -108,6 +104,7 @@ def flops_per_token(m, seq_len: int | None = None) -> float:
   T = seq_len or d['seq_len']
   attn = 12 * d['num_layers'] * d['num_heads'] * d['head_dim'] * avg_attended_keys(T, d['sliding_window'])
   return 6 * matmul_params(m) + attn
+
 
 
 def forward_flops_per_token(m, seq_len: int | None = None) -> float:

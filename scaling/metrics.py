@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
 import sys
 import time
@@ -138,6 +137,3 @@ def device_peak_flops(dtype: str, override: float = 0.0) -> tuple[float, str]:
     return measure_matmul_peak(jnp.dtype(dtype)) / max(jax.local_device_count(), 1), 'measured'
   return PEAK_FLOPS['H100'][dtype], f'assumed H100 ({kind})'
 
-
-def env_rank() -> int:
-  return int(os.environ.get('SCALING_PROCESS_ID', jax.process_index()))

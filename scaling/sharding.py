@@ -7,13 +7,12 @@ from `config.mesh`; -1 fills the remaining devices.
 
 Parameters name their axes logically (see scaling/model.py); RULES maps each
 logical name to a mesh axis (or None = replicated). A logical axis whose size
-does not divide by its mesh axis is replicated instead (logged once), so every
+does not divide by its mesh axis is replicated instead, so every
 mesh that divides the device count works.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 import jax
@@ -128,5 +127,3 @@ def describe(tree) -> list[str]:
     lines.append(f'{jax.tree_util.keystr(path):60s} {str(tuple(x.shape)):22s} {str(x.dtype):9s} {spec}')
   return lines
 
-
-logging.getLogger(__name__)
