@@ -249,12 +249,14 @@ def test_slurm_sigterm_requeues_and_the_run_resumes(tmp_path, monkeypatch):
     q = subprocess.run(['squeue', '-h', '-j', job, '-o', '%T %r'], capture_output=True, text=True).stdout.split()
     return q[:2] == ['PENDING', 'BeginTime'] or rd.summary() is not None
   wait_for(requeued, what='the job to be requeued')
-  subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], check=False)  # skip the requeue delay
+  # Shorten the requeue delay (BeginTime, normally ~2 min) but not to zero: slurmd refuses to launch a job in the
+  # same second its previous instance was killed in ("Job credential revoked"; credentials have 1 s resolution).
+  subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now+3'], check=False)
   w = subprocess.run(sweep_cmd('--config', str(sweep), '--backend', 'slurm', '--root', str(root), '--wait'),
                      cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert w.returncode == 0, w.stdout + w.stderr
-  assert 'submitted run' not in w.stdout   # the requeued job was alive: not submitted again
   rec = rd.read()
+  assert 'submitted run' not in w.stdout, (w.stdout, rec)   # the requeued job was alive: not submitted again
   assert rd.summary() is not None and len(rec['attempts']) == 1 and rec['attempts'][0]['job_id'] == job
   st = starts(rd)
   assert len(st) == 2 and st[0]['resumed_from'] == 0 and st[1]['resumed_from'] >= 3
