@@ -15,11 +15,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+import scaling  # noqa: E402,F401  (first: tunes host malloc before JAX starts; scaling/hostmem.py)
+from scaling import hostmem  # noqa: E402
 
 import jax
 import jax.numpy as jnp
@@ -191,19 +194,23 @@ def main():
       for _ in range(args.warmup):
         fn()
     times = {k: [] for k in runners}
+    faults = {k: 0 for k in runners}
     for _ in range(args.steps):
       for k, fn in runners.items():   # alternate, so load changes hit all alike
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         times[k].append(_time(fn))
+        faults[k] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     med = {k: statistics.median(v) for k, v in times.items()}
     for k in runners:
       tps = tokens / med[k]
       peak = peaks[dtype][0 if k.startswith('ours') else 1]
-      rows.append((dtype, k, med[k] * 1e3, tps, med[k] / med[k] and med[list(runners)[0]] and
-                   (tokens / med['ours (jax)']) / tps, fpt * tps / peak))
-  print('| dtype | implementation | step ms | tokens/s | ours / this | MFU (vs own matmul peak) |')
-  print('|---|---|---|---|---|---|')
-  for dt, k, ms, tps, ratio, mfu in rows:
-    print(f'| {dt} | {k} | {ms:.0f} | {tps:,.0f} | {ratio:.2f}x | {mfu:.0%} |')
+      rows.append((dtype, k, med[k] * 1e3, tps, (tokens / med['ours (jax)']) / tps, fpt * tps / peak,
+                   faults[k] / args.steps))
+  print(f'# host malloc tuning (scaling/hostmem.py): {"on" if hostmem.tune_malloc() else "off"}')
+  print('| dtype | implementation | step ms | tokens/s | ours / this | MFU (vs own matmul peak) | page faults/step |')
+  print('|---|---|---|---|---|---|---|')
+  for dt, k, ms, tps, ratio, mfu, pf in rows:
+    print(f'| {dt} | {k} | {ms:.0f} | {tps:,.0f} | {ratio:.2f}x | {mfu:.0%} | {pf:,.0f} |')
 
 
 if __name__ == '__main__':

@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.eps = 1e-8
   t.grad_clip = 1.0          # global-norm clip; 0 disables
   t.z_loss = 0.0             # coefficient of log(Z)^2
+  t.loss_chunk = 512         # logits rows per chunk of the fused head+loss (scaling/loss.py); 0: all logits at once
   t.eval_every = 200
   t.eval_batches = 16        # 0: the whole validation split
   t.final_eval_lengths = ()  # extra context lengths evaluated at the end (summary: eval/bpb@L, eval/bpb@2x)

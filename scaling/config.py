@@ -224,6 +224,8 @@ def validate_config(cfg) -> None:
       raise ConfigError(f'train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}')
     if t.warmup_steps < 0:
       raise ConfigError(f'train.warmup_steps must be >= 0, got {t.warmup_steps}')
+    if t.get('loss_chunk', 0) < 0:
+      raise ConfigError(f'train.loss_chunk must be >= 0 (logits rows per chunk; 0 = unchunked), got {t.loss_chunk}')
   if 'mesh' in cfg:
     for name in ('data', 'fsdp', 'tensor'):
       v = cfg.mesh[name]

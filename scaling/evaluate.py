@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from scaling.train import cross_entropy
+from scaling.loss import fused_cross_entropy
 
 
 class EvalError(ValueError):
@@ -46,8 +46,9 @@ def eval_workdir(workdir, seq_lens=None, *, step=None, max_batches: int = 0, bat
   @jax.jit
   def step_fn(params, batch):
     m = nnx.merge(graphdef, params)
-    logits = m(batch['inputs'], segment_ids_BT=batch.get('segment_ids'))
-    _, (s, c) = cross_entropy(logits, batch['targets'], batch.get('mask'))
+    x_BTD, _ = m.hidden(batch['inputs'], segment_ids_BT=batch.get('segment_ids'))
+    _, (s, c) = fused_cross_entropy(x_BTD, m.head_weights(), batch['targets'], batch.get('mask'),
+                                    dtype=m.dims.compute_dtype)
     return s, c
 
   rows = []

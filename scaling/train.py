@@ -32,6 +32,7 @@ from scaling import accounting, checkpoint, distributed, sharding
 from scaling.config import ConfigError, to_dict, train_steps
 from scaling.metrics import MetricsWriter, Progress, device_peak_flops
 from scaling.model import ModelDims, Transformer, abstract_model
+from scaling.loss import cross_entropy, fused_cross_entropy  # noqa: F401 (cross_entropy re-exported)
 from scaling.optim import make_optimizer
 
 EXIT_PREEMPTED = 75   # EX_TEMPFAIL: saved and stopped on a signal; re-running resumes
@@ -43,23 +44,13 @@ class TrainError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- loss
-def cross_entropy(logits_BTV, targets_BT, mask_BT=None, z_loss: float = 0.0):
-  """Mean next-token cross entropy in float32 (+ z-loss); returns (loss, (sum_nll, count))."""
-  logits = logits_BTV.astype(jnp.float32)
-  lse_BT = jax.nn.logsumexp(logits, axis=-1)
-  target_logit_BT = jnp.take_along_axis(logits, targets_BT[..., None], axis=-1)[..., 0]
-  nll_BT = lse_BT - target_logit_BT
-  mask = jnp.ones_like(nll_BT) if mask_BT is None else mask_BT.astype(jnp.float32)
-  count = jnp.maximum(mask.sum(), 1.0)
-  sum_nll = (nll_BT * mask).sum()
-  loss = sum_nll / count
-  if z_loss:
-    loss = loss + z_loss * (jnp.square(lse_BT) * mask).sum() / count
-  return loss, (sum_nll, mask.sum())
-
-
-def model_loss(graphdef, params, batch, z_loss: float = 0.0):
+def model_loss(graphdef, params, batch, z_loss: float = 0.0, loss_chunk: int = 0):
+  """(loss, (sum_nll, count)) of a batch; loss_chunk > 0: the fused chunked head+loss (scaling/loss.py)."""
   model = nnx.merge(graphdef, params)
+  if loss_chunk:
+    x_BTD, _ = model.hidden(batch['inputs'], segment_ids_BT=batch.get('segment_ids'))
+    return fused_cross_entropy(x_BTD, model.head_weights(), batch['targets'], batch.get('mask'), z_loss,
+                               chunk_rows=loss_chunk, dtype=model.dims.compute_dtype)
   logits = model(batch['inputs'], segment_ids_BT=batch.get('segment_ids'))
   return cross_entropy(logits, batch['targets'], batch.get('mask'), z_loss)
 
@@ -69,9 +60,10 @@ def make_train_step(graphdef, tx, train_cfg):
   """The pure step: (state, batch) -> (state, metrics). Gradient accumulation over microbatches."""
   M = train_cfg.microbatches
   z = train_cfg.z_loss
+  chunk = train_cfg.get('loss_chunk', 0)
 
   def grad_fn(params, batch):
-    (loss, aux), grads = jax.value_and_grad(lambda p: model_loss(graphdef, p, batch, z), has_aux=True)(params)
+    (loss, aux), grads = jax.value_and_grad(lambda p: model_loss(graphdef, p, batch, z, chunk), has_aux=True)(params)
     return loss, grads
 
   def step(state, batch):
@@ -100,9 +92,9 @@ def make_train_step(graphdef, tx, train_cfg):
   return step
 
 
-def make_eval_step(graphdef):
+def make_eval_step(graphdef, loss_chunk: int = 0):
   def step(params, batch):
-    _, (sum_nll, count) = model_loss(graphdef, params, batch)
+    _, (sum_nll, count) = model_loss(graphdef, params, batch, loss_chunk=loss_chunk)
     return sum_nll, count
   return step
 
@@ -170,7 +162,7 @@ def jit_train_step(setup: Setup, batch_keys):
 
 def jit_eval_step(setup: Setup):
   # the batch arrives already sharded over (data, fsdp) by sharding.global_batch
-  return jax.jit(make_eval_step(setup.graphdef))
+  return jax.jit(make_eval_step(setup.graphdef, setup.cfg.train.get('loss_chunk', 0)))
 
 
 def evaluate(eval_step, params, loader, mesh) -> tuple[float, int]:

@@ -221,6 +221,23 @@ def test_sharded_step_matches_single_device(data, init_params):
   assert len(wq.addressable_shards) == 8 and wq.addressable_shards[0].data.shape == (2, 16, 2, 8)
 
 
+def test_fused_chunked_loss_step_matches_materialized_logits(data, init_params):
+  """train.loss_chunk > 0 (the fused head+loss) == loss_chunk 0 (all logits, textbook cross-entropy) on a
+  (2, 2, 2) mesh, and the fused step never holds a [B, T, V] logits buffer."""
+  batches = random_batches(2, 8, seed=2)
+  m0, st0, c0 = run_steps(train_lib.build_setup(make_cfg(data, mesh__data=2, mesh__fsdp=2, mesh__tensor=2,
+                                                         train__loss_chunk=0)), init_params, batches)
+  mf, stf, cf = run_steps(train_lib.build_setup(make_cfg(data, mesh__data=2, mesh__fsdp=2, mesh__tensor=2,
+                                                         train__loss_chunk=32)), init_params, batches)
+  for a, b in zip(m0, mf):
+    assert a['loss'] == pytest.approx(b['loss'], abs=1e-5)
+    assert a['grad_norm'] == pytest.approx(b['grad_norm'], rel=1e-5)
+  assert max_abs_diff(st0['params'], stf['params']) < 1e-5
+  # per-device logits of the whole batch: [B/2, T, V] f32 (batch over data, vocab replicated or split)
+  full = re.compile(rf'f32\[(4|8),{SEQ},(259|130|129)\]')
+  assert full.search(c0.as_text()) and not full.search(cf.as_text())
+
+
 def test_init_is_the_same_on_any_mesh(data, init_params):
   """The same seed gives the same model on (2, 2, 2) as on (8, 1, 1) (init runs directly into the
   shardings, so no device ever holds the whole model)."""
