@@ -61,7 +61,9 @@ def measure(rung: str, per_device_batch: int, args):
   from scaling.train import build_setup, init_state, jit_train_step
   n = jax.device_count()
   ov = {'model.dtype': args.dtype, 'model.attention': args.attention, 'train.batch_size': str(per_device_batch * n),
-        'train.steps': '1000', 'train.tokens': '0', 'train.microbatches': '1'}
+        'train.steps': '1000', 'train.tokens': '0', 'train.microbatches': '1',
+        # fused head+loss in chunks of ~8k logits rows per device (global rows; 512 suits a CPU cache)
+        'train.loss_chunk': str(8192 * n)}
   if args.seq_len:
     ov['model.seq_len'] = str(args.seq_len)
   if args.remat:

@@ -1,21 +1,29 @@
 """Host memory: keep XLA:CPU's per-step buffers mapped instead of faulting them in every step.
 
 XLA:CPU allocates each step's temporaries and outputs with malloc. glibc serves
-large blocks with mmap (or from per-thread arenas whose big blocks are mmap'd
-too) and unmaps them on free, so every step touches hundreds of MB of fresh
+large blocks with mmap (and per-thread arenas can only serve big blocks that
+way) and unmaps them on free, so every step touches hundreds of MB of fresh
 pages: on the 2-core CI machine the default model's step took ~120,000 minor
 page faults (490 MB) and 0.2 s of kernel time per step, 20% of all its CPU time.
 
-`tune_malloc()` tells glibc to serve every block from one heap that is never
-trimmed (mallopt: one arena, no mmap, no trim), so freed step buffers are reused
-by the next step: 0 page faults per step and the train step 1.2-1.3x faster
-(BENCHMARKS.md). The cost is that the process keeps its peak heap instead of
-returning it to the OS, which is what a training process wants anyway.
+Two glibc settings (mallopt) fix it, applied in two phases:
 
-It only works before the threads that allocate exist, i.e. before JAX's CPU
-backend starts: `import scaling` calls it, so anything importing scaling first
-is covered. Set SCALING_MALLOC_TUNING=0 to leave malloc alone. No effect (and
-no error) off glibc Linux.
+- `tune_malloc()`, on `import scaling`: one malloc arena for all threads, so
+  every block can come from the main heap. It must run before the threads that
+  allocate exist, i.e. before JAX's CPU backend starts; anything that imports
+  scaling first is covered.
+- `hold_heap()`, once the step is compiled and has run (the training loop and
+  the benchmarks call it), and only when JAX computes on the CPU: no mmap and no
+  trimming, so the blocks a step frees stay mapped and the next step reuses
+  them. Holding only after compilation keeps the compiler's transient peak out
+  of the retained heap; skipping it on accelerator hosts keeps checkpoint and
+  transfer copies (host blocks of many GB) returning to the OS.
+
+Result: 0 page faults per step and the float32 train step 1.2-1.3x faster
+(BENCHMARKS.md). The cost: the process keeps its steady-state heap (about 1.5x
+the untuned resident memory for the default model) instead of handing freed
+blocks back to the OS after every step. SCALING_MALLOC_TUNING=0 leaves malloc
+alone. No effect (and no error) off glibc Linux.
 """
 
 from __future__ import annotations
@@ -29,21 +37,40 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 
-_state = {'applied': None}
+_state: dict = {}
+
+
+def _libc():
+  if 'libc' not in _state:
+    libc = None
+    if os.environ.get('SCALING_MALLOC_TUNING', '1') != '0' and platform.system() == 'Linux' \
+        and platform.libc_ver()[0] == 'glibc':
+      try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        libc.mallopt  # noqa: B018 - raises AttributeError if missing
+      except (OSError, AttributeError):
+        libc = None
+    _state['libc'] = libc
+  return _state['libc']
+
+
+def _set(key: str, settings) -> bool:
+  if key not in _state:
+    libc = _libc()
+    _state[key] = libc is not None and all(libc.mallopt(opt, val) == 1 for opt, val in settings)
+  return _state[key]
 
 
 def tune_malloc() -> bool:
-  """Applies the settings once; returns True if glibc accepted them."""
-  if _state['applied'] is not None:
-    return _state['applied']
-  ok = False
-  if os.environ.get('SCALING_MALLOC_TUNING', '1') != '0' and platform.system() == 'Linux' \
-      and platform.libc_ver()[0] == 'glibc':
-    try:
-      libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-      ok = all(libc.mallopt(opt, val) == 1 for opt, val in
-               ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2 ** 31 - 1)))
-    except (OSError, AttributeError):
-      ok = False
-  _state['applied'] = ok
-  return ok
+  """One malloc arena (before JAX starts its threads). True if glibc accepted it."""
+  return _set('arena', ((M_ARENA_MAX, 1),))
+
+
+def hold_heap() -> bool:
+  """From now on freed blocks stay mapped for reuse (no mmap, no trim). Only when JAX computes on the CPU:
+  on an accelerator host the big host blocks are checkpoint and transfer copies, which must go back to the
+  OS. True if applied."""
+  import jax
+  if jax.default_backend() != 'cpu':
+    return False
+  return tune_malloc() and _set('hold', ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2 ** 31 - 1)))

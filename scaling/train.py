@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from scaling import accounting, checkpoint, distributed, sharding
+from scaling import accounting, checkpoint, distributed, hostmem, sharding
 from scaling.config import ConfigError, to_dict, train_steps
 from scaling.metrics import MetricsWriter, Progress, device_peak_flops
 from scaling.model import ModelDims, Transformer, abstract_model
@@ -395,6 +395,7 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
           jax.block_until_ready(metrics)
           t_compile = time.time() - t0
           log(f'first step (compile) {t_compile:.1f}s')
+          hostmem.hold_heap()   # compiled: from now on reuse freed step buffers (scaling/hostmem.py)
           t_log, step_log = time.time(), step + 1
         if prof and step + 1 == prof[1]:
           jax.block_until_ready(metrics)
