@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-import scaling  # noqa: E402,F401  (first: tunes host malloc before JAX starts; scaling/hostmem.py)
+from scaling import hostmem  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -138,4 +138,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  hostmem.tune_malloc()   # first, before JAX starts its threads (scaling/hostmem.py)
   sys.exit(main())

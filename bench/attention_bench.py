@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-import scaling  # noqa: E402,F401  (first: tunes host malloc before JAX starts; scaling/hostmem.py)
 from scaling import attention as attn  # noqa: E402
 
 

@@ -13,9 +13,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-import scaling  # noqa: E402,F401  (first: tunes host malloc before JAX starts; scaling/hostmem.py)
-
 from scaling import hostmem  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -98,4 +97,5 @@ def main():
 
 
 if __name__ == '__main__':
+  hostmem.tune_malloc()   # first, before JAX starts its threads (scaling/hostmem.py)
   main()

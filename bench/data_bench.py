@@ -17,7 +17,6 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import scaling  # noqa: E402,F401  (first: tunes host malloc before JAX starts; scaling/hostmem.py)
 
 import ml_collections  # noqa: E402
 

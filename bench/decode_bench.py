@@ -33,7 +33,6 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import scaling  # noqa: E402,F401  (first: tunes host malloc before JAX starts; scaling/hostmem.py)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

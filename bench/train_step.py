@@ -21,7 +21,6 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-import scaling  # noqa: E402,F401  (first: tunes host malloc before JAX starts; scaling/hostmem.py)
 from scaling import hostmem  # noqa: E402
 
 import jax
@@ -219,4 +218,5 @@ def main():
 
 
 if __name__ == '__main__':
+  hostmem.tune_malloc()   # first, before JAX starts its threads (scaling/hostmem.py)
   main()

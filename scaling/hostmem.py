@@ -8,10 +8,11 @@ page faults (490 MB) and 0.2 s of kernel time per step, 20% of all its CPU time.
 
 Two glibc settings (mallopt) fix it, applied in two phases:
 
-- `tune_malloc()`, on `import scaling`: one malloc arena for all threads, so
-  every block can come from the main heap. It must run before the threads that
-  allocate exist, i.e. before JAX's CPU backend starts; anything that imports
-  scaling first is covered.
+- `tune_malloc()`, on CPU-only hosts: one malloc arena for all threads, so every block can come
+  from the main heap. It must run before the threads that allocate exist, i.e.
+  before JAX's CPU backend starts: the `scaling` command and the benchmarks call
+  it first thing; a script or notebook can too (`from scaling import hostmem;
+  hostmem.tune_malloc()` before any JAX computation).
 - `hold_heap()`, once the step is compiled and has run (the training loop and
   the benchmarks call it), and only when JAX computes on the CPU: no mmap and no
   trimming, so the blocks a step frees stay mapped and the next step reuses
@@ -20,18 +21,23 @@ Two glibc settings (mallopt) fix it, applied in two phases:
   transfer copies (host blocks of many GB) returning to the OS.
 
 Result: 0 page faults per step and the float32 train step 1.2-1.3x faster
-(BENCHMARKS.md). The cost: the process keeps its steady-state heap (about 1.5x
+(BENCHMARKS.md). The costs: the process keeps its steady-state heap (about 1.5x
 the untuned resident memory for the default model) instead of handing freed
-blocks back to the OS after every step. SCALING_MALLOC_TUNING=0 leaves malloc
-alone. No effect (and no error) off glibc Linux.
+blocks back to the OS after every step, and XLA compiles ~30% slower (its
+parallel LLVM codegen threads share the one arena). That is why it is not done
+on `import scaling`: the test suite, all compiles and short steps, runs faster
+without it. SCALING_MALLOC_TUNING=0 leaves malloc alone. No effect (and no
+error) off glibc Linux.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
 import platform
+import sys
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
@@ -61,8 +67,30 @@ def _set(key: str, settings) -> bool:
   return _state[key]
 
 
+def cpu_only_host() -> bool:
+  """Whether JAX will compute on the CPU, judged without starting JAX: JAX_PLATFORMS if set, else no
+  accelerator plugin (CUDA, ROCm, TPU) installed."""
+  platforms = os.environ.get('JAX_PLATFORMS', '').strip().lower()
+  if platforms:
+    return platforms.split(',')[0] == 'cpu'
+  plugins = ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin', 'jax_rocm7_plugin', 'libtpu')
+  return not any(importlib.util.find_spec(m) is not None for m in plugins)
+
+
+def _jax_started() -> bool:
+  if 'jax' not in sys.modules:
+    return False
+  try:
+    from jax._src import xla_bridge
+    return xla_bridge.backends_are_initialized()
+  except (ImportError, AttributeError):
+    return True   # cannot tell: assume too late
+
+
 def tune_malloc() -> bool:
-  """One malloc arena (before JAX starts its threads). True if glibc accepted it."""
+  """One malloc arena, on CPU-only hosts, if JAX has not started its threads yet. True if applied."""
+  if 'arena' not in _state and (not cpu_only_host() or _jax_started()):
+    _state['arena'] = False   # accelerator host (it would only slow the compiler down) or too late
   return _set('arena', ((M_ARENA_MAX, 1),))
 
 
@@ -70,7 +98,9 @@ def hold_heap() -> bool:
   """From now on freed blocks stay mapped for reuse (no mmap, no trim). Only when JAX computes on the CPU:
   on an accelerator host the big host blocks are checkpoint and transfer copies, which must go back to the
   OS. True if applied."""
+  if not _state.get('arena'):   # without the one arena, big blocks would still be mmap'd: nothing to gain
+    return False
   import jax
   if jax.default_backend() != 'cpu':
     return False
-  return tune_malloc() and _set('hold', ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2 ** 31 - 1)))
+  return _set('hold', ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2 ** 31 - 1)))

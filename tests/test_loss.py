@@ -97,8 +97,8 @@ def test_fused_loss_under_a_sharded_batch_matches_unsharded():
 FAULTS = r'''
 import resource, sys
 sys.path.insert(0, {root!r})
-import scaling
 from scaling import hostmem
+tuned = hostmem.tune_malloc()   # before JAX starts
 import jax, jax.numpy as jnp
 f = jax.jit(lambda a: (jnp.tanh(a @ a.T) @ a).sum())   # ~40 MB of temporaries per call
 a = jnp.ones((2048, 1024))
@@ -110,7 +110,7 @@ for _ in range(3):   # the held heap grows to the step's working set, then is re
 r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
   f(a).block_until_ready()
-print(held, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / 5)
+print(tuned and held, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / 5)
 '''
 
 
@@ -129,3 +129,18 @@ def test_malloc_tuning_removes_per_step_page_faults():
   # untuned: the 8 MB result of a @ a.T alone is 2048 fresh pages per call
   assert out['0'][1] > 2000, out
   assert out['1'][1] < out['0'][1] / 10, out
+
+
+def test_malloc_tuning_only_on_cpu_hosts_and_before_jax_starts(monkeypatch):
+  from scaling import hostmem
+  monkeypatch.setenv('JAX_PLATFORMS', 'cuda')
+  assert not hostmem.cpu_only_host()
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  assert hostmem.cpu_only_host()
+  # too late: JAX's threads exist, so neither phase changes malloc
+  code = ('import sys; sys.path.insert(0, sys.argv[1]); import jax; jax.devices(); from scaling import hostmem; '
+          'print(hostmem.tune_malloc(), hostmem.hold_heap())')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  p = subprocess.run([sys.executable, '-c', code, root], env=dict(os.environ, SCALING_MALLOC_TUNING='1'),
+                     capture_output=True, text=True, timeout=60)
+  assert p.returncode == 0 and p.stdout.split() == ['False', 'False'], p.stdout + p.stderr
