@@ -252,8 +252,6 @@ def check_workdir(cfg, workdir) -> int | None:
 
 def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: bool = False) -> dict:
   """Runs (or resumes) training in `workdir`; returns the summary dict (also written to summary.json)."""
-  from scaling.data import load_tokenizer, make_eval_loader, make_train_loader, prepare
-
   t_start = time.time()
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
@@ -267,12 +265,34 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
   resume_step = check_workdir(cfg, workdir) if setup else None
   prof = _parse_profile(profile_steps)
 
+  # From here on a SIGTERM/SIGINT is a request to stop cleanly (exit 75, resumable), also during data
+  # preparation and restore: one process stops at the next phase boundary, several at the first step.
+  with StopFlag() as stop:
+    return _train(cfg, workdir, setup, resume_step, prof, stop, t_start=t_start, is_main=is_main, log=log,
+                  debug=debug, quiet=quiet)
+
+
+def _stopped_before_training(stop, what: str, step, log) -> dict | None:
+  """The preempted result if one process got a stop signal before its first step (else None)."""
+  if stop.signum is None or jax.process_count() > 1:   # several processes: synced at the first step
+    return None
+  name = signal.Signals(stop.signum).name
+  log(f'{name} received during {what}, before training started: nothing new to save; '
+      f're-run the same command to resume')
+  return dict(state='preempted', step=step or 0, exit_code=EXIT_PREEMPTED)
+
+
+def _train(cfg, workdir, setup, resume_step, prof, stop, *, t_start, is_main, log, debug, quiet) -> dict:
+  from scaling.data import load_tokenizer, make_eval_loader, make_train_loader, prepare
+
   # --- data -----------------------------------------------------------------
   if is_main:
     summary = prepare(cfg.data, verbose=not quiet)
   _sync('prepare')
   if not is_main:
     summary = prepare(cfg.data, verbose=False)
+  if (r := _stopped_before_training(stop, 'data preparation', resume_step, log)):
+    return r
   data_dir = summary['data_dir']
   tokenizer = load_tokenizer(data_dir)
   if cfg.model.vocab_size == 0:
@@ -324,6 +344,10 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
     if imported is not None:
       state['params'] = imported
       log('starting from imported params')
+
+  if (r := _stopped_before_training(stop, 'state initialisation and restore', resume_step, log)):
+    mgr.close()
+    return r
 
   log(f'model: {counts["total"]:,} params ({counts["non_embedding"]:,} non-embedding), '
       f'{dims.num_layers}L d={dims.d_model} H={dims.num_heads} G={dims.num_kv_heads} T={T} V={dims.vocab_size} '
@@ -379,7 +403,7 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
     jax.config.update('jax_debug_nans', True)
   t_compile = None
   try:
-    with StopFlag() as stop, ctx:
+    with ctx:
       while step < setup.total_steps:
         local = next(train_loader)
         if batch_keys is None:

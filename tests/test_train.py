@@ -360,6 +360,33 @@ def test_sigterm_to_the_command_saves_exits_75_and_rerun_finishes(data, ref_run,
   assert checkpoint.latest_step(wd) == STEPS
 
 
+@pytest.mark.parametrize('phase', ['data preparation', 'state initialisation and restore'])
+def test_sigterm_before_the_first_step_exits_75_and_writes_no_checkpoint(data, tmp_path, monkeypatch, phase):
+  """A SIGTERM during data preparation or state init (before any step, e.g. a preemption while a big
+  corpus tokenizes) is a clean, resumable stop: exit code 75, no step run, no checkpoint, no summary;
+  then the same run starts and finishes normally."""
+  import scaling.data as data_lib
+  target = (data_lib, 'prepare') if phase == 'data preparation' else (train_lib, 'init_state')
+  real = getattr(*target)
+
+  def signalled(*a, **kw):
+    os.kill(os.getpid(), signal.SIGTERM)   # delivered to the handler before `real` returns
+    return real(*a, **kw)
+  monkeypatch.setattr(*target, signalled)
+  wd = tmp_path / 'run'
+  handler = signal.getsignal(signal.SIGTERM)
+  result = train_lib.train(make_cfg(data, train__steps=3), wd, quiet=True)
+  assert result == dict(state='preempted', step=0, exit_code=train_lib.EXIT_PREEMPTED)
+  assert signal.getsignal(signal.SIGTERM) == handler   # the stop handler is uninstalled again
+  if phase == 'data preparation':
+    assert not wd.exists()   # stopped before the workdir was written
+  else:
+    assert (wd / 'config.json').exists() and checkpoint.latest_step(wd) is None
+    assert not (wd / 'summary.json').exists() and not (wd / 'metrics.jsonl').exists()
+  monkeypatch.setattr(*target, real)
+  assert train_lib.train(make_cfg(data, train__steps=3), wd, quiet=True)['state'] == 'done'
+
+
 def test_loss_falls_below_unigram_entropy(data, ref_run):
   """The reference run on the text corpus: the loss starts at log(V) and ends far below the unigram
   entropy (the best loss of a model that ignores context, computed here from the corpus bytes)."""
