@@ -195,7 +195,7 @@ def main():
     for fn in runners.values():
       for _ in range(args.warmup):
         fn()
-    hostmem.hold_heap()   # compiled: freed step buffers stay mapped from now on (scaling/hostmem.py)
+    held = hostmem.hold_heap()   # compiled: freed step buffers stay mapped from now on (scaling/hostmem.py)
     times = {k: [] for k in runners}
     faults = {k: 0 for k in runners}
     for _ in range(args.steps):
@@ -210,7 +210,7 @@ def main():
       peak = peaks[dtype][0 if k.startswith('ours') else 1]
       rows.append((dtype, k, med[k] * 1e3, tps, (tokens / med['ours (jax)']) / tps, fpt * tps / peak,
                    faults[k] / args.steps))
-  print(f'# host malloc tuning (scaling/hostmem.py): {"on" if hostmem.hold_heap() else "off"}')
+  print(f'# host malloc tuning (scaling/hostmem.py): {"on" if held else "off"}')
   print('| dtype | implementation | step ms | tokens/s | ours / this | MFU (vs own matmul peak) | page faults/step |')
   print('|---|---|---|---|---|---|---|')
   for dt, k, ms, tps, ratio, mfu, pf in rows:

@@ -86,8 +86,8 @@ def _scan_chunks(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, with_grads)
     s_BC1 = e_BCV.sum(-1, keepdims=True)
     lse_BC = (jnp.log(s_BC1) + max_BC1)[..., 0]
     nll_BC = lse_BC - jnp.take_along_axis(logits_BCV, t_BC[..., None], axis=-1)[..., 0]
-    obj = ((nll_BC + z_loss * jnp.square(lse_BC)) * m_BC).sum() if z_loss else (nll_BC * m_BC).sum()
     sum_nll = (nll_BC * m_BC).sum()
+    obj = sum_nll + z_loss * (jnp.square(lse_BC) * m_BC).sum() if z_loss else sum_nll
     if not with_grads:
       return dw_DV, (obj, sum_nll)
     # d obj / d logits = mask * ((1 + 2 z lse) softmax - onehot(target))

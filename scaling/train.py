@@ -32,7 +32,7 @@ from scaling import accounting, checkpoint, distributed, hostmem, sharding
 from scaling.config import ConfigError, to_dict, train_steps
 from scaling.metrics import MetricsWriter, Progress, device_peak_flops
 from scaling.model import ModelDims, Transformer, abstract_model
-from scaling.loss import cross_entropy, fused_cross_entropy  # noqa: F401 (cross_entropy re-exported)
+from scaling.loss import cross_entropy, fused_cross_entropy
 from scaling.optim import make_optimizer
 
 EXIT_PREEMPTED = 75   # EX_TEMPFAIL: saved and stopped on a signal; re-running resumes
