@@ -20,6 +20,7 @@ if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '')
 # steps; the suite is mostly compiles, so it runs without it. tests/test_loss.py tests it explicitly.
 os.environ.setdefault('SCALING_MALLOC_TUNING', '0')
 
+import contextlib  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 
@@ -95,3 +96,22 @@ def make_model():
     return random_params_model(model_cfg, seed=seed, std=std)
 
   return make
+
+
+@contextlib.contextmanager
+def persistent_compile_cache(path):
+  """JAX's persistent compilation cache in `path` for everything compiled inside (settings restored after):
+  modules that compile the same steps repeatedly share their executables."""
+  from jax.experimental.compilation_cache import compilation_cache
+  settings = {'jax_compilation_cache_dir': str(path), 'jax_persistent_cache_min_compile_time_secs': 0,
+              'jax_persistent_cache_min_entry_size_bytes': -1}
+  old = {k: getattr(jax.config, k) for k in settings}
+  for k, v in settings.items():
+    jax.config.update(k, v)
+  compilation_cache.reset_cache()
+  try:
+    yield path
+  finally:
+    for k, v in old.items():
+      jax.config.update(k, v)
+    compilation_cache.reset_cache()

@@ -12,7 +12,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
+from conftest import persistent_compile_cache
 
 from scaling import checkpoint
 from scaling import cli
@@ -62,16 +62,8 @@ def losses(workdir) -> dict[int, float]:
 def compile_cache(tmp_path_factory):
   """JAX's persistent compilation cache in a session temp dir (restored afterwards)."""
   path = tmp_path_factory.getbasetemp() / 'jax_compile_cache'
-  keys = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-          'jax_persistent_cache_min_entry_size_bytes')
-  old = {k: getattr(jax.config, k) for k in keys}
-  for k, v in zip(keys, (str(path), 0, -1)):
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
-  yield path
-  for k, v in old.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
+  with persistent_compile_cache(path):
+    yield path
 
 
 @pytest.fixture(scope='module')

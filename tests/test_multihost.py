@@ -31,7 +31,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
+from conftest import persistent_compile_cache
 
 from scaling import config as config_lib
 from scaling import distributed
@@ -221,17 +221,8 @@ def stop_at(workdir, step: int) -> None:
 def compile_cache(tmp_path_factory):
   """JAX's persistent compilation cache in a temp dir, for the in-process runs (restored afterwards)."""
   path = tmp_path_factory.getbasetemp() / 'jax_cache_inproc'   # shared by the modules of the session
-  keys = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-          'jax_persistent_cache_min_entry_size_bytes')
-  old = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update('jax_compilation_cache_dir', str(path))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
-  compilation_cache.reset_cache()
-  yield path
-  for k, v in old.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
+  with persistent_compile_cache(path):
+    yield path
 
 
 # ----------------------------------------------------------------------------- the runs

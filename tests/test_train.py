@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import persistent_compile_cache
 from flax import nnx
-from jax.experimental.compilation_cache import compilation_cache
 
 from scaling import checkpoint
 from scaling import cli
@@ -134,16 +134,8 @@ def losses(workdir) -> dict[int, float]:
 def compile_cache(tmp_path_factory):
   """JAX's persistent compilation cache in a session temp dir (restored afterwards)."""
   path = tmp_path_factory.getbasetemp() / 'jax_compile_cache'
-  old = {k: getattr(jax.config, k) for k in ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-                                              'jax_persistent_cache_min_entry_size_bytes')}
-  jax.config.update('jax_compilation_cache_dir', str(path))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
-  compilation_cache.reset_cache()
-  yield path
-  for k, v in old.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
+  with persistent_compile_cache(path):
+    yield path
 
 
 @pytest.fixture(scope='module')
