@@ -13,11 +13,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from scaling import hostmem  # noqa: E402
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
+
+from scaling import hostmem  # noqa: E402
 
 
 def median_ms(f, *a, n=11):

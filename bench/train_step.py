@@ -13,7 +13,6 @@ measured in the same run, in each framework.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import resource
 import statistics
@@ -21,17 +20,17 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-from scaling import hostmem  # noqa: E402
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scaling import hostmem  # noqa: E402
+
 
 def jax_setup(args, dtype):
+  from scaling import sharding
   from scaling.config import load_config
   from scaling.train import build_setup, init_state, jit_train_step
-  from scaling import sharding
   cfg = load_config('configs/default.py', {
       'model.d_model': str(args.d_model), 'model.num_layers': str(args.layers), 'model.num_heads': str(args.heads),
       'model.num_kv_heads': str(args.kv_heads), 'model.seq_len': str(args.seq), 'model.vocab_size': str(args.vocab),
@@ -182,7 +181,7 @@ def main():
   tokens = args.batch * args.seq
   print(f'# train step: d={args.d_model} L={args.layers} H={args.heads} G={args.kv_heads} T={args.seq} '
         f'B={args.batch} V={args.vocab}; {jax.device_count()} JAX device(s), {os.cpu_count()} CPUs')
-  print(f'# matmul peak 2048^3 (GFLOP/s): ' + ', '.join(
+  print('# matmul peak 2048^3 (GFLOP/s): ' + ', '.join(
       f'{dt}: jax {j / 1e9:.0f}, torch {t / 1e9:.0f}' for dt, (j, t) in peaks.items()))
   rows = []
   for dtype in args.dtypes.split(','):

@@ -19,8 +19,8 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from launch.slurm import QueueBackend
 from launch.rundir import train_argv
+from launch.slurm import QueueBackend
 from launch.sweep import LaunchError
 
 

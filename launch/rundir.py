@@ -301,6 +301,7 @@ def _accounting(config: dict) -> dict:
   """params / non-embedding params / flops for a run that has no summary yet (via scaling.accounting)."""
   try:
     import ml_collections
+
     from scaling import accounting
     from scaling.config import train_steps
   except ImportError:

@@ -26,8 +26,8 @@ import subprocess
 import time
 
 from launch.local import LocalBackend
-from launch.slurm import missing_tool_error
 from launch.rundir import train_argv
+from launch.slurm import missing_tool_error
 from launch.sweep import LaunchError
 
 

@@ -35,8 +35,6 @@ float32 gradients, two float32 moments); activations are not included.
 
 from __future__ import annotations
 
-import math
-
 from scaling.config import resolved_dims
 
 TOKENS_PER_PARAM = 20

@@ -20,7 +20,6 @@ finalises a step directory atomically, and incomplete ones are ignored.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 import jax

@@ -31,7 +31,7 @@ def _config_parser(name, sub, help_):
 
 def cmd_table(args, overrides):
   from scaling import accounting
-  from scaling.config import load_config, split_spec, load_module
+  from scaling.config import load_config, load_module, split_spec
   if args.config:
     cfg = load_config(args.config, overrides)
     rows = [accounting.table_row(args.config, cfg.model, mfu=args.mfu)]

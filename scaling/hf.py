@@ -285,8 +285,9 @@ def hf_to_model(hf_config: dict[str, Any], tensors: dict[str, np.ndarray]):
 
   Parameters come out float32 (our master weights), on the default device.
   """
-  from flax import nnx
   import jax.numpy as jnp
+  from flax import nnx
+
   from scaling.model import abstract_model
   m = model_cfg_from_hf(hf_config)
   check_tensors(m, {k: tuple(v.shape) for k, v in tensors.items()}, 'tensors')

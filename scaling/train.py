@@ -30,9 +30,9 @@ from flax import nnx
 
 from scaling import accounting, checkpoint, distributed, hostmem, sharding
 from scaling.config import ConfigError, to_dict, train_steps
+from scaling.loss import cross_entropy, fused_cross_entropy
 from scaling.metrics import MetricsWriter, Progress, device_peak_flops
 from scaling.model import ModelDims, Transformer, abstract_model
-from scaling.loss import cross_entropy, fused_cross_entropy
 from scaling.optim import make_optimizer
 
 EXIT_PREEMPTED = 75   # EX_TEMPFAIL: saved and stopped on a signal; re-running resumes

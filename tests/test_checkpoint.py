@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scaling import checkpoint
+from scaling import checkpoint, sharding
 from scaling import config as config_lib
 from scaling import model as model_lib
-from scaling import sharding
 from scaling import train as train_lib
 from scaling.tokenizer import ByteTokenizer
 

@@ -9,13 +9,11 @@ profile/debug runs reuse the programs test_train.py compiled.
 import hashlib
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 from conftest import persistent_compile_cache
 
-from scaling import checkpoint
-from scaling import cli
+from scaling import checkpoint, cli
 from scaling import config as config_lib
 from scaling.metrics import read_metrics
 

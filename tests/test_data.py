@@ -20,10 +20,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from scaling.data import DataError, bits_per_byte, load_tokenizer, make_eval_loader, make_train_loader, prepare, shards
 from scaling.data import corpus as corpus_lib
-from scaling.data import shards
-from scaling.data import (DataError, bits_per_byte, load_tokenizer, make_eval_loader,
-                          make_train_loader, prepare)
 
 _WORDS = ('king queen lord lady sword crown night day love death hath doth thou thee shall '
           'would 1600 42 ü é 漢字 — café').split()

@@ -32,12 +32,25 @@ import threading
 import time
 
 import pytest
+from test_multihost import (  # noqa: F401
+  REF_STEPS,
+  REPO,
+  assert_same_losses,
+  child_env,
+  compile_cache,
+  config_overrides,
+  kill_tree,
+  last_losses,
+  loss_rows,
+  process_ids,
+  reference_run,
+  shared_setup,
+  stop_at,
+  train_argv,
+  train_inprocess,
+)
 
-from scaling import checkpoint
-from scaling import distributed
-from test_multihost import (REF_STEPS, REPO, assert_same_losses, child_env, compile_cache,  # noqa: F401
-                            config_overrides, kill_tree, last_losses, loss_rows, process_ids, reference_run,
-                            shared_setup, stop_at, train_argv, train_inprocess)
+from scaling import checkpoint, distributed
 
 STEPS = REF_STEPS   # the chain runs the whole reference run, in pieces
 TMP_SUFFIX = '.orbax-checkpoint-tmp'
@@ -113,7 +126,7 @@ def chain_setup(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory, compile_cache):
+def reference(tmp_path_factory, compile_cache):  # noqa: F811 (pytest fixture imported above)
   """The uninterrupted 1-process run of test_multihost.py (checkpoints every 6 steps, all kept)."""
   return reference_run(tmp_path_factory)
 

@@ -4,7 +4,6 @@ generated the data (or a numeric minimisation), never from the code under test."
 import argparse
 import json
 import math
-import os
 
 import numpy as np
 import pytest

@@ -82,7 +82,8 @@ def test_chunk_positions_is_a_divisor_near_the_row_budget():
 
 
 def test_fused_loss_under_a_sharded_batch_matches_unsharded():
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
   devs = np.array(jax.devices()[:4])
   mesh = Mesh(devs, ('data',))
   x, w, t, m = _inputs(B=8, T=16)

@@ -28,7 +28,6 @@ import sys
 import textwrap
 import time
 
-import jax
 import numpy as np
 import pytest
 from conftest import persistent_compile_cache

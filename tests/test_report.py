@@ -2,9 +2,7 @@
 
 import argparse
 import json
-import math
 
-import numpy as np
 import pytest
 
 from scaling import fit, report

@@ -35,12 +35,9 @@ import pytest
 from conftest import persistent_compile_cache
 from flax import nnx
 
-from scaling import checkpoint
-from scaling import cli
+from scaling import checkpoint, cli, optim, sharding
 from scaling import config as config_lib
 from scaling import model as model_lib
-from scaling import optim
-from scaling import sharding
 from scaling import train as train_lib
 from scaling.metrics import read_metrics
 

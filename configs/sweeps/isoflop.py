@@ -6,9 +6,8 @@ budget costs the same training FLOPs; `scaling fit` fits a parabola in log N per
   scaling sweep --config configs/sweeps/isoflop.py --backend local --root sweeps/isoflop
 """
 
+from configs.sweeps._common import CPU_RUN, load_config_file
 from launch.sweep import concat
-
-from configs.sweeps._common import CPU_RUN, load_config_file, resolved
 
 RUNGS = ['nano', '2m', '5m', '10m', '20m']
 BUDGETS = [2e12, 6e12, 2e13]   # training FLOPs

@@ -12,9 +12,8 @@ These are far below the compute-optimal 20 tokens/param for the larger rungs: th
 measures the data-limited corner of L(N, D), which is what a CPU hour can reach.
 """
 
-from launch.sweep import product
-
 from configs.sweeps._common import CPU_RUN, load_config_file
+from launch.sweep import product
 
 RUNGS = ['nano', '2m', '5m', '10m', '20m']
 TOKENS = [65536, 131072, 262144]

@@ -23,9 +23,8 @@ are also evaluated there (eval/bpb@2x: the RoPE claim).
   scaling sweep collect --root sweeps/seed_upgrades && scaling report --root sweeps/seed_upgrades
 """
 
-from launch.sweep import concat
-
 from configs.sweeps._common import CPU_RUN, load_config_file, resolved
+from launch.sweep import concat
 
 BUDGET = 3e12   # training FLOPs per arm
 BATCH = 16

@@ -11,19 +11,10 @@ checks), loader.py (batches), and scaling/tokenizer.py (tokenizers). Bad input r
 DataError (a ValueError) naming the file and the fix.
 """
 
-from scaling.data.loader import EvalLoader
-from scaling.data.loader import TrainLoader
-from scaling.data.loader import bits_per_byte
-from scaling.data.loader import make_eval_loader
-from scaling.data.loader import make_train_loader
-from scaling.data.prepare import default_data_dir
-from scaling.data.prepare import main_prepare
-from scaling.data.prepare import prepare
-from scaling.data.prepare import resolve_data_dir
+from scaling.data.loader import EvalLoader, TrainLoader, bits_per_byte, make_eval_loader, make_train_loader
+from scaling.data.prepare import default_data_dir, main_prepare, prepare, resolve_data_dir
 from scaling.data.shards import open_split
-from scaling.tokenizer import DataError
-from scaling.tokenizer import Tokenizer
-from scaling.tokenizer import load_tokenizer
+from scaling.tokenizer import DataError, Tokenizer, load_tokenizer
 
 __all__ = [
     'DataError', 'EvalLoader', 'Tokenizer', 'TrainLoader', 'bits_per_byte', 'default_data_dir',
