@@ -22,9 +22,24 @@ import importlib
 import json
 import sys
 
+DESCRIPTION = """\
+Language-model scaling experiments in JAX: train, evaluate and sample a model on one host,
+launch sweeps over the model ladder (local, SLURM, TPU VM, GKE), fit scaling laws.
+
+Start with `scaling train` (the default model on the embedded Shakespeare corpus, a few
+minutes on a laptop CPU), then `scaling sample --workdir workdir --prompt "ROMEO:"`.
+`scaling COMMAND --help` describes each command."""
+
+OVERRIDES = """\
+config: --config path/to/config.py[:arg] picks a config file (default: configs/default.py;
+configs/ladder.py:RUNG for a rung of the ladder); any field is then overridden with
+--config.section.field=value, e.g. --config.train.steps=200 --config.model.d_model=128.
+configs/default.py documents every field; bad values fail before any work with the field named."""
+
 
 def _config_parser(name, sub, help_):
-  p = sub.add_parser(name, help=help_)
+  p = sub.add_parser(name, help=help_, description=help_, epilog=OVERRIDES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--config', default=None, help='config file, path.py[:arg] (default: configs/default.py)')
   return p
 
@@ -97,7 +112,7 @@ def main(argv=None) -> int:
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  parser = argparse.ArgumentParser(prog='scaling', description=__doc__.split('\n')[0],
+  parser = argparse.ArgumentParser(prog='scaling', description=DESCRIPTION, epilog=OVERRIDES,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest='command', required=True)
 
