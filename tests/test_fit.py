@@ -28,6 +28,16 @@ def chinchilla_grid(noise=0.0, seed=0):
   return n, d, loss
 
 
+def numeric_optimum(flops):
+  """(N_opt, D_opt, loss) of the published law at `flops` = 6 N D, by bounded 1-D minimisation over
+  log N: a second code path to fit.chinchilla_optimum's closed form."""
+  res = optimize.minimize_scalar(lambda x: chinchilla_law(math.exp(x), flops / (6 * math.exp(x))),
+                                 bounds=(math.log(1e6), math.log(1e14)), method='bounded',
+                                 options={'xatol': 1e-10})
+  n = math.exp(res.x)
+  return n, flops / (6 * n), float(res.fun)
+
+
 def write_jsonl(path, rows):
   with open(path, 'w') as f:
     for r in rows:
@@ -104,13 +114,10 @@ def test_chinchilla_needs_two_distinct_token_counts():
 @pytest.mark.parametrize('flops', [1e21, 1e23])
 def test_predict_closed_form_matches_numeric_minimisation(flops):
   (got,) = fit.predict([flops], chinchilla=dict(PUBLISHED))
-  res = optimize.minimize_scalar(lambda x: chinchilla_law(math.exp(x), flops / (6 * math.exp(x))),
-                                 bounds=(math.log(1e6), math.log(1e14)), method='bounded',
-                                 options={'xatol': 1e-10})
-  n_ref = math.exp(res.x)
+  n_ref, d_ref, l_ref = numeric_optimum(flops)
   assert got['chinchilla']['N_opt'] == pytest.approx(n_ref, rel=1e-5)
-  assert got['chinchilla']['D_opt'] == pytest.approx(flops / (6 * n_ref), rel=1e-5)
-  assert got['chinchilla']['loss'] == pytest.approx(float(res.fun), rel=1e-9)
+  assert got['chinchilla']['D_opt'] == pytest.approx(d_ref, rel=1e-5)
+  assert got['chinchilla']['loss'] == pytest.approx(l_ref, rel=1e-9)
 
 
 # ----------------------------------------------------------------------------------- power law
@@ -238,11 +245,13 @@ def cli_args(argv):
 
 
 def test_cli_end_to_end_writes_fit_json_and_pngs(tmp_path):
+  """fit.json against the law that made the (noiseless) data: every number is a literal of the law,
+  a numeric minimisation of it, or a least-squares fit computed here from the rows."""
   rows = []
   for c in (1e18, 1e19, 1e20):
-    n_opt = fit.chinchilla_optimum(dict(PUBLISHED), c)[0]
+    n_opt = numeric_optimum(c)[0]
     for off in (-0.6, -0.3, 0.0, 0.3, 0.6):
-      n = float(n_opt) * 10 ** off
+      n = n_opt * 10 ** off
       rows.append(result_row(len(rows), n, c / (6 * n), float(chinchilla_law(n, c / (6 * n)))))
   rows.append({'run': 'crashed', 'state': 'failed', 'overrides': {}})
   path = write_jsonl(tmp_path / 'results.jsonl', rows)
@@ -257,20 +266,76 @@ def test_cli_end_to_end_writes_fit_json_and_pngs(tmp_path):
   with open(out / 'fit.json') as f:
     saved = json.load(f)
   done = rows[:-1]
-  ref = fit.fit_chinchilla([r['non_embedding_params'] for r in done], [r['tokens'] for r in done],
-                           [r['eval/bpb'] for r in done], bootstrap=5, seed=0, max_starts=32)
-  for k in ('E', 'A', 'B', 'alpha', 'beta', 'objective'):
-    assert saved['chinchilla'][k] == ref[k], k
-  assert saved['chinchilla']['ci'] == ref['ci']
+  assert saved['inputs']['rows_used'] == 15
+  assert saved['inputs']['runs'] == [f'r{i}' for i in range(15)]
+  n_used = [r['non_embedding_params'] for r in done]
+  assert saved['inputs']['range']['N'] == [min(n_used), max(n_used)]
+  assert saved['inputs']['range']['C'] == pytest.approx([1e18, 1e20], rel=1e-12)
+
+  chin = saved['chinchilla']
   for k, v in PUBLISHED.items():  # noiseless data from the law itself
-    assert saved['chinchilla'][k] == pytest.approx(v, rel=1e-3), k
+    assert chin[k] == pytest.approx(v, rel=1e-3), k
+    lo, hi = chin['ci'][k]      # every resample of exact data recovers the law
+    assert lo == pytest.approx(v, rel=1e-3) and hi == pytest.approx(v, rel=1e-3), k
+  assert chin['a_exponent'] == pytest.approx(0.28 / (0.34 + 0.28), rel=1e-4)   # beta / (alpha + beta)
+  assert chin['n'] == 15 and chin['bootstrap']['succeeded'] == 5
+  assert chin['objective'] < 1e-12 and chin['rmse_log'] < 1e-6 and chin['max_abs_rel_error'] < 1e-6
+
   assert [p['flops'] for p in saved['predictions']] == [1e21, 1e22]
-  n21 = fit.chinchilla_optimum(ref, 1e21)[0]
-  assert saved['predictions'][0]['chinchilla']['N_opt'] == pytest.approx(float(n21), rel=1e-12)
-  assert saved['isoflop']['a'] == pytest.approx(BETA / (ALPHA + BETA), abs=0.02)
+  for p in saved['predictions']:
+    n_ref, d_ref, l_ref = numeric_optimum(p['flops'])
+    assert p['chinchilla']['N_opt'] == pytest.approx(n_ref, rel=1e-4)
+    assert p['chinchilla']['D_opt'] == pytest.approx(d_ref, rel=1e-4)
+    assert p['chinchilla']['loss'] == pytest.approx(l_ref, rel=1e-6)
+
+  iso = saved['isoflop']
+  assert [b['flops'] for b in iso['budgets']] == pytest.approx([1e18, 1e19, 1e20], rel=1e-12)
+  for k, b in enumerate(iso['budgets']):
+    group = done[5 * k:5 * k + 5]
+    # the parabola by ordinary least squares on the Vandermonde matrix of log10 N
+    x = np.log10([r['non_embedding_params'] for r in group])
+    coef, *_ = np.linalg.lstsq(np.stack([x ** 2, x, np.ones_like(x)], 1),
+                               np.array([r['eval/bpb'] for r in group]), rcond=None)
+    np.testing.assert_allclose(b['parabola_log10N'], coef, rtol=1e-8)
+    n_ref, _, l_ref = numeric_optimum(b['flops'])
+    assert b['N_opt'] == pytest.approx(n_ref, rel=0.03)    # the law is only nearly parabolic in log N
+    assert b['L_opt'] == pytest.approx(l_ref, rel=1e-3)
+  # The parabola's bias in N_opt is the same factor at every budget: the exponent is exact.
+  assert iso['a'] == pytest.approx(BETA / (ALPHA + BETA), abs=1e-4)
+  assert iso['b'] == pytest.approx(ALPHA / (ALPHA + BETA), abs=1e-4)
   assert 'no group of rows at equal tokens' in saved['power_law']['skipped']  # all N, D distinct
   assert any("state 'failed'" in n for n in saved['notes'])
   assert saved['errors'] == []
+
+
+def test_power_law_fields_equal_a_least_squares_line_in_log_space(tmp_path):
+  """fit.json's per-group power laws (3 N per token budget: no E) against the closed-form
+  least-squares line through (log N, log L), written out here: slope = cov / var."""
+  rng = np.random.default_rng(11)
+  rows, lines = [], {}
+  for d in (1e9, 4e9):
+    n = np.array([1e7, 4e7, 1.6e8])
+    loss = 7.0 * n ** -0.12 * np.exp(rng.normal(0, 0.01, 3))  # noisy: a non-zero residual
+    lines[d] = (n, loss)
+    rows += [result_row(len(rows), float(ni), d, float(li)) for ni, li in zip(n, loss)]
+  path = write_jsonl(tmp_path / 'results.jsonl', rows)
+  saved = fit.fit_all(results=path, fits='power_law', plots=False)
+  groups = saved['power_law']['vs_N']['groups']
+  assert [g['fixed_D'] for g in groups] == pytest.approx([1e9, 4e9], rel=1e-12)
+  for g in groups:
+    n, loss = lines[min(lines, key=lambda d: abs(d / g['fixed_D'] - 1))]
+    u, v = np.log(n), np.log(loss)
+    slope = np.sum((u - u.mean()) * (v - v.mean())) / np.sum((u - u.mean()) ** 2)
+    intercept = v.mean() - slope * u.mean()
+    resid = v - (intercept + slope * u)
+    assert g['form'] == 'a * x^-b' and g['n'] == 3 and g['E'] == 0.0
+    assert g['b'] == pytest.approx(-slope, rel=1e-10)
+    assert g['a'] == pytest.approx(math.exp(intercept), rel=1e-10)
+    assert g['rmse_log'] == pytest.approx(math.sqrt(np.mean(resid ** 2)), rel=1e-8)
+    assert g['r2_log'] == pytest.approx(1 - np.sum(resid ** 2) / np.sum((v - v.mean()) ** 2), rel=1e-10)
+    assert 0 < g['rmse_log'] < 0.02 and abs(g['b'] - 0.12) < 0.05   # near the generating law
+  assert saved['power_law']['vs_N']['exponent_median'] == pytest.approx(
+      (groups[0]['b'] + groups[1]['b']) / 2, rel=1e-12)   # the median of two is their mean
 
 
 def test_cli_fails_when_no_fit_or_explicit_fit_impossible(tmp_path, capsys):
