@@ -2,10 +2,12 @@
 
 import argparse
 import json
+import math
 
 import pytest
+from scipy import optimize
 
-from scaling import fit, report
+from scaling import report
 
 BASE_BUDGETS = (1e15, 1e16, 1e17)
 C_ARM = 1e16
@@ -138,29 +140,83 @@ def test_report_without_any_arm_or_rows(tmp_path):
   assert text.count('**not measured**') == len(report.CLAIMS)
 
 
+E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28   # Hoffmann et al. 2022, approach 3
+
+
+def chinchilla_law(n, d):
+  return E + A / n ** ALPHA + B / d ** BETA
+
+
+def numeric_optimum(flops):
+  """(N_opt, D_opt, loss) of the law at `flops` = 6 N D, by bounded minimisation over log N."""
+  res = optimize.minimize_scalar(lambda x: chinchilla_law(math.exp(x), flops / (6 * math.exp(x))),
+                                 bounds=(math.log(1e6), math.log(1e14)), method='bounded',
+                                 options={'xatol': 1e-10})
+  n = math.exp(res.x)
+  return n, flops / (6 * n), float(res.fun)
+
+
+def parse_si(cell):
+  """'20.2M' -> 2.02e7: the inverse of the report's 3-digit SI formatting, written independently."""
+  scale = {'k': 1e3, 'M': 1e6, 'B': 1e9, 'T': 1e12}
+  return float(cell[:-1]) * scale[cell[-1]] if cell[-1] in scale else float(cell)
+
+
+def table_cells(text, first_cell):
+  (line,) = [l for l in text.splitlines() if l.startswith(f'| {first_cell} |')]
+  return [c.strip() for c in line.strip('|').split('|')]
+
+
 def test_report_with_fit_shows_exponents_beside_published(tmp_path):
-  published = {'E': 1.69, 'A': 406.4, 'B': 410.7, 'alpha': 0.34, 'beta': 0.28}
+  """Report cells against the generating law (literals), a numeric minimisation and the input rows."""
   rows = []
   for c in (1e18, 1e19, 1e20):
-    n_opt = float(fit.chinchilla_optimum(published, c)[0])
+    n_opt = numeric_optimum(c)[0]
     for off in (-0.6, -0.3, 0.0, 0.3, 0.6):
       n = n_opt * 10 ** off
-      loss = float(fit.chinchilla_loss(published, n, c / (6 * n)))
+      loss = chinchilla_law(n, c / (6 * n))
       rows.append({'run': f'r{len(rows)}', 'state': 'done', 'overrides': {'model.d_model': 64},
                    'params': n, 'non_embedding_params': n, 'tokens': c / (6 * n), 'flops': c,
                    'eval/loss': loss, 'eval/bpb': loss, 'wall_s': 5000.0})
   write_jsonl(tmp_path / 'results.jsonl', rows)
   path = report.write_report(str(tmp_path), bootstrap=3, max_starts=16)
   text = open(path).read()
+
+  # the runs table shows each input row (3-4 significant digits); 5000 s = 83.3 min
+  for r in rows:
+    cells = table_cells(text, r['run'])
+    assert cells[1:3] == ['done', 'model.d_model=64'] and cells[9:] == ['—', '83.3 min']
+    for cell, key in zip(cells[3:9], ('params', 'non_embedding_params', 'tokens', 'flops', 'eval/loss',
+                                      'eval/bpb')):
+      assert parse_si(cell) == pytest.approx(r[key], rel=5e-3), (r['run'], key, cell)
+
+  # noiseless data from the law: the fitted exponents are the law's, shown to 3 digits
+  # (a = 0.28 / 0.62 = 0.4516, b = 0.34 / 0.62 = 0.5484; A = 406.4 -> 406, B = 410.7 -> 411)
+  exps = [[c.strip() for c in l.strip('|').split('|')] for l in text.splitlines()
+          if l.startswith(('| α', '| β', '| a (', '| b (', '| E |', '| A |', '| B |'))]
+  assert [c[:4] for c in exps] == [
+      ['α (L ∝ N^-α)', 'parametric L(N, D)', '0.34', '0.34 – 0.34'],
+      ['β (L ∝ D^-β)', 'parametric L(N, D)', '0.28', '0.28 – 0.28'],
+      ['a (N_opt ∝ C^a)', 'parametric, β/(α+β)', '0.452', '0.452 – 0.452'],
+      ['b (D_opt ∝ C^b)', 'parametric, α/(α+β)', '0.548', '0.548 – 0.548'],
+      ['a (N_opt ∝ C^a)', 'IsoFLOP, 3 budgets', '0.452', '—'],
+      ['b (D_opt ∝ C^b)', 'IsoFLOP, 3 budgets', '0.548', '—'],
+      ['E', 'parametric L(N, D)', '1.69', '1.69 – 1.69'],
+      ['A', 'parametric L(N, D)', '406', '406 – 406'],
+      ['B', 'parametric L(N, D)', '411', '411 – 411']]
+  assert exps[0][4:] == ['0.34', '—', '0.076'] and exps[4][4:] == ['0.46', '0.49', '0.73']
+
+  # predictions at the default targets: the law's compute-optimal point, found numerically
+  for target in ('1e+21', '1e+23'):
+    cells = table_cells(text, target)
+    n_ref, d_ref, l_ref = numeric_optimum(float(target))
+    n_cell, ci = cells[1].split(' (')
+    assert parse_si(n_cell) == pytest.approx(n_ref, rel=5e-3)
+    assert [parse_si(x) for x in ci.rstrip(')').split('–')] == pytest.approx([n_ref] * 2, rel=5e-3)
+    assert parse_si(cells[2]) == pytest.approx(d_ref, rel=5e-3)
+    assert float(cells[3]) == pytest.approx(l_ref, abs=5e-4)
   saved = json.load(open(tmp_path / 'fit.json'))
-  alpha_line = [l for l in text.splitlines() if l.startswith('| α (L ∝ N^-α) | parametric')][0]
-  cells = [c.strip() for c in alpha_line.strip('|').split('|')]
-  assert float(cells[2]) == pytest.approx(saved['chinchilla']['alpha'], abs=5e-4)
-  assert float(cells[2]) == pytest.approx(0.34, abs=1e-3)  # noiseless data from the law
-  assert cells[4] == '0.34' and cells[6] == '0.076'
-  iso_line = [l for l in text.splitlines() if l.startswith('| a (N_opt ∝ C^a) | IsoFLOP')][0]
-  assert '| 0.46 | 0.49 | 0.73 |' in iso_line
+  assert saved['plots'] == ['loss_vs_compute.png', 'isoflop.png', 'parity.png']
   for png in saved['plots']:
     assert f']({png})' in text and (tmp_path / png).read_bytes()[:4] == b'\x89PNG'
-  assert '1e+21' in text and '1e+23' in text  # default prediction targets
   assert '## Seed guide claims' not in text
