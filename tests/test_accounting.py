@@ -6,6 +6,9 @@ model actually executes: every dot_general in the traced forward pass is
 counted (2 x output size x contraction size), and XLA's own cost analysis of
 the compiled forward gives a second opinion. The causal attention average is
 checked against a brute-force count of attended keys per query position.
+Memory is checked against the bytes of the real optimizer's abstract state, the
+125m scale-table row against hand-worked arithmetic (shown in comments), and the
+7b rung against LLaMA-7B's published parameter count.
 """
 
 import math
@@ -16,7 +19,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from scaling import accounting
+from scaling import accounting, optim
 from scaling import config as config_lib
 from scaling import model as model_lib
 
@@ -33,7 +36,17 @@ def _abstract_param_sizes(model_cfg) -> dict[str, int]:
   return sizes
 
 
-def _check_counts(model_cfg):
+def _adam_state_bytes(cfg) -> int:
+  """Bytes of the training optimizer's state (scaling.optim, abstract: nnx.eval_shape + jax.eval_shape);
+  the integer step counters are left out."""
+  params = nnx.state(model_lib.abstract_model(cfg.model), nnx.Param)
+  tx, _ = optim.make_optimizer(cfg.train, 100)
+  leaves = jax.tree_util.tree_leaves(jax.eval_shape(tx.init, params))
+  return sum(l.size * l.dtype.itemsize for l in leaves if jnp.issubdtype(l.dtype, jnp.floating))
+
+
+def _check_counts(cfg):
+  model_cfg = cfg.model
   sizes = _abstract_param_sizes(model_cfg)
   got = accounting.count_params(model_cfg)
   assert got['total'] == sum(sizes.values())
@@ -45,12 +58,16 @@ def _check_counts(model_cfg):
   assert got['per_layer'] * model_cfg.num_layers == sizes['blocks']
   # the same numbers from the resolved ModelDims
   assert accounting.count_params(model_lib.ModelDims.from_config(model_cfg, backend='cpu')) == got
-  assert accounting.train_memory_bytes(model_cfg) == 16 * got['total']
+  # params and their gradients (float32: 4 bytes each, checked here) + the real optimizer's moments
+  params = jax.tree_util.tree_leaves(nnx.state(model_lib.abstract_model(model_cfg), nnx.Param))
+  assert {l.dtype for l in params} == {jnp.dtype('float32')}
+  param_bytes = sum(l.size * 4 for l in params)
+  assert accounting.train_memory_bytes(model_cfg) == 2 * param_bytes + _adam_state_bytes(cfg)
 
 
 @pytest.mark.parametrize('rung', list(LADDER.RUNGS))
 def test_count_params_matches_abstract_model_for_every_rung(rung):
-  _check_counts(config_lib.load_config(f'configs/ladder.py:{rung}').model)
+  _check_counts(config_lib.load_config(f'configs/ladder.py:{rung}'))
 
 
 @pytest.mark.parametrize('variant', [
@@ -68,7 +85,7 @@ def test_count_params_matches_abstract_model_for_every_rung(rung):
     dict(norm='layernorm', position='learned', mlp='gelu', tied_embeddings=False, num_kv_heads=4),
 ])
 def test_count_params_matches_abstract_model_for_variants(tiny_cfg, variant):
-  _check_counts(tiny_cfg(**variant).model)
+  _check_counts(tiny_cfg(**variant))
 
 
 def _nominal(name: str) -> float:
@@ -84,13 +101,25 @@ def test_named_rungs_are_within_5_percent_of_their_name():
     assert abs(total / _nominal(rung) - 1) <= 0.05, (rung, total)
 
 
+def test_seven_b_rung_is_llama_7b():
+  """The 7b rung has LLaMA-7B's shape (32 x 4096, 32 heads, d_ff 11008, vocab 32000, untied): its published
+  parameter count (6,738,415,616, Touvron et al. 2023 / the Hugging Face checkpoint) is an outside reference."""
+  assert accounting.count_params(config_lib.load_config('configs/ladder.py:7b').model)['total'] == 6_738_415_616
+
+
 def test_big_rungs_train_compute_optimal_tokens():
-  batch_tokens = {}
+  batch_tokens, steps = {}, {}
   for rung in LADDER.BIG_RUNGS:
     cfg = config_lib.load_config(f'configs/ladder.py:{rung}')
     batch_tokens[rung] = cfg.train.batch_size * cfg.model.seq_len
-    assert cfg.train.tokens == 20 * accounting.count_params(cfg.model)['total']
-    assert config_lib.train_steps(cfg) == cfg.train.tokens // (cfg.train.batch_size * cfg.model.seq_len)
+    # 20 tokens per parameter of the real (abstract) parameter tree
+    assert cfg.train.tokens == 20 * sum(_abstract_param_sizes(cfg.model).values())
+    steps[rung] = config_lib.train_steps(cfg)
+  # steps = floor(20 N / batch tokens), worked out by hand:
+  #   125m: 20 x 124,668,672 = 2,493,373,440 / 2^19 = 4755.7;     350m: 6,879,662,080 / 2^19 = 13121.9
+  #   760m: 14,990,899,200 / 2^20 = 14296.4;  1b: 19,326,771,200 / 2^20 = 18431.4
+  #   3b: 58,644,940,800 / 2^21 = 27964.1;    7b: 134,768,312,320 / 2^21 = 64262.5
+  assert steps == {'125m': 4755, '350m': 13121, '760m': 14296, '1b': 18431, '3b': 27964, '7b': 64262}
   # GPT-3 batch sizes in tokens: 0.5M at 125m/350m, 1M at 760m/1b, 2M at 3b/7b.
   assert batch_tokens == {'125m': 2**19, '350m': 2**19, '760m': 2**20, '1b': 2**20, '3b': 2**21, '7b': 2**21}
 
@@ -179,14 +208,22 @@ def test_xla_cost_analysis_agrees_with_traced_matmuls(tiny_cfg):
   assert dots <= xla_flops <= 1.10 * dots, (xla_flops, dots)
 
 
-def test_table_row_is_consistent(tiny_cfg):
+def test_table_row_of_125m_matches_hand_arithmetic(tiny_cfg):
+  """125m: L 12, D 768, H 12, G 4, K 64, F 2048 (8/3 D), V 32000, T 2048, RMSNorm, RoPE, SwiGLU, untied."""
   cfg = config_lib.load_config('configs/ladder.py:125m').model
   row = accounting.table_row('125m', cfg)
-  n = accounting.count_params(cfg)['total']
-  assert row['params'] == n and row['chinchilla_tokens'] == 20 * n
-  assert row['train_flops'] == pytest.approx(accounting.flops_per_token(cfg) * 20 * n)
-  peak = accounting.PEAK_FLOPS['H100']['bfloat16']
-  assert row['hours_H100'] * 3600 == pytest.approx(row['train_flops'] / (peak * 0.4))
+  # per layer: q, o 2 x 768 x 768 = 1,179,648; k, v 2 x 768 x 256 = 393,216; MLP 3 x 768 x 2048 = 4,718,592;
+  #   norms 2 x 768 = 1,536: 6,292,992 x 12 = 75,515,904; + final norm 768 = 75,516,672 non-embedding;
+  #   + embedding and head 2 x 32000 x 768 = 49,152,000: 124,668,672 in all.
+  assert (row['params'], row['non_embedding_params']) == (124_668_672, 75_516_672)
+  assert row['chinchilla_tokens'] == 2_493_373_440                       # 20 x 124,668,672
+  # matmul weights: 12 x (1,572,864 + 4,718,592) + head 24,576,000 = 100,073,472 -> 6 x = 600,440,832;
+  # attention: 12 x 12 layers x 12 heads x 64 x (2049 / 2) mean keys = 113,301,504; sum 713,742,336.
+  assert row['flops_per_token'] == 713_742_336
+  assert row['train_flops'] == pytest.approx(713_742_336 * 2_493_373_440, rel=1e-15)   # 1.7796e18
+  # at 40% of the H100's 989 TFLOP/s: 1.7796e18 / 3.956e14 = 4498.5 s = 1.2496 h
+  assert row['hours_H100'] == pytest.approx(1.2496, abs=1e-4)
+  assert row['param_adam_bytes'] == 16 * 124_668_672                     # 4 float32 copies
   table = accounting.format_table([row, accounting.table_row('nano', tiny_cfg().model)])
   lines = table.splitlines()
   assert len(lines) == 4 and lines[2].startswith('| 125m |') and all(
