@@ -67,6 +67,12 @@ def _jit_model(model):
 _filter = jax.jit(gen.filter_logits)  # one compile per shape instead of one per eager op
 
 
+def _reference_text(model, tok, prompt, n):
+  """The greedy continuation of a prompt string by the slow reference, cut at its first EOS, decoded."""
+  ref = _reference_greedy(model, tok.encode(prompt), n)
+  return tok.decode(ref[:ref.index(tok.eos_id)] if tok.eos_id in ref else ref)
+
+
 def _reference_greedy(model, prompt, n, width=64):
   """Greedy continuation by re-running the full forward on the whole sequence every step.
 
@@ -229,9 +235,18 @@ def test_never_samples_ids_past_the_tokenizer_vocab(make_model, tok):
   limited, _ = gen.generate_tokens(model, prompt, [5] * 64, max_new_tokens=8, temperature=5.0, rng=keys,
                                    vocab_limit=VOCAB)
   assert limited.max() < VOCAB
-  # generate limits to tokenizer.vocab_size itself (ToyCharTokenizer.decode raises IndexError past it)
-  texts = gen.generate(model, tok, ['abc'] * 4, max_new_tokens=8, temperature=5.0, stop_at_eos=False)
-  assert len(texts) == 4 and all(len(t) <= 8 for t in texts)
+  # generate limits to tokenizer.vocab_size itself: every row hands decode its 8 ids, all decodable
+  decoded = []
+
+  class RecordingTokenizer(ToyCharTokenizer):
+    def decode(self, ids):
+      decoded.append(list(ids))
+      return super().decode(ids)
+
+  texts = gen.generate(model, RecordingTokenizer(), ['abc'] * 4, max_new_tokens=8, temperature=5.0,
+                       stop_at_eos=False)
+  assert len(texts) == 4 and [len(ids) for ids in decoded] == [8] * 4
+  assert max(max(ids) for ids in decoded) < VOCAB
 
 
 # ----------------------------------------------------------------------------- seeds and batching
@@ -342,12 +357,12 @@ def test_run_sample_prints_prompt_and_continuation(make_model, tok, monkeypatch)
   out = io.StringIO()
   assert gen.run_sample(args, out=out) == 0
   assert calls == [('/w', 7)]
-  expected = gen.generate(model, tok, ['Hi', 'yo'], max_new_tokens=6, temperature=0.0)
-  text = out.getvalue()
-  assert 'Hi' + expected[0] in text and 'yo' + expected[1] in text
+  # greedy (the config's temperature 0) and 6 tokens (its max_new_tokens): the reference full-forward loop
+  hi, yo = (_reference_text(model, tok, p, 6) for p in ('Hi', 'yo'))
+  assert out.getvalue() == f'--- prompt 0 ---\nHi{hi}\n--- prompt 1 ---\nyo{yo}\n'
   # no --prompt: the config's prompts and settings
   out = io.StringIO()
   assert gen.run_sample(parser.parse_args(['--workdir', '/w']), out=out) == 0
-  assert 'ab' + gen.generate(model, tok, ['ab'], max_new_tokens=6, temperature=0.0)[0] in out.getvalue()
+  assert out.getvalue() == f'--- prompt 0 ---\nab{_reference_text(model, tok, "ab", 6)}\n'
   with pytest.raises(SystemExit):
     parser.parse_args(['--prompt', 'x'])  # --workdir is required
