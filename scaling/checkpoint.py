@@ -15,6 +15,12 @@ params. Restoring takes an abstract target (shapes, dtypes, shardings), so a
 checkpoint written on one mesh restores onto another (orbax reshards), and by
 any number of processes. A save interrupted midway is never listed: orbax
 finalises a step directory atomically, and incomplete ones are ignored.
+
+A committed step can still be damaged later (a truncated copy, a lost file, a
+full disk when a metadata file was rewritten): `select_resume_step` reads every
+item of the newest step back before a run resumes from it, and walks back to the
+newest intact one, moving each damaged step to ``checkpoints-damaged/`` (kept,
+outside orbax's directory).
 """
 
 from __future__ import annotations
@@ -99,6 +105,172 @@ def latest_step(workdir) -> int | None:
   mgr = ocp.CheckpointManager(path.absolute(), item_names=ITEMS)
   step = mgr.latest_step()
   mgr.close()
+  return step
+
+
+# ----------------------------------------------------------------------------- choosing the step to resume from
+DAMAGED_DIR = 'checkpoints-damaged'   # beside CKPT_DIR, so orbax never lists what is moved there
+COMMIT_MARKER = 'commit_success.txt'   # written by orbax into a step (and each item) just before it is committed
+ARRAY_ITEMS = ('params', 'opt_state')
+JSON_ITEMS = ('meta', 'data')
+VERIFY_BATCH_BYTES = 1 << 30   # arrays are read to host this many bytes at a time, then dropped
+
+
+def _error_line(e: BaseException) -> str:
+  lines = [s for s in str(e).strip().splitlines() if s.strip()]
+  text = lines[-1] if lines else ''
+  text = f'{type(e).__name__}: {text}' if text else type(e).__name__
+  return text if len(text) <= 240 else text[:237] + '...'
+
+
+def _open_array(item_dir: pathlib.Path, name: str, ctx):
+  """The tensorstore of one saved array: orbax's zarr layout, inside OCDBT (the default) or plain files."""
+  import tensorstore as ts
+  if (item_dir / 'manifest.ocdbt').exists():
+    kvstore = {'driver': 'ocdbt', 'base': f'file://{item_dir}', 'path': name}
+  else:
+    kvstore = {'driver': 'file', 'path': str(item_dir / name)}
+  try:
+    return ts.open({'driver': 'zarr', 'kvstore': kvstore}, open=True, read=True, context=ctx).result()
+  except ValueError as e:   # written as zarr v3 (orbax's use_zarr3)?
+    try:
+      return ts.open({'driver': 'zarr3', 'kvstore': kvstore}, open=True, read=True, context=ctx).result()
+    except ValueError:
+      raise e from None
+
+
+def _read_arrays(item_dir: pathlib.Path, batch_bytes: int) -> None:
+  """Reads every array of a pytree item to host memory, at most `batch_bytes` at a time, and drops it.
+
+  The list of arrays (names, shapes, dtypes) comes from the item's own metadata, so no model or mesh is
+  needed. The arrays are read with tensorstore directly, one at a time and synchronously: no orbax
+  Checkpointer (whose restore is a cross-process barrier, so one process can check while the others
+  wait) and no asyncio loop (whose in-flight reads print "Event loop is closed" after a failure).
+  """
+  import numpy as np
+  import tensorstore as ts
+  from etils import epath
+
+  tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(item_dir)).tree
+  ctx = ts.Context()
+  for m in jax.tree.leaves(tree):
+    store = _open_array(item_dir, m.name, ctx)
+    if tuple(store.shape) != tuple(m.shape):
+      raise CheckpointError(f'{m.name} has shape {tuple(store.shape)}, its metadata says {tuple(m.shape)}')
+    row_bytes = int(np.prod(m.shape[1:])) * np.dtype(store.dtype.numpy_dtype).itemsize
+    rows = max(1, batch_bytes // max(row_bytes, 1)) if m.shape else 1
+    for start in range(0, m.shape[0], rows) if m.shape else [None]:
+      (store if start is None else store[start:min(start + rows, m.shape[0])]).read().result()
+
+
+def check_step(step_dir, *, batch_bytes: int = VERIFY_BATCH_BYTES) -> tuple[str, str] | None:
+  """None if the committed step `step_dir` restores completely, else (short reason, one-line detail).
+
+  Complete = orbax's commit marker in the step and in each item, and every item read back: the JSON
+  items parsed (meta's step matching the directory name), every array of params and opt_state read.
+  """
+  step_dir = pathlib.Path(step_dir)
+  if not (step_dir / COMMIT_MARKER).is_file():
+    return 'uncommitted', f'no {COMMIT_MARKER}: the save did not finish'
+  for item in ITEMS:
+    if not (step_dir / item).is_dir():
+      return f'no-{item}', f'the {item} item is missing'
+    if not (step_dir / item / COMMIT_MARKER).is_file():
+      return f'uncommitted-{item}', f'no {COMMIT_MARKER} in {item}: its save did not finish'
+  for item in JSON_ITEMS:
+    try:
+      value = ocp.JsonCheckpointHandler().restore(step_dir / item)
+    except Exception as e:   # noqa: BLE001 -- anything that stops the read is damage
+      return f'bad-{item}', f'{item} unreadable ({_error_line(e)})'
+    if not isinstance(value, dict):
+      return f'bad-{item}', f'{item} is not a JSON object'
+    if item == 'meta' and 'step' in value and str(value['step']) != step_dir.name:
+      return 'bad-meta', f'meta says step {value["step"]}'
+  for item in ARRAY_ITEMS:
+    try:
+      _read_arrays(step_dir / item, batch_bytes)
+    except MemoryError:
+      raise
+    except Exception as e:   # noqa: BLE001
+      return f'bad-{item}', f'{item} unreadable ({_error_line(e)})'
+  return None
+
+
+def _committed_steps(ckpt_dir: pathlib.Path) -> list[int]:
+  """Step directories orbax would list (all-digit names), newest first; tmp dirs of cut-off saves are not."""
+  if not ckpt_dir.is_dir():
+    return []
+  return sorted((int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir()), reverse=True)
+
+
+def _scan(workdir: pathlib.Path, log) -> tuple[int | None, list[tuple[int, str, str]]]:
+  """(newest intact step or None, [(step, reason, detail)] of the newer damaged ones); nothing is changed."""
+  ckpt_dir = workdir / CKPT_DIR
+  steps = _committed_steps(ckpt_dir)
+  newest = steps[0] if steps else -1
+  for p in sorted(ckpt_dir.glob('*.orbax-checkpoint-tmp*')) if ckpt_dir.is_dir() else []:
+    step = p.name.split('.')[0]
+    if step.isdigit() and int(step) > newest:
+      log(f'checkpoint step {step} was cut off while saving ({p.name}): ignored')
+  damaged = []
+  for step in steps:
+    bad = check_step(ckpt_dir / str(step))
+    if bad is None:
+      return step, damaged
+    damaged.append((step, *bad))
+  return None, damaged
+
+
+def _move_aside(workdir: pathlib.Path, step: int, reason: str, detail: str) -> pathlib.Path:
+  """Moves a damaged step to DAMAGED_DIR/<step>-<reason> (a new name if taken), with the detail beside it."""
+  out = workdir / DAMAGED_DIR
+  out.mkdir(exist_ok=True)
+  name, n = f'{step}-{reason}', 1
+  while (out / name).exists() or (out / f'{name}.txt').exists():
+    n += 1
+    name = f'{step}-{reason}-{n}'
+  (workdir / CKPT_DIR / str(step)).rename(out / name)
+  (out / f'{name}.txt').write_text(f'step {step}: {detail}\n')
+  return out / name
+
+
+def select_resume_step(workdir, log=print) -> int | None:
+  """The step to resume from: the newest checkpoint that restores completely (None: no checkpoints).
+
+  Walks back from the newest step; each newer one that is damaged (see check_step) is reported in one
+  line and moved to <workdir>/checkpoints-damaged/<step>-<reason> (kept, not deleted; outside the
+  checkpoint directory, so orbax never lists it and the run can save that step again). If checkpoints
+  exist but none is intact, raises CheckpointError naming each step and why, and changes nothing.
+  Cut-off saves (orbax tmp dirs) are never candidates.
+
+  Every process calls it: process 0 checks and moves, the others wait for its answer (a broadcast),
+  then all sync, so every process returns the same step.
+  """
+  import numpy as np
+  workdir = pathlib.Path(workdir)
+  main, multi = jax.process_index() == 0, jax.process_count() > 1
+  step, damaged, error = None, [], None
+  if main:
+    step, damaged = _scan(workdir, log)
+    if step is None and damaged:
+      tried = '; '.join(f'step {s}: {detail}' for s, _, detail in damaged)
+      error = (f'no intact checkpoint in {workdir / CKPT_DIR} ({tried}). Nothing was changed. Restore the '
+               f'files, or move those steps away (or use another --workdir) to start from scratch.')
+  if multi:
+    from jax.experimental import multihost_utils
+    code = -2 if error else (-1 if step is None else step)
+    code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
+    if code == -2 and not main:
+      error = f'no intact checkpoint in {workdir / CKPT_DIR} (process 0 says why)'
+    step = None if code < 0 else code
+  if error:
+    raise CheckpointError(error)
+  if main:
+    for s, reason, detail in damaged:
+      dest = _move_aside(workdir, s, reason, detail)
+      log(f'checkpoint step {s} skipped: {detail}; moved to {dest}')
+  if multi:
+    multihost_utils.sync_global_devices('scaling.checkpoint.select_resume_step')
   return step
 
 

@@ -1,0 +1,241 @@
+"""Damaged checkpoints: resume falls back to the newest step that restores completely.
+
+A workdir gets real orbax checkpoints (the four items of scaling.checkpoint.save) of a small
+parameter tree and AdamW state filled with random numbers; then files are damaged the way a
+crash, a full disk or a bad copy leaves them. References are independent of the code under
+test: the numpy trees the checkpoints were written from, the bytes of every file before the
+call (moved, never rewritten or deleted), and orbax's own listing and restore afterwards.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from scaling import checkpoint, distributed
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def make_state(seed: int) -> dict:
+  """Params + AdamW state (numpy, random values; integer counters 7), shaped like a tiny model's."""
+  rng = np.random.default_rng(seed)
+  params = {'embed_VD': rng.normal(size=(256, 64)).astype(np.float32),
+            'blocks': {'w_up_DF': rng.normal(size=(2, 64, 128)).astype(np.float32),
+                       'norm': {'scale': rng.normal(size=(2, 64)).astype(np.float32)}}}
+  opt_state = optax.adamw(1e-3).init(params)
+  opt_state = jax.tree.map(lambda x: np.full(x.shape, 7, x.dtype) if np.issubdtype(x.dtype, np.integer)
+                           else rng.normal(size=x.shape).astype(x.dtype), opt_state)
+  return dict(params=params, opt_state=opt_state)
+
+
+def save_steps(workdir, steps=(10, 20)) -> dict:
+  """Checkpoints of `steps` (state seeded by the step) as training writes them; returns {step: state}."""
+  states = {s: make_state(s) for s in steps}
+  mgr = checkpoint.manager(workdir, keep=10, async_save=False)
+  for s, st in states.items():
+    on_device = jax.device_put(st, jax.devices()[0])
+    checkpoint.save(mgr, s, params=on_device['params'], opt_state=on_device['opt_state'],
+                    meta=dict(step=s, seed=0), data_state={'grain': {'next_index': s}, 'batch_size': 4})
+  mgr.wait_until_finished()
+  mgr.close()
+  return states
+
+
+def snapshot(root) -> dict:
+  """Every path under root -> sha256 of its bytes (None for a directory)."""
+  root = pathlib.Path(root)
+  return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
+          for p in sorted(root.rglob('*'))}
+
+
+def largest_file(d) -> pathlib.Path:
+  return max((p for p in pathlib.Path(d).rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def truncate_largest(d) -> None:
+  f = largest_file(d)
+  size = f.stat().st_size
+  assert size > 10_000   # an array data file, not a small metadata file
+  os.truncate(f, size // 2)
+
+
+DAMAGE = {   # name -> (how, the reason in the moved directory's name, words of the message)
+    'truncated params array': (lambda d: truncate_largest(d / 'params'), 'bad-params', 'params unreadable'),
+    'truncated opt_state array': (lambda d: truncate_largest(d / 'opt_state'), 'bad-opt_state',
+                                  'opt_state unreadable'),
+    'deleted meta/metadata': (lambda d: (d / 'meta' / 'metadata').unlink(), 'bad-meta', 'meta unreadable'),
+    'garbled data item': (lambda d: (d / 'data' / 'metadata').write_text('{"grain": '), 'bad-data',
+                          'data unreadable'),
+    'missing commit marker': (lambda d: (d / 'commit_success.txt').unlink(), 'uncommitted',
+                              'no commit_success.txt: the save did not finish'),
+    'missing item': (lambda d: shutil.rmtree(d / 'opt_state'), 'no-opt_state', 'the opt_state item is missing'),
+}
+
+
+def restore_numpy(workdir, step, like) -> dict:
+  mgr = checkpoint.manager(workdir, async_save=False)
+  target = jax.device_put(like, jax.devices()[0])
+  out = checkpoint.restore(mgr, step, params_target=target['params'], opt_target=target['opt_state'])
+  steps = mgr.all_steps()
+  mgr.close()
+  return out, steps
+
+
+def assert_tree_equal(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize('damage', list(DAMAGE))
+def test_damaged_latest_falls_back_to_the_previous_step(tmp_path, damage):
+  how, reason, words = DAMAGE[damage]
+  states = save_steps(tmp_path)
+  ckpt = tmp_path / checkpoint.CKPT_DIR
+  how(ckpt / '20')
+  before = snapshot(ckpt / '20')
+  lines = []
+  assert checkpoint.select_resume_step(tmp_path, log=lines.append) == 10
+  moved = tmp_path / checkpoint.DAMAGED_DIR / f'20-{reason}'
+  assert len(lines) == 1, lines
+  assert lines[0].startswith('checkpoint step 20 skipped: ') and words in lines[0] and str(moved) in lines[0]
+  assert snapshot(moved) == before                      # moved as it was, nothing deleted
+  assert words in (moved.parent / f'{moved.name}.txt').read_text()
+  assert sorted(p.name for p in ckpt.iterdir()) == ['10']
+  out, steps = restore_numpy(tmp_path, 10, states[10])
+  assert steps == [10]                                  # orbax no longer lists the damaged step
+  assert_tree_equal(out['params'], states[10]['params'])
+  assert_tree_equal(out['opt_state'], states[10]['opt_state'])
+  assert out['meta'] == {'step': 10, 'seed': 0}
+  assert checkpoint.select_resume_step(tmp_path, log=lines.append) == 10 and len(lines) == 1   # now quiet
+
+
+def test_all_damaged_raises_and_changes_nothing(tmp_path):
+  save_steps(tmp_path)
+  ckpt = tmp_path / checkpoint.CKPT_DIR
+  truncate_largest(ckpt / '20' / 'params')
+  (ckpt / '10' / 'commit_success.txt').unlink()
+  before = snapshot(tmp_path)
+  lines = []
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    checkpoint.select_resume_step(tmp_path, log=lines.append)
+  msg = str(e.value)
+  assert f'no intact checkpoint in {ckpt}' in msg
+  assert 'step 20: params unreadable' in msg and 'step 10: no commit_success.txt' in msg
+  assert 'Nothing was changed' in msg and '--workdir' in msg
+  assert snapshot(tmp_path) == before and not (tmp_path / checkpoint.DAMAGED_DIR).exists()
+  assert lines == []
+
+
+def test_walks_back_over_several_and_keeps_every_copy(tmp_path):
+  """30 and 20 damaged -> 10, newest first; a step damaged again later gets a second name."""
+  states = save_steps(tmp_path, (10, 20, 30))
+  ckpt = tmp_path / checkpoint.CKPT_DIR
+  truncate_largest(ckpt / '30' / 'params')
+  (ckpt / '20' / 'meta' / 'metadata').unlink()
+  lines = []
+  assert checkpoint.select_resume_step(tmp_path, log=lines.append) == 10
+  assert [x.split(':')[0] for x in lines] == ['checkpoint step 30 skipped', 'checkpoint step 20 skipped']
+  save_steps(tmp_path, (20,))   # the resumed run writes step 20 again; it is damaged again
+  truncate_largest(ckpt / '20' / 'params')
+  assert checkpoint.select_resume_step(tmp_path, log=lines.append) == 10
+  assert sorted(p.name for p in (tmp_path / checkpoint.DAMAGED_DIR).iterdir()) == [
+      '20-bad-meta', '20-bad-meta.txt', '20-bad-params', '20-bad-params.txt', '30-bad-params', '30-bad-params.txt']
+  out, _ = restore_numpy(tmp_path, 10, states[10])
+  assert_tree_equal(out['params'], states[10]['params'])
+
+
+def test_a_cut_off_save_is_never_selected(tmp_path):
+  """A kill during an async save leaves <step>.orbax-checkpoint-tmp: even one that holds every file and
+  the commit markers (killed between the marker and the rename) is passed over, and left alone."""
+  save_steps(tmp_path)
+  ckpt = tmp_path / checkpoint.CKPT_DIR
+  shutil.copytree(ckpt / '20', ckpt / '30.orbax-checkpoint-tmp')
+  shutil.copytree(ckpt / '20', ckpt / '40.orbax-checkpoint-tmp-1796150000')
+  for p in (ckpt / '40.orbax-checkpoint-tmp-1796150000').rglob('commit_success.txt'):
+    p.unlink()
+  before = snapshot(tmp_path)
+  lines = []
+  assert checkpoint.select_resume_step(tmp_path, log=lines.append) == 20
+  assert snapshot(tmp_path) == before
+  assert len(lines) == 2 and all('cut off while saving' in x and 'ignored' in x for x in lines)
+  assert checkpoint.latest_step(tmp_path) == 20   # orbax agrees
+
+
+def test_no_checkpoints_is_none(tmp_path):
+  assert checkpoint.select_resume_step(tmp_path / 'absent') is None
+  (tmp_path / checkpoint.CKPT_DIR).mkdir()
+  assert checkpoint.select_resume_step(tmp_path) is None
+  save_steps(tmp_path, (10,))
+  os.rename(tmp_path / checkpoint.CKPT_DIR / '10', tmp_path / checkpoint.CKPT_DIR / '10.orbax-checkpoint-tmp')
+  lines = []
+  assert checkpoint.select_resume_step(tmp_path, log=lines.append) is None
+  assert len(lines) == 1 and 'step 10 was cut off while saving' in lines[0]
+
+
+def test_check_step_reads_in_slices(tmp_path):
+  """A budget smaller than one row of any array: every array is read one row at a time, still complete."""
+  save_steps(tmp_path)
+  ckpt = tmp_path / checkpoint.CKPT_DIR
+  assert checkpoint.check_step(ckpt / '10', batch_bytes=16) is None
+  truncate_largest(ckpt / '20' / 'opt_state')
+  assert checkpoint.check_step(ckpt / '20', batch_bytes=16)[0] == 'bad-opt_state'
+  (ckpt / '10' / 'meta' / 'metadata').write_text(json.dumps({'step': 11}))
+  assert checkpoint.check_step(ckpt / '10') == ('bad-meta', 'meta says step 11')
+
+
+CHILD = textwrap.dedent('''
+  import json, os, sys
+  from scaling import checkpoint, distributed
+  distributed.initialize()
+  i = int(os.environ['SCALING_PROCESS_ID'])
+  lines = []
+  try:
+    out = dict(step=checkpoint.select_resume_step(sys.argv[1], log=lines.append))
+  except checkpoint.CheckpointError as e:
+    out = dict(error=str(e))
+  out['lines'] = lines
+  open(os.path.join(sys.argv[2], 'out%d.json' % i), 'w').write(json.dumps(out))
+''')
+
+
+def _two_processes(tmp_path, monkeypatch, workdir) -> list[dict]:
+  script = tmp_path / 'child.py'
+  script.write_text(CHILD)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+  monkeypatch.setenv('PYTHONPATH', str(REPO))
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  rc = distributed.launch_local(2, [str(workdir), str(tmp_path)], command=[sys.executable, str(script)])
+  assert rc == 0
+  return [json.loads((tmp_path / f'out{i}.json').read_text()) for i in range(2)]
+
+
+def test_two_processes_agree_and_move_once(tmp_path, monkeypatch):
+  """Both processes get step 10; process 0 alone moves step 20 and reports it; then both fail alike
+  when nothing is intact, with the tree unchanged."""
+  workdir = tmp_path / 'w'
+  save_steps(workdir)
+  ckpt = workdir / checkpoint.CKPT_DIR
+  truncate_largest(ckpt / '20' / 'params')
+  out = _two_processes(tmp_path, monkeypatch, workdir)
+  assert [o.get('step') for o in out] == [10, 10], out
+  assert len(out[0]['lines']) == 1 and out[0]['lines'][0].startswith('checkpoint step 20 skipped')
+  assert out[1]['lines'] == []
+  assert sorted(p.name for p in ckpt.iterdir()) == ['10']
+  assert sorted(p.name for p in (workdir / checkpoint.DAMAGED_DIR).iterdir()) == ['20-bad-params',
+                                                                                  '20-bad-params.txt']
+  (ckpt / '10' / 'commit_success.txt').unlink()
+  before = snapshot(workdir)
+  out = _two_processes(tmp_path, monkeypatch, workdir)
+  assert 'step 10: no commit_success.txt' in out[0]['error'] and 'process 0' in out[1]['error'], out
+  assert snapshot(workdir) == before
