@@ -24,6 +24,8 @@ import pathlib
 import sys
 
 from launch import rundir as rd_lib
+from launch.backend import QueueQueryError
+from launch.layout import EXIT_FAILED, EXIT_USAGE
 from launch.sweep import LaunchError, load_sweep
 
 BACKENDS = ('local', 'slurm', 'tpu-vm', 'gke')
@@ -84,6 +86,7 @@ def cmd_submit(argv: list[str]) -> int:
     print(backend.dry_run(sweep))
     return 0
   backend.check_tools()
+  backend.preflight(sweep)
   print(f'[sweep] {sweep.path}: {len(sweep.runs)} runs, backend {args.backend}, root {root}', flush=True)
   root.mkdir(parents=True, exist_ok=True)
   return backend.submit(sweep, wait=args.wait)
@@ -137,9 +140,12 @@ def run_sweep_cli(argv: list[str]) -> int:
     if argv and argv[0] == 'submit':
       argv = argv[1:]
     return cmd_submit(argv)
+  except QueueQueryError as e:   # the sweep started, but a queue did not answer: nothing was resubmitted
+    print(f'scaling sweep: error: {e}', file=sys.stderr)
+    return EXIT_FAILED
   except (LaunchError, ValueError) as e:   # ConfigError is a ValueError
     print(f'scaling sweep: error: {e}', file=sys.stderr)
-    return 2
+    return EXIT_USAGE
 
 
 def main() -> None:

@@ -11,16 +11,16 @@ checkpoint and `status`/`collect` work here. xpk restarts preempted workloads
 itself (--max-restarts). A workload's liveness and outcome come from
 `xpk workload list --wait-for-job-completion=NAME --timeout=0`, whose exit code
 is 0 (succeeded), 124 (not finished), 125 (finished, not successfully) or
-1 (unknown). Submission follows the same lock-and-record protocol as slurm.
+1 (the workload does not exist, and also some failures of xpk itself). Exit 1
+with xpk's "does not exist" message is "gone"; any other failure, or no answer
+within `query_timeout_s`, is "unknown" (asked again, never resubmitted), and so
+is a workload not yet listed `gone_grace_s` after its submission. Submission
+follows the lock-and-record protocol of launch/backend.py, as slurm does.
 """
 
 from __future__ import annotations
 
-import shlex
-import subprocess
-
-from launch.rundir import train_argv
-from launch.slurm import QueueBackend
+from launch.backend import GONE, LIVE, UNKNOWN, JobState, QueueBackend, remote_command, run_tool
 from launch.sweep import LaunchError
 
 
@@ -29,6 +29,7 @@ class GkeBackend(QueueBackend):
   tools = ('xpk',)
   tool_hint = 'Install xpk (`pip install xpk`) and gcloud, and create the cluster with `xpk cluster create`.'
   poll_s = 30.0
+  gone_grace_s = 300.0   # kueue lists a new workload a little after `xpk workload create` returns
 
   def __init__(self, root, resources=None, **kw):
     super().__init__(root, resources, **kw)
@@ -51,18 +52,11 @@ class GkeBackend(QueueBackend):
     return f'scaling-{run.hash[:12]}-a{attempt}'
 
   def remote_command(self, run, rd) -> str:
-    r = self.resources
-    repo = r.get('remote_repo', '/app')
-    remote_root = r.get('remote_root') or str(rd.root)
-    train = shlex.split(r.get('train_cmd', 'python3 -m scaling train'))
-    argv = train_argv(train, run.spec_relative(), f'{remote_root}/runs/{run.hash}', run.flag_list())
-    parts = [f'cd {shlex.quote(repo)}'] + ([r['setup']] if r.get('setup') else []) + [shlex.join(argv)]
-    return ' && '.join(parts)
+    return remote_command(self.resources, run, rd, '/app')
 
   def submit_commands(self, run, rd, sweep):
     r = self.resources
-    rec = rd.read() or {}
-    attempt = len(rec.get('attempts', [])) + 1
+    attempt = self._next_attempt(rd)
     cmd = (['xpk', 'workload', 'create'] + self._loc()
            + [f'--workload={self.workload_name(run, attempt)}', f'--tpu-type={r["tpu_type"]}',
               f'--num-slices={int(r.get("num_slices", 1))}', f'--docker-image={r["docker_image"]}',
@@ -73,8 +67,12 @@ class GkeBackend(QueueBackend):
     return [cmd]
 
   def job_id_from_output(self, out, run, rd, sweep):
-    rec = rd.read() or {}
-    return self.workload_name(run, len(rec.get('attempts', [])) + 1)
+    return self.workload_name(run, self._next_attempt(rd))
+
+  @staticmethod
+  def _next_attempt(rd) -> int:
+    rec = rd.load()
+    return len(rec.attempts) + 1 if rec is not None else 1
 
   def status_command(self, name: str) -> list[str]:
     return ['xpk', 'workload', 'list'] + self._loc() + [f'--wait-for-job-completion={name}', '--timeout=0']
@@ -82,11 +80,16 @@ class GkeBackend(QueueBackend):
   def job_states(self, job_ids):
     out = {}
     for name in job_ids:
-      p = subprocess.run(self.status_command(name), capture_output=True, text=True)
-      if p.returncode == 124:
-        out[name] = ('live', None)
-      elif p.returncode == 0:
-        out[name] = ('done', 0)
-      elif p.returncode == 125:
-        out[name] = ('failed', None)
+      cmd = self.status_command(name)
+      r = run_tool(cmd, self.query_timeout_s)
+      if r.rc == 124 and not r.error:
+        out[name] = JobState(LIVE)
+      elif r.rc == 0 and not r.error:
+        out[name] = JobState('done', 0)
+      elif r.rc == 125:
+        out[name] = JobState('failed')
+      elif r.rc == 1 and 'does not exist' in (r.out + r.err):
+        out[name] = JobState(GONE)
+      else:
+        out[name] = JobState(UNKNOWN, why=r.why(cmd))
     return out

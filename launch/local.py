@@ -15,12 +15,14 @@ launcher then records them as preempted and exits 75; a second signal SIGKILLs t
 An attempt whose launcher died without recording its end is closed as
 'interrupted' by the next launcher (not counted as a failure) and resumed.
 
-Subclasses (tpu_vm) change only `command()` and the prepare/finish hooks.
+Subclasses (tpu_vm) change `command()`, the prepare/finish hooks, `_before_start` (a slot's
+machine must be ready) and `_outcome` (what an exit code means there).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import shlex
 import signal
@@ -28,12 +30,28 @@ import socket
 import subprocess
 import threading
 import time
+from typing import IO
 
 from launch import rundir as rd_lib
+from launch.backend import Backend, QueueQueryError
+from launch.layout import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, TRAIN_LOG
+from launch.record import outcome_of_exit
 from launch.rundir import RunDir
 
 
-class LocalBackend:
+@dataclasses.dataclass
+class _Active:
+  """A run being executed: its process, the lock it holds and its log."""
+  run: object
+  rd: RunDir
+  proc: subprocess.Popen
+  fd: int
+  log: IO[bytes]
+  slot: int
+  t0: float
+
+
+class LocalBackend(Backend):
   name = 'local'
   tools: tuple[str, ...] = ()
 
@@ -41,18 +59,13 @@ class LocalBackend:
                local_processes: int = 1, progress_every: float = 10.0, poll_s: float = 0.1, log=print):
     if max_parallel < 1:
       raise ValueError(f'--max-parallel must be >= 1, got {max_parallel}')
-    if max_retries < 0:
-      raise ValueError(f'--max-retries must be >= 0, got {max_retries}')
     if local_processes < 1:
       raise ValueError(f'--local_processes must be >= 1, got {local_processes}')
-    self.root = root
-    self.resources = dict(resources or {})
+    super().__init__(root, resources, max_retries=max_retries, log=log)
     self.max_parallel = max_parallel
-    self.max_retries = max_retries
     self.local_processes = local_processes
     self.progress_every = progress_every
     self.poll_s = poll_s
-    self.log = log
     self._stop = threading.Event()
     self._kill = False
 
@@ -90,13 +103,7 @@ class LocalBackend:
     lines += [shlex.join(c) for c in self.finish_commands(sweep)]
     return '\n'.join(lines)
 
-  # ---- execution ---------------------------------------------------------------------------------
-  def request_stop(self, *_):
-    """First SIGINT/SIGTERM: runs checkpoint and stop (exit 75). Second: SIGKILL them."""
-    if self._stop.is_set():
-      self._kill = True
-    self._stop.set()
-
+  # ---- hooks -------------------------------------------------------------------------------------
   def _prepare(self, sweep) -> None:
     for cmd in self.prepare_commands(sweep):
       self.log(f'[sweep] {shlex.join(cmd)}')
@@ -107,11 +114,25 @@ class LocalBackend:
       self.log(f'[sweep] {shlex.join(cmd)}')
       subprocess.run(cmd, check=False)
 
+  def _before_start(self, slot: int) -> None:
+    """Called before a run starts on `slot` (tpu-vm: the slot's VM must be READY)."""
+    del slot
+
+  def _outcome(self, a: _Active, rc: int) -> str:
+    """The attempt's outcome from its exit status (tpu-vm also asks whether its VM survived)."""
+    return outcome_of_exit(rc, a.rd.summary() is not None and rc == 0)
+
+  # ---- execution ---------------------------------------------------------------------------------
+  def request_stop(self, *_):
+    """First SIGINT/SIGTERM: runs checkpoint and stop (exit 75). Second: SIGKILL them."""
+    if self._stop.is_set():
+      self._kill = True
+    self._stop.set()
+
   def submit(self, sweep, wait: bool = True) -> int:
     """Runs every run of the sweep that is not done; returns 0 when all are done, 75 if stopped, else 1."""
     del wait  # local runs always block
-    for run in sweep.runs:
-      rd_lib.ensure_run_dir(RunDir(self.root, run.hash), run, sweep)
+    self.ensure_run_dirs(sweep)
     handlers = {}
     if threading.current_thread() is threading.main_thread():
       for s in (signal.SIGINT, signal.SIGTERM):
@@ -126,25 +147,31 @@ class LocalBackend:
       for s, h in handlers.items():
         signal.signal(s, h)
 
+  def _signal_all(self, active: dict, stopping: bool) -> bool:
+    """Forwards a stop request (SIGTERM) or a second one (SIGKILL) to the running runs; returns `stopping`."""
+    if self._stop.is_set() and not stopping:
+      stopping = True
+      self.log(f'[sweep] stopping: SIGTERM to {len(active)} running run(s); they checkpoint and exit 75')
+      for a in active.values():
+        _signal_group(a.proc, signal.SIGTERM)
+    if self._kill:
+      self._kill = False
+      self.log('[sweep] second signal: SIGKILL to the running runs')
+      for a in active.values():
+        _signal_group(a.proc, signal.SIGKILL)
+    return stopping
+
   def _loop(self, sweep) -> int:
     queue = collections.deque(sweep.runs)
-    active = {}   # slot -> dict(run, rd, proc, fd, log, t0)
+    active: dict[int, _Active] = {}   # slot -> the run executing there
     counts = collections.Counter()
     total = len(sweep.runs)
     last_progress = time.monotonic()
     stopping = False
     while queue or active:
-      if self._stop.is_set() and not stopping:
-        stopping = True
+      stopping = self._signal_all(active, stopping)
+      if stopping:
         queue.clear()
-        self.log(f'[sweep] stopping: SIGTERM to {len(active)} running run(s); they checkpoint and exit 75')
-        for a in active.values():
-          _signal_group(a['proc'], signal.SIGTERM)
-      if self._kill:
-        self._kill = False
-        self.log('[sweep] second signal: SIGKILL to the running runs')
-        for a in active.values():
-          _signal_group(a['proc'], signal.SIGKILL)
       while queue and len(active) < self.max_parallel and not stopping:
         run = queue.popleft()
         slot = min(set(range(self.max_parallel)) - set(active))
@@ -152,26 +179,15 @@ class LocalBackend:
         if a is not None:
           active[slot] = a
       for slot, a in list(active.items()):
-        rc = a['proc'].poll()
+        rc = a.proc.poll()
         if rc is None:
           continue
         del active[slot]
         outcome = self._end(a, rc)
         counts[outcome] += 1
-        run = a['run']
-        rec = a['rd'].read()
-        if outcome == 'failed' and not stopping:
-          if rd_lib.failures(rec) <= self.max_retries:
-            self.log(f'[sweep] run {run.hash} ({run.label}) failed (exit {rc}); retrying '
-                     f'({rd_lib.failures(rec)}/{self.max_retries} retries), log: {a["rd"].path / rd_lib.TRAIN_LOG}')
-            counts['failed'] -= 1
-            queue.append(run)
-          else:
-            self.log(f'[sweep] run {run.hash} ({run.label}) failed (exit {rc}); no retries left, '
-                     f'log: {a["rd"].path / rd_lib.TRAIN_LOG}')
-        elif outcome == 'preempted' and not stopping:
-          counts['preempted'] -= 1
-          queue.append(run)   # resumes from its checkpoint
+        if not stopping and self._requeue(a, outcome, rc):
+          counts[outcome] -= 1
+          queue.append(a.run)
         self._progress_line(counts, total, active)
       if active and time.monotonic() - last_progress > self.progress_every:
         last_progress = time.monotonic()
@@ -179,35 +195,52 @@ class LocalBackend:
       time.sleep(self.poll_s)
     self.log(f'[sweep] finished: {dict(counts)} of {total} runs (root {self.root})')
     if stopping:
-      return rd_lib.EXIT_PREEMPTED
-    return 0 if counts['failed'] == 0 and counts['gave_up'] == 0 else 1
+      return EXIT_PREEMPTED
+    return EXIT_OK if counts['failed'] == counts['gave_up'] == counts['unknown'] == 0 else EXIT_FAILED
 
-  def _start(self, run, slot: int, counts) -> dict | None:
+  def _requeue(self, a: _Active, outcome: str, rc: int) -> bool:
+    """Whether an ended run goes to the back of the queue: preempted ones resume, failed ones retry."""
+    run, log = a.run, a.rd.path / TRAIN_LOG
+    if outcome == 'preempted':
+      return True
+    if outcome != 'failed':
+      return False
+    n = a.rd.load().failures
+    if n <= self.max_retries:
+      self.log(f'[sweep] run {run.hash} ({run.label}) failed (exit {rc}); retrying '
+               f'({n}/{self.max_retries} retries), log: {log}')
+      return True
+    self.log(f'[sweep] run {run.hash} ({run.label}) failed (exit {rc}); no retries left, log: {log}')
+    return False
+
+  def _start(self, run, slot: int, counts) -> _Active | None:
     rd = RunDir(self.root, run.hash)
     fd = rd.try_lock()
     if fd is None:
       self.log(f'[sweep] run {run.hash} ({run.label}) is being run by another launcher: skipped')
       counts['busy'] += 1
       return None
-    rec = rd.read()
-    dangling = rd_lib.close_dangling_attempt(rec, done=rd.summary() is not None)
-    if rd.summary() is not None:
-      if rec['state'] != 'done' or dangling:
-        rec['state'] = 'done'
-        rd.write(rec)
+    rec = rd.load()
+    if rec.close_dangling(done=rd.summary() is not None):
+      rd.write(rec)
+    skip = self.skip_finished(run, rd, rec)
+    if skip:
       rd.unlock(fd)
-      counts['done'] += 1
-      self.log(f'[sweep] run {run.hash} ({run.label}) already done: skipped')
+      counts[skip] += 1
       return None
-    if rd_lib.failures(rec) > self.max_retries:
+    try:
+      self._before_start(slot)
+    except QueueQueryError as e:   # its machine's state is unknown: not started (and not recorded)
       rd.unlock(fd)
-      counts['gave_up'] += 1
-      self.log(f'[sweep] run {run.hash} ({run.label}) failed {rd_lib.failures(rec)} time(s), more than '
-               f'--max-retries={self.max_retries}: skipped (raise --max-retries to try again)')
+      counts['unknown'] += 1
+      self.log(f'[sweep] run {run.hash} ({run.label}) not started: {e}')
       return None
+    except BaseException:
+      rd.unlock(fd)
+      raise
     cmd = self.command(run, rd, slot)
-    n = len(rec['attempts']) + 1
-    log_f = open(rd.path / rd_lib.TRAIN_LOG, 'ab')
+    n = len(rec.attempts) + 1
+    log_f = open(rd.path / TRAIN_LOG, 'ab')
     log_f.write(f'\n==== attempt {n} on {socket.gethostname()} at {time.ctime()}: {shlex.join(cmd)}\n'.encode())
     log_f.flush()
     try:
@@ -215,38 +248,31 @@ class LocalBackend:
                               pass_fds=(fd,), start_new_session=True)
     except OSError as e:
       log_f.close()
-      rec['attempts'].append({'n': n, 'backend': self.name, 'start': rd_lib.now(), 'end': rd_lib.now(),
-                              'exit_code': None, 'outcome': 'failed', 'error': str(e)})
-      rec['state'] = 'failed'
+      rec.start_failed(self.name, str(e))
       rd.write(rec)
       rd.unlock(fd)
       counts['failed'] += 1
       self.log(f'[sweep] run {run.hash}: could not start {cmd[0]!r}: {e}')
       return None
-    rec['attempts'].append({'n': n, 'backend': self.name, 'start': rd_lib.now(), 'host': socket.gethostname(),
-                            'pid': proc.pid, 'slot': slot, 'cmd': cmd})
-    rec['state'] = 'running'
+    rec.start_local(self.name, pid=proc.pid, slot=slot, cmd=cmd)
     rd.write(rec)
     resumed = ' (resuming)' if n > 1 else ''
     self.log(f'[sweep] start run {run.hash} ({run.label}) attempt {n}{resumed}, pid {proc.pid}')
-    return {'run': run, 'rd': rd, 'proc': proc, 'fd': fd, 'log': log_f, 't0': time.monotonic()}
+    return _Active(run=run, rd=rd, proc=proc, fd=fd, log=log_f, slot=slot, t0=time.monotonic())
 
-  def _end(self, a: dict, rc: int) -> str:
-    rd = a['rd']
-    a['log'].close()
-    done = rd.summary() is not None and rc == 0
-    outcome = rd_lib.outcome_of_exit(rc, done)
-    rec = rd.read()
-    att = rec['attempts'][-1]
-    att.update(end=rd_lib.now(), exit_code=rc, outcome=outcome)
-    rec['state'] = outcome
+  def _end(self, a: _Active, rc: int) -> str:
+    rd = a.rd
+    a.log.close()
+    outcome = self._outcome(a, rc)
+    rec = rd.load()
+    rec.end(rec.last, outcome, rc)
     rd.write(rec)
-    rd.unlock(a['fd'])
-    dt = time.monotonic() - a['t0']
+    rd.unlock(a.fd)
+    dt = time.monotonic() - a.t0
     summ = rd.summary() or {}
     loss = summ.get('eval/loss', summ.get('train/loss'))
     extra = f', loss {loss:.4g}' if isinstance(loss, (int, float)) else ''
-    self.log(f'[sweep] run {a["run"].hash} ({a["run"].label}) {outcome} (exit {rc}) after {dt:.1f} s{extra}')
+    self.log(f'[sweep] run {a.run.hash} ({a.run.label}) {outcome} (exit {rc}) after {dt:.1f} s{extra}')
     return outcome
 
   def _progress_line(self, counts, total, active, detail=False):
@@ -255,9 +281,9 @@ class LocalBackend:
     if detail:
       parts = []
       for a in active.values():
-        m = a['rd'].last_metrics()
+        m = a.rd.last_metrics()
         loss = m.get('train/loss')
-        parts.append(f'{a["run"].hash}: step {m.get("step", "-")}' +
+        parts.append(f'{a.run.hash}: step {m.get("step", "-")}' +
                      (f' loss {loss:.4g}' if isinstance(loss, (int, float)) else ''))
       head += ' | ' + '; '.join(parts)
     self.log(head)

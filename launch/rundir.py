@@ -4,7 +4,8 @@
       run.json        written only by a launcher, only while it holds .lock:
                       overrides, config spec and flags, resolved config,
                       attempts (backend, start/end, host, pid or job id,
-                      exit code, outcome) and the current state
+                      exit code, outcome) and the current state; read and
+                      changed as a RunRecord (launch/record.py)
       .lock           fcntl.flock target; a launcher holds it while it decides
                       and submits (queue backends), or for as long as the run
                       executes (local: the training process inherits it, so the
@@ -21,6 +22,7 @@ States: pending (never started), running (local process alive), submitted
 (last attempt exited non-zero), preempted (exit 75: checkpointed, resumable),
 interrupted (stopped from outside: cancelled, launcher died).
 An attempt's outcome counts against --max-retries only when it is `failed`.
+File names and exit codes are in launch/layout.py.
 """
 
 from __future__ import annotations
@@ -37,13 +39,8 @@ import sys
 import time
 from typing import Iterator
 
-EXIT_PREEMPTED = 75
-
-RUN_JSON = 'run.json'
-LOCK = '.lock'
-SUMMARY = 'summary.json'
-METRICS = 'metrics.jsonl'
-TRAIN_LOG = 'train.log'
+from launch.layout import LOCK, METRICS, RESULTS, RUN_JSON, RUNS_DIR, SUMMARY
+from launch.record import RunRecord, as_record
 
 RESULT_KEYS = ('params', 'non_embedding_params', 'tokens', 'flops', 'train/loss', 'eval/loss', 'eval/bpb',
                'throughput/tokens_per_s', 'wall_s')
@@ -60,43 +57,34 @@ def train_argv(prefix: list[str], spec: str, workdir: str, flags: list[str]) -> 
   return list(prefix) + ['--config', spec, '--workdir', str(workdir), '--no_sample'] + list(flags)
 
 
-def now() -> float:
-  return round(time.time(), 3)
-
-
-def outcome_of_exit(code: int | None, done: bool) -> str:
-  """Maps a training exit code to an attempt outcome (see the module docstring)."""
-  if done:
-    return 'done'
-  if code == EXIT_PREEMPTED:
-    return 'preempted'
-  return 'failed'
-
-
 class RunDir:
   """One run's directory under ROOT/runs/ and the files in it."""
 
   def __init__(self, root: str | os.PathLike, run_hash: str):
     self.root = pathlib.Path(root)
     self.hash = run_hash
-    self.path = self.root / 'runs' / run_hash
+    self.path = self.root / RUNS_DIR / run_hash
 
   def __repr__(self):
     return f'RunDir({str(self.path)!r})'
 
   # ---- files -------------------------------------------------------------------------------------
   def read(self) -> dict | None:
+    """run.json as JSON (None if missing); `load` gives it as a RunRecord."""
     try:
       with open(self.path / RUN_JSON) as f:
         return json.load(f)
     except FileNotFoundError:
       return None
 
-  def write(self, rec: dict) -> None:
+  def load(self) -> RunRecord | None:
+    return as_record(self.read())
+
+  def write(self, rec: RunRecord | dict) -> None:
     """Atomically replaces run.json (callers hold the lock)."""
     tmp = self.path / f'.{RUN_JSON}.{os.getpid()}.tmp'
     with open(tmp, 'w') as f:
-      json.dump(rec, f, indent=1, sort_keys=True)
+      json.dump(rec.to_json() if isinstance(rec, RunRecord) else rec, f, indent=1, sort_keys=True)
       f.write('\n')
     os.replace(tmp, self.path / RUN_JSON)
 
@@ -164,23 +152,6 @@ class RunDir:
 # Records.
 
 
-def new_record(run, sweep) -> dict:
-  from scaling.config import to_dict
-  return {
-      'hash': run.hash,
-      'sweep': str(sweep.path) + (f':{sweep.arg}' if sweep.arg else ''),
-      'index': run.index,
-      'label': run.label,
-      'overrides': run.overrides,
-      'spec': run.spec,
-      'flags': run.flags,
-      'config': to_dict(run.config),
-      'state': 'pending',
-      'attempts': [],
-      'created': now(),
-  }
-
-
 def ensure_run_dir(rd: RunDir, run, sweep) -> None:
   """Creates the run directory and its run.json (under the lock) if missing."""
   rd.path.mkdir(parents=True, exist_ok=True)
@@ -190,30 +161,7 @@ def ensure_run_dir(rd: RunDir, run, sweep) -> None:
     if fd is None:
       raise TimeoutError(f'could not lock {rd.path} within 30 s to create run.json')
     if rd.read() is None:
-      rd.write(new_record(run, sweep))
-
-
-def failures(rec: dict) -> int:
-  return sum(a.get('outcome') == 'failed' for a in rec.get('attempts', []))
-
-
-def last_attempt(rec: dict) -> dict | None:
-  a = rec.get('attempts') or []
-  return a[-1] if a else None
-
-
-def close_dangling_attempt(rec: dict, done: bool = False) -> bool:
-  """Marks a local attempt that never recorded its end as 'interrupted' (its launcher died).
-
-  Only called while holding the run's lock: a live local run holds that lock
-  through its training process, so an attempt without an end here is dead.
-  """
-  a = last_attempt(rec)
-  if a and not a.get('outcome') and not a.get('job_id'):
-    a.update(end=now(), exit_code=None, outcome='done' if done else 'interrupted')
-    rec['state'] = a['outcome']
-    return True
-  return False
+      rd.write(RunRecord.new(run, sweep))
 
 
 def pid_alive(pid: int) -> bool:
@@ -226,32 +174,32 @@ def pid_alive(pid: int) -> bool:
   return True
 
 
-def effective_state(rd: RunDir, rec: dict | None) -> str:
+def effective_state(rd: RunDir, rec: RunRecord | dict | None) -> str:
   """The state a reader reports: summary.json wins; a 'running' local process that is gone is 'interrupted'."""
   if rd.summary() is not None:
     return 'done'
+  rec = as_record(rec)
   if rec is None:
     return 'pending'
-  st = rec.get('state', 'pending')
-  a = last_attempt(rec)
-  if st == 'running' and a and a.get('host') == socket.gethostname() and a.get('pid'):
-    if not pid_alive(a['pid']):
+  a = rec.last
+  if rec.state == 'running' and a and a.host == socket.gethostname() and a.pid:
+    if not pid_alive(a.pid):
       return 'interrupted'
-  return st
+  return rec.state
 
 
-def scan(root: str | os.PathLike) -> list[tuple[RunDir, dict]]:
+def scan(root: str | os.PathLike) -> list[tuple[RunDir, RunRecord]]:
   """All runs under ROOT/runs, ordered by their index in the sweep."""
-  runs_dir = pathlib.Path(root) / 'runs'
+  runs_dir = pathlib.Path(root) / RUNS_DIR
   out = []
   if runs_dir.is_dir():
     for p in sorted(runs_dir.iterdir()):
       if p.is_dir():
         rd = RunDir(root, p.name)
-        rec = rd.read()
+        rec = rd.load()
         if rec is not None:
           out.append((rd, rec))
-  out.sort(key=lambda t: (t[1].get('sweep', ''), t[1].get('index', 0)))
+  out.sort(key=lambda t: (t[1].sweep, t[1].index))
   return out
 
 
@@ -269,16 +217,16 @@ def status_rows(root) -> list[dict]:
   for rd, rec in scan(root):
     m = rd.last_metrics()
     summ = rd.summary() or {}
-    a = last_attempt(rec) or {}
+    a = rec.last
     rows.append({
         'run': rd.hash,
-        'overrides': rec.get('overrides', {}),
-        'label': rec.get('label') or _fmt_overrides(rec.get('overrides', {})),
+        'overrides': rec.overrides,
+        'label': rec.label or _fmt_overrides(rec.overrides),
         'state': effective_state(rd, rec),
         'step': summ.get('step', m.get('step')),
         'loss': summ.get('train/loss', m.get('train/loss')),
-        'attempts': len(rec.get('attempts', [])),
-        'job': a.get('job_id') or a.get('pid'),
+        'attempts': len(rec.attempts),
+        'job': (a.job_id or a.pid) if a else None,
     })
   return rows
 
@@ -321,11 +269,11 @@ def collect_rows(root) -> list[dict]:
   rows = []
   for rd, rec in scan(root):
     summ = rd.summary()
-    row = {'run': rd.hash, 'overrides': rec.get('overrides', {}), 'state': effective_state(rd, rec)}
+    row = {'run': rd.hash, 'overrides': rec.overrides, 'state': effective_state(rd, rec)}
     if summ is not None:
       src = summ
     else:
-      src = _accounting(rec.get('config', {}))
+      src = _accounting(rec.config)
       m = rd.last_metrics()
       for k in ('train/loss', 'eval/loss', 'eval/bpb'):
         if k in m:
@@ -335,7 +283,7 @@ def collect_rows(root) -> list[dict]:
     for k, v in src.items():   # extra evaluations, e.g. eval/bpb@2x (length generalisation)
       if k.startswith('eval/bpb@') or k.startswith('eval/loss@'):
         row[k] = v
-    row['name'] = (rec.get('config') or {}).get('name') or rec.get('overrides', {}).get('name')
+    row['name'] = (rec.config or {}).get('name') or rec.overrides.get('name')
     rows.append(row)
   return rows
 
@@ -344,8 +292,8 @@ def write_results(root) -> pathlib.Path:
   """Writes ROOT/results.jsonl (one row per run) atomically and returns its path."""
   root = pathlib.Path(root)
   rows = collect_rows(root)
-  out = root / 'results.jsonl'
-  tmp = root / f'.results.jsonl.{os.getpid()}.tmp'
+  out = root / RESULTS
+  tmp = root / f'.{RESULTS}.{os.getpid()}.tmp'
   with open(tmp, 'w') as f:
     for r in rows:
       f.write(json.dumps(r, sort_keys=True) + '\n')

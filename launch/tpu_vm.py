@@ -15,25 +15,36 @@ gcsfuse mount), so checkpoints survive a preempted VM and `status` works here.
 The VMs are deleted at the end unless resources['keep_tpu'].
 
 Runs execute through the local backend's machinery (locks, retries, exit 75 =
-resumable), so the same protocol applies.
+resumable), so the same protocol applies. Every gcloud call has a timeout. A VM's
+state comes from `gcloud ... describe`: READY; missing (NOT_FOUND: created);
+PREEMPTED or TERMINATED (deleted and created again, and a run whose ssh ended
+because its VM went away counts as preempted, not failed, and resumes); or unknown
+(describe failed or hung: asked again, and after `unknown_patience_s` a clear
+error; a failed describe is never read as "no VM", so nothing is created twice).
 """
 
 from __future__ import annotations
 
 import shlex
-import shutil
-import subprocess
 import time
 
+from launch.backend import UNKNOWN, Backend, QueueQueryError, remote_command, run_tool
 from launch.local import LocalBackend
-from launch.rundir import train_argv
-from launch.slurm import missing_tool_error
 from launch.sweep import LaunchError
+
+GONE_STATES = ('PREEMPTED', 'TERMINATED', 'NOT_FOUND')   # the VM (and what ran on it) is gone: recreate it
 
 
 class TpuVmBackend(LocalBackend):
   name = 'tpu-vm'
   tools = ('gcloud',)
+  tool_hint = 'Install the Google Cloud SDK and run `gcloud auth login`.'
+  query_timeout_s = 120.0       # one describe
+  create_timeout_s = 1800.0     # one create (gcloud waits for the VM)
+  delete_timeout_s = 900.0
+  vm_poll_s = 10.0              # between describes while a VM is being created
+  ready_timeout_s = 7200.0      # queued resources may take a while to be granted
+  unknown_patience_s = 600.0    # describe may fail this long before the launcher gives up
 
   def __init__(self, root, resources=None, **kw):
     kw.pop('local_processes', None)
@@ -44,9 +55,7 @@ class TpuVmBackend(LocalBackend):
         raise LaunchError(f"the tpu-vm backend needs resources['{key}'] in the sweep's get_resources() "
                           f"(e.g. tpu_type='v5litepod-16', zone='us-west4-a')")
 
-  def check_tools(self) -> None:
-    if shutil.which('gcloud') is None:
-      raise missing_tool_error('gcloud', self.name, 'Install the Google Cloud SDK and run `gcloud auth login`.')
+  check_tools = Backend.check_tools
 
   def _loc(self) -> list[str]:
     loc = [f'--zone={self.resources["zone"]}']
@@ -77,14 +86,7 @@ class TpuVmBackend(LocalBackend):
     return ['gcloud', 'compute', 'tpus', 'tpu-vm', 'delete', name] + self._loc() + ['--quiet']
 
   def remote_command(self, run, rd) -> str:
-    r = self.resources
-    repo = r.get('remote_repo', '~/scaling')
-    remote_root = r.get('remote_root') or str(rd.root)
-    train = shlex.split(r.get('train_cmd', 'python3 -m scaling train'))
-    argv = train_argv(train, run.spec_relative(), f'{remote_root}/runs/{run.hash}', run.flag_list())
-    cd = f'cd {repo}' if repo.startswith('~') else f'cd {shlex.quote(repo)}'
-    parts = [cd] + ([r['setup']] if r.get('setup') else []) + [shlex.join(argv)]
-    return ' && '.join(parts)
+    return remote_command(self.resources, run, rd, '~/scaling')
 
   def command(self, run, rd, slot):
     name = self.vm_name(self._sweep, slot)
@@ -100,23 +102,83 @@ class TpuVmBackend(LocalBackend):
       return []
     return [self.delete_command(self.vm_name(sweep, s)) for s in range(self.max_parallel)]
 
+  # ---- the VMs -----------------------------------------------------------------------------------
+  def vm_state(self, name: str) -> tuple[str, str]:
+    """(READY, CREATING, PREEMPTED, ... or NOT_FOUND or UNKNOWN, why it is unknown)."""
+    cmd = self.describe_command(name)
+    r = run_tool(cmd, self.query_timeout_s)
+    if r.ok and r.out.strip():
+      return r.out.strip().split()[0].upper(), ''
+    if r.rc is not None and 'NOT_FOUND' in r.err:
+      return 'NOT_FOUND', ''
+    return UNKNOWN, r.why(cmd)
+
+  def _gcloud(self, cmd: list[str], timeout_s: float, what: str) -> None:
+    """Runs a create/delete; a failure other than 'already exists' / 'not found' is a LaunchError."""
+    self.log(f'[sweep] {shlex.join(cmd)}')
+    r = run_tool(cmd, timeout_s)
+    if r.ok or (r.rc is not None and ('ALREADY_EXISTS' in r.err or 'NOT_FOUND' in r.err)):
+      return
+    if r.rc is None and r.error.startswith('no answer'):
+      self.log(f'[sweep] {what}: {r.why(cmd)}; checking the VM state instead')
+      return
+    raise LaunchError(f'{what} failed: {r.why(cmd)}')
+
+  def _ensure_vm(self, name: str) -> None:
+    """Returns once VM `name` is READY: creates it when missing, recreates it when preempted."""
+    t0 = time.monotonic()
+    unknown_since = None
+    created = False
+    while True:
+      st, why = self.vm_state(name)
+      if st == 'READY':
+        return
+      if st == UNKNOWN:
+        unknown_since = unknown_since or time.monotonic()
+        if time.monotonic() - unknown_since > self.unknown_patience_s:
+          raise QueueQueryError(f'could not learn the state of TPU VM {name} for {self.unknown_patience_s:g} s '
+                                f'({why}); nothing was created or started on it. Check `gcloud auth list` and the '
+                                f'VM (`{shlex.join(self.describe_command(name))}`), then run the same command again.')
+        self.log(f'[sweep] state of TPU VM {name} unknown ({why}); asking again in {self.vm_poll_s:g} s')
+      else:
+        unknown_since = None
+        if st in ('PREEMPTED', 'TERMINATED'):
+          self.log(f'[sweep] TPU VM {name} is {st}: deleting and creating it again')
+          self._gcloud(self.delete_command(name), self.delete_timeout_s, f'deleting TPU VM {name}')
+          st, created = 'NOT_FOUND', False
+        if st == 'NOT_FOUND' and not created:
+          self._gcloud(self.create_command(name), self.create_timeout_s, f'creating TPU VM {name}')
+          created = True
+      if time.monotonic() - t0 > self.ready_timeout_s:
+        raise LaunchError(f'TPU VM {name} did not become READY within {self.ready_timeout_s:g} s (last state {st})')
+      time.sleep(self.vm_poll_s)
+
   def _prepare(self, sweep) -> None:
     """Creates the VMs that do not exist yet and waits until each is READY."""
     self._sweep = sweep
     for s in range(self.max_parallel):
-      name = self.vm_name(sweep, s)
-      p = subprocess.run(self.describe_command(name), capture_output=True, text=True)
-      if p.returncode != 0:
-        cmd = self.create_command(name)
-        self.log(f'[sweep] {shlex.join(cmd)}')
-        subprocess.run(cmd, check=True)
-      for _ in range(720):   # queued resources may take a while to be granted
-        p = subprocess.run(self.describe_command(name), capture_output=True, text=True)
-        if p.returncode == 0 and p.stdout.strip() == 'READY':
-          break
-        time.sleep(10)
-      else:
-        raise LaunchError(f'TPU VM {name} did not become READY within 2 h')
+      self._ensure_vm(self.vm_name(sweep, s))
+
+  def _before_start(self, slot: int) -> None:
+    self._ensure_vm(self.vm_name(self._sweep, slot))   # one describe when it is READY
+
+  def _outcome(self, a, rc: int) -> str:
+    """A run whose ssh failed because its VM was preempted is 'preempted' (resumes), not 'failed'."""
+    outcome = super()._outcome(a, rc)
+    if outcome == 'failed':
+      name = self.vm_name(self._sweep, a.slot)
+      st, _ = self.vm_state(name)
+      if st in GONE_STATES:
+        self.log(f'[sweep] TPU VM {name} is {st}: run {a.run.hash} was preempted (exit {rc}); it resumes')
+        return 'preempted'
+    return outcome
+
+  def _finish(self, sweep) -> None:
+    for cmd in self.finish_commands(sweep):
+      self.log(f'[sweep] {shlex.join(cmd)}')
+      r = run_tool(cmd, self.delete_timeout_s)
+      if not r.ok:
+        self.log(f'[sweep] warning: {r.why(cmd)}; delete the VM by hand if it still exists')
 
   def dry_run(self, sweep):
     self._sweep = sweep
