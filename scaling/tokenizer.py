@@ -198,7 +198,8 @@ def train_sentencepiece(lines: Iterable[str], *, kind: str, vocab_size: int,
   """Trains a sentencepiece model on `lines` (one training sentence each, no newline).
 
   Deterministic: one thread, fixed seed. Raises DataError (with the trainer's reason) when
-  the corpus cannot support `vocab_size` or is empty.
+  the corpus cannot support `vocab_size` or is empty. An exception raised by `lines` (e.g.
+  prepare's interrupt) is re-raised as itself, not as a training failure.
   """
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   if kind not in SPM_KINDS:
@@ -208,12 +209,17 @@ def train_sentencepiece(lines: Iterable[str], *, kind: str, vocab_size: int,
                     'byte fallback: it needs >= 260 (256 bytes + <unk> <s> </s> + pieces); '
                     'use data.vocab_size >= 512, or tokenizer=byte')
   n_lines = [0]
+  raised: list[BaseException] = []
 
   def counted() -> Iterator[str]:
-    for line in lines:
-      if line:
-        n_lines[0] += 1
-        yield line
+    try:
+      for line in lines:
+        if line:
+          n_lines[0] += 1
+          yield line
+    except BaseException as e:  # sentencepiece turns it into a RuntimeError: keep the original
+      raised.append(e)
+      raise
 
   spm.set_random_generator_seed(seed)
   model = io.BytesIO()
@@ -228,6 +234,8 @@ def train_sentencepiece(lines: Iterable[str], *, kind: str, vocab_size: int,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, hard_vocab_limit=True,
         minloglevel=2)
   except RuntimeError as e:
+    if raised:
+      raise raised[0] from None
     msg = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
     if n_lines[0] == 0:
       raise DataError('cannot train the tokenizer: the training split has no text') from e

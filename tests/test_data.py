@@ -2,7 +2,8 @@
 eval coverage, bad input. Synthetic corpora in tmp dirs; no network.
 
 References are independent of the code under test: the split is recomputed here from
-sha256 of the names, the token stream by encoding each document with the saved tokenizer,
+sha256 of the names (a file's name is its path relative to the corpus root, written out by
+hand here), the token stream by encoding each document with the saved tokenizer,
 windows by slicing the token file read with np.fromfile, segment ids from EOS positions.
 """
 
@@ -87,12 +88,15 @@ def _read_tokens(data_dir, split):
 
 def test_prepare_split_and_token_stream(prepared):
   paths, data_dir, summary = prepared['paths'], prepared['data_dir'], prepared['summary']
-  val_names = reference_val_names(paths, VAL_FRACTION)
+  names = [f'doc{i:02d}.txt' for i in range(N_DOCS)]  # relative to the glob's directory
+  assert [os.path.basename(p) for p in paths] == names
+  val_names = reference_val_names(names, VAL_FRACTION)
   assert len(val_names) == 2
   tok = load_tokenizer(data_dir)
   texts = {p: open(p, encoding='utf-8').read() for p in paths}
-  for split, names in (('train', [p for p in paths if p not in val_names]),
-                       ('val', [p for p in paths if p in val_names])):
+  is_val = lambda p: os.path.basename(p) in val_names
+  for split, names in (('train', [p for p in paths if not is_val(p)]),
+                       ('val', [p for p in paths if is_val(p)])):
     expected = []
     for p in names:  # corpus order, EOS after each document
       expected += tok.encode(texts[p]) + [tok.eos_id]
@@ -162,8 +166,9 @@ def test_prepare_other_tokenizers(tmp_path, kind):
               verbose=False)
   tok = load_tokenizer(s['data_dir'])
   if kind == 'char':
-    val = reference_val_names(paths, 0.2)
-    chars = set(''.join(open(p, encoding='utf-8').read() for p in paths if p not in val))
+    val = reference_val_names([os.path.basename(p) for p in paths], 0.2)
+    chars = set(''.join(open(p, encoding='utf-8').read() for p in paths
+                        if os.path.basename(p) not in val))
     assert tok.vocab_size == len(chars) + 2 == s['vocab_size']
   text = open(paths[0], encoding='utf-8').read()
   assert tok.decode(tok.encode(text)) == text
@@ -183,8 +188,7 @@ def test_jsonl_gz_and_parquet_inputs(tmp_path):
                        val_fraction=0.25), verbose=False)
   assert s['train_docs'] == 6 and s['val_docs'] == 2
   assert s['train_bytes'] + s['val_bytes'] == sum(len(d.encode()) for d in docs)
-  names = [f'{tmp_path / "a.jsonl"}:{i}' for i in range(4)] + [
-      f'{tmp_path / "b.jsonl.gz"}:{i}' for i in range(4)]
+  names = [f'a.jsonl:{i}' for i in range(4)] + [f'b.jsonl.gz:{i}' for i in range(4)]
   assert set(s['val_documents']) == reference_val_names(names, 0.25)
   # Parquet needs pyarrow (optional): either it reads the same texts, or a clear error.
   try:
@@ -198,7 +202,7 @@ def test_jsonl_gz_and_parquet_inputs(tmp_path):
   pq.write_table(pa.table({'text': docs}), tmp_path / 'c.parquet', row_group_size=3)
   (src,) = corpus_lib.resolve_corpus(str(tmp_path / 'c.parquet'))
   assert [d.text for d in src] == docs
-  assert src.names() == [f'{tmp_path / "c.parquet"}:{i}' for i in range(8)]
+  assert src.names() == [f'c.parquet:{i}' for i in range(8)]
   with pytest.raises(DataError, match="no column 'body'"):
     list(corpus_lib.ParquetFile(str(tmp_path / 'c.parquet'), 'body'))
 

