@@ -123,14 +123,29 @@ class Backend:
   name = 'backend'
   tools: tuple[str, ...] = ()
   tool_hint = ''
+  required_resources: dict[str, str] = {}   # resource keys this backend cannot do without -> an example value
 
-  def __init__(self, root, resources: dict | None = None, *, max_retries: int = 2, log=print):
+  def __init__(self, root, resources: dict | None = None, *, max_retries: int = 2, log=print,
+               placeholders: bool = False):
     if max_retries < 0:
       raise ValueError(f'--max-retries must be >= 0, got {max_retries}')
     self.root = root
     self.resources = dict(resources or {})
     self.max_retries = max_retries
     self.log = log
+    self.placeholders = self._require_resources(placeholders)
+
+  def _require_resources(self, placeholders: bool) -> list[str]:
+    """Missing required resources: a LaunchError, or (for a dry run) '<key>' placeholders, listed."""
+    missing = [k for k in self.required_resources if not self.resources.get(k)]
+    if missing and not placeholders:
+      flags = ' '.join(f'--resource {k}={self.required_resources[k]}' for k in missing)
+      raise LaunchError(f"the {self.name} backend needs {', '.join(f'resources[{k!r}]' for k in missing)}: set "
+                        f"{'it' if len(missing) == 1 else 'them'} in the sweep's get_resources() or on the command "
+                        f"line ({flags})")
+    for k in missing:
+      self.resources[k] = f'<{k}>'
+    return missing
 
   def check_tools(self) -> None:
     """The tools this backend calls are on PATH (checked before anything is written)."""
@@ -195,9 +210,10 @@ class QueueBackend(Backend):
   unknown_patience_s = 300.0   # how long a job may stay unknown before the launcher gives up (with an error)
   gone_grace_s = 0.0           # a job this new that the queue does not list yet is unknown, not gone
 
-  def __init__(self, root, resources: dict | None = None, *, max_retries: int = 2, log=print, **unused):
+  def __init__(self, root, resources: dict | None = None, *, max_retries: int = 2, log=print,
+               placeholders: bool = False, **unused):
     del unused
-    super().__init__(root, resources, max_retries=max_retries, log=log)
+    super().__init__(root, resources, max_retries=max_retries, log=log, placeholders=placeholders)
 
   # ---- to implement ------------------------------------------------------------------------------
   def submit_commands(self, run, rd: RunDir, sweep) -> list[list[str]]:

@@ -2,15 +2,18 @@
 
   scaling sweep --config configs/sweeps/smoke.py --backend {local,slurm,tpu-vm,gke}
                 [--root DIR] [--dry-run] [--max-parallel N] [--max-retries K]
-                [--local_processes P] [--wait] [--config.KEY=VALUE ...]
+                [--local_processes P] [--wait] [--resource KEY=VALUE ...] [--config.KEY=VALUE ...]
   scaling sweep status --root DIR [--json]
   scaling sweep collect --root DIR
 
 `--config.KEY=VALUE` flags apply to every run of the sweep (and so change
-their hashes). The root defaults to ./sweeps/<sweep file name>. Everything the
-sweep needs is checked (every run's config, the backend's tool and resources)
-before anything is written or submitted; `--dry-run` prints the exact commands
-(and SLURM batch scripts) and writes nothing.
+their hashes); `--resource KEY=VALUE` sets or overrides a key of the sweep's
+get_resources() (e.g. `--resource tpu_type=v5litepod-16 --resource zone=us-west4-a`).
+The root defaults to ./sweeps/<sweep file name>. Everything the sweep needs is
+checked (every run's config, the backend's tool and resources) before anything
+is written or submitted; `--dry-run` prints the exact commands (and SLURM batch
+scripts) and writes nothing; resources a backend needs but the sweep does not set
+appear there as placeholders (`<tpu_type>`), with the flag that fills them.
 
 scaling/cli.py hands `scaling sweep ARGS...` to `run_sweep_cli(ARGS)`;
 `python -m launch.cli ARGS...` does the same without it.
@@ -25,15 +28,15 @@ import sys
 
 from launch import rundir as rd_lib
 from launch.backend import QueueQueryError
-from launch.layout import EXIT_FAILED, EXIT_USAGE
+from launch.layout import EXIT_FAILED, EXIT_USAGE, RUNS_DIR
 from launch.sweep import LaunchError, load_sweep
 
 BACKENDS = ('local', 'slurm', 'tpu-vm', 'gke')
 
 
-def make_backend(name: str, root, resources: dict, args) -> object:
-  """Builds a backend; raises LaunchError for an unknown name, missing tool or missing resources."""
-  kw = dict(max_retries=args.max_retries)
+def make_backend(name: str, root, resources: dict, args, placeholders: bool = False) -> object:
+  """Builds a backend; raises LaunchError for an unknown name or missing resources (unless `placeholders`)."""
+  kw = dict(max_retries=args.max_retries, placeholders=placeholders)
   if name == 'local':
     from launch.local import LocalBackend
     return LocalBackend(root, resources, max_parallel=args.max_parallel, local_processes=args.local_processes, **kw)
@@ -63,7 +66,32 @@ def _submit_parser() -> argparse.ArgumentParser:
                  help='local: processes per run (passed to scaling train --local_processes)')
   p.add_argument('--wait', action='store_true', help='slurm/gke: block until every job has finished '
                  '(retrying failed runs up to --max-retries)')
+  p.add_argument('--resource', action='append', default=[], metavar='KEY=VALUE',
+                 help="set a key of the sweep's get_resources(), e.g. --resource tpu_type=v5litepod-16 (repeatable)")
   return p
+
+
+def parse_resources(items: list[str]) -> dict:
+  """--resource KEY=VALUE flags -> {key: value}; values read as bool, int, float or text."""
+  from launch.sweep import RESOURCE_KEYS
+  out = {}
+  for item in items:
+    key, sep, text = item.partition('=')
+    if not sep or key not in RESOURCE_KEYS:
+      raise LaunchError(f'--resource {item!r}: expected KEY=VALUE with KEY one of {", ".join(RESOURCE_KEYS)}')
+    out[key] = _resource_value(text)
+  return out
+
+
+def _resource_value(text: str):
+  if text.lower() in ('true', 'false'):
+    return text.lower() == 'true'
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return text
 
 
 def _root_parser(cmd: str) -> argparse.ArgumentParser:
@@ -79,10 +107,15 @@ def cmd_submit(argv: list[str]) -> int:
   overrides, rest = parse_override_flags(argv)
   args = _submit_parser().parse_args(rest)
   sweep = load_sweep(args.config, overrides)          # validates every run's config
+  sweep.resources.update(parse_resources(args.resource))
   root = pathlib.Path(args.root or pathlib.Path('sweeps') / sweep.name).absolute()
-  backend = make_backend(args.backend, root, sweep.resources, args)
+  backend = make_backend(args.backend, root, sweep.resources, args, placeholders=args.dry_run)
   if args.dry_run:
     print(f'# sweep {sweep.path}: {len(sweep.runs)} runs, backend {args.backend}, root {root}')
+    if backend.placeholders:
+      print(f'# placeholders: {", ".join(f"<{k}>" for k in backend.placeholders)}; fill them in get_resources() '
+            f'of the sweep file or with ' + ' '.join(f'--resource {k}={backend.required_resources[k]}'
+                                                 for k in backend.placeholders))
     print(backend.dry_run(sweep))
     return 0
   backend.check_tools()
@@ -92,11 +125,16 @@ def cmd_submit(argv: list[str]) -> int:
   return backend.submit(sweep, wait=args.wait)
 
 
-def cmd_status(argv: list[str]) -> int:
-  args = _root_parser('status').parse_args(argv)
+def _parse_root(cmd: str, argv: list[str]) -> tuple[argparse.Namespace, pathlib.Path]:
+  args = _root_parser(cmd).parse_args(argv)
   root = pathlib.Path(args.root)
-  if not (root / 'runs').is_dir():
-    raise LaunchError(f'{root} has no runs/ directory: is it the --root of a submitted sweep?')
+  if not (root / RUNS_DIR).is_dir():
+    raise LaunchError(f'{root} has no {RUNS_DIR}/ directory: is it the --root of a submitted sweep?')
+  return args, root
+
+
+def cmd_status(argv: list[str]) -> int:
+  args, root = _parse_root('status', argv)
   rows = rd_lib.status_rows(root)
   for r in rows:   # jobs still in a SLURM queue: show the queue's view when squeue is here
     if r['state'] == 'submitted' and r['job']:
@@ -109,7 +147,8 @@ def cmd_status(argv: list[str]) -> int:
       print(json.dumps(r))
   else:
     table = [dict(r, overrides=r['label']) for r in rows]
-    print(rd_lib.format_table(table, ['run', 'overrides', 'state', 'step', 'loss', 'attempts', 'job']))
+    print(rd_lib.format_table(table, ['run', 'overrides', 'state', 'step', 'train_loss', 'eval_loss', 'attempts',
+                                      'job']))
     counts = {}
     for r in rows:
       counts[r['state']] = counts.get(r['state'], 0) + 1
@@ -118,10 +157,7 @@ def cmd_status(argv: list[str]) -> int:
 
 
 def cmd_collect(argv: list[str]) -> int:
-  args = _root_parser('collect').parse_args(argv)
-  root = pathlib.Path(args.root)
-  if not (root / 'runs').is_dir():
-    raise LaunchError(f'{root} has no runs/ directory: is it the --root of a submitted sweep?')
+  _, root = _parse_root('collect', argv)
   out = rd_lib.write_results(root)
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   done = sum(r['state'] == 'done' for r in rows)

@@ -21,7 +21,6 @@ follows the lock-and-record protocol of launch/backend.py, as slurm does.
 from __future__ import annotations
 
 from launch.backend import GONE, LIVE, UNKNOWN, JobState, QueueBackend, remote_command, run_tool
-from launch.sweep import LaunchError
 
 
 class GkeBackend(QueueBackend):
@@ -31,12 +30,7 @@ class GkeBackend(QueueBackend):
   poll_s = 30.0
   gone_grace_s = 300.0   # kueue lists a new workload a little after `xpk workload create` returns
 
-  def __init__(self, root, resources=None, **kw):
-    super().__init__(root, resources, **kw)
-    for key in ('cluster', 'tpu_type', 'docker_image'):
-      if not self.resources.get(key):
-        raise LaunchError(f"the gke backend needs resources['{key}'] in the sweep's get_resources() "
-                          f"(cluster='my-cluster', tpu_type='v5litepod-16', docker_image='gcr.io/PROJECT/scaling')")
+  required_resources = {'cluster': 'my-cluster', 'tpu_type': 'v5litepod-16', 'docker_image': 'gcr.io/PROJECT/scaling'}
 
   def _loc(self) -> list[str]:
     r = self.resources

@@ -56,12 +56,13 @@ class LocalBackend(Backend):
   tools: tuple[str, ...] = ()
 
   def __init__(self, root, resources: dict | None = None, *, max_parallel: int = 1, max_retries: int = 2,
-               local_processes: int = 1, progress_every: float = 10.0, poll_s: float = 0.1, log=print):
+               local_processes: int = 1, progress_every: float = 10.0, poll_s: float = 0.1, log=print,
+               placeholders: bool = False):
     if max_parallel < 1:
       raise ValueError(f'--max-parallel must be >= 1, got {max_parallel}')
     if local_processes < 1:
       raise ValueError(f'--local_processes must be >= 1, got {local_processes}')
-    super().__init__(root, resources, max_retries=max_retries, log=log)
+    super().__init__(root, resources, max_retries=max_retries, log=log, placeholders=placeholders)
     self.max_parallel = max_parallel
     self.local_processes = local_processes
     self.progress_every = progress_every
@@ -270,8 +271,8 @@ class LocalBackend(Backend):
     rd.unlock(a.fd)
     dt = time.monotonic() - a.t0
     summ = rd.summary() or {}
-    loss = summ.get('eval/loss', summ.get('train/loss'))
-    extra = f', loss {loss:.4g}' if isinstance(loss, (int, float)) else ''
+    extra = ''.join(f', {k.replace("/", "_")} {summ[k]:.4g}' for k in ('train/loss', 'eval/loss')
+                    if isinstance(summ.get(k), (int, float)))
     self.log(f'[sweep] run {a.run.hash} ({a.run.label}) {outcome} (exit {rc}) after {dt:.1f} s{extra}')
     return outcome
 
@@ -284,7 +285,7 @@ class LocalBackend(Backend):
         m = a.rd.last_metrics()
         loss = m.get('train/loss')
         parts.append(f'{a.run.hash}: step {m.get("step", "-")}' +
-                     (f' loss {loss:.4g}' if isinstance(loss, (int, float)) else ''))
+                     (f' train_loss {loss:.4g}' if isinstance(loss, (int, float)) else ''))
       head += ' | ' + '; '.join(parts)
     self.log(head)
 

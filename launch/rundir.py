@@ -97,8 +97,8 @@ class RunDir:
       return None
     return s if s.get('state') == 'done' else None
 
-  def last_metrics(self) -> dict:
-    """The last complete line of metrics.jsonl ({} if none); reads only the file's tail."""
+  def last_metrics(self, key: str | None = None) -> dict:
+    """The last complete line of metrics.jsonl (that has `key`, when given); {} if none. Reads only the tail."""
     p = self.path / METRICS
     try:
       with open(p, 'rb') as f:
@@ -110,9 +110,11 @@ class RunDir:
       return {}
     for line in reversed(tail.splitlines()):
       try:
-        return json.loads(line)
+        row = json.loads(line)
       except json.JSONDecodeError:
         continue
+      if key is None or key in row:
+        return row
     return {}
 
   # ---- lock --------------------------------------------------------------------------------------
@@ -224,7 +226,8 @@ def status_rows(root) -> list[dict]:
         'label': rec.label or _fmt_overrides(rec.overrides),
         'state': effective_state(rd, rec),
         'step': summ.get('step', m.get('step')),
-        'loss': summ.get('train/loss', m.get('train/loss')),
+        'train_loss': summ.get('train/loss', m.get('train/loss')),
+        'eval_loss': summ.get('eval/loss', rd.last_metrics('eval/loss').get('eval/loss')),
         'attempts': len(rec.attempts),
         'job': (a.job_id or a.pid) if a else None,
     })

@@ -46,14 +46,11 @@ class TpuVmBackend(LocalBackend):
   ready_timeout_s = 7200.0      # queued resources may take a while to be granted
   unknown_patience_s = 600.0    # describe may fail this long before the launcher gives up
 
+  required_resources = {'tpu_type': 'v5litepod-16', 'zone': 'us-west4-a'}
+
   def __init__(self, root, resources=None, **kw):
     kw.pop('local_processes', None)
     super().__init__(root, resources, **kw)
-    r = self.resources
-    for key in ('tpu_type', 'zone'):
-      if not r.get(key):
-        raise LaunchError(f"the tpu-vm backend needs resources['{key}'] in the sweep's get_resources() "
-                          f"(e.g. tpu_type='v5litepod-16', zone='us-west4-a')")
 
   check_tools = Backend.check_tools
 

@@ -82,7 +82,7 @@ def main(argv):
   params = 1000 * cfg.model.d_model
   summary = {'state': 'done', 'step': steps, 'params': params, 'non_embedding_params': params // 2,
              'tokens': steps * tokens_per_step, 'flops': 6.0 * params * steps * tokens_per_step,
-             'train/loss': loss, 'eval/loss': loss, 'eval/bpb': loss / 2,
+             'train/loss': loss, 'eval/loss': loss + 0.5, 'eval/bpb': (loss + 0.5) / 2,   # eval differs from train
              'throughput/tokens_per_s': 1000.0, 'wall_s': time.time() - t0, 'config_hash': config_hash(cfg)}
   _write_json(workdir / 'summary.json', summary)
   return 0

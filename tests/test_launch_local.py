@@ -80,7 +80,7 @@ def snapshot(rd):
   return {f: (rd.path / f).stat().st_mtime_ns for f in ('run.json', 'summary.json', 'metrics.jsonl', 'starts.jsonl')}
 
 
-def test_failure_and_kill_then_resubmit_finishes_both_and_leaves_finished_runs_alone(sweep_file, tmp_path):
+def test_failure_and_kill_then_resubmit_finishes_both_and_leaves_finished_runs_alone(sweep_file, tmp_path, capsys):
   root = tmp_path / 'root'
   runs = by_seed(sweep_file, root)
   # Seed 1 fails after 2 steps; seed 2 is killed with SIGKILL once it has logged 5 steps.
@@ -135,6 +135,16 @@ def test_failure_and_kill_then_resubmit_finishes_both_and_leaves_finished_runs_a
     for k in rd_lib.RESULT_KEYS:
       assert row[k] == summ[k]
     assert set(row) == {'run', 'overrides', 'state', 'name', *rd_lib.RESULT_KEYS}
+
+  # status: train and eval loss under their own names (the sweep's lines say which is which too)
+  assert 'train_loss ' in out and 'eval_loss ' in out and ' loss ' not in out
+  capsys.readouterr()
+  assert run_sweep_cli(['status', '--root', str(root)]) == 0
+  table = capsys.readouterr().out.splitlines()
+  assert table[0].split() == ['run', 'overrides', 'state', 'step', 'train_loss', 'eval_loss', 'attempts', 'job']
+  summ = runs[0].summary()
+  row = next(x for x in table if x.startswith(runs[0].hash)).split()
+  assert row[-4:-2] == [f'{summ["train/loss"]:.4g}', f'{summ["eval/loss"]:.4g}']
 
 
 def test_two_launchers_on_one_root_run_each_run_once(sweep_file, tmp_path):

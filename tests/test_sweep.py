@@ -112,8 +112,24 @@ def test_extra_overrides_apply_to_every_run_and_change_hashes(tmp_path):
 
 def test_labels_show_only_varying_keys(tmp_path):
   sw = sweep_lib.load_sweep(str(REPO / 'configs' / 'sweeps' / 'smoke.py'))
-  assert [r.label for r in sw.runs] == ['lr=0.001 seed=0', 'lr=0.001 seed=1', 'lr=0.003 seed=0', 'lr=0.003 seed=1']
-  assert all(r.config.model.num_layers == config_lib.load_config(f'{LADDER}:nano').model.num_layers for r in sw.runs)
+  assert [r.label for r in sw.runs] == ['num_layers=1 steps=8', 'num_layers=1 steps=16', 'num_layers=2 steps=8',
+                                        'num_layers=2 steps=16']
+  nano = config_lib.load_config(f'{LADDER}:nano').model
+  assert all(r.config.model.d_model == nano.d_model for r in sw.runs)
+
+
+def test_smoke_sweep_has_what_a_fit_needs():
+  # The README fits the smoke sweep: a power law needs >= 2 distinct sizes at one token budget, and
+  # >= 2 budgets at one size. Sizes from the layer count (1 and 2 layers of the nano rung), budgets from
+  # steps x batch x seq_len = 8 and 16 x 4 x 64.
+  from scaling.accounting import count_params
+  from scaling.config import train_steps
+  sw = sweep_lib.load_sweep(str(REPO / 'configs' / 'sweeps' / 'smoke.py'))
+  points = {(count_params(r.config.model)['non_embedding'],
+             train_steps(r.config) * r.config.train.batch_size * r.config.model.seq_len) for r in sw.runs}
+  sizes, budgets = {n for n, _ in points}, {d for _, d in points}
+  assert budgets == {8 * 4 * 64, 16 * 4 * 64}
+  assert len(sizes) == 2 and len(points) == 4      # every size at every budget
 
 
 @pytest.mark.parametrize('sweep,resources,match', [
@@ -165,10 +181,36 @@ def test_missing_tool_is_a_clear_error_and_nothing_is_written(tmp_path, monkeypa
 
 def test_missing_cloud_resources_are_named(tmp_path, capsys):
   p = basic(tmp_path)
-  assert launch_cli.run_sweep_cli(['--config', str(p), '--backend', 'tpu-vm', '--dry-run']) == 2
-  assert "resources['tpu_type']" in capsys.readouterr().err
-  assert launch_cli.run_sweep_cli(['--config', str(p), '--backend', 'gke', '--dry-run']) == 2
+  root = tmp_path / 'root'
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--backend', 'tpu-vm', '--root', str(root)]) == 2
+  err = capsys.readouterr().err
+  assert "resources['tpu_type']" in err and '--resource tpu_type=' in err
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--backend', 'gke', '--root', str(root)]) == 2
   assert "resources['cluster']" in capsys.readouterr().err
+  assert not root.exists()
+
+
+def test_dry_run_shows_missing_resources_as_placeholders_and_the_flag_that_fills_them(tmp_path, capsys):
+  p = basic(tmp_path)
+  root = tmp_path / 'root'
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--backend', 'tpu-vm', '--dry-run', '--root', str(root)]) == 0
+  out = capsys.readouterr().out
+  note = [x for x in out.splitlines() if x.startswith('# placeholders')]
+  assert note and '<tpu_type>' in note[0] and '--resource tpu_type=' in note[0] and '--resource zone=' in note[0]
+  create = shlex.split(out.splitlines()[2])
+  assert create[:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'create']
+  assert '--zone=<zone>' in create and '--accelerator-type=<tpu_type>' in create
+  # the flag fills them: no placeholder left, the values in the commands
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--backend', 'tpu-vm', '--dry-run', '--root', str(root),
+                                   '--resource', 'tpu_type=v4-8', '--resource', 'zone=z1', '--resource',
+                                   'spot=true']) == 0
+  out = capsys.readouterr().out
+  assert '<' not in out.replace('<=', '') and '# placeholders' not in out
+  create = shlex.split(out.splitlines()[1])
+  assert '--accelerator-type=v4-8' in create and '--zone=z1' in create and create[-1] == '--spot'
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--dry-run', '--resource', 'gpus=8']) == 2
+  assert "--resource 'gpus=8'" in capsys.readouterr().err
+  assert not root.exists()
 
 
 # ---- dry runs: the exact commands ------------------------------------------------------------------

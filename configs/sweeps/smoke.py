@@ -1,12 +1,16 @@
-"""Smoke sweep: 4 short runs of the nano rung (2 learning rates x 2 seeds).
+"""Smoke sweep: 4 short nano-scale runs, 2 model sizes x 2 token budgets, so that a fit can use it.
 
   scaling sweep --config configs/sweeps/smoke.py --backend local --max-parallel 2
   scaling sweep --config configs/sweeps/smoke.py --backend slurm --wait
   scaling sweep status --root sweeps/smoke;  scaling sweep collect --root sweeps/smoke
+  scaling fit --results sweeps/smoke/results.jsonl     # power laws in N (at each D) and in D (at each N)
 
-Used by tests/test_slurm.py. Each run trains 12 steps of 4 x 64 tokens with one eval at the end
-(about 20 s on a CPU core, most of it compiling); override anything for all runs with
---config.KEY=VALUE on the sweep command line.
+Sizes: the nano rung with 1 and 2 layers; budgets: 8 and 16 steps of 4 x 64 tokens, one eval at
+the end (each run about 20 s on a CPU core, most of it compiling). Two points per group is the
+least a power law needs: the exponents mean little, the fit and its plots are what is smoked. The
+Chinchilla fit needs 5 runs and the isoflop fit 3 sizes per budget: `scaling fit` skips them with
+a note. Used by tests/test_slurm.py. Override anything for all runs with --config.KEY=VALUE on the
+sweep command line.
 """
 
 from launch.sweep import product
@@ -14,16 +18,17 @@ from launch.sweep import product
 # Settings shared by every run: tiny batches and context, one eval and one checkpoint at the
 # end, and a fixed peak FLOP/s so no run spends time measuring the CPU (it only scales MFU).
 COMMON = {
-    'train.steps': 12,
     'train.warmup_steps': 2,
     'train.batch_size': 4,
     'model.seq_len': 64,
     'train.log_every': 4,
-    'train.eval_every': 12,
+    'train.eval_every': 16,
     'train.eval_batches': 1,
-    'train.ckpt_every': 12,
+    'train.ckpt_every': 16,
     'train.peak_flops': 1e11,
 }
+LAYERS = [1, 2]      # model sizes (the nano rung has 2 layers)
+STEPS = [8, 16]      # token budgets: steps x batch_size x seq_len
 
 
 def get_config(arg=None):
@@ -39,7 +44,7 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
   del arg
-  grid = product({'rung': ['nano'], 'train.lr': [1e-3, 3e-3], 'train.seed': [0, 1]})
+  grid = product({'rung': ['nano'], 'model.num_layers': LAYERS, 'train.steps': STEPS})
   return product(grid, [COMMON])
 
 
