@@ -48,17 +48,26 @@ def cmd_table(args, overrides):
   from scaling import accounting
   from scaling.config import load_config, load_module, split_spec
   if args.config:
-    cfg = load_config(args.config, overrides)
-    rows = [accounting.table_row(args.config, cfg.model, mfu=args.mfu)]
+    named = [(args.config, load_config(args.config, overrides))]
   else:
     path, _ = split_spec('ladder.py')
     mod = load_module(path)
-    rows = [accounting.table_row(r, load_config(f'{path}:{r}', overrides).model, mfu=args.mfu) for r in mod.RUNGS]
+    names = args.rungs.split(',') if args.rungs else list(mod.RUNGS)
+    named = [(r, load_config(f'{path}:{r}', overrides)) for r in names]
+  rows = [accounting.table_row(name, cfg.model, mfu=args.mfu) for name, cfg in named]
+  if args.topology:   # compile each rung for the slice (scaling/aot.py)
+    from scaling.aot import add_topology_columns
+    add_topology_columns(rows, named, args.topology, args.num_slices)
   if args.json:
     print(json.dumps(rows, indent=1))
   else:
     print(accounting.format_table(rows))
   return 0
+
+
+def cmd_compile(args, overrides):
+  from scaling.aot import run_compile
+  return run_compile(args, overrides)
 
 
 def cmd_prepare(args, overrides):
@@ -119,6 +128,12 @@ def main(argv=None) -> int:
   p = _config_parser('table', sub, 'print the scale table (parameters, FLOPs, tokens, memory, time)')
   p.add_argument('--json', action='store_true', help='a JSON list of row objects instead of a table')
   p.add_argument('--mfu', type=float, default=0.4, help='assumed MFU for the wall-clock estimate')
+  p.add_argument('--rungs', default='', help='comma-separated ladder rungs (default: all)')
+  p.add_argument('--topology', default='', help='also compile each rung for this TPU slice (see `scaling compile`)')
+  p.add_argument('--num_slices', type=int, default=1, help='with --topology: number of slices')
+
+  p = _config_parser('compile', sub, 'compile the train step for a TPU slice on this machine: fits? how fast?')
+  importlib.import_module('scaling.aot').add_compile_args(p)
 
   p = _config_parser('prepare', sub, 'tokenize a corpus into shards (idempotent)')
   p.add_argument('--force', action='store_true', help='rebuild even when up to date')
@@ -138,6 +153,7 @@ def main(argv=None) -> int:
   p.add_argument('--seq_len', type=int, action='append', default=None, help='evaluation length(s)')
   p.add_argument('--step', type=int, default=None)
   p.add_argument('--batches', type=int, default=0, help='0: the whole validation split')
+  p.add_argument('--json', action='store_true', help='one JSON object per length instead of a table')
 
   # subcommands whose arguments live beside their code: (name, module, add_args, run, help)
   delegated = (
@@ -158,7 +174,7 @@ def main(argv=None) -> int:
     from launch.cli import run_sweep_cli
     return run_sweep_cli(rest[1:] + [f'--config.{k}={v}' for k, v in overrides.items()])
   args = parser.parse_args(rest)
-  handlers = dict(table=cmd_table, prepare=cmd_prepare, train=cmd_train, eval=cmd_eval)
+  handlers = dict(table=cmd_table, prepare=cmd_prepare, train=cmd_train, eval=cmd_eval, compile=cmd_compile)
   try:
     if args.command in handlers:
       return handlers[args.command](args, overrides)

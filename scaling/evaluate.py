@@ -1,72 +1,148 @@
-"""`scaling eval`: validation loss and bits per byte of a trained workdir, at any context length.
+"""Evaluation: the one path from a model and validation batches to loss and bits per byte.
+
+Used by the training loop (every `train.eval_every` steps, over `train.eval_batches`
+batches), by its final evaluations at other lengths (`train.final_eval_lengths`), and
+by `scaling eval` (a trained workdir, by default over the whole validation split):
+
+    eval step (train.make_eval_step: masked NLL sum and token count of a batch)
+    -> evaluate(): summed over the batches -> mean loss (nats/token)
+    -> bits per byte (scaling.data.loader.bits_per_byte, with the split's bytes per token)
 
 Evaluating at lengths other than the training length measures length
 generalisation (RoPE vs learned positions). Learned positions have a table of
-`model.seq_len` rows: longer lengths are refused with a clear error rather
-than silently clipped.
+`model.seq_len` rows: `check_positions_cover` refuses longer sequences with a
+clear error rather than letting them be silently clipped.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import dataclasses
+import pathlib
 
-import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from scaling.loss import fused_cross_entropy
+from scaling.data.loader import bits_per_byte
 
 
 class EvalError(ValueError):
   pass
 
 
-def check_length(dims, seq_len: int) -> None:
-  if seq_len <= 0:
-    raise EvalError(f'--seq_len must be positive, got {seq_len}')
-  if dims.position == 'learned' and seq_len > dims.seq_len:
-    raise EvalError(f'this model uses learned positions with a table of {dims.seq_len} rows; it cannot be '
-                    f'evaluated at seq_len={seq_len}. Use seq_len <= {dims.seq_len} (RoPE and position=none '
-                    f'models accept any length)')
+class PositionsError(EvalError):
+  """A sequence longer than a learned position table (the training length)."""
 
 
-def eval_workdir(workdir, seq_lens=None, *, step=None, max_batches: int = 0, batch_size: int = 8) -> list[dict]:
+def positions_cover(dims, seq_len: int) -> bool:
+  """Whether the model has a position for every token of a `seq_len`-token sequence."""
+  return dims.position != 'learned' or seq_len <= dims.seq_len
+
+
+def check_positions_cover(dims, seq_len: int, what: str = '') -> None:
+  """PositionsError when learned positions end before `seq_len` (the one check; eval, train, generate).
+
+  `what` names the sequence in the message (e.g. 'prompt + max_new_tokens'); default 'seq_len'.
+  """
+  if positions_cover(dims, seq_len):
+    return
+  what = what or 'seq_len'
+  raise PositionsError(
+      f'this model uses learned positions with a table of {dims.seq_len} rows (its training length), so '
+      f'{what}={seq_len} does not fit: there is no position embedding past {dims.seq_len}. Use at most '
+      f'{dims.seq_len} (RoPE and position=none models accept any length)')
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+  loss: float        # mean next-token loss, nats per token
+  bpb: float         # bits per UTF-8 byte of validation text
+  tokens: int        # tokens scored
+
+  def row(self, prefix: str = 'eval/') -> dict:
+    return {f'{prefix}loss': self.loss, f'{prefix}bpb': self.bpb}
+
+
+def evaluate(eval_step, params, batches, *, bytes_per_token: float, mesh=None) -> EvalResult:
+  """Loss and bits per byte of `params` over `batches` (per-process numpy dicts from an eval loader).
+
+  `eval_step(params, batch) -> (sum_nll, count)`; with a `mesh` the batches are assembled into
+  globally sharded arrays (every process passes its own slice), else put on the default device.
+  """
+  from scaling import sharding
+  total = count = 0.0
+  seq_len = None
+  for local in batches:
+    seq_len = seq_len or local['inputs'].shape[-1]
+    batch = (sharding.global_batch(local, mesh) if mesh is not None
+             else {k: jnp.asarray(v) for k, v in local.items()})
+    s, c = eval_step(params, batch)
+    total += float(s)
+    count += float(c)
+  if count == 0:
+    at = f' at seq_len={seq_len}' if seq_len else ''
+    raise EvalError(f'the validation split produced no tokens{at}; use a larger corpus or a shorter sequence length')
+  loss = total / count
+  return EvalResult(loss, bits_per_byte(loss, bytes_per_token), int(count))
+
+
+# ----------------------------------------------------------------------------- `scaling eval`
+def eval_workdir(workdir, seq_lens=None, *, step=None, max_batches: int = 0, batch_size: int | None = None) -> list[dict]:
+  """Rows {seq_len, eval/loss, eval/bpb, tokens} of a workdir's checkpoint over the validation split.
+
+  batch_size defaults to the run's train.batch_size, so `max_batches=train.eval_batches` scores the
+  windows the training run's evaluations scored.
+  """
+  import jax
+  from flax import nnx
+
   from scaling.checkpoint import load_for_inference
   from scaling.data import make_eval_loader, prepare
+  from scaling.train import make_eval_step
   model, cfg, _ = load_for_inference(workdir, step=step)
-  dims = model.dims
   seq_lens = seq_lens or [cfg.model.seq_len]
   for L in seq_lens:
-    check_length(dims, L)
+    if L <= 0:
+      raise EvalError(f'--seq_len must be positive, got {L}')
+    check_positions_cover(model.dims, L, what='--seq_len')
   summary = prepare(cfg.data, verbose=False)
   bpt = summary.get('bytes_per_token_val') or summary.get('bytes_per_token')
   graphdef, params = nnx.split(model)
-
-  @jax.jit
-  def step_fn(params, batch):
-    m = nnx.merge(graphdef, params)
-    x_BTD, _ = m.hidden(batch['inputs'], segment_ids_BT=batch.get('segment_ids'))
-    _, (s, c) = fused_cross_entropy(x_BTD, m.head_weights(), batch['targets'], batch.get('mask'),
-                                    dtype=m.dims.compute_dtype)
-    return s, c
-
+  step_fn = jax.jit(make_eval_step(graphdef, cfg.train.get('loss_chunk', 0)))   # the training run's eval step
   rows = []
   for L in seq_lens:
-    total = count = 0.0
-    for b in make_eval_loader(summary['data_dir'], seq_len=L, batch_size=batch_size, max_batches=max_batches,
-                              document_masking=cfg.data.document_masking):
-      s, c = step_fn(params, {k: jnp.asarray(v) for k, v in b.items()})
-      total, count = total + float(s), count + float(c)
-    if not count:
-      raise EvalError(f'the validation split has no complete window of {L} tokens; use a shorter --seq_len')
-    loss = total / count
-    rows.append({'seq_len': L, 'eval/loss': loss, 'eval/bpb': loss / math.log(2) / bpt, 'tokens': int(count)})
+    loader = make_eval_loader(summary['data_dir'], seq_len=L, batch_size=batch_size or cfg.train.batch_size,
+                              max_batches=max_batches,
+                              document_masking=cfg.data.document_masking)
+    r = evaluate(step_fn, params, loader, bytes_per_token=bpt)
+    rows.append({'seq_len': L, 'eval/loss': r.loss, 'eval/bpb': r.bpb, 'tokens': r.tokens})
   return rows
 
 
-def run_eval(args) -> int:
-  rows = eval_workdir(args.workdir, args.seq_len, step=args.step, max_batches=args.batches)
+def format_rows(rows: list[dict], *, workdir, step, max_batches: int, train_eval_batches: int) -> str:
+  """The table `scaling eval` prints, with a note on why its bpb differs from the training run's."""
+  split = 'the whole validation split' if not max_batches else f'the first {max_batches} batch(es) of the validation split'
+  lines = [f'{workdir} (checkpoint step {step}), over {split}:',
+           f'{"seq_len":>8}  {"loss (nats/token)":>17}  {"bits/byte":>9}  {"tokens":>10}']
   for r in rows:
-    print(json.dumps(r))
+    lines.append(f'{r["seq_len"]:>8}  {r["eval/loss"]:>17.4f}  {r["eval/bpb"]:>9.4f}  {r["tokens"]:>10,}')
+  if max_batches != train_eval_batches:
+    lines.append(f'note: the training run\'s eval/bpb (metrics.jsonl, summary.json) covers only the first '
+                 f'train.eval_batches={train_eval_batches} batch(es) of the validation split, so it differs from '
+                 f'these figures; `--batches {train_eval_batches}` evaluates the same batches (at the training length)')
+  return '\n'.join(lines)
+
+
+def run_eval(args) -> int:
+  import json
+
+  from scaling import checkpoint
+  from scaling.config import from_json
+  step = args.step if args.step is not None else checkpoint.latest_step(args.workdir)
+  rows = eval_workdir(args.workdir, args.seq_len, step=args.step, max_batches=args.batches)
+  if getattr(args, 'json', False):
+    for r in rows:
+      print(json.dumps(r))
+    return 0
+  cfg = from_json(pathlib.Path(args.workdir) / 'config.json')
+  print(format_rows(rows, workdir=args.workdir, step=step, max_batches=args.batches,
+                    train_eval_batches=cfg.train.eval_batches))
   return 0

@@ -20,7 +20,7 @@ import pathlib
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ from flax import nnx
 
 from scaling import accounting, checkpoint, distributed, hostmem, sharding
 from scaling.config import ConfigError, to_dict, train_steps
+from scaling.evaluate import evaluate, positions_cover
 from scaling.loss import cross_entropy, fused_cross_entropy
 from scaling.metrics import MetricsWriter, Progress, device_peak_flops
 from scaling.model import ModelDims, Transformer, abstract_model
@@ -165,19 +166,6 @@ def jit_eval_step(setup: Setup):
   return jax.jit(make_eval_step(setup.graphdef, setup.cfg.train.get('loss_chunk', 0)))
 
 
-def evaluate(eval_step, params, loader, mesh) -> tuple[float, int]:
-  """Mean loss (nats/token) over the eval loader, and the number of tokens."""
-  total, count = 0.0, 0.0
-  for local in loader:
-    batch = sharding.global_batch(local, mesh)
-    s, c = eval_step(params, batch)
-    total += float(s)
-    count += float(c)
-  if count == 0:
-    raise TrainError('the validation split produced no tokens; use a larger corpus or a smaller seq_len')
-  return total / count, int(count)
-
-
 # ----------------------------------------------------------------------------- signals
 class StopFlag:
   """SIGTERM / SIGINT: finish the current step, save, exit. A second SIGINT exits at once.
@@ -215,6 +203,122 @@ class StopFlag:
   def __exit__(self, *exc):
     for s, h in self._old.items():
       signal.signal(s, h)
+
+
+# ----------------------------------------------------------------------------- periodic actions
+@dataclasses.dataclass
+class Hook:
+  """An action of the loop that runs after every `every`-th step (and after the last one if at_last).
+
+  `fn(run)` may return a dict of metrics for this step's row. `reads_state`: the action uses the
+  state the step produced, so that step is checked for divergence before it runs.
+  """
+  name: str
+  fn: Callable[['Run'], Any]
+  every: int
+  at_last: bool = True
+  reads_state: bool = True
+
+  def due(self, step: int, last: int) -> bool:
+    return (self.every > 0 and step % self.every == 0) or (self.at_last and step == last)
+
+
+class Hooks:
+  """The loop's periodic actions, registered in one place (`_periodic_actions`), run in the order added.
+
+  Every step is checked for divergence one step late, so the host does not wait for the device
+  between steps; a step whose actions read its state (log, eval, checkpoint) is checked first.
+  """
+
+  def __init__(self):
+    self.hooks: list[Hook] = []
+
+  def add(self, name: str, fn: Callable[['Run'], Any], *, every: int, at_last: bool = True,
+          reads_state: bool = True) -> None:
+    self.hooks.append(Hook(name, fn, int(every), at_last, reads_state))
+
+  def due(self, step: int, last: int) -> list[Hook]:
+    return [h for h in self.hooks if h.due(step, last)]
+
+
+# ----------------------------------------------------------------------------- the run's state
+@dataclasses.dataclass
+class Data:
+  data_dir: str
+  tokenizer: Any
+  train_loader: Any
+  bytes_per_token: float
+  local_batch: int
+
+
+@dataclasses.dataclass
+class Run:
+  """What the phases and periodic actions of one run share (one object instead of closures)."""
+  cfg: Any
+  setup: Setup
+  workdir: pathlib.Path
+  stop: Any
+  log: Callable
+  is_main: bool
+  debug: bool = False
+  quiet: bool = False
+  data: Data | None = None
+  state: Any = None
+  start_step: int = 0
+  step: int = 0
+  mgr: Any = None
+  writer: Any = None
+  progress: Any = None
+  loss: float = float('nan')    # the last train loss checked finite
+  metrics: Any = None           # the last step's metrics (device arrays)
+  unchecked: list = dataclasses.field(default_factory=list)   # (step, metrics) not yet checked finite
+  stopped: bool = False         # a stop signal: saved, the loop ends
+  eval_loss: float | None = None
+  eval_bpb: float | None = None
+  eval_step: Any = None
+  saved_step: int | None = None
+  t_compile: float | None = None
+  timer: Any = None
+  shown: dict = dataclasses.field(default_factory=dict)   # the progress bar's last throughput figures
+
+  @property
+  def tokens_per_step(self) -> int:
+    return self.cfg.train.batch_size * self.cfg.model.seq_len
+
+
+class StepTimer:
+  """Seconds per step over the steps since the last mark; the compile step and evals are not counted."""
+
+  def __init__(self):
+    self.t = self.step = None
+
+  def mark(self, step: int) -> None:
+    self.t, self.step = time.time(), step
+
+  def seconds_per_step(self, step: int) -> float | None:
+    """None when no whole step ran since the mark (e.g. the compile step alone)."""
+    if self.t is None or step <= self.step:
+      return None
+    dt = (time.time() - self.t) / (step - self.step)
+    self.mark(step)
+    return dt
+
+
+def check_finite(run: Run, before: int | None = None) -> None:
+  """The one divergence check, of every dispatched step (before `before`, if given) not yet checked.
+
+  Sets run.loss; raises TrainError naming the first step whose loss or gradient norm is not finite.
+  The gradient norm too: a NaN gradient with a still-finite loss already wrote NaN params into this
+  step's state, which must not be checkpointed as the "last good" one.
+  """
+  while run.unchecked and (before is None or run.unchecked[0][0] < before):
+    step, metrics = run.unchecked.pop(0)
+    loss, grad_norm = float(metrics['loss']), float(metrics['grad_norm'])
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+      what = f'loss is {loss}' if not math.isfinite(loss) else f'gradient norm is {grad_norm} (loss {loss:.4g})'
+      raise TrainError(f'{what} at step {step}: training diverged. The last good checkpoint is kept in '
+                       f'{run.workdir / checkpoint.CKPT_DIR}; lower train.lr or raise warmup, then re-run to resume.')
+    run.loss = loss
 
 
 # ----------------------------------------------------------------------------- the run
@@ -268,248 +372,310 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
   # From here on a SIGTERM/SIGINT is a request to stop cleanly (exit 75, resumable), also during data
   # preparation and restore: one process stops at the next phase boundary, several at the first step.
   with StopFlag() as stop:
-    return _train(cfg, workdir, setup, resume_step, prof, stop, t_start=t_start, is_main=is_main, log=log,
-                  debug=debug, quiet=quiet)
+    run = Run(cfg, setup, workdir, stop, log, is_main, debug=debug, quiet=quiet)
+    return _train(run, resume_step, prof, t_start)
 
 
-def _stopped_before_training(stop, what: str, step, log) -> dict | None:
+def _stopped_before_training(run: Run, what: str, step) -> dict | None:
   """The preempted result if one process got a stop signal before its first step (else None)."""
+  stop = run.stop
   if stop.signum is None or jax.process_count() > 1:   # several processes: synced at the first step
     return None
   name = signal.Signals(stop.signum).name
-  log(f'{name} received during {what}, before training started: nothing new to save; '
-      f're-run the same command to resume')
+  run.log(f'{name} received during {what}, before training started: nothing new to save; '
+          f're-run the same command to resume')
   return dict(state='preempted', step=step or 0, exit_code=EXIT_PREEMPTED)
 
 
-def _train(cfg, workdir, setup, resume_step, prof, stop, *, t_start, is_main, log, debug, quiet) -> dict:
-  from scaling.data import load_tokenizer, make_eval_loader, make_train_loader, prepare
-
-  # --- data -----------------------------------------------------------------
-  if is_main:
-    summary = prepare(cfg.data, verbose=not quiet)
-  _sync('prepare')
-  if not is_main:
-    summary = prepare(cfg.data, verbose=False)
-  if (r := _stopped_before_training(stop, 'data preparation', resume_step, log)):
+def _train(run: Run, resume_step, prof, t_start) -> dict:
+  """The phases of a run: data, state (restore or init), the loop, final evaluations, summary."""
+  resume_step = _prepare_data(run, resume_step)
+  if (r := _stopped_before_training(run, 'data preparation', resume_step)):
     return r
+  _write_run_files(run)
+  _restore_or_init(run, resume_step)
+  if (r := _stopped_before_training(run, 'state initialisation and restore', resume_step)):
+    run.mgr.close()
+    return r
+  _describe(run)
+  outcome = _loop(run, _periodic_actions(run), prof)
+  if outcome is not None:
+    return outcome
+  return _summary(run, _final_evals(run), t_start)
+
+
+# ----------------------------------------------------------------------------- phase: data
+def _prepare_data(run: Run, resume_step):
+  """Prepares (or verifies) the data on the main process first; builds the train loader.
+
+  Returns the resume step (re-checked when the model's vocab size came from the tokenizer).
+  """
+  from scaling.data import load_tokenizer, make_train_loader, prepare
+  cfg = run.cfg
+  if run.is_main:
+    summary = prepare(cfg.data, verbose=not run.quiet)
+  _sync('prepare')
+  if not run.is_main:
+    summary = prepare(cfg.data, verbose=False)
   data_dir = summary['data_dir']
   tokenizer = load_tokenizer(data_dir)
   if cfg.model.vocab_size == 0:
     with cfg.model.unlocked():
       cfg.model.vocab_size = tokenizer.vocab_size
-    setup = build_setup(cfg)
-    resume_step = check_workdir(cfg, workdir)
+    run.setup = build_setup(cfg)
+    resume_step = check_workdir(cfg, run.workdir)
   if tokenizer.vocab_size > cfg.model.vocab_size:
     raise ConfigError(f'the tokenizer in {data_dir} has {tokenizer.vocab_size} tokens but model.vocab_size='
                       f'{cfg.model.vocab_size}: token ids would fall outside the embedding. Set '
                       f'--config.model.vocab_size={tokenizer.vocab_size} or larger')
-  dims, mesh, T = setup.dims, setup.mesh, cfg.model.seq_len
   nproc, pidx = jax.process_count(), jax.process_index()
   local_batch = cfg.train.batch_size // nproc
-  train_loader = make_train_loader(data_dir, seq_len=T, batch_size=local_batch, seed=cfg.train.seed,
-                                   process_index=pidx, process_count=nproc,
-                                   document_masking=cfg.data.document_masking)
-  bpt_val = summary.get('bytes_per_token_val') or summary.get('bytes_per_token')
+  loader = make_train_loader(data_dir, seq_len=cfg.model.seq_len, batch_size=local_batch, seed=cfg.train.seed,
+                             process_index=pidx, process_count=nproc, document_masking=cfg.data.document_masking)
+  bpt = summary.get('bytes_per_token_val') or summary.get('bytes_per_token')
+  run.data = Data(data_dir, tokenizer, loader, bpt, local_batch)
+  return resume_step
 
-  def eval_loader():
-    return make_eval_loader(data_dir, seq_len=T, batch_size=max(local_batch, 1), process_index=pidx,
-                            process_count=nproc, max_batches=cfg.train.eval_batches,
-                            document_masking=cfg.data.document_masking)
 
-  # --- workdir files ----------------------------------------------------------
-  if is_main:
-    workdir.mkdir(parents=True, exist_ok=True)
-    _write_json(workdir / 'config.json', to_dict(cfg))
-    tokenizer.save(str(workdir / checkpoint.TOKENIZER_DIR))
-    (workdir / 'summary.json').unlink(missing_ok=True)
+def _eval_loader(run: Run, seq_len: int):
+  from scaling.data import make_eval_loader
+  return make_eval_loader(run.data.data_dir, seq_len=seq_len, batch_size=max(run.data.local_batch, 1),
+                          process_index=jax.process_index(), process_count=jax.process_count(),
+                          max_batches=run.cfg.train.eval_batches, document_masking=run.cfg.data.document_masking)
 
-  # --- state ------------------------------------------------------------------
-  counts = accounting.count_params(dims)
-  fpt = accounting.flops_per_token(dims)
-  mgr = checkpoint.manager(workdir, keep=cfg.train.keep_checkpoints)
+
+def _write_run_files(run: Run) -> None:
+  """config.json and the tokenizer (for sample/eval/export); a stale summary.json goes."""
+  if run.is_main:
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    _write_json(run.workdir / 'config.json', to_dict(run.cfg))
+    run.data.tokenizer.save(str(run.workdir / checkpoint.TOKENIZER_DIR))
+    (run.workdir / 'summary.json').unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- phase: state
+def _restore_or_init(run: Run, resume_step) -> None:
+  """The state: initialised into its shardings, then restored from a checkpoint or imported params."""
+  cfg, setup = run.cfg, run.setup
+  run.mgr = checkpoint.manager(run.workdir, keep=cfg.train.keep_checkpoints)
   state = init_state(setup, cfg.train.seed)
-  start_step = 0
   if resume_step is not None:
-    restored = checkpoint.restore(mgr, resume_step, params_target=state['params'],
+    restored = checkpoint.restore(run.mgr, resume_step, params_target=state['params'],
                                   opt_target=state['opt_state'])
     state = dict(params=restored['params'], opt_state=restored['opt_state'],
-                 step=jax.device_put(jnp.asarray(resume_step, jnp.int32), sharding.replicated(mesh)))
+                 step=jax.device_put(jnp.asarray(resume_step, jnp.int32), sharding.replicated(setup.mesh)))
     if restored['data']:
-      train_loader.set_state(restored['data'])
-    start_step = resume_step
-    log(f'resumed from {workdir / checkpoint.CKPT_DIR / str(resume_step)} (step {resume_step})')
+      run.data.train_loader.set_state(restored['data'])
+    run.start_step = run.step = resume_step
+    run.log(f'resumed from {run.workdir / checkpoint.CKPT_DIR / str(resume_step)} (step {resume_step})')
   else:
-    imported = checkpoint.load_imported_params(workdir, state['params'])
+    imported = checkpoint.load_imported_params(run.workdir, state['params'])
     if imported is not None:
       state['params'] = imported
-      log('starting from imported params')
+      run.log('starting from imported params')
+  run.state = state
 
-  if (r := _stopped_before_training(stop, 'state initialisation and restore', resume_step, log)):
-    mgr.close()
-    return r
 
-  log(f'model: {counts["total"]:,} params ({counts["non_embedding"]:,} non-embedding), '
-      f'{dims.num_layers}L d={dims.d_model} H={dims.num_heads} G={dims.num_kv_heads} T={T} V={dims.vocab_size} '
-      f'dtype={dims.dtype} | mesh {dict(mesh.shape)} | {setup.total_steps} steps x '
-      f'{cfg.train.batch_size * T:,} tokens')
-  if debug and is_main:
-    print('\n'.join(sharding.describe(state['params'])), flush=True)
+def _describe(run: Run) -> None:
+  cfg, dims, setup = run.cfg, run.setup.dims, run.setup
+  counts = accounting.count_params(dims)
+  run.log(f'model: {counts["total"]:,} params ({counts["non_embedding"]:,} non-embedding), '
+          f'{dims.num_layers}L d={dims.d_model} H={dims.num_heads} G={dims.num_kv_heads} T={cfg.model.seq_len} '
+          f'V={dims.vocab_size} dtype={dims.dtype} | mesh {dict(setup.mesh.shape)} | {setup.total_steps} steps x '
+          f'{run.tokens_per_step:,} tokens')
+  if run.debug and run.is_main:
+    print('\n'.join(sharding.describe(run.state['params'])), flush=True)
 
-  batch_keys = None
-  train_step = eval_step = None
-  peak, peak_src = device_peak_flops(dims.dtype, cfg.train.peak_flops)
-  writer = MetricsWriter(workdir, enabled=is_main)
-  progress = Progress(setup.total_steps, start_step, enabled=is_main and not quiet)
-  tokens_per_step = cfg.train.batch_size * T
-  last = dict(loss=float('nan'))
-  eval_loss = eval_bpb = None
-  step = start_step
-  t_log, step_log = time.time(), start_step
-  exit_code = 0
-  pending = None   # (step, metrics) of the last dispatched step, checked one step late
 
-  def check_finite(s, m):
-    # the gradient norm too: a NaN gradient with a still-finite loss already wrote NaN params into
-    # this step's state, which must not be checkpointed as the "last good" one
-    loss, grad_norm = float(m['loss']), float(m['grad_norm'])
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-      what = f'loss is {loss}' if not math.isfinite(loss) else f'gradient norm is {grad_norm} (loss {loss:.4g})'
-      raise TrainError(f'{what} at step {s}: training diverged. The last good checkpoint is kept in '
-                       f'{workdir / checkpoint.CKPT_DIR}; lower train.lr or raise warmup, then re-run to resume.')
-    return loss
+# ----------------------------------------------------------------------------- phase: the loop
+def _periodic_actions(run: Run) -> Hooks:
+  """Every periodic action of the loop, in the order they run after a step."""
+  t = run.cfg.train
+  hooks = Hooks()
+  hooks.add('log', _log_action(run), every=t.log_every)
+  hooks.add('eval', _eval_action, every=t.eval_every)
+  hooks.add('checkpoint', lambda r: _save(r, r.step), every=t.ckpt_every)
+  # after every step but the last, in every process (the multi-process stop protocol counts on it)
+  hooks.add('stop check', _stop_check, every=1, at_last=False, reads_state=False)
+  return hooks
 
-  def do_eval(s):
-    nonlocal eval_loss, eval_bpb, eval_step
-    loader = eval_loader()
-    if eval_step is None:
-      eval_step = jit_eval_step(setup)
-    eval_loss, _ = evaluate(eval_step, state['params'], loader, mesh)
-    eval_bpb = eval_loss / math.log(2) / bpt_val
-    return {'eval/loss': eval_loss, 'eval/bpb': eval_bpb}
 
-  saved = {'step': None}
-
-  def do_save(s, force=False):
-    if s == saved['step']:   # a signal on a checkpoint step: this step is already saved
-      return
-    saved['step'] = s
-    meta = dict(step=s, seed=cfg.train.seed, model=dataclasses.asdict(dims), tokens_seen=s * tokens_per_step)
-    checkpoint.save(mgr, s, params=state['params'], opt_state=state['opt_state'], meta=meta,
-                    data_state=train_loader.get_state(), force=force)
-
-  ctx = jax.disable_jit() if debug else contextlib.nullcontext()
-  if debug:
+def _loop(run: Run, hooks: Hooks, prof) -> dict | None:
+  """Steps until the end, a stop signal or divergence; None when the run reached its last step."""
+  total = run.setup.total_steps
+  run.writer = MetricsWriter(run.workdir, enabled=run.is_main)
+  run.progress = Progress(total, run.start_step, enabled=run.is_main and not run.quiet)
+  run.timer = StepTimer()
+  ctx = jax.disable_jit() if run.debug else contextlib.nullcontext()
+  if run.debug:
     jax.config.update('jax_debug_nans', True)
-  t_compile = None
   try:
     with ctx:
-      while step < setup.total_steps:
-        local = next(train_loader)
-        if batch_keys is None:
-          batch_keys = tuple(sorted(local))
-          train_step = (make_train_step(setup.graphdef, setup.tx, cfg.train) if debug
-                        else jit_train_step(setup, batch_keys))
-        if prof and step == prof[0]:
-          jax.profiler.start_trace(str(workdir / 'profile'))
-        batch = sharding.global_batch(local, mesh)
-        t0 = time.time()
-        state, metrics = train_step(state, batch)
-        if t_compile is None:
-          jax.block_until_ready(metrics)
-          t_compile = time.time() - t0
-          log(f'first step (compile) {t_compile:.1f}s')
-          hostmem.hold_heap()   # compiled: from now on reuse freed step buffers (scaling/hostmem.py)
-          t_log, step_log = time.time(), step + 1
-        if prof and step + 1 == prof[1]:
-          jax.block_until_ready(metrics)
-          jax.profiler.stop_trace()
-          log(f'profile of steps {prof[0]}:{prof[1]} written to {workdir / "profile"}')
-        if pending is not None:
-          last['loss'] = check_finite(*pending)
-        pending = (step + 1, metrics)
-        step += 1
-        row = None
-        if step % cfg.train.log_every == 0 or step == setup.total_steps:
-          last['loss'] = check_finite(*pending)
-          now = time.time()
-          dt = (now - t_log) / max(step - step_log, 1)
-          t_log, step_log = now, step
-          tps = tokens_per_step / dt
-          row = {'train/loss': last['loss'], 'train/grad_norm': float(metrics['grad_norm']),
-                 'train/lr': float(setup.schedule(step - 1)), 'throughput/tokens_per_s': tps,
-                 'throughput/step_s': dt, 'throughput/mfu': fpt * tps / (peak * jax.device_count()),
-                 'tokens_seen': step * tokens_per_step}
-        if step % cfg.train.eval_every == 0 or step == setup.total_steps:
-          check_finite(*pending)
-          row = (row or {}) | do_eval(step)
-          progress.write(f'step {step}: eval loss {eval_loss:.4f}, bpb {eval_bpb:.4f}')
-          t_log, step_log = time.time(), step   # eval time is not training throughput
-        if row:
-          writer.write(step, row)
-          if 'throughput/tokens_per_s' in row:
-            last['tps'], last['mfu'] = row['throughput/tokens_per_s'], row['throughput/mfu']
-          progress.update(step, {'loss': f'{last["loss"]:.3f}', 'tok/s': f'{last.get("tps", 0):,.0f}',
-                                 'mfu': f'{last.get("mfu", 0):.1%}'})
-        if step % cfg.train.ckpt_every == 0 or step == setup.total_steps:
-          check_finite(*pending)
-          do_save(step)
-        if step < setup.total_steps and stop.should_stop(step):
-          check_finite(*pending)
-          do_save(step, force=True)
-          mgr.wait_until_finished()
-          name = signal.Signals(stop.signum).name
-          progress.write(f'{name} received: saved checkpoint at step {step} in {workdir / checkpoint.CKPT_DIR}; '
-                         f're-run the same command to resume')
-          exit_code = EXIT_PREEMPTED
-          break
+      _steps(run, hooks, prof, total)
   except TrainError as e:
-    mgr.wait_until_finished()
-    progress.close()
-    writer.close()
+    _close_loop(run)
     print(f'error: {e}', file=sys.stderr, flush=True)
-    return dict(state='diverged', step=step, error=str(e), exit_code=EXIT_DIVERGED)
+    return dict(state='diverged', step=run.step, error=str(e), exit_code=EXIT_DIVERGED)
   finally:
-    if debug:
+    if run.debug:
       jax.config.update('jax_debug_nans', False)
-  mgr.wait_until_finished()
-  mgr.close()
-  progress.close()
-  writer.close()
-  if exit_code:
-    return dict(state='preempted', step=step, exit_code=exit_code)
+  _close_loop(run)
+  if run.stopped:
+    return dict(state='preempted', step=run.step, exit_code=EXIT_PREEMPTED)
+  return None
 
-  if eval_loss is None:
-    do_eval(step)
-  extra_evals = {}
-  for L in cfg.train.final_eval_lengths:   # length generalisation (e.g. twice the training context)
+
+def _steps(run: Run, hooks: Hooks, prof, total: int) -> None:
+  """The loop proper: the pure step, then the periodic actions that are due."""
+  train_step = None
+  while run.step < total and not run.stopped:
+    local = next(run.data.train_loader)
+    if train_step is None:
+      train_step = (make_train_step(run.setup.graphdef, run.setup.tx, run.cfg.train) if run.debug
+                    else jit_train_step(run.setup, tuple(sorted(local))))
+    if prof and run.step == prof[0]:
+      jax.profiler.start_trace(str(run.workdir / 'profile'))
+    batch = sharding.global_batch(local, run.setup.mesh)
+    t0 = time.time()
+    run.state, run.metrics = train_step(run.state, batch)
+    if run.t_compile is None:
+      _after_compile(run, t0)
+    if prof and run.step + 1 == prof[1]:
+      jax.block_until_ready(run.metrics)
+      jax.profiler.stop_trace()
+      run.log(f'profile of steps {prof[0]}:{prof[1]} written to {run.workdir / "profile"}')
+    run.step += 1
+    run.unchecked.append((run.step, run.metrics))
+    check_finite(run, before=run.step)   # the previous step: its result is ready by now
+    row = {}
+    for hook in hooks.due(run.step, total):
+      if hook.reads_state:
+        check_finite(run)
+      row |= hook.fn(run) or {}
+    if row:
+      _write_row(run, row)
+
+
+def _after_compile(run: Run, t0: float) -> None:
+  jax.block_until_ready(run.metrics)
+  run.t_compile = time.time() - t0
+  run.log(f'first step (compile) {run.t_compile:.1f}s')
+  hostmem.hold_heap()   # compiled: from now on reuse freed step buffers (scaling/hostmem.py)
+  run.timer.mark(run.step + 1)
+
+
+def _log_action(run: Run):
+  dims = run.setup.dims
+  fpt = accounting.flops_per_token(dims)
+  peak, _ = device_peak_flops(dims.dtype, run.cfg.train.peak_flops)
+
+  def log_row(run: Run) -> dict:
+    row = {'train/loss': run.loss, 'train/grad_norm': float(run.metrics['grad_norm']),
+           'train/lr': float(run.setup.schedule(run.step - 1))}
+    dt = run.timer.seconds_per_step(run.step)
+    if dt is not None:
+      tps = run.tokens_per_step / dt
+      row |= {'throughput/tokens_per_s': tps, 'throughput/step_s': dt,
+              'throughput/mfu': fpt * tps / (peak * jax.device_count())}
+      run.shown = dict(tps=tps, mfu=row['throughput/mfu'])
+    return row | {'tokens_seen': run.step * run.tokens_per_step}
+  return log_row
+
+
+def _eval_action(run: Run) -> dict:
+  result = _do_eval(run)
+  run.eval_loss, run.eval_bpb = result.loss, result.bpb
+  run.progress.write(f'step {run.step}: eval loss {run.eval_loss:.4f}, bpb {run.eval_bpb:.4f}')
+  run.timer.mark(run.step)   # eval time is not training throughput
+  return result.row()
+
+
+def _write_row(run: Run, row: dict) -> None:
+  """One metrics row per step (whatever the actions of that step computed) and the progress line."""
+  run.writer.write(run.step, row)
+  run.progress.update(run.step, {'loss': f'{run.loss:.3f}', 'tok/s': f'{run.shown.get("tps", 0):,.0f}',
+                                 'mfu': f'{run.shown.get("mfu", 0):.1%}'})
+
+
+def _do_eval(run: Run, seq_len: int | None = None):
+  """evaluate() of the current params over `train.eval_batches` batches at `seq_len` (default: training's)."""
+  if run.eval_step is None:
+    run.eval_step = jit_eval_step(run.setup)
+  return evaluate(run.eval_step, run.state['params'], _eval_loader(run, seq_len or run.cfg.model.seq_len),
+                  bytes_per_token=run.data.bytes_per_token, mesh=run.setup.mesh)
+
+
+def _save(run: Run, step: int, force: bool = False) -> None:
+  if step == run.saved_step:   # a signal on a checkpoint step: this step is already saved
+    return
+  run.saved_step = step
+  meta = dict(step=step, seed=run.cfg.train.seed, model=dataclasses.asdict(run.setup.dims),
+              tokens_seen=step * run.tokens_per_step)
+  checkpoint.save(run.mgr, step, params=run.state['params'], opt_state=run.state['opt_state'], meta=meta,
+                  data_state=run.data.train_loader.get_state(), force=force)
+
+
+def _stop_check(run: Run) -> None:
+  """A stop signal (agreed by all processes): save this step, wait for the save, say how to resume."""
+  if run.step >= run.setup.total_steps or not run.stop.should_stop(run.step):
+    return
+  check_finite(run)
+  _save(run, run.step, force=True)
+  run.mgr.wait_until_finished()
+  name = signal.Signals(run.stop.signum).name
+  run.progress.write(f'{name} received: saved checkpoint at step {run.step} in '
+                     f'{run.workdir / checkpoint.CKPT_DIR}; re-run the same command to resume')
+  run.stopped = True
+
+
+def _close_loop(run: Run) -> None:
+  run.mgr.wait_until_finished()
+  run.mgr.close()
+  run.progress.close()
+  run.writer.close()
+
+
+# ----------------------------------------------------------------------------- phases: final evals, summary
+def _final_evals(run: Run) -> dict:
+  """The eval loss of the final state (if the loop did not just compute it) and the extra lengths."""
+  if run.eval_loss is None:
+    result = _do_eval(run)
+    run.eval_loss, run.eval_bpb = result.loss, result.bpb
+  T = run.cfg.model.seq_len
+  out = {}
+  for L in run.cfg.train.final_eval_lengths:   # length generalisation (e.g. twice the training context)
     L = int(L)
-    if dims.position == 'learned' and L > T:
-      value = None   # learned positions have no rows past the training length
-    else:
-      loader = make_eval_loader(data_dir, seq_len=L, batch_size=max(local_batch, 1), process_index=pidx,
-                                process_count=nproc, max_batches=cfg.train.eval_batches,
-                                document_masking=cfg.data.document_masking)
-      value = evaluate(eval_step, state['params'], loader, mesh)[0] / math.log(2) / bpt_val
-    extra_evals[f'eval/bpb@{L}'] = value
+    # learned positions have no rows past the training length: no value rather than an error
+    value = _do_eval(run, L).bpb if positions_cover(run.setup.dims, L) else None
+    out[f'eval/bpb@{L}'] = value
     if L == 2 * T:
-      extra_evals['eval/bpb@2x'] = value
-  if not math.isfinite(last['loss']):   # resumed a finished run: report its last logged loss
+      out['eval/bpb@2x'] = value
+  return out
+
+
+def _summary(run: Run, extra_evals: dict, t_start: float) -> dict:
+  """summary.json (main process) and the result dict of a finished run."""
+  dims, total = run.setup.dims, run.setup.total_steps
+  counts = accounting.count_params(dims)
+  fpt = accounting.flops_per_token(dims)
+  peak, peak_src = device_peak_flops(dims.dtype, run.cfg.train.peak_flops)
+  loss = run.loss
+  if not math.isfinite(loss):   # resumed a finished run: report its last logged loss
     from scaling.metrics import read_metrics
-    logged = [r['train/loss'] for r in read_metrics(workdir) if 'train/loss' in r] if is_main else []
-    last['loss'] = logged[-1] if logged else float('nan')
+    logged = [r['train/loss'] for r in read_metrics(run.workdir) if 'train/loss' in r] if run.is_main else []
+    loss = logged[-1] if logged else float('nan')
   result = {
-      'state': 'done', 'step': step, 'params': counts['total'], 'non_embedding_params': counts['non_embedding'],
-      'tokens': setup.total_steps * tokens_per_step, 'flops': fpt * setup.total_steps * tokens_per_step,
-      'flops_per_token': fpt, 'train/loss': last['loss'], 'eval/loss': eval_loss, 'eval/bpb': eval_bpb,
-      'throughput/tokens_per_s': _median_tps(workdir) if is_main else None, 'compile_s': t_compile,
+      'state': 'done', 'step': run.step, 'params': counts['total'], 'non_embedding_params': counts['non_embedding'],
+      'tokens': total * run.tokens_per_step, 'flops': fpt * total * run.tokens_per_step,
+      'flops_per_token': fpt, 'train/loss': loss, 'eval/loss': run.eval_loss, 'eval/bpb': run.eval_bpb,
+      'throughput/tokens_per_s': _median_tps(run.workdir) if run.is_main else None, 'compile_s': run.t_compile,
       'peak_flops': peak, 'peak_source': peak_src, 'wall_s': time.time() - t_start, 'exit_code': 0,
       **extra_evals,
   }
-  if is_main:
-    _write_json(workdir / 'summary.json', result)
-    log(f'done: {step} steps, train loss {last["loss"]:.4f}, eval loss {eval_loss:.4f}, eval bpb {eval_bpb:.4f}, '
-        f'{result["wall_s"]:.0f}s')
+  if run.is_main:
+    _write_json(run.workdir / 'summary.json', result)
+    run.log(f'done: {run.step} steps, train loss {loss:.4f}, eval loss {run.eval_loss:.4f}, '
+            f'eval bpb {run.eval_bpb:.4f}, {result["wall_s"]:.0f}s')
   return result
 
 
