@@ -21,12 +21,12 @@ Shape letters: B batch, T query length, S key length, H query heads, G kv heads
 (G divides H; query head h reads kv head h // (H // G)), K head dim, R = H // G.
 
 Semantics shared by every implementation:
-  * causal: query i sits at absolute position q_offset + i, key j at position j;
-    query p sees key j iff j <= p;
-  * window > 0: additionally j > p - window (the query sees `window` keys,
+  * causal: query i sits at position i, key j at position j; query i sees key j
+    iff j <= i (decoding against a KV cache, where queries sit at other
+    positions, is `cached_attention` below);
+  * window > 0: additionally j > i - window (the query sees `window` keys,
     itself included); window = 0 means unlimited;
   * segment_ids_BT (needs T == S): query i sees key j only if their ids match;
-  * kv_valid_len_B: keys j >= kv_valid_len_B[b] are masked (KV-cache decoding);
   * softmax scale 1/sqrt(K); logits, softmax and accumulation in float32; the
     output has q's dtype.
 A query row with no visible key gives zeros in 'reference' and 'blockwise'
@@ -92,8 +92,7 @@ def available_implementations(backend: str | None = None) -> list[str]:
   return impls
 
 
-def _cudnn_unsupported_reason(dtype, head_dim, seq_q, seq_k, static_offset,
-                              has_valid_len, has_segments) -> str | None:
+def _cudnn_unsupported_reason(dtype, head_dim, seq_q, seq_k, has_segments) -> str | None:
   """Why cuDNN flash attention cannot take this call (None if it can)."""
   if dtype is not None and jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16),
                                                      jnp.dtype(jnp.float16)):
@@ -102,22 +101,13 @@ def _cudnn_unsupported_reason(dtype, head_dim, seq_q, seq_k, static_offset,
     return f'cuDNN flash attention needs head_dim <= 128 and a multiple of 8, got {head_dim}'
   if seq_q is not None and seq_k is not None and seq_q != seq_k:
     return f'the cuDNN path here only supports self-attention (T == S), got T={seq_q}, S={seq_k}'
-  if static_offset is not None and static_offset != 0:
-    return 'the cuDNN path here does not support q_offset != 0'
-  if has_valid_len:
-    return 'the cuDNN path here does not support kv_valid_len_B'
   if has_segments:
     return 'the cuDNN path here does not support segment_ids_BT'
   return None
 
 
-def _splash_unsupported_reason(seq_q, seq_k, static_offset, has_valid_len,
-                               block_size) -> str | None:
+def _splash_unsupported_reason(seq_q, seq_k, block_size) -> str | None:
   """Why the splash kernel cannot take this call (None if it can)."""
-  if static_offset is None:
-    return 'splash attention needs a Python-int q_offset (its mask is static)'
-  if has_valid_len:
-    return 'splash attention does not support kv_valid_len_B (use xla for decoding)'
   for name, n in (('T', seq_q), ('S', seq_k)):
     if n is not None:
       b = min(block_size, n)
@@ -129,8 +119,7 @@ def _splash_unsupported_reason(seq_q, seq_k, static_offset, has_valid_len,
 
 def resolve_impl(impl: str, backend: str | None = None, *, dtype=None,
                  head_dim: int | None = None, seq_len: int | None = None,
-                 kv_len: int | None = None, q_offset=0,
-                 has_valid_len: bool = False, has_segments: bool = False,
+                 kv_len: int | None = None, has_segments: bool = False,
                  block_size: int = 512) -> str:
   """Maps `impl` (possibly 'auto') to a concrete implementation for `backend`.
 
@@ -142,13 +131,11 @@ def resolve_impl(impl: str, backend: str | None = None, *, dtype=None,
                      f'{", ".join(IMPLEMENTATIONS)}.')
   backend = backend or _default_backend()
   kv_len = seq_len if kv_len is None else kv_len
-  static_offset = q_offset if isinstance(q_offset, int) else None
   if impl == 'cudnn':
     if not _is_nvidia_gpu(backend):
       raise ValueError(f"attention='cudnn' needs an NVIDIA GPU; this backend is "
                        f"{backend}. Use 'blockwise' or 'auto'.")
-    why = _cudnn_unsupported_reason(dtype, head_dim, seq_len, kv_len,
-                                    static_offset, has_valid_len, has_segments)
+    why = _cudnn_unsupported_reason(dtype, head_dim, seq_len, kv_len, has_segments)
     if why:
       raise ValueError(f"attention='cudnn': {why}. Use 'blockwise', 'xla' or 'auto'.")
     return impl
@@ -156,8 +143,7 @@ def resolve_impl(impl: str, backend: str | None = None, *, dtype=None,
     if backend != 'tpu':
       raise ValueError(f"attention='splash' needs a TPU; this backend is "
                        f"{backend}. Use 'blockwise' or 'auto'.")
-    why = _splash_unsupported_reason(seq_len, kv_len, static_offset,
-                                     has_valid_len, block_size)
+    why = _splash_unsupported_reason(seq_len, kv_len, block_size)
     if why:
       raise ValueError(f"attention='splash': {why}. Use 'blockwise', 'xla' or 'auto'.")
     return impl
@@ -166,14 +152,12 @@ def resolve_impl(impl: str, backend: str | None = None, *, dtype=None,
   # auto
   long_seq = seq_len is not None and seq_len >= _BLOCKWISE_MIN_T
   if _is_nvidia_gpu(backend):
-    why = _cudnn_unsupported_reason(dtype, head_dim, seq_len, kv_len,
-                                    static_offset, has_valid_len, has_segments)
+    why = _cudnn_unsupported_reason(dtype, head_dim, seq_len, kv_len, has_segments)
     if why is None:
       return 'cudnn'
     return 'blockwise' if long_seq else 'xla'
   if backend == 'tpu':
-    why = _splash_unsupported_reason(seq_len, kv_len, static_offset,
-                                     has_valid_len, block_size)
+    why = _splash_unsupported_reason(seq_len, kv_len, block_size)
     if why is None and (seq_len or 0) >= 128:
       return 'splash'
     return 'blockwise' if long_seq else 'xla'
@@ -199,8 +183,7 @@ def cpu_block_size(batch: int, heads: int, block_size: int) -> int:
 
 def attention(q_BTHK: jax.Array, k_BSGK: jax.Array, v_BSGK: jax.Array, *,
               impl: str = 'auto', segment_ids_BT: jax.Array | None = None,
-              window: int = 0, block_size: int = 512, q_offset=0,
-              kv_valid_len_B: jax.Array | None = None) -> jax.Array:
+              window: int = 0, block_size: int = 512) -> jax.Array:
   """Causal grouped-query attention; returns out_BTHK in q's dtype.
 
   Args:
@@ -211,21 +194,15 @@ def attention(q_BTHK: jax.Array, k_BSGK: jax.Array, v_BSGK: jax.Array, *,
     window: sliding window in keys (itself included); 0 = unlimited.
     block_size: query/key block size of 'blockwise' (and 'splash'); 'auto' on
       CPU may lower it to fit the caches (see cpu_block_size).
-    q_offset: absolute position of query 0 (int or int32 scalar array).
-    kv_valid_len_B: keys at positions >= kv_valid_len_B[b] are ignored.
   """
-  _check_inputs(q_BTHK, k_BSGK, v_BSGK, segment_ids_BT, window, block_size,
-                kv_valid_len_B)
+  _check_inputs(q_BTHK, k_BSGK, v_BSGK, segment_ids_BT, window, block_size)
   B, T, H, K = q_BTHK.shape
   S = k_BSGK.shape[1]
   auto = impl == 'auto'
   impl = resolve_impl(impl, dtype=q_BTHK.dtype, head_dim=K, seq_len=T,
-                      kv_len=S, q_offset=q_offset,
-                      has_valid_len=kv_valid_len_B is not None,
-                      has_segments=segment_ids_BT is not None,
+                      kv_len=S, has_segments=segment_ids_BT is not None,
                       block_size=block_size)
-  kwargs = dict(segment_ids_BT=segment_ids_BT, window=window, q_offset=q_offset,
-                kv_valid_len_B=kv_valid_len_B)
+  kwargs = dict(segment_ids_BT=segment_ids_BT, window=window)
   if auto and impl == 'blockwise' and _default_backend() == 'cpu':
     block_size = cpu_block_size(B, H, block_size)
   if impl == 'reference':
@@ -239,12 +216,11 @@ def attention(q_BTHK: jax.Array, k_BSGK: jax.Array, v_BSGK: jax.Array, *,
                                **kwargs)
   if impl == 'splash':
     return _splash_attention(q_BTHK, k_BSGK, v_BSGK, segment_ids_BT=segment_ids_BT,
-                             window=window, block_size=block_size,
-                             q_offset=q_offset)
+                             window=window, block_size=block_size)
   raise AssertionError(impl)
 
 
-def _check_inputs(q, k, v, segment_ids, window, block_size, kv_valid_len):
+def _check_inputs(q, k, v, segment_ids, window, block_size):
   if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
     raise ValueError('attention expects q [B,T,H,K], k and v [B,S,G,K]; got shapes '
                      f'{q.shape}, {k.shape}, {v.shape}.')
@@ -266,8 +242,6 @@ def _check_inputs(q, k, v, segment_ids, window, block_size, kv_valid_len):
     raise ValueError(f'window must be an int >= 0 (0 = unlimited), got {window!r}.')
   if not isinstance(block_size, int) or block_size < 1:
     raise ValueError(f'block_size must be a positive int, got {block_size!r}.')
-  if kv_valid_len is not None and kv_valid_len.shape != (B,):
-    raise ValueError(f'kv_valid_len_B must have shape {(B,)}, got {kv_valid_len.shape}.')
 
 
 # ---------------------------------------------------------------------------
@@ -275,23 +249,20 @@ def _check_inputs(q, k, v, segment_ids, window, block_size, kv_valid_len):
 # ---------------------------------------------------------------------------
 
 
-def _mask_BTS(T, S, *, segment_ids_BT, window, q_offset, kv_valid_len_B):
+def _mask_BTS(T, S, *, segment_ids_BT, window):
   """Boolean [B or 1, T, S] mask: True where query t may attend key s."""
-  qpos_T = q_offset + jnp.arange(T)
+  qpos_T = jnp.arange(T)
   kpos_S = jnp.arange(S)
   mask = kpos_S[None, :] <= qpos_T[:, None]
   if window:
     mask &= kpos_S[None, :] > qpos_T[:, None] - window
   mask = mask[None]
-  if kv_valid_len_B is not None:
-    mask = mask & (kpos_S[None, None, :] < kv_valid_len_B[:, None, None])
   if segment_ids_BT is not None:
     mask = mask & (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])
   return mask
 
 
-def reference_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT=None, window=0,
-                        q_offset=0, kv_valid_len_B=None):
+def reference_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT=None, window=0):
   """Plain attention: repeat kv heads, full logits, explicit mask, softmax."""
   B, T, H, K = q_BTHK.shape
   S, G = k_BSGK.shape[1], k_BSGK.shape[2]
@@ -299,8 +270,7 @@ def reference_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT=None, window=0
   v_BSHK = jnp.repeat(v_BSGK, H // G, axis=2)
   logits_BHTS = jnp.einsum('bthk,bshk->bhts', q_BTHK, k_BSHK,
                            preferred_element_type=_F32) / math.sqrt(K)
-  mask_B1TS = _mask_BTS(T, S, segment_ids_BT=segment_ids_BT, window=window,
-                        q_offset=q_offset, kv_valid_len_B=kv_valid_len_B)[:, None]
+  mask_B1TS = _mask_BTS(T, S, segment_ids_BT=segment_ids_BT, window=window)[:, None]
   logits_BHTS = jnp.where(mask_B1TS, logits_BHTS, -jnp.inf)
   has_key_B1T1 = jnp.any(mask_B1TS, axis=-1, keepdims=True)
   logits_BHTS = jnp.where(has_key_B1T1, logits_BHTS, 0.0)  # avoid NaN rows
@@ -312,33 +282,61 @@ def reference_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT=None, window=0
 
 
 # ---------------------------------------------------------------------------
+# Decoding against a KV cache
+# ---------------------------------------------------------------------------
+
+
+def cached_attention(q_BTHK, k_BSGK, v_BSGK, positions_BT, *, window: int = 0):
+  """Attention of queries at absolute positions positions_BT over a KV cache of S slots.
+
+  Slot s holds the key/value of position s. Query (b, t) sees slots
+  s <= positions_BT[b, t] (and s > positions_BT[b, t] - window with a sliding
+  window), so rows of one batch may sit at different positions and slots past
+  a row's position (stale values, another prompt's padding) are never seen.
+  The caller has written the query positions' own keys/values into the cache
+  first, so every query sees at least one slot. Plain masked softmax with the
+  kv heads shared by H/G query heads (no repeat); work ~ T x S: meant for
+  decoding (T = 1), not for a long prefill (that is `attention`).
+  """
+  B, T, H, K = q_BTHK.shape
+  S, G = k_BSGK.shape[1], k_BSGK.shape[2]
+  key_pos_S = jnp.arange(S)
+  mask_BTS = key_pos_S[None, None, :] <= positions_BT[:, :, None]
+  if window:
+    mask_BTS &= key_pos_S[None, None, :] > positions_BT[:, :, None] - window
+  q_BTGRK = q_BTHK.reshape(B, T, G, H // G, K)
+  s_BGRTS = jnp.einsum('btgrk,bsgk->bgrts', q_BTGRK, k_BSGK.astype(q_BTHK.dtype),
+                       preferred_element_type=_F32) / math.sqrt(K)
+  s_BGRTS = jnp.where(mask_BTS[:, None, None], s_BGRTS, _M_INIT)
+  p_BGRTS = jax.nn.softmax(s_BGRTS, axis=-1)
+  out_BTGRK = jnp.einsum('bgrts,bsgk->btgrk', p_BGRTS.astype(q_BTHK.dtype),
+                         v_BSGK.astype(q_BTHK.dtype), preferred_element_type=_F32)
+  return out_BTGRK.reshape(B, T, H, K).astype(q_BTHK.dtype)
+
+
+# ---------------------------------------------------------------------------
 # XLA / cuDNN via jax.nn.dot_product_attention
 # ---------------------------------------------------------------------------
 
 
-def _xla_attention(q_BTHK, k_BSGK, v_BSGK, *, implementation, segment_ids_BT,
-                   window, q_offset, kv_valid_len_B):
+def _xla_attention(q_BTHK, k_BSGK, v_BSGK, *, implementation, segment_ids_BT, window):
   """jax.nn.dot_product_attention with our mask semantics.
 
-  Its `is_causal` / `local_window_size` align query 0 with key 0, so they are
-  used only when q_offset == 0 and T == S; otherwise the mask is explicit.
+  Its `is_causal` / `local_window_size` are used when T == S; otherwise the
+  mask is explicit.
   """
   T, S = q_BTHK.shape[1], k_BSGK.shape[1]
-  aligned = isinstance(q_offset, int) and q_offset == 0 and T == S
-  kv_lens = None if kv_valid_len_B is None else kv_valid_len_B.astype(jnp.int32)
-  if aligned:
+  if T == S:
     mask = None
     if segment_ids_BT is not None:
       mask = (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])[:, None]
     return jax.nn.dot_product_attention(
         q_BTHK, k_BSGK, v_BSGK, mask=mask, is_causal=True,
         local_window_size=(window - 1, 0) if window else None,
-        key_value_seq_lengths=kv_lens, implementation=implementation)
+        implementation=implementation)
   if implementation == 'cudnn':
-    raise ValueError("attention='cudnn' supports only q_offset == 0 and T == S; "
-                     "use 'xla' or 'blockwise'.")
-  mask_B1TS = _mask_BTS(T, S, segment_ids_BT=segment_ids_BT, window=window,
-                        q_offset=q_offset, kv_valid_len_B=kv_valid_len_B)[:, None]
+    raise ValueError("attention='cudnn' supports only T == S; use 'xla' or 'blockwise'.")
+  mask_B1TS = _mask_BTS(T, S, segment_ids_BT=segment_ids_BT, window=window)[:, None]
   return jax.nn.dot_product_attention(q_BTHK, k_BSGK, v_BSGK, mask=mask_B1TS,
                                       implementation=implementation)
 
@@ -356,12 +354,13 @@ class _FlashCfg:
   nq: int          # number of query blocks (padded T = nq * bq)
   nk: int          # number of key blocks (padded S = nk * bk)
   window: int      # 0 = unlimited
+  kv_len: int      # S before padding: keys at or past it are padding
   scale: float
   segments: bool   # whether segment ids are given
 
 
 def blockwise_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT=None, window=0,
-                        block_size=512, q_offset=0, kv_valid_len_B=None):
+                        block_size=512):
   """Flash attention in pure JAX; memory O(T) in both passes.
 
   Pads T and S up to whole blocks (sizes from _even_block), moves heads in
@@ -373,25 +372,20 @@ def blockwise_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT=None, window=0
   R = H // G
   bq, bk = _even_block(T, block_size), _even_block(S, block_size)
   nq, nk = -(-T // bq), -(-S // bk)
-  cfg = _FlashCfg(bq=bq, bk=bk, nq=nq, nk=nk, window=window,
+  cfg = _FlashCfg(bq=bq, bk=bk, nq=nq, nk=nk, window=window, kv_len=S,
                   scale=1.0 / math.sqrt(K), segments=segment_ids_BT is not None)
   q_BGTRK = q_BTHK.reshape(B, T, G, R, K).transpose(0, 2, 1, 3, 4)
   q_BGTRK = jnp.pad(q_BGTRK, ((0, 0), (0, 0), (0, nq * bq - T), (0, 0), (0, 0)))
   pad_kv = ((0, 0), (0, 0), (0, nk * bk - S), (0, 0))
   k_BGSK = jnp.pad(k_BSGK.transpose(0, 2, 1, 3), pad_kv)
   v_BGSK = jnp.pad(v_BSGK.transpose(0, 2, 1, 3), pad_kv)
-  kv_len_B = jnp.full((B,), S, jnp.int32)
-  if kv_valid_len_B is not None:  # padded keys are masked via kv_len <= S
-    kv_len_B = jnp.minimum(kv_len_B, kv_valid_len_B.astype(jnp.int32))
   if segment_ids_BT is None:
     seg_q_BT = seg_k_BS = jnp.zeros((B, 0), jnp.int32)  # unused placeholder
   else:
     seg = segment_ids_BT.astype(jnp.int32)
     seg_q_BT = jnp.pad(seg, ((0, 0), (0, nq * bq - T)), constant_values=-1)
     seg_k_BS = jnp.pad(seg, ((0, 0), (0, nk * bk - S)), constant_values=-2)
-  q_offset = jnp.asarray(q_offset, jnp.int32)
-  out_BGTRK = _flash(cfg, q_BGTRK, k_BGSK, v_BGSK, q_offset, kv_len_B,
-                     seg_q_BT, seg_k_BS)
+  out_BGTRK = _flash(cfg, q_BGTRK, k_BGSK, v_BGSK, seg_q_BT, seg_k_BS)
   return out_BGTRK[:, :, :T].transpose(0, 2, 1, 3, 4).reshape(B, T, H, K)
 
 
@@ -406,37 +400,36 @@ def _even_block(n, block_size):
   return rounded if rounded <= block_size else block
 
 
-def _kv_block_range(cfg, i, q_offset, kv_len_B):
-  """Key blocks [lo, hi) that query block i can see (causal, window, kv_len)."""
-  first_q = q_offset + i * cfg.bq
+def _kv_block_range(cfg, i):
+  """Key blocks [lo, hi) that query block i can see (causal, window)."""
+  first_q = i * cfg.bq
   last_q = first_q + cfg.bq - 1
   hi = jnp.clip(last_q // cfg.bk + 1, 0, cfg.nk)
-  hi = jnp.minimum(hi, (jnp.max(kv_len_B) + cfg.bk - 1) // cfg.bk)
   lo = jnp.zeros_like(hi)
   if cfg.window:
     lo = jnp.clip((first_q - cfg.window + 1) // cfg.bk, 0, cfg.nk)
   return lo, jnp.maximum(hi, lo)
 
 
-def _q_block_range(cfg, j, q_offset):
+def _q_block_range(cfg, j):
   """Query blocks [lo, hi) that can see key block j (causal, window)."""
   first_k = j * cfg.bk
-  lo = jnp.clip((first_k - q_offset) // cfg.bq, 0, cfg.nq)
+  lo = jnp.clip(first_k // cfg.bq, 0, cfg.nq)
   hi = jnp.full_like(lo, cfg.nq)
   if cfg.window:  # query p needs some key k in the block with k > p - window
     last_k = first_k + cfg.bk - 1
-    hi = jnp.clip((last_k + cfg.window - 1 - q_offset) // cfg.bq + 1, 0, cfg.nq)
+    hi = jnp.clip((last_k + cfg.window - 1) // cfg.bq + 1, 0, cfg.nq)
   return lo, jnp.maximum(hi, lo)
 
 
-def _block_mask(cfg, i, j, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
+def _block_mask(cfg, i, j, seg_q_BT, seg_k_BS):
   """[B|1, 1, bq, 1, bk] visibility of key block j from query block i."""
-  qpos_Q = q_offset + i * cfg.bq + jnp.arange(cfg.bq)
+  qpos_Q = i * cfg.bq + jnp.arange(cfg.bq)
   kpos_C = j * cfg.bk + jnp.arange(cfg.bk)
   mask_QC = kpos_C[None, :] <= qpos_Q[:, None]
   if cfg.window:
     mask_QC &= kpos_C[None, :] > qpos_Q[:, None] - cfg.window
-  mask_BQC = mask_QC[None] & (kpos_C[None, None, :] < kv_len_B[:, None, None])
+  mask_BQC = (mask_QC & (kpos_C[None, :] < cfg.kv_len))[None]   # padded keys
   if cfg.segments:
     sq_BQ = lax.dynamic_slice_in_dim(seg_q_BT, i * cfg.bq, cfg.bq, axis=1)
     sk_BC = lax.dynamic_slice_in_dim(seg_k_BS, j * cfg.bk, cfg.bk, axis=1)
@@ -444,7 +437,7 @@ def _block_mask(cfg, i, j, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
   return mask_BQC[:, None, :, None, :]
 
 
-def _flash_forward(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
+def _flash_forward(cfg, q, k, v, seg_q_BT, seg_k_BS):
   """Returns out [B,G,Tp,R,K] (q dtype) and logsumexp [B,G,Tp,R] (f32).
 
   Rows that see no key get out = 0 and lse = +inf (so the backward's
@@ -462,7 +455,7 @@ def _flash_forward(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
       v_j = lax.dynamic_slice_in_dim(v, j * cfg.bk, cfg.bk, axis=2)
       s = jnp.einsum('bgqrk,bgck->bgqrc', q_i, k_j,
                      preferred_element_type=_F32) * cfg.scale
-      mask = _block_mask(cfg, i, j, q_offset, kv_len_B, seg_q_BT, seg_k_BS)
+      mask = _block_mask(cfg, i, j, seg_q_BT, seg_k_BS)
       s = jnp.where(mask, s, -jnp.inf)
       m_new = jnp.maximum(m_BGQR, jnp.max(s, axis=-1))
       alpha = jnp.exp(m_BGQR - m_new)
@@ -472,7 +465,7 @@ def _flash_forward(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
                       preferred_element_type=_F32)
       return m_new, l_new, alpha[..., None] * acc_BGQRK + pv
 
-    lo, hi = _kv_block_range(cfg, i, q_offset, kv_len_B)
+    lo, hi = _kv_block_range(cfg, i)
     init = (jnp.full((B, G, cfg.bq, R), _M_INIT, _F32),
             jnp.zeros((B, G, cfg.bq, R), _F32),
             jnp.zeros((B, G, cfg.bq, R, K), _F32))
@@ -490,20 +483,20 @@ def _flash_forward(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
-  return _flash_forward(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS)[0]
+def _flash(cfg, q, k, v, seg_q_BT, seg_k_BS):
+  return _flash_forward(cfg, q, k, v, seg_q_BT, seg_k_BS)[0]
 
 
-def _flash_fwd(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS):
-  out, lse = _flash_forward(cfg, q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS)
-  return out, (q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS, out, lse)
+def _flash_fwd(cfg, q, k, v, seg_q_BT, seg_k_BS):
+  out, lse = _flash_forward(cfg, q, k, v, seg_q_BT, seg_k_BS)
+  return out, (q, k, v, seg_q_BT, seg_k_BS, out, lse)
 
 
 def _flash_bwd(cfg, res, dout):
   """FlashAttention-2 backward: per key block, loop over the query blocks that
   see it, recompute P = exp(S - lse), accumulate dK_j, dV_j locally and dQ in a
   full-size f32 buffer. Nothing of size T x S is stored."""
-  q, k, v, q_offset, kv_len_B, seg_q_BT, seg_k_BS, out, lse = res
+  q, k, v, seg_q_BT, seg_k_BS, out, lse = res
   B, G, Tp, R, K = q.shape
   delta_BGTR = jnp.sum(dout.astype(_F32) * out.astype(_F32), axis=-1)
   dout = dout.astype(q.dtype)
@@ -519,7 +512,7 @@ def _flash_bwd(cfg, res, dout):
       q_i, do_i, lse_i, delta_i = sl(q), sl(dout), sl(lse), sl(delta_BGTR)
       s = jnp.einsum('bgqrk,bgck->bgqrc', q_i, k_j,
                      preferred_element_type=_F32) * cfg.scale
-      mask = _block_mask(cfg, i, j, q_offset, kv_len_B, seg_q_BT, seg_k_BS)
+      mask = _block_mask(cfg, i, j, seg_q_BT, seg_k_BS)
       p = jnp.where(mask, jnp.exp(s - lse_i[..., None]), 0.0)
       dv_j = dv_j + jnp.einsum('bgqrc,bgqrk->bgck', p.astype(do_i.dtype), do_i,
                                preferred_element_type=_F32)
@@ -532,19 +525,18 @@ def _flash_bwd(cfg, res, dout):
       dq = lax.dynamic_update_slice_in_dim(dq, sl(dq) + dq_i, i * cfg.bq, axis=2)
       return dq, dk_j, dv_j
 
-    lo, hi = _q_block_range(cfg, j, q_offset)
+    lo, hi = _q_block_range(cfg, j)
     zeros = jnp.zeros((B, G, cfg.bk, K), _F32)
     dq, dk_j, dv_j = lax.fori_loop(lo, hi, q_step, (dq, zeros, zeros))
     dk = lax.dynamic_update_slice_in_dim(dk, dk_j * cfg.scale, j * cfg.bk, axis=2)
     dv = lax.dynamic_update_slice_in_dim(dv, dv_j, j * cfg.bk, axis=2)
     return dq, dk, dv
 
-  nk_live = jnp.minimum(cfg.nk, (jnp.max(kv_len_B) + cfg.bk - 1) // cfg.bk)
   init = (jnp.zeros(q.shape, _F32), jnp.zeros(k.shape, _F32),
           jnp.zeros(v.shape, _F32))
-  dq, dk, dv = lax.fori_loop(0, nk_live, kv_block, init)
+  dq, dk, dv = lax.fori_loop(0, cfg.nk, kv_block, init)
   dq = (dq * cfg.scale).astype(q.dtype)
-  return (dq, dk.astype(k.dtype), dv.astype(v.dtype), None, None, None, None)
+  return (dq, dk.astype(k.dtype), dv.astype(v.dtype), None, None)
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
@@ -556,19 +548,19 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 def _splash_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT, window,
-                      block_size, q_offset, interpret=False):
+                      block_size, interpret=False):
   """Per-example splash kernel (heads inside the kernel), vmapped over batch.
 
   The kernel applies no softmax scale, so q is scaled first. Its mask is static:
-  causal (or local window) shifted by q_offset.
+  causal (or local window).
   """
   from jax.experimental.pallas.ops.tpu import splash_attention as sa
   B, T, H, K = q_BTHK.shape
   S = k_BSGK.shape[1]
   if window:
-    mask = sa.LocalMask((T, S), window_size=(window - 1, 0), offset=q_offset)
+    mask = sa.LocalMask((T, S), window_size=(window - 1, 0), offset=0)
   else:
-    mask = sa.CausalMask((T, S), offset=q_offset)
+    mask = sa.CausalMask((T, S))
   bq, bk = min(block_size, T), min(block_size, S)
   sizes = sa.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk,
                         block_q_dkv=bq, block_kv_dkv=bk, block_kv_dkv_compute=bk,

@@ -51,10 +51,12 @@ The cache holds every position (no ring buffer, also with a sliding window).
 The model's vocab may be padded past the tokenizer's: `generate` never samples
 ids >= tokenizer.vocab_size (`vocab_limit`).
 
-Cost. Decoding reads the whole cache every step (work ~ cache length). The
-prefill goes through the model's cached attention (a dense masked T x S
-softmax), which on CPU is several times slower than the uncached forward of
-the same prompt: see bench/results/decode.md.
+Cost. Decoding reads the whole cache every step (work ~ cache length:
+`attention.cached_attention`, a masked softmax over the cache). The prefill
+starts at position 0 and runs the model's fast causal kernel
+(`model.attention`, as in training) over the prompt, only writing its
+keys/values into the cache: about one uncached forward of the padded prompt
+(figures in BENCHMARKS.md, "Decoding with a KV cache").
 
 BOS. Nothing is prepended by default: the training stream (scaling/data/prepare.py)
 is documents each followed by EOS, with no BOS anywhere, so a BOS embedding was
@@ -175,9 +177,9 @@ def _generate_jit(graphdef, state, prompt_BT, lens_B, keys_B, max_new, temperatu
                   n_buf: int, cache_len: int, eos_id: int | None, mode: str):
   """Prefill + while_loop decode. Returns (tokens [B, n_buf], lengths [B])."""
   model = nnx.merge(graphdef, state)
-  B, T = prompt_BT.shape
-  positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-  logits_BTV, cache = model(prompt_BT, positions_BT, cache=model.init_cache(B, cache_len))
+  B = prompt_BT.shape[0]
+  # prefill from position 0 (positions None: arange(T), nothing to check at run time)
+  logits_BTV, cache = model(prompt_BT, cache=model.init_cache(B, cache_len))
   last_BV = jnp.take_along_axis(logits_BTV, (lens_B - 1)[:, None, None], axis=1)[:, 0]
   fill = 0 if eos_id is None else eos_id
   allowed_V = jnp.arange(logits_BTV.shape[-1]) < vocab_limit  # ids the tokenizer can decode

@@ -39,6 +39,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
@@ -206,13 +207,14 @@ class Block(nnx.Module):
           window=dims.sliding_window, block_size=dims.attention_block_size)
       new_cache = None
     elif q_BTHK.shape[1] > 1:
-      # prefill: a multi-token cache call starts at position 0, so the new keys are all there is
-      # and the fast causal kernel gives the result; the cache only stores them
+      # prefill: a multi-token cache call starts at position 0 (Transformer.hidden checks it), so the
+      # new keys are all there is and the fast causal kernel gives the result; the cache only stores them
       new_cache = write_cache(cache, k_BTGK, v_BTGK, positions_BT)
       out_BTHK = attn_lib.attention(q_BTHK, k_BTGK, v_BTGK, impl=dims.attention, window=dims.sliding_window,
                                     block_size=dims.attention_block_size)
-    else:
-      out_BTHK, new_cache = cached_attention(q_BTHK, k_BTGK, v_BTGK, positions_BT, cache, dims.sliding_window)
+    else:   # decode: the new key/value into the cache, then attention over the cache up to each row's position
+      new_cache = write_cache(cache, k_BTGK, v_BTGK, positions_BT)
+      out_BTHK = attn_lib.cached_attention(q_BTHK, *new_cache, positions_BT, window=dims.sliding_window)
     out_BTHK = checkpoint_name(out_BTHK, 'attn_out')
     return checkpoint_name(_dot('bthk,hkd->btd', out_BTHK, self.wo_HKD[...], dt), 'attn_proj'), new_cache
 
@@ -233,44 +235,40 @@ class Block(nnx.Module):
     return x_BTD, new_cache
 
 
+def _prefill_error(positions_BT) -> str | None:
+  p = np.asarray(positions_BT)
+  if np.array_equal(p, np.broadcast_to(np.arange(p.shape[1]), p.shape)):
+    return None
+  return (f'a model call with a KV cache and T={p.shape[1]} > 1 tokens is a prefill, which must start at '
+          f'position 0 in every row (positions_BT = arange(T)); got rows starting at {sorted(set(p[:, 0].tolist()))}. '
+          f'The prefill attends over its own keys only: pass positions_BT=None, or feed the tokens after a '
+          f'prefill one at a time (T = 1)')
+
+
+def _raise_prefill_error(positions_BT) -> None:
+  if (msg := _prefill_error(positions_BT)):
+    raise ValueError(msg)
+
+
+def check_prefill_positions(positions_BT) -> None:
+  """ValueError unless positions_BT is arange(T) in every row (a prefill starts at position 0).
+
+  Concrete positions are checked on the host at once; traced ones (inside jit) by a host
+  callback when the call runs: one small transfer per prefill, none per decode step (T = 1)
+  and none when positions_BT is None (then they are arange(T) by construction).
+  """
+  if isinstance(positions_BT, jax.core.Tracer):
+    jax.debug.callback(_raise_prefill_error, positions_BT)
+  else:
+    _raise_prefill_error(positions_BT)
+
+
 def write_cache(cache, k_BTGK, v_BTGK, positions_BT):
   """Writes the new keys/values into the cache at their absolute positions."""
   k_cache, v_cache = cache
   b_idx = jnp.arange(positions_BT.shape[0])[:, None]
   return (k_cache.at[b_idx, positions_BT].set(k_BTGK.astype(k_cache.dtype)),
           v_cache.at[b_idx, positions_BT].set(v_BTGK.astype(v_cache.dtype)))
-
-
-def cached_attention(q_BTHK, k_BTGK, v_BTGK, positions_BT, cache, window):
-  """Attention against a key/value cache (prefill and decode).
-
-  cache = (k_BSGK, v_BSGK): the new keys/values are written at their absolute
-  positions, and query at position p attends to cache slots s <= p (and
-  s > p - window with a sliding window). Slots past a sequence's length hold
-  stale values but are always masked, so prompts of different lengths share
-  one cache.
-  """
-  k_cache, v_cache = write_cache(cache, k_BTGK, v_BTGK, positions_BT)
-  S = k_cache.shape[1]
-  key_pos_S = jnp.arange(S)
-  mask_BTS = key_pos_S[None, None, :] <= positions_BT[:, :, None]
-  if window:
-    mask_BTS &= key_pos_S[None, None, :] > positions_BT[:, :, None] - window
-  return masked_attention(q_BTHK, k_cache, v_cache, mask_BTS), (k_cache, v_cache)
-
-
-def masked_attention(q_BTHK, k_BSGK, v_BSGK, mask_BTS):
-  """Plain softmax attention with an explicit boolean mask; kv heads shared by H/G query heads."""
-  B, T, H, K = q_BTHK.shape
-  G = k_BSGK.shape[2]
-  q_BTGRK = q_BTHK.reshape(B, T, G, H // G, K)
-  s_BGRTS = jnp.einsum('btgrk,bsgk->bgrts', q_BTGRK, k_BSGK.astype(q_BTHK.dtype),
-                       preferred_element_type=jnp.float32) / math.sqrt(K)
-  s_BGRTS = jnp.where(mask_BTS[:, None, None], s_BGRTS, -1e30)
-  p_BGRTS = jax.nn.softmax(s_BGRTS, axis=-1)
-  out_BTGRK = jnp.einsum('bgrts,bsgk->btgrk', p_BGRTS.astype(q_BTHK.dtype), v_BSGK.astype(q_BTHK.dtype),
-                         preferred_element_type=jnp.float32)
-  return out_BTGRK.reshape(B, T, H, K).astype(q_BTHK.dtype)
 
 
 # ----------------------------------------------------------------------------- remat
@@ -315,6 +313,8 @@ class Transformer(nnx.Module):
     B, T = tokens_BT.shape
     if positions_BT is None:
       positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    elif cache is not None and T > 1:
+      check_prefill_positions(positions_BT)
     x_BTD = self.embed(tokens_BT, positions_BT)
     graphdef, params = nnx.split(self.blocks)
 

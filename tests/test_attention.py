@@ -6,7 +6,6 @@ a second, independent code path. Small block sizes make the blockwise loops run
 over many blocks while keeping the tests fast.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -112,44 +111,60 @@ def test_blockwise_bf16_close_to_f32_reference():
     _assert_close(g, rg, 0, 3e-2 * scale, f'bf16 {name}')
 
 
-@pytest.mark.parametrize('impl', ['reference', 'xla', 'blockwise'])
-def test_decode_rows_match_full_attention(impl):
-  """T=1 (and a prefill chunk) against a KV cache longer than the valid part."""
-  B, L, H, G, K, cache = 2, 40, 4, 2, 16, 48
+def _cache_with_junk(x_BLGK, S):
+  """x in slots [0, L) of an S-slot cache, stale values (100) in the rest."""
+  B, L, G, K = x_BLGK.shape
+  return jnp.concatenate([x_BLGK, 100.0 * jnp.ones((B, S - L, G, K))], axis=1)
+
+
+def test_cached_attention_rows_match_full_attention():
+  """Decode rows (T=1) and a chunk of queries against a cache longer than the valid part:
+  the rows of full causal attention (reference: kv heads repeated, -inf mask) at the same positions."""
+  B, L, H, G, K, S, window = 2, 40, 4, 2, 16, 48, 11
   q, k, v, _ = _qkv(B, L, L, H, G, K)
-  full = jax.jit(functools.partial(attn.reference_attention, window=11))(q, k, v)
-  junk = 100.0 * jnp.ones((B, cache - L, G, K))  # stale cache slots
-  k_cache = jnp.concatenate([k, junk], axis=1)
-  v_cache = jnp.concatenate([v, junk], axis=1)
-  step = jax.jit(lambda q, pos, n: attn.attention(
-      q, k_cache, v_cache, impl=impl, window=11, block_size=16, q_offset=pos,
-      kv_valid_len_B=n))
-  for pos in (0, 17, L - 1):  # traced q_offset: one compile for all positions
-    out = step(q[:, pos:pos + 1], jnp.int32(pos), jnp.full((B,), pos + 1))
+  full = attn.reference_attention(q, k, v, window=window)
+  k_cache, v_cache = _cache_with_junk(k, S), _cache_with_junk(v, S)
+  step = jax.jit(lambda q, pos: attn.cached_attention(q, k_cache, v_cache, pos, window=window))
+  for pos in (0, 17, L - 1):   # traced positions: one compile for all of them
+    out = step(q[:, pos:pos + 1], jnp.full((B, 1), pos, jnp.int32))
     _assert_close(out, full[:, pos:pos + 1], 1e-5, 2e-6, f'decode pos {pos}')
-  # Chunked prefill: queries 16..23 with keys valid up to 24.
-  out = step(q[:, 16:24], jnp.int32(16), jnp.full((B,), 24))
-  _assert_close(out, full[:, 16:24], 1e-5, 2e-6, 'prefill chunk')
+  chunk = jnp.broadcast_to(jnp.arange(16, 24, dtype=jnp.int32), (B, 8))   # queries 16..23
+  _assert_close(step(q[:, 16:24], chunk), full[:, 16:24], 1e-5, 2e-6, 'chunk of queries')
 
 
-def test_kv_valid_len_per_example_and_empty_rows():
-  """Different valid lengths per example; a row that sees no key gives 0."""
-  B, T, S, H, G, K = 2, 4, 24, 2, 1, 8
-  q, k, v, w = _qkv(B, T, S, H, G, K)
-  n = jnp.array([0, 13])
-  kw = dict(q_offset=20, kv_valid_len_B=n)
-  ref_out, ref_grads = _out_and_grads(
-      lambda q, k, v: attn.reference_attention(q, k, v, **kw), q, k, v, w)
-  out, grads = _out_and_grads(
-      lambda q, k, v: attn.blockwise_attention(q, k, v, block_size=8, **kw),
-      q, k, v, w)
-  assert float(jnp.max(jnp.abs(out[0]))) == 0.0  # example 0: nothing valid
-  _assert_close(out, ref_out, 1e-5, 2e-6, 'out')
-  for name, g, rg in zip(('dq', 'dk', 'dv'), grads, ref_grads):
-    assert bool(jnp.all(jnp.isfinite(g))), name
-    _assert_close(g, rg, 1e-5, 2e-5, name)
-  # Keys past the valid length get no gradient.
-  assert float(jnp.max(jnp.abs(grads[1][1, 13:]))) == 0.0
+def test_cached_attention_rows_at_different_positions():
+  """One call, row 0 at position 3 and row 1 at position 30 (prompts of different lengths),
+  without and with a window: each row equals full attention of its own sequence at its position,
+  so the slots past a row's position (the other row's tokens, stale values) are never seen."""
+  B, L, H, G, K, S = 2, 32, 2, 1, 8, 40
+  q, k, v, _ = _qkv(B, L, L, H, G, K, seed=3)
+  k_cache, v_cache = _cache_with_junk(k, S), _cache_with_junk(v, S)
+  pos_B1 = jnp.array([[3], [30]], jnp.int32)
+  q_B1 = jnp.stack([q[0, 3], q[1, 30]])[:, None]
+  for window in (0, 5):
+    full = attn.reference_attention(q, k, v, window=window)
+    out = attn.cached_attention(q_B1, k_cache, v_cache, pos_B1, window=window)
+    _assert_close(out[0, 0], full[0, 3], 1e-5, 2e-6, f'row 0, window {window}')
+    _assert_close(out[1, 0], full[1, 30], 1e-5, 2e-6, f'row 1, window {window}')
+
+
+def test_cached_attention_matches_numpy_formula():
+  """Independent of reference_attention: a direct numpy loop over the visible slots (GQA 2:1)."""
+  B, S, H, G, K, window = 2, 12, 4, 2, 8, 4
+  q, k, v, _ = _qkv(B, 1, S, H, G, K, seed=5)
+  pos = np.array([[6], [11]])
+  out = attn.cached_attention(q, k, v, jnp.asarray(pos, jnp.int32), window=window)
+  qn, kn, vn = (np.asarray(x, np.float64) for x in (q, k, v))
+  exp = np.zeros((B, 1, H, K))
+  for b in range(B):
+    p = pos[b, 0]
+    slots = [s for s in range(S) if p - window < s <= p]
+    for h in range(H):
+      g = h // (H // G)
+      logits = np.array([qn[b, 0, h] @ kn[b, s, g] for s in slots]) / np.sqrt(K)
+      w = np.exp(logits - logits.max())
+      exp[b, 0, h] = sum(wi * vn[b, s, g] for wi, s in zip(w / w.sum(), slots))
+  _assert_close(out, exp, 1e-5, 1e-6, 'cached_attention vs numpy')
 
 
 def test_splash_interpret_mode_matches_reference():
@@ -162,7 +177,7 @@ def test_splash_interpret_mode_matches_reference():
   ref_out, ref_grads = _out_and_grads(
       lambda q, k, v: attn.reference_attention(q, k, v, **kw), q, k, v, w)
   out, grads = _out_and_grads(
-      lambda q, k, v: attn._splash_attention(q, k, v, block_size=128, q_offset=0,
+      lambda q, k, v: attn._splash_attention(q, k, v, block_size=128,
                                              interpret=True, **kw), q, k, v, w)
   _assert_close(out, ref_out, 1e-5, 1e-5, 'splash out')
   for name, g, rg in zip(('dq', 'dk', 'dv'), grads, ref_grads):
@@ -203,7 +218,7 @@ def test_available_and_resolve():
                            seq_len=2048) == 'blockwise'
   assert attn.resolve_impl('auto', 'tpu', head_dim=128, seq_len=2048) == 'splash'
   assert attn.resolve_impl('auto', 'tpu', head_dim=128, seq_len=1,
-                           kv_len=2048, q_offset=7) == 'xla'
+                           kv_len=2048) == 'xla'
 
 
 @pytest.mark.parametrize('impl,pattern', [
@@ -222,8 +237,10 @@ def test_unavailable_impl_errors(impl, pattern):
 def test_unsupported_combinations_error():
   with pytest.raises(ValueError, match='bfloat16/float16'):
     attn.resolve_impl('cudnn', 'cuda', dtype=jnp.float32, head_dim=64)
-  with pytest.raises(ValueError, match='kv_valid_len_B'):
-    attn.resolve_impl('splash', 'tpu', seq_len=256, has_valid_len=True)
+  with pytest.raises(ValueError, match='multiple of 128'):
+    attn.resolve_impl('splash', 'tpu', seq_len=200)
+  with pytest.raises(ValueError, match='segment_ids_BT'):
+    attn.resolve_impl('cudnn', 'cuda', dtype=jnp.bfloat16, head_dim=64, has_segments=True)
 
 
 def test_bad_shapes_error():

@@ -310,6 +310,26 @@ def test_kv_cache_decoding_matches_full_forward(make_model, extra):
     np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, t], atol=2e-5)
 
 
+def test_prefill_not_at_position_zero_is_an_error(make_model):
+  """A multi-token cache call attends over its own keys only: it must start at position 0.
+
+  Concrete positions fail on the host before anything runs; traced ones (inside jit) when the
+  call runs; decode steps (T = 1) and positions_BT=None are not checked (nothing to check)."""
+  model = make_model()
+  tokens = _tokens()[:, :4]
+  cache = model.init_cache(B, T)
+  shifted = jnp.broadcast_to(jnp.arange(3, 7, dtype=jnp.int32), (B, 4))
+  with pytest.raises(ValueError, match=r'prefill, which must start at position 0.*starting at \[3\]'):
+    model(tokens, shifted, cache=cache)
+  graphdef, state = nnx.split(model)
+  step = jax.jit(lambda state, tok, pos, cache: nnx.merge(graphdef, state)(tok, pos, cache=cache))
+  with pytest.raises(Exception, match='prefill, which must start at position 0'):
+    jax.block_until_ready(step(state, tokens, shifted, cache))
+  start = jnp.broadcast_to(jnp.arange(4, dtype=jnp.int32), (B, 4))
+  logits, _ = step(state, tokens, start, cache)                     # arange(T): accepted, traced
+  np.testing.assert_allclose(np.asarray(logits), _logits_fn(model)(tokens), atol=2e-5)   # uncached forward
+
+
 # ----------------------------------------------------------------------------- metadata
 def test_param_axes_name_every_dimension(tiny_cfg):
   model = model_lib.abstract_model(tiny_cfg(position='learned', tied_embeddings=False, norm='layernorm').model)
