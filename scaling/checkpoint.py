@@ -45,7 +45,78 @@ def manager(workdir, *, keep: int = 2, save_every: int = 1, async_save: bool = T
   path = pathlib.Path(workdir).absolute() / CKPT_DIR
   opts = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=1, create=True,
                                       enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(path, options=opts, item_names=ITEMS)
+  return Manager(path, options=opts, item_names=ITEMS, keep=keep)
+
+
+class Manager(ocp.CheckpointManager):
+  """orbax's CheckpointManager whose failed saves raise one clear CheckpointError.
+
+  An asynchronous save that fails (a full disk, a lost mount) fails in a background thread; orbax
+  raises its error at the next save, wait_until_finished, check_for_errors or close, as a long
+  tensorstore message. Here it says which step was not saved, why, which complete checkpoint the
+  run can resume from, and (for a full disk) how much room a save needs.
+  """
+
+  def __init__(self, *args, keep: int = 2, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.keep = keep
+
+  def save(self, step: int, *args, **kwargs) -> bool:
+    try:
+      return super().save(step, *args, **kwargs)
+    except CheckpointError:
+      raise
+    except Exception as e:   # noqa: BLE001 -- any failure of a save is reported the same way
+      raise save_failed(self, e, step) from e
+
+  def wait_until_finished(self):
+    try:
+      return super().wait_until_finished()
+    except CheckpointError:
+      raise
+    except Exception as e:   # noqa: BLE001
+      raise save_failed(self, e) from e
+
+  def check_for_errors(self):
+    try:
+      return super().check_for_errors()
+    except CheckpointError:
+      raise
+    except Exception as e:   # noqa: BLE001
+      raise save_failed(self, e) from e
+
+
+def _tree_bytes(path: pathlib.Path) -> int:
+  return sum(p.stat().st_size for p in path.rglob('*') if p.is_file())
+
+
+def save_failed(mgr: Manager, e: BaseException, step: int | None = None) -> CheckpointError:
+  """The error for a save that failed: the step, the cause, what is kept, and what to do."""
+  import errno
+  import re
+  import shutil
+
+  ckpt_dir = pathlib.Path(mgr.directory)
+  text = str(e)
+  m = re.search(r'/(\d+)\.orbax-checkpoint-tmp', text)
+  step = int(m.group(1)) if m else step
+  what = f'step {step}' if step is not None else 'a step'
+  full = (getattr(e, 'errno', None) == errno.ENOSPC or 'No space left on device' in text
+          or "os_error_code='28'" in text)
+  steps = _committed_steps(ckpt_dir)
+  kept = (f'the last complete checkpoint, step {steps[0]} ({ckpt_dir / str(steps[0])}), is intact'
+          if steps else 'no complete checkpoint was written yet')
+  if full:
+    free = shutil.disk_usage(ckpt_dir).free if ckpt_dir.exists() else 0
+    size = _tree_bytes(ckpt_dir / str(steps[0])) if steps else 0
+    need = f'; one checkpoint takes {size / 1e6:.1f} MB and a save needs room for {mgr.keep + 1}' if size else ''
+    why = f'the disk is full ({free / 1e6:.1f} MB free in {ckpt_dir}{need})'
+    fix = 'free space (cut-off saves, *.orbax-checkpoint-tmp*, can be deleted) or lower train.keep_checkpoints'
+  else:
+    why, fix = _error_line(e), 'fix the cause'
+  return CheckpointError(f'saving the checkpoint of {what} failed: {why}. The steps trained since the last '
+                         f'complete checkpoint are lost; {kept}. To resume from it, {fix}, then re-run the '
+                         f'same command.')
 
 
 def save(mgr: ocp.CheckpointManager, step: int, *, params, opt_state, meta: dict, data_state: dict | None,

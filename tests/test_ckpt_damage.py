@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 import textwrap
 
@@ -239,3 +240,76 @@ def test_two_processes_agree_and_move_once(tmp_path, monkeypatch):
   out = _two_processes(tmp_path, monkeypatch, workdir)
   assert 'step 10: no commit_success.txt' in out[0]['error'] and 'process 0' in out[1]['error'], out
   assert snapshot(workdir) == before
+
+
+# ----------------------------------------------------------------------------- a full disk during a save
+@pytest.fixture
+def small_disk(tmp_path):
+  """An 8 MB tmpfs (root only; skipped elsewhere): room for 2 checkpoints of big_state, not 3."""
+  mnt = tmp_path / 'disk'
+  mnt.mkdir()
+  r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', str(mnt)], capture_output=True)
+  if r.returncode:
+    pytest.skip(f'cannot mount a tmpfs here ({r.stderr.decode().strip()}); needs root')
+  yield mnt
+  subprocess.run(['umount', '-l', str(mnt)], check=True)
+
+
+def big_state(seed: int) -> dict:
+  """~3.1 MB per checkpoint: params 1.1 MB + two Adam moments, all random."""
+  rng = np.random.default_rng(seed)
+  st = make_state(seed)
+  st['params']['embed_VD'] = rng.normal(size=(1024, 256)).astype(np.float32)
+  opt_state = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(x.dtype) if x.dtype == np.float32 else x,
+                           optax.adamw(1e-3).init(st['params']))   # random moments: no compression helps
+  return dict(params=st['params'], opt_state=opt_state)
+
+
+def test_full_disk_during_a_save_is_one_clear_error_and_keeps_the_last_checkpoint(small_disk):
+  """Steps 10 and 20 fit, the asynchronous save of 30 hits ENOSPC in orbax's background thread: the next
+  wait says which step failed, that the disk is full and that step 20 is intact; 10 and 20 still restore
+  exactly, the resume step is 20, and with room again step 30 saves."""
+  workdir = small_disk / 'w'
+  states = {s: big_state(s) for s in (10, 20, 30)}
+  mgr = checkpoint.manager(workdir, keep=2)   # asynchronous, as in training
+  for s in (10, 20, 30):
+    st = jax.device_put(states[s], jax.devices()[0])
+    checkpoint.save(mgr, s, params=st['params'], opt_state=st['opt_state'], meta=dict(step=s), data_state=None)
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    mgr.wait_until_finished()
+  msg = str(e.value)
+  assert msg.startswith('saving the checkpoint of step 30 failed: the disk is full'), msg
+  assert f'step 20 ({workdir / checkpoint.CKPT_DIR / "20"}), is intact' in msg and 'room for 3' in msg
+  mgr.close()
+  ckpt = workdir / checkpoint.CKPT_DIR
+  assert sorted(p.name for p in ckpt.iterdir() if p.name.isdigit()) == ['10', '20']
+  for s in (10, 20):
+    assert checkpoint.check_step(ckpt / str(s)) is None
+    out, _ = restore_numpy(workdir, s, states[s])
+    assert_tree_equal(out['params'], states[s]['params'])
+    assert_tree_equal(out['opt_state'], states[s]['opt_state'])
+  assert checkpoint.select_resume_step(workdir, log=lambda *a: None) == 20
+  subprocess.run(['mount', '-o', 'remount,size=40m', str(small_disk)], check=True)
+  mgr = checkpoint.manager(workdir, keep=2)
+  st = jax.device_put(states[30], jax.devices()[0])
+  checkpoint.save(mgr, 30, params=st['params'], opt_state=st['opt_state'], meta=dict(step=30), data_state=None)
+  mgr.wait_until_finished()
+  mgr.close()
+  out, steps = restore_numpy(workdir, 30, states[30])
+  assert steps == [20, 30]
+  assert_tree_equal(out['params'], states[30]['params'])
+
+
+def test_save_failed_message_without_a_full_disk(tmp_path):
+  """Any other failure (here a synthetic one, no file system needed) names the step and the cause."""
+  save_steps(tmp_path, (10,))
+  mgr = checkpoint.manager(tmp_path)
+  msg = str(checkpoint.save_failed(mgr, PermissionError(13, 'Permission denied'), 20))
+  mgr.close()
+  assert msg.startswith('saving the checkpoint of step 20 failed: PermissionError: [Errno 13] Permission denied')
+  assert 'step 10' in msg and 'is intact' in msg and 'disk is full' not in msg
+  enospc = OSError(28, 'No space left on device')
+  mgr = checkpoint.manager(tmp_path)
+  msg = str(checkpoint.save_failed(mgr, enospc, 20))
+  mgr.close()
+  assert 'the disk is full' in msg and 'room for 3' in msg
