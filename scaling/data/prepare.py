@@ -230,7 +230,7 @@ def _up_to_date(data_dir: str, fingerprint: str, settings, sources, check,
 
   `why` is None for a directory that does not exist (nothing to explain).
   """
-  if not os.path.isdir(data_dir):
+  if not os.path.isdir(data_dir) or not os.listdir(data_dir):
     return None, None
   try:
     origin = _read_json(os.path.join(data_dir, ORIGIN_JSON))
@@ -440,9 +440,16 @@ def _remove_stale(data_dir: str, log) -> None:
     log(f'prepare: removed {os.path.join(parent, name)}, left by an interrupted prepare')
 
 
-def _install(tmp: str, data_dir: str) -> None:
-  """Renames the finished tmp directory to data_dir, replacing (then deleting) an old one."""
+def _install(tmp: str, data_dir: str, existed: bool) -> None:
+  """Renames the finished tmp directory to data_dir, replacing (then deleting) an old one.
+
+  If data_dir appeared while this prepare ran (`existed` False: a concurrent prepare of the
+  same target) and holds the same data (summary.json is content-derived), it is kept.
+  """
   old = None
+  if not existed and os.path.isdir(data_dir) and _same_file(tmp, data_dir, SUMMARY_JSON):
+    shutil.rmtree(tmp, ignore_errors=True)
+    return
   if os.path.lexists(data_dir):
     old = os.path.join(os.path.dirname(data_dir),
                        f'{_temp_prefix(data_dir, "old")}{os.getpid()}-{uuid.uuid4().hex[:8]}')
@@ -455,6 +462,14 @@ def _install(tmp: str, data_dir: str) -> None:
     raise
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _same_file(a: str, b: str, name: str) -> bool:
+  try:
+    with open(os.path.join(a, name), 'rb') as fa, open(os.path.join(b, name), 'rb') as fb:
+      return fa.read() == fb.read()
+  except OSError:
+    return False
 
 
 # --- prepare ------------------------------------------------------------------------------
@@ -481,6 +496,7 @@ def prepare(data_cfg: Any, *, verbose: bool = True, force: bool = False,
   data_dir = resolve_data_dir(data_cfg)
   target = os.path.realpath(data_dir)   # a symlinked data_dir: build beside what it points to
   _check_replaceable(target)
+  existed = os.path.lexists(target)
   fingerprint = _fingerprint(settings, sources)
   _remove_stale(target, log)
   why = 'forced (--force)' if force and os.path.isdir(data_dir) else None
@@ -503,7 +519,7 @@ def prepare(data_cfg: Any, *, verbose: bool = True, force: bool = False,
                   seconds=round(time.time() - t_start, 2))
     tok_lib.atomic_write_text(os.path.join(tmp, ORIGIN_JSON), json.dumps(origin, indent=1))
     check()
-    _install(tmp, target)
+    _install(tmp, target, existed)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
