@@ -74,6 +74,14 @@ class Progress:
       from tqdm import tqdm
       self._bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc='train')
 
+  def start_timing(self, n: int) -> None:
+    """Rate and ETA count from step n on (call after the compile step: compile time is not step time)."""
+    self.t0, self.n0 = time.time(), n
+    if self._bar is not None:   # tqdm's own rate: from here, not from its creation
+      bar, now = self._bar, self._bar._time()
+      bar.start_t = bar.last_print_t = now
+      bar.initial = bar.last_print_n = n
+
   def update(self, n: int, postfix: dict) -> None:
     if not self.enabled:
       return
@@ -84,9 +92,9 @@ class Progress:
       now = time.time()
       if now - self._last_line >= 10 or n == self.total:
         rate = (n - self.n0) / max(now - self.t0, 1e-9)
-        eta = (self.total - n) / rate if rate > 0 else float('inf')
+        eta = f'{(self.total - n) / rate:.0f}s' if rate > 0 else '-'   # '-': no timed step yet
         fields = ' '.join(f'{k}={v}' for k, v in postfix.items())
-        print(f'step {n}/{self.total} {fields} eta={eta:.0f}s', flush=True)
+        print(f'step {n}/{self.total} {fields} eta={eta}', flush=True)
         self._last_line = now
     self.n = n
 
@@ -123,6 +131,18 @@ def measure_matmul_peak(dtype=jnp.float32, n: int = 2048, reps: int = 3) -> floa
   return _MEASURED[key]
 
 
+def _same_host_processes() -> bool:
+  """Whether every process runs on this host (started by `--local_processes`, scaling/distributed.py)."""
+  import os
+  return bool(os.environ.get('SCALING_LAUNCHER_PID'))
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, peak_per_device: float, devices: int) -> tuple[float, bool]:
+  """(model FLOPs utilisation capped at 1, whether it was capped: the peak was an underestimate)."""
+  raw = flops_per_token * tokens_per_s / (peak_per_device * devices)
+  return min(raw, 1.0), raw > 1.0
+
+
 def device_peak_flops(dtype: str, override: float = 0.0) -> tuple[float, str]:
   """(peak FLOP/s per device, where it came from): config override, the table, or a measurement."""
   if override > 0:
@@ -133,7 +153,9 @@ def device_peak_flops(dtype: str, override: float = 0.0) -> tuple[float, str]:
     if name != 'CPU' and name.replace('TPU ', '').lower() in kind.lower():
       return peaks.get(dtype, peaks['bfloat16']), f'table ({name})'
   if dev.platform == 'cpu':
-    # fake CPU devices share the same cores: the peak of the host is split between them
-    return measure_matmul_peak(jnp.dtype(dtype)) / max(jax.local_device_count(), 1), 'measured'
+    # fake CPU devices share the same cores: the peak of the host is split between them, and between
+    # the processes `--local_processes` started on this one host
+    share = max(jax.local_device_count(), 1) * (jax.process_count() if _same_host_processes() else 1)
+    return measure_matmul_peak(jnp.dtype(dtype)) / share, 'measured'
   return PEAK_FLOPS['H100'][dtype], f'assumed H100 ({kind})'
 

@@ -32,7 +32,7 @@ from scaling import accounting, checkpoint, distributed, hostmem, sharding
 from scaling.config import ConfigError, to_dict, train_steps
 from scaling.evaluate import evaluate, positions_cover
 from scaling.loss import cross_entropy, fused_cross_entropy
-from scaling.metrics import MetricsWriter, Progress, device_peak_flops
+from scaling.metrics import MetricsWriter, Progress, device_peak_flops, mfu
 from scaling.model import ModelDims, Transformer, abstract_model
 from scaling.optim import make_optimizer
 
@@ -389,6 +389,7 @@ def _stopped_before_training(run: Run, what: str, step) -> dict | None:
 
 def _train(run: Run, resume_step, prof, t_start) -> dict:
   """The phases of a run: data, state (restore or init), the loop, final evaluations, summary."""
+  run.log(f'workdir: {run.workdir.absolute()} (checkpoints, metrics.jsonl, tb/, summary.json)')
   resume_step = _prepare_data(run, resume_step)
   if (r := _stopped_before_training(run, 'data preparation', resume_step)):
     return r
@@ -561,23 +562,27 @@ def _after_compile(run: Run, t0: float) -> None:
   run.t_compile = time.time() - t0
   run.log(f'first step (compile) {run.t_compile:.1f}s')
   hostmem.hold_heap()   # compiled: from now on reuse freed step buffers (scaling/hostmem.py)
-  run.timer.mark(run.step + 1)
+  run.timer.mark(run.step + 1)        # throughput and the ETA count from the first compiled step on
+  run.progress.start_timing(run.step + 1)
 
 
 def _log_action(run: Run):
   dims = run.setup.dims
   fpt = accounting.flops_per_token(dims)
-  peak, _ = device_peak_flops(dims.dtype, run.cfg.train.peak_flops)
+  peak, source = device_peak_flops(dims.dtype, run.cfg.train.peak_flops)
 
   def log_row(run: Run) -> dict:
     row = {'train/loss': run.loss, 'train/grad_norm': float(run.metrics['grad_norm']),
            'train/lr': float(run.setup.schedule(run.step - 1))}
-    dt = run.timer.seconds_per_step(run.step)
+    dt = run.timer.seconds_per_step(run.step)   # None on the compile step: no rate to show
     if dt is not None:
       tps = run.tokens_per_step / dt
-      row |= {'throughput/tokens_per_s': tps, 'throughput/step_s': dt,
-              'throughput/mfu': fpt * tps / (peak * jax.device_count())}
-      run.shown = dict(tps=tps, mfu=row['throughput/mfu'])
+      util, capped = mfu(fpt, tps, peak, jax.device_count())
+      if capped and not run.shown.get('capped'):
+        run.progress.write(f'note: {tps:,.0f} tokens/s is above the peak of {peak:.3g} FLOP/s per device '
+                           f'({source}); MFU is shown capped at 100%. Set train.peak_flops to the real peak')
+      row |= {'throughput/tokens_per_s': tps, 'throughput/step_s': dt, 'throughput/mfu': util}
+      run.shown = dict(tps=tps, mfu=util, capped=run.shown.get('capped') or capped)
     return row | {'tokens_seen': run.step * run.tokens_per_step}
   return log_row
 
@@ -593,8 +598,10 @@ def _eval_action(run: Run) -> dict:
 def _write_row(run: Run, row: dict) -> None:
   """One metrics row per step (whatever the actions of that step computed) and the progress line."""
   run.writer.write(run.step, row)
-  run.progress.update(run.step, {'loss': f'{run.loss:.3f}', 'tok/s': f'{run.shown.get("tps", 0):,.0f}',
-                                 'mfu': f'{run.shown.get("mfu", 0):.1%}'})
+  shown = {'loss': f'{run.loss:.3f}'}
+  if 'tps' in run.shown:   # none before the first timed step
+    shown |= {'tok/s': f'{run.shown["tps"]:,.0f}', 'mfu': f'{run.shown["mfu"]:.1%}'}
+  run.progress.update(run.step, shown)
 
 
 def _do_eval(run: Run, seq_len: int | None = None):
@@ -675,7 +682,7 @@ def _summary(run: Run, extra_evals: dict, t_start: float) -> dict:
   if run.is_main:
     _write_json(run.workdir / 'summary.json', result)
     run.log(f'done: {run.step} steps, train loss {loss:.4f}, eval loss {run.eval_loss:.4f}, '
-            f'eval bpb {run.eval_bpb:.4f}, {result["wall_s"]:.0f}s')
+            f'eval bpb {run.eval_bpb:.4f}, {result["wall_s"]:.0f}s; outputs in {run.workdir.absolute()}')
   return result
 
 
