@@ -47,6 +47,7 @@ PEAK_FLOPS = {
     'TPU v5p': {'bfloat16': 459e12, 'float32': 459e12 / 2},
     'TPU v5e': {'bfloat16': 197e12, 'float32': 197e12 / 2},
     'TPU v4': {'bfloat16': 275e12, 'float32': 275e12 / 2},
+    'TPU v6e': {'bfloat16': 918e12, 'float32': 918e12 / 2},
     'CPU': {'bfloat16': 0.4e12, 'float32': 0.2e12},   # the 2-core CI machine, measured (see BENCHMARKS.md)
 }
 
@@ -166,8 +167,23 @@ def format_table(rows: list[dict]) -> str:
   header = ['rung', 'L', 'd', 'H', 'G', 'K', 'd_ff', 'V', 'T', 'tied', 'params', 'non-emb', 'FLOPs/tok',
             'tokens (20N)', 'train FLOPs', 'params+Adam'] + [
                 k[len('hours_'):].replace('_', ' ') + f' @{int(rows[0]["assumed_mfu"] * 100)}%' for k in hour_cols]
+  topo = rows[0].get('topology')   # `scaling table --topology`: compiled for a TPU slice (scaling/aot.py)
+  if topo:
+    header += [f'fits {topo}', 'HBM/chip', 'est. step', 'est. MFU', 'note']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for r in rows:
     cells = [fmt(r[c]) for c, fmt in cols] + [human_time(r[k]) for k in hour_cols]
+    if topo:
+      cells += topology_cells(r)
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
+
+
+def topology_cells(r: dict) -> list[str]:
+  """fits / HBM per chip / estimated step / estimated MFU / note of a row compiled for a TPU slice."""
+  if r.get('fits') is None:
+    return ['-', '-', '-', '-', r.get('note', '')]
+  step = r['estimated_step_s']
+  return ['yes' if r['fits'] else 'no', human(r['hbm_bytes_per_chip'], 'B'),
+          f'{step * 1e3:.3g}ms' if step < 10 else f'{step:.3g}s',
+          f'{100 * r["estimated_mfu"]:.0f}%' if r.get('estimated_mfu') else '-', r.get('note', '')]

@@ -56,11 +56,36 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
 
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
   devices = devices if devices is not None else jax.devices()
+  if num_slices(devices) > 1:
+    return make_multislice_mesh(mesh_cfg, devices)
   shape = mesh_shape(mesh_cfg, len(devices))
   try:
     dev = jax.experimental.mesh_utils.create_device_mesh(shape, devices=devices)
   except Exception:  # noqa: BLE001 - fake CPU devices or odd topologies: plain order
     dev = np.asarray(devices).reshape(shape)
+  return Mesh(dev, MESH_AXES)
+
+
+def num_slices(devices) -> int:
+  """How many TPU slices the devices span (their `slice_index`; 1 for devices without one)."""
+  return len({getattr(d, 'slice_index', None) or 0 for d in devices})
+
+
+def make_multislice_mesh(mesh_cfg, devices) -> Mesh:
+  """A mesh over several slices: the `data` axis crosses slices (DCN), everything else stays in a slice (ICI).
+
+  mesh_cfg sizes are per slice; the data axis is multiplied by the number of slices, so the only
+  traffic between slices is the data-parallel gradient reduction. The logical rules are unchanged.
+  """
+  from jax.experimental import mesh_utils
+  n = num_slices(devices)
+  if len(devices) % n:
+    raise MeshError(f'{len(devices)} devices do not split evenly over {n} slices')
+  try:
+    ici = mesh_shape(mesh_cfg, len(devices) // n)
+  except MeshError as e:
+    raise MeshError(f'{e} (mesh sizes are per slice: {n} slices of {len(devices) // n} devices)') from None
+  dev = mesh_utils.create_hybrid_device_mesh(ici, (n, 1, 1), devices=devices)
   return Mesh(dev, MESH_AXES)
 
 

@@ -1,0 +1,223 @@
+"""scaling/aot.py: the real train step compiled for a TPU slice on this CPU machine (libtpu, compile-only).
+
+Reference figures are worked out independently of the code under test: parameter counts times bytes per
+parameter for the arguments, the matmul FLOP formula for the step's FLOPs, Cloud TPU's naming rules for
+the topologies, a hand-made memory curve for the batch bisection.
+"""
+
+import json
+
+import pytest
+
+from scaling import accounting, aot
+from scaling.config import load_config
+
+needs_libtpu = pytest.mark.skipif(not aot.libtpu_available(), reason='libtpu not installed (pip install -e ".[tpu-aot]")')
+
+
+# ----------------------------------------------------------------------------- names (no libtpu needed)
+@pytest.mark.parametrize('name, shape, chips, hosts', [
+    ('v5p-8', (2, 2, 1), 4, 1),          # v5p counts TensorCores: 8 cores = 4 chips, one host
+    ('v5p-32', (2, 2, 4), 16, 4),
+    ('v4-32', (2, 2, 4), 16, 4),
+    ('v5p-128', (4, 4, 4), 64, 16),
+    ('v5litepod-8', (2, 4), 8, 1),       # v5e counts chips; 8 chips is one host
+    ('v5e-16', (4, 4), 16, 4),
+    ('v5litepod-1', (1, 1), 1, 1),
+    ('v6e-256', (16, 16), 256, 64),
+    ('v5p:2x2x4', (2, 2, 4), 16, 4),
+])
+def test_accelerator_names_map_to_topologies(name, shape, chips, hosts):
+  t = aot.parse_target(name)
+  assert (t.shape, t.chips, t.hosts) == (shape, chips, hosts)
+  assert t.topology.split(':')[1] == 'x'.join(map(str, shape))
+
+
+def test_unknown_topology_lists_the_known_ones():
+  for bad in ('v9-8', 'v5p-7', 'v5p-6', 'tpu', 'v5e:2x2x2'):
+    with pytest.raises(aot.AotError) as e:
+      aot.parse_target(bad)
+    assert 'unknown TPU topology' in str(e.value) and 'v5p-8' in str(e.value) and 'v5litepod-8' in str(e.value)
+
+
+def test_unknown_topology_fails_before_any_compile(monkeypatch, capsys):
+  from scaling import cli
+
+  def no_compile(*a, **k):
+    raise AssertionError('compiled despite a bad topology')
+  monkeypatch.setattr(aot, 'compile_step', no_compile)
+  monkeypatch.setattr(aot, 'target_devices', no_compile)
+  assert cli.main(['compile', '--topology', 'v5p-9000']) == 2
+  assert 'Known: v4-8' in capsys.readouterr().err
+
+
+def test_gpu_names_say_what_is_possible():
+  for name in ('h100', 'h200-8'):
+    with pytest.raises(aot.AotError, match='GPU'):
+      aot.parse_target(name)
+
+
+def test_max_batch_bisection_on_a_known_memory_curve(monkeypatch):
+  # bytes(batch) = 1 GiB + batch x 0.1 GiB against 16 GiB: the largest multiple of 4 below 150 is 148
+  def fake_report(cfg, t, devices=None):
+    total = aot.GiB + cfg.train.batch_size * aot.GiB // 10
+    return dict(fits=total <= 16 * aot.GiB, bytes_per_chip=dict(total=total), compile_s=0.0,
+                batch=cfg.train.batch_size)
+  monkeypatch.setattr(aot, 'compile_report', fake_report)
+  monkeypatch.setattr(aot, 'data_parallel_unit', lambda cfg, t, devices=None: 4)
+  cfg = aot.target_config(load_config('configs/ladder.py:nano'))
+  for start in (4, 16, 400):
+    best, r, probed = aot.find_max_batch(aot.target_config(cfg, batch_size=start), aot.parse_target('v5litepod-4'),
+                                         devices=[])
+    assert best == 148 and r['batch'] == 148
+    assert len(probed) <= 12   # doubling then bisection, not a scan
+
+
+def test_hlo_flops_counts_while_loops_trip_count_times():
+  hlo = """HloModule m
+
+body {
+  p = (s32[], f32[4,8]) parameter(0)
+  x = f32[4,8]{1,0} get-tuple-element(p), index=1
+  w = f32[8,8]{1,0} constant({...})
+  d = f32[4,8]{1,0} dot(x, w), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  i = s32[] get-tuple-element(p), index=0
+  ROOT t = (s32[], f32[4,8]) tuple(i, d)
+}
+
+cond {
+  p = (s32[], f32[4,8]) parameter(0)
+  i = s32[] get-tuple-element(p), index=0
+  n = s32[] constant(12)
+  ROOT lt = pred[] compare(i, n), direction=LT
+}
+
+ENTRY main {
+  a = f32[4,8]{1,0} parameter(0)
+  b = f32[8,16]{1,0} parameter(1)
+  e = f32[4,16]{1,0} dot(a, b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  z = s32[] constant(0)
+  t = (s32[], f32[4,8]) tuple(z, a)
+  ROOT w = (s32[], f32[4,8]) while(t), condition=cond, body=body
+}
+"""
+  flops, unknown = aot.hlo_dot_flops(hlo)
+  assert unknown == 0
+  assert flops == 2 * 4 * 16 * 8 + 12 * (2 * 4 * 8 * 8)
+
+
+# ----------------------------------------------------------------------------- real compiles (libtpu)
+NANO = {'model.attention': 'xla', 'model.remat': 'none', 'model.scan_layers': 'true'}
+
+
+@pytest.fixture(scope='module')
+def nano_v5p8(tmp_path_factory):
+  """The nano rung's step on v5p-8 (4 chips): plain XLA attention, no remat, layers scanned."""
+  aot.enable_compile_cache(str(tmp_path_factory.mktemp('aot-cache')))
+  t = aot.parse_target('v5p-8')
+  cfg = aot.target_config(load_config('configs/ladder.py:nano', NANO))
+  c = aot.compile_step(cfg, t)
+  return cfg, t, c, aot.report(c, cfg, t)
+
+
+@needs_libtpu
+def test_reported_bytes_are_memory_analysis_and_match_the_state_size(nano_v5p8):
+  cfg, t, c, r = nano_v5p8
+  m = c.compiled.memory_analysis()
+  b = r['bytes_per_chip']
+  assert (b['argument'], b['output'], b['alias'], b['temp'], b['generated_code']) == (
+      m.argument_size_in_bytes, m.output_size_in_bytes, m.alias_size_in_bytes, m.temp_size_in_bytes,
+      m.generated_code_size_in_bytes)
+  assert b['total'] == (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+                        + m.temp_size_in_bytes + m.generated_code_size_in_bytes)
+  # mesh data=4: every chip holds the whole state: float32 params + two Adam moments = 12 bytes/param,
+  # plus its quarter of the int32 inputs and targets; the new state is donated, so it aliases the old
+  n = accounting.count_params(c.setup.dims)['total']
+  B, T = cfg.train.batch_size, cfg.model.seq_len
+  expected_args = 12 * n + 2 * 4 * (B // 4) * T
+  assert abs(b['argument'] - expected_args) / expected_args < 0.01
+  assert abs(b['alias'] - 12 * n) / (12 * n) < 0.01
+  assert r['fits'] and r['hbm_bytes_per_chip'] == 95 * aot.GiB and r['chips'] == 4
+
+
+@needs_libtpu
+def test_xla_flops_agree_with_accounting_term_by_term(nano_v5p8):
+  cfg, t, c, r = nano_v5p8
+  d = c.setup.dims
+  B, T, L, HK = cfg.train.batch_size, cfg.model.seq_len, d.num_layers, d.num_heads * d.head_dim
+  # the 'xla' attention multiplies the full T x T score matrix (masked afterwards): 12 L H K T per token,
+  # where the accounting counts the causal (T + 1) / 2 keys a query really attends to
+  full_attention = B * T * (6 * accounting.matmul_params(d) + 12 * L * HK * T)
+  assert abs(r['xla_flops_per_step'] / full_attention - 1) < 0.01
+  masked_away = B * T * 12 * L * HK * (T - (T + 1) / 2)
+  assert abs((r['xla_flops_per_step'] - r['accounting_flops_per_step']) / masked_away - 1) < 0.02
+  assert r['accounting_flops_per_step'] == accounting.flops_per_token(d) * B * T
+  # XLA's own cost analysis counts each while body (layers scan, loss chunks) once: far below
+  assert r['cost_analysis_flops_per_chip'] * t.chips < 0.7 * r['xla_flops_per_step']
+  assert r['estimated_step_s'] == pytest.approx(r['xla_flops_per_step'] / 4 / 459e12)
+
+
+@needs_libtpu
+def test_7b_on_one_v5e_chip_does_not_fit_with_the_shortfall():
+  t = aot.parse_target('v5litepod-1')
+  cfg = aot.target_config(load_config('configs/ladder.py:7b', {'train.batch_size': '1', 'mesh.fsdp': '1'}))
+  r = aot.compile_report(cfg, t)
+  n = accounting.count_params(cfg.model)['total']
+  assert not r['fits']
+  assert r['bytes_per_chip']['total'] >= 12 * n > 16 * aot.GiB   # params + Adam alone are 5x the HBM
+  assert r['shortfall_bytes'] == r['bytes_per_chip']['total'] - r['hbm_bytes_per_chip'] > 50 * aot.GiB
+  assert r['hbm_bytes_per_chip'] <= 16 * aot.GiB
+  assert 'DOES NOT FIT' in aot.format_report(r)
+
+
+@needs_libtpu
+def test_compile_command_json(nano_v5p8, capsys, tmp_path):
+  from scaling import cli
+  args = ['compile', '--config', 'configs/ladder.py:nano', '--topology', 'v5p-8', '--json',
+          '--cache_dir', str(tmp_path)] + [f'--config.{k}={v}' for k, v in NANO.items()]
+  assert cli.main(args) == 0
+  out = json.loads(capsys.readouterr().out)
+  for k in ('fits', 'hbm_bytes_per_chip', 'bytes_per_chip', 'xla_flops_per_step', 'accounting_flops_per_step',
+            'estimated_step_s', 'estimated_mfu'):
+    assert k in out
+  assert out['bytes_per_chip'] == nano_v5p8[3]['bytes_per_chip']   # the same program as the fixture's
+  assert out['xla_flops_per_step'] == nano_v5p8[3]['xla_flops_per_step']
+
+
+@pytest.fixture(scope='module')
+def two_slices():
+  """nano on 2 x v5p-8, per slice fsdp over the 4 chips: mesh data=2 (over DCN) x fsdp=4 (ICI)."""
+  t = aot.parse_target('v5p-8', num_slices=2)
+  cfg = aot.target_config(load_config('configs/ladder.py:nano', {**NANO, 'mesh.data': '1', 'mesh.fsdp': '-1'}))
+  c = aot.compile_step(cfg, t)
+  slice_of = [d.slice_index for d in c.setup.mesh.devices.flat]
+  return c, aot.collectives(c.compiled.as_text(), slice_of)
+
+
+@needs_libtpu
+def test_multislice_mesh_puts_data_over_slices(two_slices):
+  c, _ = two_slices
+  mesh = c.setup.mesh
+  assert dict(mesh.shape) == dict(data=2, fsdp=4, tensor=1)
+  for i in range(2):   # each data row is one slice: fsdp (and its all-gathers) stays on ICI
+    assert {d.slice_index for d in mesh.devices[i].flat} == {i}
+
+
+@needs_libtpu
+def test_multislice_gradient_reduction_crosses_slices(two_slices):
+  c, colls = two_slices
+  n = accounting.count_params(c.setup.dims)['total']
+  cross = [x for x in colls if x['cross_slice']]
+  reduced = sum(x['elements'] for x in cross if x['op'] == 'all-reduce')
+  # every gradient crosses once: at least each chip's fsdp shard, at most the whole gradient (+ the loss)
+  assert n / 4 <= reduced <= n + 16
+  # ICI collectives stay inside a slice
+  assert all(x['group_size'] is None or x['group_size'] <= 4 for x in colls)
+
+
+@needs_libtpu
+def test_multislice_only_the_gradient_reduction_crosses_slices(two_slices):
+  # (with model.scan_layers=false, libtpu 0.0.42 also all-gathers the embedding's per-token gradient
+  # across the data axis for its scatter-add; the scanned layout of the named rungs does not)
+  _, colls = two_slices
+  assert {x['op'] for x in colls if x['cross_slice']} == {'all-reduce'}
