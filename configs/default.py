@@ -4,6 +4,7 @@
 `configs/ladder.py` overrides only the model dims and the batch/steps.
 
 Override any field from the command line: `--config.model.num_layers=2`.
+`scaling.model.ModelDims` takes its defaults from the model section here (one source).
 """
 
 import ml_collections
@@ -16,7 +17,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # --- model -------------------------------------------------------------
   m = c.model = ml_collections.ConfigDict()
-  m.vocab_size = 4096        # must equal the tokenizer's vocab (checked at train time)
+  m.vocab_size = 0           # embedding rows. 0: follow the tokenizer (its id count: data.vocab_size for
+                             # bpe/unigram, 259 for byte, filled when the config loads; char/tiktoken: when
+                             # the data is prepared). An explicit size below the tokenizer's id count is an
+                             # error naming both fields; one above it too, unless pad_vocab (below)
+  m.pad_vocab = False        # True: an explicit vocab_size above the tokenizer's id count is deliberate
+                             # padding (e.g. a multiple of the mesh's model axes); the extra rows are never
+                             # inputs and never sampled
   m.seq_len = 256            # training context length (also the learned-position table size)
   m.num_layers = 4
   m.d_model = 256
@@ -44,7 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.corpus = 'shakespeare'   # shakespeare | comma-separated files/globs (.txt .jsonl .jsonl.gz .parquet) | hf:NAME[:CONFIG]
   d.text_field = 'text'      # for jsonl / parquet / hf
   d.tokenizer = 'bpe'        # bpe | unigram | char | byte | tiktoken:ENCODING
-  d.vocab_size = 4096        # for bpe/unigram (char/byte: decided by the tokenizer)
+  d.vocab_size = 4096        # for bpe/unigram: pieces to train (char/byte: decided by the tokenizer); the
+                             # model follows it unless model.vocab_size is set
   d.data_dir = ''            # '' -> $SCALING_CACHE/data/<hash of corpus+tokenizer> (default ~/.cache/scaling)
   d.val_fraction = 0.05      # fraction of documents (whole works) held out for validation
   d.document_masking = False # emit segment ids so attention does not cross documents

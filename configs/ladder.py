@@ -55,7 +55,6 @@ def get_config(arg: str | None = None):
   c.train.batch_size = batch
   c.train.warmup_steps = 50
   if rung in BIG_RUNGS:
-    m.vocab_size = 32000
     m.seq_len = 2048
     m.tied_embeddings = False
     m.attention = 'auto'
@@ -64,8 +63,12 @@ def get_config(arg: str | None = None):
     c.data.vocab_size = 32000
     c.train.warmup_steps = 2000
     c.mesh.data, c.mesh.fsdp = 1, -1
+    import copy
+
     from scaling.accounting import TOKENS_PER_PARAM, count_params
-    c.train.tokens = TOKENS_PER_PARAM * count_params(m)['total']   # compute-optimal budget
+    from scaling.config import fill_vocab
+    sized = fill_vocab(copy.deepcopy(c))    # the model's vocab follows data.vocab_size (filled again at load)
+    c.train.tokens = TOKENS_PER_PARAM * count_params(sized.model)['total']   # compute-optimal budget
   else:
     c.train.steps = 300
   return c

@@ -26,8 +26,8 @@ NORMS = ('rmsnorm', 'layernorm')
 POSITIONS = ('rope', 'learned', 'none')
 MLPS = ('swiglu', 'gelu')
 DTYPES = ('auto', 'float32', 'bfloat16')
-REMATS = ('none', 'full', 'dots', 'dots_except_mlp')
-ATTENTIONS = ('auto', 'xla', 'blockwise', 'cudnn', 'splash', 'reference')
+# model.attention and model.remat are checked against the names their implementations export
+# (scaling.attention.IMPLEMENTATIONS, scaling.model.REMATS), imported when a config is validated.
 SCHEDULES = ('cosine', 'wsd', 'constant')
 
 
@@ -35,16 +35,23 @@ class ConfigError(ValueError):
   """A config that cannot work; the message names the field and the fix."""
 
 
-def _find_config_file(name: str) -> pathlib.Path:
-  """Resolves a config path: as given, or relative to the packaged configs/."""
-  p = pathlib.Path(name)
-  if p.exists():
-    return p
+def _packaged_config_file(name: str) -> pathlib.Path | None:
+  """`name` (with or without .py) in the packaged configs/, or None."""
   for base in (REPO_ROOT / 'configs', pathlib.Path(__file__).parent / 'configs'):
     if (base / name).exists():
       return base / name
     if (base / (name + '.py')).exists():
       return base / (name + '.py')
+  return None
+
+
+def _find_config_file(name: str) -> pathlib.Path:
+  """Resolves a config path: as given, or relative to the packaged configs/."""
+  p = pathlib.Path(name)
+  if p.exists():
+    return p
+  if (found := _packaged_config_file(name)) is not None:
+    return found
   raise ConfigError(f'config file {name!r} not found (give a path to a .py file with get_config(), '
                     f'e.g. configs/ladder.py:nano)')
 
@@ -151,9 +158,79 @@ def load_config(spec: str | None = None, overrides: dict | None = None,
   cfg = mod.get_config(arg)
   for k, v in (overrides or {}).items():
     apply_override(cfg, k, v)
+  fill_vocab(cfg)
   if validate:
     validate_config(cfg)
   return cfg
+
+
+_DEFAULT_MODEL: dict = {}
+
+
+def default_model() -> dict:
+  """The model section of the packaged configs/default.py (never one in the working directory):
+  the one place the model defaults are written; scaling.model.ModelDims takes its defaults from it."""
+  if not _DEFAULT_MODEL:
+    _DEFAULT_MODEL.update(load_module(_packaged_config_file(DEFAULT_CONFIG)).get_config().model.to_dict())
+  return dict(_DEFAULT_MODEL)
+
+
+# ----------------------------------------------------------------------------- vocab
+def tokenizer_vocab_size(data) -> int | None:
+  """The tokenizer's id count when the data section alone decides it, else None.
+
+  bpe / unigram: data.vocab_size (sentencepiece makes exactly that many pieces or fails);
+  byte: 259. char (the corpus's characters) and tiktoken (the encoding) are known only
+  once the tokenizer is built: None.
+  """
+  from scaling import tokenizer as tok_lib  # numpy only
+  kind = str(data.get('tokenizer', '')).partition(':')[0]
+  if kind in tok_lib.SPM_KINDS:
+    return int(data.vocab_size)
+  if kind == 'byte':
+    return tok_lib.ByteTokenizer().vocab_size
+  return None
+
+
+def fill_vocab(cfg):
+  """model.vocab_size = 0 (follow the tokenizer) -> the tokenizer's id count, when the data section
+  decides it (tokenizer_vocab_size); left at 0 otherwise (resolve_vocab fills it from the built
+  tokenizer). Explicit sizes are left alone. Returns cfg (changed in place)."""
+  if 'model' in cfg and 'data' in cfg and cfg.model.get('vocab_size') == 0:
+    n = tokenizer_vocab_size(cfg.data)
+    if n:
+      with cfg.model.unlocked():
+        cfg.model.vocab_size = n
+  return cfg
+
+
+def _tokenizer_words(data) -> str:
+  kind = str(data.get('tokenizer', '')).partition(':')[0]
+  extra = f', data.vocab_size={data.vocab_size}' if 'vocab_size' in data and kind in ('bpe', 'unigram') else ''
+  return f'data.tokenizer={data.get("tokenizer")!r}{extra}'
+
+
+def resolve_vocab(cfg, tokenizer_vocab: int) -> int:
+  """model.vocab_size checked against (or, at 0, set to) the tokenizer's id count; returns it.
+
+  Smaller than the tokenizer: ConfigError (ids would fall outside the embedding). Larger: ConfigError
+  unless model.pad_vocab is true (deliberate padding, e.g. to a multiple of the mesh's model axes;
+  the extra rows are never seen as inputs and never sampled). Both messages name both fields.
+  """
+  m, tokenizer_vocab = cfg.model, int(tokenizer_vocab)
+  if m.vocab_size == 0:
+    with m.unlocked():
+      m.vocab_size = tokenizer_vocab
+    return tokenizer_vocab
+  tok = f'the tokenizer ({_tokenizer_words(cfg.data)}) has {tokenizer_vocab} ids'
+  if m.vocab_size < tokenizer_vocab:
+    raise ConfigError(f'model.vocab_size={m.vocab_size} but {tok}: token ids would fall outside the embedding. '
+                      f'Set model.vocab_size=0 (follow the tokenizer) or >= {tokenizer_vocab}')
+  if m.vocab_size > tokenizer_vocab and not m.get('pad_vocab', False):
+    raise ConfigError(f'model.vocab_size={m.vocab_size} but {tok}: {m.vocab_size - tokenizer_vocab} embedding '
+                      f'rows would never be used. Set model.vocab_size=0 (follow the tokenizer), or '
+                      f'model.pad_vocab=true if the padding is deliberate (e.g. for sharding)')
+  return m.vocab_size
 
 
 def resolved_dims(m) -> dict:
@@ -173,8 +250,10 @@ def validate_model(m) -> None:
     v = m[name]
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
       raise ConfigError(f'model.{name} must be a positive integer, got {v!r}')
-  for name in ('vocab_size', 'seq_len', 'num_layers', 'd_model', 'num_heads', 'num_kv_heads'):
+  for name in ('seq_len', 'num_layers', 'd_model', 'num_heads', 'num_kv_heads'):
     positive(name)
+  if isinstance(m.vocab_size, bool) or not isinstance(m.vocab_size, int) or m.vocab_size < 0:
+    raise ConfigError(f'model.vocab_size must be an integer >= 0 (0: follow the tokenizer), got {m.vocab_size!r}')
   for name in ('head_dim', 'd_ff'):
     if m[name] < 0:
       raise ConfigError(f'model.{name} must be >= 0 (0 derives it), got {m[name]}')
@@ -184,8 +263,10 @@ def validate_model(m) -> None:
   if m.num_heads % m.num_kv_heads:
     raise ConfigError(f'model.num_kv_heads={m.num_kv_heads} does not divide model.num_heads={m.num_heads} '
                       f'(grouped-query attention shares each kv head among num_heads/num_kv_heads query heads)')
+  from scaling.attention import IMPLEMENTATIONS  # the implementations own their names
+  from scaling.model import REMATS
   for name, allowed in (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('dtype', DTYPES),
-                        ('remat', REMATS), ('attention', ATTENTIONS)):
+                        ('remat', REMATS), ('attention', IMPLEMENTATIONS)):
     if m[name] not in allowed:
       raise ConfigError(f'model.{name}={m[name]!r} is unknown; choose one of {", ".join(allowed)}')
   head_dim = resolved_dims(m)['head_dim']

@@ -44,12 +44,23 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from scaling import attention as attn_lib
-from scaling.config import resolved_dims
+from scaling.config import ConfigError, default_model, resolved_dims
+
+# configs/default.py's model section: the one place the defaults are written (documented there)
+_DEFAULT = default_model()
+
+
+def _auto_dtype(backend: str | None = None) -> str:
+  """dtype='auto': float32 on CPU, bfloat16 on accelerators."""
+  return 'float32' if (backend or jax.default_backend()) == 'cpu' else 'bfloat16'
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelDims:
-  """The model hyperparameters with derived fields resolved (hashable, static under jit)."""
+  """The model hyperparameters with derived fields resolved (hashable, static under jit).
+
+  The dims have no default; every choice defaults to configs/default.py's value.
+  """
   vocab_size: int
   seq_len: int
   num_layers: int
@@ -58,27 +69,34 @@ class ModelDims:
   num_kv_heads: int
   head_dim: int
   d_ff: int
-  norm: str = 'rmsnorm'
-  norm_eps: float = 1e-5
-  position: str = 'rope'
-  rope_theta: float = 10000.0
-  mlp: str = 'swiglu'
-  tied_embeddings: bool = True
-  dtype: str = 'float32'
-  scan_layers: bool = True
-  remat: str = 'none'
-  attention: str = 'auto'
-  attention_block_size: int = 512
-  sliding_window: int = 0
-  init_std: float = 0.02
+  norm: str = _DEFAULT['norm']
+  norm_eps: float = _DEFAULT['norm_eps']
+  position: str = _DEFAULT['position']
+  rope_theta: float = _DEFAULT['rope_theta']
+  mlp: str = _DEFAULT['mlp']
+  tied_embeddings: bool = _DEFAULT['tied_embeddings']
+  dtype: str = _DEFAULT['dtype']            # 'auto' is resolved on construction (_auto_dtype)
+  scan_layers: bool = _DEFAULT['scan_layers']
+  remat: str = _DEFAULT['remat']
+  attention: str = _DEFAULT['attention']
+  attention_block_size: int = _DEFAULT['attention_block_size']
+  sliding_window: int = _DEFAULT['sliding_window']
+  init_std: float = _DEFAULT['init_std']
+
+  def __post_init__(self):
+    if self.vocab_size <= 0:
+      raise ConfigError(f'model.vocab_size={self.vocab_size}: 0 means "follow the tokenizer", which is known only '
+                        'once the data is prepared (char / tiktoken tokenizers); resolve it first '
+                        '(scaling.config.resolve_vocab(cfg, tokenizer.vocab_size)) or set model.vocab_size')
+    if self.dtype == 'auto':
+      object.__setattr__(self, 'dtype', _auto_dtype())
 
   @classmethod
   def from_config(cls, m, *, backend: str | None = None) -> 'ModelDims':
     d = {f.name: m[f.name] for f in dataclasses.fields(cls) if f.name in m}
     d.update(resolved_dims(m))
     if d['dtype'] == 'auto':
-      backend = backend or jax.default_backend()
-      d['dtype'] = 'float32' if backend == 'cpu' else 'bfloat16'
+      d['dtype'] = _auto_dtype(backend)
     return cls(**d)
 
   @property
@@ -272,17 +290,22 @@ def write_cache(cache, k_BTGK, v_BTGK, positions_BT):
 
 
 # ----------------------------------------------------------------------------- remat
+_cp = jax.checkpoint_policies
+_REMAT_POLICIES = {
+    'full': _cp.nothing_saveable,
+    # every matmul output: plain dots (attention scores) and the named projections, whose
+    # dots sit inside mixed_einsum's custom VJP where checkpoint_dots cannot see them
+    'dots': _cp.save_from_both_policies(_cp.checkpoint_dots,
+                                        _cp.save_only_these_names('attn_proj', 'attn_out', 'mlp_proj')),
+    # keep the attention projections and the attention output; recompute the MLP
+    'dots_except_mlp': _cp.save_only_these_names('attn_proj', 'attn_out'),
+}
+# the valid model.remat names (scaling/config.py validates against them); 'none' saves everything
+REMATS = ('none',) + tuple(_REMAT_POLICIES)
+
+
 def remat_policy(name: str):
-  cp = jax.checkpoint_policies
-  return {
-      'full': cp.nothing_saveable,
-      # every matmul output: plain dots (attention scores) and the named projections, whose
-      # dots sit inside mixed_einsum's custom VJP where checkpoint_dots cannot see them
-      'dots': cp.save_from_both_policies(cp.checkpoint_dots,
-                                         cp.save_only_these_names('attn_proj', 'attn_out', 'mlp_proj')),
-      # keep the attention projections and the attention output; recompute the MLP
-      'dots_except_mlp': cp.save_only_these_names('attn_proj', 'attn_out'),
-  }[name]
+  return _REMAT_POLICIES[name]
 
 
 # ----------------------------------------------------------------------------- model

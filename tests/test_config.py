@@ -4,23 +4,57 @@ A bad config must fail at load time with a ConfigError whose message names the
 offending field, before any device or data work.
 """
 
-import pytest
+import math
 
+import jax
+import pytest
+from flax import nnx
+
+from scaling import attention as attn_lib
 from scaling import config as config_lib
+from scaling import model as model_lib
 from scaling.config import ConfigError, load_config, parse_override_flags
 
 LADDER = config_lib.load_module(config_lib.REPO_ROOT / 'configs' / 'ladder.py')
+
+
+def _model_params(model_cfg) -> int:
+  """Parameters of the model built from `model_cfg` (shapes only), a second path beside accounting."""
+  state = nnx.state(model_lib.abstract_model(model_cfg), nnx.Param)
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(state))
 
 
 def test_default_and_every_rung_load_and_validate():
   cfg = load_config()
   assert cfg.model.num_layers > 0 and 'train' in cfg and 'mesh' in cfg
   for rung in LADDER.RUNGS:
-    cfg = load_config(f'configs/ladder.py:{rung}')
-    L, D, H, G, F, lr, batch = LADDER.RUNGS[rung]
-    m = cfg.model
-    assert (m.num_layers, m.d_model, m.num_heads, m.num_kv_heads, m.d_ff) == (L, D, H, G, F)
-    assert cfg.train.lr == lr and cfg.train.batch_size == batch
+    load_config(f'configs/ladder.py:{rung}')
+
+
+def test_rungs_against_hand_written_values():
+  """Two rungs written out by hand (GPT-3 Table 2.1 for 125m), with their parameter counts."""
+  nano, big = load_config('ladder.py:nano'), load_config('ladder.py:125m')
+  m = nano.model
+  assert (m.num_layers, m.d_model, m.num_heads, m.num_kv_heads, m.d_ff, m.vocab_size, m.seq_len) == (
+      2, 128, 4, 2, 512, 4096, 256)
+  assert (nano.train.lr, nano.train.batch_size, nano.train.steps, m.tied_embeddings) == (3e-3, 16, 300, True)
+  # nano, K = 128/4 = 32, tied: embedding 4096*128 = 524,288; per layer wq 128*4*32 = 16,384, wk = wv
+  # 128*2*32 = 8,192 each, wo 16,384, SwiGLU 3*128*512 = 196,608, two norms 256 -> 246,016; x2 layers
+  # = 492,032; final norm 128: total 1,016,448
+  assert _model_params(m) == 1_016_448
+  m = big.model
+  assert (m.num_layers, m.d_model, m.num_heads, m.num_kv_heads, m.vocab_size, m.seq_len) == (
+      12, 768, 12, 4, 32000, 2048)
+  assert (big.train.lr, big.train.batch_size, m.tied_embeddings) == (6e-4, 256, False)
+  # 125m, K = 64, d_ff 8/3*768 = 2048 (a multiple of 64), untied: embedding + head 2*32000*768 =
+  # 49,152,000; per layer wq = wo 768*768 = 589,824 each, wk = wv 768*4*64 = 196,608 each, SwiGLU
+  # 3*768*2048 = 4,718,592, norms 1,536 -> 6,292,992; x12 = 75,515,904; final norm 768:
+  # total 124,668,672; the compute-optimal budget 20 tokens per parameter = 2,493,373,440
+  assert _model_params(m) == 124_668_672
+  assert big.train.tokens == 2_493_373_440
+  # steps = tokens // (256 sequences * 2048 tokens = 524,288 per step) = 4755 (4755 * 524,288 =
+  # 2,492,989,440; the rest, 384,000, is less than a step)
+  assert config_lib.train_steps(big) == 4755
 
 
 def test_spec_resolves_relative_to_configs_dir():
@@ -76,10 +110,87 @@ def test_config_hash_follows_the_resolved_config():
 
 
 def test_train_steps_from_token_budget():
+  # 100,000 tokens / (8 sequences * 256 tokens = 2,048 per step) = 48.8: 48 whole steps
   cfg = load_config('ladder.py:nano', {'train.tokens': '100000', 'train.batch_size': '8'})
-  assert config_lib.train_steps(cfg) == 100000 // (8 * cfg.model.seq_len)
+  assert config_lib.train_steps(cfg) == 48
+  # a budget below one batch still runs one step
+  cfg = load_config('ladder.py:nano', {'train.tokens': '1000', 'train.batch_size': '8'})
+  assert config_lib.train_steps(cfg) == 1
   cfg = load_config('ladder.py:nano', {'train.steps': '7'})
   assert config_lib.train_steps(cfg) == 7
+
+
+# ----------------------------------------------------------------------------- vocab
+def test_model_vocab_follows_the_tokenizer_unless_set():
+  assert load_config().model.vocab_size == 4096                               # bpe: data.vocab_size
+  assert load_config(None, {'data.vocab_size': '8192'}).model.vocab_size == 8192
+  assert load_config(None, {'data.tokenizer': 'byte'}).model.vocab_size == 259   # 256 bytes + eos, bos, pad
+  assert load_config(None, {'data.tokenizer': 'char'}).model.vocab_size == 0     # known once prepared
+  assert load_config(None, {'data.tokenizer': 'tiktoken:gpt2'}).model.vocab_size == 0
+  assert load_config(None, {'model.vocab_size': '97'}).model.vocab_size == 97    # explicit: kept
+  assert load_config('ladder.py:125m', {'data.vocab_size': '50000'}).model.vocab_size == 50000
+
+
+def _vocab_cfg(**model):
+  cfg = load_config(None, {'data.tokenizer': 'byte', **{f'model.{k}': v for k, v in model.items()}})
+  return cfg
+
+
+def test_resolve_vocab_fills_checks_and_names_both_fields():
+  cfg = load_config(None, {'data.tokenizer': 'char'})
+  assert config_lib.resolve_vocab(cfg, 67) == 67 and cfg.model.vocab_size == 67
+  assert config_lib.resolve_vocab(_vocab_cfg(), 259) == 259
+  with pytest.raises(ConfigError) as e:                      # smaller: ids outside the embedding
+    config_lib.resolve_vocab(_vocab_cfg(vocab_size=200), 259)
+  for w in ('model.vocab_size=200', "data.tokenizer='byte'", '259 ids', 'model.vocab_size=0'):
+    assert w in str(e.value), (w, str(e.value))
+  with pytest.raises(ConfigError) as e:                      # larger, not declared: the issue's case
+    config_lib.resolve_vocab(_vocab_cfg(vocab_size=4096), 259)
+  for w in ('model.vocab_size=4096', "data.tokenizer='byte'", '259 ids', '3837 embedding rows',
+            'model.pad_vocab=true'):
+    assert w in str(e.value), (w, str(e.value))
+  bpe = load_config(None, {'model.vocab_size': '4000'})
+  with pytest.raises(ConfigError, match=r"data.tokenizer='bpe', data.vocab_size=4096\) has 4096 ids"):
+    config_lib.resolve_vocab(bpe, 4096)
+  assert config_lib.resolve_vocab(_vocab_cfg(vocab_size=384, pad_vocab=True), 259) == 384   # deliberate
+
+
+def test_unresolved_vocab_cannot_build_a_model():
+  m = load_config(None, {'data.tokenizer': 'char'}).model
+  with pytest.raises(ConfigError, match='model.vocab_size=0.*follow the tokenizer.*resolve_vocab'):
+    model_lib.ModelDims.from_config(m)
+
+
+# ----------------------------------------------------------------------------- one schema
+def test_model_dims_defaults_are_the_default_config():
+  """ModelDims built from the dims alone has every choice of configs/default.py (read here directly)."""
+  default = config_lib.load_module(config_lib.REPO_ROOT / 'configs' / 'default.py').get_config().model
+  dims = model_lib.ModelDims(vocab_size=97, seq_len=16, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+                             head_dim=8, d_ff=64)
+  choices = ('norm', 'norm_eps', 'position', 'rope_theta', 'mlp', 'tied_embeddings', 'scan_layers', 'remat',
+             'attention', 'attention_block_size', 'sliding_window', 'init_std')
+  for name in choices:
+    assert getattr(dims, name) == default[name], name
+  assert default.dtype == 'auto' and dims.dtype == ('float32' if jax.default_backend() == 'cpu' else 'bfloat16')
+  # a field the default config does not set is no ModelDims field either (and vice versa, but for the dims
+  # that ModelDims resolves and the config-only vocab padding flag)
+  fields = {f.name for f in model_lib.ModelDims.__dataclass_fields__.values()}
+  assert fields == set(default.keys()) - {'pad_vocab'}
+
+
+def test_attention_and_remat_names_come_from_their_implementations():
+  assert attn_lib.IMPLEMENTATIONS == ('auto', 'reference', 'xla', 'blockwise', 'cudnn', 'splash')
+  assert model_lib.REMATS == ('none', 'full', 'dots', 'dots_except_mlp')
+  for name in attn_lib.IMPLEMENTATIONS:
+    assert load_config(None, {'model.attention': name}).model.attention == name
+  for name in model_lib.REMATS:
+    assert load_config(None, {'model.remat': name}).model.remat == name
+    if name != 'none':
+      assert model_lib.remat_policy(name) is not None
+  with pytest.raises(ConfigError, match='model.attention.*auto, reference, xla, blockwise, cudnn, splash'):
+    load_config(None, {'model.attention': 'flash'})
+  with pytest.raises(ConfigError, match='model.remat.*none, full, dots, dots_except_mlp'):
+    load_config(None, {'model.remat': 'some'})
 
 
 # ----------------------------------------------------------------------------- errors
@@ -97,7 +208,7 @@ BAD = [
     ({'model.attention': 'flash'}, ['model.attention']),
     ({'model.d_model': '0'}, ['model.d_model']),
     ({'model.num_layers': '-1'}, ['model.num_layers']),
-    ({'model.vocab_size': '0'}, ['model.vocab_size']),
+    ({'model.vocab_size': '-1'}, ['model.vocab_size', 'follow the tokenizer']),
     ({'model.seq_len': '0'}, ['model.seq_len']),
     ({'model.num_heads': '0'}, ['model.num_heads']),
     ({'model.num_kv_heads': '0'}, ['model.num_kv_heads']),
