@@ -1,5 +1,13 @@
-"""The accelerator benchmark is ready to run: shell syntax, argument handling, and a CPU smoke run."""
+"""The benchmark scripts run: each one at a tiny size on CPU (seconds), its printed table checked for its
+columns and for numbers that follow from the arguments; plus the accelerator benchmark's argument handling.
 
+Each script runs as its user runs it (a subprocess from the repository root, one CPU device). Not run here,
+as none has a knob that makes it take seconds: bench/data_bench.py (trains tokenizers on the whole Shakespeare
+corpus, ~45 s; its parts are tested in test_data.py and test_tokenizer.py), bench/train_step.py and
+bench/block_profile.py (each first measures a 2048^3 matmul rate, 10-15 s of CPU on 2 cores).
+"""
+
+import ast
 import os
 import subprocess
 import sys
@@ -11,9 +19,55 @@ sys.path.insert(0, os.path.join(ROOT, 'bench'))
 
 import accelerator  # noqa: E402
 
+HANG_S = 600   # a limit that only catches a hang: every script here takes seconds
 
-def test_shell_wrapper_parses():
-  subprocess.run(['bash', '-n', os.path.join(ROOT, 'bench', 'accelerator.sh')], check=True)
+
+def run_script(argv, **env):
+  """stdout of `argv` run from the repository root on one CPU device; fails with its output on an error."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='', **env)
+  p = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
+  assert p.returncode == 0, f'{argv} exited {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}'
+  return p.stdout
+
+
+def md_table(text, first_column):
+  """The markdown table whose header starts with `| first_column |`: (header cells, [row cells])."""
+  lines = text.splitlines()
+  (start,) = [i for i, l in enumerate(lines) if l.startswith(f'| {first_column} |')]
+  cells = lambda line: [c.strip() for c in line.strip().strip('|').split('|')]
+  header, rows = cells(lines[start]), []
+  assert set(lines[start + 1].replace('|', '').replace(':', '')) == {'-'}, lines[start + 1]
+  for line in lines[start + 2:]:
+    if not line.startswith('|'):
+      break
+    rows.append(cells(line))
+    assert len(rows[-1]) == len(header), line
+  return header, rows
+
+
+def number(cell):
+  return float(cell.replace(',', '').rstrip('x%'))
+
+
+def test_shell_wrapper_runs_the_cpu_path():
+  """bench/accelerator.sh as documented (RUNGS, STEPS, extra flags passed through), on CPU: no GPU setup."""
+  out = run_script(['bash', 'bench/accelerator.sh', '--batches', '2', '--warmup', '1', '--seq_len', '32',
+                    '--override', 'model.num_layers=1'], PYTHON=sys.executable, RUNGS='nano', STEPS='1')
+  assert '# 1 x cpu (cpu)' in out
+  header, rows = md_table(out, 'rung')
+  assert header == ['rung', 'params', 'T', 'batch/device', 'step s', 'tokens/s', 'MFU', 'peak mem/device GB',
+                    'compile s', 'attention', 'remat']
+  assert [r[0] for r in rows] == ['nano']   # RUNGS replaced the default 125m,350m,1b
+  assert rows[0][2] == '32' and rows[0][3] == '2'   # T and batch/device as asked
+  assert float(rows[0][5].replace(',', '')) > 0     # tokens/s
+  (summary,) = [l for l in out.splitlines() if l.startswith('# nano: ')]
+  got = ast.literal_eval(summary[len('# nano: '):])
+  # nano with 1 layer: embedding 4096 x 128 = 524,288 (tied); attention 128 x 128 x 2 (q, o)
+  # + 128 x 64 x 2 (k, v) = 49,152; SwiGLU 3 x 128 x 512 = 196,608; norms 3 x 128 = 384: 770,432.
+  assert got['params'] == 770_432
+  assert (got['seq_len'], got['batch_per_device'], got['devices']) == (32, 2, 1)
+  assert got['tokens_per_s'] == pytest.approx(32 * 2 / got['step_s'], rel=1e-9)   # one step's tokens / its time
+  assert got['step_s'] > 0 and got['compile_s'] > 0 and 0 < got['mfu'] < 1
 
 
 @pytest.mark.parametrize('argv', [['--batches', 'x'], ['--batches', '0'], ['--steps', '0'],
@@ -29,12 +83,39 @@ def test_oom_messages_are_recognised():
   assert not accelerator.is_oom(RuntimeError('shape mismatch'))
 
 
-def test_cpu_smoke_run_prints_the_table(capsys):
-  assert accelerator.main(['--rungs', 'nano', '--batches', '2', '--steps', '1', '--warmup', '1',
-                           '--seq_len', '32', '--override', 'model.num_layers=1']) == 0
-  out = capsys.readouterr().out
-  row = [l for l in out.splitlines() if l.startswith('| nano')]
-  assert row, out
-  cells = [c.strip() for c in row[0].strip('|').split('|')]
-  assert cells[2] == '32' and cells[3] == '2'   # T and batch/device as asked
-  assert float(cells[5].replace(',', '')) > 0   # tokens/s
+def test_decode_bench_cache_and_full_forward_agree():
+  out = run_script([sys.executable, 'bench/decode_bench.py', '--contexts', '16', '--batches', '2',
+                    '--new_tokens', '4', '--reps', '1', '--layers', '1', '--d_model', '32', '--heads', '2',
+                    '--kv_heads', '1', '--vocab', '64'])
+  assert 'model: 1 layers, d_model 32, 2 heads / 1 kv heads' in out
+  header, rows = md_table(out, 'context')
+  assert header[:3] == ['context', 'batch', 'new tokens'] and header[-1] == 'same tokens'
+  assert [r[:3] for r in rows] == [['16', '2', '4']]
+  for r in rows:
+    assert r[-1] == 'yes'   # the KV-cache loop, generate_tokens and the full-forward loop: the same tokens
+    assert number(r[header.index('cache tok/s')]) > 0 and number(r[header.index('full-forward tok/s')]) > 0
+
+
+def test_attention_bench_rows_per_impl_and_length(tmp_path):
+  md = tmp_path / 'attention.md'
+  out = run_script([sys.executable, 'bench/attention_bench.py', '--seq_lens', '64', '--block_sizes', '16',
+                    '--heads', '2', '--kv_heads', '1', '--head_dim', '16', '--time_budget_s', '0.5',
+                    '--out', str(md)])
+  header, rows = md_table(out, 'impl')
+  assert header == ['impl', 'T', 'fwd ms', 'fwd+bwd ms', 'fwd temp MiB', 'fwd+bwd temp MiB']
+  impls = {r[0] for r in rows}
+  assert {'reference', 'blockwise (block 16)'} <= impls
+  assert len(rows) == len(impls) and all(r[1] == '64' for r in rows)   # one row per impl at the T asked
+  assert all(number(c) >= 0 for r in rows for c in r[2:])
+  assert md_table(md.read_text(), 'impl') == (header, rows)   # --out holds the same table
+
+
+def test_long_context_bench_runs_a_child_per_measurement(tmp_path):
+  md = tmp_path / 'long.md'
+  out = run_script([sys.executable, 'bench/long_context.py', '--impls', 'xla', '--train_lengths', '64',
+                    '--forward_lengths', '128', '--xla_max', '64', '--out', str(md)])
+  header, rows = md_table(out, 'mode')
+  assert header == ['mode', 'T', 'attention', 'peak RSS MB', 'step s', 'compile+first s']
+  assert [r[:3] for r in rows] == [['train', '64', 'xla']]   # forward at 128 > --xla_max: skipped, one child
+  assert all(number(r[3]) > 100 for r in rows)   # a process with jax imported holds > 100 MB
+  assert md_table(md.read_text(), 'mode') == (header, rows)
