@@ -9,6 +9,7 @@ bench/block_profile.py (each first measures a 2048^3 matmul rate, 10-15 s of CPU
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 
@@ -49,6 +50,8 @@ def number(cell):
   return float(cell.replace(',', '').rstrip('x%'))
 
 
+@pytest.mark.skipif(shutil.which('nvidia-smi') is not None,
+                    reason='with nvidia-smi on PATH the wrapper takes its GPU path (pip installs jax[cuda12])')
 def test_shell_wrapper_runs_the_cpu_path():
   """bench/accelerator.sh as documented (RUNGS, STEPS, extra flags passed through), on CPU: no GPU setup."""
   out = run_script(['bash', 'bench/accelerator.sh', '--batches', '2', '--warmup', '1', '--seq_len', '32',
