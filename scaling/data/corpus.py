@@ -25,9 +25,10 @@ directories): `.txt` is one document per file; `.jsonl`/`.jsonl.gz` one per non-
 `rel` or `rel:row`, where `rel` is the file's path relative to the spec's root (`corpus_root`):
 the common directory of the entries' roots, an entry's root being the directory of a glob
 (the part before the first wildcard), the directory itself, or a file's directory. So
-`/data/books/*.txt` names `/data/books/a.txt` 'a.txt', `/data/{x,y}` layouts keep 'x/...',
-and a moved copy of the tree gives the same names. Within an entry, files are in order of
-their relative names; entries keep the order of the spec.
+`/data/books/*.txt` names `/data/books/a.txt` 'a.txt', `/data/x/a.txt,/data/y/b.txt` names
+'x/a.txt' and 'y/b.txt', and a moved copy of the tree gives the same names. Within an
+entry, files are in order of their relative names; entries keep the order of the spec
+(`.txt` files first, as one source).
 
 Hugging Face (`corpus='hf:NAME[:CONFIG]'`, optional, needs network and `datasets`): the
 `train` split streamed; with an unknown document count, a document goes to validation when
