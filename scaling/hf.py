@@ -42,7 +42,9 @@ which transformers builds from the sentencepiece proto. char/byte/tiktoken
 tokenizers have no Llama form: the weights are exported without a tokenizer.
 
 Both directions write into a temporary folder beside the target and rename it at
-the end, so a failure leaves nothing at the target.
+the end, so a failure leaves nothing at the target. Before the rename, the folder and
+its files get the modes that mkdir/open give under the process umask (755/644 under
+the usual 022), not the private 700/600 of mkdtemp and safetensors.
 """
 
 from __future__ import annotations
@@ -494,7 +496,34 @@ def _tmp_beside(path: pathlib.Path) -> pathlib.Path:
   return pathlib.Path(tempfile.mkdtemp(prefix=f'.{path.name}.tmp-', dir=path.parent))
 
 
+def _umask() -> int:
+  """The process umask, read without changing it where Linux shows it (os.umask alone must set one)."""
+  try:
+    with open('/proc/self/status', encoding='ascii') as f:
+      for line in f:
+        if line.startswith('Umask:'):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError):
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def _modes_as_umask_allows(root: pathlib.Path) -> None:
+  """Folders 0777 and files 0666 less the umask under `root`, as a plain mkdir/open would make them:
+  mkdtemp makes its folder private (0700) and safetensors writes its files 0600."""
+  mask = _umask()
+  for dirpath, _, filenames in os.walk(root):
+    os.chmod(dirpath, 0o777 & ~mask)
+    for name in filenames:
+      path = os.path.join(dirpath, name)
+      if not os.path.islink(path):
+        os.chmod(path, 0o666 & ~mask)
+
+
 def _move_into_place(tmp: pathlib.Path, path: pathlib.Path, what: str) -> None:
+  _modes_as_umask_allows(tmp)
   if path.exists():
     _check_target(path, what)  # still empty (nobody wrote there meanwhile)
     path.rmdir()

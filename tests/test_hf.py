@@ -417,3 +417,23 @@ def test_parse_size():
   assert hf.parse_size('500MiB') == 500 * 2**20
   assert hf.parse_size('1.5KB') == 1500
   assert hf.parse_size(1000) == 1000
+
+
+# ----------------------------------------------------------------------------- file modes
+@pytest.mark.parametrize('umask,dir_mode,file_mode', [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_exported_and_imported_folders_are_readable_as_the_umask_allows(umask, dir_mode, file_mode, tiny_cfg,
+                                                                        tmp_path, spm_bpe):
+  """Like any other output (`open`, `mkdir`): 755/644 under the usual umask 022, not mkdtemp's private 700."""
+  cfg = tiny_cfg(vocab_size=331, tied_embeddings=False)
+  workdir = _make_workdir(tmp_path / 'run', cfg, _randomize(_abstract_filled(cfg.model), seed=5, std=0.1), spm_bpe)
+  old = os.umask(umask)
+  try:
+    out = _export(workdir, tmp_path / 'hf', max_shard_size='20KB')   # shards + index + tokenizer files
+    back = hf.import_checkpoint(out, tmp_path / 'back')
+  finally:
+    os.umask(old)
+  modes = {p.name: p.stat().st_mode & 0o777 for p in [out, *out.iterdir()]}
+  assert len(modes) > 5 and (out / hf.INDEX_NAME).exists() and (out / hf.SPM_FILE).exists()
+  assert modes == {name: dir_mode if name == 'hf' else file_mode for name in modes}
+  imported = {p: p.stat().st_mode & 0o777 for p in [back, *back.rglob('*')]}
+  assert len(imported) > 3 and imported == {p: dir_mode if p.is_dir() else file_mode for p in imported}
