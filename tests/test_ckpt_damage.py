@@ -313,3 +313,74 @@ def test_save_failed_message_without_a_full_disk(tmp_path):
   msg = str(checkpoint.save_failed(mgr, enospc, 20))
   mgr.close()
   assert 'the disk is full' in msg and 'room for 3' in msg
+
+
+# ----------------------------------------------------------------------------- through `scaling train`
+TINY = {'model.vocab_size': 259, 'model.seq_len': 32, 'model.num_layers': 2, 'model.d_model': 32,
+        'model.num_heads': 4, 'model.num_kv_heads': 2, 'model.d_ff': 64, 'data.tokenizer': 'byte',
+        'train.batch_size': 8, 'train.lr': 1e-2, 'train.warmup_steps': 5, 'train.log_every': 1,
+        'train.eval_every': 1000, 'train.eval_batches': 1, 'train.ckpt_every': 10, 'train.peak_flops': 1e12}
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  """A finished 20-step run of the tiny model (checkpoints 10 and 20) and its `scaling train` flags."""
+  from conftest import persistent_compile_cache
+
+  from scaling import cli
+  root = tmp_path_factory.mktemp('ckpt_cli')
+  (root / 'corpus').mkdir()
+  rng = np.random.default_rng(3)
+  words = 'one two three four five six seven eight nine ten , and or .'.split()
+  for i in range(4):
+    (root / 'corpus' / f'doc{i}.txt').write_text(' '.join(words[j] for j in rng.integers(0, len(words), 1500)))
+  over = dict(TINY, **{'data.corpus': str(root / 'corpus' / '*.txt'), 'data.data_dir': str(root / 'prepared')})
+  args = ['--no_sample', *[f'--config.{k}={v}' for k, v in over.items()]]
+  with persistent_compile_cache(root / 'jax_cache'):
+    assert cli.main(['train', '--workdir', str(root / 'run'), *args, '--config.train.steps=20']) == 0
+    yield root / 'run', args
+
+
+def _losses(workdir) -> dict:
+  from scaling.metrics import read_metrics
+  return {r['step']: r['train/loss'] for r in read_metrics(workdir) if 'train/loss' in r}
+
+
+def test_cli_resumes_from_the_step_before_a_damaged_one(tiny_run, tmp_path, capsys):
+  """The issue's repro: truncate the largest params file of step 20, run to 30: one line about step 20,
+  resumed from 10, finished at 30 with the losses of a run whose step 20 was simply absent."""
+  from scaling import cli
+  run, args = tiny_run
+  damaged, ref = tmp_path / 'damaged', tmp_path / 'ref'
+  shutil.copytree(run, damaged)
+  shutil.copytree(run, ref)
+  truncate_largest(damaged / checkpoint.CKPT_DIR / '20' / 'params')
+  shutil.rmtree(ref / checkpoint.CKPT_DIR / '20')
+  capsys.readouterr()
+  assert cli.main(['train', '--workdir', str(damaged), *args, '--config.train.steps=30']) == 0
+  out = capsys.readouterr()
+  skipped = [x for x in (out.out + out.err).splitlines() if 'checkpoint step 20 skipped' in x]
+  assert len(skipped) == 1 and 'params unreadable' in skipped[0], out
+  assert f'resumed from {damaged / checkpoint.CKPT_DIR / "10"} (step 10)' in out.out
+  assert 'Traceback' not in out.err
+  assert checkpoint.latest_step(damaged) == 30
+  assert (damaged / checkpoint.DAMAGED_DIR / '20-bad-params').is_dir()
+  assert cli.main(['train', '--workdir', str(ref), *args, '--config.train.steps=30']) == 0
+  got, want = _losses(damaged), _losses(ref)
+  assert [s for s in range(11, 31) if got.get(s) != want.get(s)] == []
+
+
+def test_cli_with_every_checkpoint_damaged_fails_and_changes_nothing(tiny_run, tmp_path, capsys):
+  from scaling import cli
+  run, args = tiny_run
+  wd = tmp_path / 'w'
+  shutil.copytree(run, wd)
+  truncate_largest(wd / checkpoint.CKPT_DIR / '20' / 'params')
+  (wd / checkpoint.CKPT_DIR / '10' / 'meta' / 'metadata').unlink()
+  before = snapshot(wd)
+  capsys.readouterr()
+  assert cli.main(['train', '--workdir', str(wd), *args, '--config.train.steps=30']) != 0
+  err = capsys.readouterr().err
+  assert err.startswith('error: no intact checkpoint') and 'step 20: params unreadable' in err
+  assert 'step 10: meta unreadable' in err and len(err.strip().splitlines()) == 1, err
+  assert snapshot(wd) == before
