@@ -249,8 +249,16 @@ def lower_step(cfg, t: Target, devices=None):
   except sharding.MeshError as e:
     raise AotError(f'{t.describe()}: {e}') from None
   state, batch = abstract_inputs(setup, cfg)
-  with target_backend('tpu'):
-    lowered = jit_train_step(setup, tuple(batch)).lower(state, batch)
+  try:
+    with target_backend('tpu'):
+      lowered = jit_train_step(setup, tuple(batch)).lower(state, batch)
+  except NotImplementedError as e:
+    if 'Mosaic kernels cannot be automatically partitioned' not in str(e):
+      raise
+    raise AotError(f'model.attention={cfg.model.attention!r} uses the splash kernel on TPU, which '
+                   f'scaling/attention.py calls without shard_map, so XLA cannot partition it over the '
+                   f'{t.chips}-chip mesh (`scaling train` would fail the same way on this slice). Compile with '
+                   f'--config.model.attention=blockwise (or xla) until the kernel is wrapped in shard_map') from None
   return lowered, setup
 
 
@@ -392,14 +400,55 @@ def collectives(text: str, slice_of: list[int]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- compile and report
+_CACHE = {'dir': None}
+
+
 def enable_compile_cache(path: str | None = None) -> str:
-  """JAX's persistent compilation cache on disk (default $SCALING_CACHE/aot-xla or ~/.cache/scaling/aot-xla)."""
-  import jax
-  path = path or os.path.join(os.environ.get('SCALING_CACHE', os.path.expanduser('~/.cache/scaling')), 'aot-xla')
+  """Where compiled figures are kept on disk (default $SCALING_CACHE/aot, else ~/.cache/scaling/aot).
+
+  JAX's persistent compilation cache writes compile-only TPU executables but cannot read them back
+  (jax 0.10.2: 'PjRtCompiler must be constructed with a Client'), so this cache keeps what a compile
+  yields instead (memory analysis, cost analysis, the compiler's out-of-memory figures), keyed by
+  the step's HLO, the target and the jax and libtpu versions.
+  """
+  path = path or os.path.join(os.environ.get('SCALING_CACHE', os.path.expanduser('~/.cache/scaling')), 'aot')
   os.makedirs(path, exist_ok=True)
-  jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  _CACHE['dir'] = path
   return path
+
+
+def _cache_key(hlo: str, t: Target) -> str:
+  import hashlib
+  import importlib.metadata
+
+  import jax
+  try:
+    libtpu = importlib.metadata.version('libtpu')
+  except importlib.metadata.PackageNotFoundError:
+    libtpu = ''
+  blob = '\n'.join([hlo, t.topology, str(t.num_slices), str(_host_chips(t)), jax.__version__, libtpu, 'v1'])
+  return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _cache_read(key: str) -> dict | None:
+  import json
+  if not _CACHE['dir']:
+    return None
+  try:
+    with open(os.path.join(_CACHE['dir'], key + '.json')) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _cache_write(key: str, entry: dict) -> None:
+  import json
+  if not _CACHE['dir']:
+    return
+  path = os.path.join(_CACHE['dir'], key + '.json')
+  with open(path + '.tmp', 'w') as f:
+    json.dump(entry, f)
+  os.replace(path + '.tmp', path)
 
 
 def memory_bytes(mem) -> dict:
@@ -413,13 +462,16 @@ def memory_bytes(mem) -> dict:
 
 @dataclasses.dataclass
 class Compiled:
-  compiled: object    # jax.stages.Compiled; None when the TPU compiler refused it for lack of HBM
-  setup: object       # scaling.train.Setup (its mesh holds the target devices)
-  hlo_flops: float    # dot FLOPs of the whole step (all chips), loops x trip count
+  compiled: object     # jax.stages.Compiled; None when read from the cache or refused by the compiler
+  setup: object        # scaling.train.Setup (its mesh holds the target devices)
+  hlo_flops: float     # dot FLOPs of the whole step (all chips), loops x trip count
   unknown_loops: int
-  compile_s: float
+  compile_s: float     # of the compile that produced the figures (also when read from the cache)
   argument_bytes: int  # per chip, from the input shardings
+  memory: dict | None  # memory_bytes() of the compiled step; None when the compiler refused it
+  cost_flops: float    # XLA's cost_analysis() flops per chip (loop bodies counted once)
   oom: dict | None = None   # the compiler's out-of-memory figures (see parse_oom)
+  cached: bool = False
 
 
 _UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}
@@ -447,12 +499,19 @@ def per_chip_bytes(tree) -> int:
 
 
 def compile_step(cfg, t: Target, devices=None) -> Compiled:
-  """Lowers and compiles the train step of `cfg` (already a target_config) for `t`."""
+  """Lowers and compiles the train step of `cfg` (already a target_config) for `t` (or reads the cache)."""
   import jax
   t0 = time.time()
   lowered, setup = lower_step(cfg, t, devices)
-  flops, unknown_loops = hlo_dot_flops(lowered.as_text(dialect='hlo'))
+  hlo = lowered.as_text(dialect='hlo')
+  flops, unknown_loops = hlo_dot_flops(hlo)
   arg_bytes = per_chip_bytes(abstract_inputs(setup, cfg))
+  key = _cache_key(hlo, t)
+  entry = _cache_read(key)
+  if entry is not None:
+    return Compiled(None, setup, flops, unknown_loops, entry['compile_s'], arg_bytes, entry['memory'],
+                    entry['cost_flops'], entry['oom'], cached=True)
+  compiled, memory, cost_flops, oom = None, None, 0.0, None
   try:
     compiled = lowered.compile()
   except jax.errors.JaxRuntimeError as e:
@@ -460,8 +519,14 @@ def compile_step(cfg, t: Target, devices=None) -> Compiled:
     if oom is None:
       raise
     oom['message'] = str(e).split('\n')[0][:300]
-    return Compiled(None, setup, flops, unknown_loops, time.time() - t0, arg_bytes, oom)
-  return Compiled(compiled, setup, flops, unknown_loops, time.time() - t0, arg_bytes)
+  if compiled is not None:
+    memory = memory_bytes(compiled.memory_analysis())
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
+    cost_flops = float(cost.get('flops', 0.0))
+  compile_s = time.time() - t0
+  _cache_write(key, dict(compile_s=compile_s, memory=memory, cost_flops=cost_flops, oom=oom))
+  return Compiled(compiled, setup, flops, unknown_loops, compile_s, arg_bytes, memory, cost_flops, oom)
 
 
 def compile_report(cfg, t: Target, devices=None) -> dict:
@@ -474,13 +539,11 @@ def report(c: Compiled, cfg, t: Target) -> dict:
   from scaling import accounting
   setup, flops = c.setup, c.hlo_flops
   hbm = t.chip.hbm_bytes
-  if c.compiled is not None:
-    cost = c.compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
-    parts = memory_bytes(c.compiled.memory_analysis())
+  if c.memory is not None:
+    parts = dict(c.memory)
     fits, note = parts['total'] <= hbm, ''
   else:   # refused by the compiler: its figure, plus the arguments when it counts temporaries only
-    cost, fits = {}, False
+    fits = False
     hbm = c.oom['available']
     total = c.oom.get('total') or c.argument_bytes + c.oom['temp']
     parts = dict(argument=c.argument_bytes, output=None, alias=None, temp=c.oom.get('temp'), generated_code=None,
@@ -495,11 +558,11 @@ def report(c: Compiled, cfg, t: Target) -> dict:
       microbatches=cfg.train.microbatches, dtype=setup.dims.dtype, remat=setup.dims.remat,
       fits=fits, hbm_bytes_per_chip=hbm, bytes_per_chip=parts, shortfall_bytes=max(0, parts['total'] - hbm),
       xla_flops_per_step=flops, accounting_flops_per_step=acct,
-      cost_analysis_flops_per_chip=float(cost.get('flops', 0.0)), loops_of_unknown_trip_count=c.unknown_loops,
+      cost_analysis_flops_per_chip=c.cost_flops, loops_of_unknown_trip_count=c.unknown_loops,
       peak_flops_per_chip=t.chip.peak_flops, estimated_step_s=step_s,
       estimated_mfu=acct / (step_s * t.chips * t.chip.peak_flops) if step_s else None,
       estimate_note='compute-bound at the chip bf16 peak: ignores memory-bound ops, communication, kernel efficiency',
-      compile_s=c.compile_s, note=note)
+      compile_s=c.compile_s, from_cache=c.cached, note=note)
 
 
 def data_parallel_unit(cfg, t: Target, devices=None) -> int:
@@ -554,7 +617,8 @@ def format_report(r: dict) -> str:
   lines = [
       f'{r["topology"]} ({r["device_kind"]}, {r["topology_string"]}{slices}, {r["chips"]} chips), '
       f'mesh {r["mesh"]}, batch {r["batch_size"]} x {r["seq_len"]} tokens, microbatches {r["microbatches"]}, '
-      f'{r["dtype"]}, remat {r["remat"]}; compiled in {r["compile_s"]:.1f}s',
+      f'{r["dtype"]}, remat {r["remat"]}; compiled in {r["compile_s"]:.1f}s'
+      f'{" (figures from the cache)" if r.get("from_cache") else ""}',
       'memory per chip (compiled.memory_analysis()):' if b['output'] is not None else
       f'memory per chip: {r["note"]}',
       (f'  arguments {human_bytes(b["argument"])} + outputs {human_bytes(b["output"])} '
@@ -681,7 +745,7 @@ def add_compile_args(p) -> None:
   p.add_argument('--num_slices', type=int, default=1, help='multi-slice: data parallelism over N slices (DCN)')
   p.add_argument('--max_batch', action='store_true', help='find the largest global batch that fits (bisection)')
   p.add_argument('--json', action='store_true', help='one JSON object instead of the text report')
-  p.add_argument('--cache_dir', default=None, help='persistent compile cache (default ~/.cache/scaling/aot-xla)')
+  p.add_argument('--cache_dir', default=None, help='cache of compiled figures (default ~/.cache/scaling/aot)')
 
 
 def run_compile(args, overrides) -> int:

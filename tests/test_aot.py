@@ -111,12 +111,18 @@ NANO = {'model.attention': 'xla', 'model.remat': 'none', 'model.scan_layers': 't
 
 
 @pytest.fixture(scope='module')
-def nano_v5p8(tmp_path_factory):
+def aot_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('aot-cache'))
+
+
+@pytest.fixture(scope='module')
+def nano_v5p8(aot_cache):
   """The nano rung's step on v5p-8 (4 chips): plain XLA attention, no remat, layers scanned."""
-  aot.enable_compile_cache(str(tmp_path_factory.mktemp('aot-cache')))
+  aot.enable_compile_cache(aot_cache)
   t = aot.parse_target('v5p-8')
   cfg = aot.target_config(load_config('configs/ladder.py:nano', NANO))
   c = aot.compile_step(cfg, t)
+  assert not c.cached
   return cfg, t, c, aot.report(c, cfg, t)
 
 
@@ -171,12 +177,13 @@ def test_7b_on_one_v5e_chip_does_not_fit_with_the_shortfall():
 
 
 @needs_libtpu
-def test_compile_command_json(nano_v5p8, capsys, tmp_path):
+def test_compile_command_json_from_the_cache(nano_v5p8, aot_cache, capsys):
   from scaling import cli
   args = ['compile', '--config', 'configs/ladder.py:nano', '--topology', 'v5p-8', '--json',
-          '--cache_dir', str(tmp_path)] + [f'--config.{k}={v}' for k, v in NANO.items()]
+          '--cache_dir', aot_cache] + [f'--config.{k}={v}' for k, v in NANO.items()]
   assert cli.main(args) == 0
   out = json.loads(capsys.readouterr().out)
+  assert out['from_cache']   # the fixture compiled this very step: its figures come back from disk
   for k in ('fits', 'hbm_bytes_per_chip', 'bytes_per_chip', 'xla_flops_per_step', 'accounting_flops_per_step',
             'estimated_step_s', 'estimated_mfu'):
     assert k in out
