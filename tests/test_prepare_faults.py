@@ -57,12 +57,16 @@ def _reader(stream, q):
   q.put(None)
 
 
-@pytest.mark.parametrize('workers', [1, 2])
-def test_sigint_during_encode_exits_130_and_leaves_nothing(tmp_path, workers):
-  corpus = write_corpus(str(tmp_path / 'corpus'), n_docs=24, doc_bytes=500_000)  # 12 MB, char
+@pytest.mark.parametrize('phase,workers', [('encode', 1), ('encode', 2), ('tokenizer', 1)])
+def test_sigint_exits_130_and_leaves_nothing(tmp_path, phase, workers):
+  """Ctrl-C while encoding (serial and with a pool) or while sentencepiece trains (in C++)."""
+  corpus = write_corpus(str(tmp_path / 'corpus'), n_docs=24, doc_bytes=500_000)  # 12 MB
   data_dir = tmp_path / 'out' / 'data'
+  tokenizer = 'char' if phase == 'encode' else 'bpe'   # char: slow encode; bpe: slow training
   cmd = [sys.executable, '-m', 'scaling.cli', 'prepare', f'--config.data.corpus={corpus}',
-         f'--config.data.data_dir={data_dir}', '--config.data.tokenizer=char']
+         f'--config.data.data_dir={data_dir}', f'--config.data.tokenizer={tokenizer}',
+         '--config.data.vocab_size=2000']
+  started = 'trained char' if phase == 'encode' else 'prepare: corpus'  # the phase has begun
   if workers > 1:  # the pool's fields are not config keys: the CLI's entry point, called directly
     cmd = [sys.executable, '-c', 'import sys, jax, ml_collections; from scaling.data import main_prepare; '
            f'main_prepare(ml_collections.ConfigDict(dict(corpus={corpus!r}, data_dir={str(data_dir)!r}, '
@@ -74,11 +78,11 @@ def test_sigint_during_encode_exits_130_and_leaves_nothing(tmp_path, workers):
   threading.Thread(target=_reader, args=(proc.stdout, q), daemon=True).start()
   out = []
   try:
-    while True:  # encoding starts right after the tokenizer is built
+    while True:
       line = q.get(timeout=600)
-      assert line is not None, f'prepare ended before encoding: {out} {proc.stderr.read()}'
+      assert line is not None, f'prepare ended before the {phase} phase: {out} {proc.stderr.read()}'
       out.append(line)
-      if 'trained char' in line:
+      if started in line:
         break
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     rc = proc.wait(timeout=600)

@@ -45,6 +45,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,6 +61,7 @@ from scaling.tokenizer import DataError
 SUMMARY_JSON = 'summary.json'
 ORIGIN_JSON = 'origin.json'
 _CHUNK_BYTES = 4 << 20
+_TOKENIZER_THREAD = 'prepare-tokenizer'
 # what prepare writes into a data directory; it replaces a directory that holds only these
 _KNOWN_FILES = frozenset({
     SUMMARY_JSON, ORIGIN_JSON, shards.INDEX_JSON, shards.SPLIT_JSON, tok_lib.TOKENIZER_JSON,
@@ -307,10 +309,37 @@ def _build_tokenizer(settings: dict[str, Any], sources, assigner: _Assigner, che
     tok: tok_lib.Tokenizer = tok_lib.CharTokenizer.train(train_texts)
   else:
     lines = (line for text in train_texts for line in text.split('\n'))
-    tok = tok_lib.train_sentencepiece(lines, kind=kind, vocab_size=settings['vocab_size'])
+    tok = _in_thread(lambda: tok_lib.train_sentencepiece(lines, kind=kind,
+                                                         vocab_size=settings['vocab_size']), check)
   check()
   log(f'prepare: trained {tok.name} tokenizer in {time.time() - t0:.1f} s')
   return tok
+
+
+def _in_thread(fn: Callable[[], Any], check) -> Any:
+  """fn() in a daemon thread while this one keeps calling check() (so a signal is acted on).
+
+  sentencepiece trains in C++ with the GIL released, minutes for a large corpus and vocab;
+  run here, an interrupt raises at once. The abandoned training runs on until it ends; a
+  process that exits before that should leave with os._exit (main_prepare does), as C++
+  still running in a thread may abort during interpreter teardown.
+  """
+  box: dict[str, Any] = {}
+
+  def run():
+    try:
+      box['value'] = fn()
+    except BaseException as e:  # handed to the caller
+      box['error'] = e
+
+  thread = threading.Thread(target=run, name=_TOKENIZER_THREAD, daemon=True)
+  thread.start()
+  while thread.is_alive():
+    thread.join(0.1)
+    check()
+  if 'error' in box:
+    raise box['error']
+  return box['value']
 
 
 # --- encoding (serial or a process pool) --------------------------------------------------
@@ -628,7 +657,11 @@ def main_prepare(config: Any, *, force: bool = False) -> dict[str, Any]:
     name = signal.Signals(got[0]).name if got else 'signal'
     print(f'prepare: interrupted by {name}: stopped, {resolve_data_dir(data_cfg)} left as it was '
           '(nothing partial written); re-run to prepare', file=sys.stderr, flush=True)
-    raise SystemExit(128 + (got[0] if got else signal.SIGINT)) from None
+    status = 128 + (got[0] if got else signal.SIGINT)
+    if any(t.name == _TOKENIZER_THREAD and t.is_alive() for t in threading.enumerate()):
+      sys.stdout.flush()
+      os._exit(status)  # an abandoned sentencepiece training: no interpreter teardown under it
+    raise SystemExit(status) from None
   finally:
     for s, h in previous.items():
       signal.signal(s, h)
