@@ -125,7 +125,7 @@ def _flip(path, offset=10):
 @pytest.mark.parametrize('damage,check', [
     ('flip', r'crc32 check: [0-9a-f]{8}, the index says [0-9a-f]{8}'),
     ('truncate', r'size check: \d+ bytes, the index says \d+'),
-    ('delete', r'missing'),
+    ('delete', r'presence check: the file is missing'),
 ])
 def test_a_damaged_shard_is_rebuilt_with_one_line_saying_why(tmp_path, capsys, damage, check):
   corpus = write_corpus(str(tmp_path / 'c'), n_docs=6, doc_bytes=20_000)

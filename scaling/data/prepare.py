@@ -205,7 +205,7 @@ def _read_json(path: str) -> dict[str, Any]:
     with open(path, encoding='utf-8') as f:
       obj = json.load(f)
   except FileNotFoundError as e:
-    raise shards.ShardError(f'{path} missing', path, 'missing') from e
+    raise shards.ShardError(f'{path} missing', path, 'presence check: the file is missing') from e
   except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
     raise shards.ShardError(f'{path} unreadable: {e}', path, f'not valid JSON ({e})') from e
   if not isinstance(obj, dict):
@@ -238,7 +238,7 @@ def _up_to_date(data_dir: str, fingerprint: str, settings, sources, check,
     origin = _read_json(os.path.join(data_dir, ORIGIN_JSON))
     summary = _read_json(os.path.join(data_dir, SUMMARY_JSON))
   except shards.ShardError as e:
-    return None, f'{e.path}: {e.check} (an unfinished prepare, or one by an older version)'
+    return None, f'{e.path} failed the {e.check} (an unfinished prepare, or an older version)'
   if summary.get('settings') != _content_settings(settings):
     return None, 'it was prepared with other data settings'
   moved = origin.get('fingerprint') != fingerprint

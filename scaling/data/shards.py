@@ -110,7 +110,8 @@ def read_index(data_dir: str) -> dict[str, Any]:
   path = os.path.join(data_dir, INDEX_JSON)
   if not os.path.isfile(path):
     raise ShardError(f'{path} not found: {data_dir} is not a prepared data directory; run '
-                     '`scaling prepare` (with the same data config) first', path, 'missing')
+                     '`scaling prepare` (with the same data config) first', path,
+                     'presence check: the file is missing')
   try:
     with open(path, encoding='utf-8') as f:
       index = json.load(f)
@@ -176,7 +177,8 @@ def open_split(data_dir: str, split: str, *, verify: bool = True,
   docs_path = os.path.join(data_dir, meta['docs_file'])
   for p in (path, docs_path):
     if not os.path.isfile(p):
-      raise ShardError(f'shard file missing: {p}; re-run `scaling prepare`', p, 'missing')
+      raise ShardError(f'shard file missing: {p}; re-run `scaling prepare`', p,
+                       'presence check: the file is missing')
   dtype = np.dtype(meta['dtype'])
   expected = meta['num_tokens'] * dtype.itemsize
   size = os.path.getsize(path)
