@@ -285,13 +285,16 @@ class QueueBackend(Backend):
   def _query_settled(self, attempts: list[Attempt]) -> dict[str, JobState]:
     """_query, asking again about unknown jobs every poll_s for up to unknown_patience_s."""
     states = self._query(attempts)
-    t0 = time.monotonic()
+    t0 = last = time.monotonic()
     while True:
       unknown = [a for a in attempts if states[a.job_id].state == UNKNOWN]
       if not unknown or time.monotonic() - t0 >= self.unknown_patience_s:
         return states
-      self.log(f'[sweep] state of job {unknown[0].job_id} unknown ({states[unknown[0].job_id].why}); '
-               f'{len(unknown)} unknown, asking again in {self.poll_s:g} s (not resubmitting)')
+      if last == t0 or time.monotonic() - last > 30:
+        last = time.monotonic() + 1e-9
+        self.log(f'[sweep] state of job {unknown[0].job_id} unknown ({states[unknown[0].job_id].why}); '
+                 f'{len(unknown)} unknown, asking again every {self.poll_s:g} s for up to '
+                 f'{self.unknown_patience_s:g} s (not resubmitting)')
       time.sleep(self.poll_s)
       states.update(self._query(unknown))
 
@@ -404,6 +407,10 @@ class QueueBackend(Backend):
       states = self._query(list(jobs.values()))
       live = [i for i, s in states.items() if s.state == LIVE]
       unknown = [i for i, s in states.items() if s.state == UNKNOWN]
+      for i in unknown:
+        if i not in unknown_since:
+          self.log(f'[sweep] state of job {i} unknown ({states[i].why}); asking again every {self.poll_s:g} s '
+                   f'for up to {self.unknown_patience_s:g} s (not resubmitting)')
       unknown_since = {i: unknown_since.get(i, time.monotonic()) for i in unknown}
       stale = {i for i, t in unknown_since.items() if time.monotonic() - t > self.unknown_patience_s}
       if stale:

@@ -11,6 +11,8 @@ SIGINT -> saves progress and exits 75.
 Test hooks (environment):
   FAKE_TRAIN_STEP_S      seconds per step (default 0.02)
   FAKE_TRAIN_FAIL_SEEDS  comma-separated train.seed values that fail with exit 3 after 2 steps
+  FAKE_TRAIN_HOLD        a path: while that file exists, training waits before each step (still
+                         stoppable by a signal), so a test can keep runs alive as long as it needs
 Every start appends a line to DIR/starts.jsonl (pid, step resumed from), so
 tests can count how often a run was executed.
 """
@@ -63,6 +65,7 @@ def main(argv):
     signal.signal(s, lambda *_: stop.append(1))
   fail = {int(x) for x in os.environ.get('FAKE_TRAIN_FAIL_SEEDS', '').split(',') if x.strip()}
   dt = float(os.environ.get('FAKE_TRAIN_STEP_S', '0.02'))
+  hold = os.environ.get('FAKE_TRAIN_HOLD')
   t0 = time.time()
   tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
   loss = None
@@ -71,6 +74,8 @@ def main(argv):
       print(f'fake_train: signal at step {step - 1}: saved, exiting 75', flush=True)
       return 75
     time.sleep(dt)
+    while hold and os.path.exists(hold) and not stop:
+      time.sleep(0.02)
     loss = 10.0 / (1.0 + step * cfg.train.lr * 100)   # decreasing, depends on lr
     with open(workdir / 'metrics.jsonl', 'a') as f:
       f.write(json.dumps({'step': step, 'train/loss': loss, 'tokens_seen': step * tokens_per_step}) + '\n')

@@ -193,8 +193,10 @@ def test_sigterm_to_launcher_preempts_runs_which_resume(sweep_file, tmp_path):
 def test_killed_launcher_leaves_runs_locked_until_training_ends(sweep_file, tmp_path):
   root = tmp_path / 'root'
   runs = by_seed(sweep_file, root)
-  p = launch(sweep_file, root, '--max-parallel', '4')
+  hold = tmp_path / 'hold'   # keeps the trainers alive (between steps) for as long as it exists
+  p = launch(sweep_file, root, '--max-parallel', '4', FAKE_TRAIN_HOLD=str(hold))
   wait_for(lambda: all(rd.last_metrics().get('step', 0) >= 2 for rd in runs.values()))
+  hold.touch()
   p.kill()   # SIGKILL: the launcher cannot clean up; its training processes live on
   p.communicate()
   # The orphaned trainers still hold their runs' locks (inherited descriptor): a new launcher skips them all.
@@ -212,6 +214,7 @@ def test_killed_launcher_leaves_runs_locked_until_training_ends(sweep_file, tmp_
   def lock_free(rd):
     with rd.locked() as fd:
       return fd is not None
+  hold.unlink()
   wait_for(lambda: all(lock_free(rd) for rd in runs.values()), timeout=10)
   r = launch(sweep_file, root, '--max-parallel', '4', '--max-retries', '0')
   out, _ = r.communicate(timeout=60)
