@@ -53,6 +53,7 @@ from test_multihost import (  # noqa: F401
 from scaling import checkpoint, distributed
 
 STEPS = REF_STEPS   # the chain runs the whole reference run, in pieces
+FAULT_SEED_ENV = 'SCALING_FAULT_SEED'   # seeds the random moments of the kills (printed by the test)
 TMP_SUFFIX = '.orbax-checkpoint-tmp'
 
 
@@ -73,11 +74,14 @@ def wait_for(cond, timeout: float, what: str, procs=()):
   raise AssertionError(f'timed out after {timeout:.0f}s waiting for {what}')
 
 
-def wait_exit(procs, timeout: float) -> float:
-  """Seconds until all of procs exited (raises after timeout)."""
+def wait_exit(procs, timeout: float, what: str) -> float:
+  """Seconds until all of procs exited; AssertionError after `timeout`, a limit that only catches a hang."""
   t0 = time.monotonic()
   for p in procs:
-    p.wait(timeout=max(timeout - (time.monotonic() - t0), 0.1))
+    try:
+      p.wait(timeout=max(timeout - (time.monotonic() - t0), 0.1))
+    except subprocess.TimeoutExpired:
+      raise AssertionError(f'{what} did not exit within {timeout:.0f}s: it hangs') from None
   return time.monotonic() - t0
 
 
@@ -137,8 +141,12 @@ def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup
   ov = dict(chain_setup['ov'], **{'train.ckpt_every': '1'})
   workdir = tmp / 'chain'
   shutil.rmtree(workdir, ignore_errors=True)
-  rng = random.Random(int(os.environ.get('SCALING_FAULT_SEED', time.time_ns() % 2**31)))
-  report = []
+  # The kills land at random moments (a random wait after a logged step); the seed is printed, so a failure
+  # replays with SCALING_FAULT_SEED=<seed>.
+  seed = int(os.environ.get(FAULT_SEED_ENV, time.time_ns() % 2**31))
+  print(f'fault timing seed {seed} (replay: {FAULT_SEED_ENV}={seed})')
+  rng = random.Random(seed)
+  report = [f'seed {seed}: replay with {FAULT_SEED_ENV}={seed}']
   watcher = DirWatcher(workdir / 'checkpoints')
   procs = []
   try:
@@ -155,10 +163,11 @@ def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup
     wait_for(lambda: len(loss_rows(workdir)) >= 3, 400, 'run A to log 3 steps', procs)
     time.sleep(rng.uniform(0, 0.5))
     procs[1].kill()
-    took = wait_exit(procs[:1], 60)
+    # process 0 ends through the 5 s heartbeat timeout (seconds); 300 s only catches a hang
+    took = wait_exit(procs[:1], 300, f'{report[0]}; A: process 0 after kill -9 of process 1')
     report.append(f'A: kill -9 of process 1 (no launcher): process 0 exited with {procs[0].returncode} after '
                   f'{took:.1f}s')
-    assert procs[0].returncode != 0 and took < 30, report[-1]
+    assert procs[0].returncode != 0, report[-1]
     resume_a = after_fault(workdir, report, 'A')
 
     # --- B: the launcher; kill -9 of process 0 mid-run -----------------------------------
@@ -172,11 +181,11 @@ def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup
     time.sleep(rng.uniform(0, 0.5))
     kids = process_ids(launcher.pid)
     os.kill(kids[0], signal.SIGKILL)
-    took = wait_exit([launcher], 60)
+    took = wait_exit([launcher], 120, f'{report[0]}; B: the launcher after kill -9 of process 0')   # ~1 s expected
     out = log_b.read_text(errors='replace')
     report.append(f'B: kill -9 of process 0 under --local_processes: launcher exited {launcher.returncode} '
                   f'after {took:.1f}s')
-    assert launcher.returncode != 0 and took < 30, report[-1]
+    assert launcher.returncode != 0, report[-1]
     assert 'local process 0 of 2 was killed by SIGKILL' in out, out[-2000:]
     assert not any(os.path.exists(f'/proc/{pid}') for pid in kids.values()), 'a process outlived the launcher'
     resume_b = after_fault(workdir, report, 'B')
@@ -194,7 +203,7 @@ def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup
     signalled_at = max(s for s, _ in loss_rows(workdir))
     for pid in kids.values():
       os.kill(pid, signal.SIGTERM)
-    took = wait_exit([launcher], 120)
+    took = wait_exit([launcher], 300, f'{report[0]}; C: the launcher after SIGTERM')   # agree, save, exit
     out = log_c.read_text(errors='replace')
     m = re.search(r'SIGTERM received: saved checkpoint at step (\d+)', out)
     report.append(f'C: SIGTERM to both processes at step ~{signalled_at}: launcher exited {launcher.returncode} '
