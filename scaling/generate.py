@@ -78,6 +78,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scaling.evaluate import PositionsError, positions_cover
+
 # Prompt width and output width are rounded up to a multiple of this, so prompts
 # of nearby lengths and nearby max_new_tokens share one compiled function.
 BUCKET = 32
@@ -100,13 +102,17 @@ def check_max_new_tokens(max_new_tokens) -> None:
 
 
 def check_lengths(dims, max_prompt_len: int, max_new_tokens: int) -> None:
-  """ValueError when a prompt (plus, for learned positions, the continuation) does not fit the model."""
+  """ValueError when a prompt (plus, for learned positions, the continuation) does not fit the model.
+
+  The learned-position rule is evaluate.positions_cover (shared with training and `scaling eval`);
+  the message here names the prompt and max_new_tokens and the fix. PositionsError is a ValueError.
+  """
   if max_prompt_len > dims.seq_len:
     raise ValueError(
         f'prompt of {max_prompt_len} tokens is longer than the model context seq_len={dims.seq_len}; '
         f'shorten the prompt to at most {dims.seq_len} tokens')
-  if dims.position == 'learned' and max_prompt_len + max_new_tokens > dims.seq_len:
-    raise ValueError(
+  if not positions_cover(dims, max_prompt_len + max_new_tokens):   # the one rule (scaling/evaluate.py)
+    raise PositionsError(
         f'prompt of {max_prompt_len} tokens + max_new_tokens={max_new_tokens} = '
         f'{max_prompt_len + max_new_tokens} exceeds seq_len={dims.seq_len}, the size of the learned '
         f'position table; lower max_new_tokens to {max(dims.seq_len - max_prompt_len, 0)} or shorten the prompt')

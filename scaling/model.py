@@ -324,6 +324,16 @@ class Transformer(nnx.Module):
       self.lm_head_DV = nnx.Param(_normal(rngs, (D, V), dims.init_std), axes=('embed', 'vocab'))
 
   def embed(self, tokens_BT, positions_BT):
+    """Token embeddings plus, with learned positions, the position table's rows.
+
+    Positions past the table (seq_len rows) are clipped to its last row, not an error. A static
+    check (T > seq_len) would be free under jit but cannot tell padding from tokens: callers
+    right-pad past the table (tests/test_generate.py's reference loop pads a 32-row model to 64),
+    and causally no real position sees those rows. A value check would cost a host callback or
+    checkify per call. The entry points check instead, on the host before compiling: training
+    (T = seq_len), `scaling eval` and the final-length evals (evaluate.check_positions_cover /
+    positions_cover) and `generate` (prompt + max_new_tokens, generate.check_lengths).
+    """
     x_BTD = jnp.take(self.embed_VD[...], tokens_BT, axis=0)
     if self.dims.position == 'learned':
       table = self.pos_embed_TD[...]
