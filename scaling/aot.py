@@ -63,9 +63,11 @@ SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8)
 ALIASES = {'v5litepod': 'v5e'}
 GPU_NAMES = ('h100', 'h200', 'a100', 'b200', 'gb200', 'l4')
 GPU_UNSUPPORTED = (
-    'JAX {jax} cannot compile for a CUDA GPU without one: the CUDA PJRT plugin (jax-cuda*-pjrt) '
-    'offers no compile-only topology, so `scaling compile` covers TPU slices only. On a GPU machine, '
-    '`scaling train --config.train.steps=2` compiles and runs the same step and reports its memory.')
+    'scaling compile covers TPU slices only. JAX {jax} itself can compile for a CUDA GPU without one '
+    '(checked: with jax-cuda13-plugin and jax-cuda13-pjrt installed, get_topology_desc(platform="cuda", '
+    'topology="1x1x8", target_config=<a GpuTargetConfigProto for the GPU>) gives compile-only devices whose '
+    'memory_analysis() works; cost_analysis() returns None), but that path is not wired in here. On a GPU '
+    'machine, `scaling train --config.train.steps=2` compiles and runs the same step.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -643,23 +645,28 @@ def format_report(r: dict) -> str:
 
 # ----------------------------------------------------------------------------- the ladder on a slice
 def fitting_alternative(cfg, t: Target, devices) -> tuple[str, dict | None]:
-  """When cfg does not fit: fsdp over all chips, then more microbatches. (description, report or None)."""
+  """When cfg does not fit: fsdp over all chips, then (same mesh) one sequence per chip per microbatch.
+
+  (description, its report or None). At most two compiles: the second setting is the least memory
+  the batch can take on this slice without remat or model changes, so if it does not fit, nothing
+  of this kind will.
+  """
   per_slice = t.chips_per_slice
+  fsdp = dict(data=1, fsdp=-1, tensor=1)
   tries = []
   if (cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor) not in ((1, -1, 1), (1, per_slice, 1)):
-    tries.append(dict(mesh=dict(data=1, fsdp=-1, tensor=1), microbatches=cfg.train.microbatches))
-  m = cfg.train.microbatches * 2
-  while cfg.train.batch_size % m == 0 and (cfg.train.batch_size // m) % per_slice == 0:
-    tries.append(dict(mesh=dict(data=1, fsdp=-1, tensor=1), microbatches=m))
-    m *= 2
-  for alt in tries:
+    tries.append(cfg.train.microbatches)
+  dp = per_slice * t.num_slices
+  if cfg.train.batch_size % dp == 0 and cfg.train.batch_size // dp > cfg.train.microbatches:
+    tries.append(cfg.train.batch_size // dp)
+  for m in tries:
     try:
-      r = compile_report(target_config(cfg, mesh=alt['mesh'], microbatches=alt['microbatches']), t, devices)
+      r = compile_report(target_config(cfg, mesh=fsdp, microbatches=m), t, devices)
     except AotError:
       continue
     if r['fits']:
-      return f'fits with mesh fsdp={per_slice}, train.microbatches={alt["microbatches"]}', r
-  return 'no fsdp/microbatch setting fits: a larger slice or model.remat=full', None
+      return f'fits with mesh fsdp={per_slice}, train.microbatches={m}', r
+  return 'does not fit with fsdp over all chips, even at 1 sequence per chip per microbatch', None
 
 
 def topology_rows(named_cfgs, topology: str, num_slices: int = 1, *, log=lambda *a: None) -> list[dict]:
