@@ -718,17 +718,20 @@ def add_topology_columns(rows: list[dict], named_cfgs, topology: str, num_slices
 def check_runs_fit(configs, topology: str, num_slices: int = 1) -> list[str]:
   """Problems (empty: all fit) of compiling each distinct config's step for the topology.
 
+  configs: ConfigDicts or (label, ConfigDict) pairs.
+
   For launchers, before they reserve anything: each problem names the run, its bytes per chip and
   the shortfall. Configs that are equal up to non-model fields compile once (compile cache).
   """
   t = parse_target(topology, num_slices)
   devices = target_devices(t)
   problems, seen = [], {}
-  for cfg in configs:
+  for item in configs:
+    label, cfg = item if isinstance(item, tuple) else (None, item)
     cfg = target_config(cfg)
     key = (cfg.model.to_json_best_effort(), cfg.mesh.to_json_best_effort(), cfg.train.batch_size,
            cfg.train.microbatches, cfg.train.get('loss_chunk', 0))
-    label = cfg.get('name') or f'{cfg.model.num_layers}L d={cfg.model.d_model}'
+    label = label or cfg.get('name') or f'{cfg.model.num_layers}L d={cfg.model.d_model}'
     if key not in seen:
       try:
         seen[key] = compile_report(cfg, t, devices)
@@ -742,6 +745,19 @@ def check_runs_fit(configs, topology: str, num_slices: int = 1) -> list[str]:
                       f'{human_bytes(r["shortfall_bytes"])} more than the {human_bytes(r["hbm_bytes_per_chip"])} '
                       f'of HBM; use a larger fsdp axis, train.microbatches or a larger slice')
   return problems
+
+
+def sweep_fit_problems(sweep, resources: dict, log=lambda *a: None) -> list[str]:
+  """The launchers' preflight (tpu-vm, gke): every run of the sweep compiled for resources['tpu_type']
+  (x resources['num_slices']) before anything is created or reserved. [] when all fit, and also when
+  libtpu is not installed or resources['aot_check'] is off ('0', 'false', 'no')."""
+  if str(resources.get('aot_check', '1')).lower() in ('0', 'false', 'no', 'off') or not libtpu_available():
+    return []
+  topology, slices = str(resources['tpu_type']), int(resources.get('num_slices', 1) or 1)
+  _prepare_compile(resources.get('aot_cache_dir'))
+  log(f'[sweep] compiling {len(sweep.runs)} run(s) for {topology}' + (f' x {slices} slices' if slices > 1 else '')
+      + ' to check that they fit (--resource aot_check=0 skips this)')
+  return check_runs_fit([(run.label or run.hash, run.config) for run in sweep.runs], topology, slices)
 
 
 # ----------------------------------------------------------------------------- the command

@@ -228,3 +228,24 @@ def test_multislice_only_the_gradient_reduction_crosses_slices(two_slices):
   # across the data axis for its scatter-add; the scanned layout of the named rungs does not)
   _, colls = two_slices
   assert {x['op'] for x in colls if x['cross_slice']} == {'all-reduce'}
+
+
+def test_check_runs_fit_names_the_runs_that_do_not_fit_and_compiles_each_config_once(monkeypatch):
+  calls = []
+
+  def fake_report(cfg, t, devices=None):   # 1 GiB per layer against the v5e chip's 16 GiB
+    calls.append(cfg.model.num_layers)
+    total = cfg.model.num_layers * aot.GiB
+    return dict(fits=total <= 16 * aot.GiB, bytes_per_chip=dict(total=total), hbm_bytes_per_chip=16 * aot.GiB,
+                shortfall_bytes=max(0, total - 16 * aot.GiB))
+  monkeypatch.setattr(aot, 'compile_report', fake_report)
+  monkeypatch.setattr(aot, 'target_devices', lambda t: [])
+  small = load_config('configs/ladder.py:nano')
+  big = load_config('configs/ladder.py:nano', {'model.num_layers': '20'})
+  lr = load_config('configs/ladder.py:nano', {'train.lr': '0.1'})   # same step as `small`
+  problems = aot.check_runs_fit([('small', small), ('big', big), ('small-lr', lr)], 'v5litepod-4')
+  assert calls == [2, 20]
+  assert len(problems) == 1 and problems[0].startswith('big: needs 20.00 GiB per chip')
+  assert '4.00 GiB more than the 16.00 GiB' in problems[0]
+  with pytest.raises(aot.AotError, match='Known'):
+    aot.check_runs_fit([small], 'v5p-3')
