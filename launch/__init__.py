@@ -2,8 +2,11 @@
 
 A sweep file (configs/sweeps/*.py, see launch/sweep.py) expands into runs; each
 run gets a directory ROOT/runs/<config hash> holding its whole state
-(launch/rundir.py); a backend executes or submits the runs that are not done.
-The command line is `scaling sweep ...` (launch/cli.py).
+(launch/rundir.py) with its record, run.json (launch/record.py: RunRecord and
+its transitions); a backend (launch/backend.py: Backend, QueueBackend; local.py,
+slurm.py, tpu_vm.py, gke.py) executes or submits the runs that are not done.
+File names and exit codes: launch/layout.py. The command line is
+`scaling sweep ...` (launch/cli.py).
 """
 
 from launch.sweep import LaunchError, Run, Sweep, axis, concat, load_sweep, product, zip_

@@ -419,8 +419,9 @@ class QueueBackend(Backend):
         break
       if time.monotonic() - last > 30:
         last = time.monotonic()
-        self.log(f'[sweep] waiting for {len(live)} job(s): {" ".join(live)}' +
-                 (f'; state unknown for {" ".join(unknown)} ({states[unknown[0]].why})' if unknown else ''))
+        parts = [f'{len(live)} job(s) queued/running: {" ".join(live)}'] if live else []
+        parts += [f'state unknown for {" ".join(unknown)} ({states[unknown[0]].why})'] if unknown else []
+        self.log(f'[sweep] waiting: {"; ".join(parts)}')
       if timeout_s is not None and time.monotonic() - t0 > timeout_s:
         raise TimeoutError(f'jobs {live + unknown} still alive or unknown after {timeout_s} s')
       time.sleep(self.poll_s)

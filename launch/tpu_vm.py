@@ -124,7 +124,7 @@ class TpuVmBackend(LocalBackend):
   def _ensure_vm(self, name: str) -> None:
     """Returns once VM `name` is READY: creates it when missing, recreates it when preempted."""
     t0 = time.monotonic()
-    unknown_since = None
+    unknown_since = last_log = None
     created = False
     while True:
       st, why = self.vm_state(name)
@@ -136,7 +136,10 @@ class TpuVmBackend(LocalBackend):
           raise QueueQueryError(f'could not learn the state of TPU VM {name} for {self.unknown_patience_s:g} s '
                                 f'({why}); nothing was created or started on it. Check `gcloud auth list` and the '
                                 f'VM (`{shlex.join(self.describe_command(name))}`), then run the same command again.')
-        self.log(f'[sweep] state of TPU VM {name} unknown ({why}); asking again in {self.vm_poll_s:g} s')
+        if last_log is None or time.monotonic() - last_log > 30:
+          last_log = time.monotonic()
+          self.log(f'[sweep] state of TPU VM {name} unknown ({why}); asking again every {self.vm_poll_s:g} s '
+                   f'for up to {self.unknown_patience_s:g} s (creating nothing meanwhile)')
       else:
         unknown_since = None
         if st in ('PREEMPTED', 'TERMINATED'):
