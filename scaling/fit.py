@@ -235,12 +235,13 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], *,
   pred = e + np.exp(c0 - b * lx)
   resid_log = ly - np.log(pred)
   ss_tot = float(np.sum((ly - ly.mean()) ** 2))
+  exact = len(x) <= (3 if with_e else 2)   # as many points as parameters: r2 says nothing
   return {
       'form': 'E + a * x^-b' if with_e else 'a * x^-b',
       'a': float(np.exp(c0)), 'b': float(b), 'E': float(e),
-      'n': int(len(x)),
+      'n': int(len(x)), 'exact': bool(exact),
       'rmse_log': float(np.sqrt(np.mean(resid_log ** 2))),
-      'r2_log': float(1 - np.sum(resid_log ** 2) / ss_tot) if ss_tot > 0 else None,
+      'r2_log': float(1 - np.sum(resid_log ** 2) / ss_tot) if ss_tot > 0 and not exact else None,
   }
 
 
@@ -417,9 +418,11 @@ def fit_chinchilla(N: Sequence[float], D: Sequence[float], L: Sequence[float], *
   params = _params_dict(best)
   pred = chinchilla_loss(params, N, D)
   resid = np.log(L) - np.log(pred)
+  ss_tot = float(np.sum((lL - lL.mean()) ** 2))
   out = {
       **params,
-      'n': n, 'huber_delta': huber_delta, 'objective': best_f,
+      'n': n, 'exact': n == 5, 'dof': n - 5, 'huber_delta': huber_delta, 'objective': best_f,
+      'r2_log': float(1 - np.sum(resid ** 2) / ss_tot) if n > 5 and ss_tot > 0 else None,
       'starts': int(len(starts)), 'starts_at_best': hits,
       'rmse_log': float(np.sqrt(np.mean(resid ** 2))),
       'max_abs_rel_error': float(np.max(np.abs(pred / L - 1))),
@@ -478,39 +481,133 @@ def _group_budgets(rows: Sequence[dict],
   return groups, f'flops within {rel_tol:.0%}'
 
 
-def fit_isoflop(rows: Sequence[dict], *, budget_tol: float = 0.1) -> dict:
+def isoflop_design(rows: Sequence[dict], *, budget_tol: float = 0.1) -> dict:
+  """What the design can show, before any fit: per budget its distinct sizes and whether the
+  lowest observed loss lies strictly inside them (bracketed); flags for a design of one N per
+  budget and for budgets too thin for a parabola (fewer than 3 sizes)."""
+  groups, method = _group_budgets(rows, budget_tol)
+  budgets = []
+  for budget, idx in groups:
+    n = np.array([rows[i]['N'] for i in idx])
+    ls = np.array([rows[i]['L'] for i in idx])
+    sizes = np.unique(n)
+    best_n = n[int(np.argmin(ls))]
+    budgets.append({'flops': float(budget), 'rows': len(idx), 'sizes': int(len(sizes)),
+                    'N_range': [float(sizes[0]), float(sizes[-1])],
+                    'interior': bool(len(sizes) >= 3 and sizes[0] < best_n < sizes[-1])})
+  counts = [b['sizes'] for b in budgets]
+  flags = []
+  if counts and max(counts) == 1:
+    flags.append('one_N_per_budget')
+  if counts and max(counts) < 3:
+    flags.append('no_budget_with_3_sizes')
+  if len(budgets) < 2:
+    flags.append('fewer_than_2_budgets')
+  return {'grouping': method, 'budgets': budgets, 'flags': flags,
+          'budgets_with_3_sizes': int(sum(c >= 3 for c in counts)),
+          'budgets_not_interior': [b['flops'] for b in budgets
+                                   if b['sizes'] >= 3 and not b['interior']]}
+
+
+def _parabola(n: np.ndarray, d: np.ndarray, ls: np.ndarray) -> tuple | None:
+  """(coefficients in x = log10 N, x_opt, log10 D_opt) or None (< 3 sizes or not convex)."""
+  if len(np.unique(n)) < 3:
+    return None
+  x = np.log10(n)
+  c2, c1, c0 = np.polyfit(x, ls, 2)
+  if c2 <= 0:
+    return None
+  x_opt = -c1 / (2 * c2)
+  k0, k1 = _linfit(x, np.log10(d))
+  return (float(c2), float(c1), float(c0)), float(x_opt), float(k0 + k1 * x_opt)
+
+
+def _isoflop_lines(c: np.ndarray, n_opt: np.ndarray, d_opt: np.ndarray,
+                   l_opt: np.ndarray) -> dict:
+  """N_opt = kN C^a, D_opt = kD C^b (straight lines in log-log) and L_opt(C) (power law)."""
+  out = {}
+  for key, y in (('N_opt_vs_C', n_opt), ('D_opt_vs_C', d_opt)):
+    fit = fit_power_law(c, y, irreducible=False)
+    # N_opt = k C^exponent; fit_power_law returns y = a x^-b.
+    out[key] = {'k': fit['a'], 'exponent': -fit['b'], 'n': fit['n'], 'rmse_log': fit['rmse_log'],
+                'exact': fit['n'] <= 2}
+  out['L_opt_vs_C'] = fit_power_law(c, l_opt)
+  return out
+
+
+def _isoflop_bootstrap(rows: Sequence[dict], groups: list[list[int]], c: np.ndarray,
+                       n_boot: int, seed: int) -> dict:
+  """Resamples the rows within each budget, refits every parabola and the lines; a replicate
+  where some budget has < 3 sizes, no minimum or a vertex outside its sizes is dropped."""
+  if n_boot <= 0:
+    return {'bootstrap': {'resamples': 0}}
+  rng = np.random.default_rng(seed)
+  keys = ('a', 'kN', 'b', 'kD', 'L_E', 'L_a', 'L_b')
+  samples = []
+  for _ in range(n_boot):
+    pts = []
+    for idx in groups:
+      pick = [idx[j] for j in rng.integers(0, len(idx), size=len(idx))]
+      n, d, ls = (np.array([rows[i][k] for i in pick]) for k in ('N', 'D', 'L'))
+      par = _parabola(n, d, ls)
+      if par is None or not np.log10(n.min()) <= par[1] <= np.log10(n.max()):
+        break
+      coef, x_opt, y_opt = par
+      pts.append((10 ** x_opt, 10 ** y_opt, coef[2] - coef[1] ** 2 / (4 * coef[0])))
+    if len(pts) < len(groups):
+      continue
+    n_o, d_o, l_o = (np.array(v) for v in zip(*pts))
+    try:
+      lines = _isoflop_lines(c, n_o, d_o, l_o)
+    except FitError:
+      continue
+    nf, df, lf = lines['N_opt_vs_C'], lines['D_opt_vs_C'], lines['L_opt_vs_C']
+    samples.append([nf['exponent'], nf['k'], df['exponent'], df['k'], lf['E'], lf['a'], lf['b']])
+  s = np.array(samples, dtype=np.float64).reshape(-1, len(keys))
+  ci = {k: [float(np.percentile(s[:, i], 5)), float(np.percentile(s[:, i], 95))]
+        for i, k in enumerate(keys) if k in ('a', 'b')} if len(s) >= 2 else {}
+  return {'bootstrap': {'resamples': n_boot, 'succeeded': int(len(s)), 'seed': seed,
+                        'percentiles': [5, 95],
+                        'samples': {k: s[:, i].tolist() for i, k in enumerate(keys)}},
+          'ci': ci}
+
+
+def fit_isoflop(rows: Sequence[dict], *, budget_tol: float = 0.1, bootstrap: int = 200,
+                seed: int = 0) -> dict:
   """Per budget a parabola L = c2 x^2 + c1 x + c0 in x = log10 N; N_opt at its vertex.
 
   D_opt comes from the rows' own tokens-vs-N relation within the budget (a line in log-log,
   which is C/(6N) when FLOPs are counted as 6ND); C/(6 N_opt) is recorded beside it. Then
-  N_opt = kN C^a and D_opt = kD C^b across budgets whose vertex lies inside the sampled N.
+  N_opt = kN C^a and D_opt = kD C^b across budgets whose vertex lies inside the sampled N,
+  with 5-95% bootstrap intervals of a and b (rows resampled within each budget).
+  Each budget records `interior` (its lowest observed loss is strictly inside its sizes) and
+  `exact` (3 sizes: the parabola passes through every point).
   """
   groups, method = _group_budgets(rows, budget_tol)
-  budgets, skipped = [], []
+  budgets, skipped, used = [], [], []
   for budget, idx in groups:
-    n = np.array([rows[i]['N'] for i in idx])
-    d = np.array([rows[i]['D'] for i in idx])
-    ls = np.array([rows[i]['L'] for i in idx])
-    if len(np.unique(n)) < 3:
-      skipped.append(f'C={budget:.3g}: {len(np.unique(n))} distinct N (a parabola needs >= 3)')
+    n, d, ls = (np.array([rows[i][k] for i in idx]) for k in ('N', 'D', 'L'))
+    sizes = np.unique(n)
+    par = _parabola(n, d, ls)
+    if par is None:
+      skipped.append(f'C={budget:.3g}: ' + (f'{len(sizes)} distinct N (a parabola needs >= 3)'
+                     if len(sizes) < 3 else 'loss against log N is not convex (no minimum)'))
       continue
+    (c2, c1, c0), x_opt, y_opt = par
     x = np.log10(n)
-    c2, c1, c0 = np.polyfit(x, ls, 2)
-    if c2 <= 0:
-      skipped.append(f'C={budget:.3g}: loss against log N is not convex (no minimum)')
-      continue
-    x_opt = -c1 / (2 * c2)
-    n_opt = 10.0 ** x_opt
-    k0, k1 = _linfit(x, np.log10(d))
+    resid = ls - np.polyval([c2, c1, c0], x)
     entry = {
-        'flops': float(budget), 'n': len(idx), 'runs': [rows[i]['run'] for i in idx],
-        'parabola_log10N': [float(c2), float(c1), float(c0)],
-        'N_opt': float(n_opt), 'D_opt': float(10.0 ** (k0 + k1 * x_opt)),
-        'D_opt_6N': float(budget / (6 * n_opt)),
-        'L_opt': float(c0 - c1 ** 2 / (4 * c2)),
+        'flops': float(budget), 'n': len(idx), 'sizes': int(len(sizes)),
+        'runs': [rows[i]['run'] for i in idx], 'parabola_log10N': [c2, c1, c0],
+        'N_opt': float(10.0 ** x_opt), 'D_opt': float(10.0 ** y_opt),
+        'D_opt_6N': float(budget / (6 * 10.0 ** x_opt)), 'L_opt': float(c0 - c1 ** 2 / (4 * c2)),
         'inside_range': bool(x.min() <= x_opt <= x.max()),
+        'interior': bool(sizes[0] < n[int(np.argmin(ls))] < sizes[-1]),
+        'exact': bool(len(sizes) == 3), 'rmse': float(np.sqrt(np.mean(resid ** 2))),
     }
     budgets.append(entry)
+    if entry['inside_range']:
+      used.append(idx)
   out = {'grouping': method, 'budgets': budgets, 'skipped_budgets': skipped}
   usable = [b for b in budgets if b['inside_range']]
   if len(usable) < len(budgets):
@@ -521,13 +618,133 @@ def fit_isoflop(rows: Sequence[dict], *, budget_tol: float = 0.1) -> dict:
                    f'minimum inside the sampled N range; got {len(usable)} '
                    f'({"; ".join(skipped) or "see budgets"})')
   c = np.array([b['flops'] for b in usable])
-  for key, name in (('N_opt', 'N_opt_vs_C'), ('D_opt', 'D_opt_vs_C')):
-    fit = fit_power_law(c, [b[key] for b in usable], irreducible=False)
-    # N_opt = k C^exponent; fit_power_law returns y = a x^-b.
-    out[name] = {'k': fit['a'], 'exponent': -fit['b'], 'n': fit['n'], 'rmse_log': fit['rmse_log']}
+  out.update(_isoflop_lines(c, *(np.array([b[k] for b in usable])
+                                 for k in ('N_opt', 'D_opt', 'L_opt'))))
   out['a'] = out['N_opt_vs_C']['exponent']
   out['b'] = out['D_opt_vs_C']['exponent']
-  out['L_opt_vs_C'] = fit_power_law(c, [b['L_opt'] for b in usable])
+  out['budgets_used'] = len(usable)
+  out['flops_range'] = [float(c.min()), float(c.max())]
+  out.update(_isoflop_bootstrap(rows, used, c, bootstrap, seed))
+  return out
+
+
+# --------------------------------------------------------------------------------------
+# Diagnostics: parameters at their bounds, exact fits, agreement, held-out budget
+
+# The range each Chinchilla parameter can take (the fit is unbounded in log E, log A, log B,
+# alpha and beta; these are where a value stops meaning anything): E in [0, min L] (E/min L
+# under E_FLOOR is "at 0": the fit drove the irreducible loss away), exponents in [0, 3].
+E_FLOOR = 1e-3
+EXPONENT_RANGE = (1e-3, 3.0)
+SPAN_UNCONSTRAINED = 10.0   # an interval of a positive quantity wider than this factor
+N_PARAMS = {'chinchilla': 5, 'parabola': 3, 'line': 2}
+
+
+def _interval_state(lo: float, hi: float, positive: bool) -> tuple[float | None, bool]:
+  """(hi/lo or None, constrained) of an interval: a positive quantity is unconstrained when it
+  spans more than SPAN_UNCONSTRAINED or reaches <= 0; an exponent when it reaches <= 0."""
+  if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+    return None, False
+  if lo <= 0:
+    return None, False
+  span = hi / lo
+  return span, (span <= SPAN_UNCONSTRAINED) if positive else True
+
+
+def chinchilla_parameters(chin: dict, min_loss: float) -> dict:
+  """Each fitted parameter of the parametric law with its 5-95% interval and flags:
+  at_bound ('lower' / 'upper' / None) and constrained (interval finite, positive, and for E, A,
+  B within a factor SPAN_UNCONSTRAINED)."""
+  out = {}
+  ci = chin.get('ci', {})
+  for k in ('E', 'A', 'B', 'alpha', 'beta'):
+    v = chin[k]
+    lo, hi = ci.get(k, [None, None])
+    if k == 'E':
+      at = 'lower' if v < E_FLOOR * min_loss else ('upper' if v > (1 - E_FLOOR) * min_loss
+                                                    else None)
+      bound = [0.0, float(min_loss)]
+    elif k in ('alpha', 'beta'):
+      at = 'lower' if v < EXPONENT_RANGE[0] else ('upper' if v > EXPONENT_RANGE[1] else None)
+      bound = [0.0, EXPONENT_RANGE[1]]
+    else:
+      at, bound = None, None
+    span, constrained = _interval_state(lo, hi, positive=k in ('E', 'A', 'B'))
+    if lo is None:
+      constrained = None   # no bootstrap: unknown
+    out[k] = {'value': v, 'ci': [lo, hi] if lo is not None else None, 'span': span,
+              'bound': bound, 'at_bound': at, 'constrained': constrained}
+  return out
+
+
+def exponent_agreement(chin: dict | None, iso: dict | None) -> dict | None:
+  """Approach 2's a (IsoFLOP) beside approach 3's beta/(alpha+beta): disagree when their 5-95%
+  intervals do not overlap; without an interval on either side, not decidable (None)."""
+  if chin is None or iso is None or chin.get('a_exponent') is None:
+    return None
+  a3, a2 = chin['a_exponent'], iso['a']
+  c3, c2 = chin.get('ci', {}).get('a_exponent'), iso.get('ci', {}).get('a')
+  out = {'a_approach2': a2, 'ci_approach2': c2, 'a_approach3': a3, 'ci_approach3': c3,
+         'difference': a2 - a3}
+  if c2 and c3 and None not in c2 + c3:
+    out['agree'] = bool(c2[0] <= c3[1] and c3[0] <= c2[1])
+  else:
+    out['agree'] = None
+  return out
+
+
+def _observed_minimum(rows: Sequence[dict], idx: list[int]) -> dict:
+  """A budget's minimum: its parabola's vertex when the budget brackets it (>= 3 sizes, lowest
+  loss interior), else its best row, flagged as not bracketed."""
+  n, d, ls = (np.array([rows[i][k] for i in idx]) for k in ('N', 'D', 'L'))
+  par = _parabola(n, d, ls)
+  sizes = np.unique(n)
+  interior = len(sizes) >= 3 and sizes[0] < n[int(np.argmin(ls))] < sizes[-1]
+  if par is not None and interior:
+    (c2, c1, c0), x_opt, _ = par
+    return {'kind': 'parabola vertex', 'bracketed': True, 'N_opt': float(10 ** x_opt),
+            'L_opt': float(c0 - c1 ** 2 / (4 * c2)), 'sizes': int(len(sizes))}
+  j = int(np.argmin(ls))
+  return {'kind': 'best row', 'bracketed': False, 'N_opt': float(n[j]), 'L_opt': float(ls[j]),
+          'sizes': int(len(sizes))}
+
+
+def held_out_check(rows: Sequence[dict], *, budget_tol: float = 0.1, huber_delta: float = 1e-3,
+                   max_starts: int | None = 256, seed: int = 0) -> dict:
+  """Refits both approaches without the largest compute budget and predicts that budget's
+  minimum loss and N_opt. loss_error = predicted / observed - 1; N_opt_ratio = predicted /
+  observed (None when the held-out budget does not bracket its minimum: then its best row is
+  only an upper bound on the minimum loss and says nothing about N_opt)."""
+  groups, _ = _group_budgets(rows, budget_tol)
+  if len(groups) < 3:
+    raise FitError(f'held-out check needs >= 3 compute budgets (2 to fit, 1 held out); '
+                   f'got {len(groups)}')
+  c_out, idx_out = max(groups, key=lambda g: g[0])
+  held = set(idx_out)
+  train = [r for i, r in enumerate(rows) if i not in held]
+  obs = _observed_minimum(rows, idx_out)
+  out = {'held_out_flops': c_out, 'held_out_runs': [rows[i]['run'] for i in idx_out],
+         'train_max_flops': max(r['C'] for r in train), 'observed': obs}
+  approaches = {
+      'approach2': lambda: fit_isoflop(train, budget_tol=budget_tol, bootstrap=0),
+      'approach3': lambda: fit_chinchilla(*(np.array([r[k] for r in train]) for k in 'NDL'),
+                                          huber_delta=huber_delta, bootstrap=0, seed=seed,
+                                          max_starts=max_starts),
+  }
+  for name, run in approaches.items():
+    try:
+      f = run()
+      if name == 'approach2':
+        nf, lf = f['N_opt_vs_C'], f['L_opt_vs_C']
+        n_pred, l_pred = nf['k'] * c_out ** nf['exponent'], lf['E'] + lf['a'] * c_out ** -lf['b']
+      else:
+        n_pred, _, l_pred = (float(v) for v in chinchilla_optimum(f, c_out))
+    except FitError as e:
+      out[name] = {'skipped': str(e)}
+      continue
+    out[name] = {'N_opt': float(n_pred), 'loss': float(l_pred),
+                 'loss_error': float(l_pred / obs['L_opt'] - 1),
+                 'N_opt_ratio': float(n_pred / obs['N_opt']) if obs['bracketed'] else None}
   return out
 
 
@@ -535,38 +752,156 @@ def fit_isoflop(rows: Sequence[dict], *, budget_tol: float = 0.1) -> dict:
 # Predictions
 
 
+def _interval(values: Sequence[float]) -> list[float]:
+  return [float(np.percentile(values, 5)), float(np.percentile(values, 95))]
+
+
+def _with_interval(entry: dict, arr: np.ndarray | None, keys: Sequence[str]) -> dict:
+  """Adds ci (5-95%) per key, the N_opt interval's span and whether it is constrained."""
+  if arr is None or len(arr) < 2:
+    entry['constrained'] = None   # no interval: cannot say
+    return entry
+  entry['ci'] = {k: _interval(arr[:, i]) for i, k in enumerate(keys)}
+  lo, hi = entry['ci']['N_opt']
+  entry['N_opt_span'] = hi / lo if lo > 0 else None
+  entry['constrained'] = bool(lo > 0 and hi / lo <= SPAN_UNCONSTRAINED)
+  return entry
+
+
+def _chinchilla_prediction(chin: dict, c: float) -> dict:
+  n_opt, d_opt, l_opt = (float(v) for v in chinchilla_optimum(chin, c))
+  entry = {'N_opt': n_opt, 'D_opt': d_opt, 'loss': l_opt}
+  samples = chin.get('bootstrap', {}).get('samples')
+  preds = []
+  if samples and len(samples['alpha']):
+    for E, A, B, al, be in zip(*(samples[k] for k in ('E', 'A', 'B', 'alpha', 'beta'))):
+      if al > 0 and be > 0:
+        p = {'E': E, 'A': A, 'B': B, 'alpha': al, 'beta': be}
+        preds.append([float(v) for v in chinchilla_optimum(p, c)])
+    n_all = len(samples['alpha'])
+    if len(preds) < n_all:   # a resample without an optimum: the interval is open
+      entry['resamples_without_optimum'] = n_all - len(preds)
+  entry = _with_interval(entry, np.array(preds) if preds else None, ('N_opt', 'D_opt', 'loss'))
+  if samples and entry.get('resamples_without_optimum', 0) > 0.05 * len(samples['alpha']):
+    entry['constrained'] = False
+  return entry
+
+
+def _isoflop_prediction(iso: dict, c: float) -> dict:
+  nf, df, lf = iso['N_opt_vs_C'], iso['D_opt_vs_C'], iso['L_opt_vs_C']
+  entry = {'N_opt': nf['k'] * c ** nf['exponent'], 'D_opt': df['k'] * c ** df['exponent'],
+           'loss': lf['E'] + lf['a'] * c ** -lf['b'], 'loss_form': lf['form']}
+  s = iso.get('bootstrap', {}).get('samples')
+  arr = None
+  if s and len(s['a']):
+    arr = np.stack([np.array(s['kN']) * c ** np.array(s['a']),
+                    np.array(s['kD']) * c ** np.array(s['b']),
+                    np.array(s['L_E']) + np.array(s['L_a']) * c ** -np.array(s['L_b'])], 1)
+  return _with_interval(entry, arr, ('N_opt', 'D_opt', 'loss'))
+
+
 def predict(target_flops: Iterable[float], *, chinchilla: dict | None = None,
-            isoflop: dict | None = None) -> list[dict]:
-  """Compute-optimal N, D and loss at each target budget, from whichever fits are given."""
+            isoflop: dict | None = None, max_flops: float | None = None) -> list[dict]:
+  """Compute-optimal N, D and loss at each target budget, from whichever fits are given, each
+  with its 5-95% interval (from the fit's bootstrap samples) and `constrained` (False when the
+  N_opt interval spans more than SPAN_UNCONSTRAINED: print it as unconstrained, not a number).
+  extrapolation = target / max_flops (the largest sampled compute)."""
   out = []
   for c in target_flops:
     c = float(c)
     entry: dict[str, Any] = {'flops': c}
+    if max_flops:
+      entry['extrapolation'] = c / max_flops
     if chinchilla is not None:
       try:
-        n_opt, d_opt, l_opt = (float(v) for v in chinchilla_optimum(chinchilla, c))
-        entry['chinchilla'] = {'N_opt': n_opt, 'D_opt': d_opt, 'loss': l_opt}
-        samples = chinchilla.get('bootstrap', {}).get('samples')
-        if samples and len(samples['alpha']):
-          preds = []
-          for E, A, B, al, be in zip(*(samples[k] for k in ('E', 'A', 'B', 'alpha', 'beta'))):
-            if al > 0 and be > 0:
-              p = {'E': E, 'A': A, 'B': B, 'alpha': al, 'beta': be}
-              preds.append([float(v) for v in chinchilla_optimum(p, c)])
-          if preds:
-            arr = np.array(preds)
-            entry['chinchilla']['ci'] = {
-                k: [float(np.percentile(arr[:, i], 5)), float(np.percentile(arr[:, i], 95))]
-                for i, k in enumerate(('N_opt', 'D_opt', 'loss'))}
+        entry['chinchilla'] = _chinchilla_prediction(chinchilla, c)
       except FitError as e:
         entry['chinchilla'] = {'skipped': str(e)}
     if isoflop is not None and 'N_opt_vs_C' in isoflop:
-      nf, df, lf = isoflop['N_opt_vs_C'], isoflop['D_opt_vs_C'], isoflop['L_opt_vs_C']
-      entry['isoflop'] = {
-          'N_opt': nf['k'] * c ** nf['exponent'], 'D_opt': df['k'] * c ** df['exponent'],
-          'loss': lf['E'] + lf['a'] * c ** -lf['b'], 'loss_form': lf['form']}
+      entry['isoflop'] = _isoflop_prediction(isoflop, c)
     out.append(entry)
   return out
+
+
+def _warn_chinchilla(chin: dict, warn: list[str]) -> None:
+  if chin.get('exact'):
+    warn.append(f'chinchilla: exact fit ({chin["n"]} points for 5 parameters): no residual '
+                'degree of freedom, so the fit quality (r2) is not defined')
+  for k, p in chin['parameters'].items():
+    if p['at_bound']:
+      warn.append(f'chinchilla: {k} = {p["value"]:.3g} is at its {p["at_bound"]} bound '
+                  f'{p["bound"][0 if p["at_bound"] == "lower" else 1]:.3g}: the data do not '
+                  f'determine it')
+    elif p['constrained'] is False:
+      lo, hi = p['ci'] or [float('nan')] * 2
+      why = (f'spans {p["span"]:.3g}x' if p['span'] else 'reaches <= 0')
+      warn.append(f'chinchilla: {k} is unconstrained (5-95% interval {lo:.3g} to {hi:.3g} {why})')
+
+
+def _warn_design(design: dict, iso: dict | None, warn: list[str]) -> None:
+  flags = design['flags']
+  if 'one_N_per_budget' in flags:
+    warn.append('design: every compute budget has one model size: no IsoFLOP profile, so the '
+                'data cannot locate a compute-optimal N; the parametric law extrapolates it '
+                'from its functional form alone')
+  elif 'no_budget_with_3_sizes' in flags:
+    warn.append('design: no compute budget has >= 3 model sizes: no IsoFLOP parabola can be fitted')
+  if design['budgets_not_interior']:
+    warn.append('design: the lowest loss of budget(s) C=' + ', '.join(
+        f'{c:.3g}' for c in design['budgets_not_interior']) + ' is at an end of their sizes: '
+        'the minimum is not bracketed (add sizes beyond that end)')
+  if iso is not None:
+    exact = [b['flops'] for b in iso['budgets'] if b['exact']]
+    if exact:
+      warn.append(f'isoflop: {len(exact)} budget(s) have 3 sizes: their parabola is exact (no check '
+                  'of the parabola)')
+    if iso['N_opt_vs_C'].get('exact'):
+      warn.append('isoflop: N_opt ~ C^a through 2 budgets is exact (no check of the power law, no '
+                  'interval of a)')
+
+
+def diagnose(rows: Sequence[dict], result: dict) -> list[str]:
+  """Flags and warnings over every fit in result (which it annotates in place): parameters at
+  bounds or unconstrained, exact fits, design flaws, approach 2 vs 3, unconstrained predictions."""
+  warn: list[str] = []
+  chin = result['chinchilla'] if 'skipped' not in result['chinchilla'] else None
+  iso = result['isoflop'] if 'skipped' not in result['isoflop'] else None
+  if chin is not None:
+    chin['parameters'] = chinchilla_parameters(chin, min(r['L'] for r in rows))
+    chin['identified'] = not any(p['at_bound'] or p['constrained'] is False
+                                 for p in chin['parameters'].values())
+    _warn_chinchilla(chin, warn)
+  _warn_design(result['design'], iso, warn)
+  pl = result.get('power_law', {})
+  n_exact = sum(g.get('exact', False) for k in ('vs_N', 'vs_D') for g in pl.get(k, {}).get('groups', []))
+  if n_exact:
+    warn.append(f'power_law: {n_exact} group fit(s) are exact (as many points as parameters): '
+                'their exponents are not checked by the data')
+  agree = exponent_agreement(chin, iso)
+  result['exponent_agreement'] = agree
+  if agree is not None and agree['agree'] is False:
+    warn.append(f'approaches disagree: N_opt ~ C^a with a = {agree["a_approach2"]:.3g} '
+                f'{_fmt_ci(agree["ci_approach2"])} (IsoFLOP) against {agree["a_approach3"]:.3g} '
+                f'{_fmt_ci(agree["ci_approach3"])} (parametric): their 5-95% intervals do not overlap')
+  ho = result.get('held_out', {})
+  if 'observed' in ho and not ho['observed']['bracketed']:
+    warn.append(f'held-out: budget C={ho["held_out_flops"]:.3g} does not bracket its minimum '
+                f'({ho["observed"]["sizes"]} size(s)): its best run only bounds the minimum loss, '
+                'and no N_opt error can be measured')
+  for p in result['predictions']:
+    for src in ('chinchilla', 'isoflop'):
+      q = p.get(src, {})
+      if q.get('constrained') is False:
+        span = q.get('N_opt_span')
+        warn.append(f'prediction C={p["flops"]:.3g} ({src}): N_opt unconstrained (' +
+                    (f'5-95% interval spans {span:.3g}x' if span else 'interval reaches <= 0 or '
+                     'some resamples have no optimum') +
+                    f'; {p.get("extrapolation", float("nan")):.3g}x beyond the largest sampled compute)')
+  return warn
+
+
+def _fmt_ci(ci) -> str:
+  return f'[{ci[0]:.3g}, {ci[1]:.3g}]' if ci and None not in ci else '(no interval)'
 
 
 # --------------------------------------------------------------------------------------
@@ -584,80 +919,96 @@ def _frontier(c: np.ndarray, l: np.ndarray) -> np.ndarray:
   return np.array(keep, dtype=int)
 
 
-def make_plots(rows: Sequence[dict], result: dict, out_dir: str) -> list[str]:
-  """Writes the PNGs; returns their file names (relative to out_dir)."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
+def _plot_loss_vs_compute(plt, rows, result, chin, iso, path):
+  """Runs against compute, the parametric law drawn through them (one curve per model size,
+  C mapped to D by that size's own FLOPs per token), and the observed frontier."""
   metric = result['inputs']['metric']
-  c = np.array([r['C'] for r in rows])
-  l = np.array([r['L'] for r in rows])
-  n = np.array([r['N'] for r in rows])
-  written = []
-  chin = result.get('chinchilla') if 'skipped' not in result.get('chinchilla', {}) else None
-  iso = result.get('isoflop') if 'skipped' not in result.get('isoflop', {}) else None
-
+  c, l, n, d = (np.array([r[k] for r in rows]) for k in ('C', 'L', 'N', 'D'))
   fig, ax = plt.subplots(figsize=(7, 5))
-  sc = ax.scatter(c, l, c=np.log10(n), cmap='viridis', s=25, label='runs')
-  fig.colorbar(sc, ax=ax, label='log10 N')
+  sizes = np.unique(n)
+  cmap = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
+  for color, size in zip(cmap, sizes):
+    m = n == size
+    ax.scatter(c[m], l[m], color=color, s=25, zorder=3)
+    if chin is not None:
+      per_token = float(np.median(c[m] / d[m]))
+      cl = np.geomspace(c[m].min() / 1.5, c[m].max() * 1.5, 50)
+      ax.plot(cl, chinchilla_loss(chin, size, cl / per_token), color=color, lw=1,
+              label=f'N={size:.3g}: parametric L(N, D)')
   f = _frontier(c, l)
-  ax.plot(c[f], l[f], 'k-', lw=1.2, label='compute-optimal frontier (observed lower envelope)')
-  targets = [p['flops'] for p in result.get('predictions', [])]
-  c_line = np.geomspace(c.min() / 2, max([c.max() * 2] + targets), 200)
-  if chin is not None and chin['alpha'] > 0 and chin['beta'] > 0:
-    _, _, l_line = chinchilla_optimum(chin, c_line)
-    ax.plot(c_line, l_line, 'r-', label='Chinchilla fit, compute-optimal L(C)')
-    for p in result.get('predictions', []):
-      if 'loss' in p.get('chinchilla', {}):
-        ax.plot(p['flops'], p['chinchilla']['loss'], 'r*', ms=12)
+  ax.plot(c[f], l[f], 'k:', lw=1.2, label='observed lower envelope')
   if iso is not None:
-    ax.plot([b['flops'] for b in iso['budgets']], [b['L_opt'] for b in iso['budgets']], 'bs',
-            mfc='none', label='IsoFLOP minima')
+    ax.plot([b['flops'] for b in iso['budgets']], [b['L_opt'] for b in iso['budgets']], 'ks',
+            mfc='none', ms=8, label='IsoFLOP minima')
+  if chin is not None and not chin.get('identified', True):
+    ax.text(0.02, 0.02, 'parametric fit not identified (see fit.json warnings)',
+            transform=ax.transAxes, color='red', fontsize=9)
   ax.set_xscale('log')
   ax.set_xlabel('training FLOPs C')
   ax.set_ylabel(metric)
-  ax.set_title('Loss against compute')
-  ax.legend(fontsize=8)
+  ax.set_title('Loss against compute (dots: runs; lines: fitted law per size)')
+  ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, 'loss_vs_compute.png'), dpi=110)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
-  written.append('loss_vs_compute.png')
 
-  if iso is not None:
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 5))
-    colors = plt.cm.plasma(np.linspace(0, 0.85, max(1, len(iso['budgets']))))
-    for color, b in zip(colors, iso['budgets']):
-      idx = [i for i, r in enumerate(rows) if r['run'] in set(b['runs'])]
-      ax.scatter(n[idx], l[idx], color=color, s=20)
-      x = np.linspace(np.log10(n[idx]).min() - 0.2, np.log10(n[idx]).max() + 0.2, 100)
-      ax.plot(10 ** x, np.polyval(b['parabola_log10N'], x), color=color, lw=1,
-              label=f'C={b["flops"]:.2g}')
-      ax.plot(b['N_opt'], b['L_opt'], 'x', color=color, ms=10, mew=2)
-    ax.set_xscale('log')
-    ax.set_xlabel('N')
-    ax.set_ylabel(metric)
-    ax.set_title('IsoFLOP profiles (x: fitted minimum)')
-    ax.legend(fontsize=7)
-    cb = np.array([b['flops'] for b in iso['budgets']])
-    ax2.scatter(cb, [b['N_opt'] for b in iso['budgets']], color='C0', label='N_opt')
-    ax2.scatter(cb, [b['D_opt'] for b in iso['budgets']], color='C1', label='D_opt')
-    cl = np.geomspace(cb.min() / 2, cb.max() * 2, 50)
-    nf, df = iso['N_opt_vs_C'], iso['D_opt_vs_C']
-    ax2.plot(cl, nf['k'] * cl ** nf['exponent'], 'C0-', label=f'N_opt ~ C^{nf["exponent"]:.3f}')
-    ax2.plot(cl, df['k'] * cl ** df['exponent'], 'C1-', label=f'D_opt ~ C^{df["exponent"]:.3f}')
-    ax2.set_xscale('log')
-    ax2.set_yscale('log')
-    ax2.set_xlabel('training FLOPs C')
-    ax2.set_title('Compute-optimal N and D')
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, 'isoflop.png'), dpi=110)
-    plt.close(fig)
-    written.append('isoflop.png')
 
+def _band(iso: dict, cl: np.ndarray, k: str, e: str) -> tuple | None:
+  s = iso.get('bootstrap', {}).get('samples')
+  if not s or len(s[e]) < 2:
+    return None
+  lines = np.array(s[k])[:, None] * cl[None, :] ** np.array(s[e])[:, None]
+  return np.percentile(lines, 5, axis=0), np.percentile(lines, 95, axis=0)
+
+
+def _plot_isoflop(plt, rows, result, iso, path):
+  """Left: loss against N per budget with the parabola and its minimum (open marker: minimum
+  not interior). Right: N_opt and D_opt against C with the fitted lines and 5-95% bands."""
+  metric = result['inputs']['metric']
+  n, l = np.array([r['N'] for r in rows]), np.array([r['L'] for r in rows])
+  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+  colors = plt.cm.plasma(np.linspace(0, 0.85, max(1, len(iso['budgets']))))
+  for color, b in zip(colors, iso['budgets']):
+    idx = [i for i, r in enumerate(rows) if r['run'] in set(b['runs'])]
+    ax.scatter(n[idx], l[idx], color=color, s=20)
+    x = np.linspace(np.log10(n[idx]).min() - 0.2, np.log10(n[idx]).max() + 0.2, 100)
+    flag = '' if b['interior'] else ' (min at an end)'
+    ax.plot(10 ** x, np.polyval(b['parabola_log10N'], x), color=color, lw=1,
+            label=f'C={b["flops"]:.2g}{flag}')
+    ax.plot(b['N_opt'], b['L_opt'], 'o' if b['interior'] else 'x', color=color, ms=9, mew=2,
+            mfc='none')
+  ax.set_xscale('log')
+  ax.set_xlabel('N')
+  ax.set_ylabel(metric)
+  ax.set_title('IsoFLOP profiles (o: fitted minimum; x: not interior)')
+  ax.legend(fontsize=7)
+  used = [b for b in iso['budgets'] if b['inside_range']]
+  cb = np.array([b['flops'] for b in used])
+  cl = np.geomspace(cb.min() / 2, cb.max() * 2, 50)
+  for key, k, e, color in (('N_opt', 'kN', 'a', 'C0'), ('D_opt', 'kD', 'b', 'C1')):
+    fit = iso[f'{key}_vs_C']
+    ax2.scatter(cb, [b[key] for b in used], color=color)
+    ci = iso.get('ci', {}).get(e)
+    label = f'{key} ~ C^{fit["exponent"]:.3f}' + (f' [{ci[0]:.2f}, {ci[1]:.2f}]' if ci else '')
+    ax2.plot(cl, fit['k'] * cl ** fit['exponent'], '-', color=color, label=label)
+    band = _band(iso, cl, k, e)
+    if band is not None:
+      ax2.fill_between(cl, *band, color=color, alpha=0.2, lw=0)
+  ax2.set_xscale('log')
+  ax2.set_yscale('log')
+  ax2.set_xlabel('training FLOPs C')
+  ax2.set_title('Compute-optimal N and D (band: 5-95% bootstrap)')
+  ax2.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _plot_parity_residuals(plt, rows, result, chin, iso, out_dir):
+  metric = result['inputs']['metric']
+  c, l, n, d = (np.array([r[k] for r in rows]) for k in ('C', 'L', 'N', 'D'))
+  written = []
   if chin is not None:
-    d = np.array([r['D'] for r in rows])
     pred = chinchilla_loss(chin, n, d)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.scatter(pred, l, s=20)
@@ -671,7 +1022,49 @@ def make_plots(rows: Sequence[dict], result: dict, out_dir: str) -> list[str]:
     fig.savefig(os.path.join(out_dir, 'parity.png'), dpi=110)
     plt.close(fig)
     written.append('parity.png')
+  if chin is None and iso is None:
+    return written
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  if chin is not None:
+    sc = axes[0].scatter(c, 100 * (l / chinchilla_loss(chin, n, d) - 1), c=np.log10(n), s=20)
+    fig.colorbar(sc, ax=axes[0], label='log10 N')
+  axes[0].axhline(0, color='k', lw=0.8)
+  axes[0].set_xscale('log')
+  axes[0].set_xlabel('training FLOPs C')
+  axes[0].set_ylabel('observed / parametric fit - 1 (%)')
+  axes[0].set_title('Parametric L(N, D) residuals' if chin is not None else 'no parametric fit')
+  for b in (iso or {}).get('budgets', []):
+    idx = [i for i, r in enumerate(rows) if r['run'] in set(b['runs'])]
+    axes[1].plot(n[idx], l[idx] - np.polyval(b['parabola_log10N'], np.log10(n[idx])), 'o',
+                 ms=4, label=f'C={b["flops"]:.2g}')
+  axes[1].axhline(0, color='k', lw=0.8)
+  axes[1].set_xscale('log')
+  axes[1].set_xlabel('N')
+  axes[1].set_ylabel(f'observed - parabola ({metric})')
+  axes[1].set_title('IsoFLOP parabola residuals' if iso is not None else 'no IsoFLOP fit')
+  if iso is not None:
+    axes[1].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, 'residuals.png'), dpi=110)
+  plt.close(fig)
+  written.append('residuals.png')
   return written
+
+
+def make_plots(rows: Sequence[dict], result: dict, out_dir: str) -> list[str]:
+  """Writes the PNGs; returns their file names (relative to out_dir)."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  chin = result.get('chinchilla') if 'skipped' not in result.get('chinchilla', {}) else None
+  iso = result.get('isoflop') if 'skipped' not in result.get('isoflop', {}) else None
+  _plot_loss_vs_compute(plt, rows, result, chin, iso, os.path.join(out_dir, 'loss_vs_compute.png'))
+  written = ['loss_vs_compute.png']
+  if iso is not None:
+    _plot_isoflop(plt, rows, result, iso, os.path.join(out_dir, 'isoflop.png'))
+    written.append('isoflop.png')
+  return written + _plot_parity_residuals(plt, rows, result, chin, iso, out_dir)
 
 
 # --------------------------------------------------------------------------------------
@@ -695,7 +1088,7 @@ def _jsonable(obj: Any) -> Any:
 _DEFAULTS = {
     'results': None, 'metric': 'eval/bpb', 'params': 'non_embedding', 'out': None,
     'target_flops': None, 'fits': 'auto', 'bootstrap': 200, 'seed': 0, 'huber_delta': 1e-3,
-    'max_starts': 256, 'budget_tol': 0.1, 'skip_bad': False, 'plots': True,
+    'max_starts': 256, 'budget_tol': 0.1, 'skip_bad': False, 'plots': True, 'held_out': True,
 }
 
 
@@ -768,7 +1161,8 @@ def fit_all(args: Any = None, **kwargs) -> dict:
       'chinchilla': lambda: fit_chinchilla(arr['N'], arr['D'], arr['L'],
                                            huber_delta=o['huber_delta'], bootstrap=o['bootstrap'],
                                            seed=o['seed'], max_starts=o['max_starts'] or None),
-      'isoflop': lambda: fit_isoflop(rows, budget_tol=o['budget_tol']),
+      'isoflop': lambda: fit_isoflop(rows, budget_tol=o['budget_tol'], bootstrap=o['bootstrap'],
+                                     seed=o['seed']),
   }
   wanted = o['explicit'] or list(FIT_NAMES)
   errors, fitted = [], []
@@ -787,9 +1181,18 @@ def fit_all(args: Any = None, **kwargs) -> dict:
   if not fitted:
     errors.append('no fit is possible: ' + '; '.join(
         f'{k}: {result[k]["skipped"]}' for k in FIT_NAMES))
+  result['design'] = isoflop_design(rows, budget_tol=o['budget_tol'])
+  if o['held_out'] and set(wanted) & {'chinchilla', 'isoflop'}:
+    try:
+      result['held_out'] = held_out_check(rows, budget_tol=o['budget_tol'],
+                                          huber_delta=o['huber_delta'],
+                                          max_starts=o['max_starts'] or None, seed=o['seed'])
+    except FitError as e:
+      result['held_out'] = {'skipped': str(e)}
   result['predictions'] = predict(
       o['targets'], chinchilla=result['chinchilla'] if 'chinchilla' in fitted else None,
-      isoflop=result['isoflop'] if 'isoflop' in fitted else None)
+      isoflop=result['isoflop'] if 'isoflop' in fitted else None, max_flops=float(arr['C'].max()))
+  result['warnings'] = diagnose(rows, result)
   os.makedirs(o['out'], exist_ok=True)
   result['plots'] = make_plots(rows, result, o['out']) if o['plots'] else []
   result['errors'] = errors
@@ -833,11 +1236,59 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser.add_argument('--skip_bad', action='store_true',
                       help='skip malformed rows with a warning instead of failing')
   parser.add_argument('--no_plots', dest='plots', action='store_false')
+  parser.add_argument('--no_held_out', dest='held_out', action='store_false',
+                      help='skip the refit without the largest budget')
   return parser
 
 
 def _fmt(v: float) -> str:
   return f'{v:.4g}'
+
+
+def _ci_str(ci) -> str:
+  return f' [{_fmt(ci[0])}, {_fmt(ci[1])}]' if ci and None not in ci else ' [no interval]'
+
+
+def format_n_opt(q: dict) -> str:
+  """A predicted N_opt as text: the number with its 5-95% interval, or 'unconstrained' when the
+  interval spans more than SPAN_UNCONSTRAINED (the number would be meaningless)."""
+  if q.get('constrained') is False:
+    span = q.get('N_opt_span')
+    return 'unconstrained' + (f' (5-95% spans {span:.3g}x)' if span else ' (interval open)')
+  return _fmt(q['N_opt']) + _ci_str(q.get('ci', {}).get('N_opt'))
+
+
+def _print_summary(result: dict) -> None:
+  for w in result['warnings']:
+    print(f'WARNING: {w}')
+  c = result['chinchilla']
+  if 'skipped' not in c:
+    params = ', '.join(f'{k}={_fmt(p["value"])}{_ci_str(p["ci"])}' + (
+        f' AT {p["at_bound"].upper()} BOUND' if p['at_bound'] else '') for k, p in
+        c['parameters'].items())
+    fitq = 'exact fit' if c['exact'] else f'r2_log={_fmt(c["r2_log"]) if c["r2_log"] is not None else "-"}'
+    print(f'approach 3 (parametric): {params}; {fitq}')
+    print(f'approach 3: N_opt ~ C^{_fmt(c["a_exponent"])}{_ci_str(c.get("ci", {}).get("a_exponent"))}')
+  i = result['isoflop']
+  if 'skipped' not in i:
+    print(f'approach 2 (IsoFLOP, {i["budgets_used"]} budgets): N_opt ~ C^{_fmt(i["a"])}'
+          f'{_ci_str(i.get("ci", {}).get("a"))}, D_opt ~ C^{_fmt(i["b"])}'
+          f'{_ci_str(i.get("ci", {}).get("b"))}')
+  ho = result.get('held_out', {})
+  for src in ('approach2', 'approach3'):
+    q = ho.get(src, {})
+    if 'loss' in q:
+      ratio = f'{q["N_opt_ratio"]:.3g}' if q['N_opt_ratio'] is not None else 'not measurable'
+      print(f'held-out C={ho["held_out_flops"]:.3g} ({src}): loss error {100 * q["loss_error"]:+.2f}%, '
+            f'N_opt predicted/observed {ratio}')
+  for p in result['predictions']:
+    for src in ('chinchilla', 'isoflop'):
+      q = p.get(src, {})
+      if 'N_opt' in q:
+        tail = '' if q.get('constrained') is False else (
+            f' D_opt={_fmt(q["D_opt"])} loss={_fmt(q["loss"])}')
+        print(f'C={p["flops"]:.3g} ({src}, {p["extrapolation"]:.3g}x the largest sampled '
+              f'compute): N_opt={format_n_opt(q)}{tail}')
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -850,20 +1301,7 @@ def run_fit(args: argparse.Namespace) -> int:
   out = _options(args)['out']
   for note in result['notes']:
     print(f'note: {note}')
-  c = result['chinchilla']
-  if 'skipped' not in c:
-    print(f'chinchilla: E={_fmt(c["E"])} A={_fmt(c["A"])} B={_fmt(c["B"])} '
-          f'alpha={_fmt(c["alpha"])} beta={_fmt(c["beta"])} a={_fmt(c["a_exponent"])}')
-  i = result['isoflop']
-  if 'skipped' not in i:
-    print(f'isoflop: N_opt ~ C^{_fmt(i["a"])}, D_opt ~ C^{_fmt(i["b"])} '
-          f'({len(i["budgets"])} budgets)')
-  for p in result['predictions']:
-    for src in ('chinchilla', 'isoflop'):
-      if src in p and 'N_opt' in p[src]:
-        q = p[src]
-        print(f'C={p["flops"]:.3g} ({src}): N_opt={_fmt(q["N_opt"])} D_opt={_fmt(q["D_opt"])} '
-              f'loss={_fmt(q["loss"])}')
+  _print_summary(result)
   print(f'wrote {os.path.join(out, "fit.json")}' +
         (f' and {", ".join(result["plots"])}' if result['plots'] else ''))
   if result['errors']:

@@ -216,7 +216,7 @@ def test_report_with_fit_shows_exponents_beside_published(tmp_path):
     assert parse_si(cells[2]) == pytest.approx(d_ref, rel=5e-3)
     assert float(cells[3]) == pytest.approx(l_ref, abs=5e-4)
   saved = json.load(open(tmp_path / 'fit.json'))
-  assert saved['plots'] == ['loss_vs_compute.png', 'isoflop.png', 'parity.png']
+  assert saved['plots'] == ['loss_vs_compute.png', 'isoflop.png', 'parity.png', 'residuals.png']
   for png in saved['plots']:
     assert f']({png})' in text and (tmp_path / png).read_bytes()[:4] == b'\x89PNG'
   assert '## Seed guide claims' not in text
