@@ -210,15 +210,59 @@ CHILD = textwrap.dedent('''
 ''')
 
 
-def _two_processes(tmp_path, monkeypatch, workdir) -> list[dict]:
+# each process saves its half of every array (sharded over the 4 devices of 2 processes): the checkpoint
+# holds ocdbt.process_0 and ocdbt.process_1, as a multi-process training run writes it
+CHILD_SAVE = textwrap.dedent('''
+  import sys
+  import jax, numpy as np
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from scaling import checkpoint, distributed
+  distributed.initialize()
+  mesh = jax.make_mesh((4,), ('x',))
+  def put(a):
+    return jax.make_array_from_callback(a.shape, NamedSharding(mesh, P('x')), lambda i: a[i])
+  mgr = checkpoint.manager(sys.argv[1])
+  for s in (10, 20):
+    params = {'w': put(np.arange(4096 * 64, dtype=np.float32).reshape(4096, 64) * s)}
+    opt = {'mu': put(np.full((4096, 64), s, np.float32)), 'count': put(np.full((4,), s, np.int32))}
+    checkpoint.save(mgr, s, params=params, opt_state=opt, meta=dict(step=s), data_state=None)
+  mgr.wait_until_finished()
+  mgr.close()
+''')
+
+
+def _two_processes(tmp_path, monkeypatch, workdir, child=CHILD) -> list[dict]:
   script = tmp_path / 'child.py'
-  script.write_text(CHILD)
-  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+  script.write_text(child)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
   monkeypatch.setenv('PYTHONPATH', str(REPO))
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
   rc = distributed.launch_local(2, [str(workdir), str(tmp_path)], command=[sys.executable, str(script)])
   assert rc == 0
-  return [json.loads((tmp_path / f'out{i}.json').read_text()) for i in range(2)]
+  return [json.loads((tmp_path / f'out{i}.json').read_text()) for i in range(2)] if child == CHILD else []
+
+
+def test_a_checkpoint_written_by_two_processes_is_read_completely(tmp_path, monkeypatch):
+  """Both processes' shard files are read: damage in either one's file is found."""
+  workdir = tmp_path / 'w'
+  _two_processes(tmp_path, monkeypatch, workdir, CHILD_SAVE)
+  ckpt = workdir / checkpoint.CKPT_DIR
+  for item in ('params', 'opt_state'):
+    assert {p.name for p in (ckpt / '20' / item).iterdir() if p.name.startswith('ocdbt.process_')} == {
+        'ocdbt.process_0', 'ocdbt.process_1'}
+  assert checkpoint.check_step(ckpt / '10') is None and checkpoint.check_step(ckpt / '20') is None
+  for proc in ('ocdbt.process_0', 'ocdbt.process_1'):
+    d = tmp_path / proc / '20'
+    shutil.copytree(ckpt / '20', d)
+    truncate_largest(d / 'params' / proc)
+    assert checkpoint.check_step(d)[0] == 'bad-params', proc
+  mgr = checkpoint.manager(workdir, async_save=False)
+  target = {'w': jax.ShapeDtypeStruct((4096, 64), np.float32, sharding=jax.sharding.SingleDeviceSharding(
+      jax.devices()[0]))}
+  out = checkpoint.restore(mgr, 20, params_target=target)
+  mgr.close()
+  np.testing.assert_array_equal(np.asarray(out['params']['w']),
+                                np.arange(4096 * 64, dtype=np.float32).reshape(4096, 64) * 20)
 
 
 def test_two_processes_agree_and_move_once(tmp_path, monkeypatch):
