@@ -537,8 +537,9 @@ def _isoflop_lines(c: np.ndarray, n_opt: np.ndarray, d_opt: np.ndarray,
 
 def _isoflop_bootstrap(rows: Sequence[dict], groups: list[list[int]], c: np.ndarray,
                        n_boot: int, seed: int) -> dict:
-  """Resamples the rows within each budget, refits every parabola and the lines; a replicate
-  where some budget has < 3 sizes, no minimum or a vertex outside its sizes is dropped."""
+  """Resamples the rows within each budget (redrawn while it has < 3 sizes), refits every
+  parabola and the lines; a replicate where some budget has no minimum or a vertex outside its
+  sizes is dropped (fit.json: bootstrap.succeeded)."""
   if n_boot <= 0:
     return {'bootstrap': {'resamples': 0}}
   rng = np.random.default_rng(seed)
@@ -547,8 +548,11 @@ def _isoflop_bootstrap(rows: Sequence[dict], groups: list[list[int]], c: np.ndar
   for _ in range(n_boot):
     pts = []
     for idx in groups:
-      pick = [idx[j] for j in rng.integers(0, len(idx), size=len(idx))]
-      n, d, ls = (np.array([rows[i][k] for i in pick]) for k in ('N', 'D', 'L'))
+      for _ in range(20):   # redraw a resample with < 3 sizes (no parabola): conditional bootstrap
+        pick = [idx[j] for j in rng.integers(0, len(idx), size=len(idx))]
+        n, d, ls = (np.array([rows[i][k] for i in pick]) for k in ('N', 'D', 'L'))
+        if len(np.unique(n)) >= 3:
+          break
       par = _parabola(n, d, ls)
       if par is None or not np.log10(n.min()) <= par[1] <= np.log10(n.max()):
         break
@@ -674,6 +678,11 @@ def chinchilla_parameters(chin: dict, min_loss: float) -> dict:
       constrained = None   # no bootstrap: unknown
     out[k] = {'value': v, 'ci': [lo, hi] if lo is not None else None, 'span': span,
               'bound': bound, 'at_bound': at, 'constrained': constrained}
+  for k in ('a_exponent', 'b_exponent'):   # beta/(alpha+beta) and alpha/(alpha+beta) lie in (0, 1)
+    lo, hi = ci.get(k, [None, None])
+    ok = None if lo is None else bool(0 < lo and hi < 1)
+    out[k] = {'value': chin[k], 'ci': [lo, hi] if lo is not None else None, 'span': None,
+              'bound': [0.0, 1.0], 'at_bound': None, 'constrained': ok}
   return out
 
 
@@ -834,7 +843,8 @@ def _warn_chinchilla(chin: dict, warn: list[str]) -> None:
                   f'determine it')
     elif p['constrained'] is False:
       lo, hi = p['ci'] or [float('nan')] * 2
-      why = (f'spans {p["span"]:.3g}x' if p['span'] else 'reaches <= 0')
+      why = (f'spans {p["span"]:.3g}x' if p['span'] else
+             'leaves (0, 1)' if k.endswith('_exponent') else 'reaches <= 0')
       warn.append(f'chinchilla: {k} is unconstrained (5-95% interval {lo:.3g} to {hi:.3g} {why})')
 
 
@@ -872,6 +882,9 @@ def diagnose(rows: Sequence[dict], result: dict) -> list[str]:
                                  for p in chin['parameters'].values())
     _warn_chinchilla(chin, warn)
   _warn_design(result['design'], iso, warn)
+  if iso is None and result['isoflop']['skipped'] != 'not requested (--fits)':
+    warn.append('approach 2 (IsoFLOP) not fitted: no compute-optimal N is measured from the data '
+                f'({result["isoflop"]["skipped"][:120]}...)')
   pl = result.get('power_law', {})
   n_exact = sum(g.get('exact', False) for k in ('vs_N', 'vs_D') for g in pl.get(k, {}).get('groups', []))
   if n_exact:

@@ -340,37 +340,64 @@ def _published(q: str, src: str) -> str:
   return '—' if v is None else f'{v:g}'
 
 
+def _flag(p: dict | None) -> str:
+  """The flag cell of a fitted parameter (fit.json chinchilla.parameters entry)."""
+  if not p:
+    return ''
+  if p.get('at_bound'):
+    return f'**at {p["at_bound"]} bound** (not determined)'
+  if p.get('constrained') is False:
+    return '**unconstrained**'
+  return 'no interval' if p.get('constrained') is None else ''
+
+
 def _exponents_section(result: dict) -> list[str]:
   chin, iso = result.get('chinchilla', {}), result.get('isoflop', {})
   pl = result.get('power_law', {})
+  params = chin.get('parameters', {})
   body = []
 
-  def add(label, q, value, ci, method):
+  def add(label, q, value, ci, method, flag=''):
     body.append([label, method, _g(value, '.3g'), ci, _published(q, 'chinchilla3'),
-                 _published(q, 'chinchilla2'), _published(q, 'kaplan')])
+                 _published(q, 'chinchilla2'), _published(q, 'kaplan'), flag])
 
-  if 'skipped' not in chin and chin:
-    add('α (L ∝ N^-α)', 'alpha', chin['alpha'], _ci(chin, 'alpha'), 'parametric L(N, D)')
-    add('β (L ∝ D^-β)', 'beta', chin['beta'], _ci(chin, 'beta'), 'parametric L(N, D)')
-    add('a (N_opt ∝ C^a)', 'a', chin['a_exponent'], _ci(chin, 'a_exponent'), 'parametric, β/(α+β)')
-    add('b (D_opt ∝ C^b)', 'b', chin['b_exponent'], _ci(chin, 'b_exponent'), 'parametric, α/(α+β)')
+  has_chin = 'skipped' not in chin and chin
+  if has_chin:
+    add('α (L ∝ N^-α)', 'alpha', chin['alpha'], _ci(chin, 'alpha'), 'parametric L(N, D)',
+        _flag(params.get('alpha')))
+    add('β (L ∝ D^-β)', 'beta', chin['beta'], _ci(chin, 'beta'), 'parametric L(N, D)',
+        _flag(params.get('beta')))
+    add('a (N_opt ∝ C^a)', 'a', chin['a_exponent'], _ci(chin, 'a_exponent'), 'parametric, β/(α+β)',
+        _flag(params.get('a_exponent')))
+    add('b (D_opt ∝ C^b)', 'b', chin['b_exponent'], _ci(chin, 'b_exponent'), 'parametric, α/(α+β)',
+        _flag(params.get('b_exponent')))
   for key, q, label in (('vs_N', 'alpha', 'α (L ∝ N^-α)'), ('vs_D', 'beta', 'β (L ∝ D^-β)')):
     part = pl.get(key, {})
     if 'groups' in part:
       k = len(part['groups'])
+      exact = sum(g.get('exact', False) for g in part['groups'])
       add(label, q, part['exponent_median'],
           f'{part["exponent_min"]:.3g} – {part["exponent_max"]:.3g} (range)',
-          f'power law per {"token budget" if key == "vs_N" else "model size"}, median of {k}')
+          f'power law per {"token budget" if key == "vs_N" else "model size"}, median of {k}',
+          f'{exact} of {k} exact (2 points)' if exact else '')
   if 'skipped' not in iso and iso:
-    add('a (N_opt ∝ C^a)', 'a', iso['a'], '—', f'IsoFLOP, {len(iso["budgets"])} budgets')
-    add('b (D_opt ∝ C^b)', 'b', iso['b'], '—', f'IsoFLOP, {len(iso["budgets"])} budgets')
-  if 'skipped' not in chin and chin:
+    exact = 'exact (2 budgets)' if iso.get('N_opt_vs_C', {}).get('exact') else ''
+    add('a (N_opt ∝ C^a)', 'a', iso['a'], _ci(iso, 'a'), f'IsoFLOP, {iso["budgets_used"]} budgets',
+        exact)
+    add('b (D_opt ∝ C^b)', 'b', iso['b'], _ci(iso, 'b'), f'IsoFLOP, {iso["budgets_used"]} budgets',
+        exact)
+  if has_chin:
     for q in ('E', 'A', 'B'):
-      add(q, q, chin[q], _ci(chin, q), 'parametric L(N, D)')
+      add(q, q, chin[q], _ci(chin, q), 'parametric L(N, D)', _flag(params.get(q)))
   if not body:
     return ['No exponent could be fitted (see the notes below).']
   lines = _table(['quantity', 'method', 'this sweep', '5–95% (bootstrap)',
-                  'Chinchilla approach 3', 'Chinchilla approach 2', 'Kaplan 2020'], body)
+                  'Chinchilla approach 3', 'Chinchilla approach 2', 'Kaplan 2020', 'flag'], body)
+  if has_chin:
+    lines += ['', 'Parametric fit: ' + (
+        f'exact ({chin["n"]} points for 5 parameters; no fit quality can be measured)'
+        if chin.get('exact') else f'{chin["n"]} points, rmse(log) {chin["rmse_log"]:.3g}, '
+        f'r2(log) {_g(chin.get("r2_log"), ".4f")}') + '.']
   lines += ['', 'Published: Hoffmann et al. 2022 (Table 2: a = 0.50/0.49/0.46 and '
             'b = 0.50/0.51/0.54 for approaches 1/2/3; eq. 10: E 1.69, A 406.4, B 410.7, '
             'α 0.34, β 0.28), Kaplan et al. '
@@ -380,19 +407,105 @@ def _exponents_section(result: dict) -> list[str]:
   return lines
 
 
+def _approaches_section(result: dict) -> list[str]:
+  """Approach 2 and approach 3 side by side: a with intervals, agreement, held-out errors."""
+  agree = result.get('exponent_agreement')
+  ho = result.get('held_out', {})
+  lines = []
+  if agree:
+    verdict = {True: 'agree (5–95% intervals overlap)', False: '**disagree** (5–95% intervals '
+               'do not overlap)', None: 'not decidable (an interval is missing)'}[agree['agree']]
+    lines += _table(['', 'approach 2 (IsoFLOP)', 'approach 3 (parametric)'], [
+        ['exponent a of N_opt ∝ C^a', f'{agree["a_approach2"]:.3g} ' + _rng(agree['ci_approach2']),
+         f'{agree["a_approach3"]:.3g} ' + _rng(agree['ci_approach3'])]])
+    lines += ['', f'The two estimates of a {verdict}.', '']
+  else:
+    have = [n for n, k in (('approach 2 (IsoFLOP)', 'isoflop'), ('approach 3 (parametric)',
+                                                                 'chinchilla'))
+            if 'skipped' not in result.get(k, {'skipped': 1})]
+    lines += [f'Only {" and ".join(have) or "neither approach"} could be fitted: no comparison.', '']
+  if 'skipped' in ho or not ho:
+    lines += [f'Held-out check: not run ({ho.get("skipped", "not requested")}).']
+    return lines
+  obs = ho['observed']
+  lines += [f'Held-out check: refit without the largest budget (C = {ho["held_out_flops"]:.3g}, '
+            f'{len(ho["held_out_runs"])} run(s); fits use C ≤ {ho["train_max_flops"]:.3g}) and '
+            f'predict its minimum. Observed: {obs["kind"]} '
+            f'(N_opt {_si(obs["N_opt"])}, loss {obs["L_opt"]:.4g})' +
+            ('' if obs['bracketed'] else ' — **not bracketed**: the best run only bounds the '
+             'minimum loss from above; no N_opt error can be measured') + '.', '']
+  body = []
+  for key, name in (('approach2', 'approach 2 (IsoFLOP)'), ('approach3', 'approach 3 (parametric)')):
+    q = ho.get(key, {})
+    if 'loss' in q:
+      body.append([name, f'{q["loss"]:.4g}', f'{100 * q["loss_error"]:+.2f}%', _si(q['N_opt']),
+                   _g(q['N_opt_ratio'], '.3g') if q['N_opt_ratio'] is not None else 'not measurable'])
+    else:
+      body.append([name, '—', '—', '—', f'not fitted: {q.get("skipped", "?")}'])
+  lines += _table(['held-out prediction', 'loss', 'loss error', 'N_opt', 'N_opt predicted / observed'],
+                  body)
+  return lines
+
+
+def _rng(ci) -> str:
+  return f'({ci[0]:.3g} – {ci[1]:.3g})' if ci and None not in ci else '(no interval)'
+
+
+def _pred_cells(q: dict) -> list[str]:
+  if not q or 'N_opt' not in q:
+    return ['—', '—', '—']
+  ci = q.get('ci', {})
+  if q.get('constrained') is False:
+    span = q.get('N_opt_span')
+    n_cell = '**unconstrained**' + (f' (5–95% spans {span:.2g}x)' if span else ' (interval open)')
+    return [n_cell, '—', '—']
+  n_cell = _si(q['N_opt']) + (f' ({_si(ci["N_opt"][0])}–{_si(ci["N_opt"][1])})'
+                              if 'N_opt' in ci else ' (no interval)')
+  l_cell = _g(q['loss']) + (f' ({ci["loss"][0]:.4g}–{ci["loss"][1]:.4g})' if 'loss' in ci else '')
+  return [n_cell, _si(q['D_opt']), l_cell]
+
+
 def _predictions_section(result: dict) -> list[str]:
   body = []
   for p in result.get('predictions', []):
-    ch, iso = p.get('chinchilla', {}), p.get('isoflop', {})
-    ci = ch.get('ci', {})
-    body.append([f'{p["flops"]:.3g}', _si(ch.get('N_opt')) + (
-        f' ({_si(ci["N_opt"][0])}–{_si(ci["N_opt"][1])})' if 'N_opt' in ci else ''),
-                 _si(ch.get('D_opt')), _g(ch.get('loss')), _si(iso.get('N_opt')),
-                 _si(iso.get('D_opt')), _g(iso.get('loss'))])
-  if not body or all(all(c == '—' for c in b[1:]) for b in body):
+    ext = p.get('extrapolation')
+    body.append([f'{p["flops"]:.3g}', f'{ext:.3g}x' if ext else '—'] +
+                _pred_cells(p.get('chinchilla', {})) + _pred_cells(p.get('isoflop', {})))
+  if not body or all(all(c == '—' for c in b[2:]) for b in body):
     return ['No prediction: neither the parametric nor the IsoFLOP fit is available.']
-  return _table(['target FLOPs', 'N_opt parametric (5–95%)', 'D_opt parametric',
-                 'loss parametric', 'N_opt IsoFLOP', 'D_opt IsoFLOP', 'loss IsoFLOP'], body)
+  lines = _table(['target FLOPs', 'extrapolation', 'N_opt parametric (5–95%)', 'D_opt parametric',
+                  'loss parametric (5–95%)', 'N_opt IsoFLOP (5–95%)', 'D_opt IsoFLOP',
+                  'loss IsoFLOP (5–95%)'], body)
+  lines += ['', 'extrapolation = target / largest sampled compute. An N_opt whose 5–95% interval '
+            'spans more than 10x is shown as unconstrained, not as a number.']
+  return lines
+
+
+def _headline(result: dict) -> str:
+  """One sentence on what is unconstrained (for the top of the report)."""
+  parts = []
+  params = result.get('chinchilla', {}).get('parameters', {})
+  bad = [k for k, p in params.items() if p.get('at_bound') or p.get('constrained') is False]
+  if bad:
+    parts.append(f'Parametric L(N, D): {", ".join(bad)} not determined by the data.')
+  flags = result.get('design', {}).get('flags', [])
+  if 'one_N_per_budget' in flags:
+    parts.append('Every compute budget has one model size.')
+  elif 'no_budget_with_3_sizes' in flags:
+    parts.append('No compute budget has 3 or more model sizes.')
+  if 'skipped' in result.get('isoflop', {}) and 'not requested' not in result['isoflop']['skipped']:
+    parts.append('No IsoFLOP profile could be fitted: no compute-optimal N is measured.')
+  if result.get('design', {}).get('budgets_not_interior'):
+    parts.append(f'{len(result["design"]["budgets_not_interior"])} budget(s) with the minimum at '
+                 'an end of their sizes.')
+  unc = sorted({f'{p["flops"]:.3g}' for p in result.get('predictions', [])
+                for s in ('chinchilla', 'isoflop') if p.get(s, {}).get('constrained') is False})
+  if unc:
+    parts.append(f'N_opt at C = {", ".join(unc)} is unconstrained.')
+  agree = result.get('exponent_agreement') or {}
+  if agree.get('agree') is False:
+    parts.append('Approaches 2 and 3 disagree on a.')
+  return ' '.join(parts) or f'{len(result["warnings"])} warning(s).'
 
 
 def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] | None, *,
@@ -403,8 +516,11 @@ def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] 
     states[str(r.get('state', '?'))] = states.get(str(r.get('state', '?')), 0) + 1
   lines = [f'# Scaling report: {title}', '',
            f'Generated by `scaling report` from `{results_name}`: {len(rows)} run(s) (' +
-           ', '.join(f'{n} {s}' for s, n in sorted(states.items())) + ').', '',
-           '## What the sweep measured', '']
+           ', '.join(f'{n} {s}' for s, n in sorted(states.items())) + ').', '']
+  if result is not None and result.get('warnings'):
+    lines += [f'> **The fits below are not results.** {_headline(result)} See "What these data do '
+              'not determine".', '']
+  lines += ['## What the sweep measured', '']
   lines += _runs_table(rows) if rows else ['No runs.']
   lines += ['', '## Scaling-law fits', '']
   if result is None:
@@ -412,9 +528,16 @@ def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] 
   else:
     inp = result.get('inputs', {})
     lines += [f'Metric `{inp.get("metric")}`, N = `{inp.get("params_column")}`, '
-              f'{inp.get("rows_used")} finished run(s); all numbers are in `fit.json`.', '',
-              '### Fitted exponents beside the published ones', '']
+              f'{inp.get("rows_used")} finished run(s); all numbers are in `fit.json`.', '']
+    warns = result.get('warnings', [])
+    if warns:
+      lines += ['### What these data do not determine', '',
+                f'**{len(warns)} warning(s): read these before any number below.**', '']
+      lines += [f'- {w}' for w in warns] + ['']
+    lines += ['### Fitted exponents beside the published ones', '']
     lines += _exponents_section(result)
+    lines += ['', '### Approach 2 against approach 3, and a held-out budget', '']
+    lines += _approaches_section(result)
     lines += ['', '### Compute-optimal predictions', '']
     lines += _predictions_section(result)
     if result.get('plots'):
