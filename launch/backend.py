@@ -13,6 +13,12 @@ launchers started together submit each run once. `--wait` polls until none of
 the sweep's jobs is alive, records their outcomes, resubmits the retryable ones
 and waits again.
 
+Cooldown branches (launch/sweep.py branches) need their parent's checkpoint at
+the fork step. A queue that orders jobs (slurm: `supports_dependencies`) gets a
+branch submitted behind its parent's open job; otherwise (gke) a branch is
+submitted in the first round after that checkpoint exists (`fork_gate`), and
+`--wait` keeps rounding until it has been.
+
 A queue query answers, for every job id asked, one `JobState`: live, an ended
 state (done, failed, interrupted), `gone` (the queue answered and no longer
 knows the job), or `unknown` (the query failed, hung past its timeout, or the
@@ -34,7 +40,7 @@ from typing import NamedTuple
 
 from launch import record as rec_lib
 from launch.record import Attempt, RunRecord
-from launch.rundir import RunDir, effective_state, ensure_run_dir, train_argv
+from launch.rundir import RunDir, effective_state, ensure_run_dir, fork_ready, train_argv
 from launch.sweep import LaunchError
 
 # JobState.state values besides the attempt outcomes 'done', 'failed', 'interrupted'.
@@ -209,6 +215,7 @@ class QueueBackend(Backend):
   submit_timeout_s = 120.0     # one sbatch/xpk create call
   unknown_patience_s = 300.0   # how long a job may stay unknown before the launcher gives up (with an error)
   gone_grace_s = 0.0           # a job this new that the queue does not list yet is unknown, not gone
+  supports_dependencies = False   # True: a branch is submitted behind its parent's job (slurm --dependency)
 
   def __init__(self, root, resources: dict | None = None, *, max_retries: int = 2, log=print,
                placeholders: bool = False, **unused):
@@ -256,7 +263,7 @@ class QueueBackend(Backend):
       if not wait:
         return 0
       self.wait_all(sweep)
-      if not self._any_retryable(sweep):
+      if not self._any_retryable(sweep) and not self._any_fork_ready(sweep):
         break
     return self._final_report(sweep)
 
@@ -373,9 +380,25 @@ class QueueBackend(Backend):
       return UNKNOWN, a.job_id
     if self.skip_finished(run, rd, rec):
       return 'skipped', None
+    if self.fork_gate(run)[0] == 'wait':
+      self.log(f'[sweep] run {run.hash} ({run.label}): waits for its parent {run.parent} (no checkpoint of step '
+               f'{run.fork_step} yet, and no job of it to depend on): not submitted yet')
+      return 'waiting', None
     job_id = self._submit_one(run, rd, rec, sweep)
     self.log(f'[sweep] submitted run {run.hash} ({run.label}) attempt {len(rec.attempts)}: job {job_id}')
     return 'submitted', job_id
+
+  def fork_gate(self, run) -> tuple[str, str | None]:
+    """When a cooldown branch may be submitted: ('ready', None) when it is no branch, its parent's checkpoint
+    at the fork step exists or it has its own; ('after', parent job id) when the parent has an open job and
+    this queue orders jobs (`supports_dependencies`); else ('wait', None): not submitted in this round."""
+    if fork_ready(self.root, run):
+      return 'ready', None
+    prec = RunDir(self.root, run.parent).load()
+    a = prec.open_job() if prec is not None else None
+    if a is not None and self.supports_dependencies:
+      return 'after', a.job_id
+    return 'wait', None
 
   def _submit_one(self, run, rd: RunDir, rec: RunRecord, sweep) -> str:
     for name, text in self.files_to_write(run, rd, sweep).items():
@@ -439,6 +462,16 @@ class QueueBackend(Backend):
       if rd.summary() is None and rec.state in ('failed', 'preempted', 'pending'):
         if rec.failures <= self.max_retries:
           return True
+    return False
+
+  def _any_fork_ready(self, sweep) -> bool:
+    """A branch that was not submitted (its parent had neither the checkpoint nor a job) and now can be."""
+    for run in sweep.runs:
+      rd = RunDir(self.root, run.hash)
+      rec = rd.load()
+      if run.parent is not None and rd.summary() is None and rec is not None and not rec.attempts \
+          and fork_ready(self.root, run):
+        return True
     return False
 
   def _final_report(self, sweep) -> int:

@@ -162,6 +162,11 @@ def cmd_collect(argv: list[str]) -> int:
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   done = sum(r['state'] == 'done' for r in rows)
   print(f'wrote {out}: {len(rows)} runs ({done} done)')
+  saved = rd_lib.branch_compute(rows)
+  if saved:
+    print(f'cooldown branches: {saved["branches"]} from {saved["parents"]} parent(s) took '
+          f'{saved["sweep_flops"]:.3g} FLOPs, against {saved["separate_flops"]:.3g} as separate runs '
+          f'({saved["fraction"]:.0%}; parent compute counted once)')
   return 0
 
 

@@ -7,6 +7,11 @@ by another launcher is skipped ("busy"), so two launchers on one root never run
 the same run twice. The training process inherits the lock's file descriptor:
 if the launcher dies, the lock stays held until training ends.
 
+A cooldown branch (launch/sweep.py branches) starts only once its parent's
+checkpoint at the fork step exists: the queue is taken in order, skipping the
+branches still waiting for their parent (`_pop_ready`), so with --max-parallel 1
+the parent runs first and with more slots a branch starts while its parent trains on.
+
 Failed runs (non-zero exit other than 75) are retried at the back of the queue
 while their failure count is <= --max-retries; preempted runs (exit 75) are
 restarted and resume from their checkpoint. SIGINT/SIGTERM to the launcher is
@@ -174,7 +179,9 @@ class LocalBackend(Backend):
       if stopping:
         queue.clear()
       while queue and len(active) < self.max_parallel and not stopping:
-        run = queue.popleft()
+        run = self._pop_ready(queue, active, counts)
+        if run is None:
+          break
         slot = min(set(range(self.max_parallel)) - set(active))
         a = self._start(run, slot, counts)
         if a is not None:
@@ -197,7 +204,26 @@ class LocalBackend(Backend):
     self.log(f'[sweep] finished: {dict(counts)} of {total} runs (root {self.root})')
     if stopping:
       return EXIT_PREEMPTED
-    return EXIT_OK if counts['failed'] == counts['gave_up'] == counts['unknown'] == 0 else EXIT_FAILED
+    return (EXIT_OK if counts['failed'] == counts['gave_up'] == counts['unknown'] == counts['blocked'] == 0
+            else EXIT_FAILED)
+
+  def _pop_ready(self, queue: collections.deque, active: dict, counts) -> object | None:
+    """The first queued run that can start; a cooldown branch waits until its parent's checkpoint at the
+    fork step exists (while the parent is queued, running here or locked by another launcher). A branch
+    whose parent ended without that checkpoint is dropped ('blocked'). None: nothing can start now."""
+    running = {a.run.hash for a in active.values()} | {r.hash for r in queue}
+    for run in list(queue):
+      if rd_lib.fork_ready(self.root, run):
+        queue.remove(run)
+        return run
+      if run.parent in running or _locked_elsewhere(RunDir(self.root, run.parent)):
+        continue
+      queue.remove(run)
+      counts['blocked'] += 1
+      self.log(f'[sweep] run {run.hash} ({run.label}) not started: its parent {run.parent} ended without a '
+               f'checkpoint of step {run.fork_step} (see {RunDir(self.root, run.parent).path}); re-run the sweep '
+               f'once the parent has it')
+    return None
 
   def _requeue(self, a: _Active, outcome: str, rc: int) -> bool:
     """Whether an ended run goes to the back of the queue: preempted ones resume, failed ones retry."""
@@ -288,6 +314,15 @@ class LocalBackend(Backend):
                      (f' train_loss {loss:.4g}' if isinstance(loss, (int, float)) else ''))
       head += ' | ' + '; '.join(parts)
     self.log(head)
+
+
+def _locked_elsewhere(rd: RunDir) -> bool:
+  """Another launcher holds the run's lock (it runs that run now)."""
+  fd = rd.try_lock()
+  if fd is None:
+    return True
+  rd.unlock(fd)
+  return False
 
 
 def _signal_group(proc: subprocess.Popen, sig) -> None:

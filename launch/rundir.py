@@ -42,6 +42,7 @@ from typing import Iterator
 from launch.layout import LOCK, METRICS, RESULTS, RUN_JSON, RUNS_DIR, SUMMARY
 from launch.record import RunRecord, as_record
 
+CKPT_DIR = 'checkpoints'   # scaling/checkpoint.py CKPT_DIR (not imported: the launcher does not load jax)
 RESULT_KEYS = ('params', 'non_embedding_params', 'tokens', 'flops', 'train/loss', 'eval/loss', 'eval/bpb',
                'throughput/tokens_per_s', 'wall_s')
 
@@ -117,6 +118,14 @@ class RunDir:
         return row
     return {}
 
+  def has_checkpoint(self, step: int | None = None) -> bool:
+    """A finished checkpoint (of `step`, or any) in checkpoints/: orbax renames a step's directory into
+    place only once its save is complete, so a directory named by the step is one."""
+    ckpt = self.path / CKPT_DIR
+    if step is not None:
+      return (ckpt / str(step)).is_dir()
+    return ckpt.is_dir() and any(p.name.isdigit() and p.is_dir() for p in ckpt.iterdir())
+
   # ---- lock --------------------------------------------------------------------------------------
   def try_lock(self, timeout: float = 0.0) -> int | None:
     """Takes the run's flock; returns the fd, or None when another process holds it past `timeout`."""
@@ -164,6 +173,17 @@ def ensure_run_dir(rd: RunDir, run, sweep) -> None:
       raise TimeoutError(f'could not lock {rd.path} within 30 s to create run.json')
     if rd.read() is None:
       rd.write(RunRecord.new(run, sweep))
+
+
+def fork_ready(root, run) -> bool:
+  """Whether `run` can start: it is no branch, or its parent's checkpoint at the fork step exists, or the
+  branch has a checkpoint (it resumes from it) or a summary of its own."""
+  if getattr(run, 'parent', None) is None:
+    return True
+  own = RunDir(root, run.hash)
+  if own.summary() is not None or own.has_checkpoint():
+    return True
+  return RunDir(root, run.parent).has_checkpoint(run.fork_step)
 
 
 def pid_alive(pid: int) -> bool:
@@ -268,9 +288,45 @@ def _accounting(config: dict) -> dict:
     return {}      # accounting is best effort for unfinished runs; summary.json is authoritative
 
 
+def lineage(config: dict) -> tuple[str, int] | None:
+  """(parent run hash, fork step) of a branch's resolved config (train.init_from = '../<hash>:<step>')."""
+  spec = ((config or {}).get('train') or {}).get('init_from') or ''
+  path, sep, step = spec.rpartition(':')
+  if not sep or not step.isdigit():
+    return None
+  return pathlib.PurePath(path).name, int(step)
+
+
+def _add_lineage(row: dict, rec: RunRecord, parents: set[str]) -> None:
+  """Lineage and compute columns of a collect row: role, parent, fork_step, own_tokens, own_flops.
+
+  'tokens' and 'flops' stay a run's whole training (for a branch its parent's steps before the fork
+  included: the fit's D and C). 'own_tokens'/'own_flops' are what this run itself trained, so the
+  sweep's total compute is the sum of own_flops (the shared stable phase counted once, in its parent).
+  A finished parent's state is 'parent' (its lr never decayed: no fit point; the fit leaves it out
+  with a note, `scaling report` counts its compute).
+  """
+  lin = lineage(rec.config)
+  row['role'] = 'branch' if lin else ('parent' if rec.hash in parents else None)
+  row['parent'], row['fork_step'] = lin if lin else (None, None)
+  tokens, flops = row.get('tokens'), row.get('flops')
+  own = tokens
+  if lin and isinstance(tokens, (int, float)):
+    t = (rec.config or {}).get('train') or {}
+    per_step = int(t.get('batch_size', 0)) * int(((rec.config or {}).get('model') or {}).get('seq_len', 0))
+    own = tokens - lin[1] * per_step
+  row['own_tokens'] = own
+  row['own_flops'] = (flops * own / tokens if isinstance(flops, (int, float)) and isinstance(own, (int, float))
+                      and tokens else None)
+  if row['role'] == 'parent' and row['state'] == 'done':
+    row['state'] = 'parent'
+
+
 def collect_rows(root) -> list[dict]:
   rows = []
-  for rd, rec in scan(root):
+  found = scan(root)
+  parents = {lin[0] for _, rec in found if (lin := lineage(rec.config))}
+  for rd, rec in found:
     summ = rd.summary()
     row = {'run': rd.hash, 'overrides': rec.overrides, 'state': effective_state(rd, rec)}
     if summ is not None:
@@ -287,8 +343,27 @@ def collect_rows(root) -> list[dict]:
       if k.startswith('eval/bpb@') or k.startswith('eval/loss@'):
         row[k] = v
     row['name'] = (rec.config or {}).get('name') or rec.overrides.get('name')
+    _add_lineage(row, rec, parents)
     rows.append(row)
   return rows
+
+
+def branch_compute(rows: list[dict]) -> dict | None:
+  """The compute of a sweep's cooldown branches against separate runs, from collect rows (None: no branch).
+
+  sweep_flops: what the branches and their parents trained (each parent once, each branch its decay);
+  separate_flops: the branches' full FLOPs, what as many separate runs of those lengths would take.
+  Only finished rows count (the fraction of a half-run sweep would mean nothing).
+  """
+  branches = [r for r in rows if r.get('role') == 'branch' and r.get('state') == 'done']
+  used = {r.get('parent') for r in branches}
+  parents = [r for r in rows if r.get('role') == 'parent' and r.get('run') in used]
+  if not branches or any(not isinstance(r.get('own_flops'), (int, float)) for r in branches + parents):
+    return None
+  sweep = sum(r['own_flops'] for r in branches + parents)
+  separate = sum(r['flops'] for r in branches)
+  return {'branches': len(branches), 'parents': len(parents), 'sweep_flops': sweep, 'separate_flops': separate,
+          'fraction': sweep / separate if separate else None}
 
 
 def write_results(root) -> pathlib.Path:

@@ -16,6 +16,10 @@ training process per node or per GPU with `srun`, and handles preemption:
   Preemption with PreemptMode=REQUEUE requeues the job by itself; training
   resumes from its latest checkpoint either way.
 
+A cooldown branch is submitted with `--dependency=afterok:<parent job>
+--kill-on-invalid-dep=yes` while its parent's checkpoint at the fork step does
+not exist yet (see `dependency_args`).
+
 The script also writes the exit code to RUN_DIR/slurm-<jobid>.rc (its only file
 besides slurm-<jobid>.out), so outcomes are known without accounting.
 
@@ -51,6 +55,7 @@ QUERY_TIMEOUT_S = 60.0
 class SlurmBackend(QueueBackend):
   name = 'slurm'
   tools = ('sbatch', 'squeue')
+  supports_dependencies = True
   tool_hint = ('Run on a SLURM login node, or use --backend local. For a one-node test cluster on Debian: '
                '`sudo bash ci/local-slurm/start.sh && source ${SLURM_LOCAL_DIR:-/tmp/local-slurm}/env.sh`.')
 
@@ -109,7 +114,18 @@ class SlurmBackend(QueueBackend):
     return {JOB_SBATCH: self.batch_script(run, rd, sweep)}
 
   def submit_commands(self, run, rd, sweep):
-    return [['sbatch', '--parsable', str(rd.path / JOB_SBATCH)]]
+    return [['sbatch', '--parsable', *self.dependency_args(run), str(rd.path / JOB_SBATCH)]]
+
+  def dependency_args(self, run) -> list[str]:
+    """A cooldown branch whose parent's checkpoint at the fork step is not there yet waits for the parent's
+    job: afterok (the parent finished, so every checkpoint it keeps, the fork step's among them, exists;
+    simpler than watching for the one step, and a branch of a failed parent is cancelled by SLURM
+    with --kill-on-invalid-dep instead of pending forever). No dependency once the checkpoint exists."""
+    gate, job = self.fork_gate(run)
+    if gate == 'ready':
+      return []
+    job = job or f'<job of run {run.parent}>'   # a dry run before the parent was submitted
+    return [f'--dependency=afterok:{job}', '--kill-on-invalid-dep=yes']
 
   def job_id_from_output(self, out, run, rd, sweep):
     job_id = out.strip().splitlines()[-1].split(';')[0].strip() if out.strip() else ''

@@ -37,12 +37,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import pathlib
 from typing import Any, Iterable, Mapping
 
 from scaling import config as config_lib
 
 RUNG_KEY = 'rung'
+BRANCH_KEY = 'branch_of'   # {'parent': <the parent run's overrides>, 'step': <fork step>} (see branches())
 
 # What a sweep's get_resources() may set. Backends read the keys they know.
 RESOURCE_KEYS = {
@@ -146,6 +148,44 @@ def concat(*sweeps: Iterable[dict]) -> list[dict]:
   return [dict(r) for s in sweeps for r in s]
 
 
+def branches(sizes: Iterable, budgets: Iterable[int], *, decay_fraction: float = 0.2, decay_shape: str = 'linear',
+             size_key: str = RUNG_KEY, parent: Mapping | None = None, branch: Mapping | None = None) -> list[dict]:
+  """WSD cooldown branches: per size one stable parent, and per budget one decay branch forked from it.
+
+  `sizes`: values of `size_key` (ladder rungs by default) or override dicts; `budgets`: total steps of
+  each branch. A budget B decays for d = round(decay_fraction * B) steps from the fork step B - d of the
+  parent, which trains at constant lr (train.schedule='constant', the same warmup) up to the last fork
+  step, saving a checkpoint at every fork step (train.ckpt_every = their gcd) and keeping all of them
+  (train.keep_checkpoints). Each branch is a WSD run of B steps (train.decay_steps = d, decay_shape),
+  which starts from the parent's checkpoint (train.init_from, set when the sweep is loaded from the
+  parent's hash: '../<parent hash>:<fork step>') and equals a from-scratch WSD run of B steps with the
+  same decay. `parent` / `branch` add overrides to the parent rows / branch rows.
+  """
+  budgets = [int(b) for b in budgets]
+  if not budgets or any(b < 2 for b in budgets) or len(set(budgets)) != len(budgets):
+    raise LaunchError(f'branches() needs distinct budgets of at least 2 steps, got {budgets}')
+  if not 0 < decay_fraction < 1:
+    raise LaunchError(f'branches(): decay_fraction must be in (0, 1), got {decay_fraction}')
+  decays = {b: max(int(round(decay_fraction * b)), 1) for b in budgets}
+  forks = {b: b - decays[b] for b in budgets}
+  if min(forks.values()) < 1:
+    raise LaunchError(f'branches(): decay_fraction={decay_fraction} leaves no stable steps for budget '
+                      f'{min(forks, key=forks.get)}')
+  every = math.gcd(*forks.values())
+  last = max(forks.values())
+  rows = []
+  for size in sizes:
+    base = dict(size) if isinstance(size, Mapping) else {size_key: size}
+    p = {**base, 'train.schedule': 'constant', 'train.steps': last, 'train.ckpt_every': every,
+         'train.keep_checkpoints': last // every + 1, **dict(parent or {})}
+    rows.append(p)
+    for b in budgets:
+      rows.append({**base, 'train.schedule': 'wsd', 'train.steps': b, 'train.decay_steps': decays[b],
+                   'train.decay_shape': decay_shape, **dict(branch or {}),
+                   BRANCH_KEY: {'parent': dict(p), 'step': forks[b]}})
+  return rows
+
+
 # --------------------------------------------------------------------------------------------------
 # Resolving a sweep file into runs.
 
@@ -178,6 +218,8 @@ class Run:
   hash: str              # config_hash(config): the run directory's name
 
   label: str = ''        # short description from the keys that vary across the sweep
+  parent: str | None = None      # a cooldown branch: its parent run's hash (train.init_from='../<hash>:<step>')
+  fork_step: int | None = None   # ... and the parent's step it starts from
 
   def flag_list(self) -> list[str]:
     return [f'--config.{k}={v}' for k, v in self.flags.items()]
@@ -254,30 +296,68 @@ def load_sweep(spec: str, extra_overrides: Mapping[str, Any] | None = None) -> S
                       f'known: {", ".join(RESOURCE_KEYS)}')
   own_spec = str(path) + (f':{arg}' if arg else '')
 
-  runs, seen = [], {}
   for i, row in enumerate(rows):
     if not isinstance(row, Mapping):
       raise LaunchError(f'{path}: run {i} of get_sweep() is {row!r}, not a dict of overrides')
-    row = {k: _jsonable(v) for k, v in row.items()}
-    try:
-      run_spec = rung_spec(row[RUNG_KEY]) if RUNG_KEY in row else own_spec
-      flags = {k: format_value(v) for k, v in row.items() if k != RUNG_KEY}
-      for k, v in (extra_overrides or {}).items():
-        flags[k] = format_value(v)
-      cfg = config_lib.load_config(run_spec, flags)
-    except (config_lib.ConfigError, LaunchError, ValueError) as e:
-      raise LaunchError(f'{path}: run {i} {row}: {e}') from None
-    h = config_lib.config_hash(cfg)
-    if h in seen:
-      raise LaunchError(f'{path}: runs {seen[h]} and {i} resolve to the same config ({row}); '
+  rows = [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+  resolved, seen, by_row = {}, {}, {}
+  # parents (plain runs) first, then branches, whose train.init_from names their parent's hash
+  for i in sorted(range(len(rows)), key=lambda i: BRANCH_KEY in rows[i]):
+    run = _resolve_run(path, i, rows[i], own_spec, extra_overrides, by_row)
+    if run.hash in seen:
+      raise LaunchError(f'{path}: runs {seen[run.hash]} and {i} resolve to the same config ({rows[i]}); '
                         f'remove the duplicate or make them differ (e.g. train.seed)')
-    seen[h] = i
-    runs.append(Run(index=i, overrides=row, spec=run_spec, flags=flags, config=cfg, hash=h))
+    seen[run.hash] = i
+    resolved[i] = run
+    by_row.setdefault(_row_key(rows[i]), run)
+  runs = [resolved[i] for i in range(len(rows))]
   varying = [k for k in dict.fromkeys(k for r in runs for k in r.overrides)
              if len({json.dumps(r.overrides.get(k), sort_keys=True) for r in runs}) > 1]
   for r in runs:
     r.label = make_label(r.overrides, varying if len(runs) > 1 else list(r.overrides))
   return Sweep(path=path, arg=arg, runs=runs, resources=resources)
+
+
+def _row_key(row: Mapping) -> str:
+  return json.dumps({k: _jsonable(v) for k, v in row.items()}, sort_keys=True, default=str)
+
+
+def _resolve_run(path, i: int, row: dict, own_spec: str, extra_overrides, by_row: dict) -> Run:
+  """One row of get_sweep() resolved into a Run; a branch row's parent must be among `by_row` (resolved)."""
+  parent = step = None
+  try:
+    run_spec = rung_spec(row[RUNG_KEY]) if RUNG_KEY in row else own_spec
+    flags = {k: format_value(v) for k, v in row.items() if k not in (RUNG_KEY, BRANCH_KEY)}
+    if BRANCH_KEY in row:
+      parent, step = _branch_parent(row[BRANCH_KEY], by_row)
+      flags['train.init_from'] = f'../{parent}:{step}'
+    for k, v in (extra_overrides or {}).items():
+      flags[k] = format_value(v)
+    cfg = config_lib.load_config(run_spec, flags)
+  except (config_lib.ConfigError, LaunchError, ValueError) as e:
+    raise LaunchError(f'{path}: run {i} {row}: {e}') from None
+  return Run(index=i, overrides=row, spec=run_spec, flags=flags, config=cfg, hash=config_lib.config_hash(cfg),
+             parent=parent, fork_step=step)
+
+
+def _branch_parent(spec, by_row: dict) -> tuple[str, int]:
+  """(parent hash, fork step) of a branch row's {'parent': overrides, 'step': n}."""
+  if not isinstance(spec, Mapping) or set(spec) != {'parent', 'step'} or not isinstance(spec['parent'], Mapping):
+    raise LaunchError(f"{BRANCH_KEY!r} must be {{'parent': <the parent run's overrides>, 'step': <fork step>}} "
+                      f"(see launch.sweep.branches), got {spec!r}")
+  step = spec['step']
+  if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+    raise LaunchError(f'{BRANCH_KEY!r}: the fork step must be an integer >= 1, got {step!r}')
+  if BRANCH_KEY in spec['parent']:
+    raise LaunchError(f'{BRANCH_KEY!r}: the parent is itself a branch; fork branches from a plain run')
+  run = by_row.get(_row_key(spec['parent']))
+  if run is None:
+    raise LaunchError(f'{BRANCH_KEY!r}: the parent {dict(spec["parent"])} is not a run of this sweep; add it '
+                      f'(branches() lists each parent before its branches)')
+  steps = config_lib.train_steps(run.config)
+  if step > steps:
+    raise LaunchError(f'{BRANCH_KEY!r}: fork step {step} is past the end of the parent ({steps} steps)')
+  return run.hash, step
 
 
 def make_label(overrides: dict, keys: list[str]) -> str:
@@ -288,6 +368,8 @@ def make_label(overrides: dict, keys: list[str]) -> str:
       continue
     if k == RUNG_KEY:
       parts.append(str(overrides[k]))
+    elif k == BRANCH_KEY:
+      parts.append(f'from={overrides[k].get("step")}' if isinstance(overrides[k], Mapping) else 'branch')
     else:
       parts.append(f'{k.rsplit(".", 1)[-1]}={format_value(overrides[k])}')
   return ' '.join(parts) or '(base)'

@@ -1,0 +1,140 @@
+"""Cooldown branches: a run that starts from another run's checkpoint (`train.init_from`).
+
+`train.init_from = 'WORKDIR[:STEP]'` names a parent run's workdir and one of its
+checkpoint steps (default: its latest). A fresh branch restores the parent's
+params, optimizer state (Adam moments and step count) and data iterator position
+from that step, then trains on with its own schedule and its own workdir. With a
+WSD schedule whose stable phase ends at the fork step (train.steps = STEP +
+train.decay_steps), a branch is step for step the run a from-scratch WSD of
+train.steps would have been, if the parent ran the same stable lr, seed and data
+order (tests/test_branch.py): that is what makes one stable run per model size
+serve several token budgets (launch/sweep.py `branches`).
+
+A relative WORKDIR is taken from the branch's own workdir, as a symlink's target
+is: a sweep writes '../<parent hash>:STEP', which names the sibling run under
+ROOT/runs/ wherever the sweep root is mounted.
+
+Everything here runs before any compile: a missing workdir or step, a damaged
+step, another model or other data settings are a CheckpointError naming the
+problem and the fix. Once the branch's own workdir has a checkpoint it resumes
+from that (an idempotent restart) and the parent is not read again. The parent's
+workdir is only read, never changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+from scaling import checkpoint
+from scaling.checkpoint import CheckpointError
+
+
+class BranchError(CheckpointError):
+  """train.init_from names something a branch cannot start from; the message says what and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """The checkpoint a branch starts from."""
+  workdir: pathlib.Path
+  step: int
+
+
+def parse_init_from(spec: str) -> tuple[str, int | None]:
+  """'WORKDIR[:STEP]' -> (WORKDIR, STEP or None). A suffix that is not all digits is part of the path."""
+  if not isinstance(spec, str) or not spec.strip():
+    raise BranchError(f"train.init_from must be 'WORKDIR[:STEP]', got {spec!r}")
+  path, sep, tail = spec.rpartition(':')
+  if sep and tail.isdigit() and path:
+    return path, int(tail)
+  if sep and tail.startswith('-') and tail[1:].isdigit():
+    raise BranchError(f'train.init_from={spec!r}: the step must be >= 0')
+  return spec, None
+
+
+def resolve_workdir(path: str, own_workdir) -> pathlib.Path:
+  """A relative WORKDIR is taken from the branch's own workdir (as a symlink target is)."""
+  p = pathlib.Path(path).expanduser()
+  return p if p.is_absolute() else (pathlib.Path(own_workdir).absolute() / p).resolve()
+
+
+def parent_of(cfg) -> tuple[str, int | None] | None:
+  """(parent WORKDIR as written, STEP) of a branch config, or None when train.init_from is unset."""
+  spec = cfg.train.get('init_from', '') if 'train' in cfg else ''
+  return parse_init_from(spec) if spec else None
+
+
+def _steps(workdir: pathlib.Path) -> list[int]:
+  return sorted(checkpoint._committed_steps(workdir / checkpoint.CKPT_DIR))   # noqa: SLF001 -- same package
+
+
+def find_source(cfg, own_workdir) -> Source:
+  """The parent's workdir and step, checked to exist and restore completely (nothing is changed there)."""
+  path, step = parse_init_from(cfg.train.init_from)
+  parent = resolve_workdir(path, own_workdir)
+  what = f'train.init_from={cfg.train.init_from!r}'
+  if not parent.is_dir():
+    raise BranchError(f'{what}: the parent workdir {parent} does not exist. Train the parent first (a sweep '
+                      f'runs it before its branches), or fix the path (a relative one is taken from {own_workdir}).')
+  steps = _steps(parent)
+  if not steps:
+    raise BranchError(f'{what}: {parent / checkpoint.CKPT_DIR} holds no checkpoint. Train the parent past the '
+                      f'fork step first.')
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise BranchError(f'{what}: the parent has no checkpoint of step {step} (it has {steps}). Fork at one of '
+                      f'those, or re-run the parent with train.ckpt_every dividing {step} and '
+                      f'train.keep_checkpoints large enough to keep it (launch/sweep.py branches() does both).')
+  bad = checkpoint.check_step(parent / checkpoint.CKPT_DIR / str(step))
+  if bad is not None:
+    raise BranchError(f'{what}: the parent checkpoint of step {step} is damaged ({bad[1]}). Re-run the parent '
+                      f'(it resumes from its newest intact step and saves step {step} again), or fork elsewhere.')
+  from scaling.config import train_steps
+  if train_steps(cfg) <= step:
+    raise BranchError(f'{what}: the branch trains {train_steps(cfg)} steps in all, not more than the fork step '
+                      f'{step}: nothing to train. Set train.steps = {step} + the decay length.')
+  return Source(parent, step)
+
+
+def check_source(src: Source, cfg, dims_dict: dict) -> None:
+  """The parent's checkpoint must be of this model and these data settings (else other params or batches)."""
+  mgr = _reader(src.workdir)
+  try:
+    meta = checkpoint.read_meta(mgr, src.step)
+    data_state = checkpoint.read_meta(mgr, src.step, 'data')
+  finally:
+    mgr.close()
+  where = f'{src.workdir} (train.init_from)'
+  checkpoint.check_compatible(meta, dims_dict, where)
+  if data_state and 'batch_size' in data_state:   # the state counts global batches
+    data_state = dict(data_state, global_batch_size=data_state['batch_size'] * data_state.get('process_count', 1))
+  checkpoint.check_data_state(
+      data_state or {}, dict(seq_len=cfg.model.seq_len, global_batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                             document_masking=cfg.data.document_masking), where)
+
+
+def _reader(workdir: pathlib.Path):
+  """A CheckpointManager that only reads (no retention options: it never deletes a step of the parent)."""
+  import orbax.checkpoint as ocp
+  return ocp.CheckpointManager((workdir / checkpoint.CKPT_DIR).absolute(), item_names=checkpoint.ITEMS)
+
+
+def prepare(cfg, own_workdir, dims_dict: dict, log=print) -> Source | None:
+  """Before compiling a fresh run: its checked branch source, or None when train.init_from is unset."""
+  if not cfg.train.get('init_from', ''):
+    return None
+  src = find_source(cfg, own_workdir)
+  check_source(src, cfg, dims_dict)
+  log(f'branch: starting from {src.workdir / checkpoint.CKPT_DIR / str(src.step)} (train.init_from)')
+  return src
+
+
+def restore(src: Source, state: dict) -> dict:
+  """Params, optimizer state and data state of the parent's step, onto the shardings of `state`."""
+  mgr = _reader(src.workdir)
+  try:
+    return checkpoint.restore(mgr, src.step, params_target=state['params'], opt_target=state['opt_state'])
+  finally:
+    mgr.close()
