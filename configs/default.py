@@ -70,6 +70,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.warmup_steps = 40
   t.schedule = 'cosine'      # cosine | wsd | constant
   t.decay_fraction = 0.2     # wsd: fraction of steps in the final decay
+  t.decay_steps = 0          # wsd: > 0 fixes the decay's length in steps (overrides decay_fraction): the
+                             # stable phase ends at steps - decay_steps (a cooldown branch: at the fork step)
+  t.decay_shape = 'linear'   # wsd decay: linear | cosine | 1-sqrt (Hägele et al. 2024)
+  t.init_from = ''           # 'WORKDIR[:STEP]': start from another run's checkpoint (params, optimizer
+                             # state, data position; default its latest step), then follow this run's
+                             # schedule (scaling/branch.py). A relative WORKDIR is taken from this run's
+                             # workdir, as a symlink's target is ('../<hash>:960' = a sibling sweep run).
+                             # Ignored once this workdir has a checkpoint of its own (resume)
   t.weight_decay = 0.1       # on matrices only (ndim >= 2, embeddings included)
   t.b1 = 0.9
   t.b2 = 0.95

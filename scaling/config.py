@@ -305,6 +305,7 @@ def validate_config(cfg) -> None:
       raise ConfigError(f'train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}')
     if t.warmup_steps < 0:
       raise ConfigError(f'train.warmup_steps must be >= 0, got {t.warmup_steps}')
+    _validate_branch(cfg)
     if t.get('loss_chunk', 0) < 0:
       raise ConfigError(f'train.loss_chunk must be >= 0 (logits rows per chunk; 0 = unchunked), got {t.loss_chunk}')
   if 'mesh' in cfg:
@@ -325,6 +326,24 @@ def validate_config(cfg) -> None:
       raise ConfigError(f'sample.top_k must be >= 0 (0 = off), got {s.top_k}')
     if s.temperature < 0:
       raise ConfigError(f'sample.temperature must be >= 0 (0 = greedy), got {s.temperature}')
+
+
+def _validate_branch(cfg) -> None:
+  """train.decay_steps / decay_shape / init_from (cooldown branches, scaling/branch.py): syntax only."""
+  from scaling.optim import DECAY_SHAPES
+  t = cfg.train
+  if t.get('decay_shape', 'linear') not in DECAY_SHAPES:
+    raise ConfigError(f'train.decay_shape={t.decay_shape!r} is unknown; choose one of {", ".join(DECAY_SHAPES)}')
+  d = t.get('decay_steps', 0)
+  if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+    raise ConfigError(f'train.decay_steps must be an integer >= 0 (0: use train.decay_fraction), got {d!r}')
+  if t.get('init_from', ''):
+    from scaling.branch import parse_init_from
+    _, step = parse_init_from(t.init_from)
+    if step is not None and t.schedule == 'wsd' and d > 0 and train_steps(cfg) - d < step:
+      raise ConfigError(f'train.init_from={t.init_from!r} forks at step {step}, but train.steps - '
+                        f'train.decay_steps = {train_steps(cfg) - d}: the decay would start before the fork, '
+                        f'in steps the parent trained at its own lr. Set train.steps = {step} + decay_steps')
 
 
 def train_steps(cfg) -> int:

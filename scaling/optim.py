@@ -2,8 +2,11 @@
 
 Schedules (all with linear warmup from 0 to `lr` over `warmup_steps`):
   cosine    cosine decay from lr to lr * min_lr_ratio at the last step;
-  wsd       warmup-stable-decay: constant lr, then a linear decay to lr * min_lr_ratio
-            over the last `decay_fraction` of the steps (Hu et al. 2024, MiniCPM);
+  wsd       warmup-stable-decay: constant lr, then a decay to lr * min_lr_ratio over the last
+            `decay_fraction` of the steps after warmup, or the last `decay_steps` when set (Hu et al.
+            2024, MiniCPM); `decay_shape` linear (default), cosine or 1-sqrt. A cooldown branch
+            (train.init_from, scaling/branch.py) forked at step s with steps = s + decay_steps decays
+            exactly as a from-scratch WSD run of that length;
   constant  lr after warmup.
 """
 
@@ -22,14 +25,41 @@ def schedule(train_cfg, total_steps: int) -> optax.Schedule:
   if t.schedule == 'cosine':
     main = optax.cosine_decay_schedule(peak, rest, alpha=t.min_lr_ratio)
   elif t.schedule == 'wsd':
-    decay = max(int(round(rest * t.decay_fraction)), 1)
-    main = optax.join_schedules([optax.constant_schedule(peak), optax.linear_schedule(peak, final, decay)],
+    decay = wsd_decay_steps(t, rest)
+    main = optax.join_schedules([optax.constant_schedule(peak), decay_schedule(t.get('decay_shape', 'linear'),
+                                                                                peak, final, decay)],
                                 [rest - decay])
   else:
     main = optax.constant_schedule(peak)
   if warm == 0:
     return main
   return optax.join_schedules([warmup, main], [warm])
+
+
+DECAY_SHAPES = ('linear', 'cosine', '1-sqrt')
+
+
+def wsd_decay_steps(train_cfg, rest: int) -> int:
+  """The length of the WSD decay: train.decay_steps when > 0 (a cooldown branch fixes it), else
+  round(decay_fraction * the steps after warmup); at least 1 and at most `rest`."""
+  d = int(train_cfg.get('decay_steps', 0) or 0)
+  decay = d if d > 0 else int(round(rest * train_cfg.decay_fraction))
+  return min(max(decay, 1), rest)
+
+
+def decay_schedule(shape: str, peak: float, final: float, steps: int) -> optax.Schedule:
+  """peak -> final over `steps`: linear (optax's), cosine (half period), or 1-sqrt (Hägele et al. 2024:
+  final + (peak - final) (1 - sqrt(t / steps))); constant at `final` afterwards."""
+  if shape == 'linear':
+    return optax.linear_schedule(peak, final, steps)
+  if shape == 'cosine':
+    return optax.cosine_decay_schedule(peak, steps, alpha=final / peak if peak else 0.0)
+  if shape == '1-sqrt':
+    def fn(count):
+      frac = jnp.clip(count / steps, 0.0, 1.0)
+      return final + (peak - final) * (1.0 - jnp.sqrt(frac))
+    return fn
+  raise ValueError(f'unknown decay shape {shape!r}; choose one of {", ".join(DECAY_SHAPES)}')
 
 
 def decay_mask(params):
