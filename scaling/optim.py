@@ -55,6 +55,8 @@ def decay_schedule(shape: str, peak: float, final: float, steps: int) -> optax.S
   if shape == 'cosine':
     return optax.cosine_decay_schedule(peak, steps, alpha=final / peak if peak else 0.0)
   if shape == '1-sqrt':
+    import jax.numpy as jnp  # local: the module's imports are shared with the μP work
+
     def fn(count):
       frac = jnp.clip(count / steps, 0.0, 1.0)
       return final + (peak - final) * (1.0 - jnp.sqrt(frac))
