@@ -45,6 +45,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.attention_block_size = 512
   m.sliding_window = 0       # 0: full causal attention
   m.init_std = 0.02          # N(0, init_std); output projections scaled by 1/sqrt(2 num_layers)
+  m.parametrization = 'sp'   # sp | mup. mup (scaling/model.py role_multipliers): with m = d_model /
+                             # mup_base_width, hidden matrices init / sqrt(m) and Adam lr / m (weight decay
+                             # scales with each parameter's own lr), attention logits / sqrt(m) (~ 1/head_dim),
+                             # logits / m; the lr and init_std found at the base width then hold at any width
+  m.mup_base_width = 0       # mup: the d_model the lr and init_std were tuned at (0: this d_model, m = 1)
 
   # --- data --------------------------------------------------------------
   d = c.data = ml_collections.ConfigDict()

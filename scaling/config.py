@@ -264,9 +264,10 @@ def validate_model(m) -> None:
     raise ConfigError(f'model.num_kv_heads={m.num_kv_heads} does not divide model.num_heads={m.num_heads} '
                       f'(grouped-query attention shares each kv head among num_heads/num_kv_heads query heads)')
   from scaling.attention import IMPLEMENTATIONS  # the implementations own their names
-  from scaling.model import REMATS
+  from scaling.model import PARAMETRIZATIONS, REMATS
   for name, allowed in (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('dtype', DTYPES),
-                        ('remat', REMATS), ('attention', IMPLEMENTATIONS)):
+                        ('remat', REMATS), ('attention', IMPLEMENTATIONS),
+                        ('parametrization', PARAMETRIZATIONS)):
     if m[name] not in allowed:
       raise ConfigError(f'model.{name}={m[name]!r} is unknown; choose one of {", ".join(allowed)}')
   head_dim = resolved_dims(m)['head_dim']
@@ -281,6 +282,9 @@ def validate_model(m) -> None:
     raise ConfigError(f'model.rope_theta must be > 0 with position=rope, got {m.rope_theta}')
   if m.sliding_window < 0:
     raise ConfigError(f'model.sliding_window must be >= 0 (0 = full causal), got {m.sliding_window}')
+  if isinstance(m.mup_base_width, bool) or not isinstance(m.mup_base_width, int) or m.mup_base_width < 0:
+    raise ConfigError(f'model.mup_base_width must be an integer >= 0 (the d_model the lr was tuned at; 0: this '
+                      f'd_model), got {m.mup_base_width!r}')
   if m.attention_block_size <= 0:
     raise ConfigError(f'model.attention_block_size must be > 0, got {m.attention_block_size}')
 

@@ -82,6 +82,8 @@ class ModelDims:
   attention_block_size: int = _DEFAULT['attention_block_size']
   sliding_window: int = _DEFAULT['sliding_window']
   init_std: float = _DEFAULT['init_std']
+  parametrization: str = _DEFAULT['parametrization']
+  mup_base_width: int = _DEFAULT['mup_base_width']
 
   def __post_init__(self):
     if self.vocab_size <= 0:
@@ -103,9 +105,67 @@ class ModelDims:
   def compute_dtype(self):
     return jnp.dtype(self.dtype)
 
+  @property
+  def width_mult(self) -> float:
+    """μP's width multiplier m = d_model / mup_base_width (1 under 'sp' and when the base width is 0)."""
+    if self.parametrization == 'sp' or not self.mup_base_width:
+      return 1.0
+    return self.d_model / self.mup_base_width
+
 
 def _normal(rngs: nnx.Rngs, shape, std) -> jax.Array:
   return std * jax.random.normal(rngs.params(), shape, jnp.float32)
+
+
+# ----------------------------------------------------------------------------- parametrization
+PARAMETRIZATIONS = ('sp', 'mup')   # model.parametrization (scaling/config.py validates against it)
+
+# The role of every parameter, by its name in this module: the one table the initializers (below) and
+# the optimizer's per-parameter learning rates (scaling/optim.py) read.
+PARAM_ROLES = {
+    'embed_VD': 'embedding', 'pos_embed_TD': 'embedding',            # (vocab|seq, embed): one width axis
+    'wq_DHK': 'hidden', 'wk_DGK': 'hidden', 'wv_DGK': 'hidden', 'wo_HKD': 'hidden',
+    'w_gate_DF': 'hidden', 'w_up_DF': 'hidden', 'w_down_FD': 'hidden',   # two width axes
+    'lm_head_DV': 'readout',                                          # (embed, vocab)
+    'scale': 'vector', 'bias': 'vector',                              # norms
+}
+
+
+def param_role(name: str) -> str:
+  if name not in PARAM_ROLES:
+    raise KeyError(f'parameter {name!r} has no role in scaling.model.PARAM_ROLES; add it there')
+  return PARAM_ROLES[name]
+
+
+def role_multipliers(dims: 'ModelDims') -> dict[str, tuple[float, float]]:
+  """role -> (init std multiplier, Adam learning-rate multiplier).
+
+  'sp': all 1. 'mup' (Yang et al. 2022, "Tensor Programs V", Table 3 for Adam, in the form with
+  an output multiplier), m = dims.width_mult: hidden matrices (fan-in ~ width) start at
+  init_std / sqrt(m) and learn at lr / m; the embeddings, the readout and the norm vectors keep
+  init_std and lr, the readout's logits being scaled by 1/m instead (`output_multiplier`).
+  At m = 1 every factor is exactly 1.0, so μP at its base width is SP bit for bit.
+  """
+  m = dims.width_mult
+  if dims.parametrization == 'sp':
+    return {role: (1.0, 1.0) for role in set(PARAM_ROLES.values())}
+  return {'embedding': (1.0, 1.0), 'hidden': (m ** -0.5, 1.0 / m), 'readout': (1.0, 1.0), 'vector': (1.0, 1.0)}
+
+
+def output_multiplier(dims: 'ModelDims') -> float:
+  """μP: the logits are scaled by 1/m (the readout sees a hidden state whose entries move O(1))."""
+  return 1.0 / dims.width_mult
+
+
+def attention_logit_multiplier(dims: 'ModelDims') -> float:
+  """μP: attention logits q.k / sqrt(K) times 1/sqrt(m), i.e. sqrt(K / m) / K: proportional to
+  1/head_dim as the head dim grows with width (at a fixed head count), equal to SP at the base width."""
+  return dims.width_mult ** -0.5
+
+
+def _init(dims, rngs: nnx.Rngs, name: str, shape, std) -> jax.Array:
+  """N(0, std x the init multiplier of the parameter's role)."""
+  return _normal(rngs, shape, std * role_multipliers(dims)[param_role(name)][0])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -201,15 +261,15 @@ class Block(nnx.Module):
     std, out_std = dims.init_std, dims.init_std / math.sqrt(2 * dims.num_layers)
     L, LA = (n,), ('layers',)
     self.attn_norm = Norm(dims, L, LA)
-    self.wq_DHK = nnx.Param(_normal(rngs, L + (D, H, K), std), axes=LA + ('embed', 'heads', 'head_dim'))
-    self.wk_DGK = nnx.Param(_normal(rngs, L + (D, G, K), std), axes=LA + ('embed', 'kv_heads', 'head_dim'))
-    self.wv_DGK = nnx.Param(_normal(rngs, L + (D, G, K), std), axes=LA + ('embed', 'kv_heads', 'head_dim'))
-    self.wo_HKD = nnx.Param(_normal(rngs, L + (H, K, D), out_std), axes=LA + ('heads', 'head_dim', 'embed'))
+    self.wq_DHK = nnx.Param(_init(dims, rngs, 'wq_DHK', L + (D, H, K), std), axes=LA + ('embed', 'heads', 'head_dim'))
+    self.wk_DGK = nnx.Param(_init(dims, rngs, 'wk_DGK', L + (D, G, K), std), axes=LA + ('embed', 'kv_heads', 'head_dim'))
+    self.wv_DGK = nnx.Param(_init(dims, rngs, 'wv_DGK', L + (D, G, K), std), axes=LA + ('embed', 'kv_heads', 'head_dim'))
+    self.wo_HKD = nnx.Param(_init(dims, rngs, 'wo_HKD', L + (H, K, D), out_std), axes=LA + ('heads', 'head_dim', 'embed'))
     self.mlp_norm = Norm(dims, L, LA)
     if dims.mlp == 'swiglu':
-      self.w_gate_DF = nnx.Param(_normal(rngs, L + (D, F), std), axes=LA + ('embed', 'mlp'))
-    self.w_up_DF = nnx.Param(_normal(rngs, L + (D, F), std), axes=LA + ('embed', 'mlp'))
-    self.w_down_FD = nnx.Param(_normal(rngs, L + (F, D), out_std), axes=LA + ('mlp', 'embed'))
+      self.w_gate_DF = nnx.Param(_init(dims, rngs, 'w_gate_DF', L + (D, F), std), axes=LA + ('embed', 'mlp'))
+    self.w_up_DF = nnx.Param(_init(dims, rngs, 'w_up_DF', L + (D, F), std), axes=LA + ('embed', 'mlp'))
+    self.w_down_FD = nnx.Param(_init(dims, rngs, 'w_down_FD', L + (F, D), out_std), axes=LA + ('mlp', 'embed'))
 
   def attention(self, x_BTD, positions_BT, segment_ids_BT, cache):
     dims, dt = self.dims, self.dims.compute_dtype
@@ -219,6 +279,8 @@ class Block(nnx.Module):
     if dims.position == 'rope':
       q_BTHK = apply_rope(q_BTHK, positions_BT, dims.rope_theta)
       k_BTGK = apply_rope(k_BTGK, positions_BT, dims.rope_theta)
+    if (a := attention_logit_multiplier(dims)) != 1.0:   # μP; SP and μP at base width skip it
+      q_BTHK = q_BTHK * jnp.asarray(a, q_BTHK.dtype)
     if cache is None:
       out_BTHK = attn_lib.attention(
           q_BTHK, k_BTGK, v_BTGK, impl=dims.attention, segment_ids_BT=segment_ids_BT,
@@ -315,13 +377,13 @@ class Transformer(nnx.Module):
   def __init__(self, dims: ModelDims, *, rngs: nnx.Rngs):
     self.dims = dims
     D, V = dims.d_model, dims.vocab_size
-    self.embed_VD = nnx.Param(_normal(rngs, (V, D), dims.init_std), axes=('vocab', 'embed'))
+    self.embed_VD = nnx.Param(_init(dims, rngs, 'embed_VD', (V, D), dims.init_std), axes=('vocab', 'embed'))
     if dims.position == 'learned':
-      self.pos_embed_TD = nnx.Param(_normal(rngs, (dims.seq_len, D), dims.init_std), axes=('seq', 'embed'))
+      self.pos_embed_TD = nnx.Param(_init(dims, rngs, 'pos_embed_TD', (dims.seq_len, D), dims.init_std), axes=('seq', 'embed'))
     self.blocks = Block(dims, dims.num_layers, rngs=rngs)
     self.final_norm = Norm(dims)
     if not dims.tied_embeddings:
-      self.lm_head_DV = nnx.Param(_normal(rngs, (D, V), dims.init_std), axes=('embed', 'vocab'))
+      self.lm_head_DV = nnx.Param(_init(dims, rngs, 'lm_head_DV', (D, V), dims.init_std), axes=('embed', 'vocab'))
 
   def embed(self, tokens_BT, positions_BT):
     """Token embeddings plus, with learned positions, the position table's rows.
@@ -370,8 +432,11 @@ class Transformer(nnx.Module):
     return self.final_norm(x_BTD), new_cache
 
   def head_weights(self):
-    """The LM head as W_DV (the transposed embedding when tied)."""
-    return self.embed_VD[...].T if self.dims.tied_embeddings else self.lm_head_DV[...]
+    """The LM head as W_DV (the transposed embedding when tied), times μP's output multiplier."""
+    w_DV = self.embed_VD[...].T if self.dims.tied_embeddings else self.lm_head_DV[...]
+    if (c := output_multiplier(self.dims)) != 1.0:   # SP and μP at base width skip it
+      w_DV = w_DV * c
+    return w_DV
 
   def logits(self, x_BTD):
     return mixed_einsum('btd,dv->btv', x_BTD.astype(self.dims.compute_dtype),

@@ -1,4 +1,5 @@
-"""The optimizer: AdamW with weight decay on matrices only, global-norm clipping, schedules.
+"""The optimizer: AdamW with weight decay on matrices only, global-norm clipping, schedules, and
+under μP (model.parametrization='mup') per-parameter learning rates by role (scale_by_role).
 
 Schedules (all with linear warmup from 0 to `lr` over `warmup_steps`):
   cosine    cosine decay from lr to lr * min_lr_ratio at the last step;
@@ -13,6 +14,7 @@ Schedules (all with linear warmup from 0 to `lr` over `warmup_steps`):
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -77,11 +79,42 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(leaf_mask, params)
 
 
-def make_optimizer(train_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def _leaf_name(path) -> str:
+  names = [getattr(k, 'key', getattr(k, 'name', '')) for k in path]
+  return str(names[-1])
+
+
+def lr_multipliers(params, dims):
+  """A tree like `params` of each parameter's learning-rate multiplier (its role's, model.role_multipliers)."""
+  from scaling.model import param_role, role_multipliers
+  table = role_multipliers(dims)
+  return jax.tree_util.tree_map_with_path(lambda path, _: table[param_role(_leaf_name(path))][1], params)
+
+
+def scale_by_role(dims) -> optax.GradientTransformation:
+  """Multiplies each parameter's update by its role's learning-rate multiplier.
+
+  Placed after adamw, it scales the whole AdamW step, the decoupled weight decay lr * wd * p included:
+  every parameter decays at its own learning rate (PyTorch AdamW parameter groups, mup's MuAdamW), so
+  a hidden matrix under μP moves and decays at lr / m. Scaling the gradients instead would do nothing
+  (Adam divides the scale out) and scaling only the Adam direction would leave the decay at lr.
+  """
+  def update(updates, state, params=None):
+    del params
+    mults = lr_multipliers(updates, dims)
+    return jax.tree.map(lambda u, c: u * jnp.asarray(c, u.dtype), updates, mults), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(train_cfg, total_steps: int, dims=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(clip, AdamW) and the schedule; with `dims` under model.parametrization='mup', per-role learning rates
+  (scale_by_role). Under 'sp' (or without dims) the chain is exactly the SP one."""
   t = train_cfg
   sched = schedule(t, total_steps)
   parts = []
   if t.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(t.grad_clip))
   parts.append(optax.adamw(sched, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, mask=decay_mask))
+  if dims is not None and dims.parametrization != 'sp':
+    parts.append(scale_by_role(dims))
   return optax.chain(*parts), sched

@@ -128,7 +128,7 @@ def build_setup(cfg, mesh=None) -> Setup:
   mesh = mesh or sharding.make_mesh(cfg.mesh)
   sharding.check_batch(cfg.train.batch_size, cfg.train.microbatches, mesh)
   total = train_steps(cfg)
-  tx, sched = make_optimizer(cfg.train, total)
+  tx, sched = make_optimizer(cfg.train, total, dims)   # dims: per-role learning rates under μP
   abstract = abstract_model(dims)
   graphdef, abs_state = nnx.split(abstract)
   param_sh = nnx.to_pure_dict(sharding.param_shardings(abs_state, mesh))
