@@ -138,3 +138,21 @@ def restore(src: Source, state: dict) -> dict:
     return checkpoint.restore(mgr, src.step, params_target=state['params'], opt_target=state['opt_state'])
   finally:
     mgr.close()
+
+
+def start(run, state: dict, src: Source) -> dict:
+  """The train state of a fresh branch (scaling/train.py `_restore_or_init`): the parent's step restored
+  onto `state`'s shardings, the data iterator moved to the parent's position, run.start_step the fork."""
+  import jax
+  import jax.numpy as jnp
+
+  from scaling import sharding
+  restored = restore(src, state)
+  state = dict(params=restored['params'], opt_state=restored['opt_state'],
+               step=jax.device_put(jnp.asarray(src.step, jnp.int32), sharding.replicated(run.setup.mesh)))
+  if restored['data']:
+    run.data.train_loader.set_state(restored['data'])
+  run.start_step = run.step = src.step
+  run.log(f'branch: restored step {src.step} of {src.workdir}; training steps {src.step + 1}..'
+          f'{run.setup.total_steps} with this run\'s schedule')
+  return state
