@@ -458,9 +458,13 @@ def _write_run_files(run: Run) -> None:
 def _restore_or_init(run: Run, resume_step) -> None:
   """The state: initialised into its shardings, then restored from a checkpoint or imported params."""
   cfg, setup = run.cfg, run.setup
+  from scaling import branch  # train.init_from: a fresh cooldown branch starts from its parent's checkpoint
+  src = branch.prepare(cfg, run.workdir, dataclasses.asdict(setup.dims), run.log) if resume_step is None else None
   run.mgr = checkpoint.manager(run.workdir, keep=cfg.train.keep_checkpoints)
   state = init_state(setup, cfg.train.seed)
-  if resume_step is not None:
+  if src is not None:
+    state = branch.start(run, state, src)
+  elif resume_step is not None:
     restored = checkpoint.restore(run.mgr, resume_step, params_target=state['params'],
                                   opt_target=state['opt_state'])
     state = dict(params=restored['params'], opt_state=restored['opt_state'],
