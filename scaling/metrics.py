@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -19,17 +20,27 @@ from scaling.accounting import PEAK_FLOPS
 
 
 class MetricsWriter:
-  def __init__(self, workdir, *, enabled: bool = True, tensorboard: bool = True):
+  """metrics.jsonl and TensorBoard events of a run that starts (or resumes) after `start_step`.
+
+  Rows of a previous attempt past start_step (logged after the checkpoint the run resumes from)
+  are dropped from metrics.jsonl, and TensorBoard is told to purge its events from start_step + 1
+  on, so the step numbers of both never go backwards. start_step=None appends (no truncation).
+  """
+
+  def __init__(self, workdir, *, enabled: bool = True, tensorboard: bool = True, start_step: int | None = None):
     self.enabled = enabled
     self.path = pathlib.Path(workdir) / 'metrics.jsonl'
     self._tb = None
     if enabled:
       self.path.parent.mkdir(parents=True, exist_ok=True)
+      if start_step is not None:
+        truncate_metrics(self.path, start_step)
       self._f = open(self.path, 'a', buffering=1)
       if tensorboard:
         try:
           from tensorboardX import SummaryWriter
-          self._tb = SummaryWriter(str(pathlib.Path(workdir) / 'tb'))
+          purge = None if start_step is None else start_step + 1
+          self._tb = SummaryWriter(str(pathlib.Path(workdir) / 'tb'), purge_step=purge)
         except ImportError:  # optional
           self._tb = None
 
@@ -51,6 +62,27 @@ class MetricsWriter:
       self._f.close()
       if self._tb is not None:
         self._tb.close()
+
+
+def truncate_metrics(path: pathlib.Path, last_step: int) -> int:
+  """Keeps the rows of metrics.jsonl with step <= last_step (atomically); returns how many were dropped."""
+  if not path.exists():
+    return 0
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  keep = []
+  for line in lines:
+    try:
+      if json.loads(line).get('step', 0) <= last_step:
+        keep.append(line if line.endswith('\n') else line + '\n')
+    except ValueError:   # a line cut off by a kill mid-write: dropped
+      pass
+  if len(keep) == len(lines):
+    return 0
+  tmp = path.with_suffix('.jsonl.tmp')
+  tmp.write_text(''.join(keep))
+  os.replace(tmp, path)
+  return len(lines) - len(keep)
 
 
 def read_metrics(workdir) -> list[dict]:
@@ -133,7 +165,6 @@ def measure_matmul_peak(dtype=jnp.float32, n: int = 2048, reps: int = 3) -> floa
 
 def _same_host_processes() -> bool:
   """Whether every process runs on this host (started by `--local_processes`, scaling/distributed.py)."""
-  import os
   return bool(os.environ.get('SCALING_LAUNCHER_PID'))
 
 
