@@ -42,8 +42,11 @@ import jax
 
 _INITIALIZED = False
 EXIT_PREEMPTED = 75   # same as scaling.train.EXIT_PREEMPTED (not imported: train imports this module)
+EXIT_INTERRUPTED = 130   # scaling.train.EXIT_INTERRUPTED: saved and stopped on SIGINT
+STOPPED = (EXIT_PREEMPTED, EXIT_INTERRUPTED)
 HEARTBEAT_ENV = 'SCALING_HEARTBEAT_TIMEOUT_S'
 SHUTDOWN_ENV = 'SCALING_SHUTDOWN_TIMEOUT_S'
+END_ENV = 'SCALING_END_TIMEOUT_S'
 
 
 def _env_seconds(name: str, default: int) -> int:
@@ -116,6 +119,27 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 def is_main() -> bool:
   return jax.process_index() == 0
+
+
+def end_of_run(timeout_s: int | None = None) -> None:
+  """Every process waits here until all reached it, before JAX's shutdown barrier.
+
+  Work only the main process does after training (samples, exports, final writes) can outlast
+  jax.distributed's shutdown timeout (60 s), after which the coordination service aborts every
+  process (SIGABRT) although the run succeeded. Here the others wait for it instead, for up to
+  SCALING_END_TIMEOUT_S seconds (default 3600); a dead peer is still noticed by the heartbeat.
+  """
+  if jax.process_count() == 1:
+    return
+  # the coordination client: a barrier with a timeout
+  from jax._src import distributed as jax_distributed
+  client = jax_distributed.global_state.client
+  timeout_s = timeout_s or _env_seconds(END_ENV, 3600)
+  if client is None:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices('scaling.end_of_run')
+    return
+  client.wait_at_barrier('scaling.end_of_run', timeout_in_ms=timeout_s * 1000)
 
 
 # ----------------------------------------------------------------------------- agreed stop
@@ -225,18 +249,20 @@ def describe_status(code: int) -> str:
       return f'was killed by signal {-code}'
   if code == EXIT_PREEMPTED:
     return f'stopped on a signal after saving (status {code})'
+  if code == EXIT_INTERRUPTED:
+    return f'stopped on SIGINT after saving (status {code})'
   return f'exited with status {code}'
 
 
 def launch_local(n: int, argv: list[str], *, command: list[str] | None = None, poll_s: float = 0.1,
                  grace_s: float = 60.0) -> int:
-  """Runs `python -m scaling <argv>` as n processes on this host; returns 0, 75 (all preempted) or the failure's status.
+  """Runs `python -m scaling <argv>` as n processes on this host; returns 0, 75/130 (stopped) or the failure's status.
 
   `command` replaces `python -m scaling` (tests start cheap stand-ins).
 
-  The first process to fail (non-zero status other than 75, or death by a signal)
+  The first process to fail (non-zero status other than 75 and 130, or death by a signal)
   gets the others killed at once: they would otherwise block in their next
-  collective. Status 75 (saved after SIGTERM/SIGINT), status 0, or a signal
+  collective. Status 75/130 (saved after SIGTERM/SIGINT), status 0, or a signal
   forwarded by this launcher gives the others `grace_s` seconds to save (or
   finish) and exit on their own; after that they are killed.
   """
@@ -273,7 +299,7 @@ def launch_local(n: int, argv: list[str], *, command: list[str] | None = None, p
       codes = [p.poll() for p in procs]
       if all(c == 0 for c in codes):
         return 0
-      failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0, EXIT_PREEMPTED)]
+      failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0, *STOPPED)]
       if failed:
         i, c = failed[0]
         kill_all()
@@ -281,12 +307,12 @@ def launch_local(n: int, argv: list[str], *, command: list[str] | None = None, p
               f'(they would block in their next collective). Re-run the same command to resume from the '
               f'last complete checkpoint.', file=sys.stderr, flush=True)
         return 128 - c if c < 0 else c
-      # a saved stop (75), a forwarded signal, or a finished process (0): the rest should follow soon
-      stopping = any(c in (0, EXIT_PREEMPTED) for c in codes) or signalled['at'] is not None
+      # a saved stop (75, 130), a forwarded signal, or a finished process (0): the rest should follow soon
+      stopping = any(c in (0, *STOPPED) for c in codes) or signalled['at'] is not None
       if stopping:
         first_stop = first_stop or time.monotonic()
-        if all(c is not None for c in codes):   # every process saved (75) or finished (0)
-          return EXIT_PREEMPTED if EXIT_PREEMPTED in codes else 0
+        if all(c is not None for c in codes):   # every process saved (75, 130) or finished (0)
+          return next((s for s in (EXIT_INTERRUPTED, EXIT_PREEMPTED) if s in codes), 0)
         if time.monotonic() - first_stop > grace_s:
           late = [i for i, c in enumerate(codes) if c is None]
           kill_all()
