@@ -86,16 +86,21 @@ def cmd_train(args, overrides):
   from scaling.train import train
   cfg = load_config(args.config, overrides)
   workdir = args.workdir or 'workdir'
-  result = train(cfg, workdir, debug=args.debug, profile_steps=args.profile_steps)
+  result = train(cfg, workdir, debug=args.debug, profile_steps=args.profile_steps, final_model=args.sample)
+  code = result['exit_code']
   if result['state'] == 'done' and args.sample and distributed.is_main():
-    _print_samples(workdir, cfg)
-  return result['exit_code']
+    try:
+      _print_samples(result['model'], result['tokenizer'], cfg)
+    except KeyboardInterrupt:
+      print('interrupted (SIGINT) during the end-of-run samples; the training run itself is finished and saved',
+            file=sys.stderr, flush=True)
+      code = 130
+  distributed.end_of_run()   # main-only work is done: all processes reach jax's shutdown barrier together
+  return code
 
 
-def _print_samples(workdir, cfg):
-  from scaling.checkpoint import load_for_inference
+def _print_samples(model, tok, cfg):
   from scaling.generate import generate
-  model, _, tok = load_for_inference(workdir)
   s = cfg.sample
   prompts = list(s.prompts)
   for label, temp, top_p in (('greedy', 0.0, 1.0), (f'top-p {s.top_p}, T={s.temperature}', s.temperature, s.top_p)):

@@ -35,9 +35,11 @@ from scaling.loss import cross_entropy, fused_cross_entropy
 from scaling.metrics import MetricsWriter, Progress, device_peak_flops, mfu
 from scaling.model import ModelDims, Transformer, abstract_model
 from scaling.optim import make_optimizer
+from scaling.workdir_lock import WorkdirLock
 
 EXIT_PREEMPTED = 75   # EX_TEMPFAIL: saved and stopped on a signal; re-running resumes
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130   # 128 + SIGINT: stopped by the user (Ctrl-C); re-running resumes
 
 
 class TrainError(RuntimeError):
@@ -168,7 +170,8 @@ def jit_eval_step(setup: Setup):
 
 # ----------------------------------------------------------------------------- signals
 class StopFlag:
-  """SIGTERM / SIGINT: finish the current step, save, exit. A second SIGINT exits at once.
+  """SIGTERM / SIGINT: finish the current step, save, exit (75, or 130 for SIGINT). A second SIGINT
+  exits at once without saving (130; an async save in flight is never listed as a checkpoint).
 
   With several processes every process must stop after the same step (see
   distributed.StopSync): JAX's preemption service then owns SIGTERM.
@@ -329,12 +332,14 @@ def _write_json(path, obj):
   os.replace(tmp, path)
 
 
-def check_workdir(cfg, workdir) -> int | None:
-  """Before compiling: a checkpoint in the workdir must belong to this model and data settings.
+def check_workdir(cfg, workdir, log=print) -> int | None:
+  """Before compiling: the step to resume from, whose checkpoint must belong to this model and data settings.
 
-  Returns its step (None for a fresh workdir).
+  Returns None for a fresh workdir. The newest checkpoint that restores completely is chosen
+  (checkpoint.select_resume_step: damaged newer steps are moved aside, one line each); if none
+  is intact, CheckpointError names the steps tried and nothing is changed.
   """
-  step = checkpoint.latest_step(workdir)
+  step = checkpoint.select_resume_step(workdir, log=log)
   if step is None:
     return None
   mgr = checkpoint.manager(workdir, async_save=False)
@@ -354,8 +359,15 @@ def check_workdir(cfg, workdir) -> int | None:
   return step
 
 
-def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: bool = False) -> dict:
-  """Runs (or resumes) training in `workdir`; returns the summary dict (also written to summary.json)."""
+def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: bool = False,
+          final_model: bool = False) -> dict:
+  """Runs (or resumes) training in `workdir`; returns the summary dict (also written to summary.json).
+
+  final_model=True (the same in every process: it is gathered collectively): a finished run's result
+  also holds 'model', the final Transformer on the main process's first local device (None elsewhere),
+  and 'tokenizer', for main-only work after training (the end-of-run samples) without reopening the
+  checkpoint, which would wait for the other processes in orbax's barriers.
+  """
   t_start = time.time()
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
@@ -366,14 +378,33 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
     with cfg.model.unlocked():
       cfg.model.vocab_size = cfg.data.vocab_size
   setup = build_setup(cfg) if cfg.model.vocab_size else None
-  resume_step = check_workdir(cfg, workdir) if setup else None
   prof = _parse_profile(profile_steps)
 
-  # From here on a SIGTERM/SIGINT is a request to stop cleanly (exit 75, resumable), also during data
-  # preparation and restore: one process stops at the next phase boundary, several at the first step.
-  with StopFlag() as stop:
-    run = Run(cfg, setup, workdir, stop, log, is_main, debug=debug, quiet=quiet)
-    return _train(run, resume_step, prof, t_start)
+  run = None
+  try:
+    # one trainer per workdir, for the whole run (scaling/workdir_lock.py): a second one stops here
+    with WorkdirLock(workdir, log=log) if is_main else contextlib.nullcontext():
+      resume_step = check_workdir(cfg, workdir, log=log) if setup else None
+      # From here on a SIGTERM/SIGINT is a request to stop cleanly (saved, resumable), also during data
+      # preparation and restore: one process stops at the next phase boundary, several at the first step.
+      with StopFlag() as stop:
+        run = Run(cfg, setup, workdir, stop, log, is_main, debug=debug, quiet=quiet)
+        result = _train(run, resume_step, prof, t_start)
+        if final_model and result['state'] == 'done':
+          result |= dict(model=_local_model(run), tokenizer=run.data.tokenizer)
+        return result
+  except KeyboardInterrupt:   # a second SIGINT (or one before the handler is installed): stop at once
+    step = run.step if run else 0
+    print(f'interrupted (SIGINT): stopped at once after step {step}, without saving it; re-run the same command '
+          f'to resume from the last complete checkpoint', file=sys.stderr, flush=True)
+    return dict(state='interrupted', step=step, exit_code=EXIT_INTERRUPTED)
+
+
+def _stop_result(signum, step: int) -> dict:
+  """The result of a run stopped by a signal: SIGINT (the user) 130, SIGTERM (a preemption) 75."""
+  if signum == signal.SIGINT:
+    return dict(state='interrupted', step=step, exit_code=EXIT_INTERRUPTED)
+  return dict(state='preempted', step=step, exit_code=EXIT_PREEMPTED)
 
 
 def _stopped_before_training(run: Run, what: str, step) -> dict | None:
@@ -384,7 +415,7 @@ def _stopped_before_training(run: Run, what: str, step) -> dict | None:
   name = signal.Signals(stop.signum).name
   run.log(f'{name} received during {what}, before training started: nothing new to save; '
           f're-run the same command to resume')
-  return dict(state='preempted', step=step or 0, exit_code=EXIT_PREEMPTED)
+  return _stop_result(stop.signum, step or 0)
 
 
 def _train(run: Run, resume_step, prof, t_start) -> dict:
@@ -393,8 +424,8 @@ def _train(run: Run, resume_step, prof, t_start) -> dict:
   resume_step = _prepare_data(run, resume_step)
   if (r := _stopped_before_training(run, 'data preparation', resume_step)):
     return r
-  _write_run_files(run)
   _restore_or_init(run, resume_step)
+  _write_run_files(run)   # only now: a failed restore leaves the workdir as it was
   if (r := _stopped_before_training(run, 'state initialisation and restore', resume_step)):
     run.mgr.close()
     return r
@@ -424,7 +455,7 @@ def _prepare_data(run: Run, resume_step):
     with cfg.model.unlocked():
       cfg.model.vocab_size = tokenizer.vocab_size
     run.setup = build_setup(cfg)
-    resume_step = check_workdir(cfg, run.workdir)
+    resume_step = check_workdir(cfg, run.workdir, log=run.log)
   if tokenizer.vocab_size > cfg.model.vocab_size:
     raise ConfigError(f'the tokenizer in {data_dir} has {tokenizer.vocab_size} tokens but model.vocab_size='
                       f'{cfg.model.vocab_size}: token ids would fall outside the embedding. Set '
@@ -508,7 +539,7 @@ def _periodic_actions(run: Run) -> Hooks:
 def _loop(run: Run, hooks: Hooks, prof) -> dict | None:
   """Steps until the end, a stop signal or divergence; None when the run reached its last step."""
   total = run.setup.total_steps
-  run.writer = MetricsWriter(run.workdir, enabled=run.is_main)
+  run.writer = MetricsWriter(run.workdir, enabled=run.is_main, start_step=run.start_step)
   run.progress = Progress(total, run.start_step, enabled=run.is_main and not run.quiet)
   run.timer = StepTimer()
   ctx = jax.disable_jit() if run.debug else contextlib.nullcontext()
@@ -526,7 +557,7 @@ def _loop(run: Run, hooks: Hooks, prof) -> dict | None:
       jax.config.update('jax_debug_nans', False)
   _close_loop(run)
   if run.stopped:
-    return dict(state='preempted', step=run.step, exit_code=EXIT_PREEMPTED)
+    return _stop_result(run.stop.signum, run.step)
   return None
 
 
@@ -688,6 +719,19 @@ def _summary(run: Run, extra_evals: dict, t_start: float) -> dict:
     run.log(f'done: {run.step} steps, train loss {loss:.4f}, eval loss {run.eval_loss:.4f}, '
             f'eval bpb {run.eval_bpb:.4f}, {result["wall_s"]:.0f}s; outputs in {run.workdir.absolute()}')
   return result
+
+
+def _local_model(run: Run):
+  """The final params as a Transformer on this process's first device (main process; None elsewhere).
+
+  Every process takes part: the sharded params are gathered (a collective with several processes).
+  """
+  from jax.experimental import multihost_utils
+  params = run.state['params']
+  params = multihost_utils.process_allgather(params, tiled=True) if jax.process_count() > 1 else jax.device_get(params)
+  if not run.is_main:
+    return None
+  return nnx.merge(run.setup.graphdef, jax.device_put(params, jax.local_devices()[0]))
 
 
 def _median_tps(workdir):
