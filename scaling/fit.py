@@ -16,6 +16,42 @@ number) and PNG plots. A fit the data cannot support is skipped with a note; a f
 explicitly (`--fits chinchilla`) that cannot be done is an error, and so is having no fit.
 
 N is the non-embedding parameter count by default (`--params total` for all parameters).
+
+Fits that know what they know: besides the numbers, fit.json says what the data cannot tell.
+Its diagnostic fields (all intervals are 5-95% bootstrap percentiles):
+
+  warnings                  list of sentences, the first thing `scaling fit` prints and the
+                            report shows; empty when nothing is flagged.
+  design                    the design before any fit (isoflop_design): grouping, budgets[]
+                            {flops, rows, sizes (distinct N), N_range, interior (lowest observed
+                            loss strictly inside the sizes)}, budgets_with_3_sizes,
+                            budgets_not_interior [flops], flags ⊆ {one_N_per_budget,
+                            no_budget_with_3_sizes, fewer_than_2_budgets}.
+  chinchilla.parameters     per E, A, B, alpha, beta, a_exponent, b_exponent: {value, ci, span
+                            (hi/lo), bound, at_bound ('lower'|'upper'|None), constrained (False:
+                            E/A/B interval spans > 10x or reaches <= 0, alpha/beta interval
+                            reaches <= 0, a/b interval leaves (0, 1); None: no bootstrap)}.
+                            E is at its lower bound when E < E_FLOOR * min L, alpha/beta when
+                            below EXPONENT_RANGE[0] or above EXPONENT_RANGE[1].
+  chinchilla.identified     False when any parameter is at a bound or unconstrained.
+  chinchilla.exact, .dof    exact: as many points as parameters (5); then r2_log is None.
+  power_law ... .exact      the same for each per-group power law (r2_log None when exact).
+  isoflop.budgets[]         + sizes, interior, exact (3 sizes: the parabola has no residual), rmse.
+  isoflop.ci {a, b}         bootstrap (rows resampled within each budget); isoflop.bootstrap
+                            holds the samples (a, kN, b, kD, L_E, L_a, L_b) and succeeded.
+  isoflop.N_opt_vs_C.exact  True when the line runs through 2 budgets.
+  exponent_agreement        {a_approach2, ci_approach2, a_approach3, ci_approach3, difference,
+                            agree: False when the intervals do not overlap, None without both}.
+  held_out                  refit without the largest budget (held_out_check): held_out_flops,
+                            held_out_runs, train_max_flops, observed {kind ('parabola vertex' |
+                            'best row'), bracketed, N_opt, L_opt, sizes}, approach2/approach3
+                            {N_opt, loss, loss_error = predicted/observed - 1, N_opt_ratio =
+                            predicted/observed (None when the held-out budget does not bracket
+                            its minimum)} or {skipped}; or {skipped: reason}.
+  predictions[]             {flops, extrapolation = flops / largest sampled C, chinchilla and
+                            isoflop: {N_opt, D_opt, loss, ci {N_opt, D_opt, loss}, N_opt_span,
+                            constrained (False: N_opt interval spans > 10x, printed as
+                            'unconstrained' instead of a number; None: no interval)}}.
 """
 
 from __future__ import annotations
