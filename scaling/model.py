@@ -7,8 +7,11 @@ Shape suffixes name the axes: B batch, T query length, S key length, D d_model,
 H query heads, G kv heads (grouped-query attention, G divides H), K head_dim,
 F d_ff, V vocab, L layers.
 
-Choices (all in `config.model`): norm rmsnorm|layernorm, position rope|learned|none,
-mlp swiglu|gelu, tied or untied LM head, compute dtype, scan over layers, remat.
+Choices (all in `config.model`, defaults and documentation in configs/default.py,
+which `ModelDims` takes its defaults from): norm rmsnorm|layernorm, position
+rope|learned|none, mlp swiglu|gelu, tied or untied LM head, compute dtype, scan
+over layers, remat (names: REMATS), attention kernel (scaling/attention.py),
+parametrization sp|mup.
 
 Parameters are float32 ("master weights") and carry logical axis names in their
 `axes` metadata (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`, `mlp`,
@@ -25,6 +28,18 @@ Init: every matrix ~ N(0, init_std) (0.02), except the two projections that
 write into the residual stream (attention output, MLP down), which use
 init_std / sqrt(2 L) (GPT-2 / Megatron scaling, keeps the residual variance
 independent of depth). Norm scales start at 1, biases at 0.
+
+Parametrization. 'sp' is the above. 'mup' (maximal update parametrization, Yang
+et al. 2022) with width multiplier m = d_model / mup_base_width reads one role
+table (PARAM_ROLES, role_multipliers): hidden matrices start at std / sqrt(m) and
+learn at lr / m (scaling/optim.py), embeddings, readout and norms keep std and
+lr, attention logits are scaled by 1/sqrt(m) and the logits by 1/m. At m = 1 it
+is SP bit for bit.
+
+KV cache. A call with a cache and T > 1 tokens is a prefill from position 0
+(checked): the fast causal kernel over its own keys, which it writes into the
+cache. A call with T = 1 is a decode step: its key/value is written at its
+position and `attention.cached_attention` attends over the cache up to there.
 
 No biases in linear layers (LLaMA style, also for the GELU MLP); LayerNorm has
 a bias.
