@@ -529,3 +529,20 @@ def test_table_is_pinned():
     assert len(p.sha256) == 64 and int(p.sha256, 16) >= 0, p.name
     assert p.registry in prose.REGISTRIES and p.version and p.licence
   assert len(set(prose.PART_NAMES)) == len(prose.PARTS)
+
+
+def test_decode_mostly_utf8_and_latin1():
+  text = 'café ' * 1000
+  assert prose._decode(text.encode() + b'\x92') == text + '\ufffd'  # one stray byte
+  latin = 'naïve façade ' * 10
+  assert prose._decode(latin.encode('latin-1')) == latin
+  assert prose._decode(gzip.compress('dz'.encode())) == 'dz'
+
+
+def test_summary_table_code_share():
+  m = {'spec': 'x==1', 'sha256': 'ab' * 32, 'licence': 'MIT', 'documents': 2, 'bytes': 3_000_000,
+       'raw_bytes': 5_000_000, 'code_bytes_dropped': 1_000_000}
+  table = prose.summary_table({'django': m})
+  row = table.splitlines()[2]
+  # code share = 1 / (1 + 3) = 25%; est. tokens = 3e6 / 3 = 1.0M.
+  assert row.split(' | ')[4:] == ['5.0', '3.0', '2', '1.0M', '25% |']

