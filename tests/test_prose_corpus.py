@@ -211,6 +211,10 @@ def test_kjv_books():
 
 
 ROFF = r""".\" Copyright comment
+.de Vb
+.ft CW
+.nf
+..
 .TH open 2 2023-02-05 "Linux man-pages 6.03"
 .SH NAME
 open \- open a file
@@ -230,6 +234,18 @@ First item.
 .TP
 .B O_RDONLY
 Read only.
+.Vb 1
+\&    int fd = open(path, O_RDONLY);
+.Ve
+.CS
+set x 1
+.CE
+Done.
+.SH SEE ALSO
+.nf
+close(2)
+.SH NOTES
+Fill mode is back after a heading.
 """
 
 ROFF_EXPECTED = """\
@@ -246,14 +262,24 @@ The open() call opens the file pathname. It returns a "file descriptor" — a sm
 First item.
 
 O_RDONLY Read only.
+
+Done.
+
+SEE ALSO
+
+NOTES
+
+Fill mode is back after a heading.
 """
 
 
 def test_clean_roff_matches_hand_written_output():
   stats = {}
   assert prose_clean.clean_roff(ROFF, stats) == ROFF_EXPECTED
-  assert stats['code_bytes'] == len('.nf\n.B #include <fcntl.h>\n.BI "int open(const char *" '
-                                    'pathname );\n.fi\n')
+  assert stats['code_bytes'] == len('.de Vb\n.ft CW\n.nf\n..\n') + len(
+      '.nf\n.B #include <fcntl.h>\n.BI "int open(const char *" pathname );\n.fi\n') + len(
+      '.Vb 1\n\\&    int fd = open(path, O_RDONLY);\n.Ve\n') + len('.CS\nset x 1\n.CE\n') + len(
+      '.nf\nclose(2)\n')
 
 
 VIM = """\

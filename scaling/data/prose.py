@@ -53,7 +53,7 @@ from scaling.tokenizer import DataError
 
 MIN_DOC_BYTES = 200
 DOC_SUFFIX = '.txt'  # on disk, document NAME is docs/NAME.txt
-CLEANER_VERSION = 2  # bump when a cleaner's output changes: cached parts are re-extracted
+CLEANER_VERSION = 3  # bump when a cleaner's output changes: cached parts are re-extracted
 REGISTRIES = ('pypi', 'debian')
 
 
@@ -145,6 +145,15 @@ PARTS: tuple[Part, ...] = (
          'nodejs-doc_18.20.4+dfsg-1~deb12u3_all.deb',
          'd2fbd4f3aecccea9d901a03842ef8380379e0d33010a48af5e797ed68ae874ce',
          'MIT (Node.js)', 'html', r'^usr/share/doc/nodejs/api/(.+)\.html$', r'^all$'),
+    Part('openssl', 'debian', 'libssl-doc', '3.0.22-1~deb12u2', 'libssl-doc_3.0.22-1~deb12u2_all.deb',
+         'b79995160eeb7673b3933bf270105e075814a13b3d499db8c65bb41735748b41',
+         'Apache-2.0 (OpenSSL)', 'roff', r'^usr/share/man/(man\d\w*/[^/]+)\.gz$'),
+    Part('tcl', 'debian', 'tcl8.6-doc', '8.6.13+dfsg-2', 'tcl8.6-doc_8.6.13+dfsg-2_all.deb',
+         'e6468aa726a0d77f3e61ae4714bcf7c4c4ddd02828388977f765ffdda4935876',
+         'Tcl/Tk licence (BSD-style)', 'roff', r'^usr/share/man/(man\w+/[^/]+)\.gz$'),
+    Part('git', 'debian', 'git-doc', '1:2.39.5-0+deb12u3', 'git-doc_1%3a2.39.5-0+deb12u3_all.deb',
+         '3c89668a11053a6bafade3de1f611f4613db31e082af63f43d8c5b69ad8795ec',
+         'GPL-2.0', 'html', r'^usr/share/doc/git-doc/(.+)\.html$'),
     Part('django', 'pypi', 'Django', '5.1.4', 'Django-5.1.4.tar.gz',
          'de450c09e91879fa5a307f696e57c851955c910a438a35e6b4c895e86bedc82a',
          'BSD-3-Clause', 'rst', r'^docs/(.+)\.txt$', r'^(_theme|_ext)/'),

@@ -332,7 +332,10 @@ _ROFF_NAMED = {'em': '—', 'en': '–', 'aq': "'", 'dq': '"', 'lq': '"', 'rq': 
 _ROFF_ESC = re.compile(r'\\(?:f(?:\[[^\]]*\]|\(..|.)|s[+-]?\d+|\((..)|\[([^\]]*)\]|\*(?:\(..|\[[^\]]*\]|.)'
                        r'|[&c%:|^)]|(-)|(e)|([ ~0])|(.))')
 _ROFF_FONT_MACROS = {'B', 'I', 'BR', 'RB', 'BI', 'IB', 'IR', 'RI', 'SM', 'SB'}
-_ROFF_CODE_START = {'nf': 'fi', 'EX': 'EE', 'TS': 'TE', 'EQ': 'EN', 'PS': 'PE', 'de': '..'}
+# Blocks dropped up to their end line: no-fill (code), examples, tables, equations, pictures,
+# macro definitions; CS/CE (Tcl) and Vb/Ve (pod2man) are code displays.
+_ROFF_BLOCKS = {'nf': '.fi', 'EX': '.EE', 'TS': '.TE', 'EQ': '.EN', 'PS': '.PE', 'de': '..',
+                'CS': '.CE', 'Vb': '.Ve'}
 _ROFF_BREAKS = {'PP', 'LP', 'P', 'TP', 'IP', 'HP', 'sp', 'br', 'RS', 'RE', 'TQ', 'SY', 'YS'}
 
 
@@ -378,14 +381,17 @@ def clean_roff(text: str, stats: dict | None = None) -> str:
     macro, _, rest = line[1:].strip().partition(' ')
     if macro in ('so', 'TH') or macro.startswith('\\"'):
       continue
-    if macro in _ROFF_CODE_START:
-      end = '.' + _ROFF_CODE_START[macro]
+    if macro in _ROFF_BLOCKS:
+      end = _ROFF_BLOCKS[macro]
       j = i
-      while j < len(lines) and not lines[j].startswith(end):
+      while j < len(lines) and lines[j].split(' ', 1)[0].rstrip() != end:
+        if macro in ('nf', 'EX') and lines[j].startswith(('.SH', '.SS')):
+          break  # a section heading ends no-fill mode (man(7)); keep the heading
         j += 1
-      _count(stats, lines[i - 1:j + 1])
+      ends_here = j < len(lines) and lines[j].split(' ', 1)[0].rstrip() == end
+      _count(stats, lines[i - 1:j + ends_here])
       out.append('')
-      i = j + 1
+      i = j + ends_here
       continue
     if macro in ('SH', 'SS'):
       out.extend(['', roff_inline(' '.join(_roff_args(rest))), ''])
