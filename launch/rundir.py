@@ -42,6 +42,7 @@ from typing import Iterator
 from launch.layout import LOCK, METRICS, RESULTS, RUN_JSON, RUNS_DIR, SUMMARY
 from launch.record import RunRecord, as_record
 
+LINEAGE_KEYS = ('role', 'parent', 'fork_step', 'own_tokens', 'own_flops')   # collect columns of branches
 CKPT_DIR = 'checkpoints'   # scaling/checkpoint.py CKPT_DIR (not imported: the launcher does not load jax)
 RESULT_KEYS = ('params', 'non_embedding_params', 'tokens', 'flops', 'train/loss', 'eval/loss', 'eval/bpb',
                'throughput/tokens_per_s', 'wall_s')

@@ -13,8 +13,11 @@ Test hooks (environment):
   FAKE_TRAIN_FAIL_SEEDS  comma-separated train.seed values that fail with exit 3 after 2 steps
   FAKE_TRAIN_HOLD        a path: while that file exists, training waits before each step (still
                          stoppable by a signal), so a test can keep runs alive as long as it needs
-Every start appends a line to DIR/starts.jsonl (pid, step resumed from), so
-tests can count how often a run was executed.
+Every start appends a line to DIR/starts.jsonl (pid, step resumed from, the fork step of a
+branch), so tests can count how often a run was executed. Checkpoints: DIR/checkpoints/<step>/
+every train.ckpt_every steps and at the end (the newest train.keep_checkpoints kept), renamed
+into place as orbax does. A branch (train.init_from='PARENT:STEP', relative to DIR) without
+progress of its own starts at STEP if PARENT/checkpoints/STEP exists, else exits 1.
 """
 
 import json
@@ -33,6 +36,32 @@ def _write_json(path: pathlib.Path, obj) -> None:
   tmp = path.with_suffix('.tmp')
   tmp.write_text(json.dumps(obj, indent=1))
   os.replace(tmp, path)
+
+
+def _checkpoint(workdir: pathlib.Path, step: int, keep: int) -> None:
+  """DIR/checkpoints/<step>/ (renamed into place, as orbax does), keeping the newest `keep`."""
+  ckpt = workdir / 'checkpoints'
+  ckpt.mkdir(exist_ok=True)
+  tmp = ckpt / f'{step}.orbax-checkpoint-tmp-0'
+  tmp.mkdir(exist_ok=True)
+  (tmp / 'meta.json').write_text(json.dumps({'step': step}))
+  os.replace(tmp, ckpt / str(step))
+  steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+  for old in steps[:-keep] if keep > 0 else []:
+    (ckpt / str(old) / 'meta.json').unlink()
+    (ckpt / str(old)).rmdir()
+
+
+def _branch_start(cfg, workdir: pathlib.Path) -> int | None:
+  """train.init_from='PARENT[:STEP]' (relative to the workdir): the fork step, if that checkpoint exists."""
+  path, _, step = cfg.train.init_from.rpartition(':')
+  parent = (workdir / path).resolve()
+  if not (parent / 'checkpoints' / step).is_dir():
+    print(f'fake_train: train.init_from={cfg.train.init_from!r}: no checkpoint {parent}/checkpoints/{step}',
+          file=sys.stderr, flush=True)
+    return None
+  _write_json(workdir / 'progress.json', {'step': int(step)})
+  return int(step)
 
 
 def main(argv):
@@ -55,8 +84,14 @@ def main(argv):
   steps = train_steps(cfg)
   progress = workdir / 'progress.json'
   start = json.loads(progress.read_text())['step'] if progress.exists() else 0
+  branched = None
+  if not progress.exists() and cfg.train.init_from:
+    branched = _branch_start(cfg, workdir)
+    if branched is None:
+      return 1
+    start = branched
   with open(workdir / 'starts.jsonl', 'a') as f:
-    f.write(json.dumps({'pid': os.getpid(), 'resumed_from': start, 'time': time.time(),
+    f.write(json.dumps({'pid': os.getpid(), 'resumed_from': start, 'time': time.time(), 'branched_from': branched,
                         'local_processes': int(args.get('local_processes', 1))}) + '\n')
   _write_json(workdir / 'config.json', to_dict(cfg))
 
@@ -80,6 +115,8 @@ def main(argv):
     with open(workdir / 'metrics.jsonl', 'a') as f:
       f.write(json.dumps({'step': step, 'train/loss': loss, 'tokens_seen': step * tokens_per_step}) + '\n')
     _write_json(progress, {'step': step})
+    if step % cfg.train.ckpt_every == 0 or step == steps:
+      _checkpoint(workdir, step, cfg.train.keep_checkpoints)
     print(f'step {step}/{steps} loss={loss:.4f}', flush=True)
     if cfg.train.seed in fail and step >= start + 2:
       print('fake_train: failing on purpose (FAKE_TRAIN_FAIL_SEEDS)', flush=True)

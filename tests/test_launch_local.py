@@ -134,7 +134,8 @@ def test_failure_and_kill_then_resubmit_finishes_both_and_leaves_finished_runs_a
     assert row['state'] == 'done'
     for k in rd_lib.RESULT_KEYS:
       assert row[k] == summ[k]
-    assert set(row) == {'run', 'overrides', 'state', 'name', *rd_lib.RESULT_KEYS}
+    assert set(row) == {'run', 'overrides', 'state', 'name', *rd_lib.RESULT_KEYS, *rd_lib.LINEAGE_KEYS}
+    assert row['role'] is None and row['own_flops'] == row['flops']   # no branches in this sweep
 
   # status: train and eval loss under their own names (the sweep's lines say which is which too)
   assert 'train_loss ' in out and 'eval_loss ' in out and ' loss ' not in out
@@ -223,3 +224,79 @@ def test_killed_launcher_leaves_runs_locked_until_training_ends(sweep_file, tmp_
     rec = rd.read()
     assert rd.summary() is not None and [a['outcome'] for a in rec['attempts']] == ['interrupted', 'done']
     assert len(starts(rd)) == 2 and starts(rd)[1]['resumed_from'] >= 2
+
+
+BRANCH_SWEEP = """
+from launch.sweep import branches
+
+def get_config(arg=None):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('_l', {ladder!r})
+  m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+  return m.get_config('nano')
+
+def get_sweep(arg=None):
+  return branches([{{'train.seed': 0}}], [10, 20, 40], decay_fraction=0.2)
+"""
+
+
+def test_branches_wait_for_their_parent_and_resubmit_runs_nothing(tmp_path, capsys):
+  """A parent (constant lr, 32 steps, checkpoints at 8/16/24/32 all kept) and branches of 10/20/40 steps forked
+  at 8/16/32: with 4 slots every branch still starts only once its fork checkpoint exists (the fake trainer
+  exits 1 otherwise), each exactly once, from its fork step; re-submitting starts nothing."""
+  sweep_file = tmp_path / 'branch_sweep.py'
+  sweep_file.write_text(textwrap.dedent(BRANCH_SWEEP.format(ladder=str(REPO / 'configs' / 'ladder.py'))))
+  root = tmp_path / 'root'
+  sw = sweep_lib.load_sweep(str(sweep_file))
+  parent, kids = sw.runs[0], sw.runs[1:]
+  assert [(k.parent, k.fork_step) for k in kids] == [(parent.hash, 8), (parent.hash, 16), (parent.hash, 32)]
+  p = launch(sweep_file, root, '--max-parallel', '4', '--max-retries', '0', FAKE_TRAIN_STEP_S='0.03')
+  out, _ = p.communicate(timeout=120)
+  assert p.returncode == 0, out
+  prd = rd_lib.RunDir(root, parent.hash)
+  assert sorted(int(x.name) for x in (prd.path / 'checkpoints').iterdir()) == [8, 16, 24, 32]   # none deleted
+  for k in kids:
+    rd = rd_lib.RunDir(root, k.hash)
+    st = starts(rd)
+    assert len(st) == 1 and st[0]['branched_from'] == k.fork_step, (k.label, st)
+    assert (prd.path / 'checkpoints' / str(k.fork_step)).stat().st_mtime <= st[0]['time']
+    steps = [json.loads(x)['step'] for x in (rd.path / 'metrics.jsonl').read_text().splitlines()]
+    assert steps == list(range(k.fork_step + 1, k.config.train.steps + 1))   # only its decay
+    assert len(rd.read()['attempts']) == 1 and rd.read()['state'] == 'done'
+
+  before = {r.hash: len(starts(rd_lib.RunDir(root, r.hash))) for r in sw.runs}
+  p = launch(sweep_file, root, '--max-parallel', '4')
+  out, _ = p.communicate(timeout=60)
+  assert p.returncode == 0 and out.count('already done: skipped') == 4, out
+  assert {r.hash: len(starts(rd_lib.RunDir(root, r.hash))) for r in sw.runs} == before
+
+  # collect: per branch its whole D and C (the fit's), its own share, and the lineage
+  from launch.cli import run_sweep_cli
+  assert run_sweep_cli(['collect', '--root', str(root)]) == 0
+  rows = {r['run']: r for r in map(json.loads, (root / 'results.jsonl').read_text().splitlines())}
+  tps = parent.config.train.batch_size * parent.config.model.seq_len
+  per_step = 6.0 * 1000 * parent.config.model.d_model * tps     # fake_train's flops per step
+  assert rows[parent.hash]['role'] == 'parent' and rows[parent.hash]['state'] == 'parent'
+  assert rows[parent.hash]['own_flops'] == pytest.approx(32 * per_step)
+  for k, (total, fork) in zip(kids, [(10, 8), (20, 16), (40, 32)]):
+    r = rows[k.hash]
+    assert (r['role'], r['parent'], r['fork_step'], r['state']) == ('branch', parent.hash, fork, 'done')
+    assert r['tokens'] == total * tps and r['flops'] == pytest.approx(total * per_step)
+    assert r['own_tokens'] == (total - fork) * tps and r['own_flops'] == pytest.approx((total - fork) * per_step)
+  saved = rd_lib.branch_compute(list(rows.values()))
+  assert saved['sweep_flops'] == pytest.approx((32 + 2 + 4 + 8) * per_step)
+  assert saved['separate_flops'] == pytest.approx((10 + 20 + 40) * per_step)
+  assert saved['fraction'] == pytest.approx(46 / 70)
+
+
+def test_branch_of_a_failed_parent_is_not_started(tmp_path):
+  """The parent fails (seed 0 fails after 2 steps, before any checkpoint): its branches are not started."""
+  sweep_file = tmp_path / 'branch_sweep.py'
+  sweep_file.write_text(textwrap.dedent(BRANCH_SWEEP.format(ladder=str(REPO / 'configs' / 'ladder.py'))))
+  root = tmp_path / 'root'
+  sw = sweep_lib.load_sweep(str(sweep_file))
+  p = launch(sweep_file, root, '--max-parallel', '2', '--max-retries', '0', FAKE_TRAIN_FAIL_SEEDS='0')
+  out, _ = p.communicate(timeout=60)
+  assert p.returncode == 1, out
+  assert out.count('ended without a checkpoint of step') == 3, out
+  assert [len(starts(rd_lib.RunDir(root, r.hash))) for r in sw.runs] == [1, 0, 0, 0]
