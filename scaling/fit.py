@@ -888,8 +888,8 @@ def _warn_design(design: dict, iso: dict | None, warn: list[str]) -> None:
   flags = design['flags']
   if 'one_N_per_budget' in flags:
     warn.append('design: every compute budget has one model size: no IsoFLOP profile, so the '
-                'data cannot locate a compute-optimal N; the parametric law extrapolates it '
-                'from its functional form alone')
+                'data cannot locate a compute-optimal N; a parametric L(N, D) fit would place it '
+                'by its functional form alone')
   elif 'no_budget_with_3_sizes' in flags:
     warn.append('design: no compute budget has >= 3 model sizes: no IsoFLOP parabola can be fitted')
   if design['budgets_not_interior']:
@@ -1231,7 +1231,11 @@ def fit_all(args: Any = None, **kwargs) -> dict:
     errors.append('no fit is possible: ' + '; '.join(
         f'{k}: {result[k]["skipped"]}' for k in FIT_NAMES))
   result['design'] = isoflop_design(rows, budget_tol=o['budget_tol'])
-  if o['held_out'] and set(wanted) & {'chinchilla', 'isoflop'}:
+  if not o['held_out']:
+    result['held_out'] = {'skipped': 'not requested (--no_held_out)'}
+  elif not set(fitted) & {'chinchilla', 'isoflop'}:
+    result['held_out'] = {'skipped': 'neither approach 2 nor approach 3 could be fitted on all rows'}
+  else:
     try:
       result['held_out'] = held_out_check(rows, budget_tol=o['budget_tol'],
                                           huber_delta=o['huber_delta'],

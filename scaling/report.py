@@ -423,7 +423,8 @@ def _approaches_section(result: dict) -> list[str]:
     have = [n for n, k in (('approach 2 (IsoFLOP)', 'isoflop'), ('approach 3 (parametric)',
                                                                  'chinchilla'))
             if 'skipped' not in result.get(k, {'skipped': 1})]
-    lines += [f'Only {" and ".join(have) or "neither approach"} could be fitted: no comparison.', '']
+    lines += [(f'Only {have[0]} could be fitted' if have else 'Neither approach could be fitted') +
+              ': no comparison.', '']
   if 'skipped' in ho or not ho:
     lines += [f'Held-out check: not run ({ho.get("skipped", "not requested")}).']
     return lines
