@@ -93,10 +93,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.eval_every = 200
   t.eval_batches = 16        # 0: the whole validation split
   t.final_eval_lengths = ()  # extra context lengths evaluated at the end (summary: eval/bpb@L, eval/bpb@2x)
+  # tagged eval sets (scaling/evalsets.py): tag -> corpus spec (any data.corpus form), each its corpus's
+  # held-out split, tokenized with the run's tokenizer and cached; metrics eval/<tag>/loss, eval/<tag>/bpb at
+  # eval_every and at the end. The training corpus's own split is always one, under its corpus name (e.g.
+  # eval/shakespeare/bpb). A trailing '?': skipped while the corpus is not downloaded; '' turns a tag off.
+  # Add one with --config.train.eval_sets.web='/data/web/*.jsonl'; replace all with --config.train.eval_sets={}
+  t.eval_sets = ml_collections.ConfigDict({'prose': 'prose?'})
   t.log_every = 10
   t.ckpt_every = 200
   t.keep_checkpoints = 2
   t.peak_flops = 0.0         # per-device peak FLOP/s for MFU; 0 -> table (accelerators) or measured (CPU)
+
+  # --- experiment tracking (scaling/tracking.py) -----------------------------
+  lg = c.logging = ml_collections.ConfigDict()
+  lg.wandb_project = ''      # Weights & Biases project: '' = off. Logs the scalars TensorBoard gets + this config
+  lg.wandb_entity = ''       # W&B team/user ('' = your default)
+  lg.wandb_group = ''        # '' = the sweep's name for a sweep run (its run.json), else no group
+  lg.wandb_name = ''         # '' = the run hash for a sweep run, else the workdir's name
+  lg.wandb_mode = ''         # online | offline (run files only, no network) | '' = $WANDB_MODE, else online
 
   # --- mesh --------------------------------------------------------------
   mesh = c.mesh = ml_collections.ConfigDict()

@@ -29,6 +29,8 @@ DTYPES = ('auto', 'float32', 'bfloat16')
 # model.attention and model.remat are checked against the names their implementations export
 # (scaling.attention.IMPLEMENTATIONS, scaling.model.REMATS), imported when a config is validated.
 SCHEDULES = ('cosine', 'wsd', 'constant')
+# sections that map names to values: `--config.SECTION.NAME=value` may add a NAME (train.eval_sets: tag -> corpus)
+OPEN_SECTIONS = ('train.eval_sets',)
 
 
 class ConfigError(ValueError):
@@ -109,9 +111,18 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, value) -> None:
                         f'(sections: {", ".join(k for k in node if isinstance(node[k], ml_collections.ConfigDict))})')
     node = node[p]
   leaf = parts[-1]
+  if leaf not in node and '.'.join(parts[:-1]) in OPEN_SECTIONS:   # a new key of a tag -> value map
+    with node.unlocked():
+      node[leaf] = str(value)
+    return
   if leaf not in node:
     raise ConfigError(f'unknown config key {key!r} (known in this section: {", ".join(sorted(node.keys()))})')
   old = node[leaf]
+  if isinstance(old, ml_collections.ConfigDict) and isinstance(value, (str, dict)):   # a whole map: "{'a': 'b'}"
+    value = _parse_map(key, value)
+    with node.unlocked():
+      node[leaf] = ml_collections.ConfigDict(value)
+    return
   if isinstance(value, str) and not isinstance(old, str):
     try:
       value = parse_value(value, old)
@@ -124,6 +135,20 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, value) -> None:
       node[leaf] = value
     except TypeError as e:   # ml_collections refuses a value of another type
       raise ConfigError(f'--config.{key}: {e}') from None
+
+
+def _parse_map(key: str, value) -> dict:
+  """A section given whole on the command line (a Python dict literal; '' or {} for empty)."""
+  if isinstance(value, dict):
+    return dict(value)
+  try:
+    v = ast.literal_eval(value) if value.strip() else {}
+  except (ValueError, SyntaxError):
+    v = None
+  if not isinstance(v, dict):
+    raise ConfigError(f'--config.{key} is a section: give a dict literal, e.g. --config.{key}="{{\'tag\': \'value\'}}", '
+                      f'or --config.{key}.FIELD=value; got {value!r}')
+  return v
 
 
 def parse_override_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -310,6 +335,8 @@ def validate_config(cfg) -> None:
     if t.warmup_steps < 0:
       raise ConfigError(f'train.warmup_steps must be >= 0, got {t.warmup_steps}')
     _validate_branch(cfg)
+    from scaling.evalsets import check_eval_sets  # tagged eval sets: tags and spec types
+    check_eval_sets(t.get('eval_sets', None))
     if t.get('loss_chunk', 0) < 0:
       raise ConfigError(f'train.loss_chunk must be >= 0 (logits rows per chunk; 0 = unchunked), got {t.loss_chunk}')
   if 'mesh' in cfg:
@@ -322,6 +349,9 @@ def validate_config(cfg) -> None:
     if cfg.model.num_kv_heads % max(cfg.mesh.tensor, 1) and cfg.mesh.tensor > 1:
       raise ConfigError(f'mesh.tensor={cfg.mesh.tensor} does not divide model.num_kv_heads='
                         f'{cfg.model.num_kv_heads}; tensor parallelism shards kv heads')
+  if 'logging' in cfg and cfg.logging.get('wandb_mode', '') not in ('', 'online', 'offline', 'disabled'):
+    raise ConfigError(f'logging.wandb_mode={cfg.logging.wandb_mode!r}: choose online, offline, disabled or '
+                      f"'' ($WANDB_MODE, else online)")
   if 'sample' in cfg:
     s = cfg.sample
     if not 0 < s.top_p <= 1:

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from scaling import accounting, checkpoint, distributed, hostmem, sharding
+from scaling import accounting, checkpoint, distributed, evalsets, hostmem, sharding
 from scaling.config import ConfigError, to_dict, train_steps
 from scaling.evaluate import evaluate, positions_cover
 from scaling.loss import cross_entropy, fused_cross_entropy
@@ -278,6 +278,8 @@ class Run:
   stopped: bool = False         # a stop signal: saved, the loop ends
   eval_loss: float | None = None
   eval_bpb: float | None = None
+  eval_sets: list = dataclasses.field(default_factory=list)   # tagged eval sets (scaling/evalsets.py)
+  eval_row: dict = dataclasses.field(default_factory=dict)    # their last metrics, eval/<tag>/bpb ...
   eval_step: Any = None
   saved_step: int | None = None
   t_compile: float | None = None
@@ -466,12 +468,14 @@ def _prepare_data(run: Run, resume_step):
                              process_index=pidx, process_count=nproc, document_masking=cfg.data.document_masking)
   bpt = summary.get('bytes_per_token_val') or summary.get('bytes_per_token')
   run.data = Data(data_dir, tokenizer, loader, bpt, local_batch)
+  run.eval_sets = evalsets.prepare_eval_sets(cfg, summary, tokenizer, is_main=run.is_main, sync=_sync,
+                                             log=run.log)
   return resume_step
 
 
-def _eval_loader(run: Run, seq_len: int):
+def _eval_loader(run: Run, seq_len: int, data_dir: str | None = None):
   from scaling.data import make_eval_loader
-  return make_eval_loader(run.data.data_dir, seq_len=seq_len, batch_size=max(run.data.local_batch, 1),
+  return make_eval_loader(data_dir or run.data.data_dir, seq_len=seq_len, batch_size=max(run.data.local_batch, 1),
                           process_index=jax.process_index(), process_count=jax.process_count(),
                           max_batches=run.cfg.train.eval_batches, document_masking=run.cfg.data.document_masking)
 
@@ -623,11 +627,22 @@ def _log_action(run: Run):
 
 
 def _eval_action(run: Run) -> dict:
-  result = _do_eval(run)
+  result, row = _do_eval_sets(run)
   run.eval_loss, run.eval_bpb = result.loss, result.bpb
-  run.progress.write(f'step {run.step}: eval loss {run.eval_loss:.4f}, bpb {run.eval_bpb:.4f}')
+  run.progress.write(f'step {run.step}: eval loss {run.eval_loss:.4f}, bpb {run.eval_bpb:.4f} '
+                     f'(bpb: {evalsets.describe(row, run.eval_sets)})')
   run.timer.mark(run.step)   # eval time is not training throughput
-  return result.row()
+  return row
+
+
+def _do_eval_sets(run: Run):
+  """Every tagged eval set at the training length: (the training split's EvalResult, metrics row)."""
+  if run.eval_step is None:
+    run.eval_step = jit_eval_step(run.setup)
+  T = run.cfg.model.seq_len
+  result, run.eval_row = evalsets.evaluate_sets(run.eval_sets, run.eval_step, run.state['params'],
+                                                lambda d: _eval_loader(run, T, d), mesh=run.setup.mesh)
+  return result, run.eval_row
 
 
 def _write_row(run: Run, row: dict) -> None:
@@ -681,10 +696,10 @@ def _close_loop(run: Run) -> None:
 def _final_evals(run: Run) -> dict:
   """The eval loss of the final state (if the loop did not just compute it) and the extra lengths."""
   if run.eval_loss is None:
-    result = _do_eval(run)
+    result, _ = _do_eval_sets(run)
     run.eval_loss, run.eval_bpb = result.loss, result.bpb
   T = run.cfg.model.seq_len
-  out = {}
+  out = {k: v for k, v in run.eval_row.items() if k.count('/') == 2}   # eval/<tag>/loss, eval/<tag>/bpb
   for L in run.cfg.train.final_eval_lengths:   # length generalisation (e.g. twice the training context)
     L = int(L)
     # learned positions have no rows past the training length: no value rather than an error
