@@ -335,13 +335,13 @@ def collect_rows(root) -> list[dict]:
     else:
       src = _accounting(rec.config)
       m = rd.last_metrics()
-      for k in ('train/loss', 'eval/loss', 'eval/bpb'):
-        if k in m:
+      for k in m:   # train/loss and every eval: eval/loss, eval/bpb, eval/<tag>/bpb (scaling/evalsets.py)
+        if k == 'train/loss' or k.startswith('eval/'):
           src[k] = m[k]
     for k in RESULT_KEYS:
       row[k] = src.get(k)
-    for k, v in src.items():   # extra evaluations, e.g. eval/bpb@2x (length generalisation)
-      if k.startswith('eval/bpb@') or k.startswith('eval/loss@'):
+    for k, v in src.items():   # extra evaluations: eval/bpb@2x (length generalisation), eval/<tag>/bpb (tagged sets)
+      if k.startswith('eval/bpb@') or k.startswith('eval/loss@') or k.count('/') == 2 and k.startswith('eval/'):
         row[k] = v
     row['name'] = (rec.config or {}).get('name') or rec.overrides.get('name')
     _add_lineage(row, rec, parents)

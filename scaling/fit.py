@@ -85,6 +85,12 @@ class FitError(ValueError):
 
 FIT_NAMES = ('power_law', 'chinchilla', 'isoflop')
 METRICS = ('eval/bpb', 'eval/loss', 'train/loss')
+
+
+def is_metric(name: str) -> bool:
+  """One of METRICS, or eval/<tag>/bpb | eval/<tag>/loss of a tagged eval set (scaling/evalsets.py)."""
+  parts = str(name).split('/')
+  return name in METRICS or (len(parts) == 3 and parts[0] == 'eval' and bool(parts[1]) and parts[2] in ('bpb', 'loss'))
 PARAM_COLUMNS = {'non_embedding': 'non_embedding_params', 'total': 'params'}
 BUDGET_KEYS = ('budget', 'flops_budget', 'compute_budget')
 DEFAULT_TARGETS = (1e21, 1e23)
@@ -968,35 +974,60 @@ def _frontier(c: np.ndarray, l: np.ndarray) -> np.ndarray:
   return np.array(keep, dtype=int)
 
 
+def _flops_per_token(n: np.ndarray, c: np.ndarray, d: np.ndarray) -> Callable:
+  """FLOPs per token as a function of N, from the rows themselves (a line in log-log through
+  C / D against N: it includes the LM head and attention, which 6 N leaves out)."""
+  if len(np.unique(n)) < 2:
+    ratio = float(np.median(c / d / n))
+    return lambda N: ratio * np.asarray(N, dtype=np.float64)
+  k0, k1 = _linfit(np.log(n), np.log(c / d))
+  return lambda N: np.exp(k0 + k1 * np.log(np.asarray(N, dtype=np.float64)))
+
+
+def parametric_frontier(chin: dict, rows: Sequence[dict], flops: np.ndarray) -> np.ndarray:
+  """The fitted law's lowest loss at each training-FLOPs value, with D = C / flops_per_token(N)
+  as in the rows (not C = 6 N D): min over N of L(N, C / fpt(N)), on a grid of N."""
+  n, c, d = (np.array([r[k] for r in rows]) for k in ('N', 'C', 'D'))
+  fpt = _flops_per_token(n, c, d)
+  grid = np.geomspace(n.min() / 30, n.max() * 30, 600)
+  return np.array([np.min(chinchilla_loss(chin, grid, f / fpt(grid))) for f in flops])
+
+
 def _plot_loss_vs_compute(plt, rows, result, chin, iso, path):
-  """Runs against compute, the parametric law drawn through them (one curve per model size,
-  C mapped to D by that size's own FLOPs per token), and the observed frontier."""
+  """Runs against compute with the parametric law drawn through them: its compute-optimal
+  frontier (D = C / FLOPs per token of the rows) and, for a grid of few sizes, one curve per size."""
   metric = result['inputs']['metric']
   c, l, n, d = (np.array([r[k] for r in rows]) for k in ('C', 'L', 'N', 'D'))
-  fig, ax = plt.subplots(figsize=(7, 5))
+  fig, ax = plt.subplots(figsize=(7.5, 5))
   sizes = np.unique(n)
-  cmap = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
-  for color, size in zip(cmap, sizes):
-    m = n == size
-    ax.scatter(c[m], l[m], color=color, s=25, zorder=3)
-    if chin is not None:
+  norm = plt.Normalize(np.log10(sizes.min()), np.log10(sizes.max()) + 1e-9)
+  sc = ax.scatter(c, l, c=np.log10(n), cmap='viridis', norm=norm, s=25, zorder=3, label='runs')
+  fig.colorbar(sc, ax=ax, label='log10 N')
+  if chin is not None and len(sizes) <= 8:
+    for size in sizes:
+      m = n == size
       per_token = float(np.median(c[m] / d[m]))
-      cl = np.geomspace(c[m].min() / 1.5, c[m].max() * 1.5, 50)
-      ax.plot(cl, chinchilla_loss(chin, size, cl / per_token), color=color, lw=1,
-              label=f'N={size:.3g}: parametric L(N, D)')
+      cl = np.geomspace(c[m].min() / 2, c[m].max() * 2, 50)
+      ax.plot(cl, chinchilla_loss(chin, size, cl / per_token), color=plt.cm.viridis(
+          norm(np.log10(size))), lw=0.8, alpha=0.8)
   f = _frontier(c, l)
   ax.plot(c[f], l[f], 'k:', lw=1.2, label='observed lower envelope')
+  if chin is not None:
+    cl = np.geomspace(c.min() / 2, c.max() * 2, 80)
+    ax.plot(cl, parametric_frontier(chin, rows, cl), 'r-', lw=1.5,
+            label='parametric fit: lowest loss at C' + (
+                '' if len(sizes) > 8 else ' (thin: per size)'))
   if iso is not None:
     ax.plot([b['flops'] for b in iso['budgets']], [b['L_opt'] for b in iso['budgets']], 'ks',
-            mfc='none', ms=8, label='IsoFLOP minima')
+            mfc='none', ms=8, label='IsoFLOP minima (parabola)')
   if chin is not None and not chin.get('identified', True):
-    ax.text(0.02, 0.02, 'parametric fit not identified (see fit.json warnings)',
+    ax.text(0.02, 0.02, 'parametric fit not identified (see the warnings)',
             transform=ax.transAxes, color='red', fontsize=9)
   ax.set_xscale('log')
   ax.set_xlabel('training FLOPs C')
   ax.set_ylabel(metric)
-  ax.set_title('Loss against compute (dots: runs; lines: fitted law per size)')
-  ax.legend(fontsize=7)
+  ax.set_title('Loss against compute')
+  ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -1152,8 +1183,9 @@ def _options(args: Any = None, **kwargs) -> dict:
     raise FitError(f'unknown fit option(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}')
   if not opts['results']:
     raise FitError('no results file given: pass --results PATH (from `scaling sweep collect`)')
-  if opts['metric'] not in METRICS:
-    raise FitError(f'--metric must be one of {METRICS}, got {opts["metric"]!r}')
+  if not is_metric(opts['metric']):
+    raise FitError(f'--metric must be one of {METRICS} or a tagged eval set\'s eval/<tag>/bpb | eval/<tag>/loss, '
+                   f'got {opts["metric"]!r}')
   fits = opts['fits']
   if isinstance(fits, str):
     fits = [f.strip() for f in fits.split(',') if f.strip()]
@@ -1266,8 +1298,9 @@ def main_fit(args: Any = None, **kwargs) -> dict:
 def add_fit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   """Arguments of `scaling fit`."""
   parser.add_argument('--results', required=True, help='results.jsonl from `scaling sweep collect`')
-  parser.add_argument('--metric', default=_DEFAULTS['metric'], choices=METRICS,
-                      help='loss column to fit (default eval/bpb)')
+  parser.add_argument('--metric', default=_DEFAULTS['metric'],
+                      help=f'loss column to fit: {", ".join(METRICS)} or a tagged eval set\'s eval/<tag>/bpb '
+                           f'(default eval/bpb)')
   parser.add_argument('--params', default=_DEFAULTS['params'], choices=sorted(PARAM_COLUMNS),
                       help='N = non-embedding (default) or total parameter count')
   parser.add_argument('--out', default=None,

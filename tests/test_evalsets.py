@@ -160,3 +160,28 @@ def test_training_reports_every_tagged_set(trained):
   own = numpy_loss(model, str(trained['cfg'].data.data_dir), batches=2, batch_size=8)
   assert summary['eval/alpha/loss'] == pytest.approx(own, rel=1e-4)
   assert summary['eval/nums/bpb'] != pytest.approx(summary['eval/alpha/bpb'], rel=1e-3)   # another domain
+
+
+def test_sweep_collect_carries_tagged_sets_and_fit_reads_them(tmp_path):
+  """A finished run's summary and an unfinished run's last metrics row: collect_rows carries every
+  eval/<tag>/bpb, and fit.load_results takes one as the loss column."""
+  from launch import rundir
+  from scaling import fit
+  for i, (h, done) in enumerate((('aaa', True), ('bbb', False))):
+    d = tmp_path / 'runs' / h
+    d.mkdir(parents=True)
+    (d / 'run.json').write_text(json.dumps({'hash': h, 'sweep': 'configs/sweeps/x.py', 'index': i, 'state': 'done'}))
+    vals = {'eval/bpb': 2.0 + i, 'eval/alpha/bpb': 2.0 + i, 'eval/web/bpb': 3.5 + i, 'eval/web/loss': 2.4}
+    if done:
+      (d / 'summary.json').write_text(json.dumps({'state': 'done', 'params': 1e6, 'non_embedding_params': 8e5,
+                                                  'tokens': 1e8, 'flops': 6e14, **vals}))
+    else:
+      (d / 'metrics.jsonl').write_text(json.dumps({'step': 10, 'train/loss': 3.0, **vals}) + '\n')
+  rows = {r['run']: r for r in rundir.collect_rows(tmp_path)}
+  assert rows['aaa']['eval/web/bpb'] == 3.5 and rows['aaa']['eval/alpha/bpb'] == 2.0
+  assert rows['bbb']['eval/web/bpb'] == 4.5 and rows['bbb']['eval/web/loss'] == 2.4
+  path = tmp_path / 'results.jsonl'
+  path.write_text(json.dumps(rows['aaa']) + '\n')
+  (row,) = fit.load_results(str(path), metric='eval/web/bpb')
+  assert row['L'] == 3.5
+  assert fit.is_metric('eval/web/loss') and not fit.is_metric('eval/web/x') and not fit.is_metric('eval//bpb')
