@@ -262,3 +262,68 @@ def test_slurm_sigterm_requeues_and_the_run_resumes(tmp_path, monkeypatch):
   assert len(st) == 2 and st[0]['resumed_from'] == 0 and st[1]['resumed_from'] >= 3
   assert (rd.path / f'slurm-{job}.rc').read_text().strip() == '0'
   assert 'requeueing job' in (rd.path / f'slurm-{job}.out').read_text()
+
+
+BRANCH_SWEEP = """
+from launch.sweep import branches
+
+def get_config(arg=None):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('_l', {ladder!r})
+  m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+  return m.get_config('nano')
+
+def get_sweep(arg=None):
+  return branches([{{'train.seed': 0}}], [10, 20, 40], decay_fraction=0.2)
+"""
+
+
+@pytest.mark.slurm
+def test_slurm_branches_run_after_their_parent_and_resubmit_runs_nothing(tmp_path, monkeypatch):
+  """One parent (32 steps, checkpoints at 8/16/24/32) and branches of 10/20/40 steps forked at 8/16/32, with
+  tests/fake_train.py (which exits 1 if a branch starts before its fork checkpoint exists): the branches are
+  submitted at once behind the parent's job (afterok), each runs once after the parent ended, from its fork
+  step; re-submitting submits no job."""
+  require_slurm(monkeypatch)
+  env = job_env(SCALING_TRAIN_CMD=f'{sys.executable} {FAKE}', FAKE_TRAIN_STEP_S='0.2')
+  sweep = tmp_path / 'branch_sweep.py'
+  sweep.write_text(textwrap.dedent(BRANCH_SWEEP.format(ladder=str(REPO / 'configs' / 'ladder.py'))))
+  root = tmp_path / 'root'
+  sw = sweep_lib.load_sweep(str(sweep))
+  parent, kids = sw.runs[0], sw.runs[1:]
+  since = time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(time.time() - 1))
+  p = subprocess.run(sweep_cmd('--config', str(sweep), '--backend', 'slurm', '--root', str(root)), cwd=REPO,
+                     env=env, capture_output=True, text=True, timeout=120)
+  assert p.returncode == 0, p.stdout + p.stderr
+  assert p.stdout.count('[sweep] submitted run') == 4, p.stdout
+  prd = rd_lib.RunDir(root, parent.hash)
+  pjob = prd.read()['attempts'][0]['job_id']
+  if subprocess.run(['squeue', '-h', '-j', pjob, '-o', '%T'], capture_output=True, text=True).stdout.strip():
+    for k in kids:   # the parent is still queued or running: every branch waits on its job
+      job = rd_lib.RunDir(root, k.hash).read()['attempts'][0]['job_id']
+      dep = subprocess.run(['squeue', '-h', '-j', job, '-o', '%E'], capture_output=True, text=True).stdout
+      assert f'afterok:{pjob}' in dep, (k.label, dep)
+
+  w = subprocess.run(sweep_cmd('--config', str(sweep), '--backend', 'slurm', '--root', str(root), '--wait'),
+                     cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert w.returncode == 0, w.stdout + w.stderr
+  assert 'submitted run' not in w.stdout
+  parent_end = (prd.path / 'summary.json').stat().st_mtime
+  job_ids = {pjob}
+  for k in kids:
+    rd = rd_lib.RunDir(root, k.hash)
+    rec = rd.read()
+    assert rd.summary() is not None and rec['state'] == 'done' and len(rec['attempts']) == 1, rec
+    st = starts(rd)
+    assert len(st) == 1 and st[0]['branched_from'] == k.fork_step, st
+    assert st[0]['time'] >= parent_end - 1.0     # afterok: started once the parent's job had ended
+    job_ids.add(rec['attempts'][0]['job_id'])
+  assert sorted(int(x.name) for x in (prd.path / 'checkpoints').iterdir()) == [8, 16, 24, 32]
+  jobs = sacct_jobs(since, 'scaling-branch_sweep-')
+  assert set(jobs) == job_ids and set(jobs.values()) == {'COMPLETED'}
+
+  again = subprocess.run(sweep_cmd('--config', str(sweep), '--backend', 'slurm', '--root', str(root), '--wait'),
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert again.returncode == 0, again.stdout + again.stderr
+  assert again.stdout.count('already done: skipped') == 4 and 'submitted run' not in again.stdout
+  assert sacct_jobs(since, 'scaling-branch_sweep-').keys() == job_ids
