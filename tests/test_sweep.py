@@ -26,7 +26,7 @@ def write_sweep(tmp_path, body: str, name='sw.py') -> pathlib.Path:
 
 
 BASIC = """
-from launch.sweep import product
+from launch.sweep import branches, product
 import importlib.util, pathlib
 
 def get_config(arg=None):
@@ -327,3 +327,50 @@ def test_scaling_cli_dispatches_sweep(tmp_path):
   sw = sweep_lib.load_sweep(str(p), {'train.steps': '3'})
   assert all(r.hash in out.stdout for r in sw.runs)
   assert json.loads(json.dumps(sw.runs[0].overrides)) == {'rung': 'nano', 'train.lr': 0.001}
+
+
+# ---- cooldown branches ----------------------------------------------------------------------------------
+
+def test_branches_expand_one_parent_per_size_and_one_branch_per_budget():
+  rows = sweep_lib.branches(['nano', '2m'], [150, 300, 600, 1200], decay_fraction=0.2)
+  assert len(rows) == 2 * 5
+  parent = rows[0]
+  # decays 30/60/120/240 -> forks 120/240/480/960: checkpoints every gcd = 120 steps, all 8 (+1) kept
+  assert parent == {'rung': 'nano', 'train.schedule': 'constant', 'train.steps': 960, 'train.ckpt_every': 120,
+                    'train.keep_checkpoints': 9}
+  got = [(r['train.steps'], r['train.decay_steps'], r[sweep_lib.BRANCH_KEY]['step']) for r in rows[1:5]]
+  assert got == [(150, 30, 120), (300, 60, 240), (600, 120, 480), (1200, 240, 960)]
+  assert all(r['train.schedule'] == 'wsd' and r[sweep_lib.BRANCH_KEY]['parent'] == parent for r in rows[1:5])
+  assert rows[5]['rung'] == '2m' and rows[6][sweep_lib.BRANCH_KEY]['parent']['rung'] == '2m'
+  with pytest.raises(LaunchError, match='distinct budgets'):
+    sweep_lib.branches(['nano'], [100, 100])
+  with pytest.raises(LaunchError, match='decay_fraction'):
+    sweep_lib.branches(['nano'], [100], decay_fraction=1.0)
+
+
+def test_branch_runs_name_their_parent_by_hash_and_step(tmp_path):
+  sw = sweep_lib.load_sweep(str(basic(tmp_path, sweep="branches([{'train.seed': 0}], [10, 20])")))
+  parent, b10, b20 = sw.runs
+  assert parent.parent is None
+  assert (b10.parent, b10.fork_step, b20.fork_step) == (parent.hash, 8, 16)
+  assert b10.flags['train.init_from'] == f'../{parent.hash}:8'
+  assert b10.config.train.init_from == f'../{parent.hash}:8'
+  assert b10.hash == config_lib.config_hash(b10.config)
+  # the branch's hash follows its parent: another parent (seed 1) gives other branch hashes
+  other = sweep_lib.load_sweep(str(basic(tmp_path, sweep="branches([{'train.seed': 1}], [10, 20])")))
+  assert other.runs[1].config.train.init_from == f'../{other.runs[0].hash}:8'
+  assert {r.hash for r in other.runs}.isdisjoint({r.hash for r in sw.runs})
+  # listed before its parent, a branch still resolves (parents are resolved first)
+  rev = sweep_lib.load_sweep(str(basic(tmp_path, sweep="branches([{'train.seed': 0}], [10, 20])[::-1]")))
+  assert [r.hash for r in rev.runs] == [r.hash for r in sw.runs][::-1]
+
+
+@pytest.mark.parametrize('sweep, match', [
+    ("[{'branch_of': {'parent': {'train.seed': 5}, 'step': 4}}]", 'not a run of this sweep'),
+    ("[{'train.seed': 0}, {'branch_of': {'parent': {'train.seed': 0}, 'step': 40}}]", 'past the end of the parent'),
+    ("[{'train.seed': 0}, {'branch_of': {'parent': {'train.seed': 0}}}]", "'branch_of' must be"),
+    ("[{'train.seed': 0}, {'branch_of': {'parent': {'train.seed': 0}, 'step': 0}}]", 'integer >= 1'),
+])
+def test_bad_branch_rows_are_clear_errors(tmp_path, sweep, match):
+  with pytest.raises(LaunchError, match=match):
+    sweep_lib.load_sweep(str(basic(tmp_path, sweep=sweep)))
