@@ -509,6 +509,29 @@ def _headline(result: dict) -> str:
   return ' '.join(parts) or f'{len(result["warnings"])} warning(s).'
 
 
+def _branches_section(rows: Sequence[dict]) -> list[str]:
+  """Compute saved by cooldown branches (collect's role/own_flops columns; launch/rundir.py): [] without any.
+
+  The sweep's compute counts each stable parent once and each branch's decay; separate runs of the
+  branches' lengths would take their full FLOPs (the per-row C the fit uses).
+  """
+  done = [r for r in rows if r.get('role') == 'branch' and r.get('state') == 'done']
+  parents = [r for r in rows if r.get('role') == 'parent' and r.get('run') in {b.get('parent') for b in done}]
+  own = [_num(r.get('own_flops')) for r in done + parents]
+  full = [_num(r.get('flops')) for r in done]
+  if not done or None in own or None in full:
+    return []
+  used, separate = sum(own), sum(full)
+  lines = ['', '## Compute saved by cooldown branches', '',
+           f'{len(done)} finished branch(es) of {len(parents)} stable parent(s) took {_si(used)} FLOPs (each '
+           f'parent\'s steps once, each branch its decay), against {_si(separate)} for separate runs of the same '
+           f'lengths: {used / separate:.0%} of the compute, {1 - used / separate:.0%} saved. Each row\'s FLOPs '
+           f'(the fit\'s C) and tokens count its parent\'s steps before the fork in full.', '']
+  body = [[r.get('run'), r.get('parent'), r.get('fork_step'), _si(r.get('tokens')), _si(r.get('own_flops')),
+           _si(r.get('flops')), _g(r.get('eval/loss'))] for r in done]
+  return lines + _table(['branch', 'parent', 'fork step', 'tokens', 'own FLOPs', 'FLOPs (fit)', 'eval loss'], body)
+
+
 def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] | None, *,
                   title: str, notes: Sequence[str], results_name: str = 'results.jsonl') -> str:
   """REPORT.md text from the raw rows, the fit result (fit.json) and the evaluated claims."""
@@ -523,6 +546,7 @@ def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] 
               'not determine".', '']
   lines += ['## What the sweep measured', '']
   lines += _runs_table(rows) if rows else ['No runs.']
+  lines += _branches_section(rows)
   lines += ['', '## Scaling-law fits', '']
   if result is None:
     lines += ['No fit was run (see the notes below).']
