@@ -166,7 +166,9 @@ def cmd_collect(argv: list[str]) -> int:
   if saved:
     print(f'cooldown branches: {saved["branches"]} from {saved["parents"]} parent(s) took '
           f'{saved["sweep_flops"]:.3g} FLOPs, against {saved["separate_flops"]:.3g} as separate runs '
-          f'({saved["fraction"]:.0%}; parent compute counted once)')
+          f'({saved["fraction"]:.0%}; parent compute counted once)' +
+          (f'; {saved["unfinished"]} branch(es) of these parents not finished yet, so the parents\' share is '
+           f'not spread over all their branches' if saved['unfinished'] else ''))
   return 0
 
 

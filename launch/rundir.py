@@ -363,8 +363,9 @@ def branch_compute(rows: list[dict]) -> dict | None:
     return None
   sweep = sum(r['own_flops'] for r in branches + parents)
   separate = sum(r['flops'] for r in branches)
+  unfinished = sum(r.get('role') == 'branch' and r.get('state') != 'done' and r.get('parent') in used for r in rows)
   return {'branches': len(branches), 'parents': len(parents), 'sweep_flops': sweep, 'separate_flops': separate,
-          'fraction': sweep / separate if separate else None}
+          'fraction': sweep / separate if separate else None, 'unfinished': unfinished}
 
 
 def write_results(root) -> pathlib.Path:
