@@ -689,6 +689,8 @@ def topology_rows(named_cfgs, topology: str, num_slices: int = 1, *, log=lambda 
       if alt:
         row['alt_hbm_bytes_per_chip'] = alt['bytes_per_chip']['total']
         row['alt_estimated_step_s'] = alt['estimated_step_s']
+        row['alt_compile_s'] = alt['compile_s']
+        row['note'] += f' ({human_bytes(alt["bytes_per_chip"]["total"])} per chip)'
     log(f'{name}: {"fits" if r["fits"] else "does not fit"} ({r["compile_s"]:.0f}s)')
     out.append(row)
   return out
