@@ -752,8 +752,10 @@ def check_runs_fit(configs, topology: str, num_slices: int = 1) -> list[str]:
 def sweep_fit_problems(sweep, resources: dict, log=lambda *a: None) -> list[str]:
   """The launchers' preflight (tpu-vm, gke): every run of the sweep compiled for resources['tpu_type']
   (x resources['num_slices']) before anything is created or reserved. [] when all fit, and also when
-  libtpu is not installed or resources['aot_check'] is off ('0', 'false', 'no')."""
-  if str(resources.get('aot_check', '1')).lower() in ('0', 'false', 'no', 'off') or not libtpu_available():
+  the check is off: libtpu not installed, or resources['aot_check'] (else $SCALING_AOT_CHECK) is
+  '0', 'false', 'no' or 'off'."""
+  flag = str(resources.get('aot_check', os.environ.get('SCALING_AOT_CHECK', '1'))).lower()
+  if flag in ('0', 'false', 'no', 'off') or not libtpu_available():
     return []
   topology, slices = str(resources['tpu_type']), int(resources.get('num_slices', 1) or 1)
   _prepare_compile(resources.get('aot_cache_dir'))

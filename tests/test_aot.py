@@ -249,3 +249,22 @@ def test_check_runs_fit_names_the_runs_that_do_not_fit_and_compiles_each_config_
   assert '4.00 GiB more than the 16.00 GiB' in problems[0]
   with pytest.raises(aot.AotError, match='Known'):
     aot.check_runs_fit([small], 'v5p-3')
+
+
+def test_sweep_preflight_is_on_by_default_and_can_be_turned_off(monkeypatch):
+  import types
+  monkeypatch.setattr(aot, 'libtpu_available', lambda: True)
+  monkeypatch.setattr(aot, '_prepare_compile', lambda cache_dir=None: None)
+  seen = []
+  monkeypatch.setattr(aot, 'check_runs_fit', lambda runs, topo, slices: seen.append((runs, topo, slices)) or ['x'])
+  cfg = load_config('configs/ladder.py:nano')
+  sweep = types.SimpleNamespace(runs=[types.SimpleNamespace(label='nano', hash='h', config=cfg)])
+  monkeypatch.delenv('SCALING_AOT_CHECK', raising=False)
+  assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'num_slices': '2'}) == ['x']
+  assert seen == [([('nano', cfg)], 'v5p-16', 2)]
+  assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': '0'}) == []
+  monkeypatch.setenv('SCALING_AOT_CHECK', '0')
+  assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16'}) == []
+  assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': 'true'}) == ['x']
+  monkeypatch.setattr(aot, 'libtpu_available', lambda: False)
+  assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': 'true'}) == []
