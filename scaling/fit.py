@@ -793,7 +793,9 @@ def held_out_check(rows: Sequence[dict], *, budget_tol: float = 0.1, huber_delta
     except FitError as e:
       out[name] = {'skipped': str(e)}
       continue
-    out[name] = {'N_opt': float(n_pred), 'loss': float(l_pred),
+    if name == 'approach2':
+      out[name] = {'loss_form': f['L_opt_vs_C']['form']}
+    out[name] = {**out.get(name, {}), 'N_opt': float(n_pred), 'loss': float(l_pred),
                  'loss_error': float(l_pred / obs['L_opt'] - 1),
                  'N_opt_ratio': float(n_pred / obs['N_opt']) if obs['bracketed'] else None}
   return out
@@ -985,12 +987,18 @@ def _flops_per_token(n: np.ndarray, c: np.ndarray, d: np.ndarray) -> Callable:
 
 
 def parametric_frontier(chin: dict, rows: Sequence[dict], flops: np.ndarray) -> np.ndarray:
-  """The fitted law's lowest loss at each training-FLOPs value, with D = C / flops_per_token(N)
-  as in the rows (not C = 6 N D): min over N of L(N, C / fpt(N)), on a grid of N."""
+  """The fitted law's lowest loss at each training-FLOPs value where there is data, with
+  D = C / flops_per_token(N) as in the rows (not C = 6 N D): min of L(N, C / fpt(N)) over the
+  N in [min N, max N] whose D lies in [min D, max D]; NaN where no such N exists."""
   n, c, d = (np.array([r[k] for r in rows]) for k in ('N', 'C', 'D'))
   fpt = _flops_per_token(n, c, d)
-  grid = np.geomspace(n.min() / 30, n.max() * 30, 600)
-  return np.array([np.min(chinchilla_loss(chin, grid, f / fpt(grid))) for f in flops])
+  grid = np.geomspace(n.min(), n.max(), 400)
+  out = []
+  for f in flops:
+    dg = f / fpt(grid)
+    ok = (dg >= d.min() * (1 - 1e-9)) & (dg <= d.max() * (1 + 1e-9))
+    out.append(np.min(chinchilla_loss(chin, grid[ok], dg[ok])) if ok.any() else np.nan)
+  return np.array(out)
 
 
 def _plot_loss_vs_compute(plt, rows, result, chin, iso, path):
@@ -1015,18 +1023,18 @@ def _plot_loss_vs_compute(plt, rows, result, chin, iso, path):
   if chin is not None:
     cl = np.geomspace(c.min() / 2, c.max() * 2, 80)
     ax.plot(cl, parametric_frontier(chin, rows, cl), 'r-', lw=1.5,
-            label='parametric fit: lowest loss at C' + (
+            label='parametric fit: lowest loss at C within the sampled N and D' + (
                 '' if len(sizes) > 8 else ' (thin: per size)'))
   if iso is not None:
     ax.plot([b['flops'] for b in iso['budgets']], [b['L_opt'] for b in iso['budgets']], 'ks',
             mfc='none', ms=8, label='IsoFLOP minima (parabola)')
-  if chin is not None and not chin.get('identified', True):
-    ax.text(0.02, 0.02, 'parametric fit not identified (see the warnings)',
-            transform=ax.transAxes, color='red', fontsize=9)
   ax.set_xscale('log')
   ax.set_xlabel('training FLOPs C')
   ax.set_ylabel(metric)
-  ax.set_title('Loss against compute')
+  if chin is not None and not chin.get('identified', True):
+    ax.set_title('Loss against compute: parametric fit NOT identified (see warnings)', color='red')
+  else:
+    ax.set_title('Loss against compute')
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -445,6 +445,12 @@ def _approaches_section(result: dict) -> list[str]:
       body.append([name, '—', '—', '—', f'not fitted: {q.get("skipped", "?")}'])
   lines += _table(['held-out prediction', 'loss', 'loss error', 'N_opt', 'N_opt predicted / observed'],
                   body)
+  form = ho.get('approach2', {}).get('loss_form')
+  if form:
+    lines += ['', f'Approach 2 predicts the loss by a power law in C through the IsoFLOP minima '
+              f'(`{form}`; an irreducible term E needs >= 4 budgets to fit): without E it '
+              'extrapolates the loss too low.' if form == 'a * x^-b' else
+              f'Approach 2 predicts the loss by `{form}` in C through the IsoFLOP minima.']
   return lines
 
 

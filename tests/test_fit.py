@@ -306,6 +306,13 @@ def test_cli_end_to_end_writes_fit_json_and_pngs(tmp_path):
   assert 'no group of rows at equal tokens' in saved['power_law']['skipped']  # all N, D distinct
   assert any("state 'failed'" in n for n in saved['notes'])
   assert saved['errors'] == []
+  # exact data, 5 sizes per budget, every minimum interior: nothing to warn about
+  assert saved['warnings'] == [] and saved['design']['flags'] == []
+  assert saved['chinchilla']['identified'] is True
+  ho = saved['held_out']   # refit on 1e18 and 1e19; approach 3 still recovers the law
+  assert ho['held_out_flops'] == pytest.approx(1e20) and ho['observed']['bracketed']
+  assert ho['approach3']['N_opt'] == pytest.approx(numeric_optimum(1e20)[0], rel=1e-3)
+  assert ho['approach3']['loss'] == pytest.approx(numeric_optimum(1e20)[2], rel=1e-6)
 
 
 def test_power_law_fields_equal_a_least_squares_line_in_log_space(tmp_path):

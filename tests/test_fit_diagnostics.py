@@ -248,3 +248,14 @@ def test_fit_json_records_the_diagnostics(tmp_path):
   assert on_disk['exponent_agreement']['agree'] is True   # both approaches see the same law
   assert on_disk['design']['flags'] == [] and on_disk['design']['budgets_with_3_sizes'] == 4
   assert on_disk['plots'] == ['loss_vs_compute.png', 'isoflop.png', 'parity.png', 'residuals.png']
+
+
+def test_parametric_frontier_is_the_laws_compute_optimum_where_there_is_data():
+  """Rows with C = 6 N D: the frontier at C is the law's own optimum (numeric minimisation) when
+  that optimum lies inside the sampled N and D, and absent (NaN) outside them."""
+  rows = isoflop_design(budgets=(1e18, 1e19, 1e20), noise=0.0)
+  params = {'E': E, 'A': A, 'B': B, 'alpha': ALPHA, 'beta': BETA}
+  got = fit.parametric_frontier(params, rows, np.array([3e18, 3e19, 1e30]))
+  for c, v in zip((3e18, 3e19), got[:2]):
+    assert v == pytest.approx(true_optimum(c)[1], rel=1e-5)
+  assert math.isnan(got[2])
