@@ -27,6 +27,14 @@ are given in a dict or as keyword arguments with `__` standing for '.':
   zip_({'rung': ['nano', '2m'], 'train.steps': [200, 400]})     # 2 runs
   concat(product(rung=['nano'], train__seed=[0, 1]), [{'rung': '5m'}])
 
+Cooldown branches: `branches(sizes, budgets, decay_fraction=0.2)` expands into one stable parent
+per size (constant lr, checkpoints kept at every fork step) and one WSD decay branch per budget,
+each a row with the key 'branch_of' = {'parent': <the parent's overrides>, 'step': <fork step>}.
+Loading resolves it to `train.init_from='../<parent hash>:<step>'` (scaling/branch.py), so a
+branch's hash includes its parent's hash and step; the backends start a branch only once that
+checkpoint exists (local/tpu-vm: by waiting; slurm: --dependency on the parent's job; gke: a
+later round).
+
 Each run's identity is the hash of its resolved config (`config_hash`): its
 directory is ROOT/runs/<hash>, so re-submitting the same sweep finds the same
 runs, and editing the sweep only adds runs whose config changed.
