@@ -4,6 +4,7 @@
     scaling prepare  [--config SPEC] [--config.x=v]      corpus -> tokenizer -> token shards
     scaling train    [--config SPEC] [--workdir DIR] ... train (resumes from the workdir's checkpoint)
     scaling eval     --workdir DIR [--seq_len L]         validation loss / bits per byte
+                     [--sets] [--tasks T1,T2]            ... on tagged eval sets; lm-eval tasks in-process
     scaling sample   --workdir DIR --prompt TEXT ...     continuations with a KV cache
     scaling sweep    --config SWEEP --backend B ...      grids of runs (local, slurm, tpu-vm, gke)
     scaling fit      --results results.jsonl             scaling-law fits and plots
@@ -159,6 +160,13 @@ def main(argv=None) -> int:
   p.add_argument('--step', type=int, default=None)
   p.add_argument('--batches', type=int, default=0, help='0: the whole validation split')
   p.add_argument('--json', action='store_true', help='one JSON object per length instead of a table')
+  p.add_argument('--sets', nargs='?', const='all', default=None,
+                 help="the run's tagged eval sets (train.eval_sets, scaling/evalsets.py): all, or comma-separated tags")
+  p.add_argument('--tasks', default='', help='lm-evaluation-harness tasks, in-process (scaling/harness.py, needs '
+                 ".[eval]): comma-separated names (hellaswag,arc_easy) or task YAML files, as lm-eval's --tasks")
+  p.add_argument('--limit', type=float, default=None, help='--tasks: at most this many examples per task (< 1: a fraction)')
+  p.add_argument('--num_fewshot', type=int, default=None, help="--tasks: few-shot examples (default: each task's own)")
+  p.add_argument('--eval_batch_size', type=int, default=16, help='--tasks: requests per jitted batch')
 
   # subcommands whose arguments live beside their code: (name, module, add_args, run, help)
   delegated = (

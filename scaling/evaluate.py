@@ -131,12 +131,65 @@ def format_rows(rows: list[dict], *, workdir, step, max_batches: int, train_eval
   return '\n'.join(lines)
 
 
+def eval_sets_workdir(workdir, tags: str = 'all', *, step=None, max_batches: int = 0,
+                      batch_size: int | None = None) -> list[dict]:
+  """Rows {set, eval/loss, eval/bpb, tokens} of a workdir's checkpoint over its run's tagged eval sets
+  (scaling/evalsets.py) at the training length; tags 'all' or comma-separated."""
+  import sys
+
+  import jax
+  from flax import nnx
+
+  from scaling.checkpoint import load_for_inference
+  from scaling.data import make_eval_loader, prepare
+  from scaling.evalsets import resolve_eval_sets
+  from scaling.train import make_eval_step
+  model, cfg, tokenizer = load_for_inference(workdir, step=step)
+  sets = resolve_eval_sets(cfg, prepare(cfg.data, verbose=False), tokenizer,
+                           log=lambda *a: print(*a, file=sys.stderr))
+  if tags != 'all':
+    wanted = [t.strip() for t in tags.split(',') if t.strip()]
+    unknown = [t for t in wanted if t not in {s.tag for s in sets}]
+    if unknown:
+      raise EvalError(f'--sets {tags}: no tagged set {", ".join(unknown)} in this run; it has '
+                      f'{", ".join(s.tag for s in sets)}')
+    sets = [s for s in sets if s.tag in wanted]
+  graphdef, params = nnx.split(model)
+  step_fn = jax.jit(make_eval_step(graphdef, cfg.train.get('loss_chunk', 0)))
+  rows = []
+  for s in sets:
+    loader = make_eval_loader(s.data_dir, seq_len=cfg.model.seq_len, batch_size=batch_size or cfg.train.batch_size,
+                              max_batches=max_batches, document_masking=cfg.data.document_masking)
+    r = evaluate(step_fn, params, loader, bytes_per_token=s.bytes_per_token)
+    rows.append({'set': s.tag, 'eval/loss': r.loss, 'eval/bpb': r.bpb, 'tokens': r.tokens})
+  return rows
+
+
+def format_set_rows(rows: list[dict], *, workdir, step, max_batches: int) -> str:
+  split = 'each held-out split' if not max_batches else f'the first {max_batches} batch(es) of each held-out split'
+  lines = [f'{workdir} (checkpoint step {step}), tagged eval sets over {split}:',
+           f'{"set":>16}  {"loss (nats/token)":>17}  {"bits/byte":>9}  {"tokens":>10}']
+  for r in rows:
+    lines.append(f'{r["set"]:>16}  {r["eval/loss"]:>17.4f}  {r["eval/bpb"]:>9.4f}  {r["tokens"]:>10,}')
+  return '\n'.join(lines)
+
+
 def run_eval(args) -> int:
   import json
 
   from scaling import checkpoint
   from scaling.config import from_json
+  if getattr(args, 'tasks', ''):   # lm-evaluation-harness tasks (scaling/harness.py)
+    from scaling.harness import run_tasks
+    run_tasks(args.workdir, args.tasks, step=args.step, limit=args.limit, num_fewshot=args.num_fewshot,
+              batch_size=args.eval_batch_size)
+    return 0
   step = args.step if args.step is not None else checkpoint.latest_step(args.workdir)
+  if getattr(args, 'sets', None):
+    rows = eval_sets_workdir(args.workdir, args.sets, step=args.step, max_batches=args.batches)
+    print('\n'.join(json.dumps(r) for r in rows) if args.json else
+          format_set_rows(rows, workdir=args.workdir, step=step, max_batches=args.batches))
+    return 0
   rows = eval_workdir(args.workdir, args.seq_len, step=args.step, max_batches=args.batches)
   if getattr(args, 'json', False):
     for r in rows:
