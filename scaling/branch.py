@@ -69,6 +69,18 @@ def _steps(workdir: pathlib.Path) -> list[int]:
   return sorted(checkpoint._committed_steps(workdir / checkpoint.CKPT_DIR))   # noqa: SLF001 -- same package
 
 
+def _incomplete(step_dir: pathlib.Path) -> str | None:
+  """Why a committed step cannot be a branch's source (a missing item or commit marker), or None.
+
+  Cheap, and the same answer on every process: the arrays are not read back here (as
+  checkpoint.check_step does on one process before a resume); a damaged array fails the restore.
+  """
+  for d in (step_dir, *(step_dir / item for item in checkpoint.ITEMS)):
+    if not (d / checkpoint.COMMIT_MARKER).is_file():
+      return f'no {checkpoint.COMMIT_MARKER} in {d}'
+  return None
+
+
 def find_source(cfg, own_workdir) -> Source:
   """The parent's workdir and step, checked to exist and restore completely (nothing is changed there)."""
   path, step = parse_init_from(cfg.train.init_from)
@@ -87,9 +99,9 @@ def find_source(cfg, own_workdir) -> Source:
     raise BranchError(f'{what}: the parent has no checkpoint of step {step} (it has {steps}). Fork at one of '
                       f'those, or re-run the parent with train.ckpt_every dividing {step} and '
                       f'train.keep_checkpoints large enough to keep it (launch/sweep.py branches() does both).')
-  bad = checkpoint.check_step(parent / checkpoint.CKPT_DIR / str(step))
+  bad = _incomplete(parent / checkpoint.CKPT_DIR / str(step))
   if bad is not None:
-    raise BranchError(f'{what}: the parent checkpoint of step {step} is damaged ({bad[1]}). Re-run the parent '
+    raise BranchError(f'{what}: the parent checkpoint of step {step} is incomplete ({bad}). Re-run the parent '
                       f'(it resumes from its newest intact step and saves step {step} again), or fork elsewhere.')
   from scaling.config import train_steps
   if train_steps(cfg) <= step:

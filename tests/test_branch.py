@@ -158,6 +158,15 @@ def test_bad_init_from_is_a_clear_error(runs, init_from, match, tmp_path):
   assert not (workdir / 'config.json').exists()   # refused before the run's files were written
 
 
+def test_incomplete_parent_step_is_refused(runs, tmp_path):
+  import shutil
+  shutil.copytree(runs['parent_dir'], tmp_path / 'parent')
+  (tmp_path / 'parent' / 'checkpoints' / str(FORK) / 'opt_state' / checkpoint.COMMIT_MARKER).unlink()
+  cfg = cfg_of(runs['data'], train__init_from=f'../parent:{FORK}', **runs['wsd'])
+  with pytest.raises(branch.BranchError, match=r'checkpoint of step 6 is incomplete \(no commit_success.txt in'):
+    branch.find_source(cfg, tmp_path / 'child')
+
+
 def test_incompatible_parent_is_refused(runs):
   parent = runs['parent_dir']
   wd = runs['root'] / 'wide'
