@@ -48,6 +48,7 @@ class Chip:
   peak_flops: float     # dense bf16 FLOP/s
   counts_cores: bool    # the accelerator name counts TensorCores (2 per chip), not chips
   ndim: int             # torus dimensions
+  platform: str = 'tpu'
 
 
 CHIPS = {
@@ -61,13 +62,35 @@ SHAPES_3D = {4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4
              256: (4, 8, 8), 512: (8, 8, 8), 1024: (8, 8, 16), 2048: (8, 16, 16), 4096: (16, 16, 16)}
 SHAPES_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16), 256: (16, 16)}
 ALIASES = {'v5litepod': 'v5e'}
-GPU_NAMES = ('h100', 'h200', 'a100', 'b200', 'gb200', 'l4')
-GPU_UNSUPPORTED = (
-    'scaling compile covers TPU slices only. JAX {jax} itself can compile for a CUDA GPU without one '
-    '(checked: with jax-cuda13-plugin and jax-cuda13-pjrt installed, get_topology_desc(platform="cuda", '
-    'topology="1x1x8", target_config=<a GpuTargetConfigProto for the GPU>) gives compile-only devices whose '
-    'memory_analysis() works; cost_analysis() returns None), but that path is not wired in here. On a GPU '
-    'machine, `scaling train --config.train.steps=2` compiles and runs the same step.')
+# GPUs: `h100-N`/`h200-N` = N GPUs, 8 per node (default 8). The CUDA PJRT plugin compiles without a GPU
+# when given the GPU's description (a GpuTargetConfigProto, as in XLA's gpu_specs) and a topology
+# 'slices x nodes x GPUs per node'; memory_analysis() works, cost_analysis() gives nothing.
+GPUS = {
+    'h100': Chip('h100', 'NVIDIA H100 80GB HBM3', 85520809984, 989e12, False, 1, 'cuda'),
+    'h200': Chip('h200', 'NVIDIA H200', 150754820096, 989e12, False, 1, 'cuda'),
+}
+_GPU_SPEC = dict(core_count=132, clock_rate_ghz=1.98, l2_cache_size=52428800,
+                 memory_bandwidth={'h100': 3352320000000, 'h200': 4800000000000})
+GPU_NAMES = ('a100', 'b200', 'gb200', 'l4')
+GPU_UNSUPPORTED = ('scaling compile knows the GPUs {known} (with jax-cuda13-plugin and jax-cuda13-pjrt '
+                   'installed); add this GPU to scaling/aot.py GPUS with its description')
+
+
+def gpu_target_config(chip: Chip) -> str:
+  """The GpuTargetConfigProto text the CUDA plugin compiles for (H100/H200 SXM: compute capability 9.0)."""
+  return f'''gpu_device_info {{
+  cuda_compute_capability {{ major: 9 minor: 0 }}
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_block_optin: 232448 shared_memory_per_core: 233472 threads_per_core_limit: 2048
+  core_count: {_GPU_SPEC["core_count"]} fpus_per_core: 128
+  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
+  memory_bandwidth: {_GPU_SPEC["memory_bandwidth"][chip.generation]} l2_cache_size: {_GPU_SPEC["l2_cache_size"]}
+  clock_rate_ghz: {_GPU_SPEC["clock_rate_ghz"]} device_memory_size: {chip.hbm_bytes}
+}}
+platform_name: "CUDA"
+dnn_version_info {{ major: 9 minor: 8 patch: 0 }}
+device_description_str: "{chip.device_kind}"
+'''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +110,8 @@ class Target:
 
   @property
   def topology(self) -> str:
+    if self.chip.platform == 'cuda':   # slices x nodes x GPUs per node
+      return f'{self.num_slices}x{max(1, self.chips_per_slice // 8)}x{min(8, self.chips_per_slice)}'
     return f'{self.chip.generation}:{"x".join(map(str, self.shape))}'
 
   @property
@@ -106,7 +131,7 @@ def known_targets() -> list[str]:
     mult = 2 if chip.counts_cores else 1
     prefix = 'v5litepod' if gen == 'v5e' else gen
     names += [f'{prefix}-{n * mult}' for n in shapes]
-  return names
+  return names + [f'{g}-N' for g in GPUS]
 
 
 def _unknown(name: str, why: str = '') -> AotError:
@@ -120,8 +145,13 @@ def parse_target(name: str, num_slices: int = 1) -> Target:
   if num_slices < 1:
     raise AotError(f'--num_slices must be >= 1, got {num_slices}')
   if low.split('-')[0] in GPU_NAMES:
-    import jax
-    raise AotError(f'{name}: ' + GPU_UNSUPPORTED.format(jax=jax.__version__))
+    raise AotError(f'{name}: ' + GPU_UNSUPPORTED.format(known=', '.join(GPUS)))
+  g = re.fullmatch(r'(h100|h200)(?:-(\d+))?', low)
+  if g:
+    n = int(g.group(2) or 8)
+    if n < 1 or (n > 8 and n % 8) or num_slices != 1:
+      raise AotError(f'{name}: N GPUs with N <= 8 or a multiple of 8 (8 per node), one slice')
+    return Target(name, GPUS[g.group(1)], (n,))
   if ':' in low:   # raw topology
     gen, _, dims = low.partition(':')
     gen = ALIASES.get(gen, gen)
@@ -148,6 +178,8 @@ def parse_target(name: str, num_slices: int = 1) -> Target:
 
 
 def _host_chips(t: Target) -> int:
+  if t.chip.platform == 'cuda':
+    return min(8, t.chips_per_slice)
   # v5e/v6e slices of up to 8 chips are one host; otherwise 4 chips (2x2) per host
   return t.chips_per_slice if (t.chip.ndim == 2 and t.chips_per_slice <= 8) else min(4, t.chips_per_slice)
 
@@ -157,6 +189,8 @@ def target_devices(t: Target) -> list:
   # other processes on this machine (a test suite, a CPU training run) may have loaded libtpu while
   # looking for a TPU; its single-process lock would refuse this compile-only use
   os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+  if t.chip.platform == 'cuda':
+    return _gpu_devices(t)
   try:
     from jax.experimental import topologies
     kwargs = dict(num_slices=t.num_slices)
@@ -174,6 +208,16 @@ def target_devices(t: Target) -> list:
     if 'TPU support not installed' in str(e):
       raise AotError('compiling for a TPU topology needs libtpu: pip install -e ".[tpu-aot]"') from None
     raise
+
+
+def _gpu_devices(t: Target) -> list:
+  import importlib.util
+  if not any(importlib.util.find_spec(m) for m in ('jax_cuda13_plugin', 'jax_cuda12_plugin')):
+    raise AotError(f'{t.name}: compiling for a GPU without one needs the CUDA plugin: '
+                   f'pip install jax-cuda13-plugin jax-cuda13-pjrt (no GPU or CUDA libraries are needed to compile)')
+  from jax.experimental import topologies
+  return list(topologies.get_topology_desc(topology_name='', platform='cuda', target_config=gpu_target_config(t.chip),
+                                           topology=t.topology).devices)
 
 
 def libtpu_available() -> bool:
@@ -252,7 +296,7 @@ def lower_step(cfg, t: Target, devices=None):
     raise AotError(f'{t.describe()}: {e}') from None
   state, batch = abstract_inputs(setup, cfg)
   try:
-    with target_backend('tpu'):
+    with target_backend(t.chip.platform):
       lowered = jit_train_step(setup, tuple(batch)).lower(state, batch)
   except NotImplementedError as e:
     if 'Mosaic kernels cannot be automatically partitioned' not in str(e):
@@ -696,8 +740,8 @@ def topology_rows(named_cfgs, topology: str, num_slices: int = 1, *, log=lambda 
   return out
 
 
-def _prepare_compile(cache_dir: str | None = None) -> None:
-  if not libtpu_available():
+def _prepare_compile(cache_dir: str | None = None, platform: str = 'tpu') -> None:
+  if platform == 'tpu' and not libtpu_available():
     raise AotError('compiling for a TPU topology needs libtpu: pip install -e ".[tpu-aot]"')
   import jax
   from jax._src import xla_bridge
@@ -708,8 +752,8 @@ def _prepare_compile(cache_dir: str | None = None) -> None:
 
 def add_topology_columns(rows: list[dict], named_cfgs, topology: str, num_slices: int = 1) -> None:
   """`scaling table --topology`: adds topology/fits/HBM per chip/estimated step (and a note) to each row."""
-  parse_target(topology, num_slices)   # a bad name fails before any compile
-  _prepare_compile()
+  t = parse_target(topology, num_slices)   # a bad name fails before any compile
+  _prepare_compile(platform=t.chip.platform)
   import sys
   cols = topology_rows(named_cfgs, topology, num_slices, log=lambda *a: print(*a, file=sys.stderr, flush=True))
   for row, extra in zip(rows, cols):
@@ -782,7 +826,7 @@ def run_compile(args, overrides) -> int:
   t = parse_target(args.topology, args.num_slices)   # a bad name fails here, before any compile
   from scaling.config import load_config
   cfg = target_config(load_config(args.config, overrides))
-  _prepare_compile(args.cache_dir)
+  _prepare_compile(args.cache_dir, t.chip.platform)
   log = (lambda *a: print(*a, flush=True)) if not args.json else (lambda *a: None)
   if args.max_batch:
     log(f'largest global batch on {t.describe()}:')

@@ -51,9 +51,9 @@ def test_unknown_topology_fails_before_any_compile(monkeypatch, capsys):
   assert 'Known: v4-8' in capsys.readouterr().err
 
 
-def test_gpu_names_say_what_is_possible():
-  for name in ('h100', 'h200-8'):
-    with pytest.raises(aot.AotError, match='GPU'):
+def test_unknown_gpu_names_say_which_gpus_are_known():
+  for name in ('a100', 'b200-8'):
+    with pytest.raises(aot.AotError, match='h100, h200'):
       aot.parse_target(name)
 
 
@@ -268,3 +268,27 @@ def test_sweep_preflight_is_on_by_default_and_can_be_turned_off(monkeypatch):
   assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': 'true'}) == ['x']
   monkeypatch.setattr(aot, 'libtpu_available', lambda: False)
   assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': 'true'}) == []
+
+
+def test_gpu_names():
+  t = aot.parse_target('h100')
+  assert (t.chips, t.topology, t.hosts, t.chip.platform) == (8, '1x1x8', 1, 'cuda')
+  t = aot.parse_target('h200-16')
+  assert (t.chips, t.topology, t.hosts) == (16, '1x2x8', 2)
+  assert 'device_memory_size: 150754820096' in aot.gpu_target_config(t.chip)
+  with pytest.raises(aot.AotError, match='multiple of 8'):
+    aot.parse_target('h100-12')
+
+
+needs_cuda_plugin = pytest.mark.skipif(
+    not any(__import__('importlib').util.find_spec(m) for m in ('jax_cuda13_plugin', 'jax_cuda12_plugin')),
+    reason='the CUDA PJRT plugin is not installed (pip install jax-cuda13-plugin jax-cuda13-pjrt)')
+
+
+@needs_cuda_plugin
+def test_nano_compiles_for_8_h100_without_a_gpu():
+  cfg = aot.target_config(load_config('configs/ladder.py:nano', {'model.attention': 'xla'}))
+  c = aot.compile_step(cfg, aot.parse_target('h100-8'))
+  n = accounting.count_params(c.setup.dims)['total']
+  assert abs(c.memory['argument'] - 12 * n) / (12 * n) < 0.05   # data=8: the whole state on every GPU
+  assert c.memory['total'] < 80e9
