@@ -140,7 +140,33 @@ def prepare(cfg, own_workdir, dims_dict: dict, log=print) -> Source | None:
   src = find_source(cfg, own_workdir)
   check_source(src, cfg, dims_dict)
   log(f'branch: starting from {src.workdir / checkpoint.CKPT_DIR / str(src.step)} (train.init_from)')
+  note = schedule_note(src, cfg)
+  if note:
+    log(note)
   return src
+
+
+def schedule_note(src: Source, cfg) -> str | None:
+  """A note when the parent's lr before the fork is not this run's (then the branch is no from-scratch run
+  of its schedule, which may be meant: a branch with another lr); None when they agree or are unknown."""
+  import numpy as np
+
+  from scaling.config import from_json, train_steps
+  from scaling.optim import schedule
+  path = src.workdir / 'config.json'
+  if not path.is_file():
+    return None
+  parent = from_json(path)
+  steps = np.arange(src.step)
+  mine = np.asarray(schedule(cfg.train, train_steps(cfg))(steps))
+  theirs = np.asarray(schedule(parent.train, train_steps(parent))(steps))
+  bad = np.flatnonzero(~np.isclose(mine, theirs, rtol=1e-6, atol=0))
+  if not bad.size:
+    return None
+  k = int(bad[0])
+  return (f'note: the parent trained step {k + 1} at lr {float(theirs[k]):.4g}, this run\'s schedule gives '
+          f'{float(mine[k]):.4g}: before the fork ({src.step}) the schedules differ, so this branch is not the '
+          f'from-scratch run of its own schedule')
 
 
 def restore(src: Source, state: dict) -> dict:

@@ -158,6 +158,13 @@ def test_bad_init_from_is_a_clear_error(runs, init_from, match, tmp_path):
   assert not (workdir / 'config.json').exists()   # refused before the run's files were written
 
 
+def test_schedule_note_when_the_parent_lr_differs_before_the_fork(runs):
+  src = branch.Source(runs['parent_dir'], FORK)
+  assert branch.schedule_note(src, runs['child_cfg']) is None            # same warmup and stable lr
+  other = cfg_of(runs['data'], train__init_from=f'../parent:{FORK}', train__lr=2e-2, **runs['wsd'])
+  assert 'parent trained step 2 at lr 0.003333' in branch.schedule_note(src, other)
+
+
 def test_incomplete_parent_step_is_refused(runs, tmp_path):
   import shutil
   shutil.copytree(runs['parent_dir'], tmp_path / 'parent')
