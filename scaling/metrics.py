@@ -25,13 +25,18 @@ class MetricsWriter:
   Rows of a previous attempt past start_step (logged after the checkpoint the run resumes from)
   are dropped from metrics.jsonl, and TensorBoard is told to purge its events from start_step + 1
   on, so the step numbers of both never go backwards. start_step=None appends (no truncation).
+  With `config` whose logging.wandb_project is set, every row also goes to Weights & Biases
+  (scaling/tracking.py), with the config.
   """
 
-  def __init__(self, workdir, *, enabled: bool = True, tensorboard: bool = True, start_step: int | None = None):
+  def __init__(self, workdir, *, enabled: bool = True, tensorboard: bool = True, start_step: int | None = None,
+               config=None):
     self.enabled = enabled
     self.path = pathlib.Path(workdir) / 'metrics.jsonl'
-    self._tb = None
+    self._tb = self._tracker = None
     if enabled:
+      from scaling.tracking import make_tracker
+      self._tracker = make_tracker(config, workdir)
       self.path.parent.mkdir(parents=True, exist_ok=True)
       if start_step is not None:
         truncate_metrics(self.path, start_step)
@@ -56,12 +61,16 @@ class MetricsWriter:
       for k, v in row.items():
         if k != 'step' and isinstance(v, (int, float)) and math.isfinite(v):
           self._tb.add_scalar(k, v, step)
+    if self._tracker is not None:
+      self._tracker.log(step, row)
 
   def close(self):
     if self.enabled:
       self._f.close()
       if self._tb is not None:
         self._tb.close()
+      if self._tracker is not None:
+        self._tracker.finish()
 
 
 def truncate_metrics(path: pathlib.Path, last_step: int) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from scaling import accounting, checkpoint, distributed, evalsets, hostmem, sharding
+from scaling import accounting, checkpoint, distributed, evalsets, hostmem, sharding, tracking
 from scaling.config import ConfigError, to_dict, train_steps
 from scaling.evaluate import evaluate, positions_cover
 from scaling.loss import cross_entropy, fused_cross_entropy
@@ -381,6 +381,8 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
       cfg.model.vocab_size = cfg.data.vocab_size
   setup = build_setup(cfg) if cfg.model.vocab_size else None
   prof = _parse_profile(profile_steps)
+  if is_main:
+    tracking.check_available(cfg)   # W&B asked for (logging.wandb_project) but not installed: say so now
 
   run = None
   try:
@@ -543,7 +545,7 @@ def _periodic_actions(run: Run) -> Hooks:
 def _loop(run: Run, hooks: Hooks, prof) -> dict | None:
   """Steps until the end, a stop signal or divergence; None when the run reached its last step."""
   total = run.setup.total_steps
-  run.writer = MetricsWriter(run.workdir, enabled=run.is_main, start_step=run.start_step)
+  run.writer = MetricsWriter(run.workdir, enabled=run.is_main, start_step=run.start_step, config=run.cfg)
   run.progress = Progress(total, run.start_step, enabled=run.is_main and not run.quiet)
   run.timer = StepTimer()
   ctx = jax.disable_jit() if run.debug else contextlib.nullcontext()
