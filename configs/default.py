@@ -47,9 +47,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.init_std = 0.02          # N(0, init_std); output projections scaled by 1/sqrt(2 num_layers)
   m.parametrization = 'sp'   # sp | mup. mup (scaling/model.py role_multipliers): with m = d_model /
                              # mup_base_width, hidden matrices init / sqrt(m) and Adam lr / m (weight decay
-                             # scales with each parameter's own lr), attention logits / sqrt(m) (~ 1/head_dim),
+                             # scales with each parameter's own lr), attention logits ~ 1/head_dim (mup_base_head_dim),
                              # logits / m; the lr and init_std found at the base width then hold at any width
   m.mup_base_width = 0       # mup: the d_model the lr and init_std were tuned at (0: this d_model, m = 1)
+  m.mup_base_head_dim = 0    # mup: the head_dim at the base width; attention logits x sqrt(base / head_dim)
+                             # (~ 1/head_dim). 0: this head_dim, factor 1 (head_dim fixed, heads grow with width)
 
   # --- data --------------------------------------------------------------
   d = c.data = ml_collections.ConfigDict()

@@ -33,8 +33,9 @@ Parametrization. 'sp' is the above. 'mup' (maximal update parametrization, Yang
 et al. 2022) with width multiplier m = d_model / mup_base_width reads one role
 table (PARAM_ROLES, role_multipliers): hidden matrices start at std / sqrt(m) and
 learn at lr / m (scaling/optim.py), embeddings, readout and norms keep std and
-lr, attention logits are scaled by 1/sqrt(m) and the logits by 1/m. At m = 1 it
-is SP bit for bit.
+lr, the logits are scaled by 1/m and attention logits by sqrt(K_base / K)
+(K_base = mup_base_head_dim: ~1/head_dim; 1 when head_dim stays fixed as the
+head count grows). At m = 1 and K = K_base it is SP bit for bit.
 
 KV cache. A call with a cache and T > 1 tokens is a prefill from position 0
 (checked): the fast causal kernel over its own keys, which it writes into the
@@ -99,6 +100,7 @@ class ModelDims:
   init_std: float = _DEFAULT['init_std']
   parametrization: str = _DEFAULT['parametrization']
   mup_base_width: int = _DEFAULT['mup_base_width']
+  mup_base_head_dim: int = _DEFAULT['mup_base_head_dim']
 
   def __post_init__(self):
     if self.vocab_size <= 0:
@@ -107,6 +109,10 @@ class ModelDims:
                         '(scaling.config.resolve_vocab(cfg, tokenizer.vocab_size)) or set model.vocab_size')
     if self.dtype == 'auto':
       object.__setattr__(self, 'dtype', _auto_dtype())
+    b = self.mup_base_head_dim
+    if isinstance(b, bool) or not isinstance(b, int) or b < 0:
+      raise ConfigError(f'model.mup_base_head_dim must be an integer >= 0 (the head_dim the lr was tuned at; '
+                        f'0: this head_dim, attention factor 1), got {b!r}')
 
   @classmethod
   def from_config(cls, m, *, backend: str | None = None) -> 'ModelDims':
@@ -173,9 +179,17 @@ def output_multiplier(dims: 'ModelDims') -> float:
 
 
 def attention_logit_multiplier(dims: 'ModelDims') -> float:
-  """μP: attention logits q.k / sqrt(K) times 1/sqrt(m), i.e. sqrt(K / m) / K: proportional to
-  1/head_dim as the head dim grows with width (at a fixed head count), equal to SP at the base width."""
-  return dims.width_mult ** -0.5
+  """μP: attention logits q.k / sqrt(K) times sqrt(K_base / K), i.e. q.k sqrt(K_base) / K: proportional
+  to 1/head_dim (Yang et al. 2022, section 4), with K_base = model.mup_base_head_dim (0: this head_dim).
+
+  The factor follows the head dim, not the width: a ladder that keeps head_dim fixed and grows the
+  head count (configs/ladder.py, the lr_transfer study) has factor 1 at every width, and one that
+  grows head_dim at a fixed head count gets sqrt(K_base / K). 1 under 'sp' and at K = K_base, so μP
+  at its base shape is SP bit for bit.
+  """
+  if dims.parametrization == 'sp' or not dims.mup_base_head_dim or dims.mup_base_head_dim == dims.head_dim:
+    return 1.0
+  return math.sqrt(dims.mup_base_head_dim / dims.head_dim)
 
 
 def _init(dims, rngs: nnx.Rngs, name: str, shape, std) -> jax.Array:

@@ -32,7 +32,7 @@ def test_role_multipliers_equal_the_hand_written_table(tiny_cfg):
       32: {'embedding': (1.0, 1.0), 'hidden': (1.0, 1.0), 'readout': (1.0, 1.0), 'vector': (1.0, 1.0)},
       128: {'embedding': (1.0, 1.0), 'hidden': (0.5, 0.25), 'readout': (1.0, 1.0), 'vector': (1.0, 1.0)},
   }
-  forward = {32: (1.0, 1.0), 128: (0.25, 0.5)}   # (logits multiplier 1/m, attention logits 1/sqrt(m))
+  forward = {32: (1.0, 1.0), 128: (0.25, 1.0)}   # (logits multiplier 1/m, attention logits: no base head dim -> 1)
   for width in (32, 128):
     dims = _dims(tiny_cfg, width)
     assert model_lib.role_multipliers(dims) == want[width], width
@@ -45,6 +45,22 @@ def test_role_multipliers_equal_the_hand_written_table(tiny_cfg):
     params = nnx.to_pure_dict(nnx.state(model_lib.abstract_model(_cfg(tiny_cfg, 128, 'mup', **kw).model)))
     mults = jax.tree.leaves(optim.lr_multipliers(params, _dims(tiny_cfg, 128, **kw)))
     assert sorted(set(mults)) == [0.25, 1.0]
+
+
+def test_attention_logit_multiplier_follows_the_head_dim_not_the_width(tiny_cfg):
+  # 4 heads at d_model 32 -> head_dim 8 = the base head dim. Growing the head dim (4 heads at d_model 128:
+  # K = 32): sqrt(8 / 32) = 0.5, so q.k / sqrt(32) x 0.5 = q.k sqrt(8) / 32 ~ 1/K. Growing the head count
+  # at a fixed head dim (16 heads of 8 at d_model 128): factor 1, although the width grew 4x
+  assert model_lib.attention_logit_multiplier(_dims(tiny_cfg, 32, mup_base_head_dim=8)) == 1.0
+  assert model_lib.attention_logit_multiplier(_dims(tiny_cfg, 128, mup_base_head_dim=8)) == 0.5
+  assert model_lib.attention_logit_multiplier(_dims(tiny_cfg, 128, mup_base_head_dim=16)) == pytest.approx(0.5 ** 0.5)
+  wide_heads = model_lib.ModelDims.from_config(
+      tiny_cfg(d_model=128, num_heads=16, num_kv_heads=4, head_dim=8, d_ff=256, parametrization='mup',
+               mup_base_width=BASE, mup_base_head_dim=8).model)
+  assert (wide_heads.width_mult, model_lib.attention_logit_multiplier(wide_heads)) == (4.0, 1.0)
+  assert model_lib.attention_logit_multiplier(_dims(tiny_cfg, 128, 'sp', mup_base_head_dim=8)) == 1.0
+  with pytest.raises(Exception, match='mup_base_head_dim'):
+    _dims(tiny_cfg, 128, mup_base_head_dim=-2)
 
 
 def _step(tx, params, grads):
@@ -71,8 +87,8 @@ def test_mup_at_base_width_is_sp_bit_for_bit(tiny_cfg, kw):
 def test_mup_init_and_forward_at_4x_width_match_sp_with_folded_multipliers(tiny_cfg):
   """d_model 128 = 4 x base, same seed: the μP init is the SP init with hidden matrices x 0.5 (the
   same random draws), and the μP forward equals the SP forward of weights with the multipliers folded
-  in (wq x 1/sqrt(4) for the attention logits, the untied head x 1/4 for the logits)."""
-  kw = dict(tied_embeddings=False)
+  in (wq x sqrt(8 / 32) for the attention logits, the untied head x 1/4 for the logits)."""
+  kw = dict(tied_embeddings=False, mup_base_head_dim=8)   # head_dim 32 = 4 x the base 8: attention x 0.5
   sp = model_lib.build_model(_cfg(tiny_cfg, 128, 'sp', **kw).model, seed=0)
   mup = model_lib.build_model(_cfg(tiny_cfg, 128, 'mup', **kw).model, seed=0)
   p_sp = nnx.to_pure_dict(nnx.state(sp, nnx.Param))
