@@ -40,18 +40,26 @@ Its diagnostic fields (all intervals are 5-95% bootstrap percentiles):
   isoflop.ci {a, b}         bootstrap (rows resampled within each budget); isoflop.bootstrap
                             holds the samples (a, kN, b, kD, L_E, L_a, L_b) and succeeded.
   isoflop.N_opt_vs_C.exact  True when the line runs through 2 budgets.
-  exponent_agreement        {a_approach2, ci_approach2, a_approach3, ci_approach3, difference,
-                            agree: False when the intervals do not overlap, None without both}.
+  chinchilla.a_at_data      {a, ci, flops}: the N_opt ~ C^a that the parametric law implies over
+                            the IsoFLOP budgets with D = C / (the rows' FLOPs per token), which
+                            for small models is not C / 6N (LM head, attention), so it can differ
+                            from a_exponent = beta / (alpha + beta) (implied_exponent).
+  exponent_agreement        {a_approach2, ci_approach2, a_approach3 (a_at_data when present),
+                            ci_approach3, approach3_form, difference, agree: False when the
+                            intervals do not overlap, None without both}.
   held_out                  refit without the largest budget (held_out_check): held_out_flops,
                             held_out_runs, train_max_flops, observed {kind ('parabola vertex' |
                             'best row'), bracketed, N_opt, L_opt, sizes}, approach2/approach3
+                            (approach 3 at the rows' FLOPs per token, as the observed minimum)
                             {N_opt, loss, loss_error = predicted/observed - 1, N_opt_ratio =
                             predicted/observed (None when the held-out budget does not bracket
                             its minimum)} or {skipped}; or {skipped: reason}.
   predictions[]             {flops, extrapolation = flops / largest sampled C, chinchilla and
                             isoflop: {N_opt, D_opt, loss, ci {N_opt, D_opt, loss}, N_opt_span,
                             constrained (False: N_opt interval spans > 10x, printed as
-                            'unconstrained' instead of a number; None: no interval)}}.
+                            'unconstrained' instead of a number; None: no interval)}}; the
+                            parametric optimum there is closed-form under C = 6 N D (large
+                            models, where the head's FLOPs are a small part).
 """
 
 from __future__ import annotations
@@ -728,14 +736,66 @@ def chinchilla_parameters(chin: dict, min_loss: float) -> dict:
   return out
 
 
+def _flops_per_token(n: np.ndarray, c: np.ndarray, d: np.ndarray) -> Callable:
+  """FLOPs per token as a function of N, from the rows themselves (a line in log-log through
+  C / D against N: it includes the LM head and attention, which 6 N leaves out)."""
+  if len(np.unique(n)) < 2:
+    ratio = float(np.median(c / d / n))
+    return lambda N: ratio * np.asarray(N, dtype=np.float64)
+  k0, k1 = _linfit(np.log(n), np.log(c / d))
+  return lambda N: np.exp(k0 + k1 * np.log(np.asarray(N, dtype=np.float64)))
+
+
+def accounted_optimum(params: dict, flops: float, fpt: Callable,
+                      n_range: tuple[float, float]) -> tuple[float, float, float]:
+  """(N_opt, D_opt, L_opt) of the law at `flops` with D = flops / fpt(N) (the rows' own FLOPs
+  accounting, see _flops_per_token), by bounded minimisation over log N in n_range."""
+  def loss(x):
+    n = math.exp(x)
+    return float(chinchilla_loss(params, n, flops / fpt(n)))
+  res = optimize.minimize_scalar(loss, bounds=tuple(math.log(v) for v in n_range),
+                                 method='bounded', options={'xatol': 1e-8})
+  n = math.exp(res.x)
+  return n, float(flops / fpt(n)), float(res.fun)
+
+
+def implied_exponent(chin: dict, rows: Sequence[dict], flops: Sequence[float]) -> dict:
+  """The a of N_opt ~ C^a that the parametric law implies over the sampled budgets `flops`,
+  with the rows' FLOPs accounting (C / D = fpt(N), which for small models is far from 6 N: the
+  LM head and attention): the slope of log N_opt against log C, for the fit and for every
+  bootstrap sample (5-95% interval). With C = 6 N D exactly it is beta / (alpha + beta)."""
+  n, c, d = (np.array([r[k] for r in rows]) for k in ('N', 'C', 'D'))
+  fpt = _flops_per_token(n, c, d)
+  n_range = (float(n.min()) / 100, float(n.max()) * 100)
+  lc = np.log(np.asarray(flops, dtype=np.float64))
+
+  def slope(p):
+    ln = [math.log(accounted_optimum(p, f, fpt, n_range)[0]) for f in flops]
+    return float(np.polyfit(lc, ln, 1)[0])
+
+  out = {'a': slope(chin), 'flops': [float(f) for f in flops]}
+  s = chin.get('bootstrap', {}).get('samples')
+  if s and len(s['alpha']) >= 2:
+    vals = [slope({'E': E, 'A': A, 'B': B, 'alpha': al, 'beta': be})
+            for E, A, B, al, be in zip(*(s[k] for k in ('E', 'A', 'B', 'alpha', 'beta')))
+            if al > 0 and be > 0]
+    if len(vals) >= 2:
+      out['ci'] = _interval(vals)
+  return out
+
+
 def exponent_agreement(chin: dict | None, iso: dict | None) -> dict | None:
-  """Approach 2's a (IsoFLOP) beside approach 3's beta/(alpha+beta): disagree when their 5-95%
+  """Approach 2's a (IsoFLOP) beside approach 3's (the exponent the parametric law implies over
+  the sampled budgets, chin['a_at_data'], else beta/(alpha+beta)): disagree when their 5-95%
   intervals do not overlap; without an interval on either side, not decidable (None)."""
   if chin is None or iso is None or chin.get('a_exponent') is None:
     return None
-  a3, a2 = chin['a_exponent'], iso['a']
-  c3, c2 = chin.get('ci', {}).get('a_exponent'), iso.get('ci', {}).get('a')
+  at = chin.get('a_at_data')
+  a3, c3 = (at['a'], at.get('ci')) if at else (chin['a_exponent'],
+                                                chin.get('ci', {}).get('a_exponent'))
+  a2, c2 = iso['a'], iso.get('ci', {}).get('a')
   out = {'a_approach2': a2, 'ci_approach2': c2, 'a_approach3': a3, 'ci_approach3': c3,
+         'approach3_form': 'over the sampled budgets' if at else 'beta / (alpha + beta)',
          'difference': a2 - a3}
   if c2 and c3 and None not in c2 + c3:
     out['agree'] = bool(c2[0] <= c3[1] and c3[0] <= c2[1])
@@ -788,8 +848,12 @@ def held_out_check(rows: Sequence[dict], *, budget_tol: float = 0.1, huber_delta
       if name == 'approach2':
         nf, lf = f['N_opt_vs_C'], f['L_opt_vs_C']
         n_pred, l_pred = nf['k'] * c_out ** nf['exponent'], lf['E'] + lf['a'] * c_out ** -lf['b']
-      else:
-        n_pred, _, l_pred = (float(v) for v in chinchilla_optimum(f, c_out))
+      else:   # with the rows' own FLOPs per token, as the observed minimum has
+        n, c, d = (np.array([r[k] for r in train]) for k in ('N', 'C', 'D'))
+        n_range = (float(n.min()) / 100, float(n.max()) * 100)
+        n_pred, _, l_pred = accounted_optimum(f, c_out, _flops_per_token(n, c, d), n_range)
+        if not n_range[0] * 1.01 < n_pred < n_range[1] / 1.01:
+          out[name] = {'optimum_at_search_bound': True}   # no optimum within 100x of the sizes
     except FitError as e:
       out[name] = {'skipped': str(e)}
       continue
@@ -934,6 +998,9 @@ def diagnose(rows: Sequence[dict], result: dict) -> list[str]:
   if n_exact:
     warn.append(f'power_law: {n_exact} group fit(s) are exact (as many points as parameters): '
                 'their exponents are not checked by the data')
+  if chin is not None and iso is not None and chin['alpha'] > 0 and chin['beta'] > 0:
+    chin['a_at_data'] = implied_exponent(chin, rows, [b['flops'] for b in iso['budgets']
+                                                      if b['inside_range']])
   agree = exponent_agreement(chin, iso)
   result['exponent_agreement'] = agree
   if agree is not None and agree['agree'] is False:
@@ -941,6 +1008,9 @@ def diagnose(rows: Sequence[dict], result: dict) -> list[str]:
                 f'{_fmt_ci(agree["ci_approach2"])} (IsoFLOP) against {agree["a_approach3"]:.3g} '
                 f'{_fmt_ci(agree["ci_approach3"])} (parametric): their 5-95% intervals do not overlap')
   ho = result.get('held_out', {})
+  if ho.get('approach3', {}).get('optimum_at_search_bound'):
+    warn.append('held-out: the parametric refit has no compute-optimal N within 100x of the sampled '
+                f'sizes at C={ho["held_out_flops"]:.3g} (its N_opt ran to the search bound)')
   if 'observed' in ho and not ho['observed']['bracketed']:
     warn.append(f'held-out: budget C={ho["held_out_flops"]:.3g} does not bracket its minimum '
                 f'({ho["observed"]["sizes"]} size(s)): its best run only bounds the minimum loss, '
@@ -974,16 +1044,6 @@ def _frontier(c: np.ndarray, l: np.ndarray) -> np.ndarray:
       keep.append(i)
       best = l[i]
   return np.array(keep, dtype=int)
-
-
-def _flops_per_token(n: np.ndarray, c: np.ndarray, d: np.ndarray) -> Callable:
-  """FLOPs per token as a function of N, from the rows themselves (a line in log-log through
-  C / D against N: it includes the LM head and attention, which 6 N leaves out)."""
-  if len(np.unique(n)) < 2:
-    ratio = float(np.median(c / d / n))
-    return lambda N: ratio * np.asarray(N, dtype=np.float64)
-  k0, k1 = _linfit(np.log(n), np.log(c / d))
-  return lambda N: np.exp(k0 + k1 * np.log(np.asarray(N, dtype=np.float64)))
 
 
 def parametric_frontier(chin: dict, rows: Sequence[dict], flops: np.ndarray) -> np.ndarray:

@@ -371,6 +371,10 @@ def _exponents_section(result: dict) -> list[str]:
         _flag(params.get('a_exponent')))
     add('b (D_opt ∝ C^b)', 'b', chin['b_exponent'], _ci(chin, 'b_exponent'), 'parametric, α/(α+β)',
         _flag(params.get('b_exponent')))
+    at = chin.get('a_at_data')
+    if at:
+      add('a (N_opt ∝ C^a)', 'a', at['a'], _rng(at.get('ci')).strip('()').replace('no interval', '—'),
+          'parametric, over the sampled budgets (rows\' FLOPs per token)')
   for key, q, label in (('vs_N', 'alpha', 'α (L ∝ N^-α)'), ('vs_D', 'beta', 'β (L ∝ D^-β)')):
     part = pl.get(key, {})
     if 'groups' in part:
@@ -418,7 +422,12 @@ def _approaches_section(result: dict) -> list[str]:
     lines += _table(['', 'approach 2 (IsoFLOP)', 'approach 3 (parametric)'], [
         ['exponent a of N_opt ∝ C^a', f'{agree["a_approach2"]:.3g} ' + _rng(agree['ci_approach2']),
          f'{agree["a_approach3"]:.3g} ' + _rng(agree['ci_approach3'])]])
-    lines += ['', f'The two estimates of a {verdict}.', '']
+    lines += ['', f'The two estimates of a {verdict}. Approach 3\'s a is '
+              f'{agree.get("approach3_form", "β/(α+β)")}' + (
+                  ': the slope of its N_opt(C) with D = C / (FLOPs per token of the rows), which '
+                  'for small models (LM head, attention) is not C / 6N, so it can differ from '
+                  'β/(α+β).' if agree.get('approach3_form') == 'over the sampled budgets' else '.'),
+              '']
   else:
     have = [n for n, k in (('approach 2 (IsoFLOP)', 'isoflop'), ('approach 3 (parametric)',
                                                                  'chinchilla'))
@@ -439,7 +448,9 @@ def _approaches_section(result: dict) -> list[str]:
   for key, name in (('approach2', 'approach 2 (IsoFLOP)'), ('approach3', 'approach 3 (parametric)')):
     q = ho.get(key, {})
     if 'loss' in q:
-      body.append([name, f'{q["loss"]:.4g}', f'{100 * q["loss_error"]:+.2f}%', _si(q['N_opt']),
+      n_cell = _si(q['N_opt']) + (' (at the search bound: no optimum within 100x of the sizes)'
+                                  if q.get('optimum_at_search_bound') else '')
+      body.append([name, f'{q["loss"]:.4g}', f'{100 * q["loss_error"]:+.2f}%', n_cell,
                    _g(q['N_opt_ratio'], '.3g') if q['N_opt_ratio'] is not None else 'not measurable'])
     else:
       body.append([name, '—', '—', '—', f'not fitted: {q.get("skipped", "?")}'])

@@ -259,3 +259,16 @@ def test_parametric_frontier_is_the_laws_compute_optimum_where_there_is_data():
   for c, v in zip((3e18, 3e19), got[:2]):
     assert v == pytest.approx(true_optimum(c)[1], rel=1e-5)
   assert math.isnan(got[2])
+
+
+def test_implied_exponent_follows_the_rows_flops_accounting():
+  """Rows whose FLOPs per token are 60 N^0.8 (not 6 N): minimising A N^-alpha + B (C / 60 N^0.8)^-beta
+  gives N_opt ~ C^(beta / (alpha + 0.8 beta)) in closed form; with 6 N it is beta / (alpha + beta)."""
+  params = {'E': E, 'A': A, 'B': B, 'alpha': ALPHA, 'beta': BETA}
+  budgets = (1e16, 1e17, 1e18)
+  for fpt, expected in ((lambda n: 60 * n ** 0.8, BETA / (ALPHA + 0.8 * BETA)),
+                        (lambda n: 6 * n, BETA / (ALPHA + BETA))):
+    rows = [{'run': f'{c}-{n}', 'N': n, 'D': c / fpt(n), 'C': c, 'L': 3.0, 'budget': None}
+            for c in budgets for n in np.geomspace(1e5, 1e9, 5)]
+    got = fit.implied_exponent(params, rows, budgets)
+    assert got['a'] == pytest.approx(expected, rel=1e-5)

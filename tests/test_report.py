@@ -199,15 +199,18 @@ def test_report_with_fit_shows_exponents_beside_published(tmp_path):
       ['β (L ∝ D^-β)', 'parametric L(N, D)', '0.28', '0.28 – 0.28'],
       ['a (N_opt ∝ C^a)', 'parametric, β/(α+β)', '0.452', '0.452 – 0.452'],
       ['b (D_opt ∝ C^b)', 'parametric, α/(α+β)', '0.548', '0.548 – 0.548'],
-      ['a (N_opt ∝ C^a)', 'IsoFLOP, 3 budgets', '0.452', exps[4][3]],
-      ['b (D_opt ∝ C^b)', 'IsoFLOP, 3 budgets', '0.548', exps[5][3]],
+      # with C = 6 N D in the rows the law's N_opt(C) over the budgets has slope beta / (alpha + beta)
+      ['a (N_opt ∝ C^a)', "parametric, over the sampled budgets (rows' FLOPs per token)", '0.452',
+       '0.452 – 0.452'],
+      ['a (N_opt ∝ C^a)', 'IsoFLOP, 3 budgets', '0.452', exps[5][3]],
+      ['b (D_opt ∝ C^b)', 'IsoFLOP, 3 budgets', '0.548', exps[6][3]],
       ['E', 'parametric L(N, D)', '1.69', '1.69 – 1.69'],
       ['A', 'parametric L(N, D)', '406', '406 – 406'],
       ['B', 'parametric L(N, D)', '411', '411 – 411']]
-  assert exps[0][4:] == ['0.34', '—', '0.076', ''] and exps[4][4:] == ['0.46', '0.49', '0.73', '']
+  assert exps[0][4:] == ['0.34', '—', '0.076', ''] and exps[5][4:] == ['0.46', '0.49', '0.73', '']
   # IsoFLOP intervals: resampled 5-point profiles of a law that is only nearly parabolic in log N
   # move the vertex a little; the interval holds the law's exponents and is narrow
-  for row, law in ((exps[4], 0.28 / 0.62), (exps[5], 0.34 / 0.62)):
+  for row, law in ((exps[5], 0.28 / 0.62), (exps[6], 0.34 / 0.62)):
     lo, hi = (float(x) for x in row[3].split(' – '))
     assert lo <= law + 5e-4 and hi >= law - 5e-4 and hi - lo < 0.02, row
   assert all(c[7] == '' for c in exps)   # exact data: nothing at a bound, every interval tight
