@@ -185,3 +185,19 @@ def test_sweep_collect_carries_tagged_sets_and_fit_reads_them(tmp_path):
   (row,) = fit.load_results(str(path), metric='eval/web/bpb')
   assert row['L'] == 3.5
   assert fit.is_metric('eval/web/loss') and not fit.is_metric('eval/web/x') and not fit.is_metric('eval//bpb')
+
+
+def test_scaling_eval_sets_scores_the_runs_tagged_sets(trained, monkeypatch, capsys):
+  """`scaling eval --sets --batches 2 --json` scores the windows training's last eval scored: the same
+  figures as summary.json, for every tag; --sets with an unknown tag names the known ones."""
+  from scaling import cli
+  monkeypatch.setenv('SCALING_CACHE', str(trained['cache']))
+  wd = str(trained['workdir'])
+  assert cli.main(['eval', '--workdir', wd, '--sets', '--batches', '2', '--json']) == 0
+  rows = {r['set']: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+  summary = trained['result']
+  assert set(rows) == {'alpha', 'nums'}
+  for tag, r in rows.items():
+    assert r['eval/bpb'] == pytest.approx(summary[f'eval/{tag}/bpb'], rel=1e-5)
+  assert cli.main(['eval', '--workdir', wd, '--sets', 'web']) == 2
+  assert 'alpha, nums' in capsys.readouterr().err
