@@ -8,6 +8,10 @@ by `scaling eval` (a trained workdir, by default over the whole validation split
     -> evaluate(): summed over the batches -> mean loss (nats/token)
     -> bits per byte (scaling.data.loader.bits_per_byte, with the split's bytes per token)
 
+`scaling eval --sets` scores the run's tagged eval sets (scaling/evalsets.py: the training corpus's
+split and each of train.eval_sets, the same path per set); `scaling eval --tasks` runs
+lm-evaluation-harness tasks on the checkpoint in-process (scaling/harness.py).
+
 Evaluating at lengths other than the training length measures length
 generalisation (RoPE vs learned positions). Learned positions have a table of
 `model.seq_len` rows: `check_positions_cover` refuses longer sequences with a
