@@ -995,7 +995,7 @@ def diagnose(rows: Sequence[dict], result: dict) -> list[str]:
                 f'({result["isoflop"]["skipped"][:120]}...)')
   pl = result.get('power_law', {})
   n_exact = sum(g.get('exact', False) for k in ('vs_N', 'vs_D') for g in pl.get(k, {}).get('groups', []))
-  if n_exact:
+  if n_exact and chin is None and iso is None:   # else the flag column shows it
     warn.append(f'power_law: {n_exact} group fit(s) are exact (as many points as parameters): '
                 'their exponents are not checked by the data')
   if chin is not None and iso is not None and chin['alpha'] > 0 and chin['beta'] > 0:

@@ -14,17 +14,28 @@ Design, and why
   fitted N_opt ~ C^a has 4 points over 1.5 decades, and the held-out check refits on 3). The top
   is set by wall time (below) and by the corpus: at 3e14 the 20-tokens-per-parameter run already
   reads ~23M tokens, so the grid can reach only ~2x below that guess before a run would read
-  more than one epoch; there the grid is shifted up (x1.77: sizes 0.5x to 7x the guess).
-* Sizes: 5 per budget, spaced evenly in log N by a factor of 2 (16x from smallest to largest), the
-  middle one at the 20-tokens-per-parameter guess of Hoffmann et al. 2022 (D = 20 N with
-  C = flops_per_token(N) * D, solved over the shape family below). A 16x bracket around the guess
-  puts the minimum inside unless the true optimum is more than 4x off the guess; the report flags
-  every budget whose lowest loss is at an end (then add a size beyond that end and resubmit: only
-  the new run is trained). Where the grid would break a constraint it is shifted whole (never
-  squeezed), and the plan says so: up when its smallest model would read more than one epoch or
-  fall below MIN_N = 4e4 non-embedding parameters (one layer of d_model ~64: smaller models are
-  mostly embedding table and overhead-bound), down when its largest would train for fewer than
-  MIN_STEPS steps.
+  more than one epoch; there the grid is shifted up (x1.33).
+* Sizes: 5 per budget, spaced evenly in log N by a factor of 2 (16x from smallest to largest),
+  centred on the geometric mean of two published guesses of N_opt(C), both computed with this
+  study's FLOPs accounting (D = C / flops_per_token(N)): D = 20 N (Hoffmann et al. 2022's rule of
+  thumb) and the minimum of their fitted law E + 406.4/N^0.34 + 410.7/D^0.28, which at these
+  sizes prefers ~2x larger models (2-3 tokens per non-embedding parameter, because the tied LM
+  head makes small models' tokens expensive). `python configs/sweeps/isoflop_cpu.py` prints both
+  guesses per budget and where the sizes lie relative to them (0.26x-7x of the first and
+  0.12x-3.9x of the second). A 16x bracket puts the minimum inside unless the true optimum is
+  outside both guesses by ~2x; the report flags every budget whose lowest loss is at an end (then
+  add a size beyond that end and resubmit: only the new run is trained). Where the grid would
+  break a constraint it is shifted whole (never squeezed), and the plan says so: up when its
+  smallest model would read more than one epoch or fall below MIN_N = 4e4 non-embedding
+  parameters (one layer of d_model ~64: smaller models are mostly embedding table and
+  overhead-bound), down when its largest would train for fewer than MIN_STEPS steps (at 1e13:
+  x0.62, so there the law's guess sits between the two largest sizes).
+  A check of the design on synthetic rows from Hoffmann's law (0.3% noise, this plan's N and
+  tokens) through `scaling fit`: 1e13's minimum came out at the top end; over the 16x bracket
+  the parabola in log N puts N_opt ~30% below the law's (its profile is skewed at these sizes),
+  so approach 2's a came out below approach 3's and the report flagged the disagreement. Treat a
+  disagreement on the real runs with that in mind (a narrower bracket around the minimum, added
+  later, reduces the bias).
 * N is the non-embedding parameter count (what `scaling fit` uses); FLOPs also count the tied LM
   head (V d per token) and attention, exactly as scaling.accounting.flops_per_token, which is what
   `scaling sweep collect` writes as `flops`. So every run of a budget costs the same training
@@ -62,7 +73,7 @@ float32 on 2 quiet cores, i.e. FLOP_RATE = 10k x flops_per_token(default) ~ 2.8e
 models below ~0.5M non-embedding parameters are overhead-bound, so their tokens/s is capped at
 that of a 0.5M model. Estimated wall = tokens / tokens_per_s + RUN_OVERHEAD_S (compile, final
 eval, checkpoint) per run. The sum is printed by `python configs/sweeps/isoflop_cpu.py`: 2.2e15
-training FLOPs, about 3.1 hours for the 20 runs (the 3e14 budget is 101 min of it, ~55%; wall
+training FLOPs, about 2.9 hours for the 20 runs (the 3e14 budget is 101 min of it, ~58%; wall
 time is ~5 x sum(C) / FLOP_RATE, so each budget costs in proportion to its FLOPs). Every run
 reads at most 0.83 epochs (the 3e14 budget's smallest size, 38M tokens) and trains at least 307
 steps (the 1e13 budget's largest size). Loaded machines are slower: the
@@ -77,7 +88,7 @@ from configs.sweeps._common import CPU_RUN, load_config_file, resolved
 BUDGETS = (1e13, 3e13, 1e14, 3e14)   # training FLOPs
 SIZES_PER_BUDGET = 5
 SIZE_STEP = 2.0                      # ratio of neighbouring sizes (even spacing in log N)
-TOKENS_PER_PARAM = 20.0              # centre of each budget's grid (Hoffmann et al. 2022)
+TOKENS_PER_PARAM = 20.0              # one of the two guesses the grid is centred between
 BATCH, SEQ_LEN = 16, 256             # 4096 tokens per step
 MIN_STEPS = 250
 MIN_N = 4e4                          # smallest non-embedding N: 1 layer of d_model ~64
@@ -129,14 +140,39 @@ def _nearest(family, target: float) -> tuple[float, float, dict]:
   return min(family, key=cost)
 
 
+def _fpt_law(family):
+  """FLOPs per token as a smooth function of N: a line in log-log through the shape family."""
+  ln = [math.log(n) for n, _, _ in family]
+  lf = [math.log(f) for _, f, _ in family]
+  k = len(ln)
+  mx, my = sum(ln) / k, sum(lf) / k
+  slope = sum((x - mx) * (y - my) for x, y in zip(ln, lf)) / sum((x - mx) ** 2 for x in ln)
+  return lambda n: math.exp(my + slope * (math.log(n) - mx))
+
+
+def _argmin_log(f, lo=1e4, hi=1e9) -> float:
+  """The N in [lo, hi] minimising f(N) (golden-section search in log N; f unimodal here)."""
+  a, b = math.log(lo), math.log(hi)
+  g = (math.sqrt(5) - 1) / 2
+  for _ in range(100):
+    x1, x2 = b - g * (b - a), a + g * (b - a)
+    a, b = (a, x2) if f(math.exp(x1)) < f(math.exp(x2)) else (x1, b)
+  return math.exp((a + b) / 2)
+
+
+def guesses(family, c: float) -> tuple[float, float]:
+  """Two published guesses of N_opt at C, with D = C / flops_per_token(N): D = 20 N, and the
+  minimum of Hoffmann et al.'s fitted law E + A/N^0.34 + B/D^0.28 (A 406.4, B 410.7)."""
+  fpt = _fpt_law(family)
+  n20 = _argmin_log(lambda n: abs(math.log(c / fpt(n) / (TOKENS_PER_PARAM * n))))
+  n_law = _argmin_log(lambda n: 406.4 / n ** 0.34 + 410.7 / (c / fpt(n)) ** 0.28)
+  return n20, n_law
+
+
 def _centre(family, c: float) -> float:
-  """The N at which D = C / flops_per_token = TOKENS_PER_PARAM * N (bisection in log N)."""
-  lo, hi = math.log(1e4), math.log(1e8)
-  for _ in range(40):
-    mid = (lo + hi) / 2
-    _, fpt, _ = _nearest(family, math.exp(mid))
-    lo, hi = (mid, hi) if c / fpt > TOKENS_PER_PARAM * math.exp(mid) else (lo, mid)
-  return math.exp((lo + hi) / 2)
+  """The grid centre: the geometric mean of the two guesses (they differ ~3x at these sizes)."""
+  n20, n_law = guesses(family, c)
+  return math.sqrt(n20 * n_law)
 
 
 def _tokens_per_s(n: float, fpt: float, fpt_default: float, fpt_floor: float) -> float:
@@ -203,8 +239,12 @@ def main():
           f'{r["epochs"]:6.2f}  {r["tokens"] / r["N"]:8.1f}  {r["wall_s"] / 60:6.1f} min')
   for c in BUDGETS:
     r = next(x for x in runs if x['budget'] == c)
-    print(f'budget {c:.0e}: centre N {r["centre"]:.3g} (D = {TOKENS_PER_PARAM:g} N), grid shifted '
-          f'x{r["shift"]:.3g}')
+    n20, n_law = guesses(_family(), c)
+    sizes = [x['N'] for x in runs if x['budget'] == c]
+    print(f'budget {c:.0e}: guesses N_opt {n20:.3g} (D = {TOKENS_PER_PARAM:g} N) and {n_law:.3g} '
+          f'(Hoffmann law); centre {r["centre"]:.3g}, grid shifted x{r["shift"]:.3g}; sizes span '
+          f'{sizes[0] / n20:.2g}x-{sizes[-1] / n20:.2g}x and {sizes[0] / n_law:.2g}x-'
+          f'{sizes[-1] / n_law:.2g}x of the guesses')
   total = sum(r['wall_s'] for r in runs)
   print(f'{len(runs)} runs, {sum(r["flops"] for r in runs):.3g} training FLOPs, estimated '
         f'{total / 3600:.2f} h on 2 quiet cores; max {max(r["epochs"] for r in runs):.2f} epochs, '
