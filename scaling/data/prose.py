@@ -33,6 +33,7 @@ every figure measured on it) may differ from the table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -455,7 +456,7 @@ def read_manifest(part: Part, cache: str | None = None) -> dict | None:
 def extract_part(part: Part, archive: str, digest: str, docs_dir: str) -> dict:
   """Cleans the part's documents from `archive` into `docs_dir` (replaced); returns the manifest."""
   t0 = time.time()
-  tmp = docs_dir + '.tmp'
+  tmp = f'{docs_dir}.tmp{os.getpid()}'
   shutil.rmtree(tmp, ignore_errors=True)
   stats: dict = {}
   names: list[str] = []
@@ -488,12 +489,39 @@ def extract_part(part: Part, archive: str, digest: str, docs_dir: str) -> dict:
   return manifest
 
 
+@contextlib.contextmanager
+def part_lock(root: str):
+  """An exclusive lock on `<root>/.lock`, so concurrent fetches of one part take turns."""
+  os.makedirs(root, exist_ok=True)
+  try:
+    import fcntl  # pylint: disable=g-import-not-at-top  (POSIX only; elsewhere: no lock)
+  except ImportError:
+    yield
+    return
+  with open(os.path.join(root, '.lock'), 'w') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      _log(f'waiting for another process that is fetching {root}')
+      fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def fetch_part(part: Part, cache: str | None = None) -> dict:
   """The part's manifest, downloading and extracting it first unless the cache has it."""
   manifest = read_manifest(part, cache)
   if manifest is not None:
     return manifest
   root = part_root(part, cache)
+  with part_lock(root):
+    manifest = read_manifest(part, cache)  # another process may have finished meanwhile
+    return manifest if manifest is not None else _fetch_locked(part, root)
+
+
+def _fetch_locked(part: Part, root: str) -> dict:
   t0 = time.time()
   archive, digest = _archive(part, root)
   _log(f'{part.name}: extracting and cleaning {os.path.basename(archive)} '
