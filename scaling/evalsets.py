@@ -187,7 +187,11 @@ def build_eval_set(tag: str, spec: str, tokenizer, *, text_field: str = 'text', 
         + ('`python -m scaling.data.prose` fetches it' if spec.startswith('prose') else ''))
     return None
   key = _key(spec, text_field, val_fraction, tokenizer)
-  fingerprint = json.loads(json.dumps([s.fingerprint() for s in sources]))
+  try:
+    fingerprint = json.loads(json.dumps([s.fingerprint() for s in sources]))
+  except OSError as e:
+    raise DataError(f'eval set {tag}: corpus {spec!r}: {e} (a file listed by the corpus is missing: a '
+                    f'damaged download cache? fetch or prepare that corpus again)') from e
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
   root = os.path.join(cache or corpus_lib.cache_dir(), 'evalsets')
   path = os.path.join(root, f'{tag}-{digest}')
