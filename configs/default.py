@@ -55,7 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # --- data --------------------------------------------------------------
   d = c.data = ml_collections.ConfigDict()
-  d.corpus = 'shakespeare'   # shakespeare | comma-separated files/globs (.txt .jsonl .jsonl.gz .parquet) | hf:NAME[:CONFIG]
+  d.corpus = 'shakespeare'   # shakespeare | prose[:PARTS] (docs/corpus.md) | comma-separated files/globs (.txt .jsonl .jsonl.gz .parquet) | hf:NAME[:CONFIG]
   d.text_field = 'text'      # for jsonl / parquet / hf
   d.tokenizer = 'bpe'        # bpe | unigram | char | byte | tiktoken:ENCODING
   d.vocab_size = 4096        # for bpe/unigram: pieces to train (char/byte: decided by the tokenizer); the

@@ -422,16 +422,19 @@ def _file_entries(spec: str) -> list[str]:
 
 
 def resolve_corpus(spec: str, text_field: str = 'text') -> list[Source]:
-  """'shakespeare' | 'hf:NAME[:CONFIG]' | comma-separated files, globs, directories.
+  """'shakespeare' | 'prose[:PARTS]' | 'hf:NAME[:CONFIG]' | comma-separated files, globs, directories.
 
   File documents are named relative to `corpus_root(spec)` (module docstring), so the
   split and order depend only on the files' contents and relative layout.
   """
   spec = str(spec or '').strip()
   if not spec:
-    raise DataError("data.corpus is empty: use 'shakespeare', files/globs, or hf:NAME")
+    raise DataError("data.corpus is empty: use 'shakespeare', 'prose', files/globs, or hf:NAME")
   if spec == 'shakespeare':
     return [shakespeare_source()]
+  if spec == 'prose' or spec.startswith('prose:'):   # the larger study corpus (docs/corpus.md); parts after ':'
+    from scaling.data import prose  # imports this module
+    return prose.prose_sources(parts=spec.partition(':')[2] or None)
   if spec.startswith('hf:'):
     name, _, config = spec[3:].partition(':')
     if not name:
