@@ -60,7 +60,7 @@ def get_sweep(arg=None):
   base = {**CPU_RUN, 'name': 'lr_transfer', 'model.seq_len': SEQ, 'model.tied_embeddings': False,
           'train.batch_size': BATCH, 'train.steps': steps, 'train.warmup_steps': max(steps // 10, 1),
           'train.seed': 0, 'train.schedule': 'cosine', 'train.eval_batches': 16,
-          'sample.max_new_tokens': 0, **extra}
+          'sample.max_new_tokens': 0, 'train.eval_sets.prose': '', **extra}   # the training split's eval only
   runs = []
   for width in widths:   # narrow first: a sweep cut short still has whole curves of the cheap widths
     for par in PARAMETRIZATIONS:
