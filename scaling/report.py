@@ -544,6 +544,11 @@ def _branches_section(rows: Sequence[dict]) -> list[str]:
            f'parent\'s steps once, each branch its decay), against {_si(separate)} for separate runs of the same '
            f'lengths: {used / separate:.0%} of the compute, {1 - used / separate:.0%} saved. Each row\'s FLOPs '
            f'(the fit\'s C) and tokens count its parent\'s steps before the fork in full.', '']
+  parents_of = {b.get('parent') for b in done}
+  open_ = sum(r.get('role') == 'branch' and r.get('state') != 'done' and r.get('parent') in parents_of for r in rows)
+  if open_:
+    lines[-2] += (f' {open_} more branch(es) of these parents have not finished: the parents\' compute is not '
+                  f'yet shared by all their branches, so the saving is understated.')
   body = [[r.get('run'), r.get('parent'), r.get('fork_step'), _si(r.get('tokens')), _si(r.get('own_flops')),
            _si(r.get('flops')), _g(r.get('eval/loss'))] for r in done]
   return lines + _table(['branch', 'parent', 'fork step', 'tokens', 'own FLOPs', 'FLOPs (fit)', 'eval loss'], body)
