@@ -27,6 +27,10 @@ def test_section_states_the_compute_of_branches_against_separate_runs():
   assert '73% of the compute, 27% saved' in text
   assert '| b20 | p | 16 |' in text
   assert report._branches_section([dict(r, role=None) for r in rows()]) == []   # no branches: no section
+  part = '\n'.join(report._branches_section([dict(r, state='running') if r['run'] == 'b20' else r for r in rows()]))
+  # b10 alone: (16 + 2) / 10, and the note that the parent's compute is not yet shared by b20
+  assert 'took 18B FLOPs' in part and '180% of the compute' in part
+  assert '1 more branch(es) of these parents have not finished' in part
 
 
 def test_render_report_includes_the_section():
