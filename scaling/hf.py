@@ -41,6 +41,14 @@ with identity normalization). A unigram model gets `PreTrainedTokenizerFast`,
 which transformers builds from the sentencepiece proto. char/byte/tiktoken
 tokenizers have no Llama form: the weights are exported without a tokenizer.
 
+μP. A model trained with model.parametrization='mup' exports as a plain Llama: its forward
+multipliers are folded into the exported weights (`mup_folding`): the attention logit factor
+into q_proj (RoPE is linear, so scaling q before or after it is the same), the output
+multiplier into lm_head. A tied μP model whose output multiplier is not 1 is exported untied
+(embed_tokens the embedding, lm_head the embedding times the multiplier), since one tensor
+cannot be both. The hidden matrices' init and learning-rate rules do not change the forward,
+so nothing else moves. `scaling import` then gives an 'sp' model with the same logits.
+
 Both directions write into a temporary folder beside the target and rename it at
 the end, so a failure leaves nothing at the target. Before the rename, the folder and
 its files get the modes that mkdir/open give under the process umask (755/644 under
@@ -100,6 +108,17 @@ def check_llama_compatible(m) -> None:
                   'only model.sliding_window=0 models can be exported)')
 
 
+def mup_folding(m) -> tuple[float, float, bool]:
+  """(attention logit factor folded into q_proj, output multiplier folded into lm_head, untie on export)
+  of model section or ModelDims `m`: (1, 1, False) under 'sp' and μP at its base shape."""
+  from scaling.model import ModelDims, attention_logit_multiplier, output_multiplier
+  if getattr(m, 'parametrization', 'sp') == 'sp':
+    return 1.0, 1.0, False
+  dims = m if isinstance(m, ModelDims) else ModelDims.from_config(m, backend='cpu')
+  a, c = attention_logit_multiplier(dims), output_multiplier(dims)
+  return a, c, bool(dims.tied_embeddings and c != 1.0)
+
+
 def hf_config_from_model(m, *, dtype: str = 'float32', tokenizer=None) -> dict[str, Any]:
   """The LlamaConfig (as a config.json dict) of our model section `m`."""
   check_llama_compatible(m)
@@ -126,7 +145,7 @@ def hf_config_from_model(m, *, dtype: str = 'float32', tokenizer=None) -> dict[s
       'mlp_bias': False,
       'attention_dropout': 0.0,
       'pretraining_tp': 1,
-      'tie_word_embeddings': bool(m.tied_embeddings),
+      'tie_word_embeddings': bool(m.tied_embeddings) and not mup_folding(m)[2],   # μP may untie (mup_folding)
       'initializer_range': float(m.get('init_std', 0.02)),
       'bos_token_id': bos,
       'eos_token_id': eos,
@@ -263,6 +282,9 @@ def params_to_hf(model) -> dict[str, np.ndarray]:
   wq, wk, wv, wo = f32(b['wq_DHK']), f32(b['wk_DGK']), f32(b['wv_DGK']), f32(b['wo_HKD'])
   wg, wu, wd = f32(b['w_gate_DF']), f32(b['w_up_DF']), f32(b['w_down_FD'])
   an, mn = f32(b['attn_norm']['scale']), f32(b['mlp_norm']['scale'])
+  attn_mult, out_mult, untie = mup_folding(d)
+  if attn_mult != 1.0:   # μP's attention logit factor, folded into the queries
+    wq = wq * np.float32(attn_mult)
   out = {'model.embed_tokens.weight': f32(p['embed_VD'])}
   c = np.ascontiguousarray
   for i in range(d.num_layers):
@@ -277,8 +299,9 @@ def params_to_hf(model) -> dict[str, np.ndarray]:
     out[q + 'input_layernorm.weight'] = c(an[i])
     out[q + 'post_attention_layernorm.weight'] = c(mn[i])
   out['model.norm.weight'] = f32(p['final_norm']['scale'])
-  if not d.tied_embeddings:
-    out['lm_head.weight'] = c(f32(p['lm_head_DV']).T)
+  if not d.tied_embeddings or untie:   # μP's output multiplier folded into the head (a tied one is untied)
+    head_DV = f32(p['embed_VD']).T if d.tied_embeddings else f32(p['lm_head_DV'])
+    out['lm_head.weight'] = c((head_DV * np.float32(out_mult) if out_mult != 1.0 else head_DV).T)
   return out
 
 

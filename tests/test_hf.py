@@ -196,6 +196,42 @@ def test_export_logits_match_transformers(case, tiny_cfg, tmp_path):
     assert np.abs(permuted - ours).max() > 1e-2
 
 
+@pytest.mark.parametrize('tied', [True, False])
+def test_mup_export_folds_the_multipliers_and_imports_as_sp(tied, tiny_cfg, tmp_path):
+  """μP at 2x its base width (d_model 32, base 16: output multiplier 1/2) and 2x its base head dim (8 vs 4:
+  attention logits x sqrt(4 / 8)): transformers' Llama of the exported folder gives our μP logits; a tied
+  model comes out untied (lm_head = embedding / 2); `scaling import` gives an 'sp' model with those logits."""
+  cfg = tiny_cfg(vocab_size=97, num_kv_heads=2, tied_embeddings=tied, parametrization='mup', mup_base_width=16,
+                 mup_base_head_dim=4)
+  model = _randomize(_abstract_filled(cfg.model), seed=4, std=0.35)
+  chars = tok_lib.CharTokenizer('abcdefghij \n')
+  workdir = _make_workdir(tmp_path / 'run', cfg, model, chars)
+  out = _export(workdir, tmp_path / 'hf')
+  hf_cfg = json.loads((out / 'config.json').read_text())
+  assert hf_cfg['tie_word_embeddings'] is False
+  tensors = load_file(str(out / hf.WEIGHTS_NAME))
+  p = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  head_DV = np.asarray(p['embed_VD']).T if tied else np.asarray(p['lm_head_DV'])
+  np.testing.assert_allclose(tensors['lm_head.weight'], 0.5 * head_DV.T, rtol=1e-6)
+  np.testing.assert_array_equal(tensors['model.embed_tokens.weight'], np.asarray(p['embed_VD']))
+  wq0 = np.asarray(p['blocks']['wq_DHK'])[0].reshape(32, -1).T
+  np.testing.assert_allclose(tensors['model.layers.0.self_attn.q_proj.weight'], wq0 * 0.5 ** 0.5, rtol=1e-6)
+
+  tokens = jnp.asarray(np.random.default_rng(5).integers(0, 97, (2, T)), jnp.int32)
+  ref, _ = _hf_logits(out, tokens)
+  ours = _ours_logits(model, tokens)
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4)
+  # control: the same weights read as SP (no multipliers) give other logits, so the folding is what matches
+  sp_cfg = tiny_cfg(vocab_size=97, num_kv_heads=2, tied_embeddings=tied)
+  graphdef, _ = nnx.split(abstract_model(sp_cfg.model))
+  assert np.abs(_ours_logits(nnx.merge(graphdef, nnx.state(model)), tokens) - ours).max() > 1e-2
+
+  back = _import(out, tmp_path / 'back')
+  model2, cfg2, _ = ckpt_lib.load_for_inference(back)
+  assert (cfg2.model.parametrization, cfg2.model.tied_embeddings) == ('sp', False)
+  np.testing.assert_allclose(_ours_logits(model2, tokens), ref, rtol=0, atol=1e-4)
+
+
 def _abstract_filled(model_cfg):
   """A model of this config (parameters are overwritten by _randomize; no initializer compiled)."""
   graphdef, state = nnx.split(abstract_model(model_cfg))
