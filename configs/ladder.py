@@ -10,6 +10,13 @@ counts) lies within 5% of its name (tested in tests/test_accounting.py).
 Training budgets default to the compute-optimal 20 tokens per parameter
 (Chinchilla); batch sizes follow GPT-3 (0.5M tokens at 125m/350m, 1M from
 760m, 2M from 3b), learning rates follow GPT-3's table.
+
+`RUNG-mup` (e.g. `configs/ladder.py:125m-mup`) is the same rung under μP
+(model.parametrization='mup'): base width MUP_BASE_WIDTH and base head dim
+MUP_BASE_HEAD_DIM (the 5m rung's shape, the proxy), and every such rung trains at
+the one proxy learning rate MUP_LR instead of its own table entry: the lr (and
+init_std) tuned on the proxy is meant to hold at every width (scaling/model.py
+role_multipliers; docs/results/lr_transfer measures how well it does).
 """
 
 import importlib.util
@@ -33,6 +40,10 @@ BIG_RUNGS = {
     '7b': (32, 4096, 32, 32, 11008, 1.2e-4, 1024),
 }
 RUNGS = {**CPU_RUNGS, **BIG_RUNGS}
+MUP_SUFFIX = '-mup'
+# μP: the proxy every `RUNG-mup` config shares: the 5m rung's d_model and head_dim, and its lr. Re-tune
+# MUP_LR by an lr sweep of the proxy (`configs/ladder.py:5m-mup`, train.lr) before a real ladder.
+MUP_BASE_WIDTH, MUP_BASE_HEAD_DIM, MUP_LR = 256, 64, 2e-3
 
 
 def _load_default():
@@ -45,8 +56,15 @@ def _load_default():
 
 def get_config(arg: str | None = None):
   rung = arg or 'nano'
+  if rung.endswith(MUP_SUFFIX) and rung[:-len(MUP_SUFFIX)] in RUNGS:
+    c = get_config(rung[:-len(MUP_SUFFIX)])
+    c.model.parametrization = 'mup'
+    c.model.mup_base_width, c.model.mup_base_head_dim = MUP_BASE_WIDTH, MUP_BASE_HEAD_DIM
+    c.train.lr = MUP_LR
+    return c
   if rung not in RUNGS:
-    raise ValueError(f'unknown ladder rung {rung!r}; choose one of {", ".join(RUNGS)}')
+    raise ValueError(f'unknown ladder rung {rung!r}; choose one of {", ".join(RUNGS)} '
+                     f'(or RUNG{MUP_SUFFIX} for the rung under μP)')
   L, D, H, G, F, lr, batch = RUNGS[rung]
   c = _load_default()
   m = c.model

@@ -131,13 +131,20 @@ def table_row(name: str, m, *, accelerators=('H100', 'H200', 'TPU v5p', 'CPU'), 
   row = dict(
       rung=name, layers=d['num_layers'], d_model=d['d_model'], heads=d['num_heads'],
       kv_heads=d['num_kv_heads'], head_dim=d['head_dim'], d_ff=d['d_ff'], vocab=d['vocab_size'],
-      seq_len=d['seq_len'], tied=bool(d['tied_embeddings']), params=p['total'],
+      seq_len=d['seq_len'], tied=bool(d['tied_embeddings']), parametrization=parametrization_label(m),
+      params=p['total'],
       non_embedding_params=p['non_embedding'], flops_per_token=fpt, chinchilla_tokens=tokens,
       train_flops=total_flops, param_adam_bytes=train_memory_bytes(m), assumed_mfu=mfu,
   )
   for acc in accelerators:
     row[f'hours_{acc.replace(" ", "_")}'] = wallclock_seconds(total_flops, acc, mfu=mfu) / 3600
   return row
+
+
+def parametrization_label(m) -> str:
+  """'sp', or 'mup/<base width>' (model.parametrization, model.mup_base_width; 0: this d_model)."""
+  par = getattr(m, 'parametrization', 'sp')
+  return par if par == 'sp' else f"{par}/{getattr(m, 'mup_base_width', 0) or getattr(m, 'd_model')}"
 
 
 def human(n: float, unit: str = '') -> str:
@@ -161,10 +168,10 @@ def human_time(hours: float) -> str:
 def format_table(rows: list[dict]) -> str:
   cols = [('rung', str), ('layers', str), ('d_model', str), ('heads', str), ('kv_heads', str),
           ('head_dim', str), ('d_ff', str), ('vocab', str), ('seq_len', str), ('tied', str),
-          ('params', human), ('non_embedding_params', human), ('flops_per_token', human),
+          ('parametrization', str), ('params', human), ('non_embedding_params', human), ('flops_per_token', human),
           ('chinchilla_tokens', human), ('train_flops', human), ('param_adam_bytes', lambda b: human(b, 'B'))]
   hour_cols = [k for k in rows[0] if k.startswith('hours_')]
-  header = ['rung', 'L', 'd', 'H', 'G', 'K', 'd_ff', 'V', 'T', 'tied', 'params', 'non-emb', 'FLOPs/tok',
+  header = ['rung', 'L', 'd', 'H', 'G', 'K', 'd_ff', 'V', 'T', 'tied', 'param.', 'params', 'non-emb', 'FLOPs/tok',
             'tokens (20N)', 'train FLOPs', 'params+Adam'] + [
                 k[len('hours_'):].replace('_', ' ') + f' @{int(rows[0]["assumed_mfu"] * 100)}%' for k in hour_cols]
   topo = rows[0].get('topology')   # `scaling table --topology`: compiled for a TPU slice (scaling/aot.py)
