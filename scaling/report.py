@@ -621,6 +621,9 @@ def write_report(root: str, results: str | None = None, study: str | None = None
   studies = sorted({row_study(r) for r in rows} - {None})
   if study is None and len(studies) == 1:
     study = studies[0]
+  from scaling import lr_report  # a parametrization x width x lr sweep (configs/sweeps/lr_transfer.py)
+  if study == 'lr_transfer' or (study is None and rows and lr_report.is_lr_transfer(rows)):
+    return lr_report.write_report(root, rows, results)
   result = None
   tagged = any(row_arm(r) is not None for r in rows)
   if fit and rows:
