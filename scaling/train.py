@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 
 from scaling import accounting, checkpoint, distributed, evalsets, hostmem, sharding, tracking
-from scaling.config import ConfigError, to_dict, train_steps
+from scaling.config import ConfigError, resolve_vocab, to_dict, train_steps
 from scaling.evaluate import evaluate, positions_cover
 from scaling.loss import cross_entropy, fused_cross_entropy
 from scaling.metrics import MetricsWriter, Progress, device_peak_flops, mfu
@@ -446,7 +446,7 @@ def _prepare_data(run: Run, resume_step):
 
   Returns the resume step (re-checked when the model's vocab size came from the tokenizer).
   """
-  from scaling.data import load_tokenizer, make_train_loader, prepare
+  from scaling.data import check_split, load_tokenizer, make_train_loader, prepare
   cfg = run.cfg
   if run.is_main:
     summary = prepare(cfg.data, verbose=not run.quiet)
@@ -455,15 +455,17 @@ def _prepare_data(run: Run, resume_step):
     summary = prepare(cfg.data, verbose=False)
   data_dir = summary['data_dir']
   tokenizer = load_tokenizer(data_dir)
-  if cfg.model.vocab_size == 0:
-    with cfg.model.unlocked():
-      cfg.model.vocab_size = tokenizer.vocab_size
+  if cfg.model.vocab_size == 0:   # follow the tokenizer (char, tiktoken: known only now)
+    resolve_vocab(cfg, tokenizer.vocab_size)
     run.setup = build_setup(cfg)
     resume_step = check_workdir(cfg, run.workdir, log=run.log)
-  if tokenizer.vocab_size > cfg.model.vocab_size:
-    raise ConfigError(f'the tokenizer in {data_dir} has {tokenizer.vocab_size} tokens but model.vocab_size='
-                      f'{cfg.model.vocab_size}: token ids would fall outside the embedding. Set '
-                      f'--config.model.vocab_size={tokenizer.vocab_size} or larger')
+  else:
+    resolve_vocab(cfg, tokenizer.vocab_size)   # an explicit size: errors naming both fields
+  if resume_step is not None:   # before anything is written: the checkpoint's data must be this split
+    mgr = checkpoint.manager(run.workdir, async_save=False)
+    data_state = checkpoint.read_meta(mgr, resume_step, 'data')
+    mgr.close()
+    check_split(data_state, data_dir, run.workdir)
   nproc, pidx = jax.process_count(), jax.process_index()
   local_batch = cfg.train.batch_size // nproc
   loader = make_train_loader(data_dir, seq_len=cfg.model.seq_len, batch_size=local_batch, seed=cfg.train.seed,

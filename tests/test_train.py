@@ -556,6 +556,6 @@ def test_bad_input_fails_fast_and_leaves_workdir_untouched(data, ref_run, no_lon
 
 def test_tokenizer_larger_than_model_vocab(data, tmp_path):
   workdir = tmp_path / 'new'
-  with pytest.raises(config_lib.ConfigError, match=r'259 tokens but model.vocab_size=200.*vocab_size=259'):
+  with pytest.raises(config_lib.ConfigError, match=r'model.vocab_size=200 but the tokenizer.*has 259 ids.*model.vocab_size=0'):
     train_lib.train(make_cfg(data, model__vocab_size=200), workdir, quiet=True)
   assert not workdir.exists()
