@@ -6,10 +6,10 @@ layout of ROOT/runs/<hash>/ is described in launch/rundir.py.
 """
 
 # Exit codes.
-EXIT_OK = 0
+from scaling.names import EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED  # noqa: F401  (training's codes, jax-free)
+
 EXIT_FAILED = 1          # the sweep finished, but some run failed or could not be tracked
 EXIT_USAGE = 2           # bad input: nothing was written or submitted
-EXIT_PREEMPTED = 75      # EX_TEMPFAIL: training saved a checkpoint and stopped; re-running resumes
 
 # Files of a sweep root.
 RUNS_DIR = 'runs'

@@ -44,7 +44,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLEMENTATIONS = ('auto', 'reference', 'xla', 'blockwise', 'cudnn', 'splash')
+from scaling import names
+
+IMPLEMENTATIONS = names.ATTENTION   # model.attention: the one list is scaling/names.py
 
 # 'auto' on GPU/TPU falls back to 'blockwise' from this query length on (below
 # it, to 'xla') when the fused kernel cannot take the call.

@@ -22,13 +22,9 @@ import ml_collections
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = 'default.py'
 
-NORMS = ('rmsnorm', 'layernorm')
-POSITIONS = ('rope', 'learned', 'none')
-MLPS = ('swiglu', 'gelu')
-DTYPES = ('auto', 'float32', 'bfloat16')
-# model.attention and model.remat are checked against the names their implementations export
-# (scaling.attention.IMPLEMENTATIONS, scaling.model.REMATS), imported when a config is validated.
-SCHEDULES = ('cosine', 'wsd', 'constant')
+# the names a config may choose: one list each, jax-free (scaling/names.py), imported by the implementations too
+from scaling.names import ATTENTION, DECAY_SHAPES, DTYPES, MLPS, NORMS, PARAMETRIZATIONS, POSITIONS, REMATS, SCHEDULES
+
 # sections that map names to values: `--config.SECTION.NAME=value` may add a NAME (train.eval_sets: tag -> corpus)
 OPEN_SECTIONS = ('train.eval_sets',)
 
@@ -288,10 +284,8 @@ def validate_model(m) -> None:
   if m.num_heads % m.num_kv_heads:
     raise ConfigError(f'model.num_kv_heads={m.num_kv_heads} does not divide model.num_heads={m.num_heads} '
                       f'(grouped-query attention shares each kv head among num_heads/num_kv_heads query heads)')
-  from scaling.attention import IMPLEMENTATIONS  # the implementations own their names
-  from scaling.model import PARAMETRIZATIONS, REMATS
   for name, allowed in (('norm', NORMS), ('position', POSITIONS), ('mlp', MLPS), ('dtype', DTYPES),
-                        ('remat', REMATS), ('attention', IMPLEMENTATIONS),
+                        ('remat', REMATS), ('attention', ATTENTION),
                         ('parametrization', PARAMETRIZATIONS)):
     if m[name] not in allowed:
       raise ConfigError(f'model.{name}={m[name]!r} is unknown; choose one of {", ".join(allowed)}')
@@ -364,7 +358,6 @@ def validate_config(cfg) -> None:
 
 def _validate_branch(cfg) -> None:
   """train.decay_steps / decay_shape / init_from (cooldown branches, scaling/branch.py): syntax only."""
-  from scaling.optim import DECAY_SHAPES
   t = cfg.train
   if t.get('decay_shape', 'linear') not in DECAY_SHAPES:
     raise ConfigError(f'train.decay_shape={t.decay_shape!r} is unknown; choose one of {", ".join(DECAY_SHAPES)}')

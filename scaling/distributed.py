@@ -41,8 +41,8 @@ import time
 import jax
 
 _INITIALIZED = False
-EXIT_PREEMPTED = 75   # same as scaling.train.EXIT_PREEMPTED (not imported: train imports this module)
-EXIT_INTERRUPTED = 130   # scaling.train.EXIT_INTERRUPTED: saved and stopped on SIGINT
+from scaling.names import EXIT_INTERRUPTED, EXIT_PREEMPTED  # noqa: E402  (one place for exit codes)
+
 STOPPED = (EXIT_PREEMPTED, EXIT_INTERRUPTED)
 HEARTBEAT_ENV = 'SCALING_HEARTBEAT_TIMEOUT_S'
 SHUTDOWN_ENV = 'SCALING_SHUTDOWN_TIMEOUT_S'

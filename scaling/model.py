@@ -60,6 +60,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from scaling import attention as attn_lib
+from scaling import names
 from scaling.config import ConfigError, default_model, resolved_dims
 
 # configs/default.py's model section: the one place the defaults are written (documented there)
@@ -139,7 +140,7 @@ def _normal(rngs: nnx.Rngs, shape, std) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- parametrization
-PARAMETRIZATIONS = ('sp', 'mup')   # model.parametrization (scaling/config.py validates against it)
+PARAMETRIZATIONS = names.PARAMETRIZATIONS   # model.parametrization (the one list: scaling/names.py)
 
 # The role of every parameter, by its name in this module: the one table the initializers (below) and
 # the optimizer's per-parameter learning rates (scaling/optim.py) read.
@@ -392,7 +393,8 @@ _REMAT_POLICIES = {
     'dots_except_mlp': _cp.save_only_these_names('attn_proj', 'attn_out'),
 }
 # the valid model.remat names (scaling/config.py validates against them); 'none' saves everything
-REMATS = ('none',) + tuple(_REMAT_POLICIES)
+REMATS = names.REMATS
+assert REMATS == ('none',) + tuple(_REMAT_POLICIES), 'scaling/names.py REMATS must list _REMAT_POLICIES'
 
 
 def remat_policy(name: str):

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from scaling import names
+
 
 def schedule(train_cfg, total_steps: int) -> optax.Schedule:
   t = train_cfg
@@ -38,7 +40,7 @@ def schedule(train_cfg, total_steps: int) -> optax.Schedule:
   return optax.join_schedules([warmup, main], [warm])
 
 
-DECAY_SHAPES = ('linear', 'cosine', '1-sqrt')
+DECAY_SHAPES = names.DECAY_SHAPES   # the one list: scaling/names.py
 
 
 def wsd_decay_steps(train_cfg, rest: int) -> int:

@@ -34,12 +34,9 @@ from scaling.evaluate import evaluate, positions_cover
 from scaling.loss import cross_entropy, fused_cross_entropy
 from scaling.metrics import MetricsWriter, Progress, device_peak_flops, mfu
 from scaling.model import ModelDims, Transformer, abstract_model
+from scaling.names import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PREEMPTED  # noqa: E402, F401  (exit codes: one place)
 from scaling.optim import make_optimizer
 from scaling.workdir_lock import WorkdirLock
-
-EXIT_PREEMPTED = 75   # EX_TEMPFAIL: saved and stopped on a signal; re-running resumes
-EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130   # 128 + SIGINT: stopped by the user (Ctrl-C); re-running resumes
 
 
 class TrainError(RuntimeError):
