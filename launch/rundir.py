@@ -41,6 +41,7 @@ from typing import Iterator
 
 from launch.layout import LOCK, METRICS, RESULTS, RUN_JSON, RUNS_DIR, SUMMARY
 from launch.record import RunRecord, as_record
+from scaling.workdir_lock import pid_alive  # jax-free
 
 LINEAGE_KEYS = ('role', 'parent', 'fork_step', 'own_tokens', 'own_flops')   # collect columns of branches
 CKPT_DIR = 'checkpoints'   # scaling/checkpoint.py CKPT_DIR (not imported: the launcher does not load jax)
@@ -185,16 +186,6 @@ def fork_ready(root, run) -> bool:
   if own.summary() is not None or own.has_checkpoint():
     return True
   return RunDir(root, run.parent).has_checkpoint(run.fork_step)
-
-
-def pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
 
 
 def effective_state(rd: RunDir, rec: RunRecord | dict | None) -> str:

@@ -30,7 +30,8 @@ class WorkdirBusy(RuntimeError):
   pass
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+  """Whether a process of this host with that pid exists (also used by launch/rundir.py)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -76,7 +77,7 @@ class WorkdirLock:
       except BlockingIOError:
         rec = _read_record(fd)
         os.close(fd)
-        if rec.get('host') == host and isinstance(rec.get('pid'), int) and not _pid_alive(rec['pid']):
+        if rec.get('host') == host and isinstance(rec.get('pid'), int) and not pid_alive(rec['pid']):
           self.log(f'{self.workdir}: its lock is held although its trainer ({_holder(rec)}) is gone: '
                    f'a stale lock, taken over')
           self.path.unlink(missing_ok=True)   # the stale holder keeps the old file; we lock a new one
