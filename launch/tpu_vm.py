@@ -54,6 +54,14 @@ class TpuVmBackend(LocalBackend):
 
   check_tools = Backend.check_tools
 
+  def preflight(self, sweep) -> None:
+    """Each run's step compiled for the slice before anything is reserved (scaling/aot.py; aot_check=0 skips)."""
+    from scaling.aot import sweep_fit_problems
+    problems = sweep_fit_problems(sweep, self.resources, log=self.log)
+    if problems:
+      raise LaunchError(f'{len(problems)} run(s) do not fit on {self.resources["tpu_type"]}; nothing was '
+                        f'reserved:\n  ' + '\n  '.join(problems))
+
   def _loc(self) -> list[str]:
     loc = [f'--zone={self.resources["zone"]}']
     if self.resources.get('project'):

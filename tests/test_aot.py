@@ -292,3 +292,23 @@ def test_nano_compiles_for_8_h100_without_a_gpu():
   n = accounting.count_params(c.setup.dims)['total']
   assert abs(c.memory['argument'] - 12 * n) / (12 * n) < 0.05   # data=8: the whole state on every GPU
   assert c.memory['total'] < 80e9
+
+
+@pytest.mark.parametrize('backend', ['tpu-vm', 'gke'])
+def test_tpu_launchers_refuse_a_sweep_that_does_not_fit_before_reserving(backend, monkeypatch, tmp_path):
+  import types
+
+  from launch.gke import GkeBackend
+  from launch.sweep import LaunchError
+  from launch.tpu_vm import TpuVmBackend
+  monkeypatch.setattr(aot, 'libtpu_available', lambda: True)
+  monkeypatch.setattr(aot, '_prepare_compile', lambda cache_dir=None, platform='tpu': None)
+  monkeypatch.setattr(aot, 'check_runs_fit', lambda runs, topo, slices: [f'{runs[0][0]}: needs 99 GiB per chip'])
+  cls = TpuVmBackend if backend == 'tpu-vm' else GkeBackend
+  res = {'tpu_type': 'v5p-8', 'zone': 'z', 'cluster': 'c', 'docker_image': 'img', 'aot_check': '1'}
+  b = cls(tmp_path, res, log=lambda *a: None)
+  sweep = types.SimpleNamespace(runs=[types.SimpleNamespace(label='7b', hash='h', config=None)])
+  with pytest.raises(LaunchError, match='1 run.* do not fit on v5p-8; nothing was reserved:\n  7b: needs 99 GiB'):
+    b.preflight(sweep)
+  b.resources['aot_check'] = '0'
+  b.preflight(sweep)   # off: nothing compiled, nothing refused
