@@ -7,6 +7,7 @@
                      [--sets] [--tasks T1,T2]            ... on tagged eval sets; lm-eval tasks in-process
     scaling sample   --workdir DIR --prompt TEXT ...     continuations with a KV cache
     scaling sweep    --config SWEEP --backend B ...      grids of runs (local, slurm, tpu-vm, gke)
+    scaling coordcheck --config SPEC --widths 64,128,... activation sizes across widths, sp vs mup
     scaling fit      --results results.jsonl             scaling-law fits and plots
     scaling report   --root DIR                          REPORT.md of a sweep
     scaling export   --workdir DIR --out HF_DIR          Hugging Face (Llama) checkpoint
@@ -141,6 +142,9 @@ def main(argv=None) -> int:
   p = _config_parser('compile', sub, 'compile the train step for a TPU slice on this machine: fits? how fast?')
   importlib.import_module('scaling.aot').add_compile_args(p)
 
+  p = _config_parser('coordcheck', sub, 'coordinate check: activation sizes across widths, sp vs mup (table, PNG)')
+  importlib.import_module('scaling.coordcheck').add_coordcheck_args(p)
+
   p = _config_parser('prepare', sub, 'tokenize a corpus into shards (idempotent)')
   p.add_argument('--force', action='store_true', help='rebuild even when up to date')
 
@@ -187,7 +191,8 @@ def main(argv=None) -> int:
     from launch.cli import run_sweep_cli
     return run_sweep_cli(rest[1:] + [f'--config.{k}={v}' for k, v in overrides.items()])
   args = parser.parse_args(rest)
-  handlers = dict(table=cmd_table, prepare=cmd_prepare, train=cmd_train, eval=cmd_eval, compile=cmd_compile)
+  handlers = dict(table=cmd_table, prepare=cmd_prepare, train=cmd_train, eval=cmd_eval, compile=cmd_compile,
+                  coordcheck=lambda a, o: importlib.import_module('scaling.coordcheck').run_coordcheck(a, o))
   try:
     if args.command in handlers:
       return handlers[args.command](args, overrides)
