@@ -144,3 +144,23 @@ def test_bad_parametrization_fails_at_load(tiny_cfg):
     tiny_cfg(parametrization='mu')
   with pytest.raises(ConfigError, match='model.mup_base_width'):
     tiny_cfg(mup_base_width=-1)
+
+
+def test_checkpoint_compatibility_compares_the_parametrization(tiny_cfg, tmp_path):
+  """A μP checkpoint is refused by an SP config (and one of another base shape by μP), naming the field;
+  SP checkpoints ignore the unused base fields, and checkpoints saved before μP existed are accepted."""
+  import dataclasses
+
+  from scaling import checkpoint
+  mup = dataclasses.asdict(_dims(tiny_cfg, 128, mup_base_head_dim=8))
+  sp = dataclasses.asdict(_dims(tiny_cfg, 128, 'sp'))
+  checkpoint.check_compatible({'model': mup}, mup, tmp_path)
+  with pytest.raises(checkpoint.CheckpointError, match="parametrization: checkpoint 'mup' vs config 'sp'"):
+    checkpoint.check_compatible({'model': mup}, sp, tmp_path)
+  with pytest.raises(checkpoint.CheckpointError, match='mup_base_width: checkpoint 32 vs config 64'):
+    checkpoint.check_compatible({'model': mup}, dict(mup, mup_base_width=64), tmp_path)
+  with pytest.raises(checkpoint.CheckpointError, match='mup_base_head_dim: checkpoint 8 vs config 16'):
+    checkpoint.check_compatible({'model': mup}, dict(mup, mup_base_head_dim=16), tmp_path)
+  checkpoint.check_compatible({'model': sp}, dict(sp, mup_base_width=64), tmp_path)   # unused under sp
+  old = {k: v for k, v in sp.items() if k not in ('parametrization', 'mup_base_width', 'mup_base_head_dim')}
+  checkpoint.check_compatible({'model': old}, sp, tmp_path)
