@@ -65,18 +65,23 @@ def get_sweep(arg=None):
   for width in widths:   # narrow first: a sweep cut short still has whole curves of the cheap widths
     for par in PARAMETRIZATIONS:
       runs += product({'train.lr': list(lrs)}, [{**base, **model(width, par, widths[0])}])
-  return sorted(runs, key=lambda r: _priority(r, widths[0]))
+  return sorted(runs, key=lambda r: _priority(r, runs, widths[0]))
 
 
-def _priority(run: dict, base_width: int):
-  """Run order only (every run is run): by width, then the lrs nearest the expected optimum first, SP
-  and μP alternating, so a sweep cut short keeps the points that bracket each optimum. Expected: ~7e-3
-  at the base width (measured in the first part of this sweep), moving ~ 1/width under SP (measured
-  3.8e-3 at 2x) and staying put under μP."""
+def _priority(run: dict, runs: list[dict], base_width: int):
+  """Run order only (every run is run): first, at every width (narrow first), the three lrs nearest the
+  expected optimum of each parametrization, then the rest, so a sweep cut short keeps the points that
+  bracket each optimum. Expected: ~7e-3 at the base width (measured in the first part of this sweep),
+  moving ~ 1/width under SP (measured 3.8e-3 at 2x) and staying put under μP."""
   import math
-  width, par, lr = run['model.d_model'], run['model.parametrization'], run['train.lr']
-  center = 7e-3 * (base_width / width if par == 'sp' else 1.0)
-  return (width, round(abs(math.log2(lr / center))), par)
+
+  def dist(r):
+    center = 7e-3 * (base_width / r['model.d_model'] if r['model.parametrization'] == 'sp' else 1.0)
+    return abs(math.log2(r['train.lr'] / center))
+  key = lambda r: (r['model.d_model'], r['model.parametrization'])
+  same = sorted((r for r in runs if key(r) == key(run)), key=dist)
+  idx = next(i for i, r in enumerate(same) if r is run)
+  return (idx >= 3, run['model.d_model'], idx, run['model.parametrization'])
 
 
 def get_resources(arg=None):
