@@ -6,7 +6,7 @@ train.lr (is_lr_transfer) to write_report here. From ROOT/results.jsonl (`scalin
 
   - per parametrization and width, the loss (eval/loss by default) against the learning rate;
   - the optimal lr per width: the vertex of the parabola in log2(lr) through the best three
-    points (`optimum`), flagged when the best point is at the edge of the grid (not bracketed:
+    points (the best and its two neighbours, `optimum`), flagged when the best point is at the edge of the grid (not bracketed:
     the vertex is then an extrapolation and the true optimum may lie further out);
   - how far the optimum moves across the widths: max/min of the optimal lrs;
   - the loss at the optimum per width (the parabola's minimum, and the best measured loss);
@@ -55,15 +55,20 @@ def points(rows: list[dict], metric: str = 'eval/loss') -> dict:
 
 def optimum(curve: dict) -> dict:
   """The optimal lr of one {lr: loss} curve: the vertex of the parabola in x = log2(lr) through the
-  three lowest-loss points. With fewer than three points, or a parabola that opens downwards, the
-  best point. `bracketed`: the best point has a measured lr on each side."""
+  best three points: the lowest-loss lr and its two neighbours on the measured grid (the two nearest
+  measured lrs at an end of the grid). Around an interior best point the vertex lies between the
+  neighbours; at an end it is an extrapolation (`bracketed` False). With fewer than three points, or
+  a parabola that opens downwards, the best point. (The three lowest losses need not bracket the
+  best point: on a curve with a cliff past the optimum they can all lie on one side, and their
+  vertex is then an extrapolation far from the data.)"""
   lrs = sorted(curve)
   best = min(lrs, key=curve.get)
   out = dict(lr=best, loss=curve[best], best_lr=best, best_loss=curve[best], n=len(lrs),
              bracketed=lrs[0] < best < lrs[-1], method='best point')
   if len(lrs) < 3:
     return out
-  three = sorted(sorted(lrs, key=curve.get)[:3])
+  i = min(max(lrs.index(best), 1), len(lrs) - 2)
+  three = lrs[i - 1:i + 2]
   (x1, x2, x3), (y1, y2, y3) = [math.log2(v) for v in three], [curve[v] for v in three]
   # Lagrange form: y = a x^2 + b x + c through the three points
   d = (x1 - x2) * (x1 - x3) * (x2 - x3)
@@ -137,7 +142,8 @@ def render(pts: dict, summary: dict, g: dict, *, metric: str, n_rows: int, n_use
            png: str | None) -> str:
   lines = ['# LR transfer: SP vs μP', '',
            f'Source: `{results_name}` ({n_used} finished runs with a finite `{metric}` of {n_rows} rows). '
-           f'Optimal lr per width: vertex of the parabola in log2(lr) through the three lowest-loss points '
+           f'Optimal lr per width: vertex of the parabola in log2(lr) through the best point and its two '
+           f'neighbours on the lr grid '
            f'(scaling/lr_report.py `optimum`); "edge" marks a best point at the end of the lr grid (the '
            'optimum is not bracketed there and the vertex is an extrapolation).', '']
   if png:

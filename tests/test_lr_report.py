@@ -42,6 +42,13 @@ def test_optimum_is_the_vertex_of_the_parabola_in_log_lr():
   # the best point at the grid's edge: flagged, the vertex is an extrapolation beyond the grid
   edge = lr_report.optimum({lr: _loss(lr, 1e-3, 5.0) for lr in LRS})
   assert not edge['bracketed'] and edge['best_lr'] == LRS[0] and edge['lr'] == pytest.approx(1e-3)
+  # a cliff past the optimum: the three lowest losses (2.5e-3, 5e-3, 1e-2) all lie left of it; the best
+  # point's neighbours bracket it: (-1, 5.549), (0, 5.463), (1, 5.838) around x = log2(1e-2) = 0 give
+  # a = (5.549 + 5.838 - 2 x 5.463) / 2 = 0.2305, b = (5.838 - 5.549) / 2 = 0.1445, vertex x = -0.31345
+  cliff = {1.25e-3: 6.008, 2.5e-3: 5.667, 5e-3: 5.549, 1e-2: 5.463, 2e-2: 5.838, 4e-2: 5.976}
+  o = lr_report.optimum(cliff)
+  assert o['bracketed'] and o['lr'] == pytest.approx(1e-2 * 2 ** (-0.1445 / (2 * 0.2305)), rel=1e-9)
+  assert o['loss'] == pytest.approx(5.463 - 0.1445 ** 2 / (4 * 0.2305), rel=1e-12)
   # two points: the best one
   assert lr_report.optimum({1.0: 2.0, 2.0: 1.0}) == dict(lr=2.0, loss=1.0, best_lr=2.0, best_loss=1.0, n=2,
                                                          bracketed=False, method='best point')
