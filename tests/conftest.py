@@ -20,6 +20,13 @@ if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '')
 # steps; the suite is mostly compiles, so it runs without it. tests/test_loss.py tests it explicitly.
 os.environ.setdefault('SCALING_MALLOC_TUNING', '0')
 
+# The suite is a CPU suite. Where libtpu is installed (the tpu-aot extra: compile-only TPU tests), JAX would
+# also probe for a TPU in every process (and scaling/hostmem.py would take this host for a TPU host), and
+# the tpu-vm/gke launcher tests would compile each run for its slice before the stub gcloud/xpk run
+# (tests/test_aot.py turns that check on where it tests it). Subprocesses inherit both settings.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('SCALING_AOT_CHECK', '0')
+
 import contextlib  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
