@@ -242,7 +242,7 @@ def check_step(step_dir, *, batch_bytes: int = VERIFY_BATCH_BYTES) -> tuple[str,
   Complete = orbax's commit marker in the step and in each item, and every item read back: the JSON
   items parsed (meta's step matching the directory name), every array of params and opt_state read.
   """
-  step_dir = pathlib.Path(step_dir)
+  step_dir = pathlib.Path(step_dir).absolute()   # tensorstore and orbax take absolute paths only
   if not (step_dir / COMMIT_MARKER).is_file():
     return 'uncommitted', f'no {COMMIT_MARKER}: the save did not finish'
   for item in ITEMS:

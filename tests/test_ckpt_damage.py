@@ -173,6 +173,16 @@ def test_a_cut_off_save_is_never_selected(tmp_path):
   assert checkpoint.latest_step(tmp_path) == 20   # orbax agrees
 
 
+def test_a_relative_workdir_resumes(tmp_path, monkeypatch):
+  """`scaling train --workdir workdir` (the README's default) names the workdir relative to the current
+  directory; tensorstore reads absolute paths only, so an intact step must not be taken for a damaged one."""
+  save_steps(tmp_path / 'w')
+  monkeypatch.chdir(tmp_path)
+  lines = []
+  assert checkpoint.select_resume_step('w', log=lines.append) == 20 and lines == []
+  assert checkpoint.check_step(pathlib.Path('w') / checkpoint.CKPT_DIR / '20') is None
+
+
 def test_no_checkpoints_is_none(tmp_path):
   assert checkpoint.select_resume_step(tmp_path / 'absent') is None
   (tmp_path / checkpoint.CKPT_DIR).mkdir()
