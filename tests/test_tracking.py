@@ -9,6 +9,7 @@ group, name and config, and every logged scalar at its step.
 
 import json
 import struct
+import time
 
 import pytest
 
@@ -36,6 +37,8 @@ def read_records(path):
     if length == 0 and kind == 0:
       pos += left
       continue
+    if pos + 7 + length > len(data):   # a record still being written
+      break
     chunk = data[pos + 7:pos + 7 + length]
     pos += 7 + length
     pending = chunk if kind in (1, 2) else pending + chunk
@@ -46,9 +49,15 @@ def read_records(path):
   return out
 
 
-def run_contents(workdir):
+def run_contents(workdir, patience_s: float = 300.0):
+  """(run record, config, {step: scalars}) of the run file, once wandb's service has written its exit record
+  (it writes asynchronously: finish() may return first on a loaded machine; the wait only catches a hang)."""
   (run_dir,) = [d for d in (workdir / 'wandb').iterdir() if d.name.startswith('offline-run-')]
   (path,) = [p for p in run_dir.iterdir() if p.suffix == '.wandb']
+  deadline = time.time() + patience_s
+  while not any(r.WhichOneof('record_type') == 'exit' for r in read_records(path)):
+    assert time.time() < deadline, f'{path} has no exit record after {patience_s} s'
+    time.sleep(0.5)
   history, config, run = {}, {}, None
   for rec in read_records(path):
     kind = rec.WhichOneof('record_type')
