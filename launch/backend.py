@@ -200,6 +200,18 @@ class Backend:
 # Queue backends.
 
 
+class SlicePreflight:
+  """For the TPU backends (tpu-vm, gke): each run's step is compiled for the slice before anything is
+  reserved (scaling/aot.py, when libtpu is installed; resource aot_check=0 or SCALING_AOT_CHECK=0 skips)."""
+
+  def preflight(self, sweep) -> None:
+    from scaling.aot import sweep_fit_problems
+    problems = sweep_fit_problems(sweep, self.resources, log=self.log)
+    if problems:
+      raise LaunchError(f'{len(problems)} run(s) do not fit on {self.resources["tpu_type"]}; nothing was '
+                        f'reserved:\n  ' + '\n  '.join(problems))
+
+
 class JobState(NamedTuple):
   state: str                   # LIVE, 'done', 'failed', 'interrupted', GONE or UNKNOWN
   exit_code: int | None = None

@@ -20,11 +20,10 @@ follows the lock-and-record protocol of launch/backend.py, as slurm does.
 
 from __future__ import annotations
 
-from launch.backend import GONE, LIVE, UNKNOWN, JobState, QueueBackend, remote_command, run_tool
-from launch.sweep import LaunchError
+from launch.backend import GONE, LIVE, UNKNOWN, JobState, QueueBackend, SlicePreflight, remote_command, run_tool
 
 
-class GkeBackend(QueueBackend):
+class GkeBackend(SlicePreflight, QueueBackend):
   name = 'gke'
   tools = ('xpk',)
   tool_hint = 'Install xpk (`pip install xpk`) and gcloud, and create the cluster with `xpk cluster create`.'
@@ -32,14 +31,6 @@ class GkeBackend(QueueBackend):
   gone_grace_s = 300.0   # kueue lists a new workload a little after `xpk workload create` returns
 
   required_resources = {'cluster': 'my-cluster', 'tpu_type': 'v5litepod-16', 'docker_image': 'gcr.io/PROJECT/scaling'}
-
-  def preflight(self, sweep) -> None:
-    """Each run's step compiled for the slice before anything is reserved (scaling/aot.py; aot_check=0 skips)."""
-    from scaling.aot import sweep_fit_problems
-    problems = sweep_fit_problems(sweep, self.resources, log=self.log)
-    if problems:
-      raise LaunchError(f'{len(problems)} run(s) do not fit on {self.resources["tpu_type"]}; nothing was '
-                        f'reserved:\n  ' + '\n  '.join(problems))
 
   def _loc(self) -> list[str]:
     r = self.resources

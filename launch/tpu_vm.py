@@ -28,14 +28,14 @@ from __future__ import annotations
 import shlex
 import time
 
-from launch.backend import UNKNOWN, Backend, QueueQueryError, remote_command, run_tool
+from launch.backend import UNKNOWN, Backend, QueueQueryError, SlicePreflight, remote_command, run_tool
 from launch.local import LocalBackend
 from launch.sweep import LaunchError
 
 GONE_STATES = ('PREEMPTED', 'TERMINATED', 'NOT_FOUND')   # the VM (and what ran on it) is gone: recreate it
 
 
-class TpuVmBackend(LocalBackend):
+class TpuVmBackend(SlicePreflight, LocalBackend):
   name = 'tpu-vm'
   tools = ('gcloud',)
   tool_hint = 'Install the Google Cloud SDK and run `gcloud auth login`.'
@@ -53,14 +53,6 @@ class TpuVmBackend(LocalBackend):
     super().__init__(root, resources, **kw)
 
   check_tools = Backend.check_tools
-
-  def preflight(self, sweep) -> None:
-    """Each run's step compiled for the slice before anything is reserved (scaling/aot.py; aot_check=0 skips)."""
-    from scaling.aot import sweep_fit_problems
-    problems = sweep_fit_problems(sweep, self.resources, log=self.log)
-    if problems:
-      raise LaunchError(f'{len(problems)} run(s) do not fit on {self.resources["tpu_type"]}; nothing was '
-                        f'reserved:\n  ' + '\n  '.join(problems))
 
   def _loc(self) -> list[str]:
     loc = [f'--zone={self.resources["zone"]}']
