@@ -307,7 +307,13 @@ def test_sigint_during_the_end_of_run_samples_exits_130_with_one_line(data, tmp_
     time.sleep(5)
     pytest.fail('SIGINT did not interrupt the samples')
   monkeypatch.setattr(scaling.generate, 'generate', interrupted)
-  assert cli.main(args) == 130
+  # Python's handler, whatever the runner started us with: a shell without job control starts background
+  # jobs (e.g. `.ci/run &`) with SIGINT ignored, which Python then leaves ignored
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    assert cli.main(args) == 130
+  finally:
+    signal.signal(signal.SIGINT, previous)
   err = capsys.readouterr().err
   assert len(err.strip().splitlines()) == 1 and 'SIGINT' in err and 'samples' in err, err
 
