@@ -21,8 +21,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import persistent_compile_cache
-from test_eval_path import overrides, write_corpus
+from test_eval_path import compile_cache, overrides, write_corpus  # noqa: F401  (compile_cache: the autouse fixture)
 
 from scaling import checkpoint, cli, workdir_lock
 from scaling import config as config_lib
@@ -30,13 +29,6 @@ from scaling import train as train_lib
 from scaling.metrics import read_metrics
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compile_cache(tmp_path_factory):
-  path = tmp_path_factory.getbasetemp() / 'jax_compile_cache'
-  with persistent_compile_cache(path):
-    yield path
 
 
 @pytest.fixture(scope='module')
