@@ -104,6 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.log_every = 10
   t.ckpt_every = 200
   t.keep_checkpoints = 2
+  t.ckpt_steps = ()          # steps saved besides every ckpt_every, and never deleted (cooldown branches' forks)
   t.peak_flops = 0.0         # per-device peak FLOP/s for MFU; 0 -> table (accelerators) or measured (CPU)
 
   # --- experiment tracking (scaling/tracking.py) -----------------------------

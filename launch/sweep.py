@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import pathlib
 from typing import Any, Iterable, Mapping
 
@@ -163,8 +162,8 @@ def branches(sizes: Iterable, budgets: Iterable[int], *, decay_fraction: float =
   `sizes`: values of `size_key` (ladder rungs by default) or override dicts; `budgets`: total steps of
   each branch. A budget B decays for d = round(decay_fraction * B) steps from the fork step B - d of the
   parent, which trains at constant lr (train.schedule='constant', the same warmup) up to the last fork
-  step, saving a checkpoint at every fork step (train.ckpt_every = their gcd) and keeping all of them
-  (train.keep_checkpoints). Each branch is a WSD run of B steps (train.decay_steps = d, decay_shape),
+  step, saving a checkpoint at every fork step and keeping all of them (train.ckpt_steps), besides its
+  periodic ones (train.ckpt_every, the newest train.keep_checkpoints kept). Each branch is a WSD run of B steps (train.decay_steps = d, decay_shape),
   which starts from the parent's checkpoint (train.init_from, set when the sweep is loaded from the
   parent's hash: '../<parent hash>:<fork step>') and equals a from-scratch WSD run of B steps with the
   same decay. `parent` / `branch` add overrides to the parent rows / branch rows.
@@ -179,13 +178,12 @@ def branches(sizes: Iterable, budgets: Iterable[int], *, decay_fraction: float =
   if min(forks.values()) < 1:
     raise LaunchError(f'branches(): decay_fraction={decay_fraction} leaves no stable steps for budget '
                       f'{min(forks, key=forks.get)}')
-  every = math.gcd(*forks.values())
   last = max(forks.values())
   rows = []
   for size in sizes:
     base = dict(size) if isinstance(size, Mapping) else {size_key: size}
-    p = {**base, 'train.schedule': 'constant', 'train.steps': last, 'train.ckpt_every': every,
-         'train.keep_checkpoints': last // every + 1, **dict(parent or {})}
+    p = {**base, 'train.schedule': 'constant', 'train.steps': last,
+         'train.ckpt_steps': tuple(sorted(forks.values())), **dict(parent or {})}
     rows.append(p)
     for b in budgets:
       rows.append({**base, 'train.schedule': 'wsd', 'train.steps': b, 'train.decay_steps': decays[b],

@@ -97,8 +97,8 @@ def find_source(cfg, own_workdir) -> Source:
     step = steps[-1]
   elif step not in steps:
     raise BranchError(f'{what}: the parent has no checkpoint of step {step} (it has {steps}). Fork at one of '
-                      f'those, or re-run the parent with train.ckpt_every dividing {step} and '
-                      f'train.keep_checkpoints large enough to keep it (launch/sweep.py branches() does both).')
+                      f'those, or re-run the parent with {step} in train.ckpt_steps (saved and kept; '
+                      f'launch/sweep.py branches() sets it).')
   bad = _incomplete(parent / checkpoint.CKPT_DIR / str(step))
   if bad is not None:
     raise BranchError(f'{what}: the parent checkpoint of step {step} is incomplete ({bad}). Re-run the parent '

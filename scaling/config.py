@@ -357,10 +357,14 @@ def validate_config(cfg) -> None:
 
 
 def _validate_branch(cfg) -> None:
-  """train.decay_steps / decay_shape / init_from (cooldown branches, scaling/branch.py): syntax only."""
+  """train.ckpt_steps / decay_steps / decay_shape / init_from (cooldown branches, scaling/branch.py): syntax only."""
   t = cfg.train
   if t.get('decay_shape', 'linear') not in DECAY_SHAPES:
     raise ConfigError(f'train.decay_shape={t.decay_shape!r} is unknown; choose one of {", ".join(DECAY_SHAPES)}')
+  steps = t.get('ckpt_steps', ())
+  if isinstance(steps, (str, bytes)) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                                for x in (steps if isinstance(steps, (tuple, list)) else [None])):
+    raise ConfigError(f'train.ckpt_steps must be a tuple of positive step numbers, e.g. (240, 760), got {steps!r}')
   d = t.get('decay_steps', 0)
   if isinstance(d, bool) or not isinstance(d, int) or d < 0:
     raise ConfigError(f'train.decay_steps must be an integer >= 0 (0: use train.decay_fraction), got {d!r}')

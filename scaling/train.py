@@ -218,9 +218,11 @@ class Hook:
   every: int
   at_last: bool = True
   reads_state: bool = True
+  steps: frozenset = frozenset()   # steps it also runs after (train.ckpt_steps)
 
   def due(self, step: int, last: int) -> bool:
-    return (self.every > 0 and step % self.every == 0) or (self.at_last and step == last)
+    return ((self.every > 0 and step % self.every == 0) or (self.at_last and step == last)
+            or step in self.steps)
 
 
 class Hooks:
@@ -234,8 +236,8 @@ class Hooks:
     self.hooks: list[Hook] = []
 
   def add(self, name: str, fn: Callable[['Run'], Any], *, every: int, at_last: bool = True,
-          reads_state: bool = True) -> None:
-    self.hooks.append(Hook(name, fn, int(every), at_last, reads_state))
+          reads_state: bool = True, steps=()) -> None:
+    self.hooks.append(Hook(name, fn, int(every), at_last, reads_state, frozenset(int(x) for x in steps)))
 
   def due(self, step: int, last: int) -> list[Hook]:
     return [h for h in self.hooks if h.due(step, last)]
@@ -496,7 +498,8 @@ def _restore_or_init(run: Run, resume_step) -> None:
   cfg, setup = run.cfg, run.setup
   from scaling import branch  # train.init_from: a fresh cooldown branch starts from its parent's checkpoint
   src = branch.prepare(cfg, run.workdir, dataclasses.asdict(setup.dims), run.log) if resume_step is None else None
-  run.mgr = checkpoint.manager(run.workdir, keep=cfg.train.keep_checkpoints)
+  run.mgr = checkpoint.manager(run.workdir, keep=cfg.train.keep_checkpoints,
+                               keep_steps=cfg.train.get('ckpt_steps', ()))
   state = init_state(setup, cfg.train.seed)
   if src is not None:
     state = branch.start(run, state, src)
@@ -535,7 +538,7 @@ def _periodic_actions(run: Run) -> Hooks:
   hooks = Hooks()
   hooks.add('log', _log_action(run), every=t.log_every)
   hooks.add('eval', _eval_action, every=t.eval_every)
-  hooks.add('checkpoint', lambda r: _save(r, r.step), every=t.ckpt_every)
+  hooks.add('checkpoint', lambda r: _save(r, r.step), every=t.ckpt_every, steps=t.get('ckpt_steps', ()))
   # after every step but the last, in every process (the multi-process stop protocol counts on it)
   hooks.add('stop check', _stop_check, every=1, at_last=False, reads_state=False)
   return hooks

@@ -24,7 +24,7 @@ from scaling import train as train_lib
 from scaling.metrics import read_metrics
 
 FORK, DECAY = 6, 4          # the branch forks at step 6 and decays for 4 steps: a WSD run of 10
-PARENT_STEPS = 12           # the parent runs on past the fork (checkpoints at 6 and 12)
+PARENT_STEPS = 12           # the parent runs on past the fork (saves 4, 6, 8, 12; keeps 6 and 12)
 WORDS = 'alpha bravo charlie delta echo foxtrot golf hotel india juliet'.split()
 
 
@@ -91,7 +91,8 @@ def runs(data, tmp_path_factory):
              train__decay_shape='1-sqrt')
   out = {}
   out['parent'] = train_lib.train(cfg_of(data, train__schedule='constant', train__steps=PARENT_STEPS,
-                                         train__ckpt_every=FORK, train__keep_checkpoints=2), parent, quiet=True)
+                                         train__ckpt_every=4, train__keep_checkpoints=1,
+                                         train__ckpt_steps=(FORK,)), parent, quiet=True)
   out['child_cfg'] = cfg_of(data, train__init_from=f'../parent:{FORK}', **wsd)
   out['child'] = train_lib.train(out['child_cfg'], child, quiet=True)
   out['scratch_cfg'] = cfg_of(data, **wsd)
@@ -100,6 +101,13 @@ def runs(data, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- the exact test
+def test_the_parent_keeps_its_fork_step_besides_the_newest(runs):
+  # train.ckpt_steps=(6,): saved although 6 is no multiple of ckpt_every=4, and kept although
+  # keep_checkpoints=1 deletes the periodic 4 and 8 once newer ones exist
+  kept = sorted(int(p.name) for p in (runs['parent_dir'] / checkpoint.CKPT_DIR).iterdir() if p.name.isdigit())
+  assert kept == [FORK, PARENT_STEPS]
+
+
 def test_branch_equals_from_scratch_wsd_step_for_step(runs):
   assert runs['child']['state'] == runs['scratch']['state'] == 'done'
   ref = losses(runs['scratch_dir'])

@@ -335,9 +335,9 @@ def test_branches_expand_one_parent_per_size_and_one_branch_per_budget():
   rows = sweep_lib.branches(['nano', '2m'], [150, 300, 600, 1200], decay_fraction=0.2)
   assert len(rows) == 2 * 5
   parent = rows[0]
-  # decays 30/60/120/240 -> forks 120/240/480/960: checkpoints every gcd = 120 steps, all 8 (+1) kept
-  assert parent == {'rung': 'nano', 'train.schedule': 'constant', 'train.steps': 960, 'train.ckpt_every': 120,
-                    'train.keep_checkpoints': 9}
+  # decays 30/60/120/240 -> forks 120/240/480/960: each fork step saved and kept (train.ckpt_steps)
+  assert parent == {'rung': 'nano', 'train.schedule': 'constant', 'train.steps': 960,
+                    'train.ckpt_steps': (120, 240, 480, 960)}
   got = [(r['train.steps'], r['train.decay_steps'], r[sweep_lib.BRANCH_KEY]['step']) for r in rows[1:5]]
   assert got == [(150, 30, 120), (300, 60, 240), (600, 120, 480), (1200, 240, 960)]
   assert all(r['train.schedule'] == 'wsd' and r[sweep_lib.BRANCH_KEY]['parent'] == parent for r in rows[1:5])

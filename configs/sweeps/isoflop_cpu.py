@@ -1,110 +1,109 @@
-"""isoflop_cpu: an IsoFLOP study (Chinchilla approach 2) sized for 2 CPU cores and the prose corpus.
+"""isoflop_cpu: an IsoFLOP study (Chinchilla approaches 2 and 3) sized for 2 CPU cores and the prose corpus.
 
   scaling sweep --config configs/sweeps/isoflop_cpu.py --backend local --root sweeps/isoflop_cpu
   scaling sweep collect --root sweeps/isoflop_cpu
+  scaling fit --results sweeps/isoflop_cpu/results.jsonl --metric eval/loss
   scaling report --root sweeps/isoflop_cpu
 
+  # the learning-rate check (separate root, so its off-optimum runs never enter the fit):
+  scaling sweep --config configs/sweeps/isoflop_cpu.py:lrcheck --backend local --root sweeps/isoflop_cpu_lrcheck
+
 `python configs/sweeps/isoflop_cpu.py` prints the plan below (every run's shape, N, tokens, steps,
-epochs and estimated wall time) from the same code that builds the sweep. Re-submitting the sweep
+epochs, lr and estimated wall time) from the same code that builds the sweep. Re-submitting the sweep
 continues it (run directories are keyed by config hash), so it can run in several parts.
 
 Design, and why
 ---------------
-* Budgets: 1e13, 3e13, 1e14, 3e14 training FLOPs (4 budgets, 30x; half a decade apart, so the
-  fitted N_opt ~ C^a has 4 points over 1.5 decades, and the held-out check refits on 3). The top
-  is set by wall time (below) and by the corpus: at 3e14 the 20-tokens-per-parameter run already
-  reads ~23M tokens, so the grid can reach only ~2x below that guess before a run would read
-  more than one epoch; there the grid is shifted up (x1.33).
-* Sizes: 5 per budget, spaced evenly in log N by a factor of 2 (16x from smallest to largest),
-  centred on the geometric mean of two published guesses of N_opt(C), both computed with this
-  study's FLOPs accounting (D = C / flops_per_token(N)): D = 20 N (Hoffmann et al. 2022's rule of
-  thumb) and the minimum of their fitted law E + 406.4/N^0.34 + 410.7/D^0.28, which at these
-  sizes prefers ~2x larger models (2-3 tokens per non-embedding parameter, because the tied LM
-  head makes small models' tokens expensive). `python configs/sweeps/isoflop_cpu.py` prints both
-  guesses per budget and where the sizes lie relative to them (0.26x-7x of the first and
-  0.12x-3.9x of the second). A 16x bracket puts the minimum inside unless the true optimum is
-  outside both guesses by ~2x; the report flags every budget whose lowest loss is at an end (then
-  add a size beyond that end and resubmit: only the new run is trained). Where the grid would
-  break a constraint it is shifted whole (never squeezed), and the plan says so: up when its
-  smallest model would read more than one epoch or fall below MIN_N = 4e4 non-embedding
-  parameters (one layer of d_model ~64: smaller models are mostly embedding table and
-  overhead-bound), down when its largest would train for fewer than MIN_STEPS steps (at 1e13:
-  x0.62, so there the law's guess sits between the two largest sizes).
-  A check of the design on synthetic rows from Hoffmann's law (0.3% noise, this plan's N and
-  tokens) through `scaling fit`: 1e13's minimum came out at the top end; over the 16x bracket
-  the parabola in log N puts N_opt ~30% below the law's (its profile is skewed at these sizes),
-  so approach 2's a came out below approach 3's and the report flagged the disagreement. Treat a
-  disagreement on the real runs with that in mind (a narrower bracket around the minimum, added
-  later, reduces the bias).
+* Budgets: 5e12, 1.5e13, 5e13, 1.5e14 training FLOPs (4 budgets, 30x, half a decade apart: the fitted
+  N_opt ~ C^a has 4 points over 1.5 decades, and the held-out check refits on 3). The top is set by
+  wall time: the whole study must fit ~1.5 h of a 2-core machine next to other work (the first plan,
+  1e13..3e14, needed ~2.9 h). Every run reads under one epoch (MAX_TOKENS, from the measured corpus).
+* Sizes: one ladder of shapes N_k ~ MIN_N 2^k (non-embedding N; MIN_N = 4e4 is one layer of
+  d_model ~64: smaller models are mostly embedding table and overhead-bound), and per budget 5
+  consecutive rungs (16x, evenly spaced in log N) centred on the geometric mean of two published
+  guesses of N_opt(C), both with this study's FLOPs accounting (D = C / flops_per_token(N)):
+  D = 20 N (Hoffmann et al. 2022's rule of thumb) and the minimum of their fitted law
+  E + 406.4/N^0.34 + 410.7/D^0.28 (which prefers ~2x larger models at these sizes because the tied
+  LM head makes small models' tokens expensive). Neighbouring budgets share 4 of their 5 rungs, so
+  one size's runs at several budgets are cooldown branches of one stable run (below). Where a grid
+  would break a constraint it is shifted by whole rungs (never squeezed): up when its smallest model
+  would read more than MAX_TOKENS, down when its largest would train fewer than MIN_STEPS steps.
+  The report flags every budget whose lowest loss is at an end; then add a rung beyond that end and
+  resubmit (only the new runs train).
 * N is the non-embedding parameter count (what `scaling fit` uses); FLOPs also count the tied LM
   head (V d per token) and attention, exactly as scaling.accounting.flops_per_token, which is what
-  `scaling sweep collect` writes as `flops`. So every run of a budget costs the same training
-  FLOPs C and reads D = C / flops_per_token(model) tokens (roughly C / (6 (N + V d))).
+  `scaling sweep collect` writes as `flops`. So every run of a budget costs C (to within the
+  rounding of its step count, < 0.3%) and reads D = C / flops_per_token(model) tokens.
 * Shapes: LLaMA-style blocks of configs/ladder.py (RMSNorm, RoPE, SwiGLU with d_ff = 8/3 d,
   grouped-query attention with half as many KV heads, tied embeddings, vocab 4096, context 256);
   d_model a multiple of 32, head_dim 64 (d_model >= 384, a multiple of 128), else 32 (a multiple
-  of 64), else 16, so the head count is even and the KV heads are half of it; the (layers,
-  d_model) minimising |log(N / target)| + ASPECT_WEIGHT |log(d_model / layers / 64)|: one aspect
-  ratio across the study as far as the small sizes allow (depth and width should not change the
-  loss on their own from size to size), at the price of sizes only roughly even in log N at the
-  smallest sizes (neighbour ratios 1.6-2.4 instead of 2; the fit uses the actual N).
+  of 64), else 16; the (layers, d_model) minimising |log(N / target)| + ASPECT_WEIGHT
+  |log(d_model / layers / 64)|: one aspect ratio as far as the small sizes allow.
 * Steps: batch 16 x 256 = 4096 tokens per step; every run has at least MIN_STEPS = 250 steps
-  (enough for warmup plus a decay; fewer steps measure the schedule, not the model: the
-  micro_ladder's 32-128 steps made larger models worse at every budget). Warmup is a tenth of the
-  steps, at most 100.
-* One epoch at most: every run reads at most MAX_TOKENS tokens, under one epoch of the prose
-  corpus's training split. CORPUS_TOKENS is the estimate from scaling/data/prose.py ("about 30x
-  the Shakespeare default" of 1.6M tokens); TODO(corpus): replace it with the measured token count
-  of docs/corpus.md once the corpus is prepared with this tokenizer.
-* Learning rate: one constant for every size, LR_PLACEHOLDER, the ladder's CPU-rung rate.
-  TODO(muP): take the rate per size from the muP LR-transfer study once it exists (an untuned,
-  size-independent rate biases the IsoFLOP minima toward the sizes it suits; the report of this
-  study must say which rates were used). No study result is assumed here.
-* Token budgets by WSD cooldown branches would share one stable phase per size across budgets;
-  TODO(cooldown): switch to launch.sweep.branches once the cooldown branches are available. Here
-  every run is trained from scratch with the cosine schedule.
-* Corpus: `data.corpus = 'prose'` (scaling/data/prose.py), hooked up in data loading by the lead;
-  the tokenizer is BPE 4096 trained on it (the default tokenizer settings).
+  (warmup plus a decay; the micro_ladder's 32-128 steps measured the schedule, not the model).
+* Schedule: WSD (warmup, constant lr, a linear decay over the last 20% of the steps to 0.1 lr),
+  the same for every run. WSD matches or beats cosine at equal steps here
+  (docs/results/cooldown: 2.8% better at 150 steps, 0.4% at 1200), and it makes token budgets
+  cheap: for a size in more than one of the three larger budgets, one stable parent (constant lr)
+  trains to its last fork and each budget is a decay branch forked from it
+  (launch/sweep.py branches(); a branch equals the from-scratch WSD run, tests/test_branch.py).
+  That trains ~75% of the FLOPs separate runs would. The smallest budget's runs (and any size in
+  a single budget) train from scratch, listed first, so the first budget's bracket is known
+  within minutes of the start. Warmup is a tenth of the size's shortest run, 10 to 100 steps.
+* Learning rate per size, from the LR-transfer study (docs/results/lr_transfer): its standard-
+  parametrization optima at d_model 32, 64, 128 (all bracketed) fall as lr* = 7.24e-3
+  (d_model/32)^-0.80 (d_model 256's optimum, at the grid edge, lies below the line, as expected for
+  a bound). That study's muP arm transferred its optimum (1.5x across 8x width) but its best loss
+  at the largest width was 0.19 nats worse than SP's, so a muP IsoFLOP study would handicap the
+  larger models; SP with the measured per-width rate is used. The transfer study ran 300 steps of
+  8 x 64 tokens of Shakespeare, not 16 x 256 of prose, so the rate is checked here: `:lrcheck`
+  trains the smallest budget's smallest and largest sizes at 0.5x and 2x their rate (the report
+  states whether the used rate was within a factor 2 of the best).
+* Corpus: `data.corpus = 'prose'` (scaling/data/prose.py, docs/corpus.md: 49.0M tokens at
+  BPE-4096, 95% of it training split), tokenizer BPE 4096 trained on it.
 
 Wall time (estimate)
 --------------------
 Measured CPU throughput: the default 4M-parameter model (4 x 256) trains at ~10k tokens/s in
 float32 on 2 quiet cores, i.e. FLOP_RATE = 10k x flops_per_token(default) ~ 2.8e11 training FLOP/s;
-models below ~0.5M non-embedding parameters are overhead-bound, so their tokens/s is capped at
-that of a 0.5M model. Estimated wall = tokens / tokens_per_s + RUN_OVERHEAD_S (compile, final
-eval, checkpoint) per run. The sum is printed by `python configs/sweeps/isoflop_cpu.py`: 2.2e15
-training FLOPs, about 2.9 hours for the 20 runs (the 3e14 budget is 101 min of it, ~58%; wall
-time is ~5 x sum(C) / FLOP_RATE, so each budget costs in proportion to its FLOPs). Every run
-reads at most 0.83 epochs (the 3e14 budget's smallest size, 38M tokens) and trains at least 307
-steps (the 1e13 budget's largest size). Loaded machines are slower: the
-micro_ladder's committed runs logged 2-5x lower tokens/s than the quiet-machine figure, so plan
-for the sweep to take longer than the estimate and to run it in parts.
+models below ~0.5M non-embedding parameters are overhead-bound (their tokens/s is capped at that
+of a 0.5M model). Estimated wall = own tokens / tokens_per_s + RUN_OVERHEAD_S per run (a branch
+trains only its decay). `python configs/sweeps/isoflop_cpu.py` prints the sum.
 """
 
 import math
 
 from configs.sweeps._common import CPU_RUN, load_config_file, resolved
 
-BUDGETS = (1e13, 3e13, 1e14, 3e14)   # training FLOPs
+BUDGETS = (5e12, 1.5e13, 5e13, 1.5e14)   # training FLOPs
 SIZES_PER_BUDGET = 5
-SIZE_STEP = 2.0                      # ratio of neighbouring sizes (even spacing in log N)
+SIZE_STEP = 1.7                      # ratio of neighbouring rungs (even spacing in log N)
 TOKENS_PER_PARAM = 20.0              # one of the two guesses the grid is centred between
-BATCH, SEQ_LEN = 16, 256             # 4096 tokens per step
+BATCH, SEQ_LEN = 8, 256              # 2048 tokens per step
 MIN_STEPS = 250
-MIN_N = 4e4                          # smallest non-embedding N: 1 layer of d_model ~64
-CORPUS_TOKENS = 48e6                 # TODO(corpus): the measured size from docs/corpus.md
+MIN_N = 4e4                          # the smallest rung's non-embedding N: 1 layer of d_model ~64
+CORPUS_TOKENS = 49.0e6               # measured, docs/corpus.md (BPE-4096)
 VAL_FRACTION = 0.05                  # data.val_fraction (by document)
 MAX_TOKENS = 0.85 * (1 - VAL_FRACTION) * CORPUS_TOKENS   # under one epoch, with a margin
-LR_PLACEHOLDER = 3e-3                # TODO(muP): per-size rates from the LR-transfer study
+DECAY_FRACTION = 0.2                 # WSD: the last 20% of each run's steps decay
+LR_AT_32, LR_EXPONENT = 7.24e-3, -0.80   # docs/results/lr_transfer, SP optima at d_model 32/64/128
+LR_CHECK = (0.5, 2.0)                # :lrcheck multiplies the rate by these
 CORPUS = 'prose'
-TOKENS_PER_S_DEFAULT = 1e4           # measured: default model, float32, 2 quiet cores
-OVERHEAD_BOUND_N = 5e5               # below this non-embedding N, tokens/s stops rising
+FLOP_RATE = 1.45e11                  # training FLOP/s, measured: 3 x 256, batch 8 x 256, float32, 2 quiet cores
+MAX_TOKENS_PER_S = 4.9e4             # measured: 1 x 64 (overhead-bound), same settings
 RUN_OVERHEAD_S = 40.0                # compile + final eval + checkpoint, per run
 ASPECT_WEIGHT = 0.15                 # shape choice: 1% in N is worth 1/0.15 % in aspect ratio
+RUNGS = 12
 
 
 def get_config(arg=None):
-  return load_config_file('ladder', arg or 'nano')
+  del arg
+  return load_config_file('ladder', 'nano')
+
+
+def lr_for(d_model: int) -> float:
+  """The per-width rate of the LR-transfer study's SP fit, rounded to 3 significant digits."""
+  return float(f'{LR_AT_32 * (d_model / 32) ** LR_EXPONENT:.3g}')
 
 
 def _shape(layers: int, d: int) -> dict:
@@ -175,52 +174,104 @@ def _centre(family, c: float) -> float:
   return math.sqrt(n20 * n_law)
 
 
-def _tokens_per_s(n: float, fpt: float, fpt_default: float, fpt_floor: float) -> float:
-  rate = TOKENS_PER_S_DEFAULT * fpt_default   # training FLOP/s
-  return rate / max(fpt, fpt_floor) if n < OVERHEAD_BOUND_N else rate / fpt
+def _tokens_per_s(fpt: float) -> float:
+  return min(MAX_TOKENS_PER_S, FLOP_RATE / fpt)
+
+
+def _ladder(family) -> list[tuple[float, float, dict]]:
+  """Rung k: the shape nearest MIN_N 2^k (distinct shapes only)."""
+  out = []
+  for k in range(RUNGS):
+    f = _nearest(family, MIN_N * SIZE_STEP ** k)
+    if not out or f[2] != out[-1][2]:
+      out.append(f)
+  return out
+
+
+def _steps(c: float, fpt: float) -> int:
+  return int(round(c / fpt / (BATCH * SEQ_LEN)))
+
+
+def _grid(ladder, family, c: float) -> tuple[int, int]:
+  """The first rung of budget c's 5 and the shift (in rungs) from the centred choice."""
+  centre = _centre(family, c)
+  mid = min(range(len(ladder)), key=lambda k: abs(math.log(ladder[k][0] / centre)))
+  start0 = start = max(0, mid - SIZES_PER_BUDGET // 2)
+  for _ in range(len(ladder)):
+    lo, hi = ladder[start], ladder[start + SIZES_PER_BUDGET - 1]
+    if _steps(c, lo[1]) * BATCH * SEQ_LEN > MAX_TOKENS:
+      start += 1
+    elif _steps(c, hi[1]) < MIN_STEPS and start > 0:
+      start -= 1
+    else:
+      break
+  if _steps(c, ladder[start + SIZES_PER_BUDGET - 1][1]) < MIN_STEPS:
+    raise ValueError(f'budget {c:.3g}: no {SIZES_PER_BUDGET} rungs fit {MIN_STEPS} steps')
+  return start, start - start0
 
 
 def plan() -> list[dict]:
-  """Every run with its arithmetic: shape, N, FLOPs/token, tokens, steps, epochs, est. wall."""
-  from scaling.accounting import flops_per_token
+  """Every run with its arithmetic: shape, N, FLOPs/token, steps, epochs, lr, role, est. wall."""
   family = _family()
-  fpt_default = float(flops_per_token(_model(_shape(4, 256))))
-  fpt_floor = _nearest(family, OVERHEAD_BOUND_N)[1]
+  ladder = _ladder(family)
   runs = []
-  for c in BUDGETS:
-    centre, shift = _centre(family, c), 1.0
-    offsets = [SIZE_STEP ** (i - (SIZES_PER_BUDGET - 1) / 2) for i in range(SIZES_PER_BUDGET)]
-    for _ in range(20):   # shift the whole grid until both ends fit
-      sizes = [_nearest(family, centre * shift * o) for o in offsets]
-      if c / sizes[0][1] > MAX_TOKENS or centre * shift * offsets[0] < MIN_N * 0.95:
-        shift *= 1.1
-      elif c / sizes[-1][1] < MIN_STEPS * BATCH * SEQ_LEN:
-        shift /= 1.1
-      else:
-        break
-    else:
-      raise ValueError(f'budget {c:.3g}: no grid of {SIZES_PER_BUDGET} sizes x{SIZE_STEP} fits '
-                       f'both {MIN_STEPS} steps and {MAX_TOKENS:.3g} tokens')
-    for n, fpt, shape in sizes:
-      steps = int(c / fpt) // (BATCH * SEQ_LEN)
-      tokens = steps * BATCH * SEQ_LEN
-      tps = _tokens_per_s(n, fpt, fpt_default, fpt_floor)
-      runs.append({'budget': c, 'N': n, 'flops_per_token': fpt, 'shape': shape, 'steps': steps,
-                   'tokens': tokens, 'flops': tokens * fpt, 'centre': centre, 'shift': shift,
-                   'epochs': tokens / ((1 - VAL_FRACTION) * CORPUS_TOKENS),
-                   'wall_s': tokens / tps + RUN_OVERHEAD_S})
+  for bi, c in enumerate(BUDGETS):
+    start, shift = _grid(ladder, family, c)
+    for k in range(start, start + SIZES_PER_BUDGET):
+      n, fpt, shape = ladder[k]
+      steps = _steps(c, fpt)
+      runs.append({'budget': c, 'budget_index': bi, 'rung': k, 'N': n, 'flops_per_token': fpt,
+                   'shape': shape, 'steps': steps, 'tokens': steps * BATCH * SEQ_LEN,
+                   'flops': steps * BATCH * SEQ_LEN * fpt, 'shift': shift,
+                   'lr': lr_for(shape['model.d_model']),
+                   'epochs': steps * BATCH * SEQ_LEN / ((1 - VAL_FRACTION) * CORPUS_TOKENS),
+                   'tps': _tokens_per_s(fpt)})
+  # a rung in more than one of the larger budgets: one stable parent and decay branches
+  for r in runs:
+    mates = [x for x in runs if x['rung'] == r['rung'] and x['budget_index'] > 0]
+    r['branched'] = r['budget_index'] > 0 and len(mates) > 1
+    r['warmup'] = max(10, min(100, min(x['steps'] for x in runs if x['rung'] == r['rung']) // 10))
+    decay = max(int(round(DECAY_FRACTION * r['steps'])), 1)
+    r['decay'] = decay
+    own = decay if r['branched'] else r['steps']
+    r['wall_s'] = own * BATCH * SEQ_LEN / r['tps'] + RUN_OVERHEAD_S
+  for k in sorted({r['rung'] for r in runs if r['branched']}):
+    mates = [r for r in runs if r['rung'] == k and r['branched']]
+    last = max(r['steps'] - r['decay'] for r in mates)
+    runs.append({**mates[0], 'budget': None, 'role': 'parent', 'steps': last, 'tokens': last * BATCH * SEQ_LEN,
+                 'flops': last * BATCH * SEQ_LEN * mates[0]['flops_per_token'],
+                 'epochs': last * BATCH * SEQ_LEN / ((1 - VAL_FRACTION) * CORPUS_TOKENS),
+                 'wall_s': last * BATCH * SEQ_LEN / mates[0]['tps'] + RUN_OVERHEAD_S})
   return runs
 
 
+def _base(r: dict) -> dict:
+  return {**CPU_RUN, **r['shape'], 'data.corpus': CORPUS, 'train.lr': r['lr'], 'train.batch_size': BATCH,
+          'model.seq_len': SEQ_LEN, 'train.warmup_steps': r['warmup'], 'train.min_lr_ratio': 0.1}
+
+
+def _scratch(r: dict, name: str, lr_mult: float = 1.0) -> dict:
+  return {**_base(r), 'name': name, 'train.lr': float(f'{r["lr"] * lr_mult:.3g}'), 'train.schedule': 'wsd',
+          'train.steps': r['steps'], 'train.decay_steps': r['decay']}
+
+
 def get_sweep(arg=None):
-  del arg
-  out = []
-  for r in plan():
-    out.append({**CPU_RUN, **r['shape'], 'name': f'isoflop_cpu-{r["budget"]:.0e}',
-                'data.corpus': CORPUS, 'train.lr': LR_PLACEHOLDER, 'train.batch_size': BATCH,
-                'model.seq_len': SEQ_LEN, 'train.tokens': r['tokens'],
-                'train.warmup_steps': max(10, min(100, r['steps'] // 10))})
-  return out
+  from launch.sweep import branches
+  runs = plan()
+  if arg == 'lrcheck':   # the smallest budget's smallest and largest sizes at 0.5x and 2x their rate
+    first = [r for r in runs if r['budget_index'] == 0]
+    return [_scratch(r, 'isoflop_cpu-lrcheck', m) for r in (first[0], first[-1]) for m in LR_CHECK]
+  if arg:
+    raise ValueError(f'isoflop_cpu: unknown argument {arg!r}; use none or lrcheck')
+  # the smallest budget first (its bracket is known within minutes), then each rung's parent and its
+  # branches, then the other from-scratch runs
+  mains = [r for r in runs if r.get('role') != 'parent']
+  out = [_scratch(r, 'isoflop_cpu') for r in mains if r['budget_index'] == 0]
+  for k in sorted({r['rung'] for r in mains if r['branched']}):
+    mates = [r for r in mains if r['rung'] == k and r['branched']]
+    out += branches([_base(mates[0])], [r['steps'] for r in mates], decay_fraction=DECAY_FRACTION,
+                    parent={'name': 'isoflop_cpu-parent'}, branch={'name': 'isoflop_cpu'})
+  return out + [_scratch(r, 'isoflop_cpu') for r in mains if r['budget_index'] > 0 and not r['branched']]
 
 
 def get_resources(arg=None):
@@ -230,25 +281,30 @@ def get_resources(arg=None):
 
 def main():
   runs = plan()
-  print('budget   layers d_model  N(non-emb)  FLOPs/token  tokens      steps  epochs  tokens/N  '
-        'est. wall')
+  print('budget   rung layers d_model  N(non-emb)  FLOPs/token  tokens      steps  epochs  tokens/N  lr       '
+        'how      est. wall')
   for r in runs:
     s = r['shape']
-    print(f'{r["budget"]:.0e}  {s["model.num_layers"]:6d} {s["model.d_model"]:7d}  '
+    how = 'parent' if r.get('role') == 'parent' else ('branch' if r['branched'] else 'scratch')
+    b = f'{r["budget"]:.1e}' if r['budget'] else '  -    '
+    print(f'{b}  {r["rung"]:4d} {s["model.num_layers"]:6d} {s["model.d_model"]:7d}  '
           f'{r["N"]:10.3g}  {r["flops_per_token"]:11.3g}  {r["tokens"]:10.3g}  {r["steps"]:5d}  '
-          f'{r["epochs"]:6.2f}  {r["tokens"] / r["N"]:8.1f}  {r["wall_s"] / 60:6.1f} min')
+          f'{r["epochs"]:6.2f}  {r["tokens"] / r["N"]:8.1f}  {r["lr"]:.3g}  {how:7s}  {r["wall_s"] / 60:6.1f} min')
+  family = _family()
   for c in BUDGETS:
-    r = next(x for x in runs if x['budget'] == c)
-    n20, n_law = guesses(_family(), c)
     sizes = [x['N'] for x in runs if x['budget'] == c]
-    print(f'budget {c:.0e}: guesses N_opt {n20:.3g} (D = {TOKENS_PER_PARAM:g} N) and {n_law:.3g} '
-          f'(Hoffmann law); centre {r["centre"]:.3g}, grid shifted x{r["shift"]:.3g}; sizes span '
-          f'{sizes[0] / n20:.2g}x-{sizes[-1] / n20:.2g}x and {sizes[0] / n_law:.2g}x-'
-          f'{sizes[-1] / n_law:.2g}x of the guesses')
+    shift = next(x['shift'] for x in runs if x['budget'] == c)
+    n20, n_law = guesses(family, c)
+    print(f'budget {c:.1e}: guesses N_opt {n20:.3g} (D = {TOKENS_PER_PARAM:g} N) and {n_law:.3g} '
+          f'(Hoffmann law); grid shifted {shift:+d} rungs; sizes span {sizes[0] / n20:.2g}x-{sizes[-1] / n20:.2g}x '
+          f'and {sizes[0] / n_law:.2g}x-{sizes[-1] / n_law:.2g}x of the guesses')
+  mains = [r for r in runs if r.get('role') != 'parent']
+  trained = sum(r['flops'] if not r['branched'] else r['decay'] * BATCH * SEQ_LEN * r['flops_per_token']
+                for r in mains) + sum(r['flops'] for r in runs if r.get('role') == 'parent')
   total = sum(r['wall_s'] for r in runs)
-  print(f'{len(runs)} runs, {sum(r["flops"] for r in runs):.3g} training FLOPs, estimated '
-        f'{total / 3600:.2f} h on 2 quiet cores; max {max(r["epochs"] for r in runs):.2f} epochs, '
-        f'min {min(r["steps"] for r in runs)} steps')
+  print(f'{len(mains)} fit points in {len(runs)} runs; {trained:.3g} FLOPs trained (separate runs: '
+        f'{sum(r["flops"] for r in mains):.3g}); estimated {total / 3600:.2f} h on 2 quiet cores; '
+        f'max {max(r["epochs"] for r in runs):.2f} epochs, min {min(r["steps"] for r in mains)} steps')
 
 
 if __name__ == '__main__':
