@@ -123,7 +123,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # --- sampling at the end of `scaling train` -------------------------------
   s = c.sample = ml_collections.ConfigDict()
-  s.prompts = ('ROMEO:', 'First Citizen:\nBefore we proceed')
+  s.prompts = ('ROMEO:', 'First Citizen:\nBefore we proceed')   # () skips `scaling train`'s end-of-run samples
   s.max_new_tokens = 64
   s.temperature = 0.8
   s.top_k = 0

@@ -88,9 +88,10 @@ def cmd_train(args, overrides):
   from scaling.train import train
   cfg = load_config(args.config, overrides)
   workdir = args.workdir or 'workdir'
-  result = train(cfg, workdir, debug=args.debug, profile_steps=args.profile_steps, final_model=args.sample)
+  sample = args.sample and bool(cfg.sample.prompts)   # sample.prompts=() skips the samples, like --no_sample
+  result = train(cfg, workdir, debug=args.debug, profile_steps=args.profile_steps, final_model=sample)
   code = result['exit_code']
-  if result['state'] == 'done' and args.sample and distributed.is_main():
+  if result['state'] == 'done' and sample and distributed.is_main():
     try:
       _print_samples(result['model'], result['tokenizer'], cfg)
     except KeyboardInterrupt:

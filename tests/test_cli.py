@@ -133,3 +133,13 @@ def test_profile_steps_writes_a_trace_and_debug_lists_params(data, tmp_path, cap
   assert ' '.join(rows["['blocks']['attn_norm']['scale']"]) == "(2, 32) float32 P(None, 'fsdp')"
   assert len(rows) == 11   # embed, final norm, 9 stacked block params
   assert 'resumed from' in out
+
+
+def test_empty_prompts_skip_the_end_of_run_samples(data, tmp_path, capsys):
+  # sample.prompts=() reads as --no_sample: the run finishes with exit 0 instead of training and then
+  # failing in generate ('prompts is empty', exit 2)
+  wd = tmp_path / 'run'
+  code = cli.main(['train', '--workdir', str(wd), '--config.sample.prompts=()', *flags(overrides(data))])
+  out = capsys.readouterr()
+  assert code == 0, out.err
+  assert '=== samples' not in out.out and (wd / 'summary.json').exists()
