@@ -1,146 +1,172 @@
-"""Training-step throughput: ours (JAX/NNX, jitted) against the same model in PyTorch.
+"""Training-step throughput: ours (JAX/NNX, jitted) against Hugging Face transformers' `LlamaForCausalLM`,
+the model a user would pick instead, eager and under `torch.compile`, in float32 and bfloat16.
 
-The PyTorch model is written here for the benchmark: same dims, RMSNorm, RoPE
-(rotate_half), SwiGLU, grouped-query attention, tied embeddings, AdamW with
-the same hyperparameters and global-norm clipping. Both run in this process,
-alternating one step each after a warm-up, and the median step time is kept.
-MFU uses the causal-aware FLOPs of scaling/accounting.py over a matmul peak
-measured in the same run, in each framework.
+The peer is built from a `LlamaConfig` with our dims (scaling/hf.py's hf_config_from_model: hidden, layers,
+heads, kv heads, intermediate = our d_ff, vocab, tied embeddings, rms_norm_eps, rope_theta, no dropout)
+and its default attention implementation (printed: `sdpa` in transformers 5), and starts from OUR initial
+weights (scaling/hf.py's params_to_hf): the first step of every arm sees the same weights and the same
+batch, so the first-step losses must agree (to ~1e-5 in float32, ~1e-2 in bfloat16) and be ~ln(vocab).
+Training setup as ours: AdamW with our lr, b1/b2/eps and weight decay on the same parameter set
+(matrices, embeddings included; no decay on the norm scales: scaling/optim.py decay_mask), global-norm
+clipping at train.grad_clip; the loss is a float32 cross-entropy over all B x T logits. (Ours runs its
+warmup schedule, lr ~0 in the first steps; the peer a constant lr: the step's work is the same.)
 
-    python bench/train_step.py [--d_model 256 --layers 4 --seq 256 --batch 16 --vocab 8192 --steps 10]
+dtypes. bfloat16 means ours at model.dtype=bfloat16 (bf16 compute, float32 master weights, float32
+accumulation) and, to match, the peer's float32 parameters under torch.autocast('cpu', bfloat16).
+
+Arms (--arms): ours (the jitted train step), transformers (eager), transformers+compile (the forward and
+loss under torch.compile, inductor; backward via AOTAutograd, optimizer eager). All arms of one dtype run
+in this process, one step of each per round after --warmup steps each (compile excluded), --settle s of
+idle before each timed step; the median step time is kept. MFU uses the causal-aware FLOPs of
+scaling/accounting.py over each framework's own matmul peak (n^3, per dtype) measured in the same run.
+
+The hand-written PyTorch model this script used to carry is gone: transformers' eager step was faster than
+it (issue #20: 9,053 vs 6,058 tokens/s in float32), so it understated the gap, and it measured nothing the
+transformers arms do not: the same operations, in the same framework.
+
+    python bench/train_step.py [--arms ours,transformers,transformers+compile] [--dtypes float32,bfloat16]
+        [--steps 10 --warmup 3] [--d_model --layers --heads --kv_heads --seq --batch --vocab]
+        [--override KEY=VALUE ...] [--json PATH]
+
+Dims default to configs/default.py's (d_model 256, 4 layers, 4/2 heads, seq 256, batch 16, vocab 4096).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import resource
 import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-import jax
-import jax.numpy as jnp
-import numpy as np
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 from scaling import hostmem  # noqa: E402
 
+ARMS = ('ours', 'transformers', 'transformers+compile')
+DTYPES = ('float32', 'bfloat16')
+# flag -> config key of the dims (None: configs/default.py's value)
+DIM_FLAGS = {'d_model': 'model.d_model', 'layers': 'model.num_layers', 'heads': 'model.num_heads',
+             'kv_heads': 'model.num_kv_heads', 'seq': 'model.seq_len', 'batch': 'train.batch_size',
+             'vocab': 'model.vocab_size'}
 
-def jax_setup(args, dtype):
-  from scaling import sharding
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  for flag in DIM_FLAGS:
+    p.add_argument(f'--{flag}', type=int, default=None, help=f'{DIM_FLAGS[flag]} (default: configs/default.py)')
+  p.add_argument('--arms', default=','.join(ARMS), help=f'comma-separated, of {", ".join(ARMS)}')
+  p.add_argument('--dtypes', default=','.join(DTYPES), help=f'comma-separated, of {", ".join(DTYPES)}')
+  p.add_argument('--steps', type=int, default=10, help='timed steps per arm (rounds)')
+  p.add_argument('--warmup', type=int, default=3, help='untimed steps per arm first (compile included)')
+  p.add_argument('--attention', default='auto', help="ours' model.attention")
+  p.add_argument('--settle', type=float, default=0.3, help='seconds of idle before each timed step')
+  p.add_argument('--peak_n', type=int, default=2048, help='matmul size of the peak measurement')
+  p.add_argument('--override', action='append', default=[], help='config override, KEY=VALUE (e.g. '
+                 'train.loss_chunk=0; model fields reach the peer too)')
+  p.add_argument('--json', default='', help='also write the rows, peaks and dims to this file')
+  args = p.parse_args(argv)
+  args.arms, args.dtypes = args.arms.split(','), args.dtypes.split(',')
+  for name, got, allowed in (('--arms', args.arms, ARMS), ('--dtypes', args.dtypes, DTYPES)):
+    if bad := [x for x in got if x not in allowed]:
+      p.error(f'{name}: unknown {", ".join(map(repr, bad))}; choose from {", ".join(allowed)}')
+  if args.steps < 1 or args.warmup < 1 or args.peak_n < 1:
+    p.error('--steps, --warmup and --peak_n must be >= 1 (the warm-up keeps compile out of the timing)')
+  if bad := [o for o in args.override if '=' not in o]:
+    p.error(f'--override {bad[0]!r}: expected KEY=VALUE')
+  return args
+
+
+def model_config(args, dtype):
+  """Our config for one dtype: configs/default.py with the dims given on the command line."""
   from scaling.config import load_config
+  ov = {'model.dtype': dtype, 'train.steps': '1000', 'model.attention': args.attention, 'mesh.data': '1'}
+  ov.update({key: str(getattr(args, flag)) for flag, key in DIM_FLAGS.items() if getattr(args, flag) is not None})
+  ov.update(o.split('=', 1) for o in args.override)
+  return load_config('configs/default.py', ov)
+
+
+def jax_setup(cfg, batch):
+  """(run, hf_tensors): one jitted train step of ours per call (returns the loss), and the initial
+  weights in transformers' layout (taken before the first step donates them)."""
+  from flax import nnx
+
+  from scaling import sharding
+  from scaling.hf import params_to_hf
   from scaling.train import build_setup, init_state, jit_train_step
-  cfg = load_config('configs/default.py', {
-      'model.d_model': str(args.d_model), 'model.num_layers': str(args.layers), 'model.num_heads': str(args.heads),
-      'model.num_kv_heads': str(args.kv_heads), 'model.seq_len': str(args.seq), 'model.vocab_size': str(args.vocab),
-      'model.dtype': dtype, 'train.batch_size': str(args.batch), 'train.steps': '1000',
-      'model.attention': args.attention, 'mesh.data': '1', **dict(o.split('=', 1) for o in args.override)})
   mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
   setup = build_setup(cfg, mesh)
-  state = init_state(setup, 0)
-  step = jit_train_step(setup, ('inputs', 'targets'))
-  rng = np.random.default_rng(0)
-  batch = {k: jax.device_put(rng.integers(0, args.vocab, (args.batch, args.seq)).astype(np.int32),
-                             sharding.batch_sharding(mesh)) for k in ('inputs', 'targets')}
+  state = init_state(setup, cfg.train.seed)
+  tensors = params_to_hf(nnx.merge(setup.graphdef, state['params']))
+  step = jit_train_step(setup, tuple(batch))
+  dev_batch = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in batch.items()}
   holder = {'state': state}
 
   def run():
-    holder['state'], m = step(holder['state'], batch)
-    jax.block_until_ready(m['loss'])
-  return cfg, run
+    holder['state'], m = step(holder['state'], dev_batch)
+    return float(m['loss'])   # waits for the step
+  return run, tensors
 
 
-def torch_setup(args, dtype, compile_):
+def hf_model(cfg, tensors):
+  """transformers' LlamaForCausalLM at our dims, default attention implementation, our initial weights."""
   import torch
-  import torch.nn as nn
+  import transformers
+
+  from scaling.hf import hf_config_from_model
+  d = hf_config_from_model(cfg.model)
+  skip = ('architectures', 'model_type', 'torch_dtype', 'dtype')
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{k: v for k, v in d.items() if k not in skip}))
+  missing, unexpected = model.load_state_dict({k: torch.tensor(v) for k, v in tensors.items()}, strict=False)
+  tied = {'lm_head.weight'} if model.config.tie_word_embeddings else set()
+  if unexpected or set(missing) - tied:
+    raise RuntimeError(f'our weights do not fit LlamaForCausalLM: missing {missing}, unexpected {unexpected}')
+  return model.train()
+
+
+def torch_setup(cfg, tensors, batch, dtype, compile_):
+  """One training step of transformers' Llama per call (returns the loss): forward (autocast in bfloat16),
+  float32 cross-entropy, backward, global-norm clip, AdamW (decay on matrices only, as ours)."""
+  import torch
   import torch.nn.functional as F
-  torch.manual_seed(0)
-  D, L, H, G, T, V = args.d_model, args.layers, args.heads, args.kv_heads, args.seq, args.vocab
-  K = D // H
-  Fd = -(-int(8 * D / 3) // 64) * 64
-
-  class RMSNorm(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.w = nn.Parameter(torch.ones(D))
-
-    def forward(self, x):
-      x32 = x.float()
-      return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5) * self.w).to(x.dtype)
-
-  inv = 1.0 / (10000 ** (torch.arange(0, K, 2).float() / K))
-  ang = torch.arange(T).float()[:, None] * inv[None]
-  cos, sin = ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
-
-  def rope(x):
-    x1, x2 = x[..., :K // 2].float(), x[..., K // 2:].float()
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).to(x.dtype)
-
-  class Block(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.n1, self.n2 = RMSNorm(), RMSNorm()
-      self.q = nn.Linear(D, H * K, bias=False)
-      self.k = nn.Linear(D, G * K, bias=False)
-      self.v = nn.Linear(D, G * K, bias=False)
-      self.o = nn.Linear(H * K, D, bias=False)
-      self.gate = nn.Linear(D, Fd, bias=False)
-      self.up = nn.Linear(D, Fd, bias=False)
-      self.down = nn.Linear(Fd, D, bias=False)
-
-    def forward(self, x):
-      B = x.shape[0]
-      h = self.n1(x)
-      q = rope(self.q(h).view(B, T, H, K))
-      k = rope(self.k(h).view(B, T, G, K))
-      v = self.v(h).view(B, T, G, K)
-      k = k.repeat_interleave(H // G, dim=2)
-      v = v.repeat_interleave(H // G, dim=2)
-      a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
-      x = x + self.o(a.transpose(1, 2).reshape(B, T, H * K))
-      h = self.n2(x)
-      return x + self.down(F.silu(self.gate(h)) * self.up(h))
-
-  class Model(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.emb = nn.Embedding(V, D)
-      self.blocks = nn.ModuleList([Block() for _ in range(L)])
-      self.norm = RMSNorm()
-
-    def forward(self, tok):
-      x = self.emb(tok)
-      for b in self.blocks:
-        x = b(x)
-      return self.norm(x) @ self.emb.weight.T
-
-  model = Model()
-  opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-  tok = torch.randint(0, V, (args.batch, T))
-  tgt = torch.randint(0, V, (args.batch, T))
+  torch.manual_seed(cfg.train.seed)
+  model = hf_model(cfg, tensors)
+  t, V = cfg.train, cfg.model.vocab_size
+  params = list(model.parameters())   # the tied embedding once
+  groups = [{'params': [p for p in params if p.ndim >= 2], 'weight_decay': t.weight_decay},
+            {'params': [p for p in params if p.ndim < 2], 'weight_decay': 0.0}]
+  opt = torch.optim.AdamW(groups, lr=t.lr, betas=(t.b1, t.b2), eps=t.eps)
+  tok, tgt = (torch.from_numpy(batch[k].astype(np.int64)) for k in ('inputs', 'targets'))
   autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=(dtype == 'bfloat16'))
 
-  def loss_fn():
+  def loss_fn(tok, tgt):
     with autocast:
-      logits = model(tok)
+      logits = model(input_ids=tok, use_cache=False).logits
     return F.cross_entropy(logits.float().view(-1, V), tgt.view(-1))
   fwd = torch.compile(loss_fn) if compile_ else loss_fn
 
   def run():
     opt.zero_grad(set_to_none=True)
-    loss = fwd()
+    loss = fwd(tok, tgt)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    if t.grad_clip > 0:
+      torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
     opt.step()
-    loss.item()
-  return run
+    return loss.item()
+  return run, model.config._attn_implementation
 
 
-def matmul_peaks(n=2048):
+def matmul_peaks(n):
+  """dtype -> {'jax': FLOP/s, 'torch': FLOP/s} of an n^3 matmul (float32 accumulation in jax), best of 3."""
   import torch
   out = {}
-  for dt in ('float32', 'bfloat16'):
+  for dt in DTYPES:
     a = jnp.ones((n, n), dt)
     f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
     f(a, a).block_until_ready()
@@ -148,7 +174,7 @@ def matmul_peaks(n=2048):
     ta = torch.ones(n, n, dtype=getattr(torch, dt))
     ta @ ta
     tt = min(_time(lambda: ta @ ta) for _ in range(3))
-    out[dt] = (2 * n ** 3 / t, 2 * n ** 3 / tt)
+    out[dt] = {'jax': 2 * n ** 3 / t, 'torch': 2 * n ** 3 / tt}
   return out
 
 
@@ -158,64 +184,93 @@ def _time(fn):
   return time.perf_counter() - t
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument('--d_model', type=int, default=256)
-  p.add_argument('--layers', type=int, default=4)
-  p.add_argument('--heads', type=int, default=4)
-  p.add_argument('--kv_heads', type=int, default=4)
-  p.add_argument('--seq', type=int, default=256)
-  p.add_argument('--batch', type=int, default=16)
-  p.add_argument('--vocab', type=int, default=8192)
-  p.add_argument('--steps', type=int, default=10)
-  p.add_argument('--warmup', type=int, default=3)
-  p.add_argument('--attention', default='auto')
-  p.add_argument('--dtypes', default='float32,bfloat16')
-  p.add_argument('--no_compile', action='store_true')
-  p.add_argument('--settle', type=float, default=0.3, help='seconds of idle before each timed step')
-  p.add_argument('--override', action='append', default=[], help='config override for ours, KEY=VALUE '
-                 '(e.g. train.loss_chunk=0)')
-  args = p.parse_args()
+def measure(runners, args):
+  """{arm: (step times, page faults per step, first-step loss)}: --warmup steps of each arm, then
+  --steps rounds of one step of each, so load changes hit all arms alike."""
+  first = {}
+  for k, fn in runners.items():
+    first[k] = fn()   # step 0: the same weights and batch in every arm
+    for _ in range(args.warmup - 1):
+      fn()
+  hostmem.hold_heap()   # compiled: freed step buffers stay mapped from now on (scaling/hostmem.py)
+  times, faults = {k: [] for k in runners}, dict.fromkeys(runners, 0)
+  for _ in range(args.steps):
+    for k, fn in runners.items():
+      time.sleep(args.settle)   # the last framework's idle threads (OpenMP spin-wait) stop competing
+      f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+      times[k].append(_time(fn))
+      faults[k] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+  return {k: (times[k], faults[k] / args.steps, first[k]) for k in runners}
+
+
+def bench_dtype(args, dtype, peaks):
+  """The rows of one dtype and the peer's attention implementation (None without a peer arm)."""
   from scaling.accounting import flops_per_token
-  peaks = matmul_peaks()
-  tokens = args.batch * args.seq
-  print(f'# train step: d={args.d_model} L={args.layers} H={args.heads} G={args.kv_heads} T={args.seq} '
-        f'B={args.batch} V={args.vocab}; {jax.device_count()} JAX device(s), {os.cpu_count()} CPUs')
-  print('# matmul peak 2048^3 (GFLOP/s): ' + ', '.join(
-      f'{dt}: jax {j / 1e9:.0f}, torch {t / 1e9:.0f}' for dt, (j, t) in peaks.items()))
+  cfg = model_config(args, dtype)
+  B, T, V = cfg.train.batch_size, cfg.model.seq_len, cfg.model.vocab_size
+  rng = np.random.default_rng(0)
+  batch = {k: rng.integers(0, V, (B, T)).astype(np.int32) for k in ('inputs', 'targets')}
+  ours, tensors = jax_setup(cfg, batch)
+  runners, attn = {}, None
+  for arm in args.arms:
+    if arm == 'ours':
+      runners[arm] = ours
+    else:
+      runners[arm], attn = torch_setup(cfg, tensors, batch, dtype, arm.endswith('+compile'))
+  got = measure(runners, args)
+  fpt, tokens = flops_per_token(cfg.model), B * T
   rows = []
-  for dtype in args.dtypes.split(','):
-    cfg, ours = jax_setup(args, dtype)
-    fpt = flops_per_token(cfg.model)
-    peers = {'torch eager': torch_setup(args, dtype, False)}
-    if not args.no_compile:
-      peers['torch.compile'] = torch_setup(args, dtype, True)
-    runners = {'ours (jax)': ours, **peers}
-    for fn in runners.values():
-      for _ in range(args.warmup):
-        fn()
-    held = hostmem.hold_heap()   # compiled: freed step buffers stay mapped from now on (scaling/hostmem.py)
-    times = {k: [] for k in runners}
-    faults = {k: 0 for k in runners}
-    for _ in range(args.steps):
-      for k, fn in runners.items():   # alternate, so load changes hit all alike
-        time.sleep(args.settle)   # the last framework's idle threads (OpenMP spin-wait) stop competing
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        times[k].append(_time(fn))
-        faults[k] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k in runners:
-      tps = tokens / med[k]
-      peak = peaks[dtype][0 if k.startswith('ours') else 1]
-      rows.append((dtype, k, med[k] * 1e3, tps, (tokens / med['ours (jax)']) / tps, fpt * tps / peak,
-                   faults[k] / args.steps))
-  print(f'# host malloc tuning (scaling/hostmem.py): {"on" if held else "off"}')
-  print('| dtype | implementation | step ms | tokens/s | ours / this | MFU (vs own matmul peak) | page faults/step |')
-  print('|---|---|---|---|---|---|---|')
-  for dt, k, ms, tps, ratio, mfu, pf in rows:
-    print(f'| {dt} | {k} | {ms:.0f} | {tps:,.0f} | {ratio:.2f}x | {mfu:.0%} | {pf:,.0f} |')
+  for arm, (ts, pf, loss0) in got.items():
+    step_s = statistics.median(ts)
+    tps = tokens / step_s
+    peak = peaks[dtype]['jax' if arm == 'ours' else 'torch']
+    ratio = tokens / statistics.median(got['ours'][0]) / tps if 'ours' in got else None
+    rows.append(dict(arm=arm, dtype=dtype, step_s=step_s, tokens_per_s=tps, ratio=ratio, mfu=fpt * tps / peak,
+                     peak=peak, flops_per_token=fpt, first_loss=loss0, faults_per_step=pf))
+  return cfg, rows, attn
+
+
+def print_table(rows):
+  print('| arm | dtype | step ms | tokens/s | ours / this | MFU (vs own matmul peak) | first-step loss '
+        '| page faults/step |')
+  print('|---|---|---:|---:|---:|---:|---:|---:|')
+  for r in rows:
+    ratio = '-' if r['ratio'] is None else f'{r["ratio"]:.2f}x'
+    print(f'| {r["arm"]} | {r["dtype"]} | {r["step_s"] * 1e3:.4g} | {r["tokens_per_s"]:,.0f} | {ratio} '
+          f'| {r["mfu"]:.1%} | {r["first_loss"]:.4f} | {r["faults_per_step"]:,.0f} |')
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  peaks = matmul_peaks(args.peak_n)
+  rows, attn = [], None
+  for dtype in args.dtypes:
+    cfg, got, a = bench_dtype(args, dtype, peaks)
+    rows, attn = rows + got, a or attn
+  m = cfg.model
+  print(f'# train step: d_model={m.d_model} layers={m.num_layers} heads={m.num_heads}/{m.num_kv_heads} '
+        f'seq={m.seq_len} batch={cfg.train.batch_size} vocab={m.vocab_size}; {jax.device_count()} JAX device(s), '
+        f'{os.cpu_count()} CPUs; median of {args.steps} after {args.warmup} warm-up; ln(vocab) = '
+        f'{math.log(m.vocab_size):.4f}')
+  if attn is not None:
+    import torch
+    import transformers
+    print(f'# peer: transformers {transformers.__version__} LlamaForCausalLM, attn_implementation={attn}, '
+          f'torch {torch.__version__} with {torch.get_num_threads()} threads; bfloat16 = torch.autocast on '
+          'float32 params (ours: bf16 compute, float32 master weights)')
+  print(f'# matmul peak {args.peak_n}^3 (GFLOP/s): ' + ', '.join(
+      f'{dt}: jax {p["jax"] / 1e9:.0f}, torch {p["torch"] / 1e9:.0f}' for dt, p in peaks.items()))
+  print(f'# host malloc tuning (scaling/hostmem.py): {"on" if hostmem.hold_heap() else "off"}')
+  print_table(rows)
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(dict(peaks=peaks, attn_implementation=attn, batch=cfg.train.batch_size, seq=m.seq_len,
+                     vocab=m.vocab_size, rows=rows), f, indent=1)
 
 
 if __name__ == '__main__':
+  # a CPU benchmark (the peer is torch on the CPU); and an installed libtpu (the tpu-aot extra) would
+  # otherwise make hostmem take this for an accelerator host and leave malloc untuned
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   hostmem.tune_malloc()   # first, before JAX starts its threads (scaling/hostmem.py)
   main()

@@ -3,12 +3,15 @@ columns and for numbers that follow from the arguments; plus the accelerator ben
 
 Each script runs as its user runs it (a subprocess from the repository root, one CPU device). Not run here,
 as none has a knob that makes it take seconds: bench/data_bench.py (trains tokenizers on the whole Shakespeare
-corpus, ~45 s; its parts are tested in test_data.py and test_tokenizer.py), bench/train_step.py and
-bench/block_profile.py (each first measures a 2048^3 matmul rate, 10-15 s of CPU on 2 cores).
+corpus, ~45 s; its parts are tested in test_data.py and test_tokenizer.py) and bench/block_profile.py (it
+first measures a 2048^3 matmul rate, 10-15 s of CPU on 2 cores). bench/train_step.py runs with --peak_n.
 """
 
 import ast
+import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +22,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 sys.path.insert(0, os.path.join(ROOT, 'bench'))
 
 import accelerator  # noqa: E402
+import train_step  # noqa: E402
 
 HANG_S = 600   # a limit that only catches a hang: every script here takes seconds
 
@@ -122,3 +126,75 @@ def test_long_context_bench_runs_a_child_per_measurement(tmp_path):
   assert [r[:3] for r in rows] == [['train', '64', 'xla']]   # forward at 128 > --xla_max: skipped, one child
   assert all(number(r[3]) > 100 for r in rows)   # a process with jax imported holds > 100 MB
   assert md_table(md.read_text(), 'mode') == (header, rows)
+
+
+# ----------------------------------------------------------------------------- bench/train_step.py
+TINY = ['--d_model', '32', '--layers', '1', '--seq', '16', '--batch', '2', '--vocab', '64']
+# configs/default.py at the TINY dims: heads 4 / kv heads 2, head_dim K = 8, d_ff = 8/3 * 32 = 85 rounded up to
+# 128. Matmul params: q, o 2 x 32 x 32 + k, v 2 x 32 x 16 + MLP 3 x 32 x 128 + head 32 x 64 = 17,408; FLOPs per
+# token 6 x 17,408 + 12 L H K (T + 1) / 2 = 104,448 + 12 x 4 x 8 x 8.5 = 107,712.
+TINY_FLOPS_PER_TOKEN = 107_712
+TRAIN_STEP_HEADER = ['arm', 'dtype', 'step ms', 'tokens/s', 'ours / this', 'MFU (vs own matmul peak)',
+                     'first-step loss', 'page faults/step']
+
+
+def run_train_step(tmp_path, arms, dtypes):
+  """(stdout, the --json file) of bench/train_step.py at the TINY dims, 2 timed steps after 1 warm-up."""
+  path = tmp_path / 'train_step.json'
+  out = run_script([sys.executable, 'bench/train_step.py', *TINY, '--steps', '2', '--warmup', '1',
+                    '--peak_n', '128', '--settle', '0', '--arms', ','.join(arms), '--dtypes', ','.join(dtypes),
+                    '--json', str(path)])
+  return out, json.loads(path.read_text())
+
+
+def check_train_step(out, got, arms, dtypes):
+  """The table: one row per (dtype, arm) in order, its numbers those of the --json rows, and these follow
+  from the dims: tokens/s = batch x seq / step time, ratio = ours' tokens/s / the arm's, MFU = the FLOPs
+  per token worked out above x tokens/s / the framework's peak; first-step losses ~ln(vocab), and equal
+  across arms (every arm starts from our initial weights on the same batch)."""
+  header, rows = md_table(out, 'arm')
+  assert header == TRAIN_STEP_HEADER
+  assert [r[:2] for r in rows] == [[a, d] for d in dtypes for a in arms]
+  assert (got['batch'], got['seq'], got['vocab']) == (2, 16, 64)
+  (peer,) = re.findall(r'attn_implementation=(\w+)', out)
+  assert peer == got['attn_implementation'] and peer in ('sdpa', 'eager', 'flex_attention')
+  by = {(j['arm'], j['dtype']): j for j in got['rows']}
+  for r in rows:
+    j = by[tuple(r[:2])]
+    ours = by[('ours', j['dtype'])]
+    assert j['tokens_per_s'] == pytest.approx(2 * 16 / j['step_s'], rel=1e-9)
+    assert j['ratio'] == pytest.approx(ours['tokens_per_s'] / j['tokens_per_s'], rel=1e-9)
+    assert j['flops_per_token'] == TINY_FLOPS_PER_TOKEN
+    peak = got['peaks'][j['dtype']]['jax' if j['arm'] == 'ours' else 'torch']
+    assert j['mfu'] == pytest.approx(TINY_FLOPS_PER_TOKEN * j['tokens_per_s'] / peak, rel=1e-9)
+    # the printed cells are the rounded values
+    assert number(r[2]) == pytest.approx(j['step_s'] * 1e3, rel=1e-3)
+    assert number(r[3]) == pytest.approx(2 * 16 / (number(r[2]) / 1e3), rel=2e-3, abs=1)
+    assert number(r[4]) == pytest.approx(j['ratio'], abs=0.006)
+    assert number(r[5]) == pytest.approx(j['mfu'] * 100, abs=0.06)
+    assert number(r[6]) == pytest.approx(j['first_loss'], abs=6e-5)
+    assert abs(j['first_loss'] - math.log(64)) < 0.1   # init std 0.02: near-uniform logits
+    tol = 1e-4 if j['dtype'] == 'float32' else 2e-2
+    assert j['first_loss'] == pytest.approx(ours['first_loss'], abs=tol)
+
+
+def test_train_step_ours_and_transformers_eager(tmp_path):
+  arms, dtypes = ['ours', 'transformers'], ['float32', 'bfloat16']
+  out, got = run_train_step(tmp_path, arms, dtypes)
+  check_train_step(out, got, arms, dtypes)
+
+
+@pytest.mark.slow   # torch.compile (inductor's C++ build): ~1.5 min at the TINY dims on a loaded 2-core machine
+def test_train_step_transformers_compiled(tmp_path):
+  arms, dtypes = ['ours', 'transformers+compile'], ['float32', 'bfloat16']
+  out, got = run_train_step(tmp_path, arms, dtypes)
+  check_train_step(out, got, arms, dtypes)
+
+
+@pytest.mark.parametrize('argv', [['--arms', 'torch'], ['--arms', ''], ['--dtypes', 'float16'], ['--steps', '0'],
+                                  ['--warmup', '0'], ['--override', 'novalue']])
+def test_train_step_bad_arguments_exit_with_usage(argv, capsys):
+  with pytest.raises(SystemExit) as e:
+    train_step.parse_args(argv)
+  assert e.value.code == 2
+  assert argv[0] in capsys.readouterr().err   # the message names the flag
