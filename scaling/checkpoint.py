@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -355,8 +356,30 @@ def select_resume_step(workdir, log=print) -> int | None:
   return step
 
 
-def load_for_inference(workdir, step: int | None = None):
-  """(model, cfg, tokenizer) from a workdir: the latest (or given) checkpoint's params, on one device.
+def _restore_params(mgr, workdir: pathlib.Path, candidates: list[int], target):
+  """(step, params) of the first candidate step that check_step finds intact; a newer damaged one is skipped
+  with a note on stderr. Read-only: inference never moves a checkpoint (`scaling train` does, see
+  select_resume_step). The check reads the step once before orbax does (from the page cache then): orbax's
+  own failure on a damaged array is a screen of asyncio tracebacks, not an error line."""
+  tried = []
+  for s in candidates:
+    bad = check_step(workdir / CKPT_DIR / str(s))
+    if bad is not None:
+      tried.append(f'step {s}: {bad[1]}')
+      continue
+    if tried:
+      print(f'note: using checkpoint step {s} of {workdir}; newer damaged step(s) skipped: {"; ".join(tried)}',
+            file=sys.stderr, flush=True)
+    return s, mgr.restore(s, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))['params']
+  which = ' (every checkpoint was tried)' if len(candidates) > 1 else ''
+  other = '' if len(candidates) > 1 else f' (available: {sorted(mgr.all_steps())})'
+  raise CheckpointError(f'checkpoint(s) in {workdir / CKPT_DIR} do not restore{which}: {"; ".join(tried)}. Restore '
+                        f'the files, or pick another step with --step{other}')
+
+
+def load_for_inference(workdir, step: int | None = None, *, with_step: bool = False):
+  """(model, cfg, tokenizer) from a workdir: the newest intact (or the given) checkpoint's params, on one
+  device; with_step=True appends the step loaded (None for imported weights).
 
   tokenizer is None when the workdir has none (an imported checkpoint without a tokenizer).
   """
@@ -383,15 +406,14 @@ def load_for_inference(workdir, step: int | None = None):
   else:
     if not steps:
       raise CheckpointError(f'no checkpoint in {workdir / CKPT_DIR}; train first (scaling train --workdir {workdir})')
-    step = max(steps) if step is None else step
-    if step not in steps:
+    if step is not None and step not in steps:
       raise CheckpointError(f'no checkpoint for step {step} in {workdir}; available: {sorted(steps)}')
-    params = mgr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))['params']
+    step, params = _restore_params(mgr, workdir, sorted(steps, reverse=True) if step is None else [step], target)
   mgr.close()
   model = nnx.merge(graphdef, params)
   tok_dir = workdir / TOKENIZER_DIR
   tokenizer = load_tokenizer(str(tok_dir)) if tok_dir.exists() else None   # None: imported weights only
-  return model, cfg, tokenizer
+  return (model, cfg, tokenizer, step) if with_step else (model, cfg, tokenizer)
 
 
 def save_imported(workdir, cfg, model, tokenizer=None) -> None:

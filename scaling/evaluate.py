@@ -90,7 +90,7 @@ def evaluate(eval_step, params, batches, *, bytes_per_token: float, mesh=None) -
 
 # ----------------------------------------------------------------------------- `scaling eval`
 def eval_workdir(workdir, seq_lens=None, *, step=None, max_batches: int = 0, batch_size: int | None = None) -> list[dict]:
-  """Rows {seq_len, eval/loss, eval/bpb, tokens} of a workdir's checkpoint over the validation split.
+  """Rows {seq_len, step, eval/loss, eval/bpb, tokens} of a workdir's checkpoint over the validation split.
 
   batch_size defaults to the run's train.batch_size, so `max_batches=train.eval_batches` scores the
   windows the training run's evaluations scored.
@@ -101,7 +101,7 @@ def eval_workdir(workdir, seq_lens=None, *, step=None, max_batches: int = 0, bat
   from scaling.checkpoint import load_for_inference
   from scaling.data import make_eval_loader, prepare
   from scaling.train import make_eval_step
-  model, cfg, _ = load_for_inference(workdir, step=step)
+  model, cfg, _, step = load_for_inference(workdir, step=step, with_step=True)
   seq_lens = seq_lens or [cfg.model.seq_len]
   for L in seq_lens:
     if L <= 0:
@@ -117,7 +117,7 @@ def eval_workdir(workdir, seq_lens=None, *, step=None, max_batches: int = 0, bat
                               max_batches=max_batches,
                               document_masking=cfg.data.document_masking)
     r = evaluate(step_fn, params, loader, bytes_per_token=bpt)
-    rows.append({'seq_len': L, 'eval/loss': r.loss, 'eval/bpb': r.bpb, 'tokens': r.tokens})
+    rows.append({'seq_len': L, 'step': step, 'eval/loss': r.loss, 'eval/bpb': r.bpb, 'tokens': r.tokens})
   return rows
 
 
@@ -137,7 +137,7 @@ def format_rows(rows: list[dict], *, workdir, step, max_batches: int, train_eval
 
 def eval_sets_workdir(workdir, tags: str = 'all', *, step=None, max_batches: int = 0,
                       batch_size: int | None = None) -> list[dict]:
-  """Rows {set, eval/loss, eval/bpb, tokens} of a workdir's checkpoint over its run's tagged eval sets
+  """Rows {set, step, eval/loss, eval/bpb, tokens} of a workdir's checkpoint over its run's tagged eval sets
   (scaling/evalsets.py) at the training length; tags 'all' or comma-separated."""
   import sys
 
@@ -148,7 +148,7 @@ def eval_sets_workdir(workdir, tags: str = 'all', *, step=None, max_batches: int
   from scaling.data import make_eval_loader, prepare
   from scaling.evalsets import resolve_eval_sets
   from scaling.train import make_eval_step
-  model, cfg, tokenizer = load_for_inference(workdir, step=step)
+  model, cfg, tokenizer, step = load_for_inference(workdir, step=step, with_step=True)
   sets = resolve_eval_sets(cfg, prepare(cfg.data, verbose=False), tokenizer,
                            log=lambda *a: print(*a, file=sys.stderr))
   if tags != 'all':
@@ -165,7 +165,7 @@ def eval_sets_workdir(workdir, tags: str = 'all', *, step=None, max_batches: int
     loader = make_eval_loader(s.data_dir, seq_len=cfg.model.seq_len, batch_size=batch_size or cfg.train.batch_size,
                               max_batches=max_batches, document_masking=cfg.data.document_masking)
     r = evaluate(step_fn, params, loader, bytes_per_token=s.bytes_per_token)
-    rows.append({'set': s.tag, 'eval/loss': r.loss, 'eval/bpb': r.bpb, 'tokens': r.tokens})
+    rows.append({'set': s.tag, 'step': step, 'eval/loss': r.loss, 'eval/bpb': r.bpb, 'tokens': r.tokens})
   return rows
 
 
@@ -181,18 +181,17 @@ def format_set_rows(rows: list[dict], *, workdir, step, max_batches: int) -> str
 def run_eval(args) -> int:
   import json
 
-  from scaling import checkpoint
   from scaling.config import from_json
   if getattr(args, 'tasks', ''):   # lm-evaluation-harness tasks (scaling/harness.py)
     from scaling.harness import run_tasks
     run_tasks(args.workdir, args.tasks, step=args.step, limit=args.limit, num_fewshot=args.num_fewshot,
               batch_size=args.eval_batch_size)
     return 0
-  step = args.step if args.step is not None else checkpoint.latest_step(args.workdir)
   if getattr(args, 'sets', None):
     rows = eval_sets_workdir(args.workdir, args.sets, step=args.step, max_batches=args.batches)
     print('\n'.join(json.dumps(r) for r in rows) if args.json else
-          format_set_rows(rows, workdir=args.workdir, step=step, max_batches=args.batches))
+          format_set_rows(rows, workdir=args.workdir, step=rows[0]['step'] if rows else args.step,
+                          max_batches=args.batches))
     return 0
   rows = eval_workdir(args.workdir, args.seq_len, step=args.step, max_batches=args.batches)
   if getattr(args, 'json', False):
@@ -200,6 +199,72 @@ def run_eval(args) -> int:
       print(json.dumps(r))
     return 0
   cfg = from_json(pathlib.Path(args.workdir) / 'config.json')
-  print(format_rows(rows, workdir=args.workdir, step=step, max_batches=args.batches,
+  print(format_rows(rows, workdir=args.workdir, step=rows[0]['step'], max_batches=args.batches,
                     train_eval_batches=cfg.train.eval_batches))
   return 0
+
+
+# ----------------------------------------------------------------------------- per-position losses
+# The seed study's length and context claims (scaling/claims_study.py): the same tokens of long validation
+# documents scored with windows of different lengths, and the loss bucketed by position in the document.
+def long_documents(data_dir, length: int, max_docs: int = 64, split: str = 'val'):
+  """int32 [N, length + 1]: the first length + 1 tokens of each document of `split` that has that many
+  (in corpus order, at most max_docs); an empty [0, length + 1] array when none is that long."""
+  import numpy as np
+
+  from scaling.data import open_split
+  s = open_split(str(data_dir), split, verify=False)
+  off = np.asarray(s.doc_offsets)
+  rows = [np.asarray(s.tokens[a:a + length + 1], np.int32) for a, b in zip(off[:-1], off[1:])
+          if b - a >= length + 1][:max_docs]
+  return np.stack(rows) if rows else np.zeros((0, length + 1), np.int32)
+
+
+def window_nll(model, docs_NP1, window: int, batch_size: int = 8):
+  """float64 [N, P]: the NLL (nats) of target p of each document row, scored by windows of `window` tokens
+  that tile the row from its start (target p sees the p mod window tokens of its own window before it).
+
+  P = docs_NP1.shape[1] - 1 must be a multiple of window; positions must cover the window
+  (check_positions_cover: learned positions end at their table).
+  """
+  import jax
+  import numpy as np
+  from flax import nnx
+  docs = np.asarray(docs_NP1, np.int32)
+  N, P = docs.shape[0], docs.shape[1] - 1
+  if window <= 0 or P % window:
+    raise EvalError(f'window={window} must divide the scored length {P}')
+  check_positions_cover(model.dims, window, what='window')
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def nll(state, inputs_BT, targets_BT):
+    logits_BTV = nnx.merge(graphdef, state)(inputs_BT).astype(jnp.float32)
+    logp_BTV = jax.nn.log_softmax(logits_BTV, axis=-1)
+    return -jnp.take_along_axis(logp_BTV, targets_BT[..., None], axis=-1)[..., 0]
+
+  k = P // window
+  inputs = docs[:, :-1].reshape(N * k, window)
+  targets = docs[:, 1:].reshape(N * k, window)
+  out = np.zeros((N * k, window))
+  for i in range(0, N * k, batch_size):
+    b = slice(i, min(i + batch_size, N * k))
+    pad = batch_size - (b.stop - b.start)   # one compiled shape: the last batch is padded
+    x = np.pad(inputs[b], ((0, pad), (0, 0)))
+    y = np.pad(targets[b], ((0, pad), (0, 0)))
+    out[b] = np.asarray(nll(state, jnp.asarray(x), jnp.asarray(y)))[:b.stop - b.start]
+  return out.reshape(N, P)
+
+
+def bucket_bpb(nll_NP, buckets, bytes_per_token: float) -> dict:
+  """{(a, b): bits per byte of the targets at document positions a <= p < b}, bytes at the split's mean
+  bytes/token (exact for comparisons between models of one tokenizer). Buckets past P are left out."""
+  import math
+
+  import numpy as np
+  nll = np.asarray(nll_NP)
+  out = {}
+  for a, b in buckets:
+    if b <= nll.shape[1]:
+      out[(a, b)] = float(nll[:, a:b].mean()) / math.log(2) / bytes_per_token
+  return out

@@ -438,3 +438,36 @@ def test_cli_with_every_checkpoint_damaged_fails_and_changes_nothing(tiny_run, t
   assert err.startswith('error: no intact checkpoint') and 'step 20: params unreadable' in err
   assert 'step 10: meta unreadable' in err and len(err.strip().splitlines()) == 1, err
   assert snapshot(wd) == before
+
+
+def test_sample_uses_the_newest_intact_checkpoint_and_moves_nothing(tiny_run, tmp_path, capsys):
+  """`scaling sample` (and eval/export, through load_for_inference) on a workdir whose newest step is
+  damaged: one note naming the skipped step, the samples of step 10 (the same text as a copy whose
+  step 20 is simply absent), and the workdir unchanged (inference never moves checkpoints)."""
+  from scaling import cli
+  run, _ = tiny_run
+  damaged, ref = tmp_path / 'damaged', tmp_path / 'ref'
+  shutil.copytree(run, damaged)
+  shutil.copytree(run, ref)
+  truncate_largest(damaged / checkpoint.CKPT_DIR / '20' / 'params')
+  shutil.rmtree(ref / checkpoint.CKPT_DIR / '20')
+  before = snapshot(damaged)
+  flags = ['--prompt', 'one two', '--max_new_tokens', '8', '--temperature', '0']
+  capsys.readouterr()
+  assert cli.main(['sample', '--workdir', str(damaged), *flags]) == 0
+  got = capsys.readouterr()
+  notes = [x for x in got.err.splitlines() if x.startswith('note: using checkpoint step 10')]
+  assert len(notes) == 1 and 'step 20:' in notes[0], got.err
+  assert snapshot(damaged) == before
+  assert cli.main(['sample', '--workdir', str(ref), *flags]) == 0
+  assert capsys.readouterr().out == got.out
+  # `scaling eval` names the step it evaluated, not the newest on disk
+  assert cli.main(['eval', '--workdir', str(damaged), '--batches', '1']) == 0
+  assert f'{damaged} (checkpoint step 10)' in capsys.readouterr().out
+  # every step damaged: one clear error, nothing changed
+  (damaged / checkpoint.CKPT_DIR / '10' / 'params').rename(damaged / 'params-away')
+  before = snapshot(damaged)
+  assert cli.main(['sample', '--workdir', str(damaged), *flags]) != 0
+  err = capsys.readouterr().err
+  assert 'do not restore (every checkpoint was tried)' in err and 'step 20:' in err and 'step 10:' in err, err
+  assert snapshot(damaged) == before
