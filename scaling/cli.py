@@ -121,6 +121,7 @@ def cmd_eval(args, overrides):
 
 def main(argv=None) -> int:
   from scaling import hostmem
+  hostmem.skip_absent_tpu()   # libtpu installed only to compile for a TPU: compute on the CPU, quietly
   hostmem.tune_malloc()   # before JAX starts its threads: step buffers get reused (scaling/hostmem.py)
   from scaling.config import ConfigError, parse_override_flags
   argv = list(sys.argv[1:] if argv is None else argv)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import glob
 import importlib.util
 import os
 import platform
@@ -67,14 +68,39 @@ def _set(key: str, settings) -> bool:
   return _state[key]
 
 
+GPU_PLUGINS = ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin', 'jax_rocm7_plugin')
+TPU_DEVICE_GLOBS = ('/dev/accel*', '/dev/vfio/[0-9]*')   # how TPU VMs expose their chips (v2-v5e / v5p, v6e)
+
+
+def _installed(module: str) -> bool:
+  return importlib.util.find_spec(module) is not None
+
+
+def tpu_present() -> bool:
+  """A TPU chip on this host (its device files), judged without starting JAX or libtpu."""
+  return any(glob.glob(g) for g in TPU_DEVICE_GLOBS)
+
+
 def cpu_only_host() -> bool:
-  """Whether JAX will compute on the CPU, judged without starting JAX: JAX_PLATFORMS if set, else no
-  accelerator plugin (CUDA, ROCm, TPU) installed."""
+  """Whether JAX will compute on the CPU, judged without starting JAX: JAX_PLATFORMS if set, else no GPU
+  plugin (CUDA, ROCm) installed and no TPU (libtpu installed only to compile for one counts as none)."""
   platforms = os.environ.get('JAX_PLATFORMS', '').strip().lower()
   if platforms:
     return platforms.split(',')[0] == 'cpu'
-  plugins = ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin', 'jax_rocm7_plugin', 'libtpu')
-  return not any(importlib.util.find_spec(m) is not None for m in plugins)
+  return not any(_installed(m) for m in GPU_PLUGINS) and not (_installed('libtpu') and tpu_present())
+
+
+def skip_absent_tpu() -> bool:
+  """JAX_PLATFORMS=cpu when libtpu is installed (the tpu-aot extra: `scaling compile` for a TPU slice) on a
+  host with no TPU and no GPU plugin, unless JAX_PLATFORMS is set: JAX would otherwise start the TPU
+  runtime at its first use, which prints a screen of warnings about a missing TPU before every command.
+  True if it set JAX_PLATFORMS."""
+  if os.environ.get('JAX_PLATFORMS', '').strip() or not _installed('libtpu') or tpu_present():
+    return False
+  if any(_installed(m) for m in GPU_PLUGINS):
+    return False
+  os.environ['JAX_PLATFORMS'] = 'cpu'
+  return True
 
 
 def _jax_started() -> bool:

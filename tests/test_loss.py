@@ -150,3 +150,35 @@ def test_malloc_tuning_only_on_cpu_hosts_and_before_jax_starts(monkeypatch):
   p = subprocess.run([sys.executable, '-c', code, root], env=dict(os.environ, SCALING_MALLOC_TUNING='1'),
                      capture_output=True, text=True, timeout=60)
   assert p.returncode == 0 and p.stdout.split() == ['False', 'False'], p.stdout + p.stderr
+
+
+def test_libtpu_without_a_tpu_is_a_cpu_host(monkeypatch):
+  """libtpu installed only to compile for a TPU (the tpu-aot extra) on a machine with no TPU chip: a CPU
+  host (malloc tuning applies) and the CLI sets JAX_PLATFORMS=cpu (no TPU-runtime warnings); with TPU
+  device files, a GPU plugin, or JAX_PLATFORMS set, nothing is changed."""
+  from scaling import hostmem
+  installed = {'libtpu'}
+  monkeypatch.setattr(hostmem, '_installed', lambda m: m in installed)
+  monkeypatch.setattr(hostmem, 'tpu_present', lambda: False)
+  monkeypatch.delenv('JAX_PLATFORMS', raising=False)
+  assert hostmem.cpu_only_host()
+  assert hostmem.skip_absent_tpu() and os.environ['JAX_PLATFORMS'] == 'cpu'
+  monkeypatch.setenv('JAX_PLATFORMS', 'tpu')   # the user's choice stands
+  assert not hostmem.skip_absent_tpu() and os.environ['JAX_PLATFORMS'] == 'tpu'
+  monkeypatch.delenv('JAX_PLATFORMS')
+  monkeypatch.setattr(hostmem, 'tpu_present', lambda: True)   # a TPU VM
+  assert not hostmem.cpu_only_host() and not hostmem.skip_absent_tpu() and 'JAX_PLATFORMS' not in os.environ
+  monkeypatch.setattr(hostmem, 'tpu_present', lambda: False)
+  installed.add('jax_cuda12_plugin')   # a GPU host that also has libtpu: JAX picks the GPU itself
+  assert not hostmem.cpu_only_host() and not hostmem.skip_absent_tpu() and 'JAX_PLATFORMS' not in os.environ
+
+
+def test_tpu_present_reads_the_device_files(monkeypatch, tmp_path):
+  from scaling import hostmem
+  monkeypatch.setattr(hostmem, 'TPU_DEVICE_GLOBS', (str(tmp_path / 'accel*'), str(tmp_path / 'vfio' / '[0-9]*')))
+  assert not hostmem.tpu_present()
+  (tmp_path / 'vfio').mkdir()
+  (tmp_path / 'vfio' / 'vfio').touch()   # the control node alone is no chip
+  assert not hostmem.tpu_present()
+  (tmp_path / 'vfio' / '0').touch()
+  assert hostmem.tpu_present()
