@@ -50,6 +50,17 @@ PEAK_FLOPS = {
     'TPU v6e': {'bfloat16': 918e12, 'float32': 918e12 / 2},
     'CPU': {'bfloat16': 0.4e12, 'float32': 0.2e12},   # the 2-core CI machine, measured (see BENCHMARKS.md)
 }
+# JAX's device_kind of each TPU (and the names people write) -> its PEAK_FLOPS row; scaling/aot.py CHIPS agrees
+TPU_KINDS = {'tpu v4': 'TPU v4', 'tpu v5': 'TPU v5p', 'tpu v5p': 'TPU v5p', 'tpu v5 lite': 'TPU v5e',
+             'tpu v5e': 'TPU v5e', 'tpu v6 lite': 'TPU v6e', 'tpu v6e': 'TPU v6e'}
+
+
+def peak_row(device_kind: str) -> str | None:
+  """The PEAK_FLOPS row of a JAX device_kind ('TPU v5 lite', 'NVIDIA H100 80GB HBM3', ...), or None."""
+  kind = device_kind.strip().lower()
+  if kind in TPU_KINDS:
+    return TPU_KINDS[kind]
+  return next((name for name in ('H100', 'H200', 'A100') if name.lower() in kind), None)
 
 
 def _dims(m) -> dict:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scaling.accounting import PEAK_FLOPS
+from scaling.accounting import PEAK_FLOPS, peak_row
 
 
 class MetricsWriter:
@@ -189,9 +189,10 @@ def device_peak_flops(dtype: str, override: float = 0.0) -> tuple[float, str]:
     return override, 'config'
   dev = jax.devices()[0]
   kind = getattr(dev, 'device_kind', '')
-  for name, peaks in PEAK_FLOPS.items():
-    if name != 'CPU' and name.replace('TPU ', '').lower() in kind.lower():
-      return peaks.get(dtype, peaks['bfloat16']), f'table ({name})'
+  name = peak_row(kind) if dev.platform != 'cpu' else None
+  if name is not None:
+    peaks = PEAK_FLOPS[name]
+    return peaks.get(dtype, peaks['bfloat16']), f'table ({name})'
   if dev.platform == 'cpu':
     # fake CPU devices share the same cores: the peak of the host is split between them, and between
     # the processes `--local_processes` started on this one host

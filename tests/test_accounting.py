@@ -228,3 +228,16 @@ def test_table_row_of_125m_matches_hand_arithmetic(tiny_cfg):
   lines = table.splitlines()
   assert len(lines) == 4 and lines[2].startswith('| 125m |') and all(
       line.count('|') == lines[0].count('|') for line in lines)
+
+
+def test_every_jax_device_kind_finds_its_peak_row():
+  """JAX names TPUs 'TPU v4', 'TPU v5' (v5p), 'TPU v5 lite' (v5e), 'TPU v6 lite' (v6e) and GPUs by their full
+  product names; each finds its row (the old substring match sent v5e, v5p and v6e to 'assumed H100')."""
+  from scaling.accounting import PEAK_FLOPS, peak_row
+  from scaling.aot import CHIPS
+  for chip in CHIPS.values():   # aot's own table of device kinds and bf16 peaks: a second source
+    row = peak_row(chip.device_kind)
+    assert row == f'TPU {chip.generation}' and PEAK_FLOPS[row]['bfloat16'] == chip.peak_flops, chip
+  assert peak_row('NVIDIA H100 80GB HBM3') == 'H100' and peak_row('NVIDIA H200') == 'H200'
+  assert peak_row('NVIDIA A100-SXM4-40GB') == 'A100'
+  assert peak_row('TPU v7x') is None and peak_row('cpu') is None
