@@ -193,10 +193,11 @@ class SentencePieceTokenizer(Tokenizer):
 
 
 def train_sentencepiece(lines: Iterable[str], *, kind: str, vocab_size: int,
-                        max_lines: int = 4_000_000, seed: int = 0,
-                        num_threads: int = 1) -> SentencePieceTokenizer:
+                        max_lines: int = 4_000_000, seed: int = 0, num_threads: int = 1,
+                        character_coverage: float = 1.0) -> SentencePieceTokenizer:
   """Trains a sentencepiece model on `lines` (one training sentence each, no newline).
 
+  character_coverage < 1 leaves the rarest characters out of the pieces (byte fallback spells them).
   Deterministic: one thread, fixed seed. Raises DataError (with the trainer's reason) when
   the corpus cannot support `vocab_size` or is empty. An exception raised by `lines` (e.g.
   prepare's interrupt) is re-raised as itself, not as a training failure.
@@ -229,7 +230,7 @@ def train_sentencepiece(lines: Iterable[str], *, kind: str, vocab_size: int,
         vocab_size=vocab_size, byte_fallback=True, split_digits=True,
         normalization_rule_name='identity', add_dummy_prefix=False,
         remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
-        character_coverage=1.0, num_threads=num_threads, input_sentence_size=max_lines,
+        character_coverage=character_coverage, num_threads=num_threads, input_sentence_size=max_lines,
         shuffle_input_sentence=True, max_sentence_length=1 << 15,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, hard_vocab_limit=True,
         minloglevel=2)
@@ -242,7 +243,9 @@ def train_sentencepiece(lines: Iterable[str], *, kind: str, vocab_size: int,
     raise DataError(
         f'sentencepiece could not train a {kind} tokenizer with vocab_size={vocab_size} on the '
         f'training split ({n_lines[0]} lines): {msg}. The corpus is too small for this vocab: '
-        'lower data.vocab_size, add text, or use tokenizer=byte/char.') from e
+        'lower data.vocab_size, add text, or use tokenizer=byte/char' +
+        ('; or set data.character_coverage=0.9995 (the rarest characters are spelled in bytes)'
+         if 'required_chars' in msg else '') + '.') from e
   return SentencePieceTokenizer(model.getvalue(), kind)
 
 

@@ -206,3 +206,19 @@ def test_bpe_line_by_line_encoding_equals_whole_text(spm_models):
     # Reference: sentencepiece's own encoder on the whole string.
     assert tok.encode(text) == tok._sp.encode(text)  # pylint: disable=protected-access
     assert tok.decode(tok.encode(text)) == text
+
+
+def test_character_coverage_lets_a_small_vocab_spell_rare_characters_in_bytes():
+  """A corpus with more distinct characters than the vocab has room for: at coverage 1 sentencepiece
+  refuses (the error names data.character_coverage); at 0.9995 the rare characters are left to byte
+  fallback and still round-trip exactly."""
+  rare = ''.join(chr(0x4e00 + i) for i in range(400))   # 400 CJK characters, each once
+  common = ['the quick brown fox jumps over the lazy dog and runs away again'] * 20000   # rare: 0.03%
+  lines = common + [rare]
+  with pytest.raises(DataError, match='character_coverage=0.9995'):
+    tok_lib.train_sentencepiece(iter(lines), kind='bpe', vocab_size=300)
+  tok = tok_lib.train_sentencepiece(iter(lines), kind='bpe', vocab_size=300, character_coverage=0.9995)
+  ids = tok.encode(rare[:5])
+  assert len(ids) == 5 * 3   # three UTF-8 bytes each: spelled by the byte pieces, no <unk>
+  assert tok.decode(ids) == rare[:5]
+  assert tok.decode(tok.encode(common[0])) == common[0]

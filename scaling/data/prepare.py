@@ -89,6 +89,10 @@ def _settings(data_cfg: Any) -> dict[str, Any]:
   spec = str(_get(data_cfg, 'tokenizer', 'bpe'))
   kind, arg = tok_lib.parse_spec(spec)
   vocab_size = _get(data_cfg, 'vocab_size', 4096)
+  coverage = float(_get(data_cfg, 'character_coverage', 1.0))
+  if not 0.9 <= coverage <= 1.0:
+    raise DataError(f'data.character_coverage={coverage} must be in [0.9, 1]; 1 keeps every character a piece, '
+                    '0.9995 (as LLaMA) spells the rarest characters in bytes')
   if kind in tok_lib.SPM_KINDS:
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 260:
       raise DataError(f'data.vocab_size={vocab_size!r}: a {kind} tokenizer with byte fallback '
@@ -102,7 +106,9 @@ def _settings(data_cfg: Any) -> dict[str, Any]:
   return dict(format_version=shards.FORMAT_VERSION, corpus=corpus,
               text_field=str(_get(data_cfg, 'text_field', 'text')), tokenizer=spec,
               tokenizer_kind=kind, tokenizer_arg=arg, vocab_size=vocab_size,
-              val_fraction=val_fraction)
+              val_fraction=val_fraction,
+              # only when not 1: the default keeps the hashes (and cache directories) it always had
+              **({'character_coverage': coverage} if coverage != 1.0 and kind in tok_lib.SPM_KINDS else {}))
 
 
 def _content_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -309,8 +315,9 @@ def _build_tokenizer(settings: dict[str, Any], sources, assigner: _Assigner, che
     tok: tok_lib.Tokenizer = tok_lib.CharTokenizer.train(train_texts)
   else:
     lines = (line for text in train_texts for line in text.split('\n'))
-    tok = _in_thread(lambda: tok_lib.train_sentencepiece(lines, kind=kind,
-                                                         vocab_size=settings['vocab_size']), check)
+    tok = _in_thread(lambda: tok_lib.train_sentencepiece(
+        lines, kind=kind, vocab_size=settings['vocab_size'],
+        character_coverage=settings.get('character_coverage', 1.0)), check)
   check()
   log(f'prepare: trained {tok.name} tokenizer in {time.time() - t0:.1f} s')
   return tok
@@ -517,6 +524,12 @@ def prepare(data_cfg: Any, *, verbose: bool = True, force: bool = False,
   """
   t_start = time.time()
   log = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
+  cap = _get(data_cfg, 'train_tokens', 0)
+  if cap:   # a fixed slice of the full directory's training split (scaling/data/subset.py)
+    from scaling.data.subset import with_train_subset
+    full = prepare({**{k: _get(data_cfg, k, None) for k in data_cfg}, 'train_tokens': 0}, verbose=verbose,
+                   force=force, stop=stop)
+    return with_train_subset(full, cap, log)
   check = _checker(stop)
   settings = _settings(data_cfg)
   if settings['tokenizer_kind'] == 'tiktoken':
