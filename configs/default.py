@@ -62,6 +62,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                              # model follows it unless model.vocab_size is set
   d.data_dir = ''            # '' -> $SCALING_CACHE/data/<hash of corpus+tokenizer> (default ~/.cache/scaling)
   d.val_fraction = 0.05      # fraction of documents (whole works) held out for validation
+  d.character_coverage = 1.0 # bpe/unigram: share of characters that get pieces; < 1 (e.g. 0.9995) spells the rarest
+                             # in bytes (needed when a corpus has more distinct characters than a small vocab)
+  d.train_tokens = 0         # > 0: train on a fixed slice of this many tokens of the training split (whole documents
+                             # in a seeded order; same tokenizer and validation split: scaling/data/subset.py)
   d.document_masking = False # emit segment ids so attention does not cross documents
   d.num_workers = 0          # grain worker processes (0 = in-process; fastest on small CPUs)
 
