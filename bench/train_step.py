@@ -203,10 +203,9 @@ def measure(runners, args):
   return {k: (times[k], faults[k] / args.steps, first[k]) for k in runners}
 
 
-def bench_dtype(args, dtype, peaks):
+def bench_dtype(args, cfg, dtype, peaks):
   """The rows of one dtype and the peer's attention implementation (None without a peer arm)."""
   from scaling.accounting import flops_per_token
-  cfg = model_config(args, dtype)
   B, T, V = cfg.train.batch_size, cfg.model.seq_len, cfg.model.vocab_size
   rng = np.random.default_rng(0)
   batch = {k: rng.integers(0, V, (B, T)).astype(np.int32) for k in ('inputs', 'targets')}
@@ -227,7 +226,7 @@ def bench_dtype(args, dtype, peaks):
     ratio = tokens / statistics.median(got['ours'][0]) / tps if 'ours' in got else None
     rows.append(dict(arm=arm, dtype=dtype, step_s=step_s, tokens_per_s=tps, ratio=ratio, mfu=fpt * tps / peak,
                      peak=peak, flops_per_token=fpt, first_loss=loss0, faults_per_step=pf))
-  return cfg, rows, attn
+  return rows, attn
 
 
 def print_table(rows):
@@ -242,10 +241,18 @@ def print_table(rows):
 
 def main(argv=None):
   args = parse_args(argv)
+  configs = {dt: model_config(args, dt) for dt in args.dtypes}   # bad overrides fail here, before any work
+  if any(a != 'ours' for a in args.arms):
+    from scaling.hf import HFError, check_llama_compatible
+    try:
+      check_llama_compatible(configs[args.dtypes[0]].model)   # the peer is a Llama: e.g. no LayerNorm, no GELU
+    except HFError as e:
+      sys.exit(f'train_step.py: the transformers arms need a model LlamaForCausalLM can express ({e}); '
+               'drop the override or run --arms ours')
   peaks = matmul_peaks(args.peak_n)
   rows, attn = [], None
-  for dtype in args.dtypes:
-    cfg, got, a = bench_dtype(args, dtype, peaks)
+  for dtype, cfg in configs.items():
+    got, a = bench_dtype(args, cfg, dtype, peaks)
     rows, attn = rows + got, a or attn
   m = cfg.model
   print(f'# train step: d_model={m.d_model} layers={m.num_layers} heads={m.num_heads}/{m.num_kv_heads} '

@@ -198,3 +198,9 @@ def test_train_step_bad_arguments_exit_with_usage(argv, capsys):
     train_step.parse_args(argv)
   assert e.value.code == 2
   assert argv[0] in capsys.readouterr().err   # the message names the flag
+
+
+def test_train_step_refuses_a_model_the_peer_cannot_express():
+  """Before any measurement: the transformers arms need a Llama-shaped model (SwiGLU here)."""
+  with pytest.raises(SystemExit, match=r"model.mlp='gelu'.*run --arms ours"):
+    train_step.main(['--override', 'model.mlp=gelu', '--arms', 'ours,transformers'])
