@@ -555,7 +555,8 @@ def _branches_section(rows: Sequence[dict]) -> list[str]:
 
 
 def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] | None, *,
-                  title: str, notes: Sequence[str], results_name: str = 'results.jsonl') -> str:
+                  title: str, notes: Sequence[str], results_name: str = 'results.jsonl',
+                  extra: Sequence[str] = ()) -> str:
   """REPORT.md text from the raw rows, the fit result (fit.json) and the evaluated claims."""
   states: dict[str, int] = {}
   for r in rows:
@@ -599,6 +600,7 @@ def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] 
     lines += ['', 'bpb (bits per byte) compares runs across tokenizers. "equal compute" means '
               'FLOPs within 10%; otherwise the baseline is read off its power law in compute. '
               f'The BPE claim counts as confirmed only for a factor >= {BPE_FACTOR_NEEDED:g}.']
+  lines += ([''] + list(extra)) if extra else []   # the seed study's claims (scaling/claims_render.py)
   all_notes = list(notes) + (list(result.get('notes', [])) if result else [])
   if all_notes:
     lines += ['', '## Notes', ''] + [f'- {n}' for n in all_notes]
@@ -625,6 +627,13 @@ def write_report(root: str, results: str | None = None, study: str | None = None
   if study == 'lr_transfer' or (study is None and rows and lr_report.is_lr_transfer(rows)):
     return lr_report.write_report(root, rows, results)
   result = None
+  from scaling import claims as claims_lib  # the seed study, rows named 'seed_upgrades:<arm>'
+  study_rows = claims_lib.is_study(rows)
+  if study_rows:
+    per_run, other = claims_lib.read_measurements(root)
+    rows = claims_lib.merged(rows, per_run)
+    fit_options['keep'] = claims_lib.fit_keep
+    notes.append('seed_upgrades study: the scaling-law fits use the BPE tokenizer frontier (tok-bpe) only')
   tagged = any(row_arm(r) is not None for r in rows)
   if fit and rows:
     if tagged:  # arms differ in architecture or data: one scaling law over them means nothing
@@ -637,13 +646,17 @@ def write_report(root: str, results: str | None = None, study: str | None = None
       notes += [f'fit: {e}' for e in result['errors'] if not e.startswith('no fit is possible')]
     except fit_lib.FitError as e:
       notes.append(f'fit not run: {e}')
-  claims = evaluate_claims(rows) if (study == 'seed_upgrades' or tagged) else None
+  claims = evaluate_claims(rows) if not study_rows and (study == 'seed_upgrades' or tagged) else None
   if claims is not None and not tagged:
     notes.append('study seed_upgrades requested, but no row names an arm '
                  f'({" or ".join(ARM_KEYS)}): every claim is not measured')
   title = study or os.path.basename(os.path.abspath(root))
+  extra = []
+  if study_rows:
+    from scaling import claims_render
+    extra = claims_render.sections(rows, other, result, root)
   text = render_report(rows, result, claims, title=title, notes=notes,
-                       results_name=os.path.relpath(results, root))
+                       results_name=os.path.relpath(results, root), extra=extra)
   path = os.path.join(root, 'REPORT.md')
   with open(path, 'w', encoding='utf-8') as f:
     f.write(text)

@@ -1,0 +1,299 @@
+"""Tests of the seed study's verdict logic (scaling/claims.py, claims_study.py) on synthetic rows, and of its
+measurements (evaluate.window_nll / bucket_bpb, sample_stats, data.subset) against independent references."""
+
+import json
+import math
+import os
+import statistics
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from scaling import claims as C
+from scaling import claims_study as S
+
+
+# ----------------------------------------------------------------------------- verdict rules
+@pytest.mark.parametrize('effect, expected', [
+    (C.Effect(1.02, 0.97, 1.08, side='less'), C.NO_DIFFERENCE),            # interval around the null
+    (C.Effect(1.0, 0.5, 2.0, side='greater', threshold=10), C.NO_DIFFERENCE),   # a multiplier around 1
+    (C.Effect(0.9, 0.85, 0.95, side='less'), C.CONFIRMED),
+    (C.Effect(1.1, 1.05, 1.2, side='less'), C.REFUTED),                    # the other side of the null
+    (C.Effect(20, 12, 30, side='greater', threshold=10), C.CONFIRMED),     # reaches the claimed size
+    (C.Effect(4, 3, 5, side='greater', threshold=10), C.REFUTED),          # real, but smaller than claimed
+    (C.Effect(9, 5, 20, side='greater', threshold=10), C.INCONCLUSIVE),    # straddles the claimed size
+    (C.Effect(0.5, 0.4, 0.6, side='greater', threshold=10), C.REFUTED),
+    (C.Effect(0.5, 0.4, 0.6, side='less', threshold=0.8), C.CONFIRMED),
+    (C.Effect(0.7, 0.6, 0.9, side='less', threshold=0.8), C.INCONCLUSIVE),
+    (C.Effect(None, missing='no run'), C.NOT_MEASURED),
+    (C.Effect(1.5), C.NOT_MEASURED),                                       # a value without an interval
+    (C.Effect(1.5, missing='one seed: no interval'), C.NOT_MEASURED),
+    (C.Effect(None, impossible='learned positions'), C.NOT_MEASURABLE),
+])
+def test_verdict_rules(effect, expected):
+  assert C.verdict(effect) == expected
+
+
+def test_combine_rules():
+  assert C.combine([C.CONFIRMED, C.CONFIRMED]) == C.CONFIRMED
+  assert C.combine([C.CONFIRMED, C.REFUTED, C.NOT_MEASURED]) == C.REFUTED
+  assert C.combine([C.CONFIRMED, C.NOT_MEASURED]) == C.NOT_MEASURED
+  assert C.combine([C.CONFIRMED, C.NO_DIFFERENCE]) == C.NO_DIFFERENCE
+  assert C.combine([C.NO_DIFFERENCE, C.INCONCLUSIVE]) == C.INCONCLUSIVE
+  assert C.combine([C.CONFIRMED, C.NOT_MEASURABLE]) == C.CONFIRMED    # the impossible part does not count
+  assert C.combine([C.NOT_MEASURABLE]) == C.NOT_MEASURABLE
+  assert C.combine([]) == C.NOT_MEASURED
+
+
+def test_log_ratio_interval_by_hand():
+  base = [2.00, 2.02, 1.98]
+  arm = [1.80]
+  sd = statistics.stdev([math.log(v) for v in base])
+  d = math.log(1.80) - statistics.fmean(math.log(v) for v in base)
+  half = stats.t.ppf(0.95, 2) * sd * math.sqrt(1 + 1 / 3)
+  e = C.log_ratio(arm, base, C.noise_of(base))
+  assert e.value == pytest.approx(math.exp(d))
+  assert (e.lo, e.hi) == (pytest.approx(math.exp(d - half)), pytest.approx(math.exp(d + half)))
+  assert C.log_ratio(arm, base, None).missing   # no seeds: the value, no interval, not measured
+
+
+def test_paired_ratio_by_hand():
+  pairs = [(1.0, 2.0), (1.2, 2.0), (0.9, 2.1)]
+  r = [math.log(a / b) for a, b in pairs]
+  half = stats.t.ppf(0.95, 2) * statistics.stdev(r) / math.sqrt(3)
+  e = C.paired_ratio(pairs)
+  assert e.value == pytest.approx(math.exp(statistics.fmean(r)))
+  assert e.hi == pytest.approx(math.exp(statistics.fmean(r) + half))
+
+
+# ----------------------------------------------------------------------------- synthetic study rows
+def _row(arm, bpb, *, seed=0, flops=1e13, n=4e5, **extra):
+  return {'run': f'{arm}-{seed}-{flops:g}-{n:g}', 'state': 'done', 'name': f'{C.PREFIX}{arm}', 'eval/bpb': bpb,
+          'flops': flops, 'non_embedding_params': n, 'overrides': {'train.seed': seed}, **extra}
+
+
+def _frontier(arm, law, budgets=(1e12, 3e12, 1e13, 3e13), sizes=(1e5, 3e5, 1e6)):
+  """Runs whose best size at C has bpb law(C); the other sizes 5% worse."""
+  return [_row(arm, law(c) * (1.0 if i == 1 else 1.05), flops=c, n=n) for c in budgets
+          for i, n in enumerate(sizes)]
+
+
+BASE_SEEDS = [_row('base', v, seed=s) for s, v in enumerate((1.000, 1.002, 0.998))]
+
+
+def _claim(rows, key, steptimes=()):
+  return next(c for c in S.evaluate(rows, steptimes) if c['key'] == key)
+
+
+def test_multiplier_recovers_a_constructed_factor():
+  bpe = lambda c: 3.0 * c ** -0.1
+  char = lambda c: 3.0 * (c / 4) ** -0.1     # char needs exactly 4x the compute for any bpb
+  rows = BASE_SEEDS + _frontier('tok-bpe', bpe) + _frontier('tok-char', char) + _frontier('tok-byte', bpe)
+  c = _claim(rows, 'tokenizer')
+  char_part, byte_part = c['parts']
+  assert char_part['effect'].value == pytest.approx(4.0, rel=1e-6)
+  assert char_part['effect'].lo < 4.0 < char_part['effect'].hi
+  assert char_part['verdict'] == C.REFUTED              # real, but far from "10-100x"
+  assert byte_part['effect'].value == pytest.approx(1.0, rel=1e-6)
+  assert byte_part['verdict'] == C.NO_DIFFERENCE        # a multiplier of 1 inside its interval
+  assert c['verdict'] == C.REFUTED
+
+
+def test_multiplier_of_thirty_confirms():
+  bpe = lambda c: 3.0 * c ** -0.1
+  slow = lambda c: 3.0 * (c / 30) ** -0.1
+  rows = BASE_SEEDS + _frontier('tok-bpe', bpe) + _frontier('tok-char', slow) + _frontier('tok-byte', slow)
+  assert _claim(rows, 'tokenizer')['verdict'] == C.CONFIRMED
+
+
+def test_missing_arms_are_not_measured_never_not_confirmed():
+  for rows in ([], BASE_SEEDS, [_row('layernorm', 1.0)]):
+    for c in S.evaluate(rows):
+      assert c['verdict'] in (C.NOT_MEASURED, C.NOT_MEASURABLE), (c['key'], c['verdict'])
+      assert c['verdict'] != 'not confirmed'
+  # a frontier with two budgets cannot give a multiplier
+  rows = BASE_SEEDS + _frontier('tok-bpe', lambda c: c ** -0.1, budgets=(1e12, 1e13)) + \
+      _frontier('tok-char', lambda c: c ** -0.1, budgets=(1e12, 1e13))
+  assert _claim(rows, 'tokenizer')['parts'][0]['verdict'] == C.NOT_MEASURED
+
+
+def test_equal_token_claims_follow_the_numbers():
+  rows = BASE_SEEDS + [_row('size-half', 1.10), _row('size-2x', 0.95), _row('size-4x', 1.0005),
+                       _row('rep16', 1.08), _row('rep4', 1.001), _row('bf16', 1.0)]
+  size = _claim(rows, 'size')
+  verdicts = {p['label'].split(': ')[-1]: p['verdict'] for p in size['parts'][:3]}
+  assert verdicts == {'base / size-half': C.CONFIRMED, 'size-2x / base': C.CONFIRMED,
+                      'size-4x / base': C.NO_DIFFERENCE}
+  assert _claim(rows, 'dataset')['verdict'] == C.CONFIRMED     # repeated 16x is worse
+  prec = _claim(rows, 'precision')
+  assert prec['verdict'] == C.NOT_MEASURED                     # no step times
+  times = [{'kind': 'steptime', 'pair': 'precision', 'backend': 'cpu',
+            'times': {'base': [0.10, 0.11, 0.10, 0.12], 'bf16': [0.21, 0.23, 0.20, 0.25]}}]
+  assert _claim(rows, 'precision', times)['verdict'] == C.REFUTED   # bf16 2x slower on this CPU
+
+
+def test_rope_and_context_parts():
+  lk = S.len_key
+  rope_seed = lambda s, r: _row('base', 1.0, seed=s, **{lk(256): 1.0 + r, lk(512): 0.97 + r, lk(1024): 0.95 + r})
+  rows = [rope_seed(0, 0.0), rope_seed(1, 0.002), rope_seed(2, -0.002),
+          _row('nopos', 1.1, **{lk(256): 1.1, lk(512): 1.2, lk(1024): 1.4}), _row('learned', 1.02, **{lk(256): 1.02})]
+  c = _claim(rows, 'rope')
+  by = {p['label']: p['verdict'] for p in c['parts']}
+  assert by['bpb at 512: RoPE / learned'] == C.NOT_MEASURABLE
+  assert by['bpb at 512: RoPE / no positions'] == C.CONFIRMED
+  assert c['verdict'] == C.CONFIRMED
+  pk = S.pos_key
+  ctx = lambda arm, s, v: _row(arm, 1.0, seed=s, **{pk(0, 64): 1.2 + v, pk(64, 256): 1.0 + v, pk(256, 1024): 0.98 + v})
+  rows = [ctx('base', s, v) for s, v in enumerate((0.0, 0.001, -0.001))] + [
+      _row('ctx1024', 1.0, **{pk(0, 64): 1.2, pk(64, 256): 1.0, pk(256, 1024): 0.90})]
+  c = _claim(rows, 'context')
+  assert c['parts'][0]['verdict'] == C.CONFIRMED
+  assert c['parts'][1]['verdict'] == C.NOT_MEASURED   # no ctx64 arm
+  assert c['verdict'] == C.NOT_MEASURED
+
+
+def test_sampling_claim():
+  sk = S.sample_key
+  def seed(s, j):
+    return _row('base', 1.0, seed=s, **{sk('greedy', 'rep4'): 0.6 + j, sk('topk40', 'rep4'): 0.05 + j / 10,
+                                       sk('topp0.9', 'rep4'): 0.04, sk('pure', 'rep4'): 0.02,
+                                       sk('topk40', 'judge_bpb'): 2.0 + j, sk('topp0.9', 'judge_bpb'): 2.1,
+                                       sk('pure', 'judge_bpb'): 2.6 + j})
+  c = _claim([seed(0, 0.0), seed(1, 0.01), seed(2, -0.01)], 'sampling')
+  assert [p['verdict'] for p in c['parts']] == [C.CONFIRMED] * 4
+  assert c['verdict'] == C.CONFIRMED
+
+
+def test_report_renders_the_study(tmp_path):
+  from scaling import report
+  bpe = lambda c: 3.0 * c ** -0.1
+  rows = BASE_SEEDS + _frontier('tok-bpe', bpe) + _frontier('tok-char', lambda c: bpe(c / 4)) + [
+      _row('layernorm', 1.01)]
+  with open(tmp_path / 'results.jsonl', 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in rows)
+  with open(tmp_path / 'claims.jsonl', 'w') as f:
+    f.write(json.dumps({'kind': 'steptime', 'pair': 'norm', 'backend': 'cpu',
+                        'times': {'base': [1.0, 1.1, 1.0], 'layernorm': [1.2, 1.3, 1.25]}}) + '\n')
+    f.write(json.dumps({'kind': 'meta', 'wall_s': 600}) + '\n')
+  text = open(report.write_report(str(tmp_path), fit=False)).read()
+  assert 'Verdict rules' in text and text.index('Verdict rules') < text.index('| Subword tokens')
+  assert '| RMSNorm instead of LayerNorm | "simpler and faster" | **confirmed** |' in text
+  assert 'Total wall time' in text and '10.0 min of claims_measure' in text
+  assert os.path.isfile(tmp_path / 'claim_tokenizer.png')
+  assert '## Seed guide claims (seed_upgrades study)' not in text   # the legacy table is not rendered
+
+
+# ----------------------------------------------------------------------------- measurements
+def test_window_nll_and_buckets_against_a_token_loop(make_model):
+  from scaling.evaluate import bucket_bpb, window_nll
+  model = make_model(seq_len=16)
+  rng = np.random.default_rng(0)
+  docs = rng.integers(0, 97, (3, 8 + 1)).astype(np.int32)
+  got = window_nll(model, docs, 4, batch_size=4)
+  ref = np.zeros((3, 8))
+  for n in range(3):
+    for p in range(8):
+      start = (p // 4) * 4
+      ctx = jnp.asarray(docs[n, start:p + 1][None])
+      logp = jax.nn.log_softmax(model(ctx)[0, -1].astype(jnp.float32))
+      ref[n, p] = -float(logp[docs[n, p + 1]])
+  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+  b = bucket_bpb(got, ((0, 2), (2, 8), (8, 16)), bytes_per_token=2.0)
+  assert set(b) == {(0, 2), (2, 8)}    # a bucket past the scored length is left out
+  assert b[(2, 8)] == pytest.approx(ref[:, 2:8].mean() / math.log(2) / 2.0, rel=1e-4)
+
+
+def test_window_nll_refuses_learned_positions_past_the_table(make_model):
+  from scaling.evaluate import PositionsError, window_nll
+  model = make_model(seq_len=4, position='learned')
+  with pytest.raises(PositionsError):
+    window_nll(model, np.zeros((1, 9), np.int32), 8)
+
+
+def test_rep_and_distinct_n_by_hand():
+  from scaling.sample_stats import distinct_n, rep_n
+  assert rep_n([1, 2, 3, 1, 2, 3], 2) == pytest.approx(1 - 3 / 5)   # bigrams 12 23 31 12 23
+  assert rep_n([1, 2, 3, 4], 4) == 0.0
+  assert rep_n([5, 5, 5, 5, 5], 1) == pytest.approx(1 - 1 / 5)
+  assert rep_n([1, 2], 4) is None
+  assert distinct_n([[1, 2, 1, 2], [1, 2, 3]], 2) == pytest.approx(3 / 5)   # 12 21 12 | 12 23
+  assert distinct_n([[7]], 2) is None
+
+
+def test_continuation_nll_against_a_loop(make_model):
+  from scaling.sample_stats import bits_per_byte, continuation_nll
+  model = make_model()
+  prompts, conts = [[3, 4, 5], [6]], [[7, 8], [9, 10, 11]]
+  got = continuation_nll(model, prompts, conts)
+  for p, c, g in zip(prompts, conts, got):
+    seq = p + c
+    ref = 0.0
+    for i in range(len(p), len(seq)):
+      logp = jax.nn.log_softmax(model(jnp.asarray([seq[:i]]))[0, -1].astype(jnp.float32))
+      ref -= float(logp[seq[i]])
+    assert g == pytest.approx(ref, rel=1e-4)
+  assert bits_per_byte([2 * math.log(2)], ['ab']) == pytest.approx(1.0)
+
+
+def test_train_subset_keeps_tokenizer_and_validation(tmp_path):
+  import ml_collections
+
+  from scaling.data import prepare
+  from scaling.data.subset import document_order
+  corpus = tmp_path / 'corpus'
+  corpus.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(30):
+    (corpus / f'd{i:02d}.txt').write_text(' '.join(f'w{rng.integers(50)}' for _ in range(40 + 7 * i)))
+  cfg = ml_collections.ConfigDict(dict(corpus=str(corpus / '*.txt'), text_field='text', tokenizer='byte',
+                                       vocab_size=4096, data_dir=str(tmp_path / 'data'), val_fraction=0.2,
+                                       document_masking=False, num_workers=0, train_tokens=0))
+  full = prepare(cfg, verbose=False)
+  cfg.train_tokens = 1000
+  sub = prepare(cfg, verbose=False)
+  assert sub['data_dir'] != full['data_dir'] and sub['train_tokens'] == 1000
+  for name in ('val.bin', 'tokenizer.json', 'split.json'):
+    assert open(os.path.join(sub['data_dir'], name), 'rb').read() == open(os.path.join(full['data_dir'], name),
+                                                                           'rb').read()
+  from scaling.data import open_split
+  f_tr, s_tr = open_split(full['data_dir'], 'train'), open_split(sub['data_dir'], 'train')   # crc checked
+  off = np.asarray(f_tr.doc_offsets)
+  ref = np.concatenate([np.asarray(f_tr.tokens[off[d]:off[d + 1]]) for d in document_order(len(off) - 1)])[:1000]
+  np.testing.assert_array_equal(np.asarray(s_tr.tokens), ref)
+  assert prepare(cfg, verbose=False)['data_dir'] == sub['data_dir']   # a second call reuses it
+  cfg.train_tokens = 10 ** 9
+  with pytest.raises(ValueError, match='exceeds the training split'):
+    prepare(cfg, verbose=False)
+
+
+def test_steptime_compare_returns_paired_rounds(tiny_cfg):
+  from scaling import steptime
+  cfg = tiny_cfg()
+  with cfg.unlocked():
+    cfg.train.batch_size = 8
+  out = steptime.compare({'a': cfg, 'b': cfg}, rounds=2, steps=1)
+  assert set(out['times']) == {'a', 'b'} and all(len(v) == 2 and min(v) > 0 for v in out['times'].values())
+  with pytest.raises(ValueError):
+    steptime.compare({'a': cfg}, rounds=1)
+
+
+# ----------------------------------------------------------------------------- the sweep's design
+def test_sweep_design():
+  from scaling.config import load_module
+  mod = load_module('configs/sweeps/seed_upgrades.py')
+  for arg in (None, 'quick'):
+    runs = mod.get_sweep(arg)
+    arms = {r['name'].split(':', 1)[1] for r in runs}
+    assert {'base', 'layernorm', 'learned', 'nopos', 'bf16', 'ctx64', 'ctx1024', 'rep4', 'rep16',
+            'tok-bpe', 'tok-char', 'tok-byte'} <= arms
+    equal = [r for r in runs if not r['name'].endswith(('tok-bpe', 'tok-char', 'tok-byte'))]
+    tokens = {r['train.steps'] * r['train.batch_size'] * r['model.seq_len'] for r in equal}
+    assert len(tokens) == 1     # every equal-token arm reads the same tokens
+    assert all(mod.estimate_s(r) > 0 for r in runs)
+  d = mod.design(None)
+  assert d['budgets'][-1] / d['budgets'][0] >= 10 and len(d['budgets']) >= 3
+  with pytest.raises(ValueError, match='unknown argument'):
+    mod.get_sweep('nope')
