@@ -32,7 +32,7 @@ def rows(iso):
 
 def _model(iso, row):
   from configs.sweeps._common import resolved
-  keys = {k: v for k, v in row.items() if k.startswith('model.') or k == 'data.corpus'}
+  keys = {k: v for k, v in row.items() if k.startswith(('model.', 'data.'))}
   return fill_vocab(resolved(iso.get_config(), keys)).model
 
 
@@ -48,7 +48,7 @@ def test_every_budget_has_five_sizes_evenly_spaced_at_its_flops(iso, rows):
     c = r['train.steps'] * tokens_per_step * float(flops_per_token(m))
     budget = min(iso.BUDGETS, key=lambda b: abs(math.log(c / b)))
     assert abs(c / budget - 1) < 0.003, (r, c, budget)   # each run costs its budget's FLOPs
-    by_budget.setdefault(budget, []).append(float(count_params(m)['non_embedding']))
+    by_budget.setdefault(budget, []).append(float(count_params(m)['total']))
   assert sorted(by_budget) == sorted(iso.BUDGETS) and max(iso.BUDGETS) / min(iso.BUDGETS) >= 30
   for b, ns in by_budget.items():
     ns = sorted(ns)
@@ -90,7 +90,7 @@ def test_learning_rate_follows_the_transfer_studys_law(iso, rows):
 
 def test_the_lr_check_brackets_the_smallest_budgets_rate(iso):
   check = iso.get_sweep('lrcheck')
-  assert len(check) == 4
+  assert len(check) == 6
   for r in check:
     want = 7.24e-3 * (r['model.d_model'] / 32) ** -0.80
     assert r['train.lr'] / want == pytest.approx(0.5, rel=0.01) or r['train.lr'] / want == pytest.approx(2, rel=0.01)

@@ -75,14 +75,17 @@ import math
 
 from configs.sweeps._common import CPU_RUN, load_config_file, resolved
 
-BUDGETS = (5e12, 1.5e13, 5e13, 1.5e14)   # training FLOPs
+BUDGETS = (4e12, 1.2e13, 4e13, 1.2e14)   # training FLOPs
 SIZES_PER_BUDGET = 5
 SIZE_STEP = 1.7                      # ratio of neighbouring rungs (even spacing in log N)
 TOKENS_PER_PARAM = 20.0              # one of the two guesses the grid is centred between
 BATCH, SEQ_LEN = 8, 256              # 2048 tokens per step
 MIN_STEPS = 250
-MIN_N = 4e4                          # the smallest rung's non-embedding N: 1 layer of d_model ~64
-CORPUS_TOKENS = 49.0e6               # measured, docs/corpus.md (BPE-4096)
+MIN_N = 5.5e4                        # the smallest rung's N (total parameters): 2 layers of d_model 32
+MIN_LAYERS = 2                       # one layer cannot form induction heads: a different model class
+VOCAB = 1024                         # BPE vocabulary (data.vocab_size): see 'Vocabulary' above
+COVERAGE = 0.9995                    # data.character_coverage: prose has 2,584 distinct characters
+CORPUS_TOKENS = 63.1e6               # measured at BPE-1024: 59.76M train + 3.38M validation tokens
 VAL_FRACTION = 0.05                  # data.val_fraction (by document)
 MAX_TOKENS = 0.85 * (1 - VAL_FRACTION) * CORPUS_TOKENS   # under one epoch, with a margin
 DECAY_FRACTION = 0.2                 # WSD: the last 20% of each run's steps decay
@@ -115,19 +118,20 @@ def _shape(layers: int, d: int) -> dict:
 
 def _model(shape: dict):
   from scaling.config import fill_vocab
-  cfg = resolved(get_config(), {**shape, 'data.corpus': CORPUS})
+  cfg = resolved(get_config(), {**shape, 'data.corpus': CORPUS, 'data.vocab_size': VOCAB,
+                                 'data.character_coverage': COVERAGE})
   return fill_vocab(cfg).model
 
 
 def _family() -> list[tuple[float, float, dict]]:
-  """(non-embedding N, FLOPs per token, overrides) of every candidate shape."""
+  """(N = total parameters, FLOPs per token, overrides) of every candidate shape."""
   from scaling.accounting import count_params, flops_per_token
   out = []
-  for layers in range(1, 13):
-    for d in range(64, 1025, 32):
+  for layers in range(MIN_LAYERS, 13):
+    for d in range(32, 1025, 32):
       shape = _shape(layers, d)
       m = _model(shape)
-      out.append((float(count_params(m)['non_embedding']), float(flops_per_token(m)), shape))
+      out.append((float(count_params(m)['total']), float(flops_per_token(m)), shape))
   return out
 
 
@@ -169,9 +173,10 @@ def guesses(family, c: float) -> tuple[float, float]:
 
 
 def _centre(family, c: float) -> float:
-  """The grid centre: the geometric mean of the two guesses (they differ ~3x at these sizes)."""
-  n20, n_law = guesses(family, c)
-  return math.sqrt(n20 * n_law)
+  """The grid centre: D = 20 N (total parameters). Hoffmann et al.'s fitted law, which puts N_opt 1.5-1.8x
+  higher here, stays inside every grid (the plan prints where); a first design centred between the two, at
+  BPE-4096, found the smallest budget's minimum below its smallest size."""
+  return guesses(family, c)[0]
 
 
 def _tokens_per_s(fpt: float) -> float:
@@ -246,7 +251,9 @@ def plan() -> list[dict]:
 
 
 def _base(r: dict) -> dict:
-  return {**CPU_RUN, **r['shape'], 'data.corpus': CORPUS, 'train.lr': r['lr'], 'train.batch_size': BATCH,
+  return {**CPU_RUN, **r['shape'], 'data.corpus': CORPUS, 'data.vocab_size': VOCAB,
+          'data.character_coverage': COVERAGE, 'train.lr': r['lr'],
+          'train.batch_size': BATCH,
           'model.seq_len': SEQ_LEN, 'train.warmup_steps': r['warmup'], 'train.min_lr_ratio': 0.1}
 
 
@@ -258,9 +265,10 @@ def _scratch(r: dict, name: str, lr_mult: float = 1.0) -> dict:
 def get_sweep(arg=None):
   from launch.sweep import branches
   runs = plan()
-  if arg == 'lrcheck':   # the smallest budget's smallest and largest sizes at 0.5x and 2x their rate
+  if arg == 'lrcheck':   # the smallest budget's smallest, middle and largest sizes at 0.5x and 2x their rate
     first = [r for r in runs if r['budget_index'] == 0]
-    return [_scratch(r, 'isoflop_cpu-lrcheck', m) for r in (first[0], first[-1]) for m in LR_CHECK]
+    picks = (first[0], first[len(first) // 2], first[-1])
+    return [_scratch(r, 'isoflop_cpu-lrcheck', m) for r in picks for m in LR_CHECK]
   if arg:
     raise ValueError(f'isoflop_cpu: unknown argument {arg!r}; use none or lrcheck')
   # the smallest budget first (its bracket is known within minutes), then each rung's parent and its
@@ -281,7 +289,7 @@ def get_resources(arg=None):
 
 def main():
   runs = plan()
-  print('budget   rung layers d_model  N(non-emb)  FLOPs/token  tokens      steps  epochs  tokens/N  lr       '
+  print('budget   rung layers d_model  N(total)    FLOPs/token  tokens      steps  epochs  tokens/N  lr       '
         'how      est. wall')
   for r in runs:
     s = r['shape']
