@@ -235,7 +235,9 @@ def print_table(rows):
   print('|---|---|---:|---:|---:|---:|---:|---:|')
   for r in rows:
     ratio = '-' if r['ratio'] is None else f'{r["ratio"]:.2f}x'
-    print(f'| {r["arm"]} | {r["dtype"]} | {r["step_s"] * 1e3:.4g} | {r["tokens_per_s"]:,.0f} | {ratio} '
+    ms = r['step_s'] * 1e3
+    ms = f'{ms:.4g}' if ms < 1000 else f'{ms:,.0f}'   # >= 4 significant digits, never an exponent
+    print(f'| {r["arm"]} | {r["dtype"]} | {ms} | {r["tokens_per_s"]:,.0f} | {ratio} '
           f'| {r["mfu"]:.1%} | {r["first_loss"]:.4f} | {r["faults_per_step"]:,.0f} |')
 
 
