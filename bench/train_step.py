@@ -21,8 +21,9 @@ idle before each timed step; the median step time is kept. MFU uses the causal-a
 scaling/accounting.py over each framework's own matmul peak (n^3, per dtype) measured in the same run.
 
 The hand-written PyTorch model this script used to carry is gone: transformers' eager step was faster than
-it (issue #20: 9,053 vs 6,058 tokens/s in float32), so it understated the gap, and it measured nothing the
-transformers arms do not: the same operations, in the same framework.
+it at the same dims in float32 (9,053 tokens/s in issue #20's run, vs 6,058 for the hand-written one in
+BENCHMARKS.md's; separate runs), so it understated the gap, and it measured nothing the transformers arms
+do not: the same operations in the same framework, less the library users run.
 
     python bench/train_step.py [--arms ours,transformers,transformers+compile] [--dtypes float32,bfloat16]
         [--steps 10 --warmup 3] [--d_model --layers --heads --kv_heads --seq --batch --vocab]
