@@ -71,7 +71,7 @@ class Effect:
   missing: str = ''                # why it is not measured (non-empty: not measured)
   impossible: str = ''             # why the design cannot have it (non-empty: not measurable here)
 
-  def text(self, digits: int = 3) -> str:
+  def text(self, digits: int = 4) -> str:
     if self.impossible:
       return f'not measurable ({self.impossible})'
     if self.missing or self.value is None:
@@ -89,7 +89,8 @@ def verdict(e: Effect) -> str:
   """The verdict of one effect by the rules of the module docstring."""
   if e.impossible:
     return NOT_MEASURABLE
-  if e.missing or None in (e.value, e.lo, e.hi) or not all(map(math.isfinite, (e.value, e.lo, e.hi))):
+  if e.missing or None in (e.value, e.lo, e.hi) or not math.isfinite(e.value) or math.isnan(e.lo) or \
+     math.isnan(e.hi):   # an infinite bound is an open interval (the slower arm may never get there)
     return NOT_MEASURED
   if e.side not in ('less', 'greater'):
     raise ValueError(f"Effect.side must be 'less' or 'greater', got {e.side!r}")
@@ -172,6 +173,21 @@ def paired_ratio(pairs, *, what: str = '', **kw) -> Effect:
   half = t_quantile(len(r) - 1) * float(np.std(r, ddof=1)) / math.sqrt(len(r))
   m = float(np.mean(r))
   return Effect(math.exp(m), math.exp(m - half), math.exp(m + half), **kw)
+
+
+def paired_difference(pairs, *, what: str = '', **kw) -> Effect:
+  """Within-model differences a_i - b_i (one pair per seed; for rates that can be 0): mean, t interval."""
+  ok = [(float(a), float(b)) for a, b in pairs if isinstance(a, (int, float)) and isinstance(b, (int, float))
+        and math.isfinite(a) and math.isfinite(b)]
+  kw.setdefault('null', 0.0)
+  if not ok:
+    return missing(what or 'no paired values', **kw)
+  d = [a - b for a, b in ok]
+  m = float(np.mean(d))
+  if len(d) < 2:
+    return Effect(m, missing='one seed: no interval', **kw)
+  half = t_quantile(len(d) - 1) * float(np.std(d, ddof=1)) / math.sqrt(len(d))
+  return Effect(m, m - half, m + half, **kw)
 
 
 def rounds_ratio(a_times, b_times, **kw) -> Effect:
@@ -265,8 +281,8 @@ def multiplier(slow: Sequence[tuple[float, float]], fast: Sequence[tuple[float, 
   k, b = _line(slow)
   if b <= 0:
     return None
-  logs = [(k - math.log(l)) / b - math.log(c) for c, l in fast]
-  return float(math.exp(np.mean(logs)))
+  m = float(np.mean([(k - math.log(l)) / b - math.log(c) for c, l in fast]))
+  return math.exp(m) if m < 700 else math.inf   # a nearly flat slower frontier: never, as far as it shows
 
 
 def multiplier_effect(slow_rows, fast_rows, noise: Noise | None, *, threshold: float | None = None,
@@ -285,7 +301,7 @@ def multiplier_effect(slow_rows, fast_rows, noise: Noise | None, *, threshold: f
   info.update(slope=b, reach=[(k - math.log(l)) / b for _, l in ff])
   info['extrapolated'] = any(r > math.log(fs[-1][0]) * 1.02 or r < math.log(fs[0][0]) / 1.02
                              for r in info['reach'])
-  if m is None:
+  if m is None or not math.isfinite(m):
     return missing('the slower arm\'s bpb does not fall with compute', **kw), info
   if noise is None:
     return Effect(m, missing='no seed replicates: no noise estimate', **kw), info

@@ -188,6 +188,8 @@ def measure_root(root: str, sweep: str | None = None, *, steptime: bool = True, 
 
 
 def main(argv=None) -> int:
+  from scaling import hostmem
+  hostmem.skip_absent_tpu()   # as the `scaling` command: libtpu without a TPU computes on the CPU, quietly
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--root', required=True, help='the sweep root (ROOT/runs/...)')
   p.add_argument('--config', default='configs/sweeps/seed_upgrades.py',

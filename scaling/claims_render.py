@@ -18,7 +18,8 @@ def _cell(s) -> str:
 def _wall(rows: Sequence[dict], other: Sequence[dict]) -> str:
   own = [r.get('wall_s') for r in rows if isinstance(r.get('wall_s'), (int, float))]
   meas = sum(m.get('wall_s', 0) for m in other if m.get('kind') == 'meta')
-  return (f'Total wall time: {sum(own) / 3600:.2f} h of training over {len(own)} run(s) + '
+  return (f'Total wall time: {sum(own) / 3600:.2f} h of training over {len(own)} run(s) (each run\'s wall_s '
+          f'in summary.json: data preparation, compile, training, final evals; not the process start) + '
           f'{meas / 60:.1f} min of claims_measure = {(sum(own) + meas) / 3600:.2f} h.')
 
 

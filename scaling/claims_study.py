@@ -204,7 +204,8 @@ def sampling(A, **_) -> dict:
   parts, facts = [], []
   for mode in ('topk40', 'topp0.9'):
     pairs = [(r.get(sample_key(mode, 'rep4')), r.get(sample_key('greedy', 'rep4'))) for r in base]
-    parts.append(_part(f'repetition (rep-4): {mode} / greedy', C.paired_ratio(pairs, side='less')))
+    parts.append(_part(f'repetition (rep-4, a fraction): {mode} - greedy',
+                       C.paired_difference(pairs, side='less')))
     pairs = [(r.get(sample_key(mode, 'judge_bpb')), r.get(sample_key('pure', 'judge_bpb'))) for r in base]
     parts.append(_part(f'bpb under the larger model: {mode} / pure sampling (T = 1)',
                        C.paired_ratio(pairs, side='less')))

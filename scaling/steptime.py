@@ -64,20 +64,32 @@ def compare(cfgs: dict, *, rounds: int = 8, steps: int = 5) -> dict:
 
 
 def main(argv=None) -> int:
+  from scaling import hostmem
+  hostmem.skip_absent_tpu()   # as the `scaling` command: libtpu without a TPU computes on the CPU, quietly
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', default='configs/sweeps/seed_upgrades.py', help='the sweep file (its PAIRS)')
   p.add_argument('--pair', action='append', default=None, help='pair name(s) (default: all)')
   p.add_argument('--rounds', type=int, default=8)
   p.add_argument('--steps', type=int, default=5)
   p.add_argument('--json', default='', help='append one JSON line per pair to this file')
+  p.add_argument('--override', action='append', default=[],
+                 help='KEY=VALUE applied to every config of the pairs (e.g. model.d_model=768 on a GPU)')
   args = p.parse_args(argv)
-  from scaling.config import load_module
-  mod = load_module(args.config.split(':')[0])
-  pairs = mod.steptime_pairs()
+  from scaling.config import apply_override, load_module
+  spec, _, arg = args.config.partition(':')
+  pairs = load_module(spec).steptime_pairs(arg or None)
+  for o in args.override:
+    key, eq, value = o.partition('=')
+    if not eq:
+      p.error(f'--override needs KEY=VALUE, got {o!r}')
+    for cfgs in pairs.values():
+      for cfg in cfgs.values():
+        apply_override(cfg, key, value)
   for name in args.pair or list(pairs):
     if name not in pairs:
       p.error(f'--pair {name}: the sweep defines {", ".join(pairs)}')
-    out = {'kind': 'steptime', 'pair': name, **compare(pairs[name], rounds=args.rounds, steps=args.steps)}
+    out = {'kind': 'steptime', 'pair': name, 'overrides': args.override,
+           **compare(pairs[name], rounds=args.rounds, steps=args.steps)}
     print(json.dumps(out))
     if args.json:
       with open(args.json, 'a', encoding='utf-8') as f:

@@ -60,6 +60,16 @@ def test_log_ratio_interval_by_hand():
   assert C.log_ratio(arm, base, None).missing   # no seeds: the value, no interval, not measured
 
 
+def test_paired_difference_by_hand():
+  pairs = [(0.05, 0.6), (0.0, 0.7), (0.1, 0.65)]
+  d = [a - b for a, b in pairs]
+  half = stats.t.ppf(0.95, 2) * statistics.stdev(d) / math.sqrt(3)
+  e = C.paired_difference(pairs, side='less')
+  assert (e.value, e.lo, e.hi) == (pytest.approx(statistics.fmean(d)), pytest.approx(statistics.fmean(d) - half),
+                                   pytest.approx(statistics.fmean(d) + half))
+  assert e.null == 0 and C.verdict(e) == C.CONFIRMED     # a zero rate is a value, not a missing one
+
+
 def test_paired_ratio_by_hand():
   pairs = [(1.0, 2.0), (1.2, 2.0), (0.9, 2.1)]
   r = [math.log(a / b) for a, b in pairs]

@@ -59,7 +59,7 @@ LR_AT_32, LR_EXPONENT = 7.24e-3, -0.80
 FLOP_RATE, MAX_TOKENS_PER_S, RUN_OVERHEAD_S = 1.45e11, 4.9e4, 40.0
 BF16_CPU_SLOWDOWN = 2.0
 PREP_S, MEASURE_S = 900.0, 900.0
-VOCAB = {'bpe': 4096, 'char': 2355, 'byte': 259}   # char: distinct characters of prose, measured
+VOCAB = {'bpe': 4096, 'byte': 259, 'char': {'prose': 2355, 'shakespeare': 86}}   # char: + <unk>, <eos>, measured
 LADDER = ((1, 64), (2, 96), (2, 128), (3, 160), (4, 192), (4, 256), (5, 320))
 
 FULL = dict(corpus='prose', shape=(2, 128), seq=256, batch=16, tokens=2 ** 22, seeds=(0, 1, 2),
@@ -99,7 +99,8 @@ def _model(ov: dict):
   cfg = resolved(get_config, {k: v for k, v in ov.items() if k.startswith(('model.', 'data.'))})
   if cfg.model.vocab_size == 0:
     with cfg.model.unlocked():
-      cfg.model.vocab_size = VOCAB[str(cfg.data.tokenizer)]
+      v = VOCAB[str(cfg.data.tokenizer)]
+      cfg.model.vocab_size = v[str(cfg.data.corpus)] if isinstance(v, dict) else v
   return cfg.model
 
 
@@ -137,7 +138,7 @@ def frontier_runs(d: dict) -> list[dict]:
   B, T = d['frontier_batch'], d['seq']
   for c in d['budgets']:
     for tok in ('bpe', 'char', 'byte'):
-      data = {'data.tokenizer': tok, **({'data.vocab_size': 4096} if tok == 'bpe' else {})}
+      data = {'data.corpus': d['corpus'], 'data.tokenizer': tok, **({'data.vocab_size': 4096} if tok == 'bpe' else {})}
       cands = []
       for rung in LADDER:
         ov = {**shape(*rung), **data}
