@@ -567,6 +567,7 @@ def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] 
   if result is not None and result.get('warnings'):
     lines += [f'> **The fits below are not results.** {_headline(result)} See "What these data do '
               'not determine".', '']
+  lines += list(extra)   # the seed study's claims first, rules before numbers (scaling/claims_render.py)
   lines += ['## What the sweep measured', '']
   lines += _runs_table(rows) if rows else ['No runs.']
   lines += _branches_section(rows)
@@ -600,7 +601,6 @@ def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] 
     lines += ['', 'bpb (bits per byte) compares runs across tokenizers. "equal compute" means '
               'FLOPs within 10%; otherwise the baseline is read off its power law in compute. '
               f'The BPE claim counts as confirmed only for a factor >= {BPE_FACTOR_NEEDED:g}.']
-  lines += ([''] + list(extra)) if extra else []   # the seed study's claims (scaling/claims_render.py)
   all_notes = list(notes) + (list(result.get('notes', [])) if result else [])
   if all_notes:
     lines += ['', '## Notes', ''] + [f'- {n}' for n in all_notes]
