@@ -316,18 +316,31 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
   return lines
 
 
+def _overrides_cell(r: dict, common: dict) -> str:
+  """A run's overrides less those every run shares; a cooldown branch as 'branch of PARENT@STEP'."""
+  ov = r.get('overrides')
+  if not isinstance(ov, dict):
+    return ''
+  cells = [f'{k}={v}' for k, v in ov.items() if k != 'branch_of' and common.get(k, object()) != v]
+  if 'branch_of' in ov:
+    cells.insert(0, f'branch of {r.get("parent") or "?"}@{r.get("fork_step") or "?"}')
+  return ', '.join(cells)
+
+
 def _runs_table(rows: Sequence[dict]) -> list[str]:
+  ovs = [r['overrides'] for r in rows if isinstance(r.get('overrides'), dict)]
+  common = {k: v for k, v in ovs[0].items() if k != 'branch_of' and all(o.get(k, object()) == v for o in ovs)} \
+      if len(ovs) > 1 else {}
   body = []
   for r in rows:
-    ov = r.get('overrides')
-    ov = ', '.join(f'{k}={v}' for k, v in ov.items()) if isinstance(ov, dict) else ''
-    body.append([r.get('run', '?'), r.get('state', '?'), ov or '—', _si(r.get('params')),
+    body.append([r.get('run', '?'), r.get('state', '?'), _overrides_cell(r, common) or '—', _si(r.get('params')),
                  _si(r.get('non_embedding_params')), _si(r.get('tokens')),
                  _g(r.get('flops'), '.3g'),
                  _g(r.get('eval/loss')), _g(r.get(BPB)), _si(r.get(THROUGHPUT)),
                  _wall(r.get('wall_s'))])
-  return _table(['run', 'state', 'overrides', 'params', 'non-emb params', 'tokens', 'FLOPs',
-                 'eval loss', 'eval bpb', 'tokens/s', 'wall'], body)
+  head = [f'Every run: {", ".join(f"{k}={v}" for k, v in common.items())}.', ''] if common else []
+  return head + _table(['run', 'state', 'overrides', 'params', 'non-emb params', 'tokens', 'FLOPs',
+                        'eval loss', 'eval bpb', 'tokens/s', 'wall'], body)
 
 
 def _ci(fit_part: dict, key: str) -> str:
@@ -670,6 +683,8 @@ def add_report_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser.add_argument('--study', default=None,
                       help="study name (e.g. seed_upgrades: check the seed guide's claims)")
   parser.add_argument('--metric', default='eval/bpb', choices=fit_lib.METRICS)
+  parser.add_argument('--params', default='non_embedding', choices=sorted(fit_lib.PARAM_COLUMNS),
+                      help='the N of the fits: non-embedding (Kaplan) or total parameters (Hoffmann)')
   parser.add_argument('--bootstrap', type=int, default=200, help='bootstrap resamples of the fit')
   parser.add_argument('--max_starts', type=int, default=256)
   parser.add_argument('--no_fit', dest='fit', action='store_false', help='tables and claims only')
@@ -680,7 +695,7 @@ def run_report(args: argparse.Namespace) -> int:
   """`scaling report`: returns the process exit status."""
   try:
     path = write_report(args.root, args.results, args.study, fit=args.fit, metric=args.metric,
-                        bootstrap=args.bootstrap, max_starts=args.max_starts)
+                        params=args.params, bootstrap=args.bootstrap, max_starts=args.max_starts)
   except fit_lib.FitError as e:
     print(f'scaling report: error: {e}', file=sys.stderr)
     return 2

@@ -182,10 +182,12 @@ def test_report_with_fit_shows_exponents_beside_published(tmp_path):
   path = report.write_report(str(tmp_path), bootstrap=20, max_starts=16)
   text = open(path).read()
 
-  # the runs table shows each input row (3-4 significant digits); 5000 s = 83.3 min
+  # the runs table shows each input row (3-4 significant digits); 5000 s = 83.3 min; the override every
+  # row shares is stated once above it
+  assert 'Every run: model.d_model=64.' in text
   for r in rows:
     cells = table_cells(text, r['run'])
-    assert cells[1:3] == ['done', 'model.d_model=64'] and cells[9:] == ['—', '83.3 min']
+    assert cells[1:3] == ['done', '—'] and cells[9:] == ['—', '83.3 min']
     for cell, key in zip(cells[3:9], ('params', 'non_embedding_params', 'tokens', 'flops', 'eval/loss',
                                       'eval/bpb')):
       assert parse_si(cell) == pytest.approx(r[key], rel=5e-3), (r['run'], key, cell)
@@ -237,3 +239,19 @@ def test_report_with_fit_shows_exponents_beside_published(tmp_path):
   for png in saved['plots']:
     assert f']({png})' in text and (tmp_path / png).read_bytes()[:4] == b'\x89PNG'
   assert '## Seed guide claims' not in text
+
+
+def test_runs_table_states_shared_overrides_once_and_names_branches():
+  parent = {'model.d_model': 64, 'train.schedule': 'constant'}
+  rows = [
+      {'run': 'aaa', 'state': 'done', 'overrides': {'data.corpus': 'prose', 'model.d_model': 64, 'train.steps': 10}},
+      {'run': 'bbb', 'state': 'done', 'parent': 'ppp', 'fork_step': 8,
+       'overrides': {'data.corpus': 'prose', 'model.d_model': 96, 'train.steps': 20,
+                     'branch_of': {'parent': parent, 'step': 8}}},
+  ]
+  lines = report._runs_table(rows)
+  assert lines[0] == 'Every run: data.corpus=prose.'
+  body = [x for x in lines if x.startswith('| aaa') or x.startswith('| bbb')]
+  assert body[0].split(' | ')[2] == 'model.d_model=64, train.steps=10'
+  assert body[1].split(' | ')[2] == 'branch of ppp@8, model.d_model=96, train.steps=20'
+  assert 'constant' not in '\n'.join(lines)   # the parent's overrides are not repeated in its branch's row
