@@ -2,8 +2,8 @@
 
   scaling sweep --config configs/sweeps/isoflop_cpu.py --backend local --root sweeps/isoflop_cpu
   scaling sweep collect --root sweeps/isoflop_cpu
-  scaling fit --results sweeps/isoflop_cpu/results.jsonl --metric eval/loss
-  scaling report --root sweeps/isoflop_cpu
+  scaling fit --results sweeps/isoflop_cpu/results.jsonl --params total
+  scaling report --root sweeps/isoflop_cpu --params total
 
   # the learning-rate check (separate root, so its off-optimum runs never enter the fit):
   scaling sweep --config configs/sweeps/isoflop_cpu.py:lrcheck --backend local --root sweeps/isoflop_cpu_lrcheck
@@ -14,60 +14,66 @@ continues it (run directories are keyed by config hash), so it can run in severa
 
 Design, and why
 ---------------
-* Budgets: 5e12, 1.5e13, 5e13, 1.5e14 training FLOPs (4 budgets, 30x, half a decade apart: the fitted
+* Budgets: 4e12, 1.2e13, 4e13, 1.2e14 training FLOPs (4 budgets, 30x, half a decade apart: the fitted
   N_opt ~ C^a has 4 points over 1.5 decades, and the held-out check refits on 3). The top is set by
-  wall time: the whole study must fit ~1.5 h of a 2-core machine next to other work (the first plan,
-  1e13..3e14, needed ~2.9 h). Every run reads under one epoch (MAX_TOKENS, from the measured corpus).
-* Sizes: one ladder of shapes N_k ~ MIN_N 2^k (non-embedding N; MIN_N = 4e4 is one layer of
-  d_model ~64: smaller models are mostly embedding table and overhead-bound), and per budget 5
-  consecutive rungs (16x, evenly spaced in log N) centred on the geometric mean of two published
-  guesses of N_opt(C), both with this study's FLOPs accounting (D = C / flops_per_token(N)):
-  D = 20 N (Hoffmann et al. 2022's rule of thumb) and the minimum of their fitted law
-  E + 406.4/N^0.34 + 410.7/D^0.28 (which prefers ~2x larger models at these sizes because the tied
-  LM head makes small models' tokens expensive). Neighbouring budgets share 4 of their 5 rungs, so
-  one size's runs at several budgets are cooldown branches of one stable run (below). Where a grid
-  would break a constraint it is shifted by whole rungs (never squeezed): up when its smallest model
-  would read more than MAX_TOKENS, down when its largest would train fewer than MIN_STEPS steps.
-  The report flags every budget whose lowest loss is at an end; then add a rung beyond that end and
-  resubmit (only the new runs train).
-* N is the non-embedding parameter count (what `scaling fit` uses); FLOPs also count the tied LM
-  head (V d per token) and attention, exactly as scaling.accounting.flops_per_token, which is what
-  `scaling sweep collect` writes as `flops`. So every run of a budget costs C (to within the
-  rounding of its step count, < 0.3%) and reads D = C / flops_per_token(model) tokens.
+  wall time (~2 h of a 2-core machine at the measured FLOP rate below) and by the corpus (every run
+  reads under one epoch, MAX_TOKENS).
+* N is the total parameter count, embeddings included (Hoffmann et al. 2022's convention; `scaling fit
+  --params total`). At these sizes the tied embedding is 20-50% of every model and its LM head a large
+  share of the FLOPs per token, so Kaplan's non-embedding N would treat most of a small model as free.
+* Vocabulary: BPE 1024 (character_coverage 0.9995: the prose corpus has 2,584 distinct characters; the
+  rarest 0.05% are spelled in bytes). A first design at BPE-4096 (centred on non-embedding N) found the
+  smallest budget's lowest loss at its smallest model: a 4096 x d table made even 1-layer d_model 64
+  models ~300k parameters, above that budget's compute-optimal size. A 1024 vocabulary lets the grid
+  reach below the optimum of every budget.
+* Sizes: one ladder of shapes N_k ~ MIN_N 1.7^k, and per budget 5 consecutive rungs (8x, evenly
+  spaced in log N; a narrower bracket than 16x also reduces the parabola's bias, which the synthetic
+  check of the first design showed), centred on D = 20 N (Hoffmann et al.'s rule of thumb, with D =
+  C / flops_per_token(N)); their fitted law E + 406.4/N^0.34 + 410.7/D^0.28, which prefers 1.5-1.8x
+  larger models here, lies inside every grid (the plan prints where both guesses fall). Neighbouring
+  budgets share 4 of their 5 rungs, so one size's runs at several budgets are cooldown branches of one
+  stable run (below). Where a grid would break a constraint it is shifted by whole rungs (never
+  squeezed): up when its smallest model would read more than MAX_TOKENS (the top budget: +1 rung),
+  down when its largest would train fewer than MIN_STEPS steps. The report flags every budget whose
+  lowest loss is at an end; then add a rung beyond that end and resubmit (only the new runs train).
+* FLOPs count everything scaling.accounting.flops_per_token counts (the tied LM head and causal
+  attention included), which is what `scaling sweep collect` writes as `flops`. So every run of a
+  budget costs C (to within the rounding of its step count, < 0.3%) and reads D = C / flops_per_token.
 * Shapes: LLaMA-style blocks of configs/ladder.py (RMSNorm, RoPE, SwiGLU with d_ff = 8/3 d,
-  grouped-query attention with half as many KV heads, tied embeddings, vocab 4096, context 256);
-  d_model a multiple of 32, head_dim 64 (d_model >= 384, a multiple of 128), else 32 (a multiple
-  of 64), else 16; the (layers, d_model) minimising |log(N / target)| + ASPECT_WEIGHT
-  |log(d_model / layers / 64)|: one aspect ratio as far as the small sizes allow.
-* Steps: batch 16 x 256 = 4096 tokens per step; every run has at least MIN_STEPS = 250 steps
-  (warmup plus a decay; the micro_ladder's 32-128 steps measured the schedule, not the model).
+  grouped-query attention with half as many KV heads, tied embeddings, context 256); at least 2 layers
+  (one layer cannot form induction heads: a different model class, and the first design's 1-layer
+  models broke the loss-vs-N curve); d_model a multiple of 32, head_dim 64 (d_model >= 384, a multiple
+  of 128), else 32 (a multiple of 64), else 16; the (layers, d_model) minimising |log(N / target)| +
+  ASPECT_WEIGHT |log(d_model / layers / 64)|.
+* Steps: batch 8 x 256 = 2048 tokens per step (batch 16 could not give the smallest budget's largest
+  model MIN_STEPS steps); every run has at least MIN_STEPS = 250 steps (the micro_ladder's 32-128
+  steps measured the schedule, not the model).
 * Schedule: WSD (warmup, constant lr, a linear decay over the last 20% of the steps to 0.1 lr),
   the same for every run. WSD matches or beats cosine at equal steps here
   (docs/results/cooldown: 2.8% better at 150 steps, 0.4% at 1200), and it makes token budgets
   cheap: for a size in more than one of the three larger budgets, one stable parent (constant lr)
-  trains to its last fork and each budget is a decay branch forked from it
-  (launch/sweep.py branches(); a branch equals the from-scratch WSD run, tests/test_branch.py).
-  That trains ~75% of the FLOPs separate runs would. The smallest budget's runs (and any size in
-  a single budget) train from scratch, listed first, so the first budget's bracket is known
-  within minutes of the start. Warmup is a tenth of the size's shortest run, 10 to 100 steps.
+  trains to its last fork and each budget is a decay branch forked from it (launch/sweep.py
+  branches(), train.ckpt_steps keeps the fork checkpoints; a branch equals the from-scratch WSD run,
+  tests/test_branch.py). That trains ~85% of the FLOPs separate runs would. The smallest budget's runs
+  (and any size in a single budget) train from scratch, listed first, so the first budget's bracket is
+  known within minutes of the start. Warmup is a tenth of the size's shortest run, 10 to 100 steps.
 * Learning rate per size, from the LR-transfer study (docs/results/lr_transfer): its standard-
   parametrization optima at d_model 32, 64, 128 (all bracketed) fall as lr* = 7.24e-3
   (d_model/32)^-0.80 (d_model 256's optimum, at the grid edge, lies below the line, as expected for
   a bound). That study's muP arm transferred its optimum (1.5x across 8x width) but its best loss
   at the largest width was 0.19 nats worse than SP's, so a muP IsoFLOP study would handicap the
   larger models; SP with the measured per-width rate is used. The transfer study ran 300 steps of
-  8 x 64 tokens of Shakespeare, not 16 x 256 of prose, so the rate is checked here: `:lrcheck`
-  trains the smallest budget's smallest and largest sizes at 0.5x and 2x their rate (the report
-  states whether the used rate was within a factor 2 of the best).
-* Corpus: `data.corpus = 'prose'` (scaling/data/prose.py, docs/corpus.md: 49.0M tokens at
-  BPE-4096, 95% of it training split), tokenizer BPE 4096 trained on it.
+  8 x 64 tokens of Shakespeare, not 8 x 256 of prose, so the rate is checked here: `:lrcheck`
+  trains the smallest budget's smallest, middle and largest sizes at 0.5x and 2x their rate (the
+  report states whether the used rate was the best of the three).
+* Corpus: `data.corpus = 'prose'` (scaling/data/prose.py, docs/corpus.md); at BPE-1024 it is 59.76M
+  training and 3.38M validation tokens (2.18 bytes/token), prepared in 49 s.
 
 Wall time (estimate)
 --------------------
-Measured CPU throughput: the default 4M-parameter model (4 x 256) trains at ~10k tokens/s in
-float32 on 2 quiet cores, i.e. FLOP_RATE = 10k x flops_per_token(default) ~ 2.8e11 training FLOP/s;
-models below ~0.5M non-embedding parameters are overhead-bound (their tokens/s is capped at that
-of a 0.5M model). Estimated wall = own tokens / tokens_per_s + RUN_OVERHEAD_S per run (a branch
+Measured CPU throughput (float32, 2 quiet cores, batch 8 x 256): 3 x 256 trains at 7.5k tokens/s,
+FLOP_RATE = 1.45e11 training FLOP/s; tiny models are overhead-bound, capped at MAX_TOKENS_PER_S
+(1 x 64: 49k tokens/s). Estimated wall = own tokens / tokens_per_s + RUN_OVERHEAD_S per run (a branch
 trains only its decay). `python configs/sweeps/isoflop_cpu.py` prints the sum.
 """
 
