@@ -36,6 +36,9 @@ def sections(rows: Sequence[dict], other: Sequence[dict], fit_result: dict | Non
     first = c['parts'][0]['effect'].text() if c['parts'] else '—'
     lines.append(f'| {_cell(c["title"])} | {_cell(c["quote"])} | **{c["verdict"]}** | {_cell(first)} |')
   lines += ['', _wall(rows, other), '']
+  if not any(k.startswith('claims/') for r in rows for k in r):
+    lines += ['**No measurements yet** (ROOT/claims.jsonl): `python -m scaling.claims_measure --root ROOT` '
+              'takes the long-document evals, samples and step times; until then those parts are not measured.', '']
   for c in claims:
     lines += [f'### {c["title"]}: {c["quote"]}', '', f'Verdict: **{c["verdict"]}**.', '']
     lines += ['| part | measured (90% interval) | verdict |', '|---|---|---|']

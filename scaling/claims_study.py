@@ -12,6 +12,7 @@ and scaling/claims_measure.py's:
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from scaling import claims as C
@@ -59,7 +60,9 @@ def _cmp(A, arm, key, *, side='less', base='base', label=None, **kw) -> dict:
 
 
 def _mean(rows, key):
-  v = C.vals(rows, key)
+  """The mean of a column over rows (zeros included: a rate of 0 is a value), None without one."""
+  v = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+       and math.isfinite(r[key])]
   return sum(v) / len(v) if v else None
 
 

@@ -5,9 +5,14 @@
   scaling sweep collect --root sweeps/seed_upgrades
   scaling report --root sweeps/seed_upgrades
 
-  # the smoke variant (tiny models, Shakespeare, ~15 min on 2 loaded cores): the same pipeline into /tmp
+  # ~2.5 h estimated on 2 quiet cores (41 runs, 1.98 h of training + ~30 min of data preparation and
+  # claims_measure; `python configs/sweeps/seed_upgrades.py` prints the arithmetic)
+
+  # the smoke variant (tiny models, Shakespeare; measured 18 min of sweep + 3.4 min of claims_measure on 2
+  # cores shared with a running study): the same pipeline into /tmp
   scaling sweep --config configs/sweeps/seed_upgrades.py:quick --backend local --root /tmp/seed_quick
   python -m scaling.claims_measure --root /tmp/seed_quick --config configs/sweeps/seed_upgrades.py:quick
+  scaling sweep collect --root /tmp/seed_quick && scaling report --root /tmp/seed_quick
 
 `python configs/sweeps/seed_upgrades.py [quick]` prints the plan (every run: arm, shape, N, FLOPs/token,
 tokens, steps, lr, estimated wall) and the total. The sweep is resumable: re-submitting it skips finished
