@@ -29,6 +29,9 @@ def sections(rows: Sequence[dict], other: Sequence[dict], fit_result: dict | Non
   claims = S.evaluate(rows, steptimes, fit_result)
   plots = _plots(C.by_arm(rows), steptimes, claims, out_dir)
   lines = ['## Seed guide claims, each by the comparison that can decide it', '',
+           'Design: configs/sweeps/seed_upgrades.py (a BPE-4096 LLaMA-style baseline on prose with three seeds, '
+           'one switch flipped per arm at equal tokens; char / byte / BPE frontiers over a 10x compute range); '
+           'measurements: scaling/claims_measure.py.', '',
            'Verdict rules (scaling/claims.py), stated before any number:', '']
   lines += [f'{i}. {r}' for i, r in enumerate(C.RULES, 1)]
   lines += ['', '| claim | the guide says | verdict | deciding number (90% interval) |', '|---|---|---|---|']
