@@ -109,6 +109,11 @@ def cmd_submit(argv: list[str]) -> int:
   sweep = load_sweep(args.config, overrides)          # validates every run's config
   sweep.resources.update(parse_resources(args.resource))
   root = pathlib.Path(args.root or pathlib.Path('sweeps') / sweep.name).absolute()
+  adopted = sweep.adopt_existing(lambda h: (root / RUNS_DIR / h).is_dir())
+  if adopted:
+    print(f'[sweep] {len(adopted)} run(s) continue in directories named by an earlier version of the config '
+          f'hash (before fields at their neutral value were left out of it): '
+          + ', '.join(f'{new}->{old}' for new, old in adopted[:4]) + (', ...' if len(adopted) > 4 else ''), flush=True)
   backend = make_backend(args.backend, root, sweep.resources, args, placeholders=args.dry_run)
   if args.dry_run:
     print(f'# sweep {sweep.path}: {len(sweep.runs)} runs, backend {args.backend}, root {root}')

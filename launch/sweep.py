@@ -46,7 +46,7 @@ import dataclasses
 import itertools
 import json
 import pathlib
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from scaling import config as config_lib
 
@@ -250,6 +250,27 @@ class Sweep:
   @property
   def name(self) -> str:
     return self.path.stem + (f'-{self.arg}' if self.arg else '')
+
+  def adopt_existing(self, exists: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """Runs with no directory under their hash whose directory exists under their legacy hash (named
+    before config.HASH_NEUTRAL, by a version of the code with fewer config fields) take that name, so
+    re-submitting continues them; a branch of an adopted parent forks from the parent's directory.
+    Returns (hash, adopted legacy hash) pairs."""
+    renamed, out = {}, []
+    for run in sorted(self.runs, key=lambda r: r.parent is not None):   # parents first
+      if run.parent in renamed:
+        run.parent = renamed[run.parent]
+        run.flags['train.init_from'] = f'../{run.parent}:{run.fork_step}'
+        run.config = config_lib.load_config(run.spec, run.flags)
+        run.hash = config_lib.config_hash(run.config)
+      if exists(run.hash):
+        continue
+      legacy = config_lib.config_hash(run.config, legacy=True)
+      if legacy != run.hash and exists(legacy):
+        renamed[run.hash] = legacy
+        out.append((run.hash, legacy))
+        run.hash = legacy
+    return out
 
 
 def _call(fn, arg):

@@ -388,9 +388,28 @@ def to_dict(cfg) -> dict:
   return json.loads(cfg.to_json_best_effort())
 
 
-def config_hash(cfg, n: int = 12) -> str:
-  """A stable hash of the resolved config (used to name sweep run directories)."""
-  blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(',', ':'))
+# Fields added after sweeps had already been hashed, each with the value that reproduces how runs behaved
+# before it existed. A field at that value is left out of config_hash, so adding a field with such a default
+# keeps the hash (the run directory) of every earlier run: re-submitting a sweep after an upgrade continues
+# it. A new field belongs here (tests/test_config.py checks the list of hashed fields).
+HASH_NEUTRAL = {
+    'train.ckpt_steps': [],
+    'data.character_coverage': 1.0,
+    'data.train_tokens': 0,
+}
+
+
+def config_hash(cfg, n: int = 12, *, legacy: bool = False) -> str:
+  """A stable hash of the resolved config (used to name sweep run directories); fields of HASH_NEUTRAL at
+  their neutral value are left out. legacy=True: the hash of every field (how run directories were named
+  before HASH_NEUTRAL; launch/sweep.py adopts such directories)."""
+  d = to_dict(cfg)
+  if not legacy:
+    for key, neutral in HASH_NEUTRAL.items():
+      section, name = key.split('.')
+      if name in d.get(section, {}) and d[section][name] == neutral:
+        del d[section][name]
+  blob = json.dumps(d, sort_keys=True, separators=(',', ':'))
   return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 

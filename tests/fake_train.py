@@ -15,7 +15,8 @@ Test hooks (environment):
                          stoppable by a signal), so a test can keep runs alive as long as it needs
 Every start appends a line to DIR/starts.jsonl (pid, step resumed from, the fork step of a
 branch), so tests can count how often a run was executed. Checkpoints: DIR/checkpoints/<step>/
-every train.ckpt_every steps and at the end (the newest train.keep_checkpoints kept), renamed
+every train.ckpt_every steps, at train.ckpt_steps and at the end (the newest train.keep_checkpoints and the
+train.ckpt_steps kept), renamed
 into place as orbax does. A branch (train.init_from='PARENT:STEP', relative to DIR) without
 progress of its own starts at STEP if PARENT/checkpoints/STEP exists, else exits 1.
 """
@@ -38,8 +39,8 @@ def _write_json(path: pathlib.Path, obj) -> None:
   os.replace(tmp, path)
 
 
-def _checkpoint(workdir: pathlib.Path, step: int, keep: int) -> None:
-  """DIR/checkpoints/<step>/ (renamed into place, as orbax does), keeping the newest `keep`."""
+def _checkpoint(workdir: pathlib.Path, step: int, keep: int, keep_steps=()) -> None:
+  """DIR/checkpoints/<step>/ (renamed into place, as orbax does), keeping the newest `keep` and `keep_steps`."""
   ckpt = workdir / 'checkpoints'
   ckpt.mkdir(exist_ok=True)
   tmp = ckpt / f'{step}.orbax-checkpoint-tmp-0'
@@ -47,7 +48,7 @@ def _checkpoint(workdir: pathlib.Path, step: int, keep: int) -> None:
   (tmp / 'meta.json').write_text(json.dumps({'step': step}))
   os.replace(tmp, ckpt / str(step))
   steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
-  for old in steps[:-keep] if keep > 0 else []:
+  for old in [x for x in steps[:-keep] if x not in keep_steps] if keep > 0 else []:
     (ckpt / str(old) / 'meta.json').unlink()
     (ckpt / str(old)).rmdir()
 
@@ -115,8 +116,8 @@ def main(argv):
     with open(workdir / 'metrics.jsonl', 'a') as f:
       f.write(json.dumps({'step': step, 'train/loss': loss, 'tokens_seen': step * tokens_per_step}) + '\n')
     _write_json(progress, {'step': step})
-    if step % cfg.train.ckpt_every == 0 or step == steps:
-      _checkpoint(workdir, step, cfg.train.keep_checkpoints)
+    if step % cfg.train.ckpt_every == 0 or step == steps or step in cfg.train.ckpt_steps:
+      _checkpoint(workdir, step, cfg.train.keep_checkpoints, cfg.train.ckpt_steps)
     print(f'step {step}/{steps} loss={loss:.4f}', flush=True)
     if cfg.train.seed in fail and step >= start + 2:
       print('fake_train: failing on purpose (FAKE_TRAIN_FAIL_SEEDS)', flush=True)

@@ -258,3 +258,37 @@ def test_validate_config_catches_edits_after_loading():
   # and validate=False defers the check
   cfg = load_config('default.py', {'model.num_kv_heads': '3'}, validate=False)
   assert cfg.model.num_kv_heads == 3
+
+
+def test_a_field_at_its_neutral_value_leaves_the_hash_alone():
+  """A config from before a HASH_NEUTRAL field existed (the field deleted here) hashes like today's config with
+  the field at its neutral value, so re-submitting a sweep after the upgrade finds its run directories; a
+  non-neutral value changes the hash; legacy=True hashes every field (the old directory names)."""
+  import copy
+  cfg = load_config('ladder.py:nano')
+  old = copy.deepcopy(cfg)
+  with old.unlocked():
+    for key in config_lib.HASH_NEUTRAL:
+      section, name = key.split('.')
+      del old[section][name]
+  assert config_lib.config_hash(cfg) == config_lib.config_hash(old) == config_lib.config_hash(old, legacy=True)
+  assert config_lib.config_hash(cfg, legacy=True) != config_lib.config_hash(cfg)
+  for key, value in (('data.character_coverage', 0.9995), ('data.train_tokens', 1000), ('train.ckpt_steps', '(5,)')):
+    assert config_lib.config_hash(load_config('ladder.py:nano', {key: str(value)})) != config_lib.config_hash(cfg), key
+
+
+def test_every_hashed_field_is_known():
+  """A field added to configs/default.py changes the hash of every run (and so orphans every sweep's run
+  directories) unless it is in config.HASH_NEUTRAL with the value that reproduces the old behaviour. This
+  list is the fields hashed today: a new one goes into HASH_NEUTRAL, not here (unless every hash is meant to
+  change)."""
+  import json
+  import pathlib
+  want = json.loads((pathlib.Path(__file__).parent / 'data' / 'hashed_config_fields.json').read_text())
+  d = config_lib.to_dict(load_config('default.py'))
+  got = sorted(f'{s}.{k}' for s, sec in d.items() if isinstance(sec, dict) for k in sec
+               if f'{s}.{k}' not in config_lib.HASH_NEUTRAL)
+  new, gone = sorted(set(got) - set(want['sections'])), sorted(set(want['sections']) - set(got))
+  assert not new, f'new config field(s) {new}: add each to scaling/config.py HASH_NEUTRAL with its neutral value'
+  assert not gone, f'config field(s) {gone} removed: every run hash changes (say so, then update the list)'
+  assert sorted(k for k, v in d.items() if not isinstance(v, dict)) == want['top']

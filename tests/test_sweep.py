@@ -365,6 +365,29 @@ def test_branch_runs_name_their_parent_by_hash_and_step(tmp_path):
   assert [r.hash for r in rev.runs] == [r.hash for r in sw.runs][::-1]
 
 
+def test_runs_named_by_the_legacy_hash_are_adopted_with_their_branches(tmp_path):
+  """Directories named before config.HASH_NEUTRAL (the hash of every field) are found on re-submission: the
+  parent takes its legacy name and its branch forks from it, so the branch's own legacy name follows; the
+  legacy names here are computed from the configs directly (what the old code hashed)."""
+  spec = str(basic(tmp_path, sweep="branches([{'train.seed': 0}], [10, 20])"))
+  fresh = sweep_lib.load_sweep(spec)
+  parent, b10, _ = fresh.runs
+  p_old = config_lib.config_hash(parent.config, legacy=True)
+  b10_old = config_lib.config_hash(config_lib.load_config(b10.spec, {**b10.flags, 'train.init_from': f'../{p_old}:8'}),
+                                   legacy=True)
+  assert p_old != parent.hash
+  on_disk = {p_old, b10_old}
+  sw = sweep_lib.load_sweep(spec)
+  adopted = sw.adopt_existing(lambda h: h in on_disk)
+  assert adopted[0] == (parent.hash, p_old) and [old for _, old in adopted] == [p_old, b10_old]
+  assert sw.runs[0].hash == p_old and sw.runs[1].hash == b10_old
+  assert sw.runs[1].config.train.init_from == f'../{p_old}:8' and sw.runs[1].parent == p_old
+  assert sw.runs[2].parent == p_old and sw.runs[2].hash not in on_disk   # not on disk: a new run, new-style name
+  # directories under today's names: nothing is adopted
+  again = sweep_lib.load_sweep(spec)
+  assert again.adopt_existing(lambda h: h in {r.hash for r in fresh.runs} | on_disk) == []
+
+
 @pytest.mark.parametrize('sweep, match', [
     ("[{'branch_of': {'parent': {'train.seed': 5}, 'step': 4}}]", 'not a run of this sweep'),
     ("[{'train.seed': 0}, {'branch_of': {'parent': {'train.seed': 0}, 'step': 40}}]", 'past the end of the parent'),
