@@ -63,9 +63,12 @@ def _env_seconds(name: str, default: int) -> int:
 
 
 def timeouts() -> dict:
-  """The jax.distributed timeouts: a dead peer is detected after heartbeat_timeout_seconds."""
+  """The jax.distributed timeouts: a dead peer is detected after heartbeat_timeout_seconds. The shutdown
+  barrier (at exit, after end_of_run has synced the processes) waits JAX's default 300 s: at 60 s a
+  process starved of CPU on a loaded host (seen: niced test processes beside a study) missed it and the
+  run, finished and saved, exited with SIGABRT."""
   return dict(heartbeat_timeout_seconds=_env_seconds(HEARTBEAT_ENV, 60),
-              shutdown_timeout_seconds=_env_seconds(SHUTDOWN_ENV, 60))
+              shutdown_timeout_seconds=_env_seconds(SHUTDOWN_ENV, 300))
 
 
 def _auto_cluster() -> bool:
