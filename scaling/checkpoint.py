@@ -46,14 +46,13 @@ def manager(workdir, *, keep: int = 2, keep_steps=(), save_every: int = 1,
             async_save: bool = True) -> ocp.CheckpointManager:
   """`keep`: the newest checkpoints kept; `keep_steps`: steps kept besides them (cooldown branches' forks)."""
   path = pathlib.Path(workdir).absolute() / CKPT_DIR
+  kept = dict(max_to_keep=keep)
   if keep_steps:
     from orbax.checkpoint import checkpoint_managers as cms
-    policy = cms.AnyPreservationPolicy([cms.LatestN(keep), cms.CustomSteps(sorted(int(s) for s in keep_steps))])
-    opts = ocp.CheckpointManagerOptions(preservation_policy=policy, save_interval_steps=1, create=True,
-                                        enable_async_checkpointing=async_save)
-  else:
-    opts = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=1, create=True,
-                                        enable_async_checkpointing=async_save)
+    kept = dict(preservation_policy=cms.AnyPreservationPolicy(
+        [cms.LatestN(keep), cms.CustomSteps(sorted(int(s) for s in keep_steps))]))
+  opts = ocp.CheckpointManagerOptions(**kept, save_interval_steps=1, create=True,
+                                      enable_async_checkpointing=async_save)
   return Manager(path, options=opts, item_names=ITEMS, keep=keep)
 
 

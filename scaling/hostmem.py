@@ -95,9 +95,7 @@ def skip_absent_tpu() -> bool:
   host with no TPU and no GPU plugin, unless JAX_PLATFORMS is set: JAX would otherwise start the TPU
   runtime at its first use, which prints a screen of warnings about a missing TPU before every command.
   True if it set JAX_PLATFORMS."""
-  if os.environ.get('JAX_PLATFORMS', '').strip() or not _installed('libtpu') or tpu_present():
-    return False
-  if any(_installed(m) for m in GPU_PLUGINS):
+  if os.environ.get('JAX_PLATFORMS', '').strip() or not _installed('libtpu') or not cpu_only_host():
     return False
   os.environ['JAX_PLATFORMS'] = 'cpu'
   return True

@@ -77,6 +77,7 @@ FLOP_RATE = 1.45e11 training FLOP/s; tiny models are overhead-bound, capped at M
 trains only its decay). `python configs/sweeps/isoflop_cpu.py` prints the sum.
 """
 
+import functools
 import math
 
 from configs.sweeps._common import CPU_RUN, load_config_file, resolved
@@ -129,6 +130,7 @@ def _model(shape: dict):
   return fill_vocab(cfg).model
 
 
+@functools.lru_cache(maxsize=None)   # 341 configs resolved: once per process, not per plan() call
 def _family() -> list[tuple[float, float, dict]]:
   """(N = total parameters, FLOPs per token, overrides) of every candidate shape."""
   from scaling.accounting import count_params, flops_per_token
