@@ -15,6 +15,14 @@ def _cell(s) -> str:
   return str(s).replace('|', '\\|').replace('\n', ' ')
 
 
+def verdict_cell(c: dict) -> str:
+  """The claim's verdict, with how many of its parts this machine could not measure (they do not count)."""
+  n = sum(p['verdict'] == C.NOT_MEASURABLE for p in c['parts'])
+  if not n or c['verdict'] == C.NOT_MEASURABLE:
+    return f'**{c["verdict"]}**'
+  return f'**{c["verdict"]}** ({n} of {len(c["parts"])} parts not measurable here)'
+
+
 def _wall(rows: Sequence[dict], other: Sequence[dict]) -> str:
   own = [r.get('wall_s') for r in rows if isinstance(r.get('wall_s'), (int, float))]
   meas = sum(m.get('wall_s', 0) for m in other if m.get('kind') == 'meta')
@@ -37,13 +45,13 @@ def sections(rows: Sequence[dict], other: Sequence[dict], fit_result: dict | Non
   lines += ['', '| claim | the guide says | verdict | deciding number (90% interval) |', '|---|---|---|---|']
   for c in claims:
     first = c['parts'][0]['effect'].text() if c['parts'] else '—'
-    lines.append(f'| {_cell(c["title"])} | {_cell(c["quote"])} | **{c["verdict"]}** | {_cell(first)} |')
+    lines.append(f'| {_cell(c["title"])} | {_cell(c["quote"])} | {verdict_cell(c)} | {_cell(first)} |')
   lines += ['', _wall(rows, other), '']
   if not any(k.startswith('claims/') for r in rows for k in r):
     lines += ['**No measurements yet** (ROOT/claims.jsonl): `python -m scaling.claims_measure --root ROOT` '
               'takes the long-document evals, samples and step times; until then those parts are not measured.', '']
   for c in claims:
-    lines += [f'### {c["title"]}: {c["quote"]}', '', f'Verdict: **{c["verdict"]}**.', '']
+    lines += [f'### {c["title"]}: {c["quote"]}', '', f'Verdict: {verdict_cell(c)}.', '']
     lines += ['| part | measured (90% interval) | verdict |', '|---|---|---|']
     lines += [f'| {_cell(p["label"])} | {_cell(p["effect"].text())} | {p["verdict"]} |' for p in c['parts']]
     if c['facts']:

@@ -130,29 +130,63 @@ def rope(A, **_) -> dict:
                        C.Effect(None, impossible=why) if learned else C.missing("no finished 'learned' run")))
   at1 = _cmp(A, 'base', len_key(LENGTHS[0]), base='learned', label=f'bpb at {LENGTHS[0]} (training length): '
              'RoPE / learned')
+  facts = [f'{at1["label"]}: {at1["effect"].text()} ({at1["verdict"]})',
+           'the literature: RoPE is known not to extrapolate past its training length unless its frequencies are '
+           'rescaled (Press et al. 2022, ALiBi; Chen et al. 2023, position interpolation); against learned '
+           'positions, which cannot run there at all, it generalizes only in the sense that it runs']
   return _claim('rope', 'RoPE instead of learned positions', '"better generalization to longer sequences"',
-                parts, [f'{at1["label"]}: {at1["effect"].text()} ({at1["verdict"]})'], side_effects=[at1])
+                parts, facts, side_effects=[at1])
 
 
 # ----------------------------------------------------------------------------- 4. longer context
+def net_key(a: int, b: int) -> str:
+  return f'claims/net@{a}-{b}'
+
+
+def _with_net(A) -> dict:
+  """Each row with claims/net@a-b = bpb at positions [a, b) / bpb at the first bucket: the within-model gain
+  of a later position. Two models' net ratio (a difference in differences on the log scale) is the effect of
+  the context they see there, with what makes one model better or worse everywhere (its training: batch
+  shape, positions seen) divided out by the first bucket, where both see the same tokens of context."""
+  (a0, b0) = BUCKETS[0]
+  out = {}
+  for arm, rows in A.items():
+    new = []
+    for r in rows:
+      r = dict(r)
+      near = r.get(pos_key(a0, b0))
+      for a, b in BUCKETS[1:]:
+        far = r.get(pos_key(a, b))
+        if C.positive([near]) and C.positive([far]):
+          r[net_key(a, b)] = far / near
+      new.append(r)
+    out[arm] = new
+  return out
+
+
 def context(A, **_) -> dict:
-  parts = []
+  A = _with_net(A)
   (a0, b0), (a1, b1), (a2, b2) = BUCKETS
-  parts.append(_cmp(A, 'ctx1024', pos_key(a2, b2), label=f'bpb at document positions {a2}-{b2}: context '
-                    '1024 / 256 (where the longer context exists)'))
-  parts.append(_cmp(A, 'base', pos_key(a1, b1), base='ctx64', label=f'bpb at positions {a1}-{b1}: context '
-                    '256 / 64'))
+  parts = [
+      _cmp(A, 'ctx1024', net_key(a2, b2), label=f'bpb at document positions {a2}-{b2}, net of the {a0}-{b0} '
+           'control: context 1024 / 256 (where only the longer context sees more)'),
+      _cmp(A, 'base', net_key(a1, b1), base='ctx64', label=f'bpb at positions {a1}-{b1}, net of the {a0}-{b0} '
+           'control: context 256 / 64')]
   facts = []
-  for arm, base in (('ctx1024', 'base'), ('base', 'ctx64')):
+  for arm, base, (a, b) in (('ctx1024', 'base', (a2, b2)), ('base', 'ctx64', (a1, b1))):
+    raw = _cmp(A, arm, pos_key(a, b), base=base, label=f'raw bpb at positions {a}-{b}: {arm} / {base}')
     ctl = _cmp(A, arm, pos_key(a0, b0), base=base, label=f'control, positions {a0}-{b0} (equal context): '
                f'{arm} / {base}')
-    facts.append(f'{ctl["label"]}: {ctl["effect"].text()} ({ctl["verdict"]}: a difference here is '
-                 'training, not context)')
+    facts.append(f'{raw["label"]}: {raw["effect"].text()}; {ctl["label"]}: {ctl["effect"].text()} (a '
+                 'difference in the control is training, not context; the deciding ratio divides it out)')
   for arm in ('ctx64', 'base', 'ctx1024'):
     rows = A.get(arm, [])
-    fpt, tps, T = _mean(rows, 'flops_per_token'), _mean(rows, TPS), _mean(rows, 'claims/seq_len')
+    per_tok = [{'f': r['flops'] / r['tokens']} for r in rows if C.positive([r.get('flops')])
+               and C.positive([r.get('tokens')])]
+    fpt, tps, T = _mean(per_tok, 'f'), _mean(rows, TPS), _mean(rows, 'claims/seq_len')
     if fpt:
-      facts.append(f'context {T or "?"}: {fpt:.3g} FLOPs/token, {tps or float("nan"):.3g} tokens/s measured')
+      facts.append(f'context {T:.0f}: {fpt:.3g} training FLOPs/token, {tps or float("nan"):.3g} tokens/s '
+                   'measured in its run' if T else f'{arm}: {fpt:.3g} training FLOPs/token')
   return _claim('context', 'Longer context', '"better understanding"', parts, facts)
 
 

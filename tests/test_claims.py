@@ -161,8 +161,19 @@ def test_rope_and_context_parts():
       _row('ctx1024', 1.0, **{pk(0, 64): 1.2, pk(64, 256): 1.0, pk(256, 1024): 0.90})]
   c = _claim(rows, 'context')
   assert c['parts'][0]['verdict'] == C.CONFIRMED
+  # the net ratio by hand: (0.90 / 1.2) / geometric mean over the seeds of (0.98 + v) / (1.2 + v)
+  base_net = [(0.98 + v) / (1.2 + v) for v in (0.0, 0.001, -0.001)]
+  want = (0.90 / 1.2) / math.exp(statistics.mean(math.log(x) for x in base_net))
+  assert c['parts'][0]['effect'].value == pytest.approx(want, rel=1e-12)
   assert c['parts'][1]['verdict'] == C.NOT_MEASURED   # no ctx64 arm
   assert c['verdict'] == C.NOT_MEASURED
+  # a longer-context arm better everywhere by its training (the control bucket too) gains nothing net
+  rows = [ctx('base', s, v) for s, v in enumerate((0.0, 0.001, -0.001))] + [
+      _row('ctx1024', 1.0, **{pk(0, 64): 1.2 * 0.9, pk(64, 256): 1.0 * 0.9, pk(256, 1024): 0.98 * 0.9})]
+  c = _claim(rows, 'context')
+  assert c['parts'][0]['effect'].value == pytest.approx(1.0, abs=2e-3)
+  assert c['parts'][0]['verdict'] == C.NO_DIFFERENCE
+  assert any('raw bpb at positions 256-1024' in f for f in c['facts'])
 
 
 def test_sampling_claim():
@@ -192,6 +203,9 @@ def test_report_renders_the_study(tmp_path):
   assert 'Verdict rules' in text and text.index('Verdict rules') < text.index('| Subword tokens')
   assert '| RMSNorm instead of LayerNorm | "simpler and faster" | **confirmed** |' in text
   assert 'Total wall time' in text and '10.0 min of claims_measure' in text
+  # a part this machine cannot measure is counted beside the verdict, not folded into it
+  assert '| Mixed precision (bfloat16) | "faster training" | **not measured** (1 of 2 parts not measurable here) |' \
+      in text
   assert os.path.isfile(tmp_path / 'claim_tokenizer.png')
   assert '## Seed guide claims (seed_upgrades study)' not in text   # the legacy table is not rendered
 
