@@ -209,7 +209,7 @@ def test_available_and_resolve():
   assert attn.resolve_impl('auto', 'cpu', seq_len=256) == 'blockwise'
   assert attn.resolve_impl('auto', 'cpu', seq_len=4096) == 'blockwise'
   assert attn.cpu_block_size(1, 8, 512) == 256   # 8 * 256^2 * 4 B = 2 MiB
-  assert attn.cpu_block_size(16, 4, 512) == 128
+  assert attn.cpu_block_size(16, 4, 512) == 64    # 16 * 4 * 64^2 * 4 B = 1 MiB; 128 would be 4 MiB
   assert attn.cpu_block_size(1, 1, 64) == 64      # never above the request
   assert attn.resolve_impl('auto', 'cuda', dtype=jnp.bfloat16, head_dim=64,
                            seq_len=2048) == 'cudnn'
