@@ -188,12 +188,11 @@ def _time(fn):
 def measure(runners, args):
   """{arm: (step times, page faults per step, first-step loss)}: --warmup steps of each arm, then
   --steps rounds of one step of each, so load changes hit all arms alike."""
-  first = {}
-  for k, fn in runners.items():
-    first[k] = fn()   # step 0: the same weights and batch in every arm
+  first = {k: fn() for k, fn in runners.items()}   # step 0 (compiles): the same weights and batch in every arm
+  hostmem.hold_heap()   # compiled: freed step buffers stay mapped from now on (scaling/hostmem.py); the heap
+  for fn in runners.values():   # grows to its steady size in the warm-up steps, not in the timed ones
     for _ in range(args.warmup - 1):
       fn()
-  hostmem.hold_heap()   # compiled: freed step buffers stay mapped from now on (scaling/hostmem.py)
   times, faults = {k: [] for k in runners}, dict.fromkeys(runners, 0)
   for _ in range(args.steps):
     for k, fn in runners.items():

@@ -269,12 +269,31 @@ def rope_frequencies(head_dim: int, theta: float) -> jax.Array:
   return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
 
 
-def apply_rope(x_BTNK, positions_BT, theta: float):
-  """Rotary embedding, Hugging Face "rotate_half" layout: pairs (i, i + K/2) rotate by pos * inv_freq_i."""
+def rope_tables(positions_BT, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """(cos_BTk, sin_BTk) f32 of positions * inv_freq: computed once per forward (Transformer.hidden) and
+  handed to every layer. Inside a layer XLA fuses cos and sin into the rotation and evaluates them once
+  per element of q and of k, every head again, in the forward and the backward; on CPU those fusions cost
+  more than the q/k/v projections."""
+  angles_BTk = positions_BT[..., None].astype(jnp.float32) * rope_frequencies(head_dim, theta)
+  return jnp.cos(angles_BTk), jnp.sin(angles_BTk)
+
+
+def static_rope_tables(B: int, T: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """rope_tables of positions 0..T-1 in every row, computed when the step is traced (the same arithmetic,
+  run eagerly) and so compiled in as constants: the default positions of training and scoring. XLA fuses
+  even one shared traced table into each consumer, where it costs a cos and a sin per element of q and
+  of k; a constant costs a load."""
+  with jax.ensure_compile_time_eval():
+    cos_1Tk, sin_1Tk = rope_tables(jnp.arange(T, dtype=jnp.int32)[None], head_dim, theta)
+  return (jnp.broadcast_to(cos_1Tk, (B, T, head_dim // 2)), jnp.broadcast_to(sin_1Tk, (B, T, head_dim // 2)))
+
+
+def apply_rope(x_BTNK, positions_BT, theta: float, tables=None):
+  """Rotary embedding, Hugging Face "rotate_half" layout: pairs (i, i + K/2) rotate by pos * inv_freq_i.
+  `tables`: rope_tables(positions_BT, K, theta), when the caller has them."""
   K = x_BTNK.shape[-1]
-  angles_BTk = positions_BT[..., None].astype(jnp.float32) * rope_frequencies(K, theta)
-  cos = jnp.cos(angles_BTk)[:, :, None, :]
-  sin = jnp.sin(angles_BTk)[:, :, None, :]
+  cos_BTk, sin_BTk = rope_tables(positions_BT, K, theta) if tables is None else tables
+  cos, sin = cos_BTk[:, :, None, :], sin_BTk[:, :, None, :]
   x = x_BTNK.astype(jnp.float32)
   x1, x2 = x[..., : K // 2], x[..., K // 2:]
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -301,14 +320,15 @@ class Block(nnx.Module):
     self.w_up_DF = nnx.Param(_init(dims, rngs, 'w_up_DF', L + (D, F), std), axes=LA + ('embed', 'mlp'))
     self.w_down_FD = nnx.Param(_init(dims, rngs, 'w_down_FD', L + (F, D), out_std), axes=LA + ('mlp', 'embed'))
 
-  def attention(self, x_BTD, positions_BT, segment_ids_BT, cache):
+  def attention(self, x_BTD, positions_BT, segment_ids_BT, cache, rope=None):
     dims, dt = self.dims, self.dims.compute_dtype
     q_BTHK = checkpoint_name(_dot('btd,dhk->bthk', x_BTD, self.wq_DHK[...], dt), 'attn_proj')
     k_BTGK = checkpoint_name(_dot('btd,dgk->btgk', x_BTD, self.wk_DGK[...], dt), 'attn_proj')
     v_BTGK = checkpoint_name(_dot('btd,dgk->btgk', x_BTD, self.wv_DGK[...], dt), 'attn_proj')
     if dims.position == 'rope':
-      q_BTHK = apply_rope(q_BTHK, positions_BT, dims.rope_theta)
-      k_BTGK = apply_rope(k_BTGK, positions_BT, dims.rope_theta)
+      rope = rope_tables(positions_BT, dims.head_dim, dims.rope_theta) if rope is None else rope
+      q_BTHK = apply_rope(q_BTHK, positions_BT, dims.rope_theta, rope)
+      k_BTGK = apply_rope(k_BTGK, positions_BT, dims.rope_theta, rope)
     if (a := attention_logit_multiplier(dims)) != 1.0:   # μP; SP and μP at base width skip it
       q_BTHK = q_BTHK * jnp.asarray(a, q_BTHK.dtype)
     if cache is None:
@@ -338,8 +358,8 @@ class Block(nnx.Module):
       h_BTF = jax.nn.gelu(up_BTF, approximate=True)
     return checkpoint_name(_dot('btf,fd->btd', h_BTF, self.w_down_FD[...], dt), 'mlp_proj')
 
-  def __call__(self, x_BTD, positions_BT, segment_ids_BT=None, cache=None):
-    h_BTD, new_cache = self.attention(self.attn_norm(x_BTD), positions_BT, segment_ids_BT, cache)
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT=None, cache=None, rope=None):
+    h_BTD, new_cache = self.attention(self.attn_norm(x_BTD), positions_BT, segment_ids_BT, cache, rope)
     x_BTD = x_BTD + h_BTD
     x_BTD = x_BTD + self.mlp(self.mlp_norm(x_BTD))
     return x_BTD, new_cache
@@ -437,17 +457,22 @@ class Transformer(nnx.Module):
     """Final normed hidden states x_BTD (and the updated cache when one is given)."""
     dims = self.dims
     B, T = tokens_BT.shape
+    rope = None
     if positions_BT is None:
       positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+      if dims.position == 'rope':
+        rope = static_rope_tables(B, T, dims.head_dim, dims.rope_theta)
     elif cache is not None and T > 1:
       check_prefill_positions(positions_BT)
+    if dims.position == 'rope' and rope is None:
+      rope = rope_tables(positions_BT, dims.head_dim, dims.rope_theta)
     x_BTD = self.embed(tokens_BT, positions_BT)
     graphdef, params = nnx.split(self.blocks)
 
     def body(x_BTD, layer):
       layer_params, layer_cache = layer
       block = nnx.merge(graphdef, layer_params)
-      return block(x_BTD, positions_BT, segment_ids_BT, layer_cache)
+      return block(x_BTD, positions_BT, segment_ids_BT, layer_cache, rope)
 
     if dims.remat != 'none':
       body = jax.checkpoint(body, policy=remat_policy(dims.remat))

@@ -120,6 +120,26 @@ def test_rope_equals_complex_rotation(theta):
   np.testing.assert_allclose(np.asarray(got)[0, 0], x[0, 0], atol=1e-6)
 
 
+def test_default_positions_use_constant_rope_tables_equal_to_the_formula(make_model):
+  """Transformer.hidden with positions None: the tables are compiled in as constants (no cos or sin left
+  in the compiled step) and rotate as the complex reference does; the model's output equals the one with
+  the same positions passed explicitly (the traced tables)."""
+  B, T, K, theta = 2, 40, 16, 10000.0
+  cos_BTk, sin_BTk = model_lib.static_rope_tables(B, T, K, theta)
+  x = np.random.default_rng(5).normal(size=(B, T, 3, K)).astype(np.float32)
+  pos = np.broadcast_to(np.arange(T), (B, T))
+  got = model_lib.apply_rope(jnp.asarray(x), jnp.asarray(pos, jnp.int32), theta, (cos_BTk, sin_BTk))
+  np.testing.assert_allclose(np.asarray(got), _rope_complex(x, pos, theta), atol=2e-4)
+  model = make_model(seq_len=T)
+  tokens = jnp.asarray(np.random.default_rng(6).integers(0, model.dims.vocab_size, (B, T)), jnp.int32)
+  implicit = jax.jit(lambda t: model(t))
+  explicit = jax.jit(lambda t, p: model(t, p))
+  np.testing.assert_allclose(np.asarray(implicit(tokens)), np.asarray(explicit(tokens, jnp.asarray(pos, jnp.int32))),
+                             rtol=1e-5, atol=1e-5)
+  hlo = implicit.lower(tokens).compile().as_text()
+  assert 'cosine(' not in hlo and ' sine(' not in hlo
+
+
 def test_rope_scores_depend_only_on_relative_position():
   rng = np.random.default_rng(4)
   K = 32
