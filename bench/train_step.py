@@ -18,7 +18,7 @@ Arms (--arms): ours (the jitted train step), transformers (eager), transformers+
 loss under torch.compile, inductor; backward via AOTAutograd, optimizer eager). All arms of one dtype run
 in this process, one step of each per round after --warmup steps each (compile excluded), --settle s of
 idle before each timed step; the median step time is kept. MFU uses the causal-aware FLOPs of
-scaling/accounting.py over each framework's own matmul peak (n^3, per dtype) measured in the same run.
+scaling/accounting.py over each framework's own matmul peak (n^3, per dtype) measured in the same rounds.
 
 The hand-written PyTorch model this script used to carry is gone: transformers' eager step was faster than
 it at the same dims in float32 (9,053 tokens/s in issue #20's run, vs 6,058 for the hand-written one in
@@ -163,20 +163,22 @@ def torch_setup(cfg, tensors, batch, dtype, compile_):
   return run, model.config._attn_implementation
 
 
-def matmul_peaks(n):
-  """dtype -> {'jax': FLOP/s, 'torch': FLOP/s} of an n^3 matmul (float32 accumulation in jax), best of 3."""
+def peak_runners(n, dtype):
+  """{'peak/jax': fn, 'peak/torch': fn}: one n^3 matmul each (float32 accumulation in jax), timed in the
+  same rounds as the steps so that the MFU's denominator sees the load its numerator saw."""
   import torch
-  out = {}
-  for dt in DTYPES:
-    a = jnp.ones((n, n), dt)
-    f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+  f(a, a).block_until_ready()
+  ta = torch.ones(n, n, dtype=getattr(torch, dtype))
+  ta @ ta
+
+  def jax_mm():
     f(a, a).block_until_ready()
-    t = min(_time(lambda: f(a, a).block_until_ready()) for _ in range(3))
-    ta = torch.ones(n, n, dtype=getattr(torch, dt))
+
+  def torch_mm():
     ta @ ta
-    tt = min(_time(lambda: ta @ ta) for _ in range(3))
-    out[dt] = {'jax': 2 * n ** 3 / t, 'torch': 2 * n ** 3 / tt}
-  return out
+  return {'peak/jax': jax_mm, 'peak/torch': torch_mm}
 
 
 def _time(fn):
@@ -203,8 +205,9 @@ def measure(runners, args):
   return {k: (times[k], faults[k] / args.steps, first[k]) for k in runners}
 
 
-def bench_dtype(args, cfg, dtype, peaks):
-  """The rows of one dtype and the peer's attention implementation (None without a peer arm)."""
+def bench_dtype(args, cfg, dtype):
+  """The rows of one dtype, the matmul peaks ({'jax', 'torch'}: FLOP/s, median of the rounds) and the peer's
+  attention implementation (None without a peer arm)."""
   from scaling.accounting import flops_per_token
   B, T, V = cfg.train.batch_size, cfg.model.seq_len, cfg.model.vocab_size
   rng = np.random.default_rng(0)
@@ -216,17 +219,19 @@ def bench_dtype(args, cfg, dtype, peaks):
       runners[arm] = ours
     else:
       runners[arm], attn = torch_setup(cfg, tensors, batch, dtype, arm.endswith('+compile'))
+  runners.update(peak_runners(args.peak_n, dtype))
   got = measure(runners, args)
+  peaks = {fw: 2 * args.peak_n ** 3 / statistics.median(got.pop(f'peak/{fw}')[0]) for fw in ('jax', 'torch')}
   fpt, tokens = flops_per_token(cfg.model), B * T
   rows = []
   for arm, (ts, pf, loss0) in got.items():
     step_s = statistics.median(ts)
     tps = tokens / step_s
-    peak = peaks[dtype]['jax' if arm == 'ours' else 'torch']
+    peak = peaks['jax' if arm == 'ours' else 'torch']
     ratio = tokens / statistics.median(got['ours'][0]) / tps if 'ours' in got else None
     rows.append(dict(arm=arm, dtype=dtype, step_s=step_s, tokens_per_s=tps, ratio=ratio, mfu=fpt * tps / peak,
                      peak=peak, flops_per_token=fpt, first_loss=loss0, faults_per_step=pf))
-  return rows, attn
+  return rows, peaks, attn
 
 
 def print_table(rows):
@@ -251,10 +256,9 @@ def main(argv=None):
     except HFError as e:
       sys.exit(f'train_step.py: the transformers arms need a model LlamaForCausalLM can express ({e}); '
                'drop the override or run --arms ours')
-  peaks = matmul_peaks(args.peak_n)
-  rows, attn = [], None
+  rows, peaks, attn = [], {}, None
   for dtype, cfg in configs.items():
-    got, a = bench_dtype(args, cfg, dtype, peaks)
+    got, peaks[dtype], a = bench_dtype(args, cfg, dtype)
     rows, attn = rows + got, a or attn
   m = cfg.model
   print(f'# train step: d_model={m.d_model} layers={m.num_layers} heads={m.num_heads}/{m.num_kv_heads} '
@@ -267,7 +271,7 @@ def main(argv=None):
     print(f'# peer: transformers {transformers.__version__} LlamaForCausalLM, attn_implementation={attn}, '
           f'torch {torch.__version__} with {torch.get_num_threads()} threads; bfloat16 = torch.autocast on '
           'float32 params (ours: bf16 compute, float32 master weights)')
-  print(f'# matmul peak {args.peak_n}^3 (GFLOP/s): ' + ', '.join(
+  print(f'# matmul peak {args.peak_n}^3 (GFLOP/s, median of the same rounds as the steps): ' + ', '.join(
       f'{dt}: jax {p["jax"] / 1e9:.0f}, torch {p["torch"] / 1e9:.0f}' for dt, p in peaks.items()))
   print(f'# host malloc tuning (scaling/hostmem.py): {"on" if hostmem.hold_heap() else "off"}')
   print_table(rows)
