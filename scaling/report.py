@@ -2,11 +2,11 @@
 
 The report says what the sweep measured (a table of runs), runs `scaling fit` into the root
 (fit.json and PNGs) and sets the fitted exponents beside the published ones (Hoffmann et al.
-2022, Kaplan et al. 2020), and, for a seed_upgrades study (rows tagged with an arm: baseline,
-bpe, rmsnorm, rope, context, scale10x, all; from an override or column 'study_arm' or 'arm', or
-a config `name` equal to an arm), checks each claim of the seed guide against the
-measured numbers: confirmed, not confirmed, or not measured. Partial data renders: a missing
-arm or column gives 'not measured', a failed fit gives its reason.
+2022, Kaplan et al. 2020). For the seed study (configs/sweeps/seed_upgrades.py: runs named
+'seed_upgrades:<arm>') it leads with the claims, their verdict rules, numbers with intervals and
+plots (scaling/claims_render.py); for an lr_transfer sweep it writes scaling/lr_report.py's
+report. Partial data renders: a missing arm or column gives 'not measured', a failed fit gives
+its reason.
 """
 
 from __future__ import annotations
@@ -19,16 +19,10 @@ import sys
 import warnings
 from typing import Any, Sequence
 
-import numpy as np
-
 from scaling import fit as fit_lib
 
-ARMS = ('baseline', 'bpe', 'rmsnorm', 'rope', 'context', 'scale10x', 'all')
-ARM_KEYS = ('study_arm', 'arm')
 THROUGHPUT = 'throughput/tokens_per_s'
-BPB, BPB_2X = 'eval/bpb', 'eval/bpb@2x'
-CONFIRMED, NOT_CONFIRMED, NOT_MEASURED = 'confirmed', 'not confirmed', 'not measured'
-BPE_FACTOR_NEEDED = 10.0
+BPB = 'eval/bpb'
 
 # Hoffmann et al. 2022 (Table 2 and eq. 10; loss in nats/token on MassiveText) and Kaplan et
 # al. 2020 (L(N) and L(D) exponents; compute-efficient N ~ C^0.73 and D ~ C^0.27).
@@ -39,16 +33,6 @@ PUBLISHED = {
     'b': {'chinchilla3': 0.54, 'chinchilla2': 0.51, 'chinchilla1': 0.50, 'kaplan': 0.27},
     'E': {'chinchilla3': 1.69}, 'A': {'chinchilla3': 406.4}, 'B': {'chinchilla3': 410.7},
 }
-
-CLAIMS = (
-    ('bpe', 'Subword tokens (BPE) instead of characters: "10-100x improvement"'),
-    ('rmsnorm', 'RMSNorm instead of LayerNorm: "simpler and faster" training'),
-    ('rope', 'RoPE instead of learned positions: "better generalization to longer sequences"'),
-    ('context', 'Longer context: "better understanding"'),
-    ('scale10x', 'A 10x larger model: "bigger models = better"'),
-    ('all', 'All upgrades together beat the baseline'),
-)
-
 
 # --------------------------------------------------------------------------------------
 # Rows
@@ -96,184 +80,9 @@ def _lookup(row: dict, keys: Sequence[str]) -> Any:
   return None
 
 
-def row_arm(row: dict) -> str | None:
-  """The study arm: 'study_arm' / 'arm' (column or override), else a run `name` that is an arm."""
-  arm = _lookup(row, ARM_KEYS)
-  if arm is None and str(_lookup(row, ('name',))) in ARMS:
-    arm = _lookup(row, ('name',))
-  return str(arm) if arm is not None else None
-
-
 def row_study(row: dict) -> str | None:
   study = _lookup(row, ('study',))
   return str(study) if study is not None else None
-
-
-# --------------------------------------------------------------------------------------
-# Claims
-
-
-def _pos(v: Any) -> float | None:
-  """A finite positive float (a bpb or a throughput), else None."""
-  v = _num(v)
-  return v if v is not None and v > 0 else None
-
-
-def _mean(xs: Sequence[float]) -> float:
-  return float(np.mean(xs))
-
-
-def _baseline_at(base: list[dict], c: float | None, key: str,
-                 tol: float) -> tuple[float, str] | None:
-  """The baseline's value of `key` at compute c: a run within tol, else its power law in C."""
-  pts = [(r['C'], r[key]) for r in base if r.get(key) is not None]
-  if not pts:
-    return None
-  if c is None:
-    return _mean([v for _, v in pts]), 'compute unknown'
-  same = [v for bc, v in pts if bc is not None and abs(bc / c - 1) <= tol]
-  if same:
-    return _mean(same), 'equal compute'
-  with_c = [(bc, v) for bc, v in pts if bc is not None]
-  if len({bc for bc, _ in with_c}) >= 2:
-    law = fit_lib.fit_power_law([bc for bc, _ in with_c], [v for _, v in with_c], irreducible=False)
-    lo, hi = min(bc for bc, _ in with_c), max(bc for bc, _ in with_c)
-    where = 'interpolated' if lo <= c <= hi else 'extrapolated'
-    return law['a'] * c ** -law['b'], f'baseline power law in compute ({where})'
-  if with_c:
-    return with_c[0][1], f'baseline at {with_c[0][0] / c:.2g}x the compute'
-  return _mean([v for _, v in pts]), 'compute unknown'
-
-
-def _compare(arm: list[dict], base: list[dict], key: str, tol: float) -> dict | None:
-  """Mean of `key` over the arm's runs against the baseline at the same compute."""
-  pairs, hows = [], []
-  for r in arm:
-    if r.get(key) is None:
-      continue
-    b = _baseline_at(base, r['C'], key, tol)
-    if b is not None:
-      pairs.append((r[key], b[0]))
-      hows.append(b[1])
-  if not pairs:
-    return None
-  a_val, b_val = _mean([p[0] for p in pairs]), _mean([p[1] for p in pairs])
-  return {'arm': a_val, 'baseline': b_val, 'ratio': b_val / a_val, 'n': len(pairs),
-          'how': ', '.join(sorted(set(hows)))}
-
-
-def _bpe_factor(arm: list[dict], base: list[dict]) -> dict | None:
-  """Compute-equivalent factor: baseline compute needed to reach the arm's bpb, over the arm's.
-
-  Needs baseline runs at >= 2 compute budgets (a power law bpb = k C^-p); None otherwise.
-  """
-  pts = [(r['C'], r[BPB]) for r in base if r['C'] is not None and r.get(BPB) is not None]
-  if len({c for c, _ in pts}) < 2:
-    return None
-  law = fit_lib.fit_power_law([c for c, _ in pts], [v for _, v in pts], irreducible=False)
-  if law['b'] <= 0:
-    return None
-  factors, extrapolated = [], False
-  hi = max(c for c, _ in pts)
-  for r in arm:
-    if r['C'] is None or r.get(BPB) is None:
-      continue
-    c_star = (law['a'] / r[BPB]) ** (1 / law['b'])
-    factors.append(c_star / r['C'])
-    extrapolated |= c_star > hi
-  if not factors:
-    return None
-  return {'factor': float(np.exp(np.mean(np.log(factors)))), 'exponent': law['b'],
-          'extrapolated': extrapolated}
-
-
-def _fmt_cmp(cmp: dict, what: str, digits: int = 4) -> str:
-  return (f'{what} {cmp["arm"]:.{digits}g} vs baseline {cmp["baseline"]:.{digits}g} '
-          f'({cmp["how"]})')
-
-
-def evaluate_claims(rows: Sequence[dict], *, compute_tol: float = 0.1) -> list[dict]:
-  """Each seed-guide claim with the measured numbers and a verdict that follows from them.
-
-  rows: results.jsonl objects; finished rows tagged with an arm are used. Verdicts:
-  bpe confirmed only if the improvement factor is >= 10 (compute-equivalent factor when the
-  baseline has runs at >= 2 budgets, else the bpb ratio); rmsnorm if its tokens/s is higher;
-  rope if its bpb is lower at twice the training length (eval/bpb@2x; at the training length
-  when that column is absent, said so); context, scale10x and all if their bpb is lower.
-  """
-  by_arm: dict[str, list[dict]] = {}
-  for row in rows:
-    arm = row_arm(row)
-    if arm is None or row.get('state') != 'done':
-      continue
-    by_arm.setdefault(arm, []).append({
-        'run': row.get('run'), 'C': _pos(row.get('flops')), BPB: _pos(row.get(BPB)),
-        BPB_2X: _pos(row.get(BPB_2X)), THROUGHPUT: _pos(row.get(THROUGHPUT))})
-  base = by_arm.get('baseline', [])
-  out = []
-  for arm, claim in CLAIMS:
-    entry = {'arm': arm, 'claim': claim, 'verdict': NOT_MEASURED, 'numbers': {}}
-    out.append(entry)
-    runs = by_arm.get(arm, [])
-    if not runs or not base:
-      entry['measured'] = 'no finished ' + ' or '.join(
-          f'{a!r}' for a in ('baseline', arm) if not by_arm.get(a)) + ' run'
-      continue
-    bpb = _compare(runs, base, BPB, compute_tol)
-    entry['numbers']['bpb'] = bpb
-    if arm == 'bpe':
-      if bpb is None:
-        entry['measured'] = 'no eval/bpb for both arms'
-        continue
-      eq = _bpe_factor(runs, base)
-      if eq is not None:
-        factor, kind = eq['factor'], 'compute-equivalent factor' + (
-            ' (extrapolated beyond the baseline runs)' if eq['extrapolated'] else '')
-      else:
-        factor, kind = bpb['ratio'], ('bpb ratio baseline/bpe (a compute-equivalent factor needs '
-                                      'baseline runs at >= 2 budgets)')
-      entry['numbers']['factor'] = {'value': factor, 'kind': kind}
-      entry['measured'] = f'{_fmt_cmp(bpb, "bpb")}; {kind}: {factor:.3g}x'
-      entry['verdict'] = CONFIRMED if factor >= BPE_FACTOR_NEEDED else NOT_CONFIRMED
-    elif arm == 'rmsnorm':
-      tps = _compare(runs, base, THROUGHPUT, math.inf)  # throughput: any compute
-      entry['numbers']['tokens_per_s'] = tps
-      parts = [_fmt_cmp(bpb, 'bpb')] if bpb else []
-      if tps is None:
-        entry['measured'] = '; '.join(parts + [f'no {THROUGHPUT} column for both arms'])
-        continue
-      speedup = tps['arm'] / tps['baseline']
-      entry['measured'] = '; '.join(
-          [f'tokens/s {tps["arm"]:.4g} vs baseline {tps["baseline"]:.4g} ({speedup:.3f}x)'] + parts)
-      entry['verdict'] = CONFIRMED if speedup > 1 else NOT_CONFIRMED
-    elif arm == 'rope':
-      long = _compare(runs, base, BPB_2X, compute_tol)
-      entry['numbers']['bpb@2x'] = long
-      parts = [_fmt_cmp(bpb, 'bpb at the training length')] if bpb else []
-      if long is not None:
-        entry['measured'] = '; '.join(parts + [_fmt_cmp(long, 'bpb at 2x the training length')])
-        entry['verdict'] = CONFIRMED if long['arm'] < long['baseline'] else NOT_CONFIRMED
-      elif bpb is not None:
-        arm_long = [r[BPB_2X] for r in runs if r.get(BPB_2X) is not None]
-        if arm_long:   # the baseline (learned positions) has no table rows past its training length
-          parts.append(f'bpb at 2x the training length {_mean(arm_long):.4g}; the baseline cannot be '
-                       f'evaluated there (learned positions end at the training length)')
-        else:
-          parts.append('not evaluated at a longer length (no eval/bpb@2x)')
-        entry['measured'] = '; '.join(parts)
-        entry['verdict'] = CONFIRMED if bpb['arm'] < bpb['baseline'] else NOT_CONFIRMED
-        entry['qualifier'] = 'at the training length only'
-      else:
-        entry['measured'] = 'no eval/bpb for both arms'
-    else:
-      if bpb is None:
-        entry['measured'] = 'no eval/bpb for both arms'
-        continue
-      change = 100 * (bpb['arm'] / bpb['baseline'] - 1)
-      entry['measured'] = (f'{_fmt_cmp(bpb, "bpb")}: {abs(change):.2f}% '
-                           f'{"lower" if change < 0 else "higher"}')
-      entry['verdict'] = CONFIRMED if bpb['arm'] < bpb['baseline'] else NOT_CONFIRMED
-  return out
 
 
 # --------------------------------------------------------------------------------------
@@ -567,10 +376,10 @@ def _branches_section(rows: Sequence[dict]) -> list[str]:
   return lines + _table(['branch', 'parent', 'fork step', 'tokens', 'own FLOPs', 'FLOPs (fit)', 'eval loss'], body)
 
 
-def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] | None, *,
+def render_report(rows: Sequence[dict], result: dict | None, *,
                   title: str, notes: Sequence[str], results_name: str = 'results.jsonl',
                   extra: Sequence[str] = ()) -> str:
-  """REPORT.md text from the raw rows, the fit result (fit.json) and the evaluated claims."""
+  """REPORT.md text from the raw rows, the fit result (fit.json) and `extra` sections (the seed study's)."""
   states: dict[str, int] = {}
   for r in rows:
     states[str(r.get('state', '?'))] = states.get(str(r.get('state', '?')), 0) + 1
@@ -605,15 +414,6 @@ def render_report(rows: Sequence[dict], result: dict | None, claims: list[dict] 
     if result.get('plots'):
       lines += ['', '### Plots', '']
       lines += [f'![{p[:-4].replace("_", " ")}]({p})' for p in result['plots']]
-  if claims is not None:
-    lines += ['', '## Seed guide claims (seed_upgrades study)', '']
-    body = [[c['claim'], f'{c["arm"]} vs baseline', c.get('measured', '—'),
-             f'**{c["verdict"]}**' + (f' ({c["qualifier"]})' if c.get('qualifier') else '')]
-            for c in claims]
-    lines += _table(['claim (seed guide)', 'arms', 'measured', 'verdict'], body)
-    lines += ['', 'bpb (bits per byte) compares runs across tokenizers. "equal compute" means '
-              'FLOPs within 10%; otherwise the baseline is read off its power law in compute. '
-              f'The BPE claim counts as confirmed only for a factor >= {BPE_FACTOR_NEEDED:g}.']
   all_notes = list(notes) + (list(result.get('notes', [])) if result else [])
   if all_notes:
     lines += ['', '## Notes', ''] + [f'- {n}' for n in all_notes]
@@ -641,17 +441,16 @@ def write_report(root: str, results: str | None = None, study: str | None = None
     return lr_report.write_report(root, rows, results)
   result = None
   from scaling import claims as claims_lib  # the seed study, rows named 'seed_upgrades:<arm>'
-  study_rows = claims_lib.is_study(rows)
-  if study_rows:
+  seed_study = claims_lib.is_study(rows) or study == claims_lib.STUDY
+  if seed_study:
     per_run, other = claims_lib.read_measurements(root)
     rows = claims_lib.merged(rows, per_run)
     fit_options['keep'] = claims_lib.fit_keep
     notes.append('seed_upgrades study: the scaling-law fits use the BPE tokenizer frontier (tok-bpe) only')
-  tagged = any(row_arm(r) is not None for r in rows)
+    if not claims_lib.is_study(rows):
+      notes.append(f"study {claims_lib.STUDY} requested, but no run is named '{claims_lib.PREFIX}<arm>' "
+                   '(configs/sweeps/seed_upgrades.py): every claim is not measured')
   if fit and rows:
-    if tagged:  # arms differ in architecture or data: one scaling law over them means nothing
-      fit_options['keep'] = lambda r: row_arm(r) in (None, 'baseline')
-      notes.append('rows carry study arms: the scaling-law fits use the baseline arm only')
     try:
       with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # bad rows become notes in fit.json
@@ -659,17 +458,13 @@ def write_report(root: str, results: str | None = None, study: str | None = None
       notes += [f'fit: {e}' for e in result['errors'] if not e.startswith('no fit is possible')]
     except fit_lib.FitError as e:
       notes.append(f'fit not run: {e}')
-  claims = evaluate_claims(rows) if not study_rows and (study == 'seed_upgrades' or tagged) else None
-  if claims is not None and not tagged:
-    notes.append('study seed_upgrades requested, but no row names an arm '
-                 f'({" or ".join(ARM_KEYS)}): every claim is not measured')
   title = study or os.path.basename(os.path.abspath(root))
   extra = []
-  if study_rows:
+  if seed_study:
     from scaling import claims_render
     extra = claims_render.sections(rows, other, result, root)
-  text = render_report(rows, result, claims, title=title, notes=notes,
-                       results_name=os.path.relpath(results, root), extra=extra)
+  text = render_report(rows, result, title=title, notes=notes, results_name=os.path.relpath(results, root),
+                       extra=extra)
   path = os.path.join(root, 'REPORT.md')
   with open(path, 'w', encoding='utf-8') as f:
     f.write(text)

@@ -34,7 +34,7 @@ def test_section_states_the_compute_of_branches_against_separate_runs():
 
 
 def test_render_report_includes_the_section():
-  text = report.render_report(rows(), None, None, title='t', notes=[])
+  text = report.render_report(rows(), None, title='t', notes=[])
   assert '## Compute saved by cooldown branches' in text
 
 

@@ -207,7 +207,6 @@ def test_report_renders_the_study(tmp_path):
   assert '| Mixed precision (bfloat16) | "faster training" | **not measured** (1 of 2 parts not measurable here) |' \
       in text
   assert os.path.isfile(tmp_path / 'claim_tokenizer.png')
-  assert '## Seed guide claims (seed_upgrades study)' not in text   # the legacy table is not rendered
 
 
 # ----------------------------------------------------------------------------- measurements
