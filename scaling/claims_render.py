@@ -16,11 +16,17 @@ def _cell(s) -> str:
 
 
 def verdict_cell(c: dict) -> str:
-  """The claim's verdict, with how many of its parts this machine could not measure (they do not count)."""
+  """The claim's verdict; "smaller than claimed" when it is refuted by a real effect short of the size the
+  guide names (rule 5); and how many of its parts this machine could not measure (they do not count)."""
+  out = f'**{c["verdict"]}**'
+  short = [p for p in c['parts'] if p['verdict'] == C.REFUTED and p['effect'].threshold is not None and
+           (p['effect'].lo > p['effect'].null if p['effect'].side == 'greater' else p['effect'].hi < p['effect'].null)]
+  if c['verdict'] == C.REFUTED and short and len(short) == sum(p['verdict'] == C.REFUTED for p in c['parts']):
+    out += ' (a real effect, smaller than claimed)'
   n = sum(p['verdict'] == C.NOT_MEASURABLE for p in c['parts'])
-  if not n or c['verdict'] == C.NOT_MEASURABLE:
-    return f'**{c["verdict"]}**'
-  return f'**{c["verdict"]}** ({n} of {len(c["parts"])} parts not measurable here)'
+  if n and c['verdict'] != C.NOT_MEASURABLE:
+    out += f' ({n} of {len(c["parts"])} parts not measurable here)'
+  return out
 
 
 def _wall(rows: Sequence[dict], other: Sequence[dict]) -> str:
@@ -44,7 +50,9 @@ def sections(rows: Sequence[dict], other: Sequence[dict], fit_result: dict | Non
   lines += [f'{i}. {r}' for i, r in enumerate(C.RULES, 1)]
   lines += ['', '| claim | the guide says | verdict | deciding number (90% interval) |', '|---|---|---|---|']
   for c in claims:
-    first = c['parts'][0]['effect'].text() if c['parts'] else '—'
+    # the number of the first part whose verdict is the claim's (the one that decided it)
+    deciding = next((p for p in c['parts'] if p['verdict'] == c['verdict']), c['parts'][0] if c['parts'] else None)
+    first = deciding['effect'].text() if deciding else '—'
     lines.append(f'| {_cell(c["title"])} | {_cell(c["quote"])} | {verdict_cell(c)} | {_cell(first)} |')
   lines += ['', _wall(rows, other), '']
   if not any(k.startswith('claims/') for r in rows for k in r):
@@ -97,7 +105,10 @@ def _plot_tokenizer(ax, A, _):
       fr = C.frontier(rows)
       ax.plot([c for c, _ in fr], [v for _, v in fr], marker='o', label=f'{arm[4:]} frontier')
       drew = True
-  ax.set(xscale='log', yscale='log', xlabel='training FLOPs', ylabel='bits per byte')
+  ax.set(xscale='log', yscale='log', xlabel='training FLOPs', ylabel='bits per byte (log scale)')
+  from matplotlib.ticker import FormatStrFormatter
+  for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+    set_formatter(FormatStrFormatter('%.2f'))   # bpb spans < 2x: plain numbers, not powers of ten
   if drew:
     ax.legend()
   return drew

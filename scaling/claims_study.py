@@ -215,13 +215,32 @@ def size(A, fit_result=None, **_) -> dict:
     parts.append(_part('"up to a point" (the frontier)', C.missing('no BPE frontier budget with >= 3 sizes',
                                                                     null=0.0, side='greater')))
   iso = (fit_result or {}).get('isoflop', {})
-  if iso.get('a') is not None:
-    ci = iso.get('ci', {}).get('a') or (None, None)
+  why = isoflop_unconstrained(fit_result)
+  if iso.get('a') is not None and not why:
+    ci = iso['ci']['a']
     parts.append(_part('compute-optimal N grows with compute: a of N_opt ~ C^a (IsoFLOP fit of the BPE frontier)',
                        C.Effect(iso['a'], ci[0], ci[1], null=0.0, side='greater')))
+  elif iso.get('a') is not None:
+    facts.append(f'IsoFLOP fit of the BPE frontier: a = {iso["a"]:.3g}, not a result and not counted: {why}. '
+                 'The IsoFLOP study (docs/results/isoflop_cpu/REPORT.md: the same corpus, 4 budgets x 5 sizes, every '
+                 'minimum interior) is the design that measures it')
   else:
     facts.append('IsoFLOP fit of the BPE frontier: ' + (iso.get('skipped') or 'not run'))
   return _claim('size', 'Scale model size', '"bigger models = better performance (up to a point)"', parts, facts)
+
+
+def isoflop_unconstrained(fit_result) -> str:
+  """Why the fit's IsoFLOP exponent decides nothing ('' when it can): no interval, an interval of no width
+  (3 sizes a budget make each parabola exact, and the bootstrap then returns one value), or the fit's own
+  warnings about the IsoFLOP profiles and the design."""
+  iso = (fit_result or {}).get('isoflop', {})
+  ci = (iso.get('ci') or {}).get('a')
+  if not ci or None in ci:
+    return 'it has no interval'
+  warns = [w for w in (fit_result or {}).get('warnings', []) if w.startswith(('isoflop:', 'design:'))]
+  if not ci[1] - ci[0] > 1e-6 * max(abs(iso['a']), 1e-12):
+    warns.insert(0, f'its bootstrap interval [{ci[0]:.6g}, {ci[1]:.6g}] has no width')
+  return '; '.join(warns)
 
 
 # ----------------------------------------------------------------------------- 6. larger dataset
@@ -230,8 +249,9 @@ def dataset(A, **_) -> dict:
     return _cmp(A, arm, BPB, side='greater', label=f'bpb at equal tokens: {arm} (a slice of the corpus seen '
                 f'{arm[3:]}x) / base (the corpus seen once)')
   r4 = rep('rep4')
-  facts = [f'{r4["label"]}: {r4["effect"].text()} ({r4["verdict"]}; Muennighoff et al. 2023: up to ~4 epochs '
-           'cost little)']
+  facts = [f'{r4["label"]}: {r4["effect"].text()} ({r4["verdict"]}; Muennighoff et al. 2023 found up to ~4 '
+           'epochs nearly free, with unique sets of 100M tokens and more; whether the cost here follows from '
+           'the small unique set is not measured)']
   return _claim('dataset', 'Larger dataset', '"more data"', [rep('rep16')], facts)
 
 

@@ -145,6 +145,33 @@ def test_equal_token_claims_follow_the_numbers():
   assert _claim(rows, 'precision', times)['verdict'] == C.REFUTED   # bf16 2x slower on this CPU
 
 
+def test_an_isoflop_fit_without_a_real_interval_is_a_fact_not_a_part():
+  rows = BASE_SEEDS + [_row('size-half', 1.10), _row('size-2x', 0.95), _row('size-4x', 0.9)]
+  label = 'compute-optimal N grows with compute'
+  good = {'isoflop': {'a': 0.5, 'ci': {'a': [0.42, 0.61]}}, 'warnings': []}
+  c = next(c for c in S.evaluate(rows, (), good) if c['key'] == 'size')
+  (part,) = [p for p in c['parts'] if p['label'].startswith(label)]
+  assert part['verdict'] == C.CONFIRMED and part['effect'].lo == 0.42
+  # 3 sizes a budget: exact parabolas, a bootstrap of one value; or the fit's own warnings
+  for fit, why in (({'isoflop': {'a': 0.519, 'ci': {'a': [0.5194452828, 0.5194452829]}}, 'warnings': []}, 'no width'),
+                   ({'isoflop': {'a': 0.5, 'ci': {'a': [0.42, 0.61]}},
+                     'warnings': ['design: the lowest loss of budget(s) C=2e+12 is at an end of their sizes']},
+                    'at an end of their sizes')):
+    c = next(c for c in S.evaluate(rows, (), fit) if c['key'] == 'size')
+    assert not [p for p in c['parts'] if p['label'].startswith(label)]
+    assert any('not a result and not counted' in f and why in f for f in c['facts'])
+
+
+def test_refuted_by_a_real_effect_short_of_the_claimed_size_says_so():
+  from scaling.claims_render import verdict_cell
+  short = {'verdict': C.REFUTED, 'parts': [
+      {'verdict': C.REFUTED, 'effect': C.Effect(4.0, 3.5, 4.8, side='greater', threshold=10)}]}
+  assert verdict_cell(short) == '**refuted** (a real effect, smaller than claimed)'
+  other_side = {'verdict': C.REFUTED, 'parts': [
+      {'verdict': C.REFUTED, 'effect': C.Effect(0.5, 0.4, 0.6, side='greater', threshold=10)}]}
+  assert verdict_cell(other_side) == '**refuted**'
+
+
 def test_rope_and_context_parts():
   lk = S.len_key
   rope_seed = lambda s, r: _row('base', 1.0, seed=s, **{lk(256): 1.0 + r, lk(512): 0.97 + r, lk(1024): 0.95 + r})
