@@ -191,7 +191,8 @@ def _plot_size(ax, A, _):
     if q:
       ax.plot(*zip(*q), '.--', label=f'BPE frontier, C={c:.2g}')
   ax.set(xscale='log', xlabel='non-embedding parameters', ylabel='bpb')
-  ax.legend(fontsize=7)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=7)
   return bool(pts)
 
 
