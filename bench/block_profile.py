@@ -43,7 +43,7 @@ def main():
   args = p.parse_args()
   from scaling.config import load_config
   from scaling.loss import cross_entropy, fused_cross_entropy
-  from scaling.model import Block, mixed_einsum
+  from scaling.model import Block, mixed_einsum, static_rope_tables
   from scaling.train import resolve_dims
   cfg = load_config('configs/default.py', {
       'model.d_model': str(args.d_model), 'model.num_heads': str(args.heads), 'model.num_kv_heads': str(args.kv_heads),
@@ -60,16 +60,18 @@ def main():
   params = jax.tree.map(lambda p: p[0], params)
   x = jax.random.normal(jax.random.PRNGKey(0), (B, T, D)).astype(dims.compute_dtype)
   pos = jnp.broadcast_to(jnp.arange(T), (B, T))
+  # the tables the model uses at its default positions (compiled-in constants), not ones traced from pos
+  rope = static_rope_tables(B, T, K, dims.rope_theta) if dims.position == 'rope' else None
 
   def part(which):
     def loss(p, x):
       b = nnx.merge(gd, p)
       if which == 'block':
-        y = b(x, pos)[0]
+        y = b(x, pos, rope=rope)[0]
       elif which == 'mlp':
         y = b.mlp(b.mlp_norm(x))
       else:
-        y = b.attention(b.attn_norm(x), pos, None, None)[0]
+        y = b.attention(b.attn_norm(x), pos, None, None, rope)[0]
       return jnp.sum(jnp.square(y.astype(jnp.float32)))
     return jax.jit(jax.grad(loss, argnums=(0, 1)))
 

@@ -56,8 +56,8 @@ _BLOCKWISE_MIN_T = 1024
 # with the block shrunk until one [B, H, block, block] f32 logits tile fits in
 # this many bytes (the L2 of the 2-core machine measured): tiles that spill out
 # of the caches ran up to 6x slower, and at the default model (B 16, H 4, T 256)
-# fwd+bwd took 20.6 ms with 1 MiB tiles (block 64) against 34.9 ms with 4 MiB
-# (block 128); bench/results/attention.md, "tile size".
+# fwd+bwd took 19.7 ms with 1 MiB tiles (block 64) against 32.4 ms with 4 MiB
+# (block 128); bench/results/attention.md, "Tile size".
 _CPU_TILE_BYTES = 2 * 2**20
 
 _F32 = jnp.float32

@@ -270,10 +270,9 @@ def rope_frequencies(head_dim: int, theta: float) -> jax.Array:
 
 
 def rope_tables(positions_BT, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-  """(cos_BTk, sin_BTk) f32 of positions * inv_freq: computed once per forward (Transformer.hidden) and
-  handed to every layer. Inside a layer XLA fuses cos and sin into the rotation and evaluates them once
-  per element of q and of k, every head again, in the forward and the backward; on CPU those fusions cost
-  more than the q/k/v projections."""
+  """(cos_BTk, sin_BTk) f32 of positions * inv_freq, for explicit positions (packed documents, decoding).
+  Transformer.hidden computes them once for all layers, but XLA still fuses cos and sin into each use (per
+  element of q and of k, forward and backward); the default positions avoid that: static_rope_tables."""
   angles_BTk = positions_BT[..., None].astype(jnp.float32) * rope_frequencies(head_dim, theta)
   return jnp.cos(angles_BTk), jnp.sin(angles_BTk)
 
