@@ -4,7 +4,8 @@ For every implementation available on this backend (and, for 'blockwise', each
 requested block size) and every T: forward and forward+backward wall time (min
 over up to 5 calls of the AOT-compiled function; one call when slow) and XLA's
 compiled temporary memory (`memory_analysis().temp_size_in_bytes`, which the
-CPU probe found within 4-15% of measured RSS growth). A pass whose compiled
+CPU probe found within 4-15% of measured RSS growth). On a CPU host malloc is tuned
+as in training (scaling/hostmem.py), so freed buffers are not faulted back in per call. A pass whose compiled
 temp memory exceeds --max_gb is skipped before running. Prints a markdown
 table, and with --out writes it (plus the command) to a .md file and with
 --plot a time/memory plot to a .png.
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from scaling import attention as attn  # noqa: E402
+from scaling import hostmem  # noqa: E402
 
 
 def _parse():
@@ -30,7 +32,8 @@ def _parse():
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--seq_lens', default='1024,2048,4096,8192,16384')
   p.add_argument('--impls', default='',
-                 help='comma list; default: all available except auto')
+                 help="comma list; default: all available except auto (on CPU: blockwise at "
+                      "cpu_block_size, in its row form up to 8 query blocks)")
   p.add_argument('--block_sizes', default='512,128',
                  help="block sizes tried for 'blockwise'")
   p.add_argument('--batch', type=int, default=1)
@@ -134,14 +137,16 @@ def _plot(rows, path, title):
 def main():
   a = _parse()
   backend = jax.default_backend()
-  impls = [i for i in (a.impls.split(',') if a.impls else
-                       attn.available_implementations(backend)) if i != 'auto']
+  hostmem.hold_heap()   # freed buffers stay mapped, as in training (scaling/hostmem.py): no page faults per call
+  impls = (a.impls.split(',') if a.impls else   # 'auto' only when asked for: it is one of the others
+           [i for i in attn.available_implementations(backend) if i != 'auto'])
   configs = []
   for impl in impls:
     attn.resolve_impl(impl, backend)  # clear error if unavailable
     blocks = [int(b) for b in a.block_sizes.split(',')] if impl == 'blockwise' else [512]
     for b in blocks:
-      configs.append((impl, b, impl if impl != 'blockwise' else f'blockwise (block {b})'))
+      label = {'blockwise': f'blockwise (block {b})', 'auto': f'auto ({attn.resolve_impl("auto", backend)})'}
+      configs.append((impl, b, label.get(impl, impl)))
   title = (f'{backend}: B={a.batch} H={a.heads} G={a.kv_heads} K={a.head_dim} '
            f'{a.dtype}, causal')
   print(f'# attention benchmark, {title}', flush=True)
@@ -171,4 +176,5 @@ def main():
 
 
 if __name__ == '__main__':
+  hostmem.tune_malloc()   # as `scaling train` does on a CPU host, before JAX starts its threads
   main()

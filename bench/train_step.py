@@ -15,10 +15,15 @@ dtypes. bfloat16 means ours at model.dtype=bfloat16 (bf16 compute, float32 maste
 accumulation) and, to match, the peer's float32 parameters under torch.autocast('cpu', bfloat16).
 
 Arms (--arms): ours (the jitted train step), transformers (eager), transformers+compile (the forward and
-loss under torch.compile, inductor; backward via AOTAutograd, optimizer eager). All arms of one dtype run
-in this process, one step of each per round after --warmup steps each (compile excluded), --settle s of
-idle before each timed step; the median step time is kept. MFU uses the causal-aware FLOPs of
-scaling/accounting.py over each framework's own matmul peak (n^3, per dtype) measured in the same rounds.
+loss under torch.compile, inductor; backward via AOTAutograd, optimizer eager). Each arm runs in a process
+of its own, as a user runs one framework: ours with the malloc tuning of the `scaling` command
+(scaling/hostmem.py), the peer with PyTorch's defaults. (In one process the two frameworks shared one heap:
+ours then took 11-12k page faults a step and ran ~11% slower than alone.) The processes take turns: this
+one asks each for one step per round, after --warmup steps each (compile excluded), with --settle s of idle
+before each timed step, so only one computes at a time and load changes hit all arms alike; each times its
+own step; the median is kept. MFU uses the causal-aware FLOPs of scaling/accounting.py over each
+framework's own matmul peak (n^3, per dtype), timed in the same rounds in ours' process and in the first
+peer's.
 
 The hand-written PyTorch model this script used to carry is gone: transformers' eager step was faster than
 it at the same dims in float32 (9,053 tokens/s in issue #20's run, vs 6,058 for the hand-written one in
@@ -26,7 +31,7 @@ BENCHMARKS.md's; separate runs), so it understated the gap, and it measured noth
 do not: the same operations in the same framework, less the library users run.
 
     python bench/train_step.py [--arms ours,transformers,transformers+compile] [--dtypes float32,bfloat16]
-        [--steps 10 --warmup 3] [--d_model --layers --heads --kv_heads --seq --batch --vocab]
+        [--steps 10 --warmup 3] [--peer_malloc default|tuned] [--d_model --layers --heads --kv_heads --seq --batch --vocab]
         [--override KEY=VALUE ...] [--json PATH]
 
 Dims default to configs/default.py's (d_model 256, 4 layers, 4/2 heads, seq 256, batch 16, vocab 4096).
@@ -37,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import resource
 import statistics
@@ -44,6 +50,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+# a CPU benchmark (the peer is torch on the CPU); and an installed libtpu (the tpu-aot extra) would otherwise
+# make hostmem take this for an accelerator host and leave malloc untuned. At import: the spawned workers too.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -68,6 +77,9 @@ def parse_args(argv=None):
   p.add_argument('--warmup', type=int, default=3, help='untimed steps per arm first (compile included)')
   p.add_argument('--attention', default='auto', help="ours' model.attention")
   p.add_argument('--settle', type=float, default=0.3, help='seconds of idle before each timed step')
+  p.add_argument('--peer_malloc', choices=('default', 'tuned'), default='default',
+                 help="the peer's heap: glibc's defaults, as a PyTorch user runs it, or ours' tuning "
+                      '(scaling/hostmem.py: one arena, freed blocks kept mapped), to compare like with like')
   p.add_argument('--peak_n', type=int, default=2048, help='matmul size of the peak measurement')
   p.add_argument('--override', action='append', default=[], help='config override, KEY=VALUE (e.g. '
                  'train.loss_chunk=0; model fields reach the peer too)')
@@ -82,6 +94,19 @@ def parse_args(argv=None):
   if bad := [o for o in args.override if '=' not in o]:
     p.error(f'--override {bad[0]!r}: expected KEY=VALUE')
   return args
+
+
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  import platform
+  return platform.processor() or 'unknown CPU'
 
 
 def model_config(args, dtype):
@@ -163,75 +188,169 @@ def torch_setup(cfg, tensors, batch, dtype, compile_):
   return run, model.config._attn_implementation
 
 
-def peak_runners(n, dtype):
-  """{'peak/jax': fn, 'peak/torch': fn}: one n^3 matmul each (float32 accumulation in jax), timed in the
-  same rounds as the steps so that the MFU's denominator sees the load its numerator saw."""
-  import torch
+def jax_peak(n, dtype):
+  """One n^3 matmul in JAX (float32 accumulation) per call."""
   a = jnp.ones((n, n), dtype)
   f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
   f(a, a).block_until_ready()
+  return lambda: f(a, a).block_until_ready()
+
+
+def torch_peak(n, dtype):
+  """One n^3 matmul in PyTorch per call."""
+  import torch
   ta = torch.ones(n, n, dtype=getattr(torch, dtype))
   ta @ ta
 
-  def jax_mm():
-    f(a, a).block_until_ready()
-
-  def torch_mm():
+  def run():
     ta @ ta
-  return {'peak/jax': jax_mm, 'peak/torch': torch_mm}
+  return run
 
 
-def _time(fn):
+def _timed(fn):
+  """(seconds, minor page faults, value) of one call."""
+  f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   t = time.perf_counter()
-  fn()
-  return time.perf_counter() - t
+  value = fn()
+  return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0, value
 
 
-def measure(runners, args):
-  """{arm: (step times, page faults per step, first-step loss)}: --warmup steps of each arm, then
-  --steps rounds of one step of each, so load changes hit all arms alike."""
-  first = {k: fn() for k, fn in runners.items()}   # step 0 (compiles): the same weights and batch in every arm
-  hostmem.hold_heap()   # compiled: freed step buffers stay mapped from now on (scaling/hostmem.py); the heap
-  for fn in runners.values():   # grows to its steady size in the warm-up steps, not in the timed ones
+def worker(conn, arm, args, dtype, batch):
+  """One arm in a process of its own: builds its step (and, for ours and the first peer, its framework's
+  matmul peak), runs step 0 (compile), then one call per request: ('run', key) -> (s, faults, value)."""
+  try:
+    cfg = model_config(args, dtype)
+    runners, info = {}, {}
+    if arm == 'ours':
+      hostmem.tune_malloc()   # as the `scaling` command does, before JAX starts its threads
+      runners[arm], tensors = jax_setup(cfg, batch)
+      runners['peak/jax'] = jax_peak(args.peak_n, dtype)
+      conn.send(('tensors', tensors))
+    else:
+      if args.peer_malloc == 'tuned':
+        hostmem.tune_malloc()
+      import torch
+      import transformers
+      tensors = conn.recv()
+      runners[arm], info['attn'] = torch_setup(cfg, tensors, batch, dtype, arm.endswith('+compile'))
+      if conn.recv():   # this peer also times torch's matmul peak
+        runners['peak/torch'] = torch_peak(args.peak_n, dtype)
+      info['versions'] = (transformers.__version__, torch.__version__, torch.get_num_threads())
+    info['first_loss'] = runners[arm]()   # step 0 (compiles): the same weights and batch in every arm
+    # compiled: freed step buffers stay mapped from now on in ours (scaling/hostmem.py); the heap grows to its
+    # steady size in the warm-up steps, not in the timed ones
+    info['malloc_tuning'] = hostmem.hold_heap() if arm == 'ours' or args.peer_malloc == 'tuned' else False
+    conn.send(('ready', info))
+    while (msg := conn.recv()) != 'stop':
+      conn.send(_timed(runners[msg[1]]))
+  except BaseException as e:   # the parent reports it and stops the others
+    conn.send(('error', f'{arm} ({dtype}): {type(e).__name__}: {e}'))
+    raise
+
+
+class Arms:
+  """The arms' processes of one dtype (spawned: JAX and PyTorch each start clean), as a context manager."""
+
+  def __init__(self, args, dtype, batch):
+    self.args, self.dtype, self.batch, self.procs, self.conns = args, dtype, batch, {}, {}
+
+  def _start(self, arm):
+    parent, child = multiprocessing.get_context('spawn').Pipe()
+    p = multiprocessing.get_context('spawn').Process(target=worker, args=(child, arm, self.args, self.dtype,
+                                                                           self.batch), daemon=True)
+    p.start()
+    self.procs[arm], self.conns[arm] = p, parent
+    return parent
+
+  def _recv(self, arm, tag):
+    got = self.conns[arm].recv()
+    if got[0] == 'error':
+      raise RuntimeError(f'train_step.py worker failed: {got[1]}')
+    assert got[0] == tag, got
+    return got[1]
+
+  def __enter__(self):
+    """Starts ours first (its initial weights go to the peers), then the peers; {arm: info} once all are
+    compiled. Without ours (--arms of peers only) the weights come from a process of ours all the same."""
+    arms = self.args.arms
+    self._start('ours')
+    tensors = self._recv('ours', 'tensors')
+    for i, arm in enumerate(a for a in arms if a != 'ours'):
+      self._start(arm).send(tensors)
+      self.conns[arm].send(i == 0)
+    self.info = {arm: self._recv(arm, 'ready') for arm in self.conns}
+    if 'ours' not in arms:   # it only supplied the weights
+      self.conns.pop('ours').send('stop')
+      self.info.pop('ours')
+    # run key -> the process that runs it
+    self.keys = {arm: arm for arm in arms}
+    self.keys['peak/jax'] = 'ours' if 'ours' in arms else None
+    peers = [a for a in arms if a != 'ours']
+    self.keys['peak/torch'] = peers[0] if peers else None
+    self.keys = {k: v for k, v in self.keys.items() if v is not None}
+    return self
+
+  def run(self, key):
+    """(seconds, page faults, value) of one call of `key` (an arm or 'peak/jax' / 'peak/torch')."""
+    conn = self.conns[self.keys[key]]
+    conn.send(('run', key))
+    got = conn.recv()
+    if got[0] == 'error':
+      raise RuntimeError(f'train_step.py worker failed: {got[1]}')
+    return got
+
+  def __exit__(self, *exc):
+    for arm, conn in self.conns.items():
+      try:
+        conn.send('stop')
+      except OSError:
+        pass
+    for p in self.procs.values():
+      p.join(timeout=30)
+      if p.is_alive():
+        p.kill()
+    return False
+
+
+def measure(arms, args):
+  """{key: (step times, page faults per step)} for the arms and the peaks: --warmup - 1 more untimed calls
+  of each, then --steps rounds of one call of each, so load changes hit all alike."""
+  for key in arms.keys:
     for _ in range(args.warmup - 1):
-      fn()
-  times, faults = {k: [] for k in runners}, dict.fromkeys(runners, 0)
+      arms.run(key)
+  times, faults = {k: [] for k in arms.keys}, dict.fromkeys(arms.keys, 0)
   for _ in range(args.steps):
-    for k, fn in runners.items():
+    for k in arms.keys:
       time.sleep(args.settle)   # the last framework's idle threads (OpenMP spin-wait) stop competing
-      f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-      times[k].append(_time(fn))
-      faults[k] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-  return {k: (times[k], faults[k] / args.steps, first[k]) for k in runners}
+      t, f, _ = arms.run(k)
+      times[k].append(t)
+      faults[k] += f
+  return {k: (times[k], faults[k] / args.steps) for k in arms.keys}
 
 
 def bench_dtype(args, cfg, dtype):
-  """The rows of one dtype, the matmul peaks ({'jax', 'torch'}: FLOP/s, median of the rounds) and the peer's
-  attention implementation (None without a peer arm)."""
+  """The rows of one dtype, the matmul peaks ({'jax', 'torch'}: FLOP/s, median of the rounds; only those of
+  the frameworks measured) and the arms' info (first-step loss; the peer's attention implementation and
+  versions; ours' malloc tuning)."""
   from scaling.accounting import flops_per_token
   B, T, V = cfg.train.batch_size, cfg.model.seq_len, cfg.model.vocab_size
   rng = np.random.default_rng(0)
   batch = {k: rng.integers(0, V, (B, T)).astype(np.int32) for k in ('inputs', 'targets')}
-  ours, tensors = jax_setup(cfg, batch)
-  runners, attn = {}, None
-  for arm in args.arms:
-    if arm == 'ours':
-      runners[arm] = ours
-    else:
-      runners[arm], attn = torch_setup(cfg, tensors, batch, dtype, arm.endswith('+compile'))
-  runners.update(peak_runners(args.peak_n, dtype))
-  got = measure(runners, args)
-  peaks = {fw: 2 * args.peak_n ** 3 / statistics.median(got.pop(f'peak/{fw}')[0]) for fw in ('jax', 'torch')}
+  with Arms(args, dtype, batch) as arms:
+    got = measure(arms, args)
+    info = arms.info
+  peaks = {fw: 2 * args.peak_n ** 3 / statistics.median(got.pop(f'peak/{fw}')[0])
+           for fw in ('jax', 'torch') if f'peak/{fw}' in got}
   fpt, tokens = flops_per_token(cfg.model), B * T
   rows = []
-  for arm, (ts, pf, loss0) in got.items():
+  for arm, (ts, pf) in got.items():
     step_s = statistics.median(ts)
     tps = tokens / step_s
     peak = peaks['jax' if arm == 'ours' else 'torch']
     ratio = tokens / statistics.median(got['ours'][0]) / tps if 'ours' in got else None
     rows.append(dict(arm=arm, dtype=dtype, step_s=step_s, tokens_per_s=tps, ratio=ratio, mfu=fpt * tps / peak,
-                     peak=peak, flops_per_token=fpt, first_loss=loss0, faults_per_step=pf))
-  return rows, peaks, attn
+                     peak=peak, flops_per_token=fpt, first_loss=info[arm]['first_loss'], faults_per_step=pf))
+  return rows, peaks, info
 
 
 def print_table(rows):
@@ -256,24 +375,25 @@ def main(argv=None):
     except HFError as e:
       sys.exit(f'train_step.py: the transformers arms need a model LlamaForCausalLM can express ({e}); '
                'drop the override or run --arms ours')
-  rows, peaks, attn = [], {}, None
+  rows, peaks, infos = [], {}, {}
   for dtype, cfg in configs.items():
-    got, peaks[dtype], a = bench_dtype(args, cfg, dtype)
-    rows, attn = rows + got, a or attn
+    got, peaks[dtype], infos[dtype] = bench_dtype(args, cfg, dtype)
+    rows += got
   m = cfg.model
   print(f'# train step: d_model={m.d_model} layers={m.num_layers} heads={m.num_heads}/{m.num_kv_heads} '
         f'seq={m.seq_len} batch={cfg.train.batch_size} vocab={m.vocab_size}; {jax.device_count()} JAX device(s), '
-        f'{os.cpu_count()} CPUs; median of {args.steps} after {args.warmup} warm-up; ln(vocab) = '
-        f'{math.log(m.vocab_size):.4f}')
-  if attn is not None:
-    import torch
-    import transformers
-    print(f'# peer: transformers {transformers.__version__} LlamaForCausalLM, attn_implementation={attn}, '
-          f'torch {torch.__version__} with {torch.get_num_threads()} threads; bfloat16 = torch.autocast on '
-          'float32 params (ours: bf16 compute, float32 master weights)')
+        f'{os.cpu_count()} CPUs ({cpu_model()}); median of {args.steps} after {args.warmup} warm-up; '
+        f'ln(vocab) = {math.log(m.vocab_size):.4f}; one process per arm, taking turns')
+  peer = next((i for inf in infos.values() for a, i in inf.items() if a != 'ours'), None)
+  attn = peer and peer['attn']
+  if peer:
+    tv, tt, threads = peer['versions']
+    print(f'# peer: transformers {tv} LlamaForCausalLM, attn_implementation={attn}, torch {tt} with {threads} '
+          'threads; bfloat16 = torch.autocast on float32 params (ours: bf16 compute, float32 master weights)')
   print(f'# matmul peak {args.peak_n}^3 (GFLOP/s, median of the same rounds as the steps): ' + ', '.join(
-      f'{dt}: jax {p["jax"] / 1e9:.0f}, torch {p["torch"] / 1e9:.0f}' for dt, p in peaks.items()))
-  print(f'# host malloc tuning (scaling/hostmem.py): {"on" if hostmem.hold_heap() else "off"}')
+      f'{dt}: ' + ', '.join(f'{fw} {v / 1e9:.0f}' for fw, v in p.items()) for dt, p in peaks.items()))
+  tuned = {a: i['malloc_tuning'] for inf in infos.values() for a, i in inf.items()}
+  print('# host malloc tuning (scaling/hostmem.py): ' + ', '.join(f'{a} {"on" if on else "off"}' for a, on in tuned.items()))
   print_table(rows)
   if args.json:
     with open(args.json, 'w') as f:
@@ -282,8 +402,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  # a CPU benchmark (the peer is torch on the CPU); and an installed libtpu (the tpu-aot extra) would
-  # otherwise make hostmem take this for an accelerator host and leave malloc untuned
-  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-  hostmem.tune_malloc()   # first, before JAX starts its threads (scaling/hostmem.py)
   main()

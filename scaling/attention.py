@@ -14,8 +14,10 @@ switch kernels from the config without changing shapes or semantics:
   'splash'     the Pallas TPU splash-attention kernel shipped with JAX, TPU only.
   'auto'       cudnn on GPU, splash on TPU (each when it supports the call;
                else xla below 1k tokens, blockwise above); on CPU always
-               'blockwise' with a cache-sized block (`cpu_block_size`; measured
-               in bench/results/attention.md).
+               'blockwise' with a cache-sized block (`cpu_block_size`), in its
+               row form up to 8 query blocks (each query block against all its
+               visible keys in one product; measured in
+               bench/results/attention.md).
 
 Shape letters: B batch, T query length, S key length, H query heads, G kv heads
 (G divides H; query head h reads kv head h // (H // G)), K head dim, R = H // G.
@@ -59,6 +61,13 @@ _BLOCKWISE_MIN_T = 1024
 # fwd+bwd took 19.7 ms with 1 MiB tiles (block 64) against 32.4 ms with 4 MiB
 # (block 128); bench/results/attention.md, "Tile size".
 _CPU_TILE_BYTES = 2 * 2**20
+# ... and, up to this many query blocks, in its row form (each query block against
+# all its visible keys in one product, `_rows`): at the default model fwd+bwd took
+# 18.0 ms against 28.0 ms in bfloat16, 35.9 against 54.5 ms in float32, and 25-35%
+# less up to 8 blocks at T 512-2048 (bench/results/attention.md, "Row form"). The
+# loop is unrolled at trace time, so the bound also bounds compile time, and the
+# largest logits tile to this many block tiles.
+_CPU_ROW_BLOCKS = 8
 
 _F32 = jnp.float32
 # Initial running max: finite, so exp(m_old - m_new) never sees inf - inf.
@@ -208,8 +217,9 @@ def attention(q_BTHK: jax.Array, k_BSGK: jax.Array, v_BSGK: jax.Array, *,
                       kv_len=S, has_segments=segment_ids_BT is not None,
                       block_size=block_size)
   kwargs = dict(segment_ids_BT=segment_ids_BT, window=window)
+  row_blocks = 0
   if auto and impl == 'blockwise' and _default_backend() == 'cpu':
-    block_size = cpu_block_size(B, H, block_size)
+    block_size, row_blocks = cpu_block_size(B, H, block_size), _CPU_ROW_BLOCKS
   if impl == 'reference':
     return reference_attention(q_BTHK, k_BSGK, v_BSGK, **kwargs)
   if impl == 'xla':
@@ -218,7 +228,7 @@ def attention(q_BTHK: jax.Array, k_BSGK: jax.Array, v_BSGK: jax.Array, *,
     return _xla_attention(q_BTHK, k_BSGK, v_BSGK, implementation='cudnn', **kwargs)
   if impl == 'blockwise':
     return blockwise_attention(q_BTHK, k_BSGK, v_BSGK, block_size=block_size,
-                               **kwargs)
+                               row_blocks=row_blocks, **kwargs)
   if impl == 'splash':
     return _splash_attention(q_BTHK, k_BSGK, v_BSGK, segment_ids_BT=segment_ids_BT,
                              window=window, block_size=block_size)
@@ -365,12 +375,14 @@ class _FlashCfg:
 
 
 def blockwise_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT=None, window=0,
-                        block_size=512):
+                        block_size=512, row_blocks=0):
   """Flash attention in pure JAX; memory O(T) in both passes.
 
   Pads T and S up to whole blocks (sizes from _even_block), moves heads in
   front of the sequence axis so each block's matmuls are plain batched GEMMs,
-  and runs the custom-VJP kernel `_flash`.
+  and runs the custom-VJP kernel `_flash`; or, when there are at most
+  `row_blocks` query blocks, its row form `_rows` (each query block against all
+  its visible keys at once; the largest logits tile holds B x H x block x S).
   """
   B, T, H, K = q_BTHK.shape
   S, G = k_BSGK.shape[1], k_BSGK.shape[2]
@@ -390,7 +402,8 @@ def blockwise_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT=None, window=0
     seg = segment_ids_BT.astype(jnp.int32)
     seg_q_BT = jnp.pad(seg, ((0, 0), (0, nq * bq - T)), constant_values=-1)
     seg_k_BS = jnp.pad(seg, ((0, 0), (0, nk * bk - S)), constant_values=-2)
-  out_BGTRK = _flash(cfg, q_BGTRK, k_BGSK, v_BGSK, seg_q_BT, seg_k_BS)
+  kernel = _rows if nq <= row_blocks else _flash
+  out_BGTRK = kernel(cfg, q_BGTRK, k_BGSK, v_BGSK, seg_q_BT, seg_k_BS)
   return out_BGTRK[:, :, :T].transpose(0, 2, 1, 3, 4).reshape(B, T, H, K)
 
 
@@ -429,15 +442,21 @@ def _q_block_range(cfg, j):
 
 def _block_mask(cfg, i, j, seg_q_BT, seg_k_BS):
   """[B|1, 1, bq, 1, bk] visibility of key block j from query block i."""
-  qpos_Q = i * cfg.bq + jnp.arange(cfg.bq)
-  kpos_C = j * cfg.bk + jnp.arange(cfg.bk)
+  return _visibility(cfg, i * cfg.bq, j * cfg.bk, cfg.bk, seg_q_BT, seg_k_BS)
+
+
+def _visibility(cfg, q_start, k_start, n_keys, seg_q_BT, seg_k_BS):
+  """[B|1, 1, bq, 1, n_keys] visibility of keys [k_start, k_start + n_keys) from the
+  query block starting at q_start (starts traced in the loops, Python ints in the row form)."""
+  qpos_Q = q_start + jnp.arange(cfg.bq)
+  kpos_C = k_start + jnp.arange(n_keys)
   mask_QC = kpos_C[None, :] <= qpos_Q[:, None]
   if cfg.window:
     mask_QC &= kpos_C[None, :] > qpos_Q[:, None] - cfg.window
   mask_BQC = (mask_QC & (kpos_C[None, :] < cfg.kv_len))[None]   # padded keys
   if cfg.segments:
-    sq_BQ = lax.dynamic_slice_in_dim(seg_q_BT, i * cfg.bq, cfg.bq, axis=1)
-    sk_BC = lax.dynamic_slice_in_dim(seg_k_BS, j * cfg.bk, cfg.bk, axis=1)
+    sq_BQ = lax.dynamic_slice_in_dim(seg_q_BT, q_start, cfg.bq, axis=1)
+    sk_BC = lax.dynamic_slice_in_dim(seg_k_BS, k_start, n_keys, axis=1)
     mask_BQC &= sq_BQ[:, :, None] == sk_BC[:, None, :]
   return mask_BQC[:, None, :, None, :]
 
@@ -545,6 +564,91 @@ def _flash_bwd(cfg, res, dout):
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+# The row form: the query-block loop unrolled at trace time, each query block
+# against all the keys it can see in one product. Key ranges are then static, so
+# there is no online softmax (no running max, no rescaling of the accumulator)
+# and each block's matmuls are 1 to nk times wider than a block pair's, which the
+# CPU's small-matmul kernels run far closer to their peak. Memory: the largest
+# logits tile is [B, H, bq, S], i.e. nq block tiles; 'auto' on CPU takes this form
+# up to _CPU_ROW_BLOCKS query blocks (bench/results/attention.md, "Row form").
+
+
+def _row_keys(cfg, i):
+  """Static key range [lo, hi) that query block i can see (causal, window), in the padded keys."""
+  first_q = i * cfg.bq
+  hi = min(first_q + cfg.bq, cfg.nk * cfg.bk)
+  lo = max(0, first_q - cfg.window + 1) if cfg.window else 0
+  return lo, max(hi, lo)
+
+
+def _rows_forward(cfg, q, k, v, seg_q_BT, seg_k_BS):
+  """Same contract as _flash_forward (rows that see no key: out 0, lse +inf)."""
+  B, G, _, R, K = q.shape
+  outs, lses = [], []
+  for i in range(cfg.nq):
+    lo, hi = _row_keys(cfg, i)
+    if hi == lo:
+      outs.append(jnp.zeros((B, G, cfg.bq, R, K), q.dtype))
+      lses.append(jnp.full((B, G, cfg.bq, R), jnp.inf, _F32))
+      continue
+    q_i = q[:, :, i * cfg.bq:(i + 1) * cfg.bq]
+    s = jnp.einsum('bgqrk,bgck->bgqrc', q_i, k[:, :, lo:hi], preferred_element_type=_F32) * cfg.scale
+    s = jnp.where(_visibility(cfg, i * cfg.bq, lo, hi - lo, seg_q_BT, seg_k_BS), s, -jnp.inf)
+    m_BGQR = jnp.max(s, axis=-1)
+    m_BGQR = jnp.where(m_BGQR > -jnp.inf, m_BGQR, 0.0)   # a row that sees no key: p = 0, not NaN
+    p = jnp.exp(s - m_BGQR[..., None])
+    l_BGQR = jnp.sum(p, axis=-1)
+    pv = jnp.einsum('bgqrc,bgck->bgqrk', p.astype(v.dtype), v[:, :, lo:hi], preferred_element_type=_F32)
+    seen = l_BGQR > 0
+    inv_l = jnp.where(seen, 1.0 / jnp.where(seen, l_BGQR, 1.0), 0.0)
+    outs.append((pv * inv_l[..., None]).astype(q.dtype))
+    lses.append(jnp.where(seen, m_BGQR + jnp.log(jnp.where(seen, l_BGQR, 1.0)), jnp.inf))
+  return jnp.concatenate(outs, axis=2), jnp.concatenate(lses, axis=2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _rows(cfg, q, k, v, seg_q_BT, seg_k_BS):
+  return _rows_forward(cfg, q, k, v, seg_q_BT, seg_k_BS)[0]
+
+
+def _rows_fwd(cfg, q, k, v, seg_q_BT, seg_k_BS):
+  out, lse = _rows_forward(cfg, q, k, v, seg_q_BT, seg_k_BS)
+  return out, (q, k, v, seg_q_BT, seg_k_BS, out, lse)
+
+
+def _rows_bwd(cfg, res, dout):
+  """_flash_bwd's products per query block against its whole key range: P recomputed from the
+  saved logsumexp, dQ of the block written once, dK and dV accumulated over their range."""
+  q, k, v, seg_q_BT, seg_k_BS, out, lse = res
+  delta_BGTR = jnp.sum(dout.astype(_F32) * out.astype(_F32), axis=-1)
+  dout = dout.astype(q.dtype)
+  dqs = []
+  dk, dv = jnp.zeros(k.shape, _F32), jnp.zeros(v.shape, _F32)
+  for i in range(cfg.nq):
+    rows_i = slice(i * cfg.bq, (i + 1) * cfg.bq)
+    lo, hi = _row_keys(cfg, i)
+    if hi == lo:
+      dqs.append(jnp.zeros(q[:, :, rows_i].shape, _F32))
+      continue
+    q_i, do_i = q[:, :, rows_i], dout[:, :, rows_i]
+    k_i, v_i = k[:, :, lo:hi], v[:, :, lo:hi]
+    s = jnp.einsum('bgqrk,bgck->bgqrc', q_i, k_i, preferred_element_type=_F32) * cfg.scale
+    mask = _visibility(cfg, i * cfg.bq, lo, hi - lo, seg_q_BT, seg_k_BS)
+    p = jnp.where(mask, jnp.exp(s - lse[:, :, rows_i][..., None]), 0.0)
+    dv = dv.at[:, :, lo:hi].add(jnp.einsum('bgqrc,bgqrk->bgck', p.astype(do_i.dtype), do_i,
+                                           preferred_element_type=_F32))
+    dp = jnp.einsum('bgqrk,bgck->bgqrc', do_i, v_i, preferred_element_type=_F32)
+    ds = p * (dp - delta_BGTR[:, :, rows_i][..., None])  # dL/dS without the scale
+    dk = dk.at[:, :, lo:hi].add(jnp.einsum('bgqrc,bgqrk->bgck', ds.astype(q_i.dtype), q_i,
+                                           preferred_element_type=_F32))
+    dqs.append(jnp.einsum('bgqrc,bgck->bgqrk', ds.astype(k_i.dtype), k_i, preferred_element_type=_F32))
+  dq = (jnp.concatenate(dqs, axis=2) * cfg.scale).astype(q.dtype)
+  return (dq, (dk * cfg.scale).astype(k.dtype), dv.astype(v.dtype), None, None)
+
+
+_rows.defvjp(_rows_fwd, _rows_bwd)
 
 
 # ---------------------------------------------------------------------------

@@ -65,8 +65,10 @@ def test_blockwise_and_xla_match_reference_f32(B, T, H, G, K, block, window,
   kw = dict(segment_ids_BT=seg, window=window, block_size=block)
   ref_out, ref_grads = _out_and_grads(
       lambda q, k, v: attn.attention(q, k, v, impl='reference', **kw), q, k, v, w)
-  for impl in ('blockwise', 'xla'):
-    fn = lambda q, k, v: attn.attention(q, k, v, impl=impl, **kw)
+  forms = {impl: lambda q, k, v, impl=impl: attn.attention(q, k, v, impl=impl, **kw) for impl in ('blockwise', 'xla')}
+  # the row form of the blockwise kernel (each query block against all its keys at once; CPU 'auto')
+  forms['blockwise rows'] = lambda q, k, v: attn.blockwise_attention(q, k, v, row_blocks=99, **kw)
+  for impl, fn in forms.items():
     out, grads = _out_and_grads(fn, q, k, v, w)
     assert out.shape == q.shape and out.dtype == q.dtype
     _assert_close(out, ref_out, 1e-5, 2e-6, f'{impl} out')
@@ -100,15 +102,16 @@ def test_blockwise_bf16_close_to_f32_reference():
   ref_out, ref_grads = _out_and_grads(
       lambda q, k, v: attn.reference_attention(q, k, v, segment_ids_BT=seg),
       f32(q), f32(k), f32(v), w)
-  fn = lambda q, k, v: attn.attention(
-      q, k, v, impl='blockwise', block_size=16, segment_ids_BT=seg)
-  out, grads = _out_and_grads(fn, q, k, v, w)
-  assert out.dtype == jnp.bfloat16
-  assert all(g.dtype == jnp.bfloat16 for g in grads)
-  _assert_close(out, ref_out, 2e-2, 2e-2, 'bf16 out')
-  for name, g, rg in zip(('dq', 'dk', 'dv'), grads, ref_grads):
-    scale = float(jnp.max(jnp.abs(rg)))
-    _assert_close(g, rg, 0, 3e-2 * scale, f'bf16 {name}')
+  for row_blocks in (0, 99):   # the loops, and the row form
+    fn = lambda q, k, v: attn.blockwise_attention(
+        q, k, v, block_size=16, segment_ids_BT=seg, row_blocks=row_blocks)
+    out, grads = _out_and_grads(fn, q, k, v, w)
+    assert out.dtype == jnp.bfloat16
+    assert all(g.dtype == jnp.bfloat16 for g in grads)
+    _assert_close(out, ref_out, 2e-2, 2e-2, f'bf16 out, row_blocks={row_blocks}')
+    for name, g, rg in zip(('dq', 'dk', 'dv'), grads, ref_grads):
+      scale = float(jnp.max(jnp.abs(rg)))
+      _assert_close(g, rg, 0, 3e-2 * scale, f'bf16 {name}, row_blocks={row_blocks}')
 
 
 def _cache_with_junk(x_BLGK, S):
@@ -189,6 +192,25 @@ def test_even_block_sizes():
   assert attn._even_block(4096, 512) == 512
   assert attn._even_block(50, 20) == 17      # 24 would exceed the request
   assert attn._even_block(1, 512) == 1
+
+
+def test_auto_on_cpu_takes_the_row_form_up_to_eight_query_blocks():
+  """B 1, H 1: cpu_block_size keeps the requested block 16, so T 128 is 8 query blocks (the row form:
+  no loop in the program) and T 144 is 9 (the flash loops)."""
+  def has_loop(T):
+    q, k, v, _ = _qkv(1, T, T, 1, 1, 8)
+    f = lambda q, k, v: attn.attention(q, k, v, block_size=16)
+    jaxpr = jax.make_jaxpr(jax.grad(lambda q, k, v: f(q, k, v).sum(), argnums=(0, 1, 2)))(q, k, v)
+    return 'while' in str(jaxpr)
+  assert attn._CPU_ROW_BLOCKS == 8
+  assert not has_loop(128)
+  assert has_loop(144)
+  q, k, v, w = _qkv(1, 128, 128, 2, 1, 8)   # and the row form at 8 blocks (MQA) is the reference
+  out, grads = _out_and_grads(lambda q, k, v: attn.attention(q, k, v, block_size=16), q, k, v, w)
+  ref_out, ref_grads = _out_and_grads(attn.reference_attention, q, k, v, w)
+  _assert_close(out, ref_out, 1e-5, 2e-6, 'auto out')
+  for name, g, rg in zip(('dq', 'dk', 'dv'), grads, ref_grads):
+    _assert_close(g, rg, 1e-5, 2e-5, f'auto {name}')
 
 
 def test_auto_on_cpu_matches_reference():

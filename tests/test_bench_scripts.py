@@ -138,12 +138,12 @@ TRAIN_STEP_HEADER = ['arm', 'dtype', 'step ms', 'tokens/s', 'ours / this', 'MFU 
                      'first-step loss', 'page faults/step']
 
 
-def run_train_step(tmp_path, arms, dtypes):
+def run_train_step(tmp_path, arms, dtypes, *extra):
   """(stdout, the --json file) of bench/train_step.py at the TINY dims, 2 timed steps after 1 warm-up."""
   path = tmp_path / 'train_step.json'
   out = run_script([sys.executable, 'bench/train_step.py', *TINY, '--steps', '2', '--warmup', '1',
                     '--peak_n', '128', '--settle', '0', '--arms', ','.join(arms), '--dtypes', ','.join(dtypes),
-                    '--json', str(path)])
+                    '--json', str(path), *extra], SCALING_MALLOC_TUNING='1')   # as run by hand (conftest turns it off)
   return out, json.loads(path.read_text())
 
 
@@ -182,17 +182,22 @@ def test_train_step_ours_and_transformers_eager(tmp_path):
   arms, dtypes = ['ours', 'transformers'], ['float32', 'bfloat16']
   out, got = run_train_step(tmp_path, arms, dtypes)
   check_train_step(out, got, arms, dtypes)
+  # each arm in its own process: ours with the malloc tuning of the scaling command, the peer with glibc's
+  assert '# host malloc tuning (scaling/hostmem.py): ours on, transformers off' in out, out
 
 
-@pytest.mark.slow   # torch.compile (inductor's C++ build): ~1.5 min at the TINY dims on a loaded 2-core machine
+@pytest.mark.slow   # torch.compile (inductor's C++ build): ~40 s a dtype at the TINY dims on a 2-core machine
 def test_train_step_transformers_compiled(tmp_path):
-  arms, dtypes = ['ours', 'transformers+compile'], ['float32', 'bfloat16']
-  out, got = run_train_step(tmp_path, arms, dtypes)
+  # bfloat16 only: the compiled arm's code is the same in both dtypes but for the autocast, which bfloat16
+  # exercises (the eager test above covers float32); a second inductor build would double the test's time
+  arms, dtypes = ['ours', 'transformers+compile'], ['bfloat16']
+  out, got = run_train_step(tmp_path, arms, dtypes, '--peer_malloc', 'tuned')
   check_train_step(out, got, arms, dtypes)
+  assert '# host malloc tuning (scaling/hostmem.py): ours on, transformers+compile on' in out, out
 
 
 @pytest.mark.parametrize('argv', [['--arms', 'torch'], ['--arms', ''], ['--dtypes', 'float16'], ['--steps', '0'],
-                                  ['--warmup', '0'], ['--override', 'novalue']])
+                                  ['--warmup', '0'], ['--override', 'novalue'], ['--peer_malloc', 'jemalloc']])
 def test_train_step_bad_arguments_exit_with_usage(argv, capsys):
   with pytest.raises(SystemExit) as e:
     train_step.parse_args(argv)
