@@ -225,7 +225,10 @@ def resolve_tasks(spec: str):
   items = [t.strip() for t in str(spec).split(',') if t.strip()]
   if not items:
     raise HarnessError('--tasks is empty: give task names (e.g. hellaswag,arc_easy) or task YAML files')
-  manager = TaskManager()
+  # lm-eval's index of its own tasks takes ~8 s to build: only when a name, or a group (whose members may be
+  # registered names), needs it; plain task YAMLs run without
+  by_name = any(not (os.path.isdir(i) or i.endswith(('.yaml', '.yml'))) for i in items)
+  manager = TaskManager() if by_name else None
   tasks, missing = [], []
   for item in items:
     if os.path.isdir(item):
@@ -240,6 +243,9 @@ def resolve_tasks(spec: str):
     if not files:
       missing.append(item)
     tasks.extend(load_yaml(f, resolve_func=True) for f in files)
+  if manager is None:
+    groups = any(isinstance(t, dict) and ('group' in t or isinstance(t.get('task'), list)) for t in tasks)
+    manager = TaskManager(include_defaults=groups)
   if missing:
     raise HarnessError(f'lm-eval tasks not found: {", ".join(missing)} (a registered name, `lm-eval ls tasks` lists '
                        f'them, or a task YAML file / folder)')

@@ -191,3 +191,27 @@ def test_clear_errors(workdir, monkeypatch, capsys):
   monkeypatch.setitem(sys.modules, 'lm_eval', None)   # as if not installed
   assert cli.main(['eval', '--workdir', str(workdir['path']), '--tasks', 'hellaswag']) == 2
   assert ".[eval]" in capsys.readouterr().err
+
+
+def test_task_yamls_skip_lm_evals_own_index_unless_a_name_or_group_needs_it(tmp_path, monkeypatch):
+  """Building lm-eval's index of its built-in tasks takes seconds: resolve_tasks asks for it only when a
+  registered name is given or a YAML is a group (whose members may be registered names)."""
+  import lm_eval.tasks
+  made = []
+
+  class Recorder:
+    def __init__(self, include_defaults=True):
+      made.append(include_defaults)
+
+    def match_tasks(self, names):
+      return list(names)
+  monkeypatch.setattr(lm_eval.tasks, 'TaskManager', Recorder)
+  t = _write_tasks(tmp_path / 'tasks')
+  mc = str(t['root'] / 'tiny_mc.yaml')
+  (tmp_path / 'group.yaml').write_text('group: both\ntask:\n  - tiny_mc\n  - hellaswag\n')
+  for spec, defaults in ((mc, False), (str(t['root']), False), (f'{mc},hellaswag', True),
+                         (str(tmp_path / 'group.yaml'), True)):
+    made.clear()
+    tasks, _ = harness.resolve_tasks(spec)
+    assert made == [defaults], (spec, made)
+    assert tasks and (spec != mc or tasks[0]['task'] == 'tiny_mc')
