@@ -348,20 +348,25 @@ def bench_dtype(args, cfg, dtype):
     tps = tokens / step_s
     peak = peaks['jax' if arm == 'ours' else 'torch']
     ratio = tokens / statistics.median(got['ours'][0]) / tps if 'ours' in got else None
-    rows.append(dict(arm=arm, dtype=dtype, step_s=step_s, tokens_per_s=tps, ratio=ratio, mfu=fpt * tps / peak,
-                     peak=peak, flops_per_token=fpt, first_loss=info[arm]['first_loss'], faults_per_step=pf))
+    # the same in each round (this arm's step over ours' of that round): load that drifts between rounds cancels
+    paired = [t / o for t, o in zip(ts, got['ours'][0])] if 'ours' in got else None
+    rows.append(dict(arm=arm, dtype=dtype, step_s=step_s, tokens_per_s=tps, ratio=ratio, step_times=ts,
+                     round_ratio=paired and statistics.median(paired),
+                     round_ratio_range=paired and [min(paired), max(paired)], mfu=fpt * tps / peak, peak=peak, flops_per_token=fpt, first_loss=info[arm]['first_loss'], faults_per_step=pf))
   return rows, peaks, info
 
 
 def print_table(rows):
-  print('| arm | dtype | step ms | tokens/s | ours / this | MFU (vs own matmul peak) | first-step loss '
-        '| page faults/step |')
-  print('|---|---|---:|---:|---:|---:|---:|---:|')
+  print('| arm | dtype | step ms | tokens/s | ours / this | ours / this per round (median, range) '
+        '| MFU (vs own matmul peak) | first-step loss | page faults/step |')
+  print('|---|---|---:|---:|---:|---:|---:|---:|---:|')
   for r in rows:
     ratio = '-' if r['ratio'] is None else f'{r["ratio"]:.2f}x'
+    paired = '-' if r['round_ratio'] is None else (f'{r["round_ratio"]:.2f}x ({r["round_ratio_range"][0]:.2f}-'
+                                                    f'{r["round_ratio_range"][1]:.2f})')
     ms = r['step_s'] * 1e3
     ms = f'{ms:.4g}' if ms < 1000 else f'{ms:,.0f}'   # >= 4 significant digits, never an exponent
-    print(f'| {r["arm"]} | {r["dtype"]} | {ms} | {r["tokens_per_s"]:,.0f} | {ratio} '
+    print(f'| {r["arm"]} | {r["dtype"]} | {ms} | {r["tokens_per_s"]:,.0f} | {ratio} | {paired} '
           f'| {r["mfu"]:.1%} | {r["first_loss"]:.4f} | {r["faults_per_step"]:,.0f} |')
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -134,8 +135,8 @@ TINY = ['--d_model', '32', '--layers', '1', '--seq', '16', '--batch', '2', '--vo
 # 128. Matmul params: q, o 2 x 32 x 32 + k, v 2 x 32 x 16 + MLP 3 x 32 x 128 + head 32 x 64 = 17,408; FLOPs per
 # token 6 x 17,408 + 12 L H K (T + 1) / 2 = 104,448 + 12 x 4 x 8 x 8.5 = 107,712.
 TINY_FLOPS_PER_TOKEN = 107_712
-TRAIN_STEP_HEADER = ['arm', 'dtype', 'step ms', 'tokens/s', 'ours / this', 'MFU (vs own matmul peak)',
-                     'first-step loss', 'page faults/step']
+TRAIN_STEP_HEADER = ['arm', 'dtype', 'step ms', 'tokens/s', 'ours / this', 'ours / this per round (median, range)',
+                     'MFU (vs own matmul peak)', 'first-step loss', 'page faults/step']
 
 
 def run_train_step(tmp_path, arms, dtypes, *extra):
@@ -164,6 +165,10 @@ def check_train_step(out, got, arms, dtypes):
     ours = by[('ours', j['dtype'])]
     assert j['tokens_per_s'] == pytest.approx(2 * 16 / j['step_s'], rel=1e-9)
     assert j['ratio'] == pytest.approx(ours['tokens_per_s'] / j['tokens_per_s'], rel=1e-9)
+    assert j['step_s'] == pytest.approx(statistics.median(j['step_times']), rel=1e-12) and len(j['step_times']) == 2
+    paired = [t / o for t, o in zip(j['step_times'], ours['step_times'])]   # the arm's step over ours', per round
+    assert j['round_ratio'] == pytest.approx(statistics.median(paired), rel=1e-12)
+    assert j['round_ratio_range'] == pytest.approx([min(paired), max(paired)], rel=1e-12)
     assert j['flops_per_token'] == TINY_FLOPS_PER_TOKEN
     peak = got['peaks'][j['dtype']]['jax' if j['arm'] == 'ours' else 'torch']
     assert j['mfu'] == pytest.approx(TINY_FLOPS_PER_TOKEN * j['tokens_per_s'] / peak, rel=1e-9)
@@ -171,8 +176,10 @@ def check_train_step(out, got, arms, dtypes):
     assert number(r[2]) == pytest.approx(j['step_s'] * 1e3, rel=1e-3)
     assert number(r[3]) == pytest.approx(2 * 16 / (number(r[2]) / 1e3), rel=2e-3, abs=1)
     assert number(r[4]) == pytest.approx(j['ratio'], abs=0.006)
-    assert number(r[5]) == pytest.approx(j['mfu'] * 100, abs=0.06)
-    assert number(r[6]) == pytest.approx(j['first_loss'], abs=6e-5)
+    lo, hi = j['round_ratio_range']
+    assert r[5] == f'{j["round_ratio"]:.2f}x ({lo:.2f}-{hi:.2f})'
+    assert number(r[6]) == pytest.approx(j['mfu'] * 100, abs=0.06)
+    assert number(r[7]) == pytest.approx(j['first_loss'], abs=6e-5)
     assert abs(j['first_loss'] - math.log(64)) < 0.1   # init std 0.02: near-uniform logits
     tol = 1e-4 if j['dtype'] == 'float32' else 2e-2
     assert j['first_loss'] == pytest.approx(ours['first_loss'], abs=tol)
