@@ -242,7 +242,7 @@ def worker(conn, arm, args, dtype, batch):
     info['malloc_tuning'] = hostmem.hold_heap() if arm == 'ours' or args.peer_malloc == 'tuned' else False
     conn.send(('ready', info))
     while (msg := conn.recv()) != 'stop':
-      conn.send(_timed(runners[msg[1]]))
+      conn.send(('ran', _timed(runners[msg[1]])))
   except BaseException as e:   # the parent reports it and stops the others
     conn.send(('error', f'{arm} ({dtype}): {type(e).__name__}: {e}'))
     raise
@@ -255,14 +255,15 @@ class Arms:
     self.args, self.dtype, self.batch, self.procs, self.conns = args, dtype, batch, {}, {}
 
   def _start(self, arm):
-    parent, child = multiprocessing.get_context('spawn').Pipe()
-    p = multiprocessing.get_context('spawn').Process(target=worker, args=(child, arm, self.args, self.dtype,
-                                                                           self.batch), daemon=True)
+    ctx = multiprocessing.get_context('spawn')
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=worker, args=(child, arm, self.args, self.dtype, self.batch), daemon=True)
     p.start()
     self.procs[arm], self.conns[arm] = p, parent
     return parent
 
   def _recv(self, arm, tag):
+    """The payload of the arm's next message, which must be `tag`; a worker's error raised here."""
     got = self.conns[arm].recv()
     if got[0] == 'error':
       raise RuntimeError(f'train_step.py worker failed: {got[1]}')
@@ -284,20 +285,17 @@ class Arms:
       self.info.pop('ours')
     # run key -> the process that runs it
     self.keys = {arm: arm for arm in arms}
-    self.keys['peak/jax'] = 'ours' if 'ours' in arms else None
     peers = [a for a in arms if a != 'ours']
-    self.keys['peak/torch'] = peers[0] if peers else None
-    self.keys = {k: v for k, v in self.keys.items() if v is not None}
+    if 'ours' in arms:
+      self.keys['peak/jax'] = 'ours'
+    if peers:
+      self.keys['peak/torch'] = peers[0]
     return self
 
   def run(self, key):
     """(seconds, page faults, value) of one call of `key` (an arm or 'peak/jax' / 'peak/torch')."""
-    conn = self.conns[self.keys[key]]
-    conn.send(('run', key))
-    got = conn.recv()
-    if got[0] == 'error':
-      raise RuntimeError(f'train_step.py worker failed: {got[1]}')
-    return got
+    self.conns[self.keys[key]].send(('run', key))
+    return self._recv(self.keys[key], 'ran')
 
   def __exit__(self, *exc):
     for arm, conn in self.conns.items():

@@ -494,10 +494,7 @@ def _flash_forward(cfg, q, k, v, seg_q_BT, seg_k_BS):
             jnp.zeros((B, G, cfg.bq, R), _F32),
             jnp.zeros((B, G, cfg.bq, R, K), _F32))
     m, l, acc = lax.fori_loop(lo, hi, kv_step, init)
-    seen = l > 0
-    inv_l = jnp.where(seen, 1.0 / jnp.where(seen, l, 1.0), 0.0)
-    out_i = (acc * inv_l[..., None]).astype(out.dtype)
-    lse_i = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), jnp.inf)
+    out_i, lse_i = _normalize(acc, m, l, out.dtype)
     out = lax.dynamic_update_slice_in_dim(out, out_i, i * cfg.bq, axis=2)
     lse = lax.dynamic_update_slice_in_dim(lse, lse_i, i * cfg.bq, axis=2)
     return out, lse
@@ -506,14 +503,27 @@ def _flash_forward(cfg, q, k, v, seg_q_BT, seg_k_BS):
   return lax.fori_loop(0, cfg.nq, q_block, init)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(cfg, q, k, v, seg_q_BT, seg_k_BS):
-  return _flash_forward(cfg, q, k, v, seg_q_BT, seg_k_BS)[0]
+def _normalize(acc, m, l, dtype):
+  """(out, lse) of a query block from its softmax numerator acc, row max m and row sum l; rows that saw
+  no key (l = 0) get out 0 and lse +inf."""
+  seen = l > 0
+  inv_l = jnp.where(seen, 1.0 / jnp.where(seen, l, 1.0), 0.0)
+  lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), jnp.inf)
+  return (acc * inv_l[..., None]).astype(dtype), lse
 
 
-def _flash_fwd(cfg, q, k, v, seg_q_BT, seg_k_BS):
-  out, lse = _flash_forward(cfg, q, k, v, seg_q_BT, seg_k_BS)
-  return out, (q, k, v, seg_q_BT, seg_k_BS, out, lse)
+def _kernel(forward, backward):
+  """The custom-VJP kernel kernel(cfg, q, k, v, seg_q_BT, seg_k_BS) -> out: forward returns (out, lse),
+  backward(cfg, (q, k, v, seg_q_BT, seg_k_BS, out, lse), dout) the cotangents."""
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+  def kernel(cfg, q, k, v, seg_q_BT, seg_k_BS):
+    return forward(cfg, q, k, v, seg_q_BT, seg_k_BS)[0]
+
+  def kernel_fwd(cfg, *args):
+    out, lse = forward(cfg, *args)
+    return out, (*args, out, lse)
+  kernel.defvjp(kernel_fwd, backward)
+  return kernel
 
 
 def _flash_bwd(cfg, res, dout):
@@ -563,7 +573,7 @@ def _flash_bwd(cfg, res, dout):
   return (dq, dk.astype(k.dtype), dv.astype(v.dtype), None, None)
 
 
-_flash.defvjp(_flash_fwd, _flash_bwd)
+_flash = _kernel(_flash_forward, _flash_bwd)
 
 
 # The row form: the query-block loop unrolled at trace time, each query block
@@ -601,21 +611,10 @@ def _rows_forward(cfg, q, k, v, seg_q_BT, seg_k_BS):
     p = jnp.exp(s - m_BGQR[..., None])
     l_BGQR = jnp.sum(p, axis=-1)
     pv = jnp.einsum('bgqrc,bgck->bgqrk', p.astype(v.dtype), v[:, :, lo:hi], preferred_element_type=_F32)
-    seen = l_BGQR > 0
-    inv_l = jnp.where(seen, 1.0 / jnp.where(seen, l_BGQR, 1.0), 0.0)
-    outs.append((pv * inv_l[..., None]).astype(q.dtype))
-    lses.append(jnp.where(seen, m_BGQR + jnp.log(jnp.where(seen, l_BGQR, 1.0)), jnp.inf))
+    out_i, lse_i = _normalize(pv, m_BGQR, l_BGQR, q.dtype)
+    outs.append(out_i)
+    lses.append(lse_i)
   return jnp.concatenate(outs, axis=2), jnp.concatenate(lses, axis=2)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _rows(cfg, q, k, v, seg_q_BT, seg_k_BS):
-  return _rows_forward(cfg, q, k, v, seg_q_BT, seg_k_BS)[0]
-
-
-def _rows_fwd(cfg, q, k, v, seg_q_BT, seg_k_BS):
-  out, lse = _rows_forward(cfg, q, k, v, seg_q_BT, seg_k_BS)
-  return out, (q, k, v, seg_q_BT, seg_k_BS, out, lse)
 
 
 def _rows_bwd(cfg, res, dout):
@@ -648,7 +647,7 @@ def _rows_bwd(cfg, res, dout):
   return (dq, (dk * cfg.scale).astype(k.dtype), dv.astype(v.dtype), None, None)
 
 
-_rows.defvjp(_rows_fwd, _rows_bwd)
+_rows = _kernel(_rows_forward, _rows_bwd)
 
 
 # ---------------------------------------------------------------------------
