@@ -25,13 +25,20 @@ own step; the median is kept. MFU uses the causal-aware FLOPs of scaling/account
 framework's own matmul peak (n^3, per dtype), timed in the same rounds in ours' process and in the first
 peer's.
 
+A peer too slow to time is skipped, and said so, before it starts: a 256^3 matmul in PyTorch (as the step runs
+it) is timed first, and where the step's FLOPs at that rate exceed --peer_limit seconds the dtype's peer arms
+are left out, with that estimate of their step. That is bfloat16 on CPUs without native bf16 instructions
+(AMD Zen 2, measured 2026-12-02: PyTorch's matmul 1-1.5 GFLOP/s at 256^3, the transformers step estimated
+at 69 s and measured at 30.6 s, ours 1.4-1.9 s, XLA's bf16 matmul at ~95 GFLOP/s).
+
 The hand-written PyTorch model this script used to carry is gone: transformers' eager step was faster than
 it at the same dims in float32 (9,053 tokens/s in issue #20's run, vs 6,058 for the hand-written one in
 BENCHMARKS.md's; separate runs), so it understated the gap, and it measured nothing the transformers arms
 do not: the same operations in the same framework, less the library users run.
 
     python bench/train_step.py [--arms ours,transformers,transformers+compile] [--dtypes float32,bfloat16]
-        [--steps 10 --warmup 3] [--peer_malloc default|tuned] [--d_model --layers --heads --kv_heads --seq --batch --vocab]
+        [--steps 10 --warmup 3] [--peer_malloc default|tuned] [--peer_limit 20]
+        [--d_model --layers --heads --kv_heads --seq --batch --vocab]
         [--override KEY=VALUE ...] [--json PATH]
 
 Dims default to configs/default.py's (d_model 256, 4 layers, 4/2 heads, seq 256, batch 16, vocab 4096).
@@ -81,6 +88,10 @@ def parse_args(argv=None):
                  help="the peer's heap: glibc's defaults, as a PyTorch user runs it, or ours' tuning "
                       '(scaling/hostmem.py: one arena, freed blocks kept mapped), to compare like with like')
   p.add_argument('--peak_n', type=int, default=2048, help='matmul size of the peak measurement')
+  p.add_argument('--peer_limit', type=float, default=20.0,
+                 help="seconds: a dtype's peer arms are skipped (and said so) when PyTorch's matmul rate, probed "
+                      'at 256^3 first, puts their step above this (bfloat16 on CPUs without native bf16 '
+                      'instructions, e.g. AMD Zen 2: ~1 GFLOP/s). 0: never skip')
   p.add_argument('--override', action='append', default=[], help='config override, KEY=VALUE (e.g. '
                  'train.loss_chunk=0; model fields reach the peer too)')
   p.add_argument('--json', default='', help='also write the rows, peaks and dims to this file')
@@ -89,6 +100,8 @@ def parse_args(argv=None):
   for name, got, allowed in (('--arms', args.arms, ARMS), ('--dtypes', args.dtypes, DTYPES)):
     if bad := [x for x in got if x not in allowed]:
       p.error(f'{name}: unknown {", ".join(map(repr, bad))}; choose from {", ".join(allowed)}')
+  if args.peer_limit < 0:
+    p.error('--peer_limit must be >= 0 (seconds; 0: never skip a peer)')
   if args.steps < 1 or args.warmup < 1 or args.peak_n < 1:
     p.error('--steps, --warmup and --peak_n must be >= 1 (the warm-up keeps compile out of the timing)')
   if bad := [o for o in args.override if '=' not in o]:
@@ -205,6 +218,36 @@ def torch_peak(n, dtype):
   def run():
     ta @ ta
   return run
+
+
+PROBE_N = 256   # the pre-flight matmul: cheap even where PyTorch's rate is ~1 GFLOP/s (34 MFLOP)
+
+
+def torch_matmul_rate(dtype) -> float:
+  """PyTorch's FLOP/s on one PROBE_N^3 matmul as the peer's step runs it (float32 tensors, under autocast in
+  bfloat16), the best of 3 after one untimed; in a process of its own, so this one never imports torch."""
+  import torch
+  a = torch.ones(PROBE_N, PROBE_N)
+  best = math.inf
+  with torch.autocast('cpu', dtype=torch.bfloat16, enabled=(dtype == 'bfloat16')):
+    for i in range(4):
+      t = time.perf_counter()
+      a @ a
+      best = min(best, time.perf_counter() - t) if i else best
+  return 2 * PROBE_N ** 3 / best
+
+
+def slow_peer(args, cfg, dtype):
+  """None, or why this dtype's peer arms are skipped: {rate (FLOP/s at PROBE_N^3), est_step_s (the step's
+  FLOPs at that rate)} when est_step_s > --peer_limit. An order of magnitude, not a bound: PyTorch's rate
+  differs by shape (bfloat16 on Zen 2: estimated 69 s, measured 30.6 s)."""
+  if not args.peer_limit or all(a == 'ours' for a in args.arms):
+    return None
+  from scaling.accounting import flops_per_token
+  with multiprocessing.get_context('spawn').Pool(1) as pool:
+    rate = pool.apply(torch_matmul_rate, (dtype,))
+  est = flops_per_token(cfg.model) * cfg.train.batch_size * cfg.model.seq_len / rate
+  return dict(rate=rate, est_step_s=est) if est > args.peer_limit else None
 
 
 def _timed(fn):
@@ -334,6 +377,16 @@ def bench_dtype(args, cfg, dtype):
   B, T, V = cfg.train.batch_size, cfg.model.seq_len, cfg.model.vocab_size
   rng = np.random.default_rng(0)
   batch = {k: rng.integers(0, V, (B, T)).astype(np.int32) for k in ('inputs', 'targets')}
+  skipped = []
+  if (slow := slow_peer(args, cfg, dtype)) is not None:
+    peers = [a for a in args.arms if a != 'ours']
+    skipped = [dict(arm=a, dtype=dtype, **slow) for a in peers]
+    print(f'# {dtype}: skipping {", ".join(peers)}: PyTorch\'s {dtype} matmul runs at {slow["rate"] / 1e9:.1f} '
+          f'GFLOP/s on this CPU ({PROBE_N}^3), so one step would take ~{slow["est_step_s"]:.0f} s '
+          f'(--peer_limit {args.peer_limit:g}; 0 runs it anyway)', file=sys.stderr, flush=True)
+    if 'ours' not in args.arms:
+      return [], {}, {}, skipped
+    args = argparse.Namespace(**{**vars(args), 'arms': ['ours']})
   with Arms(args, dtype, batch) as arms:
     got = measure(arms, args)
     info = arms.info
@@ -350,8 +403,9 @@ def bench_dtype(args, cfg, dtype):
     paired = [t / o for t, o in zip(ts, got['ours'][0])] if 'ours' in got else None
     rows.append(dict(arm=arm, dtype=dtype, step_s=step_s, tokens_per_s=tps, ratio=ratio, step_times=ts,
                      round_ratio=paired and statistics.median(paired),
-                     round_ratio_range=paired and [min(paired), max(paired)], mfu=fpt * tps / peak, peak=peak, flops_per_token=fpt, first_loss=info[arm]['first_loss'], faults_per_step=pf))
-  return rows, peaks, info
+                     round_ratio_range=paired and [min(paired), max(paired)], mfu=fpt * tps / peak, peak=peak,
+                     flops_per_token=fpt, first_loss=info[arm]['first_loss'], faults_per_step=pf))
+  return rows, peaks, info, skipped
 
 
 def print_table(rows):
@@ -378,10 +432,11 @@ def main(argv=None):
     except HFError as e:
       sys.exit(f'train_step.py: the transformers arms need a model LlamaForCausalLM can express ({e}); '
                'drop the override or run --arms ours')
-  rows, peaks, infos = [], {}, {}
+  rows, peaks, infos, skipped = [], {}, {}, []
   for dtype, cfg in configs.items():
-    got, peaks[dtype], infos[dtype] = bench_dtype(args, cfg, dtype)
+    got, peaks[dtype], infos[dtype], skip = bench_dtype(args, cfg, dtype)
     rows += got
+    skipped += skip
   m = cfg.model
   print(f'# train step: d_model={m.d_model} layers={m.num_layers} heads={m.num_heads}/{m.num_kv_heads} '
         f'seq={m.seq_len} batch={cfg.train.batch_size} vocab={m.vocab_size}; {jax.device_count()} JAX device(s), '
@@ -398,10 +453,14 @@ def main(argv=None):
   tuned = {a: i['malloc_tuning'] for inf in infos.values() for a, i in inf.items()}
   print('# host malloc tuning (scaling/hostmem.py): ' + ', '.join(f'{a} {"on" if on else "off"}' for a, on in tuned.items()))
   print_table(rows)
+  for s in skipped:
+    print(f'# skipped: {s["arm"]} {s["dtype"]}: PyTorch\'s matmul at {s["rate"] / 1e9:.2f} GFLOP/s '
+          f'({PROBE_N}^3) puts its step at ~{s["est_step_s"]:.0f} s, above --peer_limit {args.peer_limit:g} '
+          '(an order of magnitude: the rate differs by shape)')
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(dict(peaks=peaks, attn_implementation=attn, batch=cfg.train.batch_size, seq=m.seq_len,
-                     vocab=m.vocab_size, rows=rows), f, indent=1)
+                     vocab=m.vocab_size, rows=rows, skipped=skipped), f, indent=1)
 
 
 if __name__ == '__main__':

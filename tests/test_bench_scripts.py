@@ -203,8 +203,23 @@ def test_train_step_transformers_compiled(tmp_path):
   assert '# host malloc tuning (scaling/hostmem.py): ours on, transformers+compile on' in out, out
 
 
+def test_train_step_skips_a_peer_too_slow_to_time(tmp_path):
+  """A peer whose step the pre-flight matmul probe puts above --peer_limit is skipped before it starts, and the
+  output says so: the estimate is the step's FLOPs (worked out above) at the probed rate (here a limit of 1e-12 s
+  stands in for bfloat16 on a CPU without native bf16)."""
+  out, got = run_train_step(tmp_path, ['ours', 'transformers'], ['float32'], '--peer_limit', '1e-12')
+  _, rows = md_table(out, 'arm')
+  assert [r[:2] for r in rows] == [['ours', 'float32']]   # measured alone
+  (sk,) = got['skipped']
+  assert (sk['arm'], sk['dtype']) == ('transformers', 'float32') and sk['rate'] > 0
+  assert sk['est_step_s'] == pytest.approx(TINY_FLOPS_PER_TOKEN * 2 * 16 / sk['rate'], rel=1e-9)
+  assert '# skipped: transformers float32: ' in out and 'above --peer_limit 1e-12' in out, out
+  assert 'torch' not in got['peaks']['float32']   # no peer process ran
+
+
 @pytest.mark.parametrize('argv', [['--arms', 'torch'], ['--arms', ''], ['--dtypes', 'float16'], ['--steps', '0'],
-                                  ['--warmup', '0'], ['--override', 'novalue'], ['--peer_malloc', 'jemalloc']])
+                                  ['--warmup', '0'], ['--override', 'novalue'], ['--peer_malloc', 'jemalloc'],
+                                  ['--peer_limit', '-1']])
 def test_train_step_bad_arguments_exit_with_usage(argv, capsys):
   with pytest.raises(SystemExit) as e:
     train_step.parse_args(argv)
