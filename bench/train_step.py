@@ -25,11 +25,11 @@ own step; the median is kept. MFU uses the causal-aware FLOPs of scaling/account
 framework's own matmul peak (n^3, per dtype), timed in the same rounds in ours' process and in the first
 peer's.
 
-A peer too slow to time is skipped, and said so, before it starts: a 256^3 matmul in PyTorch (as the step runs
-it) is timed first, and where the step's FLOPs at that rate exceed --peer_limit seconds the dtype's peer arms
+A peer too slow to time is skipped, and said so, before it starts: a matmul in PyTorch (as the step runs it,
+256^3 and up until one call takes 50 ms) is timed first, and where the step's FLOPs at that rate exceed --peer_limit seconds the dtype's peer arms
 are left out, with that estimate of their step. That is bfloat16 on CPUs without native bf16 instructions
-(AMD Zen 2, measured 2026-12-02: PyTorch's matmul 1-1.5 GFLOP/s at 256^3, the transformers step estimated
-at 69 s and measured at 30.6 s, ours 1.4-1.9 s, XLA's bf16 matmul at ~95 GFLOP/s).
+(AMD Zen 2, measured 2026-12-02: PyTorch's matmul 1-1.5 GFLOP/s at 256-1024^3, the transformers step
+estimated at 69-77 s and measured at 30.6 s, ours 1.4-1.9 s, XLA's bf16 matmul at ~95 GFLOP/s).
 
 The hand-written PyTorch model this script used to carry is gone: transformers' eager step was faster than
 it at the same dims in float32 (9,053 tokens/s in issue #20's run, vs 6,058 for the hand-written one in
@@ -90,7 +90,7 @@ def parse_args(argv=None):
   p.add_argument('--peak_n', type=int, default=2048, help='matmul size of the peak measurement')
   p.add_argument('--peer_limit', type=float, default=20.0,
                  help="seconds: a dtype's peer arms are skipped (and said so) when PyTorch's matmul rate, probed "
-                      'at 256^3 first, puts their step above this (bfloat16 on CPUs without native bf16 '
+                      'first (256^3 and up), puts their step above this (bfloat16 on CPUs without native bf16 '
                       'instructions, e.g. AMD Zen 2: ~1 GFLOP/s). 0: never skip')
   p.add_argument('--override', action='append', default=[], help='config override, KEY=VALUE (e.g. '
                  'train.loss_chunk=0; model fields reach the peer too)')
@@ -220,34 +220,50 @@ def torch_peak(n, dtype):
   return run
 
 
-PROBE_N = 256   # the pre-flight matmul: cheap even where PyTorch's rate is ~1 GFLOP/s (34 MFLOP)
+PROBE_S = 0.05   # the pre-flight matmul grows from 256^3 until one call takes this long (or 2048^3)
 
 
-def torch_matmul_rate(dtype) -> float:
-  """PyTorch's FLOP/s on one PROBE_N^3 matmul as the peer's step runs it (float32 tensors, under autocast in
-  bfloat16), the best of 3 after one untimed; in a process of its own, so this one never imports torch."""
+def torch_matmul_rates(dtypes) -> dict:
+  """{dtype: (n, PyTorch's FLOP/s on an n^3 matmul as the peer's step runs it)} (float32 tensors, under autocast
+  in bfloat16): n doubles from 256 until a call takes PROBE_S (a 256^3 float32 call is ~0.3 ms, which
+  thread wake-ups on a loaded machine dominate), then the best of 2 at that n; in a process of its own, so the
+  parent never imports torch. ~1 s in all even where bfloat16 runs at ~1 GFLOP/s (stops at 512^3)."""
   import torch
-  a = torch.ones(PROBE_N, PROBE_N)
-  best = math.inf
-  with torch.autocast('cpu', dtype=torch.bfloat16, enabled=(dtype == 'bfloat16')):
-    for i in range(4):
+
+  def best(n, calls):
+    a, t_best = torch.ones(n, n), math.inf
+    for _ in range(calls):
       t = time.perf_counter()
       a @ a
-      best = min(best, time.perf_counter() - t) if i else best
-  return 2 * PROBE_N ** 3 / best
+      t_best = min(t_best, time.perf_counter() - t)
+    return t_best
+  rates = {}
+  for dtype in dtypes:
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=(dtype == 'bfloat16')):
+      n = 256
+      best(n, 1)   # untimed: first-call set-up
+      while best(n, 1) < PROBE_S and n < 2048:
+        n *= 2
+      rates[dtype] = (n, 2 * n ** 3 / best(n, 2))
+  return rates
 
 
-def slow_peer(args, cfg, dtype):
-  """None, or why this dtype's peer arms are skipped: {rate (FLOP/s at PROBE_N^3), est_step_s (the step's
-  FLOPs at that rate)} when est_step_s > --peer_limit. An order of magnitude, not a bound: PyTorch's rate
-  differs by shape (bfloat16 on Zen 2: estimated 69 s, measured 30.6 s)."""
+def slow_peers(args, configs) -> dict:
+  """{dtype: why its peer arms are skipped} for the dtypes whose step, at PyTorch's probed rate, would exceed
+  --peer_limit s: {probe_n, rate (FLOP/s at probe_n^3), est_step_s (the step's FLOPs at that rate)}. An order of
+  magnitude, not a bound: PyTorch's rate differs by shape (bfloat16 on Zen 2: estimated 69 s at 256^3, measured 30.6 s)."""
   if not args.peer_limit or all(a == 'ours' for a in args.arms):
-    return None
+    return {}
   from scaling.accounting import flops_per_token
   with multiprocessing.get_context('spawn').Pool(1) as pool:
-    rate = pool.apply(torch_matmul_rate, (dtype,))
-  est = flops_per_token(cfg.model) * cfg.train.batch_size * cfg.model.seq_len / rate
-  return dict(rate=rate, est_step_s=est) if est > args.peer_limit else None
+    rates = pool.apply(torch_matmul_rates, (list(configs),))
+  slow = {}
+  for dtype, cfg in configs.items():
+    n, rate = rates[dtype]
+    est = flops_per_token(cfg.model) * cfg.train.batch_size * cfg.model.seq_len / rate
+    if est > args.peer_limit:
+      slow[dtype] = dict(probe_n=n, rate=rate, est_step_s=est)
+  return slow
 
 
 def _timed(fn):
@@ -369,20 +385,20 @@ def measure(arms, args):
   return {k: (times[k], faults[k] / args.steps) for k in arms.keys}
 
 
-def bench_dtype(args, cfg, dtype):
+def bench_dtype(args, cfg, dtype, slow=None):
   """The rows of one dtype, the matmul peaks ({'jax', 'torch'}: FLOP/s, median of the rounds; only those of
-  the frameworks measured) and the arms' info (first-step loss; the peer's attention implementation and
-  versions; ours' malloc tuning)."""
+  the frameworks measured), the arms' info (first-step loss; the peer's attention implementation and
+  versions; ours' malloc tuning) and the skipped peers (slow: slow_peers' entry for this dtype, if any)."""
   from scaling.accounting import flops_per_token
   B, T, V = cfg.train.batch_size, cfg.model.seq_len, cfg.model.vocab_size
   rng = np.random.default_rng(0)
   batch = {k: rng.integers(0, V, (B, T)).astype(np.int32) for k in ('inputs', 'targets')}
   skipped = []
-  if (slow := slow_peer(args, cfg, dtype)) is not None:
+  if slow is not None:
     peers = [a for a in args.arms if a != 'ours']
     skipped = [dict(arm=a, dtype=dtype, **slow) for a in peers]
     print(f'# {dtype}: skipping {", ".join(peers)}: PyTorch\'s {dtype} matmul runs at {slow["rate"] / 1e9:.1f} '
-          f'GFLOP/s on this CPU ({PROBE_N}^3), so one step would take ~{slow["est_step_s"]:.0f} s '
+          f'GFLOP/s on this CPU ({slow["probe_n"]}^3), so one step would take ~{slow["est_step_s"]:.0f} s '
           f'(--peer_limit {args.peer_limit:g}; 0 runs it anyway)', file=sys.stderr, flush=True)
     if 'ours' not in args.arms:
       return [], {}, {}, skipped
@@ -433,8 +449,9 @@ def main(argv=None):
       sys.exit(f'train_step.py: the transformers arms need a model LlamaForCausalLM can express ({e}); '
                'drop the override or run --arms ours')
   rows, peaks, infos, skipped = [], {}, {}, []
+  slow = slow_peers(args, configs)
   for dtype, cfg in configs.items():
-    got, peaks[dtype], infos[dtype], skip = bench_dtype(args, cfg, dtype)
+    got, peaks[dtype], infos[dtype], skip = bench_dtype(args, cfg, dtype, slow.get(dtype))
     rows += got
     skipped += skip
   m = cfg.model
@@ -455,7 +472,7 @@ def main(argv=None):
   print_table(rows)
   for s in skipped:
     print(f'# skipped: {s["arm"]} {s["dtype"]}: PyTorch\'s matmul at {s["rate"] / 1e9:.2f} GFLOP/s '
-          f'({PROBE_N}^3) puts its step at ~{s["est_step_s"]:.0f} s, above --peer_limit {args.peer_limit:g} '
+          f'({s["probe_n"]}^3) puts its step at ~{s["est_step_s"]:.0f} s, above --peer_limit {args.peer_limit:g} '
           '(an order of magnitude: the rate differs by shape)')
   if args.json:
     with open(args.json, 'w') as f:

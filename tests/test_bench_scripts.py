@@ -212,7 +212,9 @@ def test_train_step_skips_a_peer_too_slow_to_time(tmp_path):
   assert [r[:2] for r in rows] == [['ours', 'float32']]   # measured alone
   (sk,) = got['skipped']
   assert (sk['arm'], sk['dtype']) == ('transformers', 'float32') and sk['rate'] > 0
+  assert sk['probe_n'] in (256, 512, 1024, 2048)   # grown from 256^3 until one call takes 50 ms
   assert sk['est_step_s'] == pytest.approx(TINY_FLOPS_PER_TOKEN * 2 * 16 / sk['rate'], rel=1e-9)
+  assert f"({sk['probe_n']}^3)" in out
   assert '# skipped: transformers float32: ' in out and 'above --peer_limit 1e-12' in out, out
   assert 'torch' not in got['peaks']['float32']   # no peer process ran
 
