@@ -35,8 +35,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import uuid
 from typing import Any, Callable
 
 import numpy as np
@@ -206,20 +204,11 @@ def _build(path, key, fingerprint, sources, tokenizer, tag, log) -> dict:
   if not docs:
     raise DataError(f'eval set {tag}: corpus {key["spec"]!r} holds out no non-empty document at '
                     f'data.val_fraction={key["val_fraction"]}; give it more documents')
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}'
-  os.mkdir(tmp)
-  try:
+  with shards.staged_dir(path) as tmp:
     meta = _write_split(tmp, docs, tokenizer)
     record = dict(key=key, fingerprint=fingerprint, tag=tag, documents=meta['num_docs'], tokens=meta['num_tokens'],
                   text_bytes=meta['text_bytes'], bytes_per_token=meta['text_bytes'] / max(meta['num_tokens'], 1))
     atomic_write_text(os.path.join(tmp, EVALSET_JSON), json.dumps(record, indent=1))
-    if os.path.isdir(path):
-      shutil.rmtree(path)
-    os.rename(tmp, path)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   log(f'eval set {tag}: {meta["num_docs"]} held-out documents of {key["spec"]!r}, {meta["num_tokens"]:,} tokens '
       f'-> {path}')
   return record

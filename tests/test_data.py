@@ -489,3 +489,25 @@ def test_hf_without_datasets_is_a_clear_error(monkeypatch):
   assert src.names() is None
   with pytest.raises(DataError, match='pip install datasets'):
     next(iter(src))
+
+
+def test_staged_dir_replaces_on_success_and_leaves_the_old_on_an_error(tmp_path):
+  """shards.staged_dir (the eval sets' and the train subsets' install): a finished build replaces the old
+  directory whole; one interrupted midway (KeyboardInterrupt) leaves the old one as it was and no temp dir."""
+  target = tmp_path / 'set'
+  target.mkdir()
+  (target / 'old.txt').write_text('old')
+  with pytest.raises(KeyboardInterrupt):
+    with shards.staged_dir(str(target)) as tmp:
+      (tmp_path / tmp / 'new.txt').write_text('half')
+      raise KeyboardInterrupt
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['set']
+  assert sorted(p.name for p in target.iterdir()) == ['old.txt']
+  with shards.staged_dir(str(target)) as tmp:
+    assert os.path.dirname(tmp) == str(tmp_path) and not os.listdir(tmp)   # beside the target: one rename
+    (tmp_path / tmp / 'new.txt').write_text('new')
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['set']
+  assert sorted(p.name for p in target.iterdir()) == ['new.txt']
+  with shards.staged_dir(str(tmp_path / 'deep' / 'fresh')) as tmp:   # parents made; no old one to remove
+    (tmp_path / tmp / 'a').write_text('a')
+  assert (tmp_path / 'deep' / 'fresh' / 'a').read_text() == 'a'

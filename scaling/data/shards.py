@@ -26,11 +26,14 @@ tokenizer hash matches. Each failure is a ShardError (a DataError) naming the fi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
+import uuid
 import zlib
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -40,6 +43,24 @@ INDEX_JSON = 'index.json'
 SPLIT_JSON = 'split.json'
 FORMAT_VERSION = 1
 SPLITS = ('train', 'val')
+
+
+@contextlib.contextmanager
+def staged_dir(path: str) -> Iterator[str]:
+  """A new directory beside `path` to build a data directory in: on a clean exit it replaces `path` (an old
+  one removed first), on an error (KeyboardInterrupt included) it is deleted and `path` is left as it was.
+  (prepare's own install, scaling/data/prepare.py, also keeps a concurrent build's equal result.)"""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+  os.mkdir(tmp)
+  try:
+    yield tmp
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
 
 
 class ShardError(DataError):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 
 import numpy as np
 
@@ -72,9 +71,7 @@ def with_train_subset(full: dict, tokens: int, log=lambda m: None) -> dict:
           'train_tokens': tokens, 'order': 'numpy default_rng(0).permutation of the documents'}
   if not _current(out, want):
     log(f'prepare: a {tokens}-token slice of the training split -> {out}')
-    tmp = f'{out}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}'
-    os.makedirs(tmp)
-    try:
+    with shards.staged_dir(out) as tmp:
       for name in _SHARED:
         if os.path.exists(os.path.join(src_dir, name)):
           shutil.copyfile(os.path.join(src_dir, name), os.path.join(tmp, name))
@@ -88,12 +85,6 @@ def with_train_subset(full: dict, tokens: int, log=lambda m: None) -> dict:
                   train_subset=want)
       atomic_write_text(os.path.join(tmp, 'summary.json'), json.dumps(summ, indent=1, ensure_ascii=False))
       atomic_write_text(os.path.join(tmp, SUBSET_JSON), json.dumps(want, indent=1))
-      if os.path.isdir(out):
-        shutil.rmtree(out)
-      os.replace(tmp, out)
-    except BaseException:
-      shutil.rmtree(tmp, ignore_errors=True)
-      raise
   with open(os.path.join(out, 'summary.json'), encoding='utf-8') as f:
     summ = json.load(f)
   keep = {k: full[k] for k in ('fingerprint', 'corpus', 'corpus_root', 'skipped') if k in full}
