@@ -130,6 +130,29 @@ def main(argv=None) -> int:
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  if rest and rest[0] == 'sweep':
+    from launch.cli import run_sweep_cli
+    return run_sweep_cli(rest[1:] + [f'--config.{k}={v}' for k, v in overrides.items()])
+  parser, lazy = build_parser()
+  args = parser.parse_args(rest)
+  handlers = dict(table=cmd_table, prepare=cmd_prepare, train=cmd_train, eval=cmd_eval, compile=cmd_compile,
+                  coordcheck=lambda a, o: importlib.import_module('scaling.coordcheck').run_coordcheck(a, o))
+  try:
+    if args.command in handlers:
+      return handlers[args.command](args, overrides)
+    if overrides:
+      raise ConfigError(f'`scaling {args.command}` takes no --config.* overrides')
+    return lazy[args.command](args)
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
+    # every project error class derives from ValueError/RuntimeError: print the message, not a traceback
+    if getattr(args, 'debug', False):
+      raise
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+  """The `scaling` parser with every subcommand, and {name: run(args)} of those whose code lives elsewhere."""
   parser = argparse.ArgumentParser(prog='scaling', description=DESCRIPTION, epilog=OVERRIDES,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest='command', required=True)
@@ -188,25 +211,7 @@ def main(argv=None) -> int:
     getattr(mod, add_args)(sub.add_parser(name, help=help_))
     lazy[name] = getattr(mod, run)
   sub.add_parser('sweep', help='run a sweep: see `scaling sweep --help`', add_help=False)
-
-  if rest and rest[0] == 'sweep':
-    from launch.cli import run_sweep_cli
-    return run_sweep_cli(rest[1:] + [f'--config.{k}={v}' for k, v in overrides.items()])
-  args = parser.parse_args(rest)
-  handlers = dict(table=cmd_table, prepare=cmd_prepare, train=cmd_train, eval=cmd_eval, compile=cmd_compile,
-                  coordcheck=lambda a, o: importlib.import_module('scaling.coordcheck').run_coordcheck(a, o))
-  try:
-    if args.command in handlers:
-      return handlers[args.command](args, overrides)
-    if overrides:
-      raise ConfigError(f'`scaling {args.command}` takes no --config.* overrides')
-    return lazy[args.command](args)
-  except (ValueError, FileNotFoundError, RuntimeError) as e:
-    # every project error class derives from ValueError/RuntimeError: print the message, not a traceback
-    if getattr(args, 'debug', False):
-      raise
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  return parser, lazy
 
 
 if __name__ == '__main__':
