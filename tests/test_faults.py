@@ -210,7 +210,9 @@ def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup
                   f'after {took:.1f}s, saved at step {m and m.group(1)}')
     assert launcher.returncode == 75 and m, report[-1] + '\n' + out[-2000:]
     saved_c = int(m.group(1))
-    assert signalled_at <= saved_c <= signalled_at + 3
+    # at or after the signal, before the run's end; how many steps after (printed) is the preemption service's
+    # latency times the step rate: 0-3 on a quiet machine, 4 seen with other tests on the cores, so not bounded
+    assert signalled_at <= saved_c < STEPS, report[-1]
     assert checkpoint.latest_step(workdir) == saved_c
     rows_c = [s for s, _ in loss_rows(workdir)]
     assert rows_c[-1] == saved_c   # stopped right after the agreed step
