@@ -26,8 +26,8 @@ framework's own matmul peak (n^3, per dtype), timed in the same rounds in ours' 
 peer's.
 
 A peer too slow to time is skipped, and said so, before it starts: a matmul in PyTorch (as the step runs it,
-256^3 and up until one call takes 50 ms) is timed first, and where the step's FLOPs at that rate exceed --peer_limit seconds the dtype's peer arms
-are left out, with that estimate of their step. That is bfloat16 on CPUs without native bf16 instructions
+256^3 and up until one call takes 50 ms) is timed first, and where the step's FLOPs at that rate exceed
+--peer_limit seconds the dtype's peer arms are left out, with that estimate of their step. That is bfloat16 on CPUs without native bf16 instructions
 (AMD Zen 2, measured 2026-12-02: PyTorch's matmul 1-1.5 GFLOP/s at 256-1024^3, the transformers step
 estimated at 69-77 s and measured at 30.6 s, ours 1.4-1.9 s, XLA's bf16 matmul at ~95 GFLOP/s).
 
@@ -251,7 +251,8 @@ def torch_matmul_rates(dtypes) -> dict:
 def slow_peers(args, configs) -> dict:
   """{dtype: why its peer arms are skipped} for the dtypes whose step, at PyTorch's probed rate, would exceed
   --peer_limit s: {probe_n, rate (FLOP/s at probe_n^3), est_step_s (the step's FLOPs at that rate)}. An order of
-  magnitude, not a bound: PyTorch's rate differs by shape (bfloat16 on Zen 2: estimated 69 s at 256^3, measured 30.6 s)."""
+  magnitude, not a bound: PyTorch's rate differs by shape (bfloat16 on Zen 2: estimated 69-77 s, measured
+  30.6 s)."""
   if not args.peer_limit or all(a == 'ours' for a in args.arms):
     return {}
   from scaling.accounting import flops_per_token
@@ -264,6 +265,13 @@ def slow_peers(args, configs) -> dict:
     if est > args.peer_limit:
       slow[dtype] = dict(probe_n=n, rate=rate, est_step_s=est)
   return slow
+
+
+def skip_line(s, peer_limit) -> str:
+  """The one line that says a peer arm was skipped (`s`: a `skipped` entry of the --json)."""
+  return (f'# skipped: {s["arm"]} {s["dtype"]}: PyTorch\'s matmul at {s["rate"] / 1e9:.2f} GFLOP/s '
+          f'({s["probe_n"]}^3) puts its step at ~{s["est_step_s"]:.0f} s, above --peer_limit {peer_limit:g} '
+          '(an order of magnitude: the rate differs by shape; 0 runs it anyway)')
 
 
 def _timed(fn):
@@ -397,9 +405,8 @@ def bench_dtype(args, cfg, dtype, slow=None):
   if slow is not None:
     peers = [a for a in args.arms if a != 'ours']
     skipped = [dict(arm=a, dtype=dtype, **slow) for a in peers]
-    print(f'# {dtype}: skipping {", ".join(peers)}: PyTorch\'s {dtype} matmul runs at {slow["rate"] / 1e9:.1f} '
-          f'GFLOP/s on this CPU ({slow["probe_n"]}^3), so one step would take ~{slow["est_step_s"]:.0f} s '
-          f'(--peer_limit {args.peer_limit:g}; 0 runs it anyway)', file=sys.stderr, flush=True)
+    for sk in skipped:   # now, before the measurement; and again after the table
+      print(skip_line(sk, args.peer_limit), file=sys.stderr, flush=True)
     if 'ours' not in args.arms:
       return [], {}, {}, skipped
     args = argparse.Namespace(**{**vars(args), 'arms': ['ours']})
@@ -470,10 +477,8 @@ def main(argv=None):
   tuned = {a: i['malloc_tuning'] for inf in infos.values() for a, i in inf.items()}
   print('# host malloc tuning (scaling/hostmem.py): ' + ', '.join(f'{a} {"on" if on else "off"}' for a, on in tuned.items()))
   print_table(rows)
-  for s in skipped:
-    print(f'# skipped: {s["arm"]} {s["dtype"]}: PyTorch\'s matmul at {s["rate"] / 1e9:.2f} GFLOP/s '
-          f'({s["probe_n"]}^3) puts its step at ~{s["est_step_s"]:.0f} s, above --peer_limit {args.peer_limit:g} '
-          '(an order of magnitude: the rate differs by shape)')
+  for sk in skipped:
+    print(skip_line(sk, args.peer_limit))
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(dict(peaks=peaks, attn_implementation=attn, batch=cfg.train.batch_size, seq=m.seq_len,
