@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from scaling import hostmem  # noqa: E402
+from scaling.base import hostmem  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -55,10 +55,11 @@ def measure(rung: str, per_device_batch: int, args):
   import jax
   import numpy as np
 
-  from scaling import accounting, sharding
-  from scaling.config import load_config
-  from scaling.metrics import device_peak_flops
-  from scaling.train import build_setup, init_state, jit_train_step
+  from scaling.config.load import load_config
+  from scaling.model import accounting
+  from scaling.train import sharding
+  from scaling.train.metrics import device_peak_flops
+  from scaling.train.step import build_setup, init_state, jit_train_step
   n = jax.device_count()
   ov = {'model.dtype': args.dtype, 'model.attention': args.attention, 'train.batch_size': str(per_device_batch * n),
         'train.steps': '1000', 'train.tokens': '0', 'train.microbatches': '1',
@@ -138,5 +139,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  hostmem.tune_malloc()   # first, before JAX starts its threads (scaling/hostmem.py)
+  hostmem.tune_malloc()   # first, before JAX starts its threads (scaling/base/hostmem.py)
   sys.exit(main())

@@ -5,7 +5,7 @@ requested block size) and every T: forward and forward+backward wall time (min
 over up to 5 calls of the AOT-compiled function; one call when slow) and XLA's
 compiled temporary memory (`memory_analysis().temp_size_in_bytes`, which the
 CPU probe found within 4-15% of measured RSS growth). On a CPU host malloc is tuned
-as in training (scaling/hostmem.py), so freed buffers are not faulted back in per call. A pass whose compiled
+as in training (scaling/base/hostmem.py), so freed buffers are not faulted back in per call. A pass whose compiled
 temp memory exceeds --max_gb is skipped before running. Prints a markdown
 table, and with --out writes it (plus the command) to a .md file and with
 --plot a time/memory plot to a .png.
@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-from scaling import attention as attn  # noqa: E402
-from scaling import hostmem  # noqa: E402
+from scaling.base import hostmem  # noqa: E402
+from scaling.model import attention as attn  # noqa: E402
 
 
 def _parse():
@@ -137,7 +137,7 @@ def _plot(rows, path, title):
 def main():
   a = _parse()
   backend = jax.default_backend()
-  hostmem.hold_heap()   # freed buffers stay mapped, as in training (scaling/hostmem.py): no page faults per call
+  hostmem.hold_heap()   # freed buffers stay mapped, as in training (scaling/base/hostmem.py): no page faults per call
   impls = (a.impls.split(',') if a.impls else   # 'auto' only when asked for: it is one of the others
            [i for i in attn.available_implementations(backend) if i != 'auto'])
   configs = []

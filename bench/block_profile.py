@@ -17,7 +17,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from scaling import hostmem  # noqa: E402
+from scaling.base import hostmem  # noqa: E402
 
 
 def median_ms(f, *a, n=11):
@@ -41,11 +41,11 @@ def main():
   p.add_argument('--vocab', type=int, default=4096)
   p.add_argument('--dtype', default='float32')
   args = p.parse_args()
-  from scaling.config import load_config
-  from scaling.loss import cross_entropy, fused_cross_entropy
-  from scaling.model import Block, mixed_einsum, static_rope_tables
-  from scaling.train import resolve_dims
-  cfg = load_config('configs/default.py', {
+  from scaling.config.load import load_config
+  from scaling.model.transformer import Block, mixed_einsum, static_rope_tables
+  from scaling.train.loss import cross_entropy, fused_cross_entropy
+  from scaling.train.step import resolve_dims
+  cfg = load_config('scaling/config/default.py', {
       'model.d_model': str(args.d_model), 'model.num_heads': str(args.heads), 'model.num_kv_heads': str(args.kv_heads),
       'model.seq_len': str(args.seq), 'model.vocab_size': str(args.vocab), 'model.dtype': args.dtype})
   dims = resolve_dims(cfg, args.vocab)
@@ -99,5 +99,5 @@ def main():
 
 
 if __name__ == '__main__':
-  hostmem.tune_malloc()   # first, before JAX starts its threads (scaling/hostmem.py)
+  hostmem.tune_malloc()   # first, before JAX starts its threads (scaling/base/hostmem.py)
   main()

@@ -20,9 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import ml_collections  # noqa: E402
 
-from scaling import tokenizer as tok_lib  # noqa: E402
 from scaling.data import corpus as corpus_lib  # noqa: E402
-from scaling.data import make_eval_loader, make_train_loader, prepare  # noqa: E402
+from scaling.data import tokenizer as tok_lib  # noqa: E402
+from scaling.data.loader import make_eval_loader, make_train_loader
+from scaling.data.prepare import prepare  # noqa: E402
 
 
 def _texts():

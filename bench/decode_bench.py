@@ -2,7 +2,7 @@
 
 Both run greedy decoding inside one jitted loop on the same random-weight model:
 
-  cache  `scaling.generate.generate_tokens`: prefill the prompt once, then one
+  cache  `scaling.inference.generate.generate_tokens`: prefill the prompt once, then one
          token per step against the KV cache (cost per step ~ one token).
   full   a jitted fori_loop that reruns the whole forward over a fixed [B, C]
          token buffer every step and reads the logits at the current position
@@ -39,8 +39,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from scaling import generate as gen  # noqa: E402
-from scaling.model import ModelDims, Transformer  # noqa: E402
+from scaling.inference import generate as gen  # noqa: E402
+from scaling.model.transformer import ModelDims, Transformer  # noqa: E402
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'n'))

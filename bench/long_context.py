@@ -24,11 +24,11 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
-from scaling.config import load_config
+from scaling.config.load import load_config
 from scaling import sharding
-from scaling.train import build_setup, init_state, jit_train_step
+from scaling.train.loop import build_setup, init_state, jit_train_step
 T, impl, mode = {T}, {impl!r}, {mode!r}
-cfg = load_config('configs/default.py', {{
+cfg = load_config('scaling/config/default.py', {{
     'model.seq_len': str(T), 'model.num_layers': '2', 'model.d_model': '128', 'model.num_heads': '4',
     'model.num_kv_heads': '2', 'model.vocab_size': '4096', 'model.attention': impl, 'model.attention_block_size': '256',
     'model.remat': 'full', 'train.batch_size': '1', 'train.steps': '10', 'mesh.data': '1'}})

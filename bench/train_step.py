@@ -1,13 +1,13 @@
 """Training-step throughput: ours (JAX/NNX, jitted) against Hugging Face transformers' `LlamaForCausalLM`,
 the model a user would pick instead, eager and under `torch.compile`, in float32 and bfloat16.
 
-The peer is built from a `LlamaConfig` with our dims (scaling/hf.py's hf_config_from_model: hidden, layers,
+The peer is built from a `LlamaConfig` with our dims (scaling/inference/hf.py's hf_config_from_model: hidden, layers,
 heads, kv heads, intermediate = our d_ff, vocab, tied embeddings, rms_norm_eps, rope_theta, no dropout)
 and its default attention implementation (printed: `sdpa` in transformers 5), and starts from OUR initial
-weights (scaling/hf.py's params_to_hf): the first step of every arm sees the same weights and the same
+weights (scaling/inference/hf.py's params_to_hf): the first step of every arm sees the same weights and the same
 batch, so the first-step losses must agree (to ~1e-5 in float32, ~1e-2 in bfloat16) and be ~ln(vocab).
 Training setup as ours: AdamW with our lr, b1/b2/eps and weight decay on the same parameter set
-(matrices, embeddings included; no decay on the norm scales: scaling/optim.py decay_mask), global-norm
+(matrices, embeddings included; no decay on the norm scales: scaling/train/optim.py decay_mask), global-norm
 clipping at train.grad_clip; the loss is a float32 cross-entropy over all B x T logits. (Ours runs its
 warmup schedule, lr ~0 in the first steps; the peer a constant lr: the step's work is the same.)
 
@@ -17,11 +17,11 @@ accumulation) and, to match, the peer's float32 parameters under torch.autocast(
 Arms (--arms): ours (the jitted train step), transformers (eager), transformers+compile (the forward and
 loss under torch.compile, inductor; backward via AOTAutograd, optimizer eager). Each arm runs in a process
 of its own, as a user runs one framework: ours with the malloc tuning of the `scaling` command
-(scaling/hostmem.py), the peer with PyTorch's defaults. (In one process the two frameworks shared one heap:
+(scaling/base/hostmem.py), the peer with PyTorch's defaults. (In one process the two frameworks shared one heap:
 ours then took 11-12k page faults a step and ran ~11% slower than alone.) The processes take turns: this
 one asks each for one step per round, after --warmup steps each (compile excluded), with --settle s of idle
 before each timed step, so only one computes at a time and load changes hit all arms alike; each times its
-own step; the median is kept. MFU uses the causal-aware FLOPs of scaling/accounting.py over each
+own step; the median is kept. MFU uses the causal-aware FLOPs of scaling/model/accounting.py over each
 framework's own matmul peak (n^3, per dtype), timed in the same rounds in ours' process and in the first
 peer's.
 
@@ -41,7 +41,7 @@ do not: the same operations in the same framework, less the library users run.
         [--d_model --layers --heads --kv_heads --seq --batch --vocab]
         [--override KEY=VALUE ...] [--json PATH]
 
-Dims default to configs/default.py's (d_model 256, 4 layers, 4/2 heads, seq 256, batch 16, vocab 4096).
+Dims default to scaling/config/default.py's (d_model 256, 4 layers, 4/2 heads, seq 256, batch 16, vocab 4096).
 """
 
 from __future__ import annotations
@@ -64,11 +64,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scaling import hostmem  # noqa: E402
+from scaling.base import hostmem  # noqa: E402
 
 ARMS = ('ours', 'transformers', 'transformers+compile')
 DTYPES = ('float32', 'bfloat16')
-# flag -> config key of the dims (None: configs/default.py's value)
+# flag -> config key of the dims (None: scaling/config/default.py's value)
 DIM_FLAGS = {'d_model': 'model.d_model', 'layers': 'model.num_layers', 'heads': 'model.num_heads',
              'kv_heads': 'model.num_kv_heads', 'seq': 'model.seq_len', 'batch': 'train.batch_size',
              'vocab': 'model.vocab_size'}
@@ -77,7 +77,7 @@ DIM_FLAGS = {'d_model': 'model.d_model', 'layers': 'model.num_layers', 'heads': 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   for flag in DIM_FLAGS:
-    p.add_argument(f'--{flag}', type=int, default=None, help=f'{DIM_FLAGS[flag]} (default: configs/default.py)')
+    p.add_argument(f'--{flag}', type=int, default=None, help=f'{DIM_FLAGS[flag]} (default: scaling/config/default.py)')
   p.add_argument('--arms', default=','.join(ARMS), help=f'comma-separated, of {", ".join(ARMS)}')
   p.add_argument('--dtypes', default=','.join(DTYPES), help=f'comma-separated, of {", ".join(DTYPES)}')
   p.add_argument('--steps', type=int, default=10, help='timed steps per arm (rounds)')
@@ -86,7 +86,7 @@ def parse_args(argv=None):
   p.add_argument('--settle', type=float, default=0.3, help='seconds of idle before each timed step')
   p.add_argument('--peer_malloc', choices=('default', 'tuned'), default='default',
                  help="the peer's heap: glibc's defaults, as a PyTorch user runs it, or ours' tuning "
-                      '(scaling/hostmem.py: one arena, freed blocks kept mapped), to compare like with like')
+                      '(scaling/base/hostmem.py: one arena, freed blocks kept mapped), to compare like with like')
   p.add_argument('--peak_n', type=int, default=2048, help='matmul size of the peak measurement')
   p.add_argument('--peer_limit', type=float, default=20.0,
                  help="seconds: a dtype's peer arms are skipped (and said so) when PyTorch's matmul rate, probed "
@@ -123,12 +123,12 @@ def cpu_model() -> str:
 
 
 def model_config(args, dtype):
-  """Our config for one dtype: configs/default.py with the dims given on the command line."""
-  from scaling.config import load_config
+  """Our config for one dtype: scaling/config/default.py with the dims given on the command line."""
+  from scaling.config.load import load_config
   ov = {'model.dtype': dtype, 'train.steps': '1000', 'model.attention': args.attention, 'mesh.data': '1'}
   ov.update({key: str(getattr(args, flag)) for flag, key in DIM_FLAGS.items() if getattr(args, flag) is not None})
   ov.update(o.split('=', 1) for o in args.override)
-  return load_config('configs/default.py', ov)
+  return load_config('scaling/config/default.py', ov)
 
 
 def jax_setup(cfg, batch):
@@ -136,9 +136,9 @@ def jax_setup(cfg, batch):
   weights in transformers' layout (taken before the first step donates them)."""
   from flax import nnx
 
-  from scaling import sharding
-  from scaling.hf import params_to_hf
-  from scaling.train import build_setup, init_state, jit_train_step
+  from scaling.inference.hf import params_to_hf
+  from scaling.train import sharding
+  from scaling.train.step import build_setup, init_state, jit_train_step
   mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
   setup = build_setup(cfg, mesh)
   state = init_state(setup, cfg.train.seed)
@@ -158,7 +158,7 @@ def hf_model(cfg, tensors):
   import torch
   import transformers
 
-  from scaling.hf import hf_config_from_model
+  from scaling.inference.hf import hf_config_from_model
   d = hf_config_from_model(cfg.model)
   skip = ('architectures', 'model_type', 'torch_dtype', 'dtype')
   model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{k: v for k, v in d.items() if k not in skip}))
@@ -255,7 +255,7 @@ def slow_peers(args, configs) -> dict:
   30.6 s)."""
   if not args.peer_limit or all(a == 'ours' for a in args.arms):
     return {}
-  from scaling.accounting import flops_per_token
+  from scaling.model.accounting import flops_per_token
   with multiprocessing.get_context('spawn').Pool(1) as pool:
     rates = pool.apply(torch_matmul_rates, (list(configs),))
   slow = {}
@@ -304,7 +304,7 @@ def worker(conn, arm, args, dtype, batch):
         runners['peak/torch'] = torch_peak(args.peak_n, dtype)
       info['versions'] = (transformers.__version__, torch.__version__, torch.get_num_threads())
     info['first_loss'] = runners[arm]()   # step 0 (compiles): the same weights and batch in every arm
-    # compiled: freed step buffers stay mapped from now on in ours (scaling/hostmem.py); the heap grows to its
+    # compiled: freed step buffers stay mapped from now on in ours (scaling/base/hostmem.py); the heap grows to its
     # steady size in the warm-up steps, not in the timed ones
     info['malloc_tuning'] = hostmem.hold_heap() if arm == 'ours' or args.peer_malloc == 'tuned' else False
     conn.send(('ready', info))
@@ -397,7 +397,7 @@ def bench_dtype(args, cfg, dtype, slow=None):
   """The rows of one dtype, the matmul peaks ({'jax', 'torch'}: FLOP/s, median of the rounds; only those of
   the frameworks measured), the arms' info (first-step loss; the peer's attention implementation and
   versions; ours' malloc tuning) and the skipped peers (slow: slow_peers' entry for this dtype, if any)."""
-  from scaling.accounting import flops_per_token
+  from scaling.model.accounting import flops_per_token
   B, T, V = cfg.train.batch_size, cfg.model.seq_len, cfg.model.vocab_size
   rng = np.random.default_rng(0)
   batch = {k: rng.integers(0, V, (B, T)).astype(np.int32) for k in ('inputs', 'targets')}
@@ -449,7 +449,7 @@ def main(argv=None):
   args = parse_args(argv)
   configs = {dt: model_config(args, dt) for dt in args.dtypes}   # bad overrides fail here, before any work
   if any(a != 'ours' for a in args.arms):
-    from scaling.hf import HFError, check_llama_compatible
+    from scaling.inference.hf import HFError, check_llama_compatible
     try:
       check_llama_compatible(configs[args.dtypes[0]].model)   # the peer is a Llama: e.g. no LayerNorm, no GELU
     except HFError as e:
@@ -475,7 +475,7 @@ def main(argv=None):
   print(f'# matmul peak {args.peak_n}^3 (GFLOP/s, median of the same rounds as the steps): ' + ', '.join(
       f'{dt}: ' + ', '.join(f'{fw} {v / 1e9:.0f}' for fw, v in p.items()) for dt, p in peaks.items()))
   tuned = {a: i['malloc_tuning'] for inf in infos.values() for a, i in inf.items()}
-  print('# host malloc tuning (scaling/hostmem.py): ' + ', '.join(f'{a} {"on" if on else "off"}' for a, on in tuned.items()))
+  print('# host malloc tuning (scaling/base/hostmem.py): ' + ', '.join(f'{a} {"on" if on else "off"}' for a, on in tuned.items()))
   print_table(rows)
   for sk in skipped:
     print(skip_line(sk, args.peer_limit))

@@ -1,5 +1,5 @@
 import sys
 
-from scaling.cli import main
+from scaling.cli.main import main
 
 sys.exit(main())

@@ -16,12 +16,12 @@ _DEVICE_FLAG = '--xla_force_host_platform_device_count=8'
 if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _DEVICE_FLAG).strip()
 
-# The malloc tuning of the `scaling` command (scaling/hostmem.py) trades ~30% slower compiles for faster
+# The malloc tuning of the `scaling` command (scaling/base/hostmem.py) trades ~30% slower compiles for faster
 # steps; the suite is mostly compiles, so it runs without it. tests/test_loss.py tests it explicitly.
 os.environ.setdefault('SCALING_MALLOC_TUNING', '0')
 
 # The suite is a CPU suite. Where libtpu is installed (the tpu-aot extra: compile-only TPU tests), JAX would
-# also probe for a TPU in every process (and scaling/hostmem.py would take this host for a TPU host), and
+# also probe for a TPU in every process (and scaling/base/hostmem.py would take this host for a TPU host), and
 # the tpu-vm/gke launcher tests would compile each run for its slice before the stub gcloud/xpk run
 # (tests/test_aot.py turns that check on where it tests it). Subprocesses inherit both settings.
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -42,8 +42,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from scaling import config as config_lib  # noqa: E402
-from scaling import model as model_lib  # noqa: E402
+from scaling.config import load as config_lib  # noqa: E402
+from scaling.model import transformer as model_lib  # noqa: E402
 
 # A model small enough that every test compiles in well under a second:
 # D 32, 2 layers, 4 query heads sharing 2 kv heads (K 8), F 64, V 97, T 16.

@@ -2,7 +2,7 @@
 
   python tests/fake_train.py --config SPEC --workdir DIR [--config.k=v ...] [--local_processes P] [--no_sample]
 
-Contract kept: resolves the config with scaling.config (unknown keys fail),
+Contract kept: resolves the config with scaling.config.load (unknown keys fail),
 writes DIR/config.json, appends one JSON line per step to DIR/metrics.jsonl,
 "checkpoints" its step to DIR/progress.json after every step and resumes from
 it, writes DIR/summary.json (state 'done') at the end and exits 0; SIGTERM or
@@ -30,7 +30,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from scaling.config import config_hash, load_config, parse_override_flags, to_dict, train_steps  # noqa: E402
+from scaling.config.load import config_hash, load_config, parse_override_flags, to_dict, train_steps  # noqa: E402
 
 
 def _write_json(path: pathlib.Path, obj) -> None:

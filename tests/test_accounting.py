@@ -1,4 +1,4 @@
-"""Tests of scaling/accounting.py against independent counts.
+"""Tests of scaling/model/accounting.py against independent counts.
 
 Parameter counts are checked against the abstract model (nnx.eval_shape: the
 real parameter tree, no memory). FLOPs are checked against the matmuls the
@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from scaling import accounting, optim
-from scaling import config as config_lib
-from scaling import model as model_lib
+from scaling.config import load as config_lib
+from scaling.model import accounting
+from scaling.model import transformer as model_lib
+from scaling.train import optim
 
-LADDER = config_lib.load_module(config_lib.REPO_ROOT / 'configs' / 'ladder.py')
+LADDER = config_lib.load_module(config_lib.REPO_ROOT / 'scaling' / 'model' / 'ladder.py')
 
 
 def _abstract_param_sizes(model_cfg) -> dict[str, int]:
@@ -37,7 +38,7 @@ def _abstract_param_sizes(model_cfg) -> dict[str, int]:
 
 
 def _adam_state_bytes(cfg) -> int:
-  """Bytes of the training optimizer's state (scaling.optim, abstract: nnx.eval_shape + jax.eval_shape);
+  """Bytes of the training optimizer's state (scaling.train.optim, abstract: nnx.eval_shape + jax.eval_shape);
   the integer step counters are left out."""
   params = nnx.state(model_lib.abstract_model(cfg.model), nnx.Param)
   tx, _ = optim.make_optimizer(cfg.train, 100)
@@ -67,7 +68,7 @@ def _check_counts(cfg):
 
 @pytest.mark.parametrize('rung', list(LADDER.RUNGS))
 def test_count_params_matches_abstract_model_for_every_rung(rung):
-  _check_counts(config_lib.load_config(f'configs/ladder.py:{rung}'))
+  _check_counts(config_lib.load_config(f'scaling/model/ladder.py:{rung}'))
 
 
 @pytest.mark.parametrize('variant', [
@@ -97,20 +98,20 @@ def test_named_rungs_are_within_5_percent_of_their_name():
   named = [r for r in LADDER.RUNGS if re.fullmatch(r'\d+[mb]', r)]
   assert set(named) >= {'125m', '350m', '760m', '1b', '3b', '7b', '2m', '5m', '10m', '20m', '30m'}
   for rung in named:
-    total = accounting.count_params(config_lib.load_config(f'configs/ladder.py:{rung}').model)['total']
+    total = accounting.count_params(config_lib.load_config(f'scaling/model/ladder.py:{rung}').model)['total']
     assert abs(total / _nominal(rung) - 1) <= 0.05, (rung, total)
 
 
 def test_seven_b_rung_is_llama_7b():
   """The 7b rung has LLaMA-7B's shape (32 x 4096, 32 heads, d_ff 11008, vocab 32000, untied): its published
   parameter count (6,738,415,616, Touvron et al. 2023 / the Hugging Face checkpoint) is an outside reference."""
-  assert accounting.count_params(config_lib.load_config('configs/ladder.py:7b').model)['total'] == 6_738_415_616
+  assert accounting.count_params(config_lib.load_config('scaling/model/ladder.py:7b').model)['total'] == 6_738_415_616
 
 
 def test_big_rungs_train_compute_optimal_tokens():
   batch_tokens, steps = {}, {}
   for rung in LADDER.BIG_RUNGS:
-    cfg = config_lib.load_config(f'configs/ladder.py:{rung}')
+    cfg = config_lib.load_config(f'scaling/model/ladder.py:{rung}')
     batch_tokens[rung] = cfg.train.batch_size * cfg.model.seq_len
     # 20 tokens per parameter of the real (abstract) parameter tree
     assert cfg.train.tokens == 20 * sum(_abstract_param_sizes(cfg.model).values())
@@ -210,7 +211,7 @@ def test_xla_cost_analysis_agrees_with_traced_matmuls(tiny_cfg):
 
 def test_table_row_of_125m_matches_hand_arithmetic(tiny_cfg):
   """125m: L 12, D 768, H 12, G 4, K 64, F 2048 (8/3 D), V 32000, T 2048, RMSNorm, RoPE, SwiGLU, untied."""
-  cfg = config_lib.load_config('configs/ladder.py:125m').model
+  cfg = config_lib.load_config('scaling/model/ladder.py:125m').model
   row = accounting.table_row('125m', cfg)
   # per layer: q, o 2 x 768 x 768 = 1,179,648; k, v 2 x 768 x 256 = 393,216; MLP 3 x 768 x 2048 = 4,718,592;
   #   norms 2 x 768 = 1,536: 6,292,992 x 12 = 75,515,904; + final norm 768 = 75,516,672 non-embedding;
@@ -233,8 +234,8 @@ def test_table_row_of_125m_matches_hand_arithmetic(tiny_cfg):
 def test_every_jax_device_kind_finds_its_peak_row():
   """JAX names TPUs 'TPU v4', 'TPU v5' (v5p), 'TPU v5 lite' (v5e), 'TPU v6 lite' (v6e) and GPUs by their full
   product names; each finds its row (the old substring match sent v5e, v5p and v6e to 'assumed H100')."""
-  from scaling.accounting import PEAK_FLOPS, peak_row
-  from scaling.aot import CHIPS
+  from scaling.model.accounting import PEAK_FLOPS, peak_row
+  from scaling.train.aot import CHIPS
   for chip in CHIPS.values():   # aot's own table of device kinds and bf16 peaks: a second source
     row = peak_row(chip.device_kind)
     assert row == f'TPU {chip.generation}' and PEAK_FLOPS[row]['bfloat16'] == chip.peak_flops, chip

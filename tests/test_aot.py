@@ -1,4 +1,4 @@
-"""scaling/aot.py: the real train step compiled for a TPU slice on this CPU machine (libtpu, compile-only).
+"""scaling/train/aot.py: the real train step compiled for a TPU slice on this CPU machine (libtpu, compile-only).
 
 Reference figures are worked out independently of the code under test: parameter counts times bytes per
 parameter for the arguments, the matmul FLOP formula for the step's FLOPs, Cloud TPU's naming rules for
@@ -9,8 +9,9 @@ import json
 
 import pytest
 
-from scaling import accounting, aot
-from scaling.config import load_config
+from scaling.config.load import load_config
+from scaling.model import accounting
+from scaling.train import aot
 
 needs_libtpu = pytest.mark.skipif(not aot.libtpu_available(), reason='libtpu not installed (pip install -e ".[tpu-aot]")')
 
@@ -41,7 +42,7 @@ def test_unknown_topology_lists_the_known_ones():
 
 
 def test_unknown_topology_fails_before_any_compile(monkeypatch, capsys):
-  from scaling import cli
+  from scaling.cli import main as cli
 
   def no_compile(*a, **k):
     raise AssertionError('compiled despite a bad topology')
@@ -65,7 +66,7 @@ def test_max_batch_bisection_on_a_known_memory_curve(monkeypatch):
                 batch=cfg.train.batch_size)
   monkeypatch.setattr(aot, 'compile_report', fake_report)
   monkeypatch.setattr(aot, 'data_parallel_unit', lambda cfg, t, devices=None: 4)
-  cfg = aot.target_config(load_config('configs/ladder.py:nano'))
+  cfg = aot.target_config(load_config('scaling/model/ladder.py:nano'))
   for start in (4, 16, 400):
     best, r, probed = aot.find_max_batch(aot.target_config(cfg, batch_size=start), aot.parse_target('v5litepod-4'),
                                          devices=[])
@@ -120,7 +121,7 @@ def nano_v5p8(aot_cache):
   """The nano rung's step on v5p-8 (4 chips): plain XLA attention, no remat, layers scanned."""
   aot.enable_compile_cache(aot_cache)
   t = aot.parse_target('v5p-8')
-  cfg = aot.target_config(load_config('configs/ladder.py:nano', NANO))
+  cfg = aot.target_config(load_config('scaling/model/ladder.py:nano', NANO))
   c = aot.compile_step(cfg, t)
   assert not c.cached
   return cfg, t, c, aot.report(c, cfg, t)
@@ -166,7 +167,7 @@ def test_xla_flops_agree_with_accounting_term_by_term(nano_v5p8):
 @needs_libtpu
 def test_7b_on_one_v5e_chip_does_not_fit_with_the_shortfall():
   t = aot.parse_target('v5litepod-1')
-  cfg = aot.target_config(load_config('configs/ladder.py:7b', {'train.batch_size': '1', 'mesh.fsdp': '1'}))
+  cfg = aot.target_config(load_config('scaling/model/ladder.py:7b', {'train.batch_size': '1', 'mesh.fsdp': '1'}))
   r = aot.compile_report(cfg, t)
   n = accounting.count_params(cfg.model)['total']
   assert not r['fits']
@@ -178,8 +179,8 @@ def test_7b_on_one_v5e_chip_does_not_fit_with_the_shortfall():
 
 @needs_libtpu
 def test_compile_command_json_from_the_cache(nano_v5p8, aot_cache, capsys):
-  from scaling import cli
-  args = ['compile', '--config', 'configs/ladder.py:nano', '--topology', 'v5p-8', '--json',
+  from scaling.cli import main as cli
+  args = ['compile', '--config', 'scaling/model/ladder.py:nano', '--topology', 'v5p-8', '--json',
           '--cache_dir', aot_cache] + [f'--config.{k}={v}' for k, v in NANO.items()]
   assert cli.main(args) == 0
   out = json.loads(capsys.readouterr().out)
@@ -195,7 +196,7 @@ def test_compile_command_json_from_the_cache(nano_v5p8, aot_cache, capsys):
 def two_slices():
   """nano on 2 x v5p-8, per slice fsdp over the 4 chips: mesh data=2 (over DCN) x fsdp=4 (ICI)."""
   t = aot.parse_target('v5p-8', num_slices=2)
-  cfg = aot.target_config(load_config('configs/ladder.py:nano', {**NANO, 'mesh.data': '1', 'mesh.fsdp': '-1'}))
+  cfg = aot.target_config(load_config('scaling/model/ladder.py:nano', {**NANO, 'mesh.data': '1', 'mesh.fsdp': '-1'}))
   c = aot.compile_step(cfg, t)
   slice_of = [d.slice_index for d in c.setup.mesh.devices.flat]
   return c, aot.collectives(c.compiled.as_text(), slice_of)
@@ -240,9 +241,9 @@ def test_check_runs_fit_names_the_runs_that_do_not_fit_and_compiles_each_config_
                 shortfall_bytes=max(0, total - 16 * aot.GiB))
   monkeypatch.setattr(aot, 'compile_report', fake_report)
   monkeypatch.setattr(aot, 'target_devices', lambda t: [])
-  small = load_config('configs/ladder.py:nano')
-  big = load_config('configs/ladder.py:nano', {'model.num_layers': '20'})
-  lr = load_config('configs/ladder.py:nano', {'train.lr': '0.1'})   # same step as `small`
+  small = load_config('scaling/model/ladder.py:nano')
+  big = load_config('scaling/model/ladder.py:nano', {'model.num_layers': '20'})
+  lr = load_config('scaling/model/ladder.py:nano', {'train.lr': '0.1'})   # same step as `small`
   problems = aot.check_runs_fit([('small', small), ('big', big), ('small-lr', lr)], 'v5litepod-4')
   assert calls == [2, 20]
   assert len(problems) == 1 and problems[0].startswith('big: needs 20.00 GiB per chip')
@@ -257,7 +258,7 @@ def test_sweep_preflight_is_on_by_default_and_can_be_turned_off(monkeypatch):
   monkeypatch.setattr(aot, '_prepare_compile', lambda cache_dir=None: None)
   seen = []
   monkeypatch.setattr(aot, 'check_runs_fit', lambda runs, topo, slices: seen.append((runs, topo, slices)) or ['x'])
-  cfg = load_config('configs/ladder.py:nano')
+  cfg = load_config('scaling/model/ladder.py:nano')
   sweep = types.SimpleNamespace(runs=[types.SimpleNamespace(label='nano', hash='h', config=cfg)])
   monkeypatch.delenv('SCALING_AOT_CHECK', raising=False)
   assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'num_slices': '2'}) == ['x']
@@ -287,7 +288,7 @@ needs_cuda_plugin = pytest.mark.skipif(
 
 @needs_cuda_plugin
 def test_nano_compiles_for_8_h100_without_a_gpu():
-  cfg = aot.target_config(load_config('configs/ladder.py:nano', {'model.attention': 'xla'}))
+  cfg = aot.target_config(load_config('scaling/model/ladder.py:nano', {'model.attention': 'xla'}))
   c = aot.compile_step(cfg, aot.parse_target('h100-8'))
   n = accounting.count_params(c.setup.dims)['total']
   assert abs(c.memory['argument'] - 12 * n) / (12 * n) < 0.05   # data=8: the whole state on every GPU
@@ -298,15 +299,16 @@ def test_nano_compiles_for_8_h100_without_a_gpu():
 def test_tpu_launchers_refuse_a_sweep_that_does_not_fit_before_reserving(backend, monkeypatch, tmp_path):
   import types
 
-  from launch.gke import GkeBackend
-  from launch.sweep import LaunchError
-  from launch.tpu_vm import TpuVmBackend
+  from scaling.launch.gke import GkeBackend
+  from scaling.launch.sweep import LaunchError
+  from scaling.launch.tpu_vm import TpuVmBackend
   monkeypatch.setattr(aot, 'libtpu_available', lambda: True)
   monkeypatch.setattr(aot, '_prepare_compile', lambda cache_dir=None, platform='tpu': None)
   monkeypatch.setattr(aot, 'check_runs_fit', lambda runs, topo, slices: [f'{runs[0][0]}: needs 99 GiB per chip'])
   cls = TpuVmBackend if backend == 'tpu-vm' else GkeBackend
   res = {'tpu_type': 'v5p-8', 'zone': 'z', 'cluster': 'c', 'docker_image': 'img', 'aot_check': '1'}
   b = cls(tmp_path, res, log=lambda *a: None)
+  b.fit_check = aot.sweep_fit_problems   # as `scaling sweep` hands it to the launcher
   sweep = types.SimpleNamespace(runs=[types.SimpleNamespace(label='7b', hash='h', config=None)])
   with pytest.raises(LaunchError, match='1 run.* do not fit on v5p-8; nothing was reserved:\n  7b: needs 99 GiB'):
     b.preflight(sweep)

@@ -1,4 +1,4 @@
-"""Tests of scaling.attention against independent references.
+"""Tests of scaling.model.attention against independent references.
 
 The main reference is `reference_attention` (full logits, explicit mask, kv heads
 repeated); 'xla' (jax.nn.dot_product_attention, its own causal/window masks) is
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling import attention as attn
+from scaling.model import attention as attn
 
 
 def _qkv(B, T, S, H, G, K, dtype=jnp.float32, seed=0):

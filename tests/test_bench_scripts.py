@@ -131,7 +131,7 @@ def test_long_context_bench_runs_a_child_per_measurement(tmp_path):
 
 # ----------------------------------------------------------------------------- bench/train_step.py
 TINY = ['--d_model', '32', '--layers', '1', '--seq', '16', '--batch', '2', '--vocab', '64']
-# configs/default.py at the TINY dims: heads 4 / kv heads 2, head_dim K = 8, d_ff = 8/3 * 32 = 85 rounded up to
+# scaling/config/default.py at the TINY dims: heads 4 / kv heads 2, head_dim K = 8, d_ff = 8/3 * 32 = 85 rounded up to
 # 128. Matmul params: q, o 2 x 32 x 32 + k, v 2 x 32 x 16 + MLP 3 x 32 x 128 + head 32 x 64 = 17,408; FLOPs per
 # token 6 x 17,408 + 12 L H K (T + 1) / 2 = 104,448 + 12 x 4 x 8 x 8.5 = 107,712.
 TINY_FLOPS_PER_TOKEN = 107_712
@@ -190,7 +190,7 @@ def test_train_step_ours_and_transformers_eager(tmp_path):
   out, got = run_train_step(tmp_path, arms, dtypes)
   check_train_step(out, got, arms, dtypes)
   # each arm in its own process: ours with the malloc tuning of the scaling command, the peer with glibc's
-  assert '# host malloc tuning (scaling/hostmem.py): ours on, transformers off' in out, out
+  assert '# host malloc tuning (scaling/base/hostmem.py): ours on, transformers off' in out, out
 
 
 @pytest.mark.slow   # torch.compile (inductor's C++ build): ~40 s a dtype at the TINY dims on a 2-core machine
@@ -200,7 +200,7 @@ def test_train_step_transformers_compiled(tmp_path):
   arms, dtypes = ['ours', 'transformers+compile'], ['bfloat16']
   out, got = run_train_step(tmp_path, arms, dtypes, '--peer_malloc', 'tuned')
   check_train_step(out, got, arms, dtypes)
-  assert '# host malloc tuning (scaling/hostmem.py): ours on, transformers+compile on' in out, out
+  assert '# host malloc tuning (scaling/base/hostmem.py): ours on, transformers+compile on' in out, out
 
 
 def test_train_step_skips_a_peer_too_slow_to_time(tmp_path):

@@ -1,4 +1,4 @@
-"""Cooldown branches (train.init_from, scaling/branch.py) and the WSD decay options.
+"""Cooldown branches (train.init_from, scaling/train/branch.py) and the WSD decay options.
 
 The exact test: a stable parent (constant lr after the same warmup) forked at step S and decayed for
 D steps equals, step for step, a from-scratch WSD run of S + D steps whose decay is D steps (same seed
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from conftest import persistent_compile_cache
 
-from scaling import branch, checkpoint, optim
-from scaling import config as config_lib
-from scaling import train as train_lib
-from scaling.metrics import read_metrics
+from scaling.config import load as config_lib
+from scaling.train import branch, checkpoint, optim
+from scaling.train import loop as train_lib
+from scaling.train.metrics import read_metrics
 
 FORK, DECAY = 6, 4          # the branch forks at step 6 and decays for 4 steps: a WSD run of 10
 PARENT_STEPS = 12           # the parent runs on past the fork (saves 4, 6, 8, 12; keeps 6 and 12)
@@ -75,7 +75,7 @@ def compile_cache(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-  from scaling.data import prepare
+  from scaling.data.prepare import prepare
   root = tmp_path_factory.mktemp('branch_data')
   d = dict(corpus=write_corpus(root / 'corpus'), data_dir=str(root / 'prepared'))
   prepare(cfg_of(d, train__steps=1).data, verbose=False)

@@ -15,15 +15,15 @@ import textwrap
 import fake_queue
 import pytest
 
-from launch import rundir as rd_lib
-from launch import sweep as sweep_lib
-from launch.gke import GkeBackend
-from launch.slurm import SlurmBackend
+from scaling.launch import rundir as rd_lib
+from scaling.launch import sweep as sweep_lib
+from scaling.launch.gke import GkeBackend
+from scaling.launch.slurm import SlurmBackend
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 SWEEP = """
-from launch.sweep import branches
+from scaling.launch.sweep import branches
 
 def get_config(arg=None):
   import importlib.util
@@ -48,7 +48,7 @@ def fq(tmp_path, monkeypatch):
 
 def make_sweep(tmp_path):
   p = tmp_path / 'sw.py'
-  p.write_text(textwrap.dedent(SWEEP.format(ladder=str(REPO / 'configs' / 'ladder.py'))))
+  p.write_text(textwrap.dedent(SWEEP.format(ladder=str(REPO / 'scaling' / 'model' / 'ladder.py'))))
   return sweep_lib.load_sweep(str(p))
 
 

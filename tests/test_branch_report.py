@@ -2,8 +2,8 @@
 
 import json
 
-from scaling import fit as fit_lib
-from scaling import report
+from scaling.analysis import fit as fit_lib
+from scaling.analysis import report
 
 
 def rows():

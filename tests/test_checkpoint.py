@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scaling import checkpoint, sharding
-from scaling import config as config_lib
-from scaling import model as model_lib
-from scaling import train as train_lib
-from scaling.tokenizer import ByteTokenizer
+from scaling.config import load as config_lib
+from scaling.data.tokenizer import ByteTokenizer
+from scaling.inference import run as run_lib
+from scaling.model import transformer as model_lib
+from scaling.train import checkpoint, sharding
+from scaling.train import loop as train_lib
 
 MODEL = {'model.vocab_size': 259, 'model.seq_len': 32, 'model.num_layers': 2, 'model.d_model': 32,
          'model.num_heads': 4, 'model.num_kv_heads': 2, 'model.d_ff': 64}
@@ -158,15 +159,15 @@ def test_load_for_inference(tmp_path):
   state_np2 = random_state(src, seed=3)
   save_state(tmp_path, src, state_np2, step=2)[0].close()
   with pytest.raises(checkpoint.CheckpointError, match='config.json is missing'):
-    checkpoint.load_for_inference(tmp_path)
+    run_lib.load_for_inference(tmp_path)
   (tmp_path / 'config.json').write_text(json.dumps(config_lib.to_dict(src.cfg)))
   ByteTokenizer().save(str(tmp_path / checkpoint.TOKENIZER_DIR))
-  model, cfg, tok = checkpoint.load_for_inference(tmp_path)
+  model, cfg, tok = run_lib.load_for_inference(tmp_path)
   assert cfg.model.d_model == 32 and tok.vocab_size == 259
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   assert_tree_equal(params, state_np2['params'])
   assert {d for x in jax.tree.leaves(params) for d in x.devices()} == {jax.devices()[0]}
-  model1, _, _ = checkpoint.load_for_inference(tmp_path, step=1)
+  model1, _, _ = run_lib.load_for_inference(tmp_path, step=1)
   assert_tree_equal(nnx.to_pure_dict(nnx.state(model1, nnx.Param)), state_np['params'])
   with pytest.raises(checkpoint.CheckpointError, match=r'no checkpoint for step 7.*available: \[1, 2\]'):
-    checkpoint.load_for_inference(tmp_path, step=7)
+    run_lib.load_for_inference(tmp_path, step=7)

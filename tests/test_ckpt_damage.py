@@ -1,6 +1,6 @@
 """Damaged checkpoints: resume falls back to the newest step that restores completely.
 
-A workdir gets real orbax checkpoints (the four items of scaling.checkpoint.save) of a small
+A workdir gets real orbax checkpoints (the four items of scaling.train.checkpoint.save) of a small
 parameter tree and AdamW state filled with random numbers; then files are damaged the way a
 crash, a full disk or a bad copy leaves them. References are independent of the code under
 test: the numpy trees the checkpoints were written from, the bytes of every file before the
@@ -21,7 +21,7 @@ import numpy as np
 import optax
 import pytest
 
-from scaling import checkpoint, distributed
+from scaling.train import checkpoint, distributed
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -381,7 +381,7 @@ def tiny_run(tmp_path_factory):
   """A finished 20-step run of the tiny model (checkpoints 10 and 20) and its `scaling train` flags."""
   from conftest import persistent_compile_cache
 
-  from scaling import cli
+  from scaling.cli import main as cli
   root = tmp_path_factory.mktemp('ckpt_cli')
   (root / 'corpus').mkdir()
   rng = np.random.default_rng(3)
@@ -396,14 +396,14 @@ def tiny_run(tmp_path_factory):
 
 
 def _losses(workdir) -> dict:
-  from scaling.metrics import read_metrics
+  from scaling.train.metrics import read_metrics
   return {r['step']: r['train/loss'] for r in read_metrics(workdir) if 'train/loss' in r}
 
 
 def test_cli_resumes_from_the_step_before_a_damaged_one(tiny_run, tmp_path, capsys):
   """The issue's repro: truncate the largest params file of step 20, run to 30: one line about step 20,
   resumed from 10, finished at 30 with the losses of a run whose step 20 was simply absent."""
-  from scaling import cli
+  from scaling.cli import main as cli
   run, args = tiny_run
   damaged, ref = tmp_path / 'damaged', tmp_path / 'ref'
   shutil.copytree(run, damaged)
@@ -425,7 +425,7 @@ def test_cli_resumes_from_the_step_before_a_damaged_one(tiny_run, tmp_path, caps
 
 
 def test_cli_with_every_checkpoint_damaged_fails_and_changes_nothing(tiny_run, tmp_path, capsys):
-  from scaling import cli
+  from scaling.cli import main as cli
   run, args = tiny_run
   wd = tmp_path / 'w'
   shutil.copytree(run, wd)
@@ -444,7 +444,7 @@ def test_sample_uses_the_newest_intact_checkpoint_and_moves_nothing(tiny_run, tm
   """`scaling sample` (and eval/export, through load_for_inference) on a workdir whose newest step is
   damaged: one note naming the skipped step, the samples of step 10 (the same text as a copy whose
   step 20 is simply absent), and the workdir unchanged (inference never moves checkpoints)."""
-  from scaling import cli
+  from scaling.cli import main as cli
   run, _ = tiny_run
   damaged, ref = tmp_path / 'damaged', tmp_path / 'ref'
   shutil.copytree(run, damaged)

@@ -1,4 +1,4 @@
-"""Tests of the seed study's verdict logic (scaling/claims.py, claims_study.py) on synthetic rows, and of its
+"""Tests of the seed study's verdict logic (scaling/analysis/seed/claims.py, claims_study.py) on synthetic rows, and of its
 measurements (evaluate.window_nll / bucket_bpb, sample_stats, data.subset) against independent references."""
 
 import json
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from scaling import claims as C
-from scaling import claims_study as S
+from scaling.analysis.seed import claims as C
+from scaling.analysis.seed import study as S
 
 
 # ----------------------------------------------------------------------------- verdict rules
@@ -163,7 +163,7 @@ def test_an_isoflop_fit_without_a_real_interval_is_a_fact_not_a_part():
 
 
 def test_refuted_by_a_real_effect_short_of_the_claimed_size_says_so():
-  from scaling.claims_render import verdict_cell
+  from scaling.analysis.seed.render import verdict_cell
   short = {'verdict': C.REFUTED, 'parts': [
       {'verdict': C.REFUTED, 'effect': C.Effect(4.0, 3.5, 4.8, side='greater', threshold=10)}]}
   assert verdict_cell(short) == '**refuted** (a real effect, smaller than claimed)'
@@ -216,7 +216,7 @@ def test_sampling_claim():
 
 
 def test_report_renders_the_study(tmp_path):
-  from scaling import report
+  from scaling.analysis import report
   bpe = lambda c: 3.0 * c ** -0.1
   rows = BASE_SEEDS + _frontier('tok-bpe', bpe) + _frontier('tok-char', lambda c: bpe(c / 4)) + [
       _row('layernorm', 1.01)]
@@ -238,7 +238,7 @@ def test_report_renders_the_study(tmp_path):
 
 # ----------------------------------------------------------------------------- measurements
 def test_window_nll_and_buckets_against_a_token_loop(make_model):
-  from scaling.evaluate import bucket_bpb, window_nll
+  from scaling.analysis.seed.positions import bucket_bpb, window_nll
   model = make_model(seq_len=16)
   rng = np.random.default_rng(0)
   docs = rng.integers(0, 97, (3, 8 + 1)).astype(np.int32)
@@ -257,14 +257,15 @@ def test_window_nll_and_buckets_against_a_token_loop(make_model):
 
 
 def test_window_nll_refuses_learned_positions_past_the_table(make_model):
-  from scaling.evaluate import PositionsError, window_nll
+  from scaling.analysis.seed.positions import window_nll
+  from scaling.train.evaluate import PositionsError
   model = make_model(seq_len=4, position='learned')
   with pytest.raises(PositionsError):
     window_nll(model, np.zeros((1, 9), np.int32), 8)
 
 
 def test_rep_and_distinct_n_by_hand():
-  from scaling.sample_stats import distinct_n, rep_n
+  from scaling.analysis.seed.sample_stats import distinct_n, rep_n
   assert rep_n([1, 2, 3, 1, 2, 3], 2) == pytest.approx(1 - 3 / 5)   # bigrams 12 23 31 12 23
   assert rep_n([1, 2, 3, 4], 4) == 0.0
   assert rep_n([5, 5, 5, 5, 5], 1) == pytest.approx(1 - 1 / 5)
@@ -274,7 +275,7 @@ def test_rep_and_distinct_n_by_hand():
 
 
 def test_continuation_nll_against_a_loop(make_model):
-  from scaling.sample_stats import bits_per_byte, continuation_nll
+  from scaling.analysis.seed.sample_stats import bits_per_byte, continuation_nll
   model = make_model()
   prompts, conts = [[3, 4, 5], [6]], [[7, 8], [9, 10, 11]]
   got = continuation_nll(model, prompts, conts)
@@ -291,7 +292,7 @@ def test_continuation_nll_against_a_loop(make_model):
 def test_train_subset_keeps_tokenizer_and_validation(tmp_path):
   import ml_collections
 
-  from scaling.data import prepare
+  from scaling.data.prepare import prepare
   from scaling.data.subset import document_order
   corpus = tmp_path / 'corpus'
   corpus.mkdir()
@@ -308,7 +309,7 @@ def test_train_subset_keeps_tokenizer_and_validation(tmp_path):
   for name in ('val.bin', 'tokenizer.json', 'split.json'):
     assert open(os.path.join(sub['data_dir'], name), 'rb').read() == open(os.path.join(full['data_dir'], name),
                                                                            'rb').read()
-  from scaling.data import open_split
+  from scaling.data.shards import open_split
   f_tr, s_tr = open_split(full['data_dir'], 'train'), open_split(sub['data_dir'], 'train')   # crc checked
   off = np.asarray(f_tr.doc_offsets)
   ref = np.concatenate([np.asarray(f_tr.tokens[off[d]:off[d + 1]]) for d in document_order(len(off) - 1)])[:1000]
@@ -320,7 +321,7 @@ def test_train_subset_keeps_tokenizer_and_validation(tmp_path):
 
 
 def test_steptime_compare_returns_paired_rounds(tiny_cfg):
-  from scaling import steptime
+  from scaling.analysis.seed import steptime
   cfg = tiny_cfg()
   with cfg.unlocked():
     cfg.train.batch_size = 8
@@ -332,7 +333,7 @@ def test_steptime_compare_returns_paired_rounds(tiny_cfg):
 
 # ----------------------------------------------------------------------------- the sweep's design
 def test_sweep_design():
-  from scaling.config import load_module
+  from scaling.config.load import load_module
   mod = load_module('configs/sweeps/seed_upgrades.py')
   for arg in (None, 'quick'):
     runs = mod.get_sweep(arg)

@@ -1,6 +1,6 @@
 """`scaling train` from the command line: bad flags exit 2 with a message, --profile_steps, --debug.
 
-The tests call `scaling.cli.main` in-process (the SIGTERM test of the real
+The tests call `scaling.cli.main.main` in-process (the SIGTERM test of the real
 command in a subprocess lives in test_train.py, next to its reference run).
 JAX's persistent compilation cache (a per-session temp dir) lets the
 profile/debug runs reuse the programs test_train.py compiled.
@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from conftest import persistent_compile_cache
 
-from scaling import checkpoint, cli
-from scaling import config as config_lib
-from scaling.metrics import read_metrics
+from scaling.cli import main as cli
+from scaling.config import load as config_lib
+from scaling.train import checkpoint
+from scaling.train.metrics import read_metrics
 
 WORDS = 'one two three four five six seven eight nine ten , and or .'.split()
 
@@ -66,7 +67,7 @@ def compile_cache(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-  from scaling.data import prepare
+  from scaling.data.prepare import prepare
   root = tmp_path_factory.mktemp('cli_data')
   d = dict(corpus=write_corpus(root / 'corpus'), data_dir=str(root / 'prepared'))
   prepare(config_lib.load_config('default.py', overrides(d)).data, verbose=False)

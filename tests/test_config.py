@@ -1,4 +1,4 @@
-"""Tests of scaling/config.py: loading, command-line overrides, validation.
+"""Tests of scaling/config/load.py: loading, command-line overrides, validation.
 
 A bad config must fail at load time with a ConfigError whose message names the
 offending field, before any device or data work.
@@ -10,12 +10,12 @@ import jax
 import pytest
 from flax import nnx
 
-from scaling import attention as attn_lib
-from scaling import config as config_lib
-from scaling import model as model_lib
-from scaling.config import ConfigError, load_config, parse_override_flags
+from scaling.config import load as config_lib
+from scaling.config.load import ConfigError, load_config, parse_override_flags
+from scaling.model import attention as attn_lib
+from scaling.model import transformer as model_lib
 
-LADDER = config_lib.load_module(config_lib.REPO_ROOT / 'configs' / 'ladder.py')
+LADDER = config_lib.load_module(config_lib.REPO_ROOT / 'scaling' / 'model' / 'ladder.py')
 
 
 def _model_params(model_cfg) -> int:
@@ -28,7 +28,7 @@ def test_default_and_every_rung_load_and_validate():
   cfg = load_config()
   assert cfg.model.num_layers > 0 and 'train' in cfg and 'mesh' in cfg
   for rung in LADDER.RUNGS:
-    load_config(f'configs/ladder.py:{rung}')
+    load_config(f'scaling/model/ladder.py:{rung}')
 
 
 def test_rungs_against_hand_written_values():
@@ -59,7 +59,7 @@ def test_rungs_against_hand_written_values():
 
 def test_spec_resolves_relative_to_configs_dir():
   a = load_config('ladder.py:5m')
-  b = load_config(str(config_lib.REPO_ROOT / 'configs' / 'ladder.py') + ':5m')
+  b = load_config(str(config_lib.REPO_ROOT / 'scaling' / 'model' / 'ladder.py') + ':5m')
   assert config_lib.to_dict(a) == config_lib.to_dict(b)
   assert config_lib.to_dict(load_config('ladder:5m')) == config_lib.to_dict(a)
 
@@ -68,7 +68,7 @@ def test_missing_file_and_unknown_rung_fail_clearly():
   with pytest.raises(ConfigError, match='no_such_config'):
     load_config('no_such_config.py')
   with pytest.raises(ValueError, match="unknown ladder rung 'huge'"):
-    load_config('configs/ladder.py:huge')
+    load_config('scaling/model/ladder.py:huge')
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -88,7 +88,7 @@ def test_overrides_apply_to_a_ladder_rung_with_the_field_types():
       '--config.model.num_layers=3', '--config.train.lr=1e-3', '--config.model.scan_layers=False',
       '--config.model.norm=layernorm', '--config.sample.prompts=a,b', '--config.train.tokens=2e6',
       '--config.model.init_std=1'])
-  cfg = load_config('configs/ladder.py:125m', overrides)
+  cfg = load_config('scaling/model/ladder.py:125m', overrides)
   m = cfg.model
   assert m.num_layers == 3 and type(m.num_layers) is int
   assert m.d_model == 768 and m.num_heads == 12          # the rest of the rung is kept
@@ -99,7 +99,7 @@ def test_overrides_apply_to_a_ladder_rung_with_the_field_types():
   assert cfg.train.tokens == 2_000_000 and type(cfg.train.tokens) is int
   assert m.init_std == 1.0 and type(m.init_std) is float
   # python-valued overrides work too
-  assert load_config('configs/ladder.py:nano', {'model.num_layers': 5}).model.num_layers == 5
+  assert load_config('scaling/model/ladder.py:nano', {'model.num_layers': 5}).model.num_layers == 5
 
 
 def test_config_hash_follows_the_resolved_config():
@@ -163,8 +163,8 @@ def test_unresolved_vocab_cannot_build_a_model():
 
 # ----------------------------------------------------------------------------- one schema
 def test_model_dims_defaults_are_the_default_config():
-  """ModelDims built from the dims alone has every choice of configs/default.py (read here directly)."""
-  default = config_lib.load_module(config_lib.REPO_ROOT / 'configs' / 'default.py').get_config().model
+  """ModelDims built from the dims alone has every choice of scaling/config/default.py (read here directly)."""
+  default = config_lib.load_module(config_lib.REPO_ROOT / 'scaling' / 'config' / 'default.py').get_config().model
   dims = model_lib.ModelDims(vocab_size=97, seq_len=16, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
                              head_dim=8, d_ff=64)
   choices = ('norm', 'norm_eps', 'position', 'rope_theta', 'mlp', 'tied_embeddings', 'scan_layers', 'remat',
@@ -278,7 +278,7 @@ def test_a_field_at_its_neutral_value_leaves_the_hash_alone():
 
 
 def test_every_hashed_field_is_known():
-  """A field added to configs/default.py changes the hash of every run (and so orphans every sweep's run
+  """A field added to scaling/config/default.py changes the hash of every run (and so orphans every sweep's run
   directories) unless it is in config.HASH_NEUTRAL with the value that reproduces the old behaviour. This
   list is the fields hashed today: a new one goes into HASH_NEUTRAL, not here (unless every hash is meant to
   change)."""
@@ -289,6 +289,6 @@ def test_every_hashed_field_is_known():
   got = sorted(f'{s}.{k}' for s, sec in d.items() if isinstance(sec, dict) for k in sec
                if f'{s}.{k}' not in config_lib.HASH_NEUTRAL)
   new, gone = sorted(set(got) - set(want['sections'])), sorted(set(want['sections']) - set(got))
-  assert not new, f'new config field(s) {new}: add each to scaling/config.py HASH_NEUTRAL with its neutral value'
+  assert not new, f'new config field(s) {new}: add each to scaling/config/load.py HASH_NEUTRAL with its neutral value'
   assert not gone, f'config field(s) {gone} removed: every run hash changes (say so, then update the list)'
   assert sorted(k for k, v in d.items() if not isinstance(v, dict)) == want['top']

@@ -1,4 +1,4 @@
-"""Tests of scaling/coordcheck.py: the coordinate check (activation sizes across widths, sp vs mup).
+"""Tests of scaling/analysis/coordcheck.py: the coordinate check (activation sizes across widths, sp vs mup).
 
 References: the model's own forward (the unrolled activations must rebuild its logits and its final
 hidden state), config arithmetic by hand, numpy RMS; the μP claims against the growth SP shows on the
@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling import coordcheck as cc
-from scaling.config import ConfigError
+from scaling.analysis import coordcheck as cc
+from scaling.config.load import ConfigError
 
 WIDTHS = (16, 128)   # 8x: the smallest and largest of a 16..128 check (two widths keep the test cheap)
 

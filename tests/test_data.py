@@ -21,8 +21,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from scaling.data import DataError, bits_per_byte, load_tokenizer, make_eval_loader, make_train_loader, prepare, shards
 from scaling.data import corpus as corpus_lib
+from scaling.data import shards
+from scaling.data.loader import bits_per_byte, make_eval_loader, make_train_loader
+from scaling.data.prepare import prepare
+from scaling.data.tokenizer import DataError, load_tokenizer
 
 _WORDS = ('king queen lord lady sword crown night day love death hath doth thou thee shall '
           'would 1600 42 ü é 漢字 — café').split()

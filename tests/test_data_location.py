@@ -15,8 +15,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from scaling.data import DataError, check_split, make_train_loader, prepare, shards
 from scaling.data import corpus as corpus_lib
+from scaling.data import shards
+from scaling.data.loader import check_split, make_train_loader
+from scaling.data.prepare import prepare
+from scaling.data.tokenizer import DataError
 
 VAL_FRACTION = 0.25
 # relative layout: two subdirectories and a jsonl file (2 documents)

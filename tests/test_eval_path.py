@@ -1,4 +1,4 @@
-"""The one evaluation path (scaling/evaluate.py): training's evals, the final-length evals and `scaling eval`.
+"""The one evaluation path (scaling/train/evaluate.py): training's evals, the final-length evals and `scaling eval`.
 
 References are independent of the code under test: sums worked out by hand for `evaluate`,
 the textbook formula for bits per byte, and a numpy float64 log-softmax of the model's logits
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from conftest import persistent_compile_cache
 
-from scaling import cli, evaluate
-from scaling import config as config_lib
-from scaling import train as train_lib
+from scaling.cli import main as cli
+from scaling.config import load as config_lib
+from scaling.train import evaluate
+from scaling.train import loop as train_lib
 
 WORDS = 'alpha beta gamma delta epsilon zeta eta theta , and .'.split()
 SEQ = 32
@@ -98,8 +99,9 @@ def test_evaluate_sums_over_batches_then_divides():
 # ----------------------------------------------------------------------------- through the workdir
 def numpy_reference(workdir, batches: int, batch_size: int):
   """(mean loss, bits per byte) of the workdir's model on the first validation batches, by hand."""
-  from scaling.checkpoint import load_for_inference
-  from scaling.data import make_eval_loader, prepare
+  from scaling.data.loader import make_eval_loader
+  from scaling.data.prepare import prepare
+  from scaling.inference.run import load_for_inference
   model, cfg, _ = load_for_inference(workdir)
   summary = prepare(cfg.data, verbose=False)
   total = count = 0.0

@@ -1,4 +1,4 @@
-"""Tagged eval sets (scaling/evalsets.py): which text, the cache, the config, and the training loop's metrics.
+"""Tagged eval sets (scaling/train/evalsets.py): which text, the cache, the config, and the training loop's metrics.
 
 References are independent of the code under test: the held-out documents `scaling prepare` chooses
 when the same corpus is the training corpus (its split.json), byte-tokenizer ids worked out from the
@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from conftest import persistent_compile_cache
 
-from scaling import config as config_lib
-from scaling import evalsets
-from scaling import train as train_lib
-from scaling.data import make_eval_loader, prepare, shards
-from scaling.tokenizer import ByteTokenizer, DataError
+from scaling.config import load as config_lib
+from scaling.data import shards
+from scaling.data.loader import make_eval_loader
+from scaling.data.prepare import prepare
+from scaling.data.tokenizer import ByteTokenizer, DataError
+from scaling.train import evalsets
+from scaling.train import loop as train_lib
 
 SEQ = 32
 
@@ -144,7 +146,7 @@ def test_training_reports_every_tagged_set(trained):
   """metrics.jsonl and summary.json: eval/<tag>/{loss,bpb} at each eval step for the training corpus's
   split (tag 'alpha', also as eval/loss) and the extra set; the final values match a numpy forward of
   the final checkpoint over the same windows."""
-  from scaling.checkpoint import load_for_inference
+  from scaling.inference.run import load_for_inference
   rows = [json.loads(x) for x in (trained['workdir'] / 'metrics.jsonl').read_text().splitlines()]
   evals = [r for r in rows if 'eval/alpha/bpb' in r]
   assert [r['step'] for r in evals] == [2, 4] and all('eval/nums/bpb' in r for r in evals)
@@ -165,8 +167,8 @@ def test_training_reports_every_tagged_set(trained):
 def test_sweep_collect_carries_tagged_sets_and_fit_reads_them(tmp_path):
   """A finished run's summary and an unfinished run's last metrics row: collect_rows carries every
   eval/<tag>/bpb, and fit.load_results takes one as the loss column."""
-  from launch import rundir
-  from scaling import fit
+  from scaling.analysis import fit
+  from scaling.launch import rundir
   for i, (h, done) in enumerate((('aaa', True), ('bbb', False))):
     d = tmp_path / 'runs' / h
     d.mkdir(parents=True)
@@ -190,7 +192,7 @@ def test_sweep_collect_carries_tagged_sets_and_fit_reads_them(tmp_path):
 def test_scaling_eval_sets_scores_the_runs_tagged_sets(trained, monkeypatch, capsys):
   """`scaling eval --sets --batches 2 --json` scores the windows training's last eval scored: the same
   figures as summary.json, for every tag; --sets with an unknown tag names the known ones."""
-  from scaling import cli
+  from scaling.cli import main as cli
   monkeypatch.setenv('SCALING_CACHE', str(trained['cache']))
   wd = str(trained['workdir'])
   assert cli.main(['eval', '--workdir', wd, '--sets', '--batches', '2', '--json']) == 0

@@ -50,7 +50,7 @@ from test_multihost import (  # noqa: F401
   train_inprocess,
 )
 
-from scaling import checkpoint, distributed
+from scaling.train import checkpoint, distributed
 
 STEPS = REF_STEPS   # the chain runs the whole reference run, in pieces
 FAULT_SEED_ENV = 'SCALING_FAULT_SEED'   # seeds the random moments of the kills (printed by the test)

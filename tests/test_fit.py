@@ -1,4 +1,4 @@
-"""Tests of scaling/fit.py against known laws: every target number comes from a formula that
+"""Tests of scaling/analysis/fit.py against known laws: every target number comes from a formula that
 generated the data (or a numeric minimisation), never from the code under test."""
 
 import argparse
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from scaling import fit
+from scaling.analysis import fit
 
 # Hoffmann et al. 2022, approach 3.
 E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28

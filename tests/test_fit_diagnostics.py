@@ -1,4 +1,4 @@
-"""Fits that know what they know: the diagnostics of scaling/fit.py on synthetic data from a known law.
+"""Fits that know what they know: the diagnostics of scaling/analysis/fit.py on synthetic data from a known law.
 
 Every reference number is a literal of the generating law (Hoffmann et al. 2022's E, A, B, alpha, beta),
 a numeric minimisation of it, or a property of the design written here; never a number the fit printed.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from scaling import fit, report
+from scaling.analysis import fit, report
 
 E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
 A_EXP = BETA / (ALPHA + BETA)   # N_opt ~ C^a of the law: 0.4516

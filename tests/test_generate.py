@@ -1,4 +1,4 @@
-"""Tests of scaling/generate.py: KV-cache decoding, sampling filters, batching, seeds, bad input.
+"""Tests of scaling/inference/generate.py: KV-cache decoding, sampling filters, batching, seeds, bad input.
 
 References are independent of the code under test: the full (uncached) forward
 pass, a slow Python greedy loop over full forwards, numpy sorts of known
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scaling import generate as gen
+from scaling.inference import generate as gen
 
 CHARS = ''.join(chr(c) for c in range(32, 127))  # 95 printable ASCII characters
 
@@ -349,9 +349,9 @@ def test_run_sample_prints_prompt_and_continuation(make_model, tok, monkeypatch)
     calls.append((workdir, step))
     return model, cfg, tok
 
-  fake = types.ModuleType('scaling.checkpoint')
+  fake = types.ModuleType('scaling.train.checkpoint')
   fake.load_for_inference = load_for_inference
-  monkeypatch.setitem(sys.modules, 'scaling.checkpoint', fake)
+  monkeypatch.setitem(sys.modules, 'scaling.train.checkpoint', fake)
   parser = gen.add_sample_args(argparse.ArgumentParser())
   args = parser.parse_args(['--workdir', '/w', '--prompt', 'Hi', '--prompt', 'yo', '--step', '7'])
   out = io.StringIO()

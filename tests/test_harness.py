@@ -1,7 +1,7 @@
-"""lm-evaluation-harness in-process (scaling/harness.py): our adapter against lm-eval's own `hf` model.
+"""lm-evaluation-harness in-process (scaling/inference/harness.py): our adapter against lm-eval's own `hf` model.
 
 References, independent of the adapter: the same checkpoint exported to transformers (`scaling export`,
-scaling/hf.py) and scored by lm-eval's `HFLM` (torch), and a direct numpy float64 log-softmax of our
+scaling/inference/hf.py) and scored by lm-eval's `HFLM` (torch), and a direct numpy float64 log-softmax of our
 model's logits over one unpadded sequence. The model is tiny (2 layers, D 32) with random parameters
 and a 320-piece sentencepiece BPE tokenizer, saved as a workdir; the tasks are YAML files over local
 JSONL files (no network).
@@ -20,9 +20,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from conftest import random_params_model, tiny_config  # noqa: E402
 
-from scaling import checkpoint as ckpt_lib  # noqa: E402
-from scaling import cli, harness, hf  # noqa: E402
-from scaling import tokenizer as tok_lib  # noqa: E402
+from scaling.cli import main as cli
+from scaling.data import tokenizer as tok_lib  # noqa: E402
+from scaling.inference import harness, hf  # noqa: E402
+from scaling.train import checkpoint as ckpt_lib  # noqa: E402
 
 pytest.importorskip('lm_eval')
 from lm_eval.api.instance import Instance  # noqa: E402
@@ -156,8 +157,8 @@ def _write_tasks(root: pathlib.Path) -> dict:
 def test_scaling_eval_tasks_runs_local_yaml_tasks(workdir, capsys):
   """`scaling eval --tasks a.yaml,b.yaml,c.yaml`: results in the workdir, a table printed; the
   multiple-choice accuracy equals the argmax over choices of direct log-likelihoods, and the greedy
-  generation equals scaling.generate's (cut at the stop string)."""
-  from scaling.generate import generate
+  generation equals scaling.inference.generate's (cut at the stop string)."""
+  from scaling.inference.generate import generate
   t = _write_tasks(workdir['root'] / 'tasks')
   names = ','.join(str(t['root'] / f'{n}.yaml') for n in ('tiny_mc', 'tiny_ppl', 'tiny_gen'))
   assert cli.main(['eval', '--workdir', str(workdir['path']), '--tasks', names, '--eval_batch_size', '4']) == 0

@@ -1,4 +1,4 @@
-"""Tests of scaling/hf.py: Hugging Face Llama export and import.
+"""Tests of scaling/inference/hf.py: Hugging Face Llama export and import.
 
 References: transformers' own LlamaForCausalLM and tokenizer (an independent
 implementation), loaded from the exported folder with `from_pretrained`; the
@@ -27,11 +27,11 @@ import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from scaling import checkpoint as ckpt_lib  # noqa: E402
-from scaling import hf  # noqa: E402
-from scaling import tokenizer as tok_lib  # noqa: E402
-from scaling.config import resolved_dims  # noqa: E402
-from scaling.model import abstract_model  # noqa: E402
+from scaling.config.load import resolved_dims  # noqa: E402
+from scaling.data import tokenizer as tok_lib  # noqa: E402
+from scaling.inference import hf  # noqa: E402
+from scaling.model.transformer import abstract_model  # noqa: E402
+from scaling.train import checkpoint as ckpt_lib  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()

@@ -1,7 +1,7 @@
 """configs/sweeps/isoflop_cpu.py: the design keeps the promises its docstring makes.
 
 Checked from the sweep rows themselves (what `scaling sweep` trains), with the model arithmetic
-recomputed here by scaling.accounting on each row's own config, not read from the plan.
+recomputed here by scaling.model.accounting on each row's own config, not read from the plan.
 """
 
 import importlib.util
@@ -10,9 +10,9 @@ import pathlib
 
 import pytest
 
-from launch.sweep import BRANCH_KEY
-from scaling.accounting import count_params, flops_per_token
-from scaling.config import fill_vocab
+from scaling.config.load import fill_vocab
+from scaling.launch.sweep import BRANCH_KEY
+from scaling.model.accounting import count_params, flops_per_token
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -16,15 +16,15 @@ import time
 
 import pytest
 
-from launch import rundir as rd_lib
-from launch import sweep as sweep_lib
+from scaling.launch import rundir as rd_lib
+from scaling.launch import sweep as sweep_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FAKE = REPO / 'tests' / 'fake_train.py'
 STEPS = 40
 
 SWEEP = """
-from launch.sweep import product
+from scaling.launch.sweep import product
 
 def get_config(arg=None):
   import importlib.util
@@ -42,7 +42,7 @@ def get_sweep(arg=None):
 @pytest.fixture
 def sweep_file(tmp_path):
   p = tmp_path / 'fake_sweep.py'
-  p.write_text(textwrap.dedent(SWEEP.format(ladder=str(REPO / 'configs' / 'ladder.py'), steps=STEPS)))
+  p.write_text(textwrap.dedent(SWEEP.format(ladder=str(REPO / 'scaling' / 'model' / 'ladder.py'), steps=STEPS)))
   return p
 
 
@@ -54,7 +54,7 @@ def env(**kw):
 
 
 def launch(sweep_file, root, *extra, **env_kw):
-  cmd = [sys.executable, '-m', 'launch.cli', '--config', str(sweep_file), '--root', str(root), *extra]
+  cmd = [sys.executable, '-m', 'scaling.launch.cli', '--config', str(sweep_file), '--root', str(root), *extra]
   return subprocess.Popen(cmd, cwd=REPO, env=env(**env_kw), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
 
@@ -125,7 +125,7 @@ def test_failure_and_kill_then_resubmit_finishes_both_and_leaves_finished_runs_a
   assert [len(runs[s].read()['attempts']) for s in (1, 2)] == [2, 2]
 
   # collect: one row per run with the summary's numbers
-  from launch.cli import run_sweep_cli
+  from scaling.launch.cli import run_sweep_cli
   assert run_sweep_cli(['collect', '--root', str(root)]) == 0
   rows = [json.loads(x) for x in (root / 'results.jsonl').read_text().splitlines()]
   assert len(rows) == 4
@@ -177,7 +177,7 @@ def test_sigterm_to_launcher_preempts_runs_which_resume(sweep_file, tmp_path):
   assert runs[2].read()['attempts'] == [] and runs[2].read()['state'] == 'pending'
 
   # status (a table from run.json and metrics.jsonl), then resume everything
-  st = subprocess.run([sys.executable, '-m', 'launch.cli', 'status', '--root', str(root), '--json'], cwd=REPO,
+  st = subprocess.run([sys.executable, '-m', 'scaling.launch.cli', 'status', '--root', str(root), '--json'], cwd=REPO,
                       env=env(), capture_output=True, text=True)
   rows = {r['run']: r for r in map(json.loads, st.stdout.splitlines())}
   assert rows[runs[0].hash]['state'] == 'preempted' and rows[runs[2].hash]['state'] == 'pending'
@@ -227,7 +227,7 @@ def test_killed_launcher_leaves_runs_locked_until_training_ends(sweep_file, tmp_
 
 
 BRANCH_SWEEP = """
-from launch.sweep import branches
+from scaling.launch.sweep import branches
 
 def get_config(arg=None):
   import importlib.util
@@ -245,7 +245,7 @@ def test_branches_wait_for_their_parent_and_resubmit_runs_nothing(tmp_path, caps
   at 8/16/32: with 4 slots every branch still starts only once its fork checkpoint exists (the fake trainer
   exits 1 otherwise), each exactly once, from its fork step; re-submitting starts nothing."""
   sweep_file = tmp_path / 'branch_sweep.py'
-  sweep_file.write_text(textwrap.dedent(BRANCH_SWEEP.format(ladder=str(REPO / 'configs' / 'ladder.py'))))
+  sweep_file.write_text(textwrap.dedent(BRANCH_SWEEP.format(ladder=str(REPO / 'scaling' / 'model' / 'ladder.py'))))
   root = tmp_path / 'root'
   sw = sweep_lib.load_sweep(str(sweep_file))
   parent, kids = sw.runs[0], sw.runs[1:]
@@ -271,7 +271,7 @@ def test_branches_wait_for_their_parent_and_resubmit_runs_nothing(tmp_path, caps
   assert {r.hash: len(starts(rd_lib.RunDir(root, r.hash))) for r in sw.runs} == before
 
   # collect: per branch its whole D and C (the fit's), its own share, and the lineage
-  from launch.cli import run_sweep_cli
+  from scaling.launch.cli import run_sweep_cli
   assert run_sweep_cli(['collect', '--root', str(root)]) == 0
   rows = {r['run']: r for r in map(json.loads, (root / 'results.jsonl').read_text().splitlines())}
   tps = parent.config.train.batch_size * parent.config.model.seq_len
@@ -292,7 +292,7 @@ def test_branches_wait_for_their_parent_and_resubmit_runs_nothing(tmp_path, caps
 def test_branch_of_a_failed_parent_is_not_started(tmp_path):
   """The parent fails (seed 0 fails after 2 steps, before any checkpoint): its branches are not started."""
   sweep_file = tmp_path / 'branch_sweep.py'
-  sweep_file.write_text(textwrap.dedent(BRANCH_SWEEP.format(ladder=str(REPO / 'configs' / 'ladder.py'))))
+  sweep_file.write_text(textwrap.dedent(BRANCH_SWEEP.format(ladder=str(REPO / 'scaling' / 'model' / 'ladder.py'))))
   root = tmp_path / 'root'
   sw = sweep_lib.load_sweep(str(sweep_file))
   p = launch(sweep_file, root, '--max-parallel', '2', '--max-retries', '0', FAKE_TRAIN_FAIL_SEEDS='0')

@@ -1,13 +1,13 @@
-"""run.json as types (launch/record.py): old run directories read and write back unchanged, and each
+"""run.json as types (scaling/launch/record.py): old run directories read and write back unchanged, and each
 transition writes the keys earlier launchers wrote (literals below, not the code's own output)."""
 
 import json
 
 import pytest
 
-from launch.backend import Backend
-from launch.record import Attempt, RunRecord, outcome_of_exit
-from launch.rundir import RunDir
+from scaling.launch.backend import Backend
+from scaling.launch.record import Attempt, RunRecord, outcome_of_exit
+from scaling.launch.rundir import RunDir
 
 # A run.json as the launcher before the RunRecord type wrote it: a local attempt killed (-9), one that
 # never recorded its end, then a queue attempt; plus a key this version does not know.

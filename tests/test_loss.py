@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling.loss import chunk_positions, cross_entropy, fused_cross_entropy
+from scaling.train.loss import chunk_positions, cross_entropy, fused_cross_entropy
 
 
 def _inputs(B=4, T=48, D=32, V=100, seed=0):
@@ -139,7 +139,7 @@ def test_malloc_tuning_removes_per_step_page_faults():
 
 
 def test_malloc_tuning_only_on_cpu_hosts_and_before_jax_starts(monkeypatch):
-  from scaling import hostmem
+  from scaling.base import hostmem
   monkeypatch.setenv('JAX_PLATFORMS', 'cuda')
   assert not hostmem.cpu_only_host()
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
@@ -157,7 +157,7 @@ def test_libtpu_without_a_tpu_is_a_cpu_host(monkeypatch):
   """libtpu installed only to compile for a TPU (the tpu-aot extra) on a machine with no TPU chip: a CPU
   host (malloc tuning applies) and the CLI sets JAX_PLATFORMS=cpu (no TPU-runtime warnings); with TPU
   device files, a GPU plugin, or JAX_PLATFORMS set, nothing is changed."""
-  from scaling import hostmem
+  from scaling.base import hostmem
   installed = {'libtpu'}
   monkeypatch.setattr(hostmem, '_installed', lambda m: m in installed)
   monkeypatch.setattr(hostmem, 'tpu_present', lambda: False)
@@ -175,7 +175,7 @@ def test_libtpu_without_a_tpu_is_a_cpu_host(monkeypatch):
 
 
 def test_tpu_present_reads_the_device_files(monkeypatch, tmp_path):
-  from scaling import hostmem
+  from scaling.base import hostmem
   monkeypatch.setattr(hostmem, 'TPU_DEVICE_GLOBS', (str(tmp_path / 'accel*'), str(tmp_path / 'vfio' / '[0-9]*')))
   assert not hostmem.tpu_present()
   (tmp_path / 'vfio').mkdir()

@@ -1,4 +1,4 @@
-"""Tests of scaling/lr_report.py (the LR-transfer report) against losses built from known parabolas.
+"""Tests of scaling/analysis/lr_report.py (the LR-transfer report) against losses built from known parabolas.
 
 References: a loss that is exactly quadratic in log2(lr) with its vertex at a chosen lr (the
 parabola through any three of its points has that vertex); hand-computed ratios of the optima.
@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from scaling import lr_report
-from scaling import report as report_lib
+from scaling.analysis import lr_report
+from scaling.analysis import report as report_lib
 
 LRS = [1.25e-3 * 2 ** i for i in range(6)]
 

@@ -1,4 +1,4 @@
-"""Tests of scaling/model.py against independent references.
+"""Tests of scaling/model/transformer.py against independent references.
 
 References used: numpy formulas (norms, RoPE as a complex rotation), invariances
 (causality, RoPE's dependence on relative position only), and second code paths
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scaling import model as model_lib
+from scaling.model import transformer as model_lib
 
 B, T, V = 2, 16, 97
 
@@ -382,7 +382,7 @@ def test_init_statistics(tiny_cfg):
 @pytest.mark.parametrize('eq,xs,ws', [('btd,dhk->bthk', (2, 3, 4), (4, 2, 5)), ('bthk,hkd->btd', (2, 3, 2, 5), (2, 5, 4)),
                                       ('btd,df->btf', (2, 3, 4), (4, 6)), ('btf,fd->btd', (2, 3, 6), (6, 4))])
 def test_mixed_einsum_gradients_match_einsum_and_accumulate_in_f32(eq, xs, ws):
-  from scaling.model import mixed_einsum
+  from scaling.model.transformer import mixed_einsum
   x = jax.random.normal(jax.random.key(0), xs)
   w = jax.random.normal(jax.random.key(1), ws)
   ours = jax.grad(lambda x, w: jnp.sum(jnp.sin(mixed_einsum(eq, x, w))), (0, 1))(x, w)

@@ -32,11 +32,11 @@ import numpy as np
 import pytest
 from conftest import persistent_compile_cache
 
-from scaling import config as config_lib
-from scaling import distributed
-from scaling import train as train_lib
+from scaling.config import load as config_lib
 from scaling.data import loader as loader_lib
-from scaling.data import open_split
+from scaling.data.shards import open_split
+from scaling.train import distributed
+from scaling.train import loop as train_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SEQ = 64
@@ -123,7 +123,7 @@ def install_site(tmp: pathlib.Path) -> None:
 
 
 def train_argv(ov: dict, workdir) -> list[str]:
-  return ['train', '--config', 'configs/default.py', '--workdir', str(workdir), '--no_sample',
+  return ['train', '--config', 'scaling/config/default.py', '--workdir', str(workdir), '--no_sample',
           *[f'--config.{k}={v}' for k, v in ov.items()]]
 
 

@@ -1,5 +1,5 @@
-"""Tests of μP (model.parametrization='mup'): scaling/model.py role table and forward multipliers,
-scaling/optim.py per-role learning rates.
+"""Tests of μP (model.parametrization='mup'): scaling/model/transformer.py role table and forward multipliers,
+scaling/train/optim.py per-role learning rates.
 
 References: multipliers written out by hand for two widths; the SP model (bit for bit at the base
 width; with the multipliers folded into its weights at 4x the base width); the SP optimizer's update.
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scaling import model as model_lib
-from scaling import optim
+from scaling.model import transformer as model_lib
+from scaling.train import optim
 
 BASE = 32
 
@@ -139,7 +139,7 @@ def test_mup_learning_rates_and_weight_decay_per_role(tiny_cfg):
 
 
 def test_bad_parametrization_fails_at_load(tiny_cfg):
-  from scaling.config import ConfigError
+  from scaling.config.load import ConfigError
   with pytest.raises(ConfigError, match="model.parametrization='mu'.*sp, mup"):
     tiny_cfg(parametrization='mu')
   with pytest.raises(ConfigError, match='model.mup_base_width'):
@@ -151,7 +151,7 @@ def test_checkpoint_compatibility_compares_the_parametrization(tiny_cfg, tmp_pat
   SP checkpoints ignore the unused base fields, and checkpoints saved before μP existed are accepted."""
   import dataclasses
 
-  from scaling import checkpoint
+  from scaling.train import checkpoint
   mup = dataclasses.asdict(_dims(tiny_cfg, 128, mup_base_head_dim=8))
   sp = dataclasses.asdict(_dims(tiny_cfg, 128, 'sp'))
   checkpoint.check_compatible({'model': mup}, mup, tmp_path)

@@ -2,7 +2,7 @@
 partial; a damaged data directory is rebuilt with one line saying which file failed which
 check; a data_dir holding other files is refused; leftovers of a killed prepare are removed.
 
-The SIGINT test runs `python -m scaling.cli prepare` (which imports JAX, whose gc callback used
+The SIGINT test runs `python -m scaling.cli.main prepare` (which imports JAX, whose gc callback used
 to swallow the KeyboardInterrupt) in its own process group and signals the group, as a
 terminal's Ctrl-C does, once encoding has started.
 """
@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from scaling.data import Interrupted, prepare
+from scaling.data.prepare import Interrupted, prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,7 +63,7 @@ def test_sigint_exits_130_and_leaves_nothing(tmp_path, phase, workers):
   corpus = write_corpus(str(tmp_path / 'corpus'), n_docs=24, doc_bytes=500_000)  # 12 MB
   data_dir = tmp_path / 'out' / 'data'
   tokenizer = 'char' if phase == 'encode' else 'bpe'   # char: slow encode; bpe: slow training
-  cmd = [sys.executable, '-m', 'scaling.cli', 'prepare', f'--config.data.corpus={corpus}',
+  cmd = [sys.executable, '-m', 'scaling.cli.main', 'prepare', f'--config.data.corpus={corpus}',
          f'--config.data.data_dir={data_dir}', f'--config.data.tokenizer={tokenizer}',
          '--config.data.vocab_size=2000']
   started = 'trained char' if phase == 'encode' else 'prepare: corpus'  # the phase has begun

@@ -16,8 +16,9 @@ import tarfile
 
 import pytest
 
-from scaling.data import DataError, prose, prose_clean
 from scaling.data import corpus as corpus_lib
+from scaling.data import prose, prose_clean
+from scaling.data.tokenizer import DataError
 
 # --- cleaners -----------------------------------------------------------------------------
 

@@ -17,11 +17,11 @@ import textwrap
 import fake_queue
 import pytest
 
-from launch import rundir as rd_lib
-from launch import sweep as sweep_lib
-from launch.gke import GkeBackend
-from launch.slurm import SlurmBackend
-from launch.tpu_vm import TpuVmBackend
+from scaling.launch import rundir as rd_lib
+from scaling.launch import sweep as sweep_lib
+from scaling.launch.gke import GkeBackend
+from scaling.launch.slurm import SlurmBackend
+from scaling.launch.tpu_vm import TpuVmBackend
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FAKE_TRAIN = REPO / 'tests' / 'fake_train.py'
@@ -69,7 +69,7 @@ def fq(tmp_path, monkeypatch):
 
 def make_sweep(tmp_path, seeds=(0, 1)):
   p = tmp_path / 'sw.py'
-  p.write_text(textwrap.dedent(SWEEP.format(ladder=str(REPO / 'configs' / 'ladder.py'), seeds=list(seeds))))
+  p.write_text(textwrap.dedent(SWEEP.format(ladder=str(REPO / 'scaling' / 'model' / 'ladder.py'), seeds=list(seeds))))
   return sweep_lib.load_sweep(str(p))
 
 
@@ -123,7 +123,7 @@ def test_slurm_job_unknown_past_the_patience_is_an_error_not_a_resubmission(fq, 
   with pytest.raises(Exception, match='Nothing was resubmitted'):
     be.submit(sw, wait=False)
   # the same through the command line: exit 1 with the error, nothing submitted
-  from launch import cli
+  from scaling.launch import cli
   monkeypatch.setattr(SlurmBackend, 'unknown_patience_s', 0.5, raising=False)
   monkeypatch.setattr(SlurmBackend, 'poll_s', 0.05)
   monkeypatch.setattr(SlurmBackend, 'query_timeout_s', 2.0, raising=False)

@@ -23,10 +23,12 @@ import time
 import pytest
 from test_eval_path import compile_cache, overrides, write_corpus  # noqa: F401  (compile_cache: the autouse fixture)
 
-from scaling import checkpoint, cli, workdir_lock
-from scaling import config as config_lib
-from scaling import train as train_lib
-from scaling.metrics import read_metrics
+from scaling.base import workdir_lock
+from scaling.cli import main as cli
+from scaling.config import load as config_lib
+from scaling.train import checkpoint
+from scaling.train import loop as train_lib
+from scaling.train.metrics import read_metrics
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -58,7 +60,7 @@ def logged_steps(workdir) -> list[int]:
 HOLDER = textwrap.dedent('''
     import sys, time
     sys.path.insert(0, sys.argv[2])
-    from scaling.workdir_lock import WorkdirLock
+    from scaling.base.workdir_lock import WorkdirLock
     WorkdirLock(sys.argv[1], log=lambda *a: None).acquire()
     print('locked', flush=True)
     time.sleep(600)
@@ -75,12 +77,12 @@ def hold_lock(workdir) -> subprocess.Popen:
 def test_second_trainer_exits_at_once_naming_the_holder(data, tmp_path, monkeypatch, capsys):
   """While another process holds the workdir, `scaling train` on it exits 2 before any data work,
   naming the holder's host and pid, and leaves the workdir as it was."""
-  import scaling.data
+  import scaling.data.prepare
   wd = tmp_path / 'busy'
   holder = hold_lock(wd)
   try:
     before = snapshot(wd)
-    monkeypatch.setattr(scaling.data, 'prepare', lambda *a, **k: pytest.fail('the second trainer prepared data'))
+    monkeypatch.setattr(scaling.data.prepare, 'prepare', lambda *a, **k: pytest.fail('the second trainer prepared data'))
     code = cli.main(['train', '--workdir', str(wd), '--no_sample', *flags(data)])
     err = capsys.readouterr().err
     assert code == 2, err
@@ -288,7 +290,7 @@ def test_sigint_during_restore_exits_130(data, tmp_path, monkeypatch, capsys):
 
 
 def test_sigint_during_the_end_of_run_samples_exits_130_with_one_line(data, tmp_path, monkeypatch, capsys):
-  import scaling.generate
+  import scaling.inference.generate
   wd = tmp_path / 'run'
   args = ['train', '--workdir', str(wd), *flags(data, train__steps=3)]
   assert cli.main([*args, '--no_sample']) == 0
@@ -298,7 +300,7 @@ def test_sigint_during_the_end_of_run_samples_exits_130_with_one_line(data, tmp_
     os.kill(os.getpid(), signal.SIGINT)   # Python's default handler: KeyboardInterrupt
     time.sleep(5)
     pytest.fail('SIGINT did not interrupt the samples')
-  monkeypatch.setattr(scaling.generate, 'generate', interrupted)
+  monkeypatch.setattr(scaling.inference.generate, 'generate', interrupted)
   # Python's handler, whatever the runner started us with: a shell without job control starts background
   # jobs (e.g. `.ci/run &`) with SIGINT ignored, which Python then leaves ignored
   previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -314,7 +316,7 @@ def test_sigint_during_the_end_of_run_samples_exits_130_with_one_line(data, tmp_
 SLOW_SAMPLES = '''
 import os, time
 if os.environ.get('SCALING_PROCESS_ID') == '0':
-  import scaling.generate as _g
+  import scaling.inference.generate as _g
   _orig = _g.generate
 
   def _slow(*a, **k):

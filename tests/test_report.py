@@ -1,4 +1,4 @@
-"""Tests of scaling/report.py: report cells against the generating law, a numeric minimisation and the rows
+"""Tests of scaling/analysis/report.py: report cells against the generating law, a numeric minimisation and the rows
 (the seed study's sections: tests/test_claims.py)."""
 
 import json
@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import optimize
 
-from scaling import report
+from scaling.analysis import report
 
 
 def write_jsonl(path, rows):

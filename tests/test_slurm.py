@@ -21,9 +21,9 @@ import time
 
 import pytest
 
-from launch import rundir as rd_lib
-from launch import sweep as sweep_lib
-from launch.slurm import SlurmBackend
+from scaling.launch import rundir as rd_lib
+from scaling.launch import sweep as sweep_lib
+from scaling.launch.slurm import SlurmBackend
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FAKE = REPO / 'tests' / 'fake_train.py'
@@ -45,7 +45,7 @@ def get_sweep(arg=None):
 
 def one_run_sweep(tmp_path, steps, seeds=(0,)):
   p = tmp_path / 'one.py'
-  p.write_text(textwrap.dedent(ONE_RUN.format(ladder=str(REPO / 'configs' / 'ladder.py'), steps=steps,
+  p.write_text(textwrap.dedent(ONE_RUN.format(ladder=str(REPO / 'scaling' / 'model' / 'ladder.py'), steps=steps,
                                               seeds=list(seeds))))
   return p
 
@@ -183,7 +183,7 @@ def test_slurm_smoke_sweep_runs_each_run_once_and_resubmits_nothing(tmp_path, mo
   env.pop('SCALING_TRAIN_CMD', None)   # the real `scaling train` on the nano rung
   since = time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(time.time() - 1))
   # Tokenize the corpus once up front, so four jobs do not race to prepare it.
-  subprocess.run([sys.executable, '-m', 'scaling', 'prepare', '--config', 'configs/ladder.py:nano'], cwd=REPO,
+  subprocess.run([sys.executable, '-m', 'scaling', 'prepare', '--config', 'scaling/model/ladder.py:nano'], cwd=REPO,
                  env=env, check=True, capture_output=True)
   root = tmp_path / 'root'
   sw = sweep_lib.load_sweep(str(SMOKE))
@@ -265,7 +265,7 @@ def test_slurm_sigterm_requeues_and_the_run_resumes(tmp_path, monkeypatch):
 
 
 BRANCH_SWEEP = """
-from launch.sweep import branches
+from scaling.launch.sweep import branches
 
 def get_config(arg=None):
   import importlib.util
@@ -287,7 +287,7 @@ def test_slurm_branches_run_after_their_parent_and_resubmit_runs_nothing(tmp_pat
   require_slurm(monkeypatch)
   env = job_env(SCALING_TRAIN_CMD=f'{sys.executable} {FAKE}', FAKE_TRAIN_STEP_S='0.2')
   sweep = tmp_path / 'branch_sweep.py'
-  sweep.write_text(textwrap.dedent(BRANCH_SWEEP.format(ladder=str(REPO / 'configs' / 'ladder.py'))))
+  sweep.write_text(textwrap.dedent(BRANCH_SWEEP.format(ladder=str(REPO / 'scaling' / 'model' / 'ladder.py'))))
   root = tmp_path / 'root'
   sw = sweep_lib.load_sweep(str(sweep))
   parent, kids = sw.runs[0], sw.runs[1:]

@@ -10,13 +10,13 @@ import textwrap
 
 import pytest
 
-from launch import cli as launch_cli
-from launch import sweep as sweep_lib
-from launch.sweep import LaunchError, concat, product, zip_
-from scaling import config as config_lib
+from scaling.config import load as config_lib
+from scaling.launch import cli as launch_cli
+from scaling.launch import sweep as sweep_lib
+from scaling.launch.sweep import LaunchError, concat, product, zip_
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-LADDER = REPO / 'configs' / 'ladder.py'
+LADDER = REPO / 'scaling' / 'model' / 'ladder.py'
 
 
 def write_sweep(tmp_path, body: str, name='sw.py') -> pathlib.Path:
@@ -26,7 +26,7 @@ def write_sweep(tmp_path, body: str, name='sw.py') -> pathlib.Path:
 
 
 BASIC = """
-from launch.sweep import branches, product
+from scaling.launch.sweep import branches, product
 import importlib.util, pathlib
 
 def get_config(arg=None):
@@ -122,8 +122,8 @@ def test_smoke_sweep_has_what_a_fit_needs():
   # The README fits the smoke sweep: a power law needs >= 2 distinct sizes at one token budget, and
   # >= 2 budgets at one size. Sizes from the layer count (1 and 2 layers of the nano rung), budgets from
   # steps x batch x seq_len = 8 and 16 x 4 x 64.
-  from scaling.accounting import count_params
-  from scaling.config import train_steps
+  from scaling.config.load import train_steps
+  from scaling.model.accounting import count_params
   sw = sweep_lib.load_sweep(str(REPO / 'configs' / 'sweeps' / 'smoke.py'))
   points = {(count_params(r.config.model)['non_embedding'],
              train_steps(r.config) * r.config.train.batch_size * r.config.model.seq_len) for r in sw.runs}
@@ -253,7 +253,7 @@ def test_slurm_dry_run_prints_batch_scripts_and_writes_nothing(tmp_path, capsys,
 def test_tpu_vm_commands(tmp_path):
   p = basic(tmp_path, resources="{'tpu_type': 'v5litepod-16', 'zone': 'us-west4-a', 'project': 'proj', "
                                 "'remote_root': '/gcs/b/sw', 'spot': True, 'queued': True}")
-  from launch.tpu_vm import TpuVmBackend
+  from scaling.launch.tpu_vm import TpuVmBackend
   sw = sweep_lib.load_sweep(str(p))
   be = TpuVmBackend(tmp_path / 'root', sw.resources, max_parallel=2)
   text = be.dry_run(sw)
@@ -268,7 +268,7 @@ def test_tpu_vm_commands(tmp_path):
   remote = ssh[9].removeprefix('--command=')
   cd, train = remote.split(' && ')
   assert cd == 'cd ~/scaling'
-  assert shlex.split(train) == ['python3', '-m', 'scaling', 'train', '--config', 'configs/ladder.py:nano', '--workdir',
+  assert shlex.split(train) == ['python3', '-m', 'scaling', 'train', '--config', 'scaling/model/ladder.py:nano', '--workdir',
                                 f'/gcs/b/sw/runs/{sw.runs[0].hash}', '--no_sample', '--config.train.lr=0.001']
   assert lines[3][5] == 'scaling-sw-1'   # the second run goes to the second VM
   assert lines[-2:] == [['gcloud', 'compute', 'tpus', 'queued-resources', 'delete', f'scaling-sw-{i}', *loc, '--force',
@@ -278,14 +278,14 @@ def test_tpu_vm_commands(tmp_path):
 def test_gke_commands(tmp_path):
   p = basic(tmp_path, resources="{'cluster': 'c1', 'tpu_type': 'v5p-128', 'docker_image': 'gcr.io/p/scaling:1', "
                                 "'num_slices': 2, 'project': 'proj', 'zone': 'us-east5-a', 'remote_root': '/gcs/sw'}")
-  from launch.gke import GkeBackend
+  from scaling.launch.gke import GkeBackend
   sw = sweep_lib.load_sweep(str(p))
   root = tmp_path / 'root'
   be = GkeBackend(root, sw.resources)
   cmds = [shlex.split(x) for x in be.dry_run(sw).splitlines() if not x.startswith('#')]
   assert len(cmds) == 2
   h = sw.runs[1].hash
-  want_train = ['python3', '-m', 'scaling', 'train', '--config', 'configs/ladder.py:nano', '--workdir',
+  want_train = ['python3', '-m', 'scaling', 'train', '--config', 'scaling/model/ladder.py:nano', '--workdir',
                 f'/gcs/sw/runs/{h}', '--no_sample', '--config.train.lr=0.003']
   c = cmds[1]
   assert c[:-1] == ['xpk', 'workload', 'create', '--cluster=c1', '--project=proj', '--zone=us-east5-a',

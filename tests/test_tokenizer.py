@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from scaling import tokenizer as tok_lib
-from scaling.tokenizer import DataError
+from scaling.data import tokenizer as tok_lib
+from scaling.data.tokenizer import DataError
 
 _WORDS = ('the king queen lord lady sword crown night day love death hath doth thou thee '
           'shall would could 1600 42 ü é ß 漢字 — naïve café').split()

@@ -1,4 +1,4 @@
-"""Weights & Biases logging (scaling/tracking.py, through MetricsWriter) in offline mode, read back.
+"""Weights & Biases logging (scaling/train/tracking.py, through MetricsWriter) in offline mode, read back.
 
 The reference is the run file itself: WANDB_MODE=offline writes WORKDIR/wandb/offline-run-*/run-<id>.wandb,
 a log of protobuf records (wandb's `Record`) in 32 KiB blocks with 7-byte record headers (LevelDB's
@@ -16,9 +16,9 @@ import pytest
 pytest.importorskip('wandb')
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
-from scaling import config as config_lib  # noqa: E402
-from scaling import tracking  # noqa: E402
-from scaling.metrics import MetricsWriter  # noqa: E402
+from scaling.config import load as config_lib  # noqa: E402
+from scaling.train import tracking  # noqa: E402
+from scaling.train.metrics import MetricsWriter  # noqa: E402
 
 BLOCK = 32768
 

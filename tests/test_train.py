@@ -35,11 +35,12 @@ import pytest
 from conftest import persistent_compile_cache
 from flax import nnx
 
-from scaling import checkpoint, cli, optim, sharding
-from scaling import config as config_lib
-from scaling import model as model_lib
-from scaling import train as train_lib
-from scaling.metrics import read_metrics
+from scaling.cli import main as cli
+from scaling.config import load as config_lib
+from scaling.model import transformer as model_lib
+from scaling.train import checkpoint, optim, sharding
+from scaling.train import loop as train_lib
+from scaling.train.metrics import read_metrics
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 VOCAB = 259   # the byte tokenizer: 256 bytes + eos, bos, pad
@@ -138,7 +139,7 @@ def compile_cache(tmp_path_factory):
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
   """The synthetic corpus, prepared once (byte tokenizer) into a temp data dir."""
-  from scaling.data import prepare
+  from scaling.data.prepare import prepare
   root = tmp_path_factory.mktemp('train_data')
   d = dict(corpus=write_corpus(root / 'corpus'), data_dir=str(root / 'prepared'))
   prepare(make_cfg(d).data, verbose=False)
@@ -354,8 +355,8 @@ def test_sigterm_before_the_first_step_exits_75_and_writes_no_checkpoint(data, t
   """A SIGTERM during data preparation or state init (before any step, e.g. a preemption while a big
   corpus tokenizes) is a clean, resumable stop: exit code 75, no step run, no checkpoint, no summary;
   then the same run starts and finishes normally."""
-  import scaling.data as data_lib
-  target = (data_lib, 'prepare') if phase == 'data preparation' else (train_lib, 'init_state')
+  import scaling.data.prepare as prepare_lib
+  target = (prepare_lib, 'prepare') if phase == 'data preparation' else (train_lib, 'init_state')
   real = getattr(*target)
 
   def signalled(*a, **kw):
@@ -522,13 +523,13 @@ def test_weight_decay_mask_matrices_only(variant):
 @pytest.fixture
 def no_long_work(monkeypatch):
   """Fails the test if train() gets as far as data preparation or compiling."""
-  import scaling.data
+  import scaling.data.prepare
 
   def forbidden(name):
     def f(*a, **k):
       raise AssertionError(f'{name} was reached: the error must come before it')
     return f
-  monkeypatch.setattr(scaling.data, 'prepare', forbidden('data preparation'))
+  monkeypatch.setattr(scaling.data.prepare, 'prepare', forbidden('data preparation'))
   monkeypatch.setattr(train_lib, 'init_state', forbidden('init_state (compile)'))
   monkeypatch.setattr(train_lib, 'jit_train_step', forbidden('jit_train_step (compile)'))
 

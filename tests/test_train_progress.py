@@ -12,10 +12,10 @@ import pytest
 from conftest import persistent_compile_cache
 from test_eval_path import overrides, write_corpus
 
-from scaling import config as config_lib
-from scaling import metrics as metrics_lib
-from scaling import train as train_lib
-from scaling.metrics import read_metrics
+from scaling.config import load as config_lib
+from scaling.train import loop as train_lib
+from scaling.train import metrics as metrics_lib
+from scaling.train.metrics import read_metrics
 
 SLEEP = 0.05
 

@@ -15,7 +15,7 @@ def load_config_file(name: str, arg=None):
 
 def resolved(base, overrides: dict):
   """The base config with the overrides applied (to size token budgets from FLOPs)."""
-  from scaling.config import apply_override
+  from scaling.config.load import apply_override
   cfg = base() if callable(base) else base
   cfg = cfg.copy_and_resolve_references()
   for k, v in overrides.items():

@@ -5,7 +5,7 @@ spanning 8x (BUDGETS steps of 16 x 64 tokens), three arms:
 
   branch   one stable parent (constant lr after warmup) to the last fork step, checkpointed at every
            fork step; per budget B one WSD decay branch forked at B - d, d = DECAY_FRACTION x B
-           (launch/sweep.py branches): parent + 4 decays
+           (scaling/launch/sweep.py branches): parent + 4 decays
   wsd      a from-scratch WSD run of B steps with the same decay (train.decay_steps = d): by
            construction the run each branch equals (same seed and data order; tests/test_branch.py)
   cosine   a from-scratch cosine run of B steps (to lr x min_lr_ratio)
@@ -21,7 +21,7 @@ against the sum of the budgets.
 """
 
 from configs.sweeps._common import CPU_RUN, load_config_file
-from launch.sweep import branches, concat
+from scaling.launch.sweep import branches, concat
 
 BUDGETS = (150, 300, 600, 1200)
 DECAY_FRACTION = 0.2

@@ -7,7 +7,7 @@ budget costs the same training FLOPs; `scaling fit` fits a parabola in log N per
 """
 
 from configs.sweeps._common import CPU_RUN, load_config_file
-from launch.sweep import concat
+from scaling.launch.sweep import concat
 
 RUNGS = ['nano', '2m', '5m', '10m', '20m']
 BUDGETS = [2e12, 6e12, 2e13]   # training FLOPs
@@ -20,7 +20,7 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
   del arg
-  from scaling.accounting import flops_per_token
+  from scaling.model.accounting import flops_per_token
   runs = []
   for c in BUDGETS:
     for rung in RUNGS:

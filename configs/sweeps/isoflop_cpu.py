@@ -36,10 +36,10 @@ Design, and why
   squeezed): up when its smallest model would read more than MAX_TOKENS (the top budget: +1 rung),
   down when its largest would train fewer than MIN_STEPS steps. The report flags every budget whose
   lowest loss is at an end; then add a rung beyond that end and resubmit (only the new runs train).
-* FLOPs count everything scaling.accounting.flops_per_token counts (the tied LM head and causal
+* FLOPs count everything scaling.model.accounting.flops_per_token counts (the tied LM head and causal
   attention included), which is what `scaling sweep collect` writes as `flops`. So every run of a
   budget costs C (to within the rounding of its step count, < 0.3%) and reads D = C / flops_per_token.
-* Shapes: LLaMA-style blocks of configs/ladder.py (RMSNorm, RoPE, SwiGLU with d_ff = 8/3 d,
+* Shapes: LLaMA-style blocks of scaling/model/ladder.py (RMSNorm, RoPE, SwiGLU with d_ff = 8/3 d,
   grouped-query attention with half as many KV heads, tied embeddings, context 256); at least 2 layers
   (one layer cannot form induction heads: a different model class, and the first design's 1-layer
   models broke the loss-vs-N curve); d_model a multiple of 32, head_dim 64 (d_model >= 384, a multiple
@@ -52,7 +52,7 @@ Design, and why
   the same for every run. WSD matches or beats cosine at equal steps here
   (docs/results/cooldown: 2.8% better at 150 steps, 0.4% at 1200), and it makes token budgets
   cheap: for a size in more than one of the three larger budgets, one stable parent (constant lr)
-  trains to its last fork and each budget is a decay branch forked from it (launch/sweep.py
+  trains to its last fork and each budget is a decay branch forked from it (scaling/launch/sweep.py
   branches(), train.ckpt_steps keeps the fork checkpoints; a branch equals the from-scratch WSD run,
   tests/test_branch.py). That trains ~85% of the FLOPs separate runs would. The smallest budget's runs
   (and any size in a single budget) train from scratch, listed first, so the first budget's bracket is
@@ -124,7 +124,7 @@ def _shape(layers: int, d: int) -> dict:
 
 
 def _model(shape: dict):
-  from scaling.config import fill_vocab
+  from scaling.config.load import fill_vocab
   cfg = resolved(get_config(), {**shape, 'data.corpus': CORPUS, 'data.vocab_size': VOCAB,
                                  'data.character_coverage': COVERAGE})
   return fill_vocab(cfg).model
@@ -133,7 +133,7 @@ def _model(shape: dict):
 @functools.lru_cache(maxsize=None)   # 341 configs resolved: once per process, not per plan() call
 def _family() -> list[tuple[float, float, dict]]:
   """(N = total parameters, FLOPs per token, overrides) of every candidate shape."""
-  from scaling.accounting import count_params, flops_per_token
+  from scaling.model.accounting import count_params, flops_per_token
   out = []
   for layers in range(MIN_LAYERS, 13):
     for d in range(32, 1025, 32):
@@ -271,7 +271,7 @@ def _scratch(r: dict, name: str, lr_mult: float = 1.0) -> dict:
 
 
 def get_sweep(arg=None):
-  from launch.sweep import branches
+  from scaling.launch.sweep import branches
   runs = plan()
   if arg == 'lrcheck':   # the smallest budget's smallest, middle and largest sizes at 0.5x and 2x their rate
     first = [r for r in runs if r['budget_index'] == 0]

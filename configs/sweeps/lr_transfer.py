@@ -3,7 +3,7 @@
 WIDTHS (8x range) x LRS (log spaced by 2x) x {sp, mup}, at a fixed depth (LAYERS) and a fixed
 head_dim (HEAD_DIM; num_heads = d_model / HEAD_DIM, num_kv_heads = num_heads), so μP's attention
 factor sqrt(K_base / K) is 1 at every width and the two arms differ only in the width rules of
-scaling/model.py role_multipliers: hidden matrices init / sqrt(m) and Adam lr / m, logits / m,
+scaling/model/transformer.py role_multipliers: hidden matrices init / sqrt(m) and Adam lr / m, logits / m,
 with m = d_model / WIDTHS[0] (mup_base_width = the smallest width: there both arms are the same
 model bit for bit, tests/test_mup.py).
 
@@ -26,7 +26,7 @@ a time, ~40 min with --max-parallel 2.
 """
 
 from configs.sweeps._common import CPU_RUN, load_config_file
-from launch.sweep import product
+from scaling.launch.sweep import product
 
 WIDTHS = (32, 64, 128, 256)
 HEAD_DIM = 32

@@ -7,13 +7,13 @@ Sized so the whole sweep runs on a 2-core CPU in about an hour:
   scaling fit --results sweeps/micro_ladder/results.jsonl --out sweeps/micro_ladder/fit
   scaling report --root sweeps/micro_ladder
 
-Rungs nano (1M), 2m, 5m, 10m and 20m of configs/ladder.py; budgets of 64k, 128k and 256k tokens.
+Rungs nano (1M), 2m, 5m, 10m and 20m of scaling/model/ladder.py; budgets of 64k, 128k and 256k tokens.
 These are far below the compute-optimal 20 tokens/param for the larger rungs: the sweep
 measures the data-limited corner of L(N, D), which is what a CPU hour can reach.
 """
 
 from configs.sweeps._common import CPU_RUN, load_config_file
-from launch.sweep import product
+from scaling.launch.sweep import product
 
 RUNGS = ['nano', '2m', '5m', '10m', '20m']
 TOKENS = [65536, 131072, 262144]

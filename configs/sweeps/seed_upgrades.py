@@ -1,7 +1,7 @@
 """seed_upgrades: the seed guide's eight claims, each by the comparison that can decide it (issue #19).
 
   scaling sweep --config configs/sweeps/seed_upgrades.py --backend local --root sweeps/seed_upgrades
-  python -m scaling.claims_measure --root sweeps/seed_upgrades     # long-document evals, samples, step times
+  python -m scaling.analysis.seed.measure --root sweeps/seed_upgrades     # long-document evals, samples, step times
   scaling sweep collect --root sweeps/seed_upgrades
   scaling report --root sweeps/seed_upgrades
 
@@ -11,7 +11,7 @@
   # the smoke variant (tiny models, Shakespeare; measured 18 min of sweep + 3.4 min of claims_measure on 2
   # cores shared with a running study): the same pipeline into /tmp
   scaling sweep --config configs/sweeps/seed_upgrades.py:quick --backend local --root /tmp/seed_quick
-  python -m scaling.claims_measure --root /tmp/seed_quick --config configs/sweeps/seed_upgrades.py:quick
+  python -m scaling.analysis.seed.measure --root /tmp/seed_quick --config configs/sweeps/seed_upgrades.py:quick
   scaling sweep collect --root /tmp/seed_quick && scaling report --root /tmp/seed_quick
 
 `python configs/sweeps/seed_upgrades.py [quick]` prints the plan (every run: arm, shape, N, FLOPs/token,
@@ -21,7 +21,7 @@ Runs are ordered so that the cheapest claims can be decided first: the baseline 
 of the norm, precision and position claims, then the seeds, context, dataset and size arms, then the
 tokenizer frontiers (smallest budgets first).
 
-Design (one switch per arm; the verdict rules are scaling/claims.py's and are printed in the report)
+Design (one switch per arm; the verdict rules are scaling/analysis/seed/claims.py's and are printed in the report)
 ------------------------------------------------------------------------------------------------------
 * Baseline `base`: the modern recipe on the prose corpus: BPE-4096, RMSNorm, RoPE, SwiGLU, grouped-query
   attention, tied embeddings, context 256, 2 layers of d_model 128 (0.39M non-embedding parameters),
@@ -30,7 +30,7 @@ Design (one switch per arm; the verdict rules are scaling/claims.py's and are pr
   of docs/results/lr_transfer, as the IsoFLOP study). Three seeds: their spread is the run-to-run noise
   of every metric, and so every interval of an equal-token comparison.
 * Equal-token arms (same D, same steps; lr by width): `layernorm` (RMSNorm claim; step times are
-  measured separately, interleaved: scaling/steptime.py), `learned`, `nopos` (RoPE claim: bpb on the
+  measured separately, interleaved: scaling/analysis/seed/steptime.py), `learned`, `nopos` (RoPE claim: bpb on the
   same long-document tokens scored with windows of 256, 512 and 1024), `bf16` (model.dtype), `ctx64`,
   `ctx1024` (batch x context = 4096 tokens per step; bpb per document-position bucket 0-64, 64-256,
   256-1024 of long validation documents, the first bucket a control), `size-half`, `size-2x`,
@@ -45,7 +45,7 @@ Design (one switch per arm; the verdict rules are scaling/claims.py's and are pr
   keeps only those rows), for the size claim's compute-optimal part.
 * Sampling: the three base seeds sample 32 validation prompts x 128 tokens greedily, top-k 40, top-p 0.9
   and untruncated (T = 1); repetition (rep-4), distinct-2/3, and bits per byte under `size-4x` (the
-  judge, trained on the same corpus): scaling/claims_measure.py.
+  judge, trained on the same corpus): scaling/analysis/seed/measure.py.
 
 Wall time (estimate, printed by the plan): training throughput min(FLOP_RATE / FLOPs per token,
 MAX_TOKENS_PER_S) (configs/sweeps/isoflop_cpu.py's measurements: 1.45e11 FLOP/s, 49k tokens/s cap for tiny
@@ -132,13 +132,13 @@ def equal_token_runs(d: dict) -> list[dict]:
 
 
 def _fpt(ov: dict) -> float:
-  from scaling.accounting import flops_per_token
+  from scaling.model.accounting import flops_per_token
   return float(flops_per_token(_model(ov)))
 
 
 def frontier_runs(d: dict) -> list[dict]:
   """Per tokenizer and budget, sizes_per_budget consecutive ladder rungs around D = 20 N."""
-  from scaling.accounting import count_params
+  from scaling.model.accounting import count_params
   runs = []
   B, T = d['frontier_batch'], d['seq']
   for c in d['budgets']:
@@ -164,8 +164,8 @@ def get_sweep(arg=None):
 
 
 def steptime_pairs(arg=None) -> dict:
-  """scaling/steptime.py's comparisons: {pair: {name: config}} at the baseline's dims and batch."""
-  from scaling.config import fill_vocab
+  """scaling/analysis/seed/steptime.py's comparisons: {pair: {name: config}} at the baseline's dims and batch."""
+  from scaling.config.load import fill_vocab
   d = design(arg)
   base = {k: v for k, v in _run(d, 'base', shape(*d['shape']), d['tokens'], d['batch'], d['seq']).items()
           if k != 'name'}
@@ -189,7 +189,7 @@ def estimate_s(run: dict) -> float:
 
 
 def main(argv=None):
-  from scaling.accounting import count_params
+  from scaling.model.accounting import count_params
   arg = (argv or sys.argv[1:] or [None])[0]
   runs = get_sweep(arg)
   print(f'{"arm":10s} {"seed":>4s} {"L":>2s} {"d":>4s} {"N(non-emb)":>10s} {"FLOPs/tok":>9s} {"T":>5s} '

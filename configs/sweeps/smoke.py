@@ -13,7 +13,7 @@ a note. Used by tests/test_slurm.py. Override anything for all runs with --confi
 sweep command line.
 """
 
-from launch.sweep import product
+from scaling.launch.sweep import product
 
 # Settings shared by every run: tiny batches and context, one eval and one checkpoint at the
 # end, and a fixed peak FLOP/s so no run spends time measuring the CPU (it only scales MFU).

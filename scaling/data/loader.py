@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from scaling.data import shards
-from scaling.tokenizer import DataError
+from scaling.data.tokenizer import DataError
 
 
 def bits_per_byte(mean_loss_nats_per_token: float, bytes_per_token: float) -> float:

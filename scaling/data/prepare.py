@@ -53,10 +53,10 @@ from typing import Any
 
 import numpy as np
 
-from scaling import tokenizer as tok_lib
 from scaling.data import corpus as corpus_lib
 from scaling.data import shards
-from scaling.tokenizer import DataError
+from scaling.data import tokenizer as tok_lib
+from scaling.data.tokenizer import DataError
 
 SUMMARY_JSON = 'summary.json'
 ORIGIN_JSON = 'origin.json'
@@ -513,7 +513,7 @@ def _same_file(a: str, b: str, name: str) -> bool:
 
 def prepare(data_cfg: Any, *, verbose: bool = True, force: bool = False,
             stop: Callable[[], Any] | None = None) -> dict[str, Any]:
-  """Prepares tokenizer + shards for `data_cfg` (configs/default.py `c.data`); returns summary.
+  """Prepares tokenizer + shards for `data_cfg` (scaling/config/default.py `c.data`); returns summary.
 
   Idempotent: with the same inputs and settings a second call verifies the shards, prints
   that the data is up to date and returns the stored summary with `skipped=True`. The

@@ -49,8 +49,8 @@ import time
 from collections.abc import Iterator, Sequence
 
 from scaling.data import prose_clean
-from scaling.data.corpus import TextFiles, cache_dir, strip_gutenberg
-from scaling.tokenizer import DataError
+from scaling.data.sources import TextFiles, cache_dir, strip_gutenberg
+from scaling.data.tokenizer import DataError
 
 MIN_DOC_BYTES = 200
 DOC_SUFFIX = '.txt'  # on disk, document NAME is docs/NAME.txt

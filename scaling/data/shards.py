@@ -7,7 +7,7 @@ Layout of a data directory (all written by `prepare`):
   index.json                  per split: file, dtype, num_tokens, num_docs, text_bytes,
                               crc32 of the .bin, max_id; plus vocab_size, eos_id and the
                               tokenizer hash
-  tokenizer.json (+ tokenizer.model)   the tokenizer (scaling/tokenizer.py)
+  tokenizer.json (+ tokenizer.model)   the tokenizer (scaling/data/tokenizer.py)
   split.json                  the split: val_fraction, the validation documents (name, bytes,
                               sha256 of the text) and `split_digest`, a sha256 of that list
   summary.json                prepare's result (counts, bytes per token, digests)
@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from scaling.tokenizer import DataError
+from scaling.data.tokenizer import DataError
 
 INDEX_JSON = 'index.json'
 SPLIT_JSON = 'split.json'

@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 
 from scaling.data import shards
-from scaling.tokenizer import DataError, atomic_write_text
+from scaling.data.tokenizer import DataError, atomic_write_text
 
 SUBSET_JSON = 'subset.json'
 _SHARED = ('val.bin', 'val.docs.npy', shards.SPLIT_JSON, 'tokenizer.json', 'tokenizer.model', 'tokenizer.tiktoken')

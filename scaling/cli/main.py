@@ -1,0 +1,128 @@
+"""The `scaling` command: a table of subcommands; running one imports only the module that implements it.
+
+    scaling table    [--config SPEC] [--json]            the scale table of the ladder
+    scaling prepare  [--config SPEC] [--config.x=v]      corpus -> tokenizer -> token shards
+    scaling train    [--config SPEC] [--workdir DIR] ... train (resumes from the workdir's checkpoint)
+    scaling eval     --workdir DIR [--seq_len L]         validation loss / bits per byte
+                     [--sets] [--tasks T1,T2]            ... on tagged eval sets; lm-eval tasks in-process
+    scaling sample   --workdir DIR --prompt TEXT ...     continuations with a KV cache
+    scaling sweep    --config SWEEP --backend B ...      grids of runs (local, slurm, tpu-vm, gke)
+    scaling compile  --config SPEC --topology v5p-8      the train step compiled for a TPU slice / GPUs
+    scaling coordcheck --config SPEC --widths 64,128,... activation sizes across widths, sp vs mup
+    scaling fit      --results results.jsonl             scaling-law fits and plots
+    scaling report   --root DIR                          REPORT.md of a sweep
+    scaling export   --workdir DIR --out HF_DIR          Hugging Face (Llama) checkpoint
+    scaling import   --hf HF_DIR --workdir DIR           the reverse
+
+SPEC is `path/to/config.py[:arg]` (default scaling/config/default.py); any field is
+overridden with `--config.section.field=value`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+
+from scaling.cli.common import CONFIG_HELP, OVERRIDES
+
+DESCRIPTION = """\
+Language-model scaling experiments in JAX: train, evaluate and sample a model on one host,
+launch sweeps over the model ladder (local, SLURM, TPU VM, GKE), fit scaling laws.
+
+Start with `scaling train` (the default model on the embedded Shakespeare corpus, a few
+minutes on a laptop CPU), then `scaling sample --workdir workdir --prompt "ROMEO:"`.
+`scaling COMMAND --help` describes each command."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+  module: str              # imported only when this command runs (or its --help is asked for)
+  help: str
+  config: bool = False     # takes --config SPEC and --config.x=v overrides: run(args, overrides)
+  add_args: str = 'add_args'
+  run: str = 'run'
+
+
+COMMANDS = {
+    'table': Command('scaling.cli.table', 'print the scale table (parameters, FLOPs, tokens, memory, time)', True),
+    'compile': Command('scaling.train.aot', 'compile the train step for a TPU slice on this machine: fits? how fast?',
+                       True, 'add_compile_args', 'run_compile'),
+    'coordcheck': Command('scaling.analysis.coordcheck', 'coordinate check: activation sizes across widths, sp vs '
+                          'mup (table, PNG)', True, 'add_coordcheck_args', 'run_coordcheck'),
+    'prepare': Command('scaling.cli.prepare', 'tokenize a corpus into shards (idempotent)', True),
+    'train': Command('scaling.cli.train', 'train (or resume) a model', True),
+    'eval': Command('scaling.cli.eval', 'evaluate a trained workdir (loss, bits per byte), optionally at another '
+                    'length'),
+    'sample': Command('scaling.inference.generate', 'continue prompts from a trained workdir', False,
+                      'add_sample_args', 'run_sample'),
+    'fit': Command('scaling.analysis.fit', 'fit scaling laws to results.jsonl', False, 'add_fit_args', 'run_fit'),
+    'report': Command('scaling.analysis.report', 'write REPORT.md for a sweep root', False, 'add_report_args',
+                      'run_report'),
+    'export': Command('scaling.inference.hf', 'export a workdir as a Hugging Face Llama checkpoint', False,
+                      'add_export_args', 'run_export'),
+    'import': Command('scaling.inference.hf', 'import a Hugging Face Llama checkpoint into a workdir', False,
+                      'add_import_args', 'run_import'),
+}
+SWEEP_HELP = 'run a sweep: see `scaling sweep --help`'
+
+
+def _sweep_fit_check(sweep, resources, log):
+  """The TPU launchers' preflight, handed to the launcher (which never imports jax): jax loads only here."""
+  from scaling.train.aot import sweep_fit_problems
+  return sweep_fit_problems(sweep, resources, log=log)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+  """The `scaling` parser: every subcommand is listed, and only `command`'s arguments are built (its module
+  imported); parsing another command's name fails in argparse as an unknown choice would not, so pass it."""
+  parser = argparse.ArgumentParser(prog='scaling', description=DESCRIPTION, epilog=OVERRIDES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest='command', required=True)
+  for name, c in COMMANDS.items():
+    if c.config:
+      p = sub.add_parser(name, help=c.help, description=c.help, epilog=OVERRIDES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    else:
+      p = sub.add_parser(name, help=c.help)
+    if name == command:
+      if c.config:
+        p.add_argument('--config', default=None, help=CONFIG_HELP)
+      getattr(importlib.import_module(c.module), c.add_args)(p)
+  sub.add_parser('sweep', help=SWEEP_HELP, add_help=False)
+  return parser
+
+
+def main(argv=None) -> int:
+  from scaling.base import hostmem
+  hostmem.skip_absent_tpu()   # libtpu installed only to compile for a TPU: compute on the CPU, quietly
+  hostmem.tune_malloc()   # before JAX starts its threads: step buffers get reused (scaling/base/hostmem.py)
+  from scaling.config.load import ConfigError, parse_override_flags
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    overrides, rest = parse_override_flags(argv)
+  except ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if rest and rest[0] == 'sweep':
+    from scaling.launch.cli import run_sweep_cli
+    return run_sweep_cli(rest[1:] + [f'--config.{k}={v}' for k, v in overrides.items()], fit_check=_sweep_fit_check)
+  command = next((a for a in rest if not a.startswith('-')), None)
+  args = build_parser(command if command in COMMANDS else None).parse_args(rest)
+  c = COMMANDS[args.command]
+  try:
+    if not c.config and overrides:
+      raise ConfigError(f'`scaling {args.command}` takes no --config.* overrides')
+    run = getattr(importlib.import_module(c.module), c.run)
+    return run(args, overrides) if c.config else run(args)
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
+    # every project error class derives from ValueError/RuntimeError: print the message, not a traceback
+    if getattr(args, 'debug', False):
+      raise
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(main())

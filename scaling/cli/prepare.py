@@ -1,0 +1,16 @@
+"""`scaling prepare`: corpus -> tokenizer -> token shards (idempotent)."""
+
+from __future__ import annotations
+
+HELP = 'tokenize a corpus into shards (idempotent)'
+
+
+def add_args(p) -> None:
+  p.add_argument('--force', action='store_true', help='rebuild even when up to date')
+
+
+def run(args, overrides) -> int:
+  from scaling.config.load import load_config
+  from scaling.data.prepare import main_prepare
+  main_prepare(load_config(args.config, overrides), force=args.force)
+  return 0

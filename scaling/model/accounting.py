@@ -1,0 +1,207 @@
+"""Parameter counts, FLOPs, memory and time: the numbers of the scale table.
+
+Parameter count (total, as GPT-3 counts it: embeddings included)::
+
+    embed     V D                 token embedding
+    pos       T D                 learned positions only
+    per layer D H K + 2 D G K + H K D          attention (q, k, v, o)
+              3 D F (swiglu) | 2 D F (gelu)    MLP
+              2 D (rmsnorm) | 4 D (layernorm)  the two norms
+    final     D (rmsnorm) | 2 D (layernorm)
+    head      V D                 untied LM head only
+
+Non-embedding parameters (Kaplan et al. 2020) leave out the token embedding,
+the learned position table and an untied LM head.
+
+Training FLOPs per token (forward + backward = 3 x forward), causal-aware::
+
+    C_token = 6 (N_matmul) + 6 L H K (S_avg) * 2
+            = 6 N_matmul + 12 L H K S_avg
+
+    N_matmul = L (D H K + 2 D G K + H K D + {3|2} D F) + D V   (the LM head matmul, tied or not)
+    S_avg    = mean over query positions i in [0, T) of the keys it attends to
+             = (T + 1) / 2 for causal attention; min(i + 1, W) averaged with a sliding window W
+
+The attention term counts QK^T and AV: 2 matmuls x 2 FLOPs per multiply-add x
+S_avg keys x K per head, times 3 for training. The embedding lookup, norms,
+softmax and elementwise ops are not counted (as in PaLM / MaxText MFU).
+
+Compute-optimal tokens: D = 20 N (Hoffmann et al. 2022). Training FLOPs at
+that budget: C = C_token x D.
+
+Memory of params + Adam state: 16 bytes per parameter (float32 params,
+float32 gradients, two float32 moments); activations are not included.
+"""
+
+from __future__ import annotations
+
+from scaling.config.load import resolved_dims
+
+TOKENS_PER_PARAM = 20
+
+# Dense peak FLOP/s per device (no sparsity), from vendor data sheets.
+PEAK_FLOPS = {
+    'H100': {'bfloat16': 989e12, 'float32': 67e12},   # H100 SXM
+    'H200': {'bfloat16': 989e12, 'float32': 67e12},   # same compute as H100 SXM
+    'A100': {'bfloat16': 312e12, 'float32': 19.5e12},
+    'TPU v5p': {'bfloat16': 459e12, 'float32': 459e12 / 2},
+    'TPU v5e': {'bfloat16': 197e12, 'float32': 197e12 / 2},
+    'TPU v4': {'bfloat16': 275e12, 'float32': 275e12 / 2},
+    'TPU v6e': {'bfloat16': 918e12, 'float32': 918e12 / 2},
+    'CPU': {'bfloat16': 0.4e12, 'float32': 0.2e12},   # the 2-core CI machine, measured (see BENCHMARKS.md)
+}
+# JAX's device_kind of each TPU (and the names people write) -> its PEAK_FLOPS row; scaling/train/aot.py CHIPS agrees
+TPU_KINDS = {'tpu v4': 'TPU v4', 'tpu v5': 'TPU v5p', 'tpu v5p': 'TPU v5p', 'tpu v5 lite': 'TPU v5e',
+             'tpu v5e': 'TPU v5e', 'tpu v6 lite': 'TPU v6e', 'tpu v6e': 'TPU v6e'}
+
+
+def peak_row(device_kind: str) -> str | None:
+  """The PEAK_FLOPS row of a JAX device_kind ('TPU v5 lite', 'NVIDIA H100 80GB HBM3', ...), or None."""
+  kind = device_kind.strip().lower()
+  if kind in TPU_KINDS:
+    return TPU_KINDS[kind]
+  return next((name for name in ('H100', 'H200', 'A100') if name.lower() in kind), None)
+
+
+def _dims(m) -> dict:
+  keys = ('vocab_size', 'seq_len', 'num_layers', 'd_model', 'num_heads', 'num_kv_heads', 'norm',
+          'position', 'mlp', 'tied_embeddings', 'sliding_window')
+  d = {k: getattr(m, k) for k in keys}
+  if hasattr(m, 'keys'):   # a ConfigDict: fill the 0 = derived fields; ModelDims has them resolved
+    d.update(resolved_dims(m))
+  else:
+    d.update(head_dim=m.head_dim, d_ff=m.d_ff)
+  return d
+
+
+def count_params(m) -> dict:
+  """Analytic parameter counts for a model config (ConfigDict or ModelDims)."""
+  d = _dims(m)
+  V, T, L, D = d['vocab_size'], d['seq_len'], d['num_layers'], d['d_model']
+  H, G, K, F = d['num_heads'], d['num_kv_heads'], d['head_dim'], d['d_ff']
+  attn = D * H * K + 2 * D * G * K + H * K * D
+  mlp = (3 if d['mlp'] == 'swiglu' else 2) * D * F
+  norm = D if d['norm'] == 'rmsnorm' else 2 * D
+  per_layer = attn + mlp + 2 * norm
+  embed = V * D
+  pos = T * D if d['position'] == 'learned' else 0
+  head = 0 if d['tied_embeddings'] else V * D
+  total = embed + pos + L * per_layer + norm + head
+  return dict(total=total, non_embedding=total - embed - pos - head, embedding=embed, position=pos,
+              head=head, per_layer=per_layer, attention_per_layer=attn, mlp_per_layer=mlp)
+
+
+def avg_attended_keys(seq_len: int, window: int = 0) -> float:
+  """Mean number of keys a query attends to under a causal mask (and a sliding window)."""
+  T = seq_len
+  if not window or window >= T:
+    return (T + 1) / 2
+  W = window
+  # positions 0..W-1 attend to i+1 keys, the rest to W keys
+  return (W * (W + 1) / 2 + (T - W) * W) / T
+
+
+def matmul_params(m) -> int:
+  """Parameters used in matmuls per token: the blocks' projections plus the LM head (tied or not)."""
+  d = _dims(m)
+  p = count_params(m)
+  return d['num_layers'] * (p['attention_per_layer'] + p['mlp_per_layer']) + d['vocab_size'] * d['d_model']
+
+
+def flops_per_token(m, seq_len: int | None = None) -> float:
+  """Training FLOPs per token (forward + backward), causal-aware; see the module docstring."""
+  d = _dims(m)
+  T = seq_len or d['seq_len']
+  attn = 12 * d['num_layers'] * d['num_heads'] * d['head_dim'] * avg_attended_keys(T, d['sliding_window'])
+  return 6 * matmul_params(m) + attn
+
+
+
+def forward_flops_per_token(m, seq_len: int | None = None) -> float:
+  return flops_per_token(m, seq_len) / 3
+
+
+def train_memory_bytes(m) -> int:
+  """float32 params + float32 grads + Adam's two float32 moments (16 bytes/param)."""
+  return 16 * count_params(m)['total']
+
+
+def wallclock_seconds(total_flops: float, accelerator: str, *, devices: int = 1, mfu: float = 0.4,
+                      dtype: str = 'bfloat16') -> float:
+  peak = PEAK_FLOPS[accelerator][dtype]
+  return total_flops / (peak * devices * mfu)
+
+
+def table_row(name: str, m, *, accelerators=('H100', 'H200', 'TPU v5p', 'CPU'), mfu: float = 0.4) -> dict:
+  """One row of the scale table (field names documented in README.md)."""
+  d = _dims(m)
+  p = count_params(m)
+  fpt = flops_per_token(m)
+  tokens = TOKENS_PER_PARAM * p['total']
+  total_flops = fpt * tokens
+  row = dict(
+      rung=name, layers=d['num_layers'], d_model=d['d_model'], heads=d['num_heads'],
+      kv_heads=d['num_kv_heads'], head_dim=d['head_dim'], d_ff=d['d_ff'], vocab=d['vocab_size'],
+      seq_len=d['seq_len'], tied=bool(d['tied_embeddings']), parametrization=parametrization_label(m),
+      params=p['total'],
+      non_embedding_params=p['non_embedding'], flops_per_token=fpt, chinchilla_tokens=tokens,
+      train_flops=total_flops, param_adam_bytes=train_memory_bytes(m), assumed_mfu=mfu,
+  )
+  for acc in accelerators:
+    row[f'hours_{acc.replace(" ", "_")}'] = wallclock_seconds(total_flops, acc, mfu=mfu) / 3600
+  return row
+
+
+def parametrization_label(m) -> str:
+  """'sp', or 'mup/<base width>' (model.parametrization, model.mup_base_width; 0: this d_model)."""
+  par = getattr(m, 'parametrization', 'sp')
+  return par if par == 'sp' else f"{par}/{getattr(m, 'mup_base_width', 0) or getattr(m, 'd_model')}"
+
+
+def human(n: float, unit: str = '') -> str:
+  for div, suffix in ((1e24, 'Y'), (1e21, 'Z'), (1e18, 'E'), (1e15, 'P'), (1e12, 'T'), (1e9, 'B' if not unit else 'G'),
+                      (1e6, 'M'), (1e3, 'K')):
+    if abs(n) >= div:
+      return f'{n / div:.3g}{suffix}{unit}'
+  return f'{n:.3g}{unit}'
+
+
+def human_time(hours: float) -> str:
+  if hours < 1 / 60:
+    return f'{hours * 3600:.0f}s'
+  if hours < 1:
+    return f'{hours * 60:.0f}m'
+  if hours < 48:
+    return f'{hours:.1f}h'
+  return f'{hours / 24:.1f}d'
+
+
+def format_table(rows: list[dict]) -> str:
+  cols = [('rung', str), ('layers', str), ('d_model', str), ('heads', str), ('kv_heads', str),
+          ('head_dim', str), ('d_ff', str), ('vocab', str), ('seq_len', str), ('tied', str),
+          ('parametrization', str), ('params', human), ('non_embedding_params', human), ('flops_per_token', human),
+          ('chinchilla_tokens', human), ('train_flops', human), ('param_adam_bytes', lambda b: human(b, 'B'))]
+  hour_cols = [k for k in rows[0] if k.startswith('hours_')]
+  header = ['rung', 'L', 'd', 'H', 'G', 'K', 'd_ff', 'V', 'T', 'tied', 'param.', 'params', 'non-emb', 'FLOPs/tok',
+            'tokens (20N)', 'train FLOPs', 'params+Adam'] + [
+                k[len('hours_'):].replace('_', ' ') + f' @{int(rows[0]["assumed_mfu"] * 100)}%' for k in hour_cols]
+  topo = rows[0].get('topology')   # `scaling table --topology`: compiled for a TPU slice (scaling/train/aot.py)
+  if topo:
+    header += [f'fits {topo}', 'HBM/chip', 'est. step', 'est. MFU', 'note']
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for r in rows:
+    cells = [fmt(r[c]) for c, fmt in cols] + [human_time(r[k]) for k in hour_cols]
+    if topo:
+      cells += topology_cells(r)
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def topology_cells(r: dict) -> list[str]:
+  """fits / HBM per chip / estimated step / estimated MFU / note of a row compiled for a TPU slice."""
+  if r.get('fits') is None:
+    return ['-', '-', '-', '-', r.get('note', '')]
+  step = r['estimated_step_s']
+  return ['yes' if r['fits'] else 'no', human(r['hbm_bytes_per_chip'], 'B'),
+          f'{step * 1e3:.3g}ms' if step < 10 else f'{step:.3g}s',
+          f'{100 * r["estimated_mfu"]:.0f}%' if r.get('estimated_mfu') else '-', r.get('note', '')]

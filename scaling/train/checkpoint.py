@@ -1,0 +1,406 @@
+"""Checkpoints with orbax: asynchronous saves, keep-last-k, restore onto any mesh.
+
+Layout of a workdir::
+
+    config.json                 the resolved config of the run
+    tokenizer/                  the tokenizer (tokenizer.json + model file), for sample/eval/export
+    checkpoints/<step>/
+        params/                 float32 master weights (orbax, sharded arrays)
+        opt_state/              optimizer state (Adam moments, counters)
+        meta/                   JSON: step, rng seed, model dims, tokens seen
+        data/                   JSON: the data iterator's state (resume gives the same next batches)
+
+Params and optimizer state are separate items so inference restores only the
+params. Restoring takes an abstract target (shapes, dtypes, shardings), so a
+checkpoint written on one mesh restores onto another (orbax reshards), and by
+any number of processes. A save interrupted midway is never listed: orbax
+finalises a step directory atomically, and incomplete ones are ignored.
+
+A committed step can still be damaged later (a truncated copy, a lost file, a
+full disk when a metadata file was rewritten): `select_resume_step` reads every
+item of the newest step back before a run resumes from it, and walks back to the
+newest intact one, moving each damaged step to ``checkpoints-damaged/`` (kept,
+outside orbax's directory).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import jax
+import orbax.checkpoint as ocp
+
+CKPT_DIR = 'checkpoints'
+TOKENIZER_DIR = 'tokenizer'
+ITEMS = ('params', 'opt_state', 'meta', 'data')
+IMPORTED_DIR = 'imported_params'   # params written by `scaling import`; training starts from them
+
+
+class CheckpointError(ValueError):
+  pass
+
+
+def manager(workdir, *, keep: int = 2, keep_steps=(), save_every: int = 1,
+            async_save: bool = True) -> ocp.CheckpointManager:
+  """`keep`: the newest checkpoints kept; `keep_steps`: steps kept besides them (cooldown branches' forks)."""
+  path = pathlib.Path(workdir).absolute() / CKPT_DIR
+  kept = dict(max_to_keep=keep)
+  if keep_steps:
+    from orbax.checkpoint import checkpoint_managers as cms
+    kept = dict(preservation_policy=cms.AnyPreservationPolicy(
+        [cms.LatestN(keep), cms.CustomSteps(sorted(int(s) for s in keep_steps))]))
+  opts = ocp.CheckpointManagerOptions(**kept, save_interval_steps=1, create=True,
+                                      enable_async_checkpointing=async_save)
+  return Manager(path, options=opts, item_names=ITEMS, keep=keep)
+
+
+class Manager(ocp.CheckpointManager):
+  """orbax's CheckpointManager whose failed saves raise one clear CheckpointError.
+
+  An asynchronous save that fails (a full disk, a lost mount) fails in a background thread; orbax
+  raises its error at the next save, wait_until_finished, check_for_errors or close, as a long
+  tensorstore message. Here it says which step was not saved, why, which complete checkpoint the
+  run can resume from, and (for a full disk) how much room a save needs.
+  """
+
+  def __init__(self, *args, keep: int = 2, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.keep = keep
+
+  def save(self, step: int, *args, **kwargs) -> bool:
+    try:
+      return super().save(step, *args, **kwargs)
+    except CheckpointError:
+      raise
+    except Exception as e:   # noqa: BLE001 -- any failure of a save is reported the same way
+      raise save_failed(self, e, step) from e
+
+  def wait_until_finished(self):
+    try:
+      return super().wait_until_finished()
+    except CheckpointError:
+      raise
+    except Exception as e:   # noqa: BLE001
+      raise save_failed(self, e) from e
+
+  def check_for_errors(self):
+    try:
+      return super().check_for_errors()
+    except CheckpointError:
+      raise
+    except Exception as e:   # noqa: BLE001
+      raise save_failed(self, e) from e
+
+
+def _tree_bytes(path: pathlib.Path) -> int:
+  return sum(p.stat().st_size for p in path.rglob('*') if p.is_file())
+
+
+def save_failed(mgr: Manager, e: BaseException, step: int | None = None) -> CheckpointError:
+  """The error for a save that failed: the step, the cause, what is kept, and what to do."""
+  import errno
+  import re
+  import shutil
+
+  ckpt_dir = pathlib.Path(mgr.directory)
+  text = str(e)
+  m = re.search(r'/(\d+)\.orbax-checkpoint-tmp', text)
+  step = int(m.group(1)) if m else step
+  what = f'step {step}' if step is not None else 'a step'
+  full = (getattr(e, 'errno', None) == errno.ENOSPC or 'No space left on device' in text
+          or "os_error_code='28'" in text)
+  steps = _committed_steps(ckpt_dir)
+  kept = (f'the last complete checkpoint, step {steps[0]} ({ckpt_dir / str(steps[0])}), is intact'
+          if steps else 'no complete checkpoint was written yet')
+  if full:
+    free = shutil.disk_usage(ckpt_dir).free if ckpt_dir.exists() else 0
+    size = _tree_bytes(ckpt_dir / str(steps[0])) if steps else 0
+    need = f'; one checkpoint takes {size / 1e6:.1f} MB and a save needs room for {mgr.keep + 1}' if size else ''
+    why = f'the disk is full ({free / 1e6:.1f} MB free in {ckpt_dir}{need})'
+    fix = 'free space (cut-off saves, *.orbax-checkpoint-tmp*, can be deleted) or lower train.keep_checkpoints'
+  else:
+    why, fix = _error_line(e), 'fix the cause'
+  return CheckpointError(f'saving the checkpoint of {what} failed: {why}. The steps trained since the last '
+                         f'complete checkpoint are lost; {kept}. To resume from it, {fix}, then re-run the '
+                         f'same command.')
+
+
+def save(mgr: ocp.CheckpointManager, step: int, *, params, opt_state, meta: dict, data_state: dict | None,
+         force: bool = False) -> bool:
+  args = ocp.args.Composite(
+      params=ocp.args.StandardSave(params),
+      opt_state=ocp.args.StandardSave(opt_state),
+      meta=ocp.args.JsonSave(meta),
+      data=ocp.args.JsonSave(data_state or {}),
+  )
+  return mgr.save(step, args=args, force=force)
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)), tree)
+
+
+def read_meta(mgr: ocp.CheckpointManager, step: int, item: str = 'meta') -> dict:
+  """A JSON item of a checkpoint: 'meta' (step, seed, model dims) or 'data' (the iterator state)."""
+  return mgr.restore(step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))[item]
+
+
+def check_data_state(saved: dict, now: dict, workdir) -> None:
+  """The data iterator resumes only with the loader settings it was saved with (else other batches)."""
+  diff = [f'{k}: checkpoint {saved[k]!r} vs config {v!r}' for k, v in now.items() if k in saved and saved[k] != v]
+  if diff:
+    raise CheckpointError(f'{workdir} holds a run whose data iterator cannot resume with this config '
+                          f'({"; ".join(diff)}). Keep the original settings, or use another --workdir.')
+
+
+def restore(mgr: ocp.CheckpointManager, step: int, *, params_target, opt_target=None):
+  """Restores params (and optimizer state, meta, data state) onto the shardings of the targets."""
+  items = dict(params=ocp.args.StandardRestore(_abstract(params_target)), meta=ocp.args.JsonRestore(),
+               data=ocp.args.JsonRestore())
+  if opt_target is not None:
+    items['opt_state'] = ocp.args.StandardRestore(_abstract(opt_target))
+  out = mgr.restore(step, args=ocp.args.Composite(**items))
+  return {k: out[k] for k in items}
+
+
+def check_compatible(meta: dict, dims_dict: dict, workdir) -> None:
+  """A checkpoint from another model must not be trained on (or overwritten) silently."""
+  saved = meta.get('model') or {}
+  keys = ('vocab_size', 'num_layers', 'd_model', 'num_heads', 'num_kv_heads', 'head_dim', 'd_ff', 'norm',
+          'position', 'mlp', 'tied_embeddings', 'parametrization')
+  if 'mup' in (saved.get('parametrization'), dims_dict.get('parametrization')):   # μP's base shape scales the
+    keys += ('mup_base_width', 'mup_base_head_dim')                              # forward and the lr (sp: unused)
+  diff = [f'{k}: checkpoint {saved.get(k)!r} vs config {dims_dict.get(k)!r}' for k in keys
+          if k in saved and saved.get(k) != dims_dict.get(k)]
+  if diff:
+    raise CheckpointError(f'{workdir} holds a checkpoint of an incompatible model ({"; ".join(diff)}). '
+                          f'Use another --workdir, or delete {pathlib.Path(workdir) / CKPT_DIR} to start over.')
+
+
+def latest_step(workdir) -> int | None:
+  path = pathlib.Path(workdir) / CKPT_DIR
+  if not path.exists():
+    return None
+  mgr = ocp.CheckpointManager(path.absolute(), item_names=ITEMS)
+  step = mgr.latest_step()
+  mgr.close()
+  return step
+
+
+# ----------------------------------------------------------------------------- choosing the step to resume from
+DAMAGED_DIR = 'checkpoints-damaged'   # beside CKPT_DIR, so orbax never lists what is moved there
+COMMIT_MARKER = 'commit_success.txt'   # written by orbax into a step (and each item) just before it is committed
+ARRAY_ITEMS = ('params', 'opt_state')
+JSON_ITEMS = ('meta', 'data')
+VERIFY_BATCH_BYTES = 1 << 30   # arrays are read to host this many bytes at a time, then dropped
+
+
+def _error_line(e: BaseException) -> str:
+  lines = [s for s in str(e).strip().splitlines() if s.strip()]
+  text = lines[-1] if lines else ''
+  text = f'{type(e).__name__}: {text}' if text else type(e).__name__
+  return text if len(text) <= 240 else text[:237] + '...'
+
+
+def _open_array(item_dir: pathlib.Path, name: str, ctx):
+  """The tensorstore of one saved array: orbax's zarr layout, inside OCDBT (the default) or plain files."""
+  import tensorstore as ts
+  if (item_dir / 'manifest.ocdbt').exists():
+    kvstore = {'driver': 'ocdbt', 'base': f'file://{item_dir}', 'path': name}
+  else:
+    kvstore = {'driver': 'file', 'path': str(item_dir / name)}
+  try:
+    return ts.open({'driver': 'zarr', 'kvstore': kvstore}, open=True, read=True, context=ctx).result()
+  except ValueError as e:   # written as zarr v3 (orbax's use_zarr3)?
+    try:
+      return ts.open({'driver': 'zarr3', 'kvstore': kvstore}, open=True, read=True, context=ctx).result()
+    except ValueError:
+      raise e from None
+
+
+def _read_arrays(item_dir: pathlib.Path, batch_bytes: int) -> None:
+  """Reads every array of a pytree item to host memory, at most `batch_bytes` at a time, and drops it.
+
+  The list of arrays (names, shapes, dtypes) comes from the item's own metadata, so no model or mesh is
+  needed. The arrays are read with tensorstore directly, one at a time and synchronously: no orbax
+  Checkpointer (whose restore is a cross-process barrier, so one process can check while the others
+  wait) and no asyncio loop (whose in-flight reads print "Event loop is closed" after a failure).
+  """
+  import numpy as np
+  import tensorstore as ts
+  from etils import epath
+
+  tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(item_dir)).tree
+  ctx = ts.Context()
+  for m in jax.tree.leaves(tree):
+    store = _open_array(item_dir, m.name, ctx)
+    if tuple(store.shape) != tuple(m.shape):
+      raise CheckpointError(f'{m.name} has shape {tuple(store.shape)}, its metadata says {tuple(m.shape)}')
+    row_bytes = int(np.prod(m.shape[1:])) * np.dtype(store.dtype.numpy_dtype).itemsize
+    rows = max(1, batch_bytes // max(row_bytes, 1)) if m.shape else 1
+    for start in range(0, m.shape[0], rows) if m.shape else [None]:
+      (store if start is None else store[start:min(start + rows, m.shape[0])]).read().result()
+
+
+def check_step(step_dir, *, batch_bytes: int = VERIFY_BATCH_BYTES) -> tuple[str, str] | None:
+  """None if the committed step `step_dir` restores completely, else (short reason, one-line detail).
+
+  Complete = orbax's commit marker in the step and in each item, and every item read back: the JSON
+  items parsed (meta's step matching the directory name), every array of params and opt_state read.
+  """
+  step_dir = pathlib.Path(step_dir).absolute()   # tensorstore and orbax take absolute paths only
+  if not (step_dir / COMMIT_MARKER).is_file():
+    return 'uncommitted', f'no {COMMIT_MARKER}: the save did not finish'
+  for item in ITEMS:
+    if not (step_dir / item).is_dir():
+      return f'no-{item}', f'the {item} item is missing'
+    if not (step_dir / item / COMMIT_MARKER).is_file():
+      return f'uncommitted-{item}', f'no {COMMIT_MARKER} in {item}: its save did not finish'
+  for item in JSON_ITEMS:
+    try:
+      value = ocp.JsonCheckpointHandler().restore(step_dir / item)
+    except Exception as e:   # noqa: BLE001 -- anything that stops the read is damage
+      return f'bad-{item}', f'{item} unreadable ({_error_line(e)})'
+    if not isinstance(value, dict):
+      return f'bad-{item}', f'{item} is not a JSON object'
+    if item == 'meta' and 'step' in value and str(value['step']) != step_dir.name:
+      return 'bad-meta', f'meta says step {value["step"]}'
+  for item in ARRAY_ITEMS:
+    try:
+      _read_arrays(step_dir / item, batch_bytes)
+    except MemoryError:
+      raise
+    except Exception as e:   # noqa: BLE001
+      return f'bad-{item}', f'{item} unreadable ({_error_line(e)})'
+  return None
+
+
+def _committed_steps(ckpt_dir: pathlib.Path) -> list[int]:
+  """Step directories orbax would list (all-digit names), newest first; tmp dirs of cut-off saves are not."""
+  if not ckpt_dir.is_dir():
+    return []
+  return sorted((int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir()), reverse=True)
+
+
+def _scan(workdir: pathlib.Path, log) -> tuple[int | None, list[tuple[int, str, str]]]:
+  """(newest intact step or None, [(step, reason, detail)] of the newer damaged ones); nothing is changed."""
+  ckpt_dir = workdir / CKPT_DIR
+  steps = _committed_steps(ckpt_dir)
+  newest = steps[0] if steps else -1
+  for p in sorted(ckpt_dir.glob('*.orbax-checkpoint-tmp*')) if ckpt_dir.is_dir() else []:
+    step = p.name.split('.')[0]
+    if step.isdigit() and int(step) > newest:
+      log(f'checkpoint step {step} was cut off while saving ({p.name}): ignored')
+  damaged = []
+  for step in steps:
+    bad = check_step(ckpt_dir / str(step))
+    if bad is None:
+      return step, damaged
+    damaged.append((step, *bad))
+  return None, damaged
+
+
+def _move_aside(workdir: pathlib.Path, step: int, reason: str, detail: str) -> pathlib.Path:
+  """Moves a damaged step to DAMAGED_DIR/<step>-<reason> (a new name if taken), with the detail beside it."""
+  out = workdir / DAMAGED_DIR
+  out.mkdir(exist_ok=True)
+  name, n = f'{step}-{reason}', 1
+  while (out / name).exists() or (out / f'{name}.txt').exists():
+    n += 1
+    name = f'{step}-{reason}-{n}'
+  (workdir / CKPT_DIR / str(step)).rename(out / name)
+  (out / f'{name}.txt').write_text(f'step {step}: {detail}\n')
+  return out / name
+
+
+def select_resume_step(workdir, log=print) -> int | None:
+  """The step to resume from: the newest checkpoint that restores completely (None: no checkpoints).
+
+  Walks back from the newest step; each newer one that is damaged (see check_step) is reported in one
+  line and moved to <workdir>/checkpoints-damaged/<step>-<reason> (kept, not deleted; outside the
+  checkpoint directory, so orbax never lists it and the run can save that step again). If checkpoints
+  exist but none is intact, raises CheckpointError naming each step and why, and changes nothing.
+  Cut-off saves (orbax tmp dirs) are never candidates.
+
+  Every process calls it: process 0 checks and moves, the others wait for its answer (a broadcast),
+  then all sync, so every process returns the same step.
+  """
+  import numpy as np
+  workdir = pathlib.Path(workdir)
+  main, multi = jax.process_index() == 0, jax.process_count() > 1
+  step, damaged, error = None, [], None
+  if main:
+    step, damaged = _scan(workdir, log)
+    if step is None and damaged:
+      tried = '; '.join(f'step {s}: {detail}' for s, _, detail in damaged)
+      error = (f'no intact checkpoint in {workdir / CKPT_DIR} ({tried}). Nothing was changed. Restore the '
+               f'files, or move those steps away (or use another --workdir) to start from scratch.')
+  if multi:
+    from jax.experimental import multihost_utils
+    code = -2 if error else (-1 if step is None else step)
+    code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
+    if code == -2 and not main:
+      error = f'no intact checkpoint in {workdir / CKPT_DIR} (process 0 says why)'
+    step = None if code < 0 else code
+  if error:
+    raise CheckpointError(error)
+  if main:
+    for s, reason, detail in damaged:
+      dest = _move_aside(workdir, s, reason, detail)
+      log(f'checkpoint step {s} skipped: {detail}; moved to {dest}')
+  if multi:
+    multihost_utils.sync_global_devices('scaling.train.checkpoint.select_resume_step')
+  return step
+
+
+def restore_params(mgr, workdir: pathlib.Path, candidates: list[int], target):
+  """(step, params) of the first candidate step that check_step finds intact; a newer damaged one is skipped
+  with a note on stderr. Read-only: inference never moves a checkpoint (`scaling train` does, see
+  select_resume_step). The check reads the step once before orbax does (from the page cache then): orbax's
+  own failure on a damaged array is a screen of asyncio tracebacks, not an error line."""
+  tried = []
+  for s in candidates:
+    bad = check_step(workdir / CKPT_DIR / str(s))
+    if bad is not None:
+      tried.append(f'step {s}: {bad[1]}')
+      continue
+    if tried:
+      print(f'note: using checkpoint step {s} of {workdir}; newer damaged step(s) skipped: {"; ".join(tried)}',
+            file=sys.stderr, flush=True)
+    return s, mgr.restore(s, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))['params']
+  which = ' (every checkpoint was tried)' if len(candidates) > 1 else ''
+  other = '' if len(candidates) > 1 else f' (available: {sorted(mgr.all_steps())})'
+  raise CheckpointError(f'checkpoint(s) in {workdir / CKPT_DIR} do not restore{which}: {"; ".join(tried)}. Restore '
+                        f'the files, or pick another step with --step{other}')
+
+
+def save_imported(workdir, cfg, model, tokenizer=None) -> None:
+  """Writes a workdir from given params (e.g. an imported checkpoint) that `scaling train` resumes from.
+
+  Only params are saved (step 0); training starts a fresh optimizer state from them.
+  """
+  from flax import nnx
+
+  from scaling.config.load import to_dict
+  workdir = pathlib.Path(workdir)
+  if (workdir / CKPT_DIR).exists() or (workdir / IMPORTED_DIR).exists():
+    raise CheckpointError(f'{workdir} already holds checkpoints; import into an empty workdir')
+  workdir.mkdir(parents=True, exist_ok=True)
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  path = (workdir / IMPORTED_DIR).absolute()
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(path, params)
+  ckptr.wait_until_finished()
+  if tokenizer is not None:
+    tokenizer.save(str(workdir / TOKENIZER_DIR))
+  with open(workdir / 'config.json', 'w') as f:
+    json.dump(to_dict(cfg), f, indent=1)
+
+
+def load_imported_params(workdir, target):
+  path = (pathlib.Path(workdir) / IMPORTED_DIR).absolute()
+  if not path.exists():
+    return None
+  return ocp.StandardCheckpointer().restore(path, _abstract(target))

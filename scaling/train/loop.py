@@ -1,0 +1,665 @@
+"""Training: the loop with evaluation, checkpoints and signals, around the step of step.py.
+
+    config -> mesh -> data (prepare + loaders) -> model params (sharded init or restore)
+    -> step: microbatched loss/grad (lax.scan) -> clip -> AdamW -> new state (donated)
+    -> metrics.jsonl / TensorBoard / progress bar -> eval (loss, bits per byte) -> checkpoints
+
+One `jax.jit` step with explicit in/out shardings and donated state. Parameters
+and Adam moments are float32; the forward runs in the compute dtype with
+float32 matmul accumulation, and the loss is computed in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import signal
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from scaling.base import hostmem
+from scaling.base.names import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PREEMPTED  # noqa: E402, F401  (exit codes: one place)
+from scaling.base.workdir_lock import WorkdirLock
+from scaling.config.load import ConfigError, resolve_vocab, to_dict
+from scaling.model import accounting
+from scaling.train import checkpoint, distributed, evalsets, sharding, tracking
+from scaling.train.evaluate import evaluate, positions_cover
+from scaling.train.metrics import MetricsWriter, Progress, device_peak_flops, mfu
+from scaling.train.step import (  # noqa: F401  (tests patch these names here)
+  Setup,
+  build_setup,
+  init_state,
+  jit_eval_step,
+  jit_train_step,
+  make_eval_step,
+  make_train_step,
+  resolve_dims,
+)
+
+
+class TrainError(RuntimeError):
+  pass
+
+
+# ----------------------------------------------------------------------------- signals
+class StopFlag:
+  """SIGTERM / SIGINT: finish the current step, save, exit (75, or 130 for SIGINT). A second SIGINT
+  exits at once without saving (130; an async save in flight is never listed as a checkpoint).
+
+  With several processes every process must stop after the same step (see
+  distributed.StopSync): JAX's preemption service then owns SIGTERM.
+  """
+
+  def __init__(self):
+    self.signum = None
+    self._old = {}
+    self._sync = None
+
+  def __enter__(self):
+    self._sync = distributed.StopSync()
+    for s in (signal.SIGTERM, signal.SIGINT):
+      if s == signal.SIGTERM and self._sync.handles_sigterm():
+        continue
+      self._old[s] = signal.signal(s, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.signum is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signum = signum
+    self._sync.notify(signum)
+
+  def should_stop(self, step: int) -> bool:
+    """Whether to save and exit after `step`; called after every step in every process."""
+    if self._sync.should_stop(step, self.signum is not None):
+      self.signum = self.signum or signal.SIGTERM
+      return True
+    return False
+
+  def __exit__(self, *exc):
+    for s, h in self._old.items():
+      signal.signal(s, h)
+
+
+# ----------------------------------------------------------------------------- periodic actions
+@dataclasses.dataclass
+class Hook:
+  """An action of the loop that runs after every `every`-th step (and after the last one if at_last).
+
+  `fn(run)` may return a dict of metrics for this step's row. `reads_state`: the action uses the
+  state the step produced, so that step is checked for divergence before it runs.
+  """
+  name: str
+  fn: Callable[['Run'], Any]
+  every: int
+  at_last: bool = True
+  reads_state: bool = True
+  steps: frozenset = frozenset()   # steps it also runs after (train.ckpt_steps)
+
+  def due(self, step: int, last: int) -> bool:
+    return ((self.every > 0 and step % self.every == 0) or (self.at_last and step == last)
+            or step in self.steps)
+
+
+class Hooks:
+  """The loop's periodic actions, registered in one place (`_periodic_actions`), run in the order added.
+
+  Every step is checked for divergence one step late, so the host does not wait for the device
+  between steps; a step whose actions read its state (log, eval, checkpoint) is checked first.
+  """
+
+  def __init__(self):
+    self.hooks: list[Hook] = []
+
+  def add(self, name: str, fn: Callable[['Run'], Any], *, every: int, at_last: bool = True,
+          reads_state: bool = True, steps=()) -> None:
+    self.hooks.append(Hook(name, fn, int(every), at_last, reads_state, frozenset(int(x) for x in steps)))
+
+  def due(self, step: int, last: int) -> list[Hook]:
+    return [h for h in self.hooks if h.due(step, last)]
+
+
+# ----------------------------------------------------------------------------- the run's state
+@dataclasses.dataclass
+class Data:
+  data_dir: str
+  tokenizer: Any
+  train_loader: Any
+  bytes_per_token: float
+  local_batch: int
+
+
+@dataclasses.dataclass
+class Run:
+  """What the phases and periodic actions of one run share (one object instead of closures)."""
+  cfg: Any
+  setup: Setup
+  workdir: pathlib.Path
+  stop: Any
+  log: Callable
+  is_main: bool
+  debug: bool = False
+  quiet: bool = False
+  data: Data | None = None
+  state: Any = None
+  start_step: int = 0
+  step: int = 0
+  mgr: Any = None
+  writer: Any = None
+  progress: Any = None
+  loss: float = float('nan')    # the last train loss checked finite
+  metrics: Any = None           # the last step's metrics (device arrays)
+  unchecked: list = dataclasses.field(default_factory=list)   # (step, metrics) not yet checked finite
+  stopped: bool = False         # a stop signal: saved, the loop ends
+  eval_loss: float | None = None
+  eval_bpb: float | None = None
+  eval_sets: list = dataclasses.field(default_factory=list)   # tagged eval sets (scaling/train/evalsets.py)
+  eval_row: dict = dataclasses.field(default_factory=dict)    # their last metrics, eval/<tag>/bpb ...
+  eval_step: Any = None
+  saved_step: int | None = None
+  t_compile: float | None = None
+  timer: Any = None
+  shown: dict = dataclasses.field(default_factory=dict)   # the progress bar's last throughput figures
+
+  @property
+  def tokens_per_step(self) -> int:
+    return self.cfg.train.batch_size * self.cfg.model.seq_len
+
+
+class StepTimer:
+  """Seconds per step over the steps since the last mark; the compile step and evals are not counted."""
+
+  def __init__(self):
+    self.t = self.step = None
+
+  def mark(self, step: int) -> None:
+    self.t, self.step = time.time(), step
+
+  def seconds_per_step(self, step: int) -> float | None:
+    """None when no whole step ran since the mark (e.g. the compile step alone)."""
+    if self.t is None or step <= self.step:
+      return None
+    dt = (time.time() - self.t) / (step - self.step)
+    self.mark(step)
+    return dt
+
+
+def check_finite(run: Run, before: int | None = None) -> None:
+  """The one divergence check, of every dispatched step (before `before`, if given) not yet checked.
+
+  Sets run.loss; raises TrainError naming the first step whose loss or gradient norm is not finite.
+  The gradient norm too: a NaN gradient with a still-finite loss already wrote NaN params into this
+  step's state, which must not be checkpointed as the "last good" one.
+  """
+  while run.unchecked and (before is None or run.unchecked[0][0] < before):
+    step, metrics = run.unchecked.pop(0)
+    loss, grad_norm = float(metrics['loss']), float(metrics['grad_norm'])
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+      what = f'loss is {loss}' if not math.isfinite(loss) else f'gradient norm is {grad_norm} (loss {loss:.4g})'
+      raise TrainError(f'{what} at step {step}: training diverged. The last good checkpoint is kept in '
+                       f'{run.workdir / checkpoint.CKPT_DIR}; lower train.lr or raise warmup, then re-run to resume.')
+    run.loss = loss
+
+
+# ----------------------------------------------------------------------------- the run
+def _write_json(path, obj):
+  tmp = pathlib.Path(str(path) + '.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def check_workdir(cfg, workdir, log=print) -> int | None:
+  """Before compiling: the step to resume from, whose checkpoint must belong to this model and data settings.
+
+  Returns None for a fresh workdir. The newest checkpoint that restores completely is chosen
+  (checkpoint.select_resume_step: damaged newer steps are moved aside, one line each); if none
+  is intact, CheckpointError names the steps tried and nothing is changed.
+  """
+  step = checkpoint.select_resume_step(workdir, log=log)
+  if step is None:
+    return None
+  mgr = checkpoint.manager(workdir, async_save=False)
+  meta = checkpoint.read_meta(mgr, step)
+  data_state = checkpoint.read_meta(mgr, step, 'data')
+  mgr.close()
+  checkpoint.check_compatible(meta, dataclasses.asdict(resolve_dims(cfg)), workdir)
+  # the loader's settings (scaling/data/loader.py), which TrainLoader.set_state would reject only
+  # after the compile and after config.json was overwritten
+  # the number of processes may change (elastic restart): the state counts global batches, so only
+  # the global batch must match
+  if data_state and 'batch_size' in data_state:
+    data_state = dict(data_state, global_batch_size=data_state['batch_size'] * data_state.get('process_count', 1))
+  checkpoint.check_data_state(
+      data_state, dict(seq_len=cfg.model.seq_len, global_batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                       document_masking=cfg.data.document_masking), workdir)
+  return step
+
+
+def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: bool = False,
+          final_model: bool = False) -> dict:
+  """Runs (or resumes) training in `workdir`; returns the summary dict (also written to summary.json).
+
+  final_model=True (the same in every process: it is gathered collectively): a finished run's result
+  also holds 'model', the final Transformer on the main process's first local device (None elsewhere),
+  and 'tokenizer', for main-only work after training (the end-of-run samples) without reopening the
+  checkpoint, which would wait for the other processes in orbax's barriers.
+  """
+  t_start = time.time()
+  workdir = pathlib.Path(workdir)
+  is_main = jax.process_index() == 0
+  log = (lambda *a: print(*a, flush=True)) if (is_main and not quiet) else (lambda *a: None)
+
+  # --- everything that can fail fast, before data or compile -----------------
+  if cfg.model.vocab_size == 0 and cfg.data.tokenizer in ('bpe', 'unigram'):
+    with cfg.model.unlocked():
+      cfg.model.vocab_size = cfg.data.vocab_size
+  setup = build_setup(cfg) if cfg.model.vocab_size else None
+  prof = _parse_profile(profile_steps)
+  if is_main:
+    tracking.check_available(cfg)   # W&B asked for (logging.wandb_project) but not installed: say so now
+
+  run = None
+  try:
+    # one trainer per workdir, for the whole run (scaling/base/workdir_lock.py): a second one stops here
+    with WorkdirLock(workdir, log=log) if is_main else contextlib.nullcontext():
+      resume_step = check_workdir(cfg, workdir, log=log) if setup else None
+      # From here on a SIGTERM/SIGINT is a request to stop cleanly (saved, resumable), also during data
+      # preparation and restore: one process stops at the next phase boundary, several at the first step.
+      with StopFlag() as stop:
+        run = Run(cfg, setup, workdir, stop, log, is_main, debug=debug, quiet=quiet)
+        result = _train(run, resume_step, prof, t_start)
+        if final_model and result['state'] == 'done':
+          result |= dict(model=_local_model(run), tokenizer=run.data.tokenizer)
+        return result
+  except KeyboardInterrupt:   # a second SIGINT (or one before the handler is installed): stop at once
+    step = run.step if run else 0
+    print(f'interrupted (SIGINT): stopped at once after step {step}, without saving it; re-run the same command '
+          f'to resume from the last complete checkpoint', file=sys.stderr, flush=True)
+    return dict(state='interrupted', step=step, exit_code=EXIT_INTERRUPTED)
+
+
+def _stop_result(signum, step: int) -> dict:
+  """The result of a run stopped by a signal: SIGINT (the user) 130, SIGTERM (a preemption) 75."""
+  if signum == signal.SIGINT:
+    return dict(state='interrupted', step=step, exit_code=EXIT_INTERRUPTED)
+  return dict(state='preempted', step=step, exit_code=EXIT_PREEMPTED)
+
+
+def _stopped_before_training(run: Run, what: str, step) -> dict | None:
+  """The preempted result if one process got a stop signal before its first step (else None)."""
+  stop = run.stop
+  if stop.signum is None or jax.process_count() > 1:   # several processes: synced at the first step
+    return None
+  name = signal.Signals(stop.signum).name
+  run.log(f'{name} received during {what}, before training started: nothing new to save; '
+          f're-run the same command to resume')
+  return _stop_result(stop.signum, step or 0)
+
+
+def _train(run: Run, resume_step, prof, t_start) -> dict:
+  """The phases of a run: data, state (restore or init), the loop, final evaluations, summary."""
+  run.log(f'workdir: {run.workdir.absolute()} (checkpoints, metrics.jsonl, tb/, summary.json)')
+  resume_step = _prepare_data(run, resume_step)
+  if (r := _stopped_before_training(run, 'data preparation', resume_step)):
+    return r
+  _restore_or_init(run, resume_step)
+  _write_run_files(run)   # only now: a failed restore leaves the workdir as it was
+  if (r := _stopped_before_training(run, 'state initialisation and restore', resume_step)):
+    run.mgr.close()
+    return r
+  _describe(run)
+  outcome = _loop(run, _periodic_actions(run), prof)
+  if outcome is not None:
+    return outcome
+  return _summary(run, _final_evals(run), t_start)
+
+
+# ----------------------------------------------------------------------------- phase: data
+def _prepare_data(run: Run, resume_step):
+  """Prepares (or verifies) the data on the main process first; builds the train loader.
+
+  Returns the resume step (re-checked when the model's vocab size came from the tokenizer).
+  """
+  from scaling.data.loader import check_split, make_train_loader
+  from scaling.data.prepare import prepare
+  from scaling.data.tokenizer import load_tokenizer
+  cfg = run.cfg
+  if run.is_main:
+    summary = prepare(cfg.data, verbose=not run.quiet)
+  _sync('prepare')
+  if not run.is_main:
+    summary = prepare(cfg.data, verbose=False)
+  data_dir = summary['data_dir']
+  tokenizer = load_tokenizer(data_dir)
+  if cfg.model.vocab_size == 0:   # follow the tokenizer (char, tiktoken: known only now)
+    resolve_vocab(cfg, tokenizer.vocab_size)
+    run.setup = build_setup(cfg)
+    resume_step = check_workdir(cfg, run.workdir, log=run.log)
+  else:
+    resolve_vocab(cfg, tokenizer.vocab_size)   # an explicit size: errors naming both fields
+  if resume_step is not None:   # before anything is written: the checkpoint's data must be this split
+    mgr = checkpoint.manager(run.workdir, async_save=False)
+    data_state = checkpoint.read_meta(mgr, resume_step, 'data')
+    mgr.close()
+    check_split(data_state, data_dir, run.workdir)
+  nproc, pidx = jax.process_count(), jax.process_index()
+  local_batch = cfg.train.batch_size // nproc
+  loader = make_train_loader(data_dir, seq_len=cfg.model.seq_len, batch_size=local_batch, seed=cfg.train.seed,
+                             process_index=pidx, process_count=nproc, document_masking=cfg.data.document_masking)
+  bpt = summary.get('bytes_per_token_val') or summary.get('bytes_per_token')
+  run.data = Data(data_dir, tokenizer, loader, bpt, local_batch)
+  run.eval_sets = evalsets.prepare_eval_sets(cfg, summary, tokenizer, is_main=run.is_main, sync=_sync,
+                                             log=run.log)
+  return resume_step
+
+
+def _eval_loader(run: Run, seq_len: int, data_dir: str | None = None):
+  from scaling.data.loader import make_eval_loader
+  return make_eval_loader(data_dir or run.data.data_dir, seq_len=seq_len, batch_size=max(run.data.local_batch, 1),
+                          process_index=jax.process_index(), process_count=jax.process_count(),
+                          max_batches=run.cfg.train.eval_batches, document_masking=run.cfg.data.document_masking)
+
+
+def _write_run_files(run: Run) -> None:
+  """config.json and the tokenizer (for sample/eval/export); a stale summary.json goes."""
+  if run.is_main:
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    _write_json(run.workdir / 'config.json', to_dict(run.cfg))
+    run.data.tokenizer.save(str(run.workdir / checkpoint.TOKENIZER_DIR))
+    (run.workdir / 'summary.json').unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- phase: state
+def _restore_or_init(run: Run, resume_step) -> None:
+  """The state: initialised into its shardings, then restored from a checkpoint or imported params."""
+  cfg, setup = run.cfg, run.setup
+  from scaling.train import branch  # train.init_from: a fresh cooldown branch starts from its parent's checkpoint
+  src = branch.prepare(cfg, run.workdir, dataclasses.asdict(setup.dims), run.log) if resume_step is None else None
+  run.mgr = checkpoint.manager(run.workdir, keep=cfg.train.keep_checkpoints,
+                               keep_steps=cfg.train.get('ckpt_steps', ()))
+  state = init_state(setup, cfg.train.seed)
+  if src is not None:
+    state = branch.start(run, state, src)
+  elif resume_step is not None:
+    restored = checkpoint.restore(run.mgr, resume_step, params_target=state['params'],
+                                  opt_target=state['opt_state'])
+    state = dict(params=restored['params'], opt_state=restored['opt_state'],
+                 step=jax.device_put(jnp.asarray(resume_step, jnp.int32), sharding.replicated(setup.mesh)))
+    if restored['data']:
+      run.data.train_loader.set_state(restored['data'])
+    run.start_step = run.step = resume_step
+    run.log(f'resumed from {run.workdir / checkpoint.CKPT_DIR / str(resume_step)} (step {resume_step})')
+  else:
+    imported = checkpoint.load_imported_params(run.workdir, state['params'])
+    if imported is not None:
+      state['params'] = imported
+      run.log('starting from imported params')
+  run.state = state
+
+
+def _describe(run: Run) -> None:
+  cfg, dims, setup = run.cfg, run.setup.dims, run.setup
+  counts = accounting.count_params(dims)
+  run.log(f'model: {counts["total"]:,} params ({counts["non_embedding"]:,} non-embedding), '
+          f'{dims.num_layers}L d={dims.d_model} H={dims.num_heads} G={dims.num_kv_heads} T={cfg.model.seq_len} '
+          f'V={dims.vocab_size} dtype={dims.dtype} | mesh {dict(setup.mesh.shape)} | {setup.total_steps} steps x '
+          f'{run.tokens_per_step:,} tokens')
+  if run.debug and run.is_main:
+    print('\n'.join(sharding.describe(run.state['params'])), flush=True)
+
+
+# ----------------------------------------------------------------------------- phase: the loop
+def _periodic_actions(run: Run) -> Hooks:
+  """Every periodic action of the loop, in the order they run after a step."""
+  t = run.cfg.train
+  hooks = Hooks()
+  hooks.add('log', _log_action(run), every=t.log_every)
+  hooks.add('eval', _eval_action, every=t.eval_every)
+  hooks.add('checkpoint', lambda r: _save(r, r.step), every=t.ckpt_every, steps=t.get('ckpt_steps', ()))
+  # after every step but the last, in every process (the multi-process stop protocol counts on it)
+  hooks.add('stop check', _stop_check, every=1, at_last=False, reads_state=False)
+  return hooks
+
+
+def _loop(run: Run, hooks: Hooks, prof) -> dict | None:
+  """Steps until the end, a stop signal or divergence; None when the run reached its last step."""
+  total = run.setup.total_steps
+  run.writer = MetricsWriter(run.workdir, enabled=run.is_main, start_step=run.start_step, config=run.cfg)
+  run.progress = Progress(total, run.start_step, enabled=run.is_main and not run.quiet)
+  run.timer = StepTimer()
+  ctx = jax.disable_jit() if run.debug else contextlib.nullcontext()
+  if run.debug:
+    jax.config.update('jax_debug_nans', True)
+  try:
+    with ctx:
+      _steps(run, hooks, prof, total)
+  except TrainError as e:
+    _close_loop(run)
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    return dict(state='diverged', step=run.step, error=str(e), exit_code=EXIT_DIVERGED)
+  finally:
+    if run.debug:
+      jax.config.update('jax_debug_nans', False)
+  _close_loop(run)
+  if run.stopped:
+    return _stop_result(run.stop.signum, run.step)
+  return None
+
+
+def _steps(run: Run, hooks: Hooks, prof, total: int) -> None:
+  """The loop proper: the pure step, then the periodic actions that are due."""
+  train_step = None
+  while run.step < total and not run.stopped:
+    local = next(run.data.train_loader)
+    if train_step is None:
+      train_step = (make_train_step(run.setup.graphdef, run.setup.tx, run.cfg.train) if run.debug
+                    else jit_train_step(run.setup, tuple(sorted(local))))
+    if prof and run.step == prof[0]:
+      jax.profiler.start_trace(str(run.workdir / 'profile'))
+    batch = sharding.global_batch(local, run.setup.mesh)
+    t0 = time.time()
+    run.state, run.metrics = train_step(run.state, batch)
+    if run.t_compile is None:
+      _after_compile(run, t0)
+    if prof and run.step + 1 == prof[1]:
+      jax.block_until_ready(run.metrics)
+      jax.profiler.stop_trace()
+      run.log(f'profile of steps {prof[0]}:{prof[1]} written to {run.workdir / "profile"}')
+    run.step += 1
+    run.unchecked.append((run.step, run.metrics))
+    check_finite(run, before=run.step)   # the previous step: its result is ready by now
+    row = {}
+    for hook in hooks.due(run.step, total):
+      if hook.reads_state:
+        check_finite(run)
+      row |= hook.fn(run) or {}
+    if row:
+      _write_row(run, row)
+
+
+def _after_compile(run: Run, t0: float) -> None:
+  jax.block_until_ready(run.metrics)
+  run.t_compile = time.time() - t0
+  run.log(f'first step (compile) {run.t_compile:.1f}s')
+  hostmem.hold_heap()   # compiled: from now on reuse freed step buffers (scaling/base/hostmem.py)
+  run.timer.mark(run.step + 1)        # throughput and the ETA count from the first compiled step on
+  run.progress.start_timing(run.step + 1)
+
+
+def _log_action(run: Run):
+  dims = run.setup.dims
+  fpt = accounting.flops_per_token(dims)
+  peak, source = device_peak_flops(dims.dtype, run.cfg.train.peak_flops)
+
+  def log_row(run: Run) -> dict:
+    row = {'train/loss': run.loss, 'train/grad_norm': float(run.metrics['grad_norm']),
+           'train/lr': float(run.setup.schedule(run.step - 1))}
+    dt = run.timer.seconds_per_step(run.step)   # None on the compile step: no rate to show
+    if dt is not None:
+      tps = run.tokens_per_step / dt
+      util, capped = mfu(fpt, tps, peak, jax.device_count())
+      if capped and not run.shown.get('capped'):
+        run.progress.write(f'note: {tps:,.0f} tokens/s is above the peak of {peak:.3g} FLOP/s per device '
+                           f'({source}); MFU is shown capped at 100%. Set train.peak_flops to the real peak')
+      row |= {'throughput/tokens_per_s': tps, 'throughput/step_s': dt, 'throughput/mfu': util}
+      run.shown = dict(tps=tps, mfu=util, capped=run.shown.get('capped') or capped)
+    return row | {'tokens_seen': run.step * run.tokens_per_step}
+  return log_row
+
+
+def _eval_action(run: Run) -> dict:
+  result, row = _do_eval_sets(run)
+  run.eval_loss, run.eval_bpb = result.loss, result.bpb
+  run.progress.write(f'step {run.step}: eval loss {run.eval_loss:.4f}, bpb {run.eval_bpb:.4f} '
+                     f'(bpb: {evalsets.describe(row, run.eval_sets)})')
+  run.timer.mark(run.step)   # eval time is not training throughput
+  return row
+
+
+def _do_eval_sets(run: Run):
+  """Every tagged eval set at the training length: (the training split's EvalResult, metrics row)."""
+  if run.eval_step is None:
+    run.eval_step = jit_eval_step(run.setup)
+  T = run.cfg.model.seq_len
+  result, run.eval_row = evalsets.evaluate_sets(run.eval_sets, run.eval_step, run.state['params'],
+                                                lambda d: _eval_loader(run, T, d), mesh=run.setup.mesh)
+  return result, run.eval_row
+
+
+def _write_row(run: Run, row: dict) -> None:
+  """One metrics row per step (whatever the actions of that step computed) and the progress line."""
+  run.writer.write(run.step, row)
+  shown = {'loss': f'{run.loss:.3f}'}
+  if 'tps' in run.shown:   # none before the first timed step
+    shown |= {'tok/s': f'{run.shown["tps"]:,.0f}', 'mfu': f'{run.shown["mfu"]:.1%}'}
+  run.progress.update(run.step, shown)
+
+
+def _do_eval(run: Run, seq_len: int | None = None):
+  """evaluate() of the current params over `train.eval_batches` batches at `seq_len` (default: training's)."""
+  if run.eval_step is None:
+    run.eval_step = jit_eval_step(run.setup)
+  return evaluate(run.eval_step, run.state['params'], _eval_loader(run, seq_len or run.cfg.model.seq_len),
+                  bytes_per_token=run.data.bytes_per_token, mesh=run.setup.mesh)
+
+
+def _save(run: Run, step: int, force: bool = False) -> None:
+  if step == run.saved_step:   # a signal on a checkpoint step: this step is already saved
+    return
+  run.saved_step = step
+  meta = dict(step=step, seed=run.cfg.train.seed, model=dataclasses.asdict(run.setup.dims),
+              tokens_seen=step * run.tokens_per_step)
+  checkpoint.save(run.mgr, step, params=run.state['params'], opt_state=run.state['opt_state'], meta=meta,
+                  data_state=run.data.train_loader.get_state(), force=force)
+
+
+def _stop_check(run: Run) -> None:
+  """A stop signal (agreed by all processes): save this step, wait for the save, say how to resume."""
+  if run.step >= run.setup.total_steps or not run.stop.should_stop(run.step):
+    return
+  check_finite(run)
+  _save(run, run.step, force=True)
+  run.mgr.wait_until_finished()
+  name = signal.Signals(run.stop.signum).name
+  run.progress.write(f'{name} received: saved checkpoint at step {run.step} in '
+                     f'{run.workdir / checkpoint.CKPT_DIR}; re-run the same command to resume')
+  run.stopped = True
+
+
+def _close_loop(run: Run) -> None:
+  run.mgr.wait_until_finished()
+  run.mgr.close()
+  run.progress.close()
+  run.writer.close()
+
+
+# ----------------------------------------------------------------------------- phases: final evals, summary
+def _final_evals(run: Run) -> dict:
+  """The eval loss of the final state (if the loop did not just compute it) and the extra lengths."""
+  if run.eval_loss is None:
+    result, _ = _do_eval_sets(run)
+    run.eval_loss, run.eval_bpb = result.loss, result.bpb
+  T = run.cfg.model.seq_len
+  out = {k: v for k, v in run.eval_row.items() if k.count('/') == 2}   # eval/<tag>/loss, eval/<tag>/bpb
+  for L in run.cfg.train.final_eval_lengths:   # length generalisation (e.g. twice the training context)
+    L = int(L)
+    # learned positions have no rows past the training length: no value rather than an error
+    value = _do_eval(run, L).bpb if positions_cover(run.setup.dims, L) else None
+    out[f'eval/bpb@{L}'] = value
+    if L == 2 * T:
+      out['eval/bpb@2x'] = value
+  return out
+
+
+def _summary(run: Run, extra_evals: dict, t_start: float) -> dict:
+  """summary.json (main process) and the result dict of a finished run."""
+  dims, total = run.setup.dims, run.setup.total_steps
+  counts = accounting.count_params(dims)
+  fpt = accounting.flops_per_token(dims)
+  peak, peak_src = device_peak_flops(dims.dtype, run.cfg.train.peak_flops)
+  loss = run.loss
+  if not math.isfinite(loss):   # resumed a finished run: report its last logged loss
+    from scaling.train.metrics import read_metrics
+    logged = [r['train/loss'] for r in read_metrics(run.workdir) if 'train/loss' in r] if run.is_main else []
+    loss = logged[-1] if logged else float('nan')
+  result = {
+      'state': 'done', 'step': run.step, 'params': counts['total'], 'non_embedding_params': counts['non_embedding'],
+      'tokens': total * run.tokens_per_step, 'flops': fpt * total * run.tokens_per_step,
+      'flops_per_token': fpt, 'train/loss': loss, 'eval/loss': run.eval_loss, 'eval/bpb': run.eval_bpb,
+      'throughput/tokens_per_s': _median_tps(run.workdir) if run.is_main else None, 'compile_s': run.t_compile,
+      'peak_flops': peak, 'peak_source': peak_src, 'wall_s': time.time() - t_start, 'exit_code': 0,
+      **extra_evals,
+  }
+  if run.is_main:
+    _write_json(run.workdir / 'summary.json', result)
+    run.log(f'done: {run.step} steps, train loss {loss:.4f}, eval loss {run.eval_loss:.4f}, '
+            f'eval bpb {run.eval_bpb:.4f}, {result["wall_s"]:.0f}s; outputs in {run.workdir.absolute()}')
+  return result
+
+
+def _local_model(run: Run):
+  """The final params as a Transformer on this process's first device (main process; None elsewhere).
+
+  Every process takes part: the sharded params are gathered (a collective with several processes).
+  """
+  from jax.experimental import multihost_utils
+  params = run.state['params']
+  params = multihost_utils.process_allgather(params, tiled=True) if jax.process_count() > 1 else jax.device_get(params)
+  if not run.is_main:
+    return None
+  return nnx.merge(run.setup.graphdef, jax.device_put(params, jax.local_devices()[0]))
+
+
+def _median_tps(workdir):
+  from scaling.train.metrics import read_metrics
+  vals = [r['throughput/tokens_per_s'] for r in read_metrics(workdir) if 'throughput/tokens_per_s' in r]
+  return float(np.median(vals)) if vals else None
+
+
+def _parse_profile(spec: str):
+  if not spec:
+    return None
+  try:
+    a, b = (int(x) for x in spec.split(':'))
+  except ValueError:
+    raise ConfigError(f'--profile_steps must look like A:B (e.g. 10:15), got {spec!r}') from None
+  if not 0 <= a < b:
+    raise ConfigError(f'--profile_steps {spec}: need 0 <= A < B')
+  return a, b
+
+
+def _sync(name: str):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

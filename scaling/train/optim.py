@@ -1,0 +1,122 @@
+"""The optimizer: AdamW with weight decay on matrices only, global-norm clipping, schedules, and
+under μP (model.parametrization='mup') per-parameter learning rates by role (scale_by_role).
+
+Schedules (all with linear warmup from 0 to `lr` over `warmup_steps`):
+  cosine    cosine decay from lr to lr * min_lr_ratio at the last step;
+  wsd       warmup-stable-decay: constant lr, then a decay to lr * min_lr_ratio over the last
+            `decay_fraction` of the steps after warmup, or the last `decay_steps` when set (Hu et al.
+            2024, MiniCPM); `decay_shape` linear (default), cosine or 1-sqrt. A cooldown branch
+            (train.init_from, scaling/train/branch.py) forked at step s with steps = s + decay_steps decays
+            exactly as a from-scratch WSD run of that length;
+  constant  lr after warmup.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from scaling.base import names
+
+
+def schedule(train_cfg, total_steps: int) -> optax.Schedule:
+  t = train_cfg
+  peak, final = t.lr, t.lr * t.min_lr_ratio
+  warm = min(t.warmup_steps, max(total_steps - 1, 0))
+  warmup = optax.linear_schedule(0.0, peak, max(warm, 1))
+  rest = max(total_steps - warm, 1)
+  if t.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(peak, rest, alpha=t.min_lr_ratio)
+  elif t.schedule == 'wsd':
+    decay = wsd_decay_steps(t, rest)
+    main = optax.join_schedules([optax.constant_schedule(peak), decay_schedule(t.get('decay_shape', 'linear'),
+                                                                                peak, final, decay)],
+                                [rest - decay])
+  else:
+    main = optax.constant_schedule(peak)
+  if warm == 0:
+    return main
+  return optax.join_schedules([warmup, main], [warm])
+
+
+DECAY_SHAPES = names.DECAY_SHAPES   # the one list: scaling/base/names.py
+
+
+def wsd_decay_steps(train_cfg, rest: int) -> int:
+  """The length of the WSD decay: train.decay_steps when > 0 (a cooldown branch fixes it), else
+  round(decay_fraction * the steps after warmup); at least 1 and at most `rest`."""
+  d = int(train_cfg.get('decay_steps', 0) or 0)
+  decay = d if d > 0 else int(round(rest * train_cfg.decay_fraction))
+  return min(max(decay, 1), rest)
+
+
+def decay_schedule(shape: str, peak: float, final: float, steps: int) -> optax.Schedule:
+  """peak -> final over `steps`: linear (optax's), cosine (half period), or 1-sqrt (Hägele et al. 2024:
+  final + (peak - final) (1 - sqrt(t / steps))); constant at `final` afterwards."""
+  if shape == 'linear':
+    return optax.linear_schedule(peak, final, steps)
+  if shape == 'cosine':
+    return optax.cosine_decay_schedule(peak, steps, alpha=final / peak if peak else 0.0)
+  if shape == '1-sqrt':
+    import jax.numpy as jnp  # local: the module's imports are shared with the μP work
+
+    def fn(count):
+      frac = jnp.clip(count / steps, 0.0, 1.0)
+      return final + (peak - final) * (1.0 - jnp.sqrt(frac))
+    return fn
+  raise ValueError(f'unknown decay shape {shape!r}; choose one of {", ".join(DECAY_SHAPES)}')
+
+
+def decay_mask(params):
+  """Weight decay on matrices (ndim >= 2, embeddings included); none on norm scales and biases.
+
+  Block parameters carry a leading layers axis, so a stacked norm scale [L, D] is
+  still a vector: the rule looks at the name too.
+  """
+  def leaf_mask(path, x):
+    names = [getattr(k, 'key', getattr(k, 'name', '')) for k in path]
+    is_norm = any('norm' in str(n) for n in names)
+    return x.ndim >= 2 and not is_norm
+  return jax.tree_util.tree_map_with_path(leaf_mask, params)
+
+
+def _leaf_name(path) -> str:
+  names = [getattr(k, 'key', getattr(k, 'name', '')) for k in path]
+  return str(names[-1])
+
+
+def lr_multipliers(params, dims):
+  """A tree like `params` of each parameter's learning-rate multiplier (its role's, model.role_multipliers)."""
+  from scaling.model.transformer import param_role, role_multipliers
+  table = role_multipliers(dims)
+  return jax.tree_util.tree_map_with_path(lambda path, _: table[param_role(_leaf_name(path))][1], params)
+
+
+def scale_by_role(dims) -> optax.GradientTransformation:
+  """Multiplies each parameter's update by its role's learning-rate multiplier.
+
+  Placed after adamw, it scales the whole AdamW step, the decoupled weight decay lr * wd * p included:
+  every parameter decays at its own learning rate (PyTorch AdamW parameter groups, mup's MuAdamW), so
+  a hidden matrix under μP moves and decays at lr / m. Scaling the gradients instead would do nothing
+  (Adam divides the scale out) and scaling only the Adam direction would leave the decay at lr.
+  """
+  def update(updates, state, params=None):
+    del params
+    mults = lr_multipliers(updates, dims)
+    return jax.tree.map(lambda u, c: u * jnp.asarray(c, u.dtype), updates, mults), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(train_cfg, total_steps: int, dims=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(clip, AdamW) and the schedule; with `dims` under model.parametrization='mup', per-role learning rates
+  (scale_by_role). Under 'sp' (or without dims) the chain is exactly the SP one."""
+  t = train_cfg
+  sched = schedule(t, total_steps)
+  parts = []
+  if t.grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(t.grad_clip))
+  parts.append(optax.adamw(sched, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, mask=decay_mask))
+  if dims is not None and dims.parametrization != 'sp':
+    parts.append(scale_by_role(dims))
+  return optax.chain(*parts), sched
