@@ -1,4 +1,4 @@
-"""Tests of scaling.model.attention against independent references.
+"""Tests of scaling.model.attention (and its kernel scaling.model.blockwise) against independent references.
 
 The main reference is `reference_attention` (full logits, explicit mask, kv heads
 repeated); 'xla' (jax.nn.dot_product_attention, its own causal/window masks) is
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from scaling.model import attention as attn
+from scaling.model import blockwise
 
 
 def _qkv(B, T, S, H, G, K, dtype=jnp.float32, seed=0):
@@ -188,10 +189,10 @@ def test_splash_interpret_mode_matches_reference():
 
 
 def test_even_block_sizes():
-  assert attn._even_block(513, 512) == 264   # 2 blocks, 15 padded, not 511
-  assert attn._even_block(4096, 512) == 512
-  assert attn._even_block(50, 20) == 17      # 24 would exceed the request
-  assert attn._even_block(1, 512) == 1
+  assert blockwise._even_block(513, 512) == 264   # 2 blocks, 15 padded, not 511
+  assert blockwise._even_block(4096, 512) == 512
+  assert blockwise._even_block(50, 20) == 17      # 24 would exceed the request
+  assert blockwise._even_block(1, 512) == 1
 
 
 def test_auto_on_cpu_takes_the_row_form_up_to_eight_query_blocks():

@@ -397,3 +397,19 @@ def test_runs_named_by_the_legacy_hash_are_adopted_with_their_branches(tmp_path)
 def test_bad_branch_rows_are_clear_errors(tmp_path, sweep, match):
   with pytest.raises(LaunchError, match=match):
     sweep_lib.load_sweep(str(basic(tmp_path, sweep=sweep)))
+
+
+# The run hashes of two shipped sweeps as the code before the layered-package move named their directories
+# (computed with the tree of commit e129459): a sweep started before the move resumes after it.
+HASHES_BEFORE_THE_MOVE = {
+    'smoke.py': ['1acf96e17b30', '72887132e561', '92cae689e0a7', 'd03e335d387c'],
+    'cooldown.py': ['0577ae0c954e', '1a4979a17bc2', '37236ba953d8', '44893c0faea3', '64ebfdcaa15a', '864dd252a3c8',
+                    '9a54ab17998f', 'a9183d61d1aa', 'b204242fa949', 'e25e1e922c1d', 'e5e7e4108591', 'ebfc893a42b0',
+                    'ed9c7c6a821a'],
+}
+
+
+@pytest.mark.parametrize('name', sorted(HASHES_BEFORE_THE_MOVE))
+def test_shipped_sweeps_keep_their_run_hashes(name):
+  sw = sweep_lib.load_sweep(str(REPO / 'configs' / 'sweeps' / name))
+  assert sorted(r.hash for r in sw.runs) == HASHES_BEFORE_THE_MOVE[name]

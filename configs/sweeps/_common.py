@@ -1,16 +1,12 @@
 """Helpers shared by the sweep files (not a sweep itself)."""
 
-import importlib.util
-import pathlib
-
-CONFIGS = pathlib.Path(__file__).resolve().parent.parent
 
 
 def load_config_file(name: str, arg=None):
-  spec = importlib.util.spec_from_file_location(f'_sweep_base_{name}', CONFIGS / f'{name}.py')
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  """get_config(arg) of a packaged config file by name: 'default' or 'ladder' (scaling/config/load.py)."""
+  from scaling.config import load as config_lib
+  path, _ = config_lib.split_spec(f'{name}.py')
+  return config_lib.load_module(path).get_config(arg)
 
 
 def resolved(base, overrides: dict):

@@ -10,13 +10,9 @@ Override any field from the command line: `--config.model.num_layers=2`.
 import ml_collections
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  del arg
-  c = ml_collections.ConfigDict()
-  c.name = ''                # free-form label of the run (sweeps use it, e.g. for the arm of a study)
-
-  # --- model -------------------------------------------------------------
-  m = c.model = ml_collections.ConfigDict()
+def model() -> ml_collections.ConfigDict:
+  """The model section (scaling.model.transformer.ModelDims takes its defaults from here)."""
+  m = ml_collections.ConfigDict()
   m.vocab_size = 0           # embedding rows. 0: follow the tokenizer (its id count: data.vocab_size for
                              # bpe/unigram, 259 for byte, filled when the config loads; char/tiktoken: when
                              # the data is prepared). An explicit size below the tokenizer's id count is an
@@ -52,9 +48,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.mup_base_width = 0       # mup: the d_model the lr and init_std were tuned at (0: this d_model, m = 1)
   m.mup_base_head_dim = 0    # mup: the head_dim at the base width; attention logits x sqrt(base / head_dim)
                              # (~ 1/head_dim). 0: this head_dim, factor 1 (head_dim fixed, heads grow with width)
+  return m
 
-  # --- data --------------------------------------------------------------
-  d = c.data = ml_collections.ConfigDict()
+
+def data() -> ml_collections.ConfigDict:
+  """The data section: corpus, tokenizer, split."""
+  d = ml_collections.ConfigDict()
   d.corpus = 'shakespeare'   # shakespeare | prose[:PARTS] (docs/corpus.md) | comma-separated files/globs (.txt .jsonl .jsonl.gz .parquet) | hf:NAME[:CONFIG]
   d.text_field = 'text'      # for jsonl / parquet / hf
   d.tokenizer = 'bpe'        # bpe | unigram | char | byte | tiktoken:ENCODING
@@ -68,9 +67,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                              # in a seeded order; same tokenizer and validation split: scaling/data/subset.py)
   d.document_masking = False # emit segment ids so attention does not cross documents
   d.num_workers = 0          # grain worker processes (0 = in-process; fastest on small CPUs)
+  return d
 
-  # --- training ------------------------------------------------------------
-  t = c.train = ml_collections.ConfigDict()
+
+def train() -> ml_collections.ConfigDict:
+  """The training section: batch, steps or tokens, optimizer, schedule, evaluation, checkpoints."""
+  t = ml_collections.ConfigDict()
   t.seed = 0
   t.batch_size = 16          # global batch, in sequences
   t.microbatches = 1         # gradient accumulation: batch_size must divide by it
@@ -110,27 +112,49 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.keep_checkpoints = 2
   t.ckpt_steps = ()          # steps saved besides every ckpt_every, and never deleted (cooldown branches' forks)
   t.peak_flops = 0.0         # per-device peak FLOP/s for MFU; 0 -> table (accelerators) or measured (CPU)
+  return t
 
-  # --- experiment tracking (scaling/train/tracking.py) -----------------------------
-  lg = c.logging = ml_collections.ConfigDict()
+
+def logging() -> ml_collections.ConfigDict:
+  """Experiment tracking (scaling/train/tracking.py)."""
+  lg = ml_collections.ConfigDict()
   lg.wandb_project = ''      # Weights & Biases project: '' = off. Logs the scalars TensorBoard gets + this config
   lg.wandb_entity = ''       # W&B team/user ('' = your default)
   lg.wandb_group = ''        # '' = the sweep's name for a sweep run (its run.json), else no group
   lg.wandb_name = ''         # '' = the run hash for a sweep run, else the workdir's name
   lg.wandb_mode = ''         # online | offline (run files only, no network) | '' = $WANDB_MODE, else online
+  return lg
 
-  # --- mesh --------------------------------------------------------------
-  mesh = c.mesh = ml_collections.ConfigDict()
+
+def mesh() -> ml_collections.ConfigDict:
+  """The device mesh."""
+  mesh = ml_collections.ConfigDict()
   mesh.data = -1             # -1: fill with the remaining devices
   mesh.fsdp = 1
   mesh.tensor = 1
+  return mesh
 
-  # --- sampling at the end of `scaling train` -------------------------------
-  s = c.sample = ml_collections.ConfigDict()
+
+def sample() -> ml_collections.ConfigDict:
+  """Sampling at the end of `scaling train`."""
+  s = ml_collections.ConfigDict()
   s.prompts = ('ROMEO:', 'First Citizen:\nBefore we proceed')   # () skips `scaling train`'s end-of-run samples
   s.max_new_tokens = 64
   s.temperature = 0.8
   s.top_k = 0
   s.top_p = 0.9
   s.seed = 0
+  return s
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  c.name = ''                # free-form label of the run (sweeps use it, e.g. for the arm of a study)
+  c.model = model()
+  c.data = data()
+  c.train = train()
+  c.logging = logging()
+  c.mesh = mesh()
+  c.sample = sample()
   return c

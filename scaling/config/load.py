@@ -11,7 +11,6 @@ load time, so a bad config fails before any compile or long work.
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.util
 import json
 import os
@@ -19,6 +18,9 @@ import pathlib
 import re
 
 import ml_collections
+
+from scaling.base.files import sha256_bytes
+from scaling.config import default as default_config
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGE = pathlib.Path(__file__).resolve().parents[1]
@@ -202,15 +204,12 @@ def load_config(spec: str | None = None, overrides: dict | None = None,
   return cfg
 
 
-_DEFAULT_MODEL: dict = {}
 
 
 def default_model() -> dict:
-  """The model section of the packaged scaling/config/default.py (never one in the working directory):
-  the one place the model defaults are written; scaling.model.transformer.ModelDims takes its defaults from it."""
-  if not _DEFAULT_MODEL:
-    _DEFAULT_MODEL.update(load_module(_packaged_config_file(DEFAULT_CONFIG)).get_config().model.to_dict())
-  return dict(_DEFAULT_MODEL)
+  """The model section of the packaged scaling/config/default.py, imported as a module (never a default.py in
+  the working directory): the one place the model defaults are written; ModelDims takes its defaults from it."""
+  return default_config.model().to_dict()
 
 
 # ----------------------------------------------------------------------------- vocab
@@ -425,7 +424,7 @@ def config_hash(cfg, n: int = 12, *, legacy: bool = False) -> str:
       if name in d.get(section, {}) and d[section][name] == neutral:
         del d[section][name]
   blob = json.dumps(d, sort_keys=True, separators=(',', ':'))
-  return hashlib.sha256(blob.encode()).hexdigest()[:n]
+  return sha256_bytes(blob.encode())[:n]
 
 
 def from_json(path) -> ml_collections.ConfigDict:

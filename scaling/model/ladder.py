@@ -45,8 +45,8 @@ MUP_BASE_WIDTH, MUP_BASE_HEAD_DIM, MUP_LR = 256, 64, 2e-3
 
 
 def _load_default():
-  from scaling.config import load as config_lib
-  return config_lib.load_module(config_lib.PACKAGE / 'config' / 'default.py').get_config()
+  from scaling.config import default
+  return default.get_config()
 
 
 def get_config(arg: str | None = None):
