@@ -25,7 +25,7 @@ sys.path.insert(0, {root!r})
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 from scaling.config.load import load_config
-from scaling import sharding
+from scaling.train import sharding
 from scaling.train.loop import build_setup, init_state, jit_train_step
 T, impl, mode = {T}, {impl!r}, {mode!r}
 cfg = load_config('scaling/config/default.py', {{

@@ -11,7 +11,8 @@ import pytest
 
 from scaling.config.load import load_config
 from scaling.model import accounting
-from scaling.train import aot
+from scaling.train import aot, aot_cli
+from scaling.train import hlo as hlo_lib
 
 needs_libtpu = pytest.mark.skipif(not aot.libtpu_available(), reason='libtpu not installed (pip install -e ".[tpu-aot]")')
 
@@ -102,7 +103,7 @@ ENTRY main {
   ROOT w = (s32[], f32[4,8]) while(t), condition=cond, body=body
 }
 """
-  flops, unknown = aot.hlo_dot_flops(hlo)
+  flops, unknown = hlo_lib.hlo_dot_flops(hlo)
   assert unknown == 0
   assert flops == 2 * 4 * 16 * 8 + 12 * (2 * 4 * 8 * 8)
 
@@ -174,7 +175,7 @@ def test_7b_on_one_v5e_chip_does_not_fit_with_the_shortfall():
   assert r['bytes_per_chip']['total'] >= 12 * n > 16 * aot.GiB   # params + Adam alone are 5x the HBM
   assert r['shortfall_bytes'] == r['bytes_per_chip']['total'] - r['hbm_bytes_per_chip'] > 50 * aot.GiB
   assert r['hbm_bytes_per_chip'] <= 16 * aot.GiB
-  assert 'DOES NOT FIT' in aot.format_report(r)
+  assert 'DOES NOT FIT' in aot_cli.format_report(r)
 
 
 @needs_libtpu
@@ -199,7 +200,7 @@ def two_slices():
   cfg = aot.target_config(load_config('scaling/model/ladder.py:nano', {**NANO, 'mesh.data': '1', 'mesh.fsdp': '-1'}))
   c = aot.compile_step(cfg, t)
   slice_of = [d.slice_index for d in c.setup.mesh.devices.flat]
-  return c, aot.collectives(c.compiled.as_text(), slice_of)
+  return c, hlo_lib.collectives(c.compiled.as_text(), slice_of)
 
 
 @needs_libtpu
@@ -244,31 +245,31 @@ def test_check_runs_fit_names_the_runs_that_do_not_fit_and_compiles_each_config_
   small = load_config('scaling/model/ladder.py:nano')
   big = load_config('scaling/model/ladder.py:nano', {'model.num_layers': '20'})
   lr = load_config('scaling/model/ladder.py:nano', {'train.lr': '0.1'})   # same step as `small`
-  problems = aot.check_runs_fit([('small', small), ('big', big), ('small-lr', lr)], 'v5litepod-4')
+  problems = aot_cli.check_runs_fit([('small', small), ('big', big), ('small-lr', lr)], 'v5litepod-4')
   assert calls == [2, 20]
   assert len(problems) == 1 and problems[0].startswith('big: needs 20.00 GiB per chip')
   assert '4.00 GiB more than the 16.00 GiB' in problems[0]
   with pytest.raises(aot.AotError, match='Known'):
-    aot.check_runs_fit([small], 'v5p-3')
+    aot_cli.check_runs_fit([small], 'v5p-3')
 
 
 def test_sweep_preflight_is_on_by_default_and_can_be_turned_off(monkeypatch):
   import types
   monkeypatch.setattr(aot, 'libtpu_available', lambda: True)
-  monkeypatch.setattr(aot, '_prepare_compile', lambda cache_dir=None: None)
+  monkeypatch.setattr(aot_cli, '_prepare_compile', lambda cache_dir=None: None)
   seen = []
-  monkeypatch.setattr(aot, 'check_runs_fit', lambda runs, topo, slices: seen.append((runs, topo, slices)) or ['x'])
+  monkeypatch.setattr(aot_cli, 'check_runs_fit', lambda runs, topo, slices: seen.append((runs, topo, slices)) or ['x'])
   cfg = load_config('scaling/model/ladder.py:nano')
   sweep = types.SimpleNamespace(runs=[types.SimpleNamespace(label='nano', hash='h', config=cfg)])
   monkeypatch.delenv('SCALING_AOT_CHECK', raising=False)
-  assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'num_slices': '2'}) == ['x']
+  assert aot_cli.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'num_slices': '2'}) == ['x']
   assert seen == [([('nano', cfg)], 'v5p-16', 2)]
-  assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': '0'}) == []
+  assert aot_cli.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': '0'}) == []
   monkeypatch.setenv('SCALING_AOT_CHECK', '0')
-  assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16'}) == []
-  assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': 'true'}) == ['x']
+  assert aot_cli.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16'}) == []
+  assert aot_cli.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': 'true'}) == ['x']
   monkeypatch.setattr(aot, 'libtpu_available', lambda: False)
-  assert aot.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': 'true'}) == []
+  assert aot_cli.sweep_fit_problems(sweep, {'tpu_type': 'v5p-16', 'aot_check': 'true'}) == []
 
 
 def test_gpu_names():
@@ -303,12 +304,12 @@ def test_tpu_launchers_refuse_a_sweep_that_does_not_fit_before_reserving(backend
   from scaling.launch.sweep import LaunchError
   from scaling.launch.tpu_vm import TpuVmBackend
   monkeypatch.setattr(aot, 'libtpu_available', lambda: True)
-  monkeypatch.setattr(aot, '_prepare_compile', lambda cache_dir=None, platform='tpu': None)
-  monkeypatch.setattr(aot, 'check_runs_fit', lambda runs, topo, slices: [f'{runs[0][0]}: needs 99 GiB per chip'])
+  monkeypatch.setattr(aot_cli, '_prepare_compile', lambda cache_dir=None, platform='tpu': None)
+  monkeypatch.setattr(aot_cli, 'check_runs_fit', lambda runs, topo, slices: [f'{runs[0][0]}: needs 99 GiB per chip'])
   cls = TpuVmBackend if backend == 'tpu-vm' else GkeBackend
   res = {'tpu_type': 'v5p-8', 'zone': 'z', 'cluster': 'c', 'docker_image': 'img', 'aot_check': '1'}
   b = cls(tmp_path, res, log=lambda *a: None)
-  b.fit_check = aot.sweep_fit_problems   # as `scaling sweep` hands it to the launcher
+  b.fit_check = aot_cli.sweep_fit_problems   # as `scaling sweep` hands it to the launcher
   sweep = types.SimpleNamespace(runs=[types.SimpleNamespace(label='7b', hash='h', config=None)])
   with pytest.raises(LaunchError, match='1 run.* do not fit on v5p-8; nothing was reserved:\n  7b: needs 99 GiB'):
     b.preflight(sweep)

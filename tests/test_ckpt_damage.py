@@ -207,7 +207,7 @@ def test_check_step_reads_in_slices(tmp_path):
 
 CHILD = textwrap.dedent('''
   import json, os, sys
-  from scaling import checkpoint, distributed
+  from scaling.train import checkpoint, distributed
   distributed.initialize()
   i = int(os.environ['SCALING_PROCESS_ID'])
   lines = []
@@ -226,7 +226,7 @@ CHILD_SAVE = textwrap.dedent('''
   import sys
   import jax, numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
-  from scaling import checkpoint, distributed
+  from scaling.train import checkpoint, distributed
   distributed.initialize()
   mesh = jax.make_mesh((4,), ('x',))
   def put(a):

@@ -98,7 +98,7 @@ def test_fused_loss_under_a_sharded_batch_matches_unsharded():
 FAULTS = r'''
 import json, resource, sys
 sys.path.insert(0, {root!r})
-from scaling import hostmem
+from scaling.base import hostmem
 tuned = hostmem.tune_malloc()   # before JAX starts
 import jax, jax.numpy as jnp
 # a 64 MB result per call: above glibc's largest dynamic mmap threshold (32 MB), so untuned malloc
@@ -145,7 +145,7 @@ def test_malloc_tuning_only_on_cpu_hosts_and_before_jax_starts(monkeypatch):
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
   assert hostmem.cpu_only_host()
   # too late: JAX's threads exist, so neither phase changes malloc
-  code = ('import sys; sys.path.insert(0, sys.argv[1]); import jax; jax.devices(); from scaling import hostmem; '
+  code = ('import sys; sys.path.insert(0, sys.argv[1]); import jax; jax.devices(); from scaling.base import hostmem; '
           'print(hostmem.tune_malloc(), hostmem.hold_heap())')
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   p = subprocess.run([sys.executable, '-c', code, root], env=dict(os.environ, SCALING_MALLOC_TUNING='1'),

@@ -358,7 +358,7 @@ CHILD = textwrap.dedent('''
     signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.5 * i), sys.exit(75)))
   if mode == 'orphan':   # what a real child does in distributed.initialize()
     sys.path.insert(0, sys.argv[3])
-    from scaling import distributed
+    from scaling.train import distributed
     distributed._die_with_launcher()
     open(os.path.join(sys.argv[1], 'pid%d' % i), 'w').write(str(os.getpid()))
   open(os.path.join(sys.argv[1], 'started%d' % i), 'w').write(os.environ['XLA_FLAGS'])
@@ -448,7 +448,7 @@ def test_children_die_with_the_launcher(tmp_path):
   """kill -9 of the launcher itself: its children get SIGKILL (PR_SET_PDEATHSIG), none is left running."""
   script = tmp_path / 'child.py'
   script.write_text(CHILD)
-  code = ('import sys; sys.path.insert(0, sys.argv[1]); from scaling import distributed; '
+  code = ('import sys; sys.path.insert(0, sys.argv[1]); from scaling.train import distributed; '
           'sys.exit(distributed.launch_local(2, [sys.argv[2], "orphan", sys.argv[1]], '
           'command=[sys.executable, sys.argv[3]]))')
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')

@@ -68,7 +68,7 @@ def test_sigint_exits_130_and_leaves_nothing(tmp_path, phase, workers):
          '--config.data.vocab_size=2000']
   started = 'trained char' if phase == 'encode' else 'prepare: corpus'  # the phase has begun
   if workers > 1:  # the pool's fields are not config keys: the CLI's entry point, called directly
-    cmd = [sys.executable, '-c', 'import sys, jax, ml_collections; from scaling.data import main_prepare; '
+    cmd = [sys.executable, '-c', 'import sys, jax, ml_collections; from scaling.data.prepare import main_prepare; '
            f'main_prepare(ml_collections.ConfigDict(dict(corpus={corpus!r}, data_dir={str(data_dir)!r}, '
            f'tokenizer="char", prepare_workers={workers}, parallel_threshold_mb=0)))']
   env = dict(os.environ, PYTHONUNBUFFERED='1', JAX_PLATFORMS='cpu')

@@ -47,8 +47,8 @@ class Command:
 
 COMMANDS = {
     'table': Command('scaling.cli.table', 'print the scale table (parameters, FLOPs, tokens, memory, time)', True),
-    'compile': Command('scaling.train.aot', 'compile the train step for a TPU slice on this machine: fits? how fast?',
-                       True, 'add_compile_args', 'run_compile'),
+    'compile': Command('scaling.train.aot_cli', 'compile the train step for a TPU slice on this machine: fits? '
+                       'how fast?', True, 'add_compile_args', 'run_compile'),
     'coordcheck': Command('scaling.analysis.coordcheck', 'coordinate check: activation sizes across widths, sp vs '
                           'mup (table, PNG)', True, 'add_coordcheck_args', 'run_coordcheck'),
     'prepare': Command('scaling.cli.prepare', 'tokenize a corpus into shards (idempotent)', True),
@@ -70,7 +70,7 @@ SWEEP_HELP = 'run a sweep: see `scaling sweep --help`'
 
 def _sweep_fit_check(sweep, resources, log):
   """The TPU launchers' preflight, handed to the launcher (which never imports jax): jax loads only here."""
-  from scaling.train.aot import sweep_fit_problems
+  from scaling.train.aot_cli import sweep_fit_problems
   return sweep_fit_problems(sweep, resources, log=log)
 
 

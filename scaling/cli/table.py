@@ -26,8 +26,8 @@ def run(args, overrides) -> int:
     names = args.rungs.split(',') if args.rungs else list(mod.RUNGS)
     named = [(r, load_config(f'{path}:{r}', overrides)) for r in names]
   rows = [accounting.table_row(name, cfg.model, mfu=args.mfu) for name, cfg in named]
-  if args.topology:   # compile each rung for the slice (scaling/train/aot.py)
-    from scaling.train.aot import add_topology_columns
+  if args.topology:   # compile each rung for the slice (scaling/train/aot_cli.py)
+    from scaling.train.aot_cli import add_topology_columns
     add_topology_columns(rows, named, args.topology, args.num_slices)
   if args.json:
     print(json.dumps(rows, indent=1))

@@ -35,32 +35,10 @@ float32 gradients, two float32 moments); activations are not included.
 
 from __future__ import annotations
 
+from scaling.base import hardware
 from scaling.config.load import resolved_dims
 
 TOKENS_PER_PARAM = 20
-
-# Dense peak FLOP/s per device (no sparsity), from vendor data sheets.
-PEAK_FLOPS = {
-    'H100': {'bfloat16': 989e12, 'float32': 67e12},   # H100 SXM
-    'H200': {'bfloat16': 989e12, 'float32': 67e12},   # same compute as H100 SXM
-    'A100': {'bfloat16': 312e12, 'float32': 19.5e12},
-    'TPU v5p': {'bfloat16': 459e12, 'float32': 459e12 / 2},
-    'TPU v5e': {'bfloat16': 197e12, 'float32': 197e12 / 2},
-    'TPU v4': {'bfloat16': 275e12, 'float32': 275e12 / 2},
-    'TPU v6e': {'bfloat16': 918e12, 'float32': 918e12 / 2},
-    'CPU': {'bfloat16': 0.4e12, 'float32': 0.2e12},   # the 2-core CI machine, measured (see BENCHMARKS.md)
-}
-# JAX's device_kind of each TPU (and the names people write) -> its PEAK_FLOPS row; scaling/train/aot.py CHIPS agrees
-TPU_KINDS = {'tpu v4': 'TPU v4', 'tpu v5': 'TPU v5p', 'tpu v5p': 'TPU v5p', 'tpu v5 lite': 'TPU v5e',
-             'tpu v5e': 'TPU v5e', 'tpu v6 lite': 'TPU v6e', 'tpu v6e': 'TPU v6e'}
-
-
-def peak_row(device_kind: str) -> str | None:
-  """The PEAK_FLOPS row of a JAX device_kind ('TPU v5 lite', 'NVIDIA H100 80GB HBM3', ...), or None."""
-  kind = device_kind.strip().lower()
-  if kind in TPU_KINDS:
-    return TPU_KINDS[kind]
-  return next((name for name in ('H100', 'H200', 'A100') if name.lower() in kind), None)
 
 
 def _dims(m) -> dict:
@@ -128,7 +106,7 @@ def train_memory_bytes(m) -> int:
 
 def wallclock_seconds(total_flops: float, accelerator: str, *, devices: int = 1, mfu: float = 0.4,
                       dtype: str = 'bfloat16') -> float:
-  peak = PEAK_FLOPS[accelerator][dtype]
+  peak = hardware.peak_flops(accelerator, dtype)   # a row of the accelerator table (scaling/base/hardware.py)
   return total_flops / (peak * devices * mfu)
 
 
@@ -185,7 +163,7 @@ def format_table(rows: list[dict]) -> str:
   header = ['rung', 'L', 'd', 'H', 'G', 'K', 'd_ff', 'V', 'T', 'tied', 'param.', 'params', 'non-emb', 'FLOPs/tok',
             'tokens (20N)', 'train FLOPs', 'params+Adam'] + [
                 k[len('hours_'):].replace('_', ' ') + f' @{int(rows[0]["assumed_mfu"] * 100)}%' for k in hour_cols]
-  topo = rows[0].get('topology')   # `scaling table --topology`: compiled for a TPU slice (scaling/train/aot.py)
+  topo = rows[0].get('topology')   # `scaling table --topology`: compiled for a TPU slice (scaling/train/aot_cli.py)
   if topo:
     header += [f'fits {topo}', 'HBM/chip', 'est. step', 'est. MFU', 'note']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]

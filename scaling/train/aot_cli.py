@@ -1,0 +1,205 @@
+"""What uses scaling/train/aot.py: the `scaling compile` command, `scaling table --topology`, the sweeps' preflight.
+
+    `scaling compile --config scaling/model/ladder.py:1b --topology v5p-8 [--num_slices 2] [--max_batch] [--json]`
+
+`scaling table --topology v5p-32` adds to each rung whether it fits the slice (and, when not, the setting
+that does), and the tpu-vm and gke sweep backends refuse a sweep whose runs do not fit before reserving
+anything (`sweep_fit_problems`, handed to the launcher by scaling/cli/main.py). Every compile goes through
+the `aot` module's names (aot.compile_report, aot.target_devices, ...), so a test patches them there.
+"""
+
+from __future__ import annotations
+
+import os
+
+from scaling.train import aot
+from scaling.train.aot import human_bytes
+
+
+# ----------------------------------------------------------------------------- the report
+def format_report(r: dict) -> str:
+  b = r['bytes_per_chip']
+  slices = f' x {r["num_slices"]} slices' if r['num_slices'] > 1 else ''
+  lines = [
+      f'{r["topology"]} ({r["device_kind"]}, {r["topology_string"]}{slices}, {r["chips"]} chips), '
+      f'mesh {r["mesh"]}, batch {r["batch_size"]} x {r["seq_len"]} tokens, microbatches {r["microbatches"]}, '
+      f'{r["dtype"]}, remat {r["remat"]}; compiled in {r["compile_s"]:.1f}s'
+      f'{" (figures from the cache)" if r.get("from_cache") else ""}',
+      'memory per chip (compiled.memory_analysis()):' if b['output'] is not None else
+      f'memory per chip: {r["note"]}',
+      (f'  arguments {human_bytes(b["argument"])} + outputs {human_bytes(b["output"])} '
+       f'- aliased (donated) {human_bytes(b["alias"])} + temporaries {human_bytes(b["temp"])} '
+       f'+ code {human_bytes(b["generated_code"])}' if b['output'] is not None else
+       f'  arguments {human_bytes(b["argument"])} (from the shardings) + temporaries (compiler) '
+       f'{human_bytes(b["temp"] or 0)}') + f' = {human_bytes(b["total"])} of {human_bytes(r["hbm_bytes_per_chip"])} HBM',
+      ('  fits' if r['fits'] else f'  DOES NOT FIT: {human_bytes(r["shortfall_bytes"])} over; try a larger '
+       f'fsdp axis, train.microbatches, model.remat=full, or a larger slice') +
+      f' ({100 * b["total"] / r["hbm_bytes_per_chip"]:.0f}% of HBM)',
+      f'FLOPs per step: XLA (dots of the step HLO, loops x trip count) {r["xla_flops_per_step"]:.4g}, '
+      f'accounting (6N + attention) {r["accounting_flops_per_step"]:.4g}, '
+      f'ratio {r["xla_flops_per_step"] / r["accounting_flops_per_step"]:.3f}',
+      f'ESTIMATE (compute-bound at {r["peak_flops_per_chip"] / 1e12:.0f} TFLOP/s bf16 per chip; ignores memory-bound '
+      f'ops, communication and kernel efficiency): step {r["estimated_step_s"] * 1e3:.3g} ms, '
+      f'MFU <= {100 * r["estimated_mfu"]:.0f}%',
+  ]
+  if r['loops_of_unknown_trip_count']:
+    lines.append(f'note: {r["loops_of_unknown_trip_count"]} loop(s) of unknown trip count were counted once')
+  return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------- the ladder on a slice
+def fitting_alternative(cfg, t: aot.Target, devices) -> tuple[str, dict | None]:
+  """When cfg does not fit: fsdp over all chips, then (same mesh) one sequence per chip per microbatch.
+
+  (description, its report or None). At most two compiles: the second setting is the least memory
+  the batch can take on this slice without remat or model changes, so if it does not fit, nothing
+  of this kind will.
+  """
+  per_slice = t.chips_per_slice
+  fsdp = dict(data=1, fsdp=-1, tensor=1)
+  tries = []
+  if (cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor) not in ((1, -1, 1), (1, per_slice, 1)):
+    tries.append(cfg.train.microbatches)
+  dp = per_slice * t.num_slices
+  if cfg.train.batch_size % dp == 0 and cfg.train.batch_size // dp > cfg.train.microbatches:
+    tries.append(cfg.train.batch_size // dp)
+  for m in tries:
+    try:
+      r = aot.compile_report(aot.target_config(cfg, mesh=fsdp, microbatches=m), t, devices)
+    except aot.AotError:
+      continue
+    if r['fits']:
+      return f'fits with mesh fsdp={per_slice}, train.microbatches={m}', r
+  return 'does not fit with fsdp over all chips, even at 1 sequence per chip per microbatch', None
+
+
+def topology_rows(named_cfgs, topology: str, num_slices: int = 1, *, log=lambda *a: None) -> list[dict]:
+  """Per (name, cfg): the columns `scaling table --topology` adds (fits, HBM per chip, estimated step)."""
+  t = aot.parse_target(topology, num_slices)
+  devices = aot.target_devices(t)
+  out = []
+  for name, cfg in named_cfgs:
+    cfg = aot.target_config(cfg)
+    try:
+      r = aot.compile_report(cfg, t, devices)
+    except aot.AotError as e:
+      out.append(dict(topology=t.name, fits=None, note=str(e).split(': ', 1)[-1][:100]))
+      continue
+    row = dict(topology=t.name, fits=r['fits'], hbm_bytes_per_chip=r['bytes_per_chip']['total'],
+               estimated_step_s=r['estimated_step_s'], estimated_mfu=r['estimated_mfu'], compile_s=r['compile_s'],
+               mesh=r['mesh'], note='')
+    if not r['fits']:
+      row['note'], alt = fitting_alternative(cfg, t, devices)
+      if alt:
+        row['alt_hbm_bytes_per_chip'] = alt['bytes_per_chip']['total']
+        row['alt_estimated_step_s'] = alt['estimated_step_s']
+        row['alt_compile_s'] = alt['compile_s']
+        row['note'] += f' ({human_bytes(alt["bytes_per_chip"]["total"])} per chip)'
+    log(f'{name}: {"fits" if r["fits"] else "does not fit"} ({r["compile_s"]:.0f}s)')
+    out.append(row)
+  return out
+
+
+def _prepare_compile(cache_dir: str | None = None, platform: str = 'tpu') -> None:
+  if platform == 'tpu' and not aot.libtpu_available():
+    raise aot.AotError('compiling for a TPU topology needs libtpu: pip install -e ".[tpu-aot]"')
+  import jax
+  from jax._src import xla_bridge
+  if not xla_bridge.backends_are_initialized():
+    jax.config.update('jax_platforms', 'cpu')   # compile-only devices; no TPU runtime is started
+  aot.enable_compile_cache(cache_dir)
+
+
+def add_topology_columns(rows: list[dict], named_cfgs, topology: str, num_slices: int = 1) -> None:
+  """`scaling table --topology`: adds topology/fits/HBM per chip/estimated step (and a note) to each row."""
+  t = aot.parse_target(topology, num_slices)   # a bad name fails before any compile
+  _prepare_compile(platform=t.chip.platform)
+  import sys
+  cols = topology_rows(named_cfgs, topology, num_slices, log=lambda *a: print(*a, file=sys.stderr, flush=True))
+  for row, extra in zip(rows, cols):
+    row.update(extra)
+
+
+# ----------------------------------------------------------------------------- launchers
+def check_runs_fit(configs, topology: str, num_slices: int = 1) -> list[str]:
+  """Problems (empty: all fit) of compiling each distinct config's step for the topology.
+
+  configs: ConfigDicts or (label, ConfigDict) pairs.
+
+  For launchers, before they reserve anything: each problem names the run, its bytes per chip and
+  the shortfall. Configs that are equal up to non-model fields compile once (compile cache).
+  """
+  t = aot.parse_target(topology, num_slices)
+  devices = aot.target_devices(t)
+  problems, seen = [], {}
+  for item in configs:
+    label, cfg = item if isinstance(item, tuple) else (None, item)
+    cfg = aot.target_config(cfg)
+    key = (cfg.model.to_json_best_effort(), cfg.mesh.to_json_best_effort(), cfg.train.batch_size,
+           cfg.train.microbatches, cfg.train.get('loss_chunk', 0))
+    label = label or cfg.get('name') or f'{cfg.model.num_layers}L d={cfg.model.d_model}'
+    if key not in seen:
+      try:
+        seen[key] = aot.compile_report(cfg, t, devices)
+      except aot.AotError as e:
+        seen[key] = str(e)
+    r = seen[key]
+    if isinstance(r, str):
+      problems.append(f'{label}: {r}')
+    elif not r['fits']:
+      problems.append(f'{label}: needs {human_bytes(r["bytes_per_chip"]["total"])} per chip on {t.describe()}, '
+                      f'{human_bytes(r["shortfall_bytes"])} more than the {human_bytes(r["hbm_bytes_per_chip"])} '
+                      f'of HBM; use a larger fsdp axis, train.microbatches or a larger slice')
+  return problems
+
+
+def sweep_fit_problems(sweep, resources: dict, log=lambda *a: None) -> list[str]:
+  """The launchers' preflight (tpu-vm, gke): every run of the sweep compiled for resources['tpu_type']
+  (x resources['num_slices']) before anything is created or reserved. [] when all fit, and also when
+  the check is off: libtpu not installed, or resources['aot_check'] (else $SCALING_AOT_CHECK) is
+  '0', 'false', 'no' or 'off'."""
+  flag = str(resources.get('aot_check', os.environ.get('SCALING_AOT_CHECK', '1'))).lower()
+  if flag in ('0', 'false', 'no', 'off') or not aot.libtpu_available():
+    return []
+  topology, slices = str(resources['tpu_type']), int(resources.get('num_slices', 1) or 1)
+  _prepare_compile(resources.get('aot_cache_dir'))
+  log(f'[sweep] compiling {len(sweep.runs)} run(s) for {topology}' + (f' x {slices} slices' if slices > 1 else '')
+      + ' to check that they fit (--resource aot_check=0 skips this)')
+  return check_runs_fit([(run.label or run.hash, run.config) for run in sweep.runs], topology, slices)
+
+
+# ----------------------------------------------------------------------------- the command
+def add_compile_args(p) -> None:
+  p.add_argument('--topology', required=True,
+                 help='Cloud TPU accelerator name: v5p-8 (v4/v5p count TensorCores: v5p-8 = 4 chips), '
+                      'v5litepod-8 or v5e-8, v6e-8 (chips), or a raw topology such as v5p:2x2x4')
+  p.add_argument('--num_slices', type=int, default=1, help='multi-slice: data parallelism over N slices (DCN)')
+  p.add_argument('--max_batch', action='store_true', help='find the largest global batch that fits (bisection)')
+  p.add_argument('--json', action='store_true', help='one JSON object instead of the text report')
+  p.add_argument('--cache_dir', default=None, help='cache of compiled figures (default ~/.cache/scaling/aot)')
+
+
+def run_compile(args, overrides) -> int:
+  """`scaling compile`: 0 if the step fits (with --max_batch: if any batch fits), 1 if not."""
+  import json
+
+  t = aot.parse_target(args.topology, args.num_slices)   # a bad name fails here, before any compile
+  from scaling.config.load import load_config
+  cfg = aot.target_config(load_config(args.config, overrides))
+  _prepare_compile(args.cache_dir, t.chip.platform)
+  log = (lambda *a: print(*a, flush=True)) if not args.json else (lambda *a: None)
+  if args.max_batch:
+    log(f'largest global batch on {t.describe()}:')
+    best, r, _ = aot.find_max_batch(cfg, t, log=log)
+    if r is None:
+      r = aot.compile_report(aot.target_config(cfg, batch_size=aot.data_parallel_unit(cfg, t)), t)
+    r['max_batch'] = best
+  else:
+    r = aot.compile_report(cfg, t)
+  if args.json:
+    print(json.dumps(r, indent=1))
+  else:
+    print(format_report(r))
+    if args.max_batch:
+      print(f'largest global batch that fits: {r["max_batch"] or "none (not even one sequence per data-parallel device)"}')
+  return 0 if (r.get('max_batch') if args.max_batch else r['fits']) else 1
