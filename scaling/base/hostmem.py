@@ -11,7 +11,7 @@ Two glibc settings (mallopt) fix it, applied in two phases:
 - `tune_malloc()`, on CPU-only hosts: one malloc arena for all threads, so every block can come
   from the main heap. It must run before the threads that allocate exist, i.e.
   before JAX's CPU backend starts: the `scaling` command and the benchmarks call
-  it first thing; a script or notebook can too (`from scaling import hostmem;
+  it first thing; a script or notebook can too (`from scaling.base import hostmem;
   hostmem.tune_malloc()` before any JAX computation).
 - `hold_heap()`, once the step is compiled and has run (the training loop and
   the benchmarks call it), and only when JAX computes on the CPU: no mmap and no

@@ -16,12 +16,13 @@ still the one on disk), and a workdir the lock itself created is removed if stil
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import pathlib
 import socket
 import time
+
+from scaling.base.files import lock_fd
 
 LOCK_FILE = 'train.lock'
 
@@ -73,8 +74,11 @@ class WorkdirLock:
     while True:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
       try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError:
+        held = lock_fd(fd, timeout=0)
+      except BaseException:
+        os.close(fd)
+        raise
+      if not held:
         rec = _read_record(fd)
         os.close(fd)
         if rec.get('host') == host and isinstance(rec.get('pid'), int) and not pid_alive(rec['pid']):

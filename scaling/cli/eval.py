@@ -21,6 +21,6 @@ def add_args(p) -> None:
   p.add_argument('--eval_batch_size', type=int, default=16, help='--tasks: requests per jitted batch')
 
 
-def run(args, overrides) -> int:
+def run(args) -> int:
   from scaling.inference.evaluate import run_eval
   return run_eval(args)

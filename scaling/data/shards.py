@@ -37,6 +37,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from scaling.base.files import atomic_open, open_temp_beside
 from scaling.data.tokenizer import DataError
 
 INDEX_JSON = 'index.json'
@@ -82,8 +83,7 @@ class ShardWriter:
     self.split, self.dtype = split, np.dtype(dtype)
     self.path = os.path.join(data_dir, f'{split}.bin')
     self.docs_path = os.path.join(data_dir, f'{split}.docs.npy')
-    self._tmp = f'{self.path}.tmp{os.getpid()}'
-    self._f = open(self._tmp, 'wb')
+    self._f, self._tmp = open_temp_beside(self.path)   # unique name; renamed onto .bin by close()
     self._crc = 0
     self._offsets = [0]
     self.text_bytes = 0
@@ -103,9 +103,8 @@ class ShardWriter:
     self._f.close()
     os.replace(self._tmp, self.path)
     offsets = np.asarray(self._offsets, dtype=np.int64)
-    tmp = f'{self.docs_path}.tmp{os.getpid()}.npy'
-    np.save(tmp, offsets, allow_pickle=False)
-    os.replace(tmp, self.docs_path)
+    with atomic_open(self.docs_path) as f:
+      np.save(f, offsets, allow_pickle=False)
     return dict(file=os.path.basename(self.path), docs_file=os.path.basename(self.docs_path),
                 dtype=self.dtype.name, num_tokens=int(offsets[-1]), num_docs=len(offsets) - 1,
                 text_bytes=int(self.text_bytes), crc32=int(self._crc), max_id=int(self.max_id))

@@ -31,7 +31,6 @@ sentencepiece, `tokenizer.model` beside it; `load_tokenizer(directory)` reads th
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -41,6 +40,9 @@ from typing import Any
 
 import numpy as np
 
+# (scaling/data/subset.py imports atomic_write_text from here)
+from scaling.base.files import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
+
 TOKENIZER_JSON = 'tokenizer.json'
 SPM_MODEL_FILE = 'tokenizer.model'
 SPM_KINDS = ('bpe', 'unigram')
@@ -49,18 +51,6 @@ KINDS = SPM_KINDS + ('char', 'byte', 'tiktoken')
 
 class DataError(ValueError):
   """Bad data-pipeline input (files, corpus, tokenizer, shards), raised before training."""
-
-
-def _sha256_bytes(data: bytes) -> str:
-  return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -134,17 +124,6 @@ class Tokenizer:
     return f'{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size})'
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-  atomic_write_bytes(path, text.encode('utf-8'))
-
-
 # --- sentencepiece ------------------------------------------------------------------------
 
 
@@ -158,7 +137,7 @@ class SentencePieceTokenizer(Tokenizer):
     self.kind = kind
     self.vocab_size = int(self._sp.get_piece_size())
     self.name = f'{kind}{self.vocab_size}'
-    self.sha256 = _sha256_bytes(model_bytes)
+    self.sha256 = sha256_bytes(model_bytes)
     as_id = lambda i: None if i < 0 else int(i)
     self.eos_id, self.bos_id = as_id(self._sp.eos_id()), as_id(self._sp.bos_id())
     self.pad_id, self.unk_id = as_id(self._sp.pad_id()), as_id(self._sp.unk_id())
@@ -267,7 +246,7 @@ class CharTokenizer(Tokenizer):
     self._to_id = {c: i + self._offset for i, c in enumerate(self.chars)}
     self.vocab_size = len(self.chars) + self._offset
     self.name = f'char{self.vocab_size}'
-    self.sha256 = _sha256_bytes(json.dumps(self.chars, ensure_ascii=True).encode())
+    self.sha256 = sha256_bytes(json.dumps(self.chars, ensure_ascii=True).encode())
 
   @classmethod
   def train(cls, texts: Iterable[str]) -> 'CharTokenizer':
@@ -306,7 +285,7 @@ class ByteTokenizer(Tokenizer):
   def __init__(self):
     self.eos_id, self.bos_id, self.pad_id = 256, 257, 258
     self.vocab_size = 259
-    self.sha256 = _sha256_bytes(b'byte-tokenizer-v1')
+    self.sha256 = sha256_bytes(b'byte-tokenizer-v1')
 
   def encode(self, text: str) -> list[int]:
     return list(text.encode('utf-8'))
@@ -351,7 +330,7 @@ class TiktokenTokenizer(Tokenizer):
             f'tiktoken encoding {arg!r} is not available locally and could not be downloaded '
             f'({type(e).__name__}: {e}). Put its file in a folder and set TIKTOKEN_CACHE_DIR '
             'to it, or use tokenizer=tiktoken:/path/to/file.tiktoken') from e
-      self.sha256 = _sha256_bytes(json.dumps(
+      self.sha256 = sha256_bytes(json.dumps(
           [arg, self._enc.n_vocab, self._enc._pat_str], ensure_ascii=True).encode())  # pylint: disable=protected-access
     self.name = f'tiktoken:{self._enc.name}'
     eot = self._enc._special_tokens.get('<|endoftext|>')  # pylint: disable=protected-access
@@ -379,7 +358,7 @@ class TiktokenTokenizer(Tokenizer):
                   special_tokens={'<|endoftext|>': n})
     spec.pop('explicit_n_vocab', None)
     enc = tiktoken.Encoding(**spec)
-    return enc, _sha256_file(path)
+    return enc, sha256_file(path)
 
   def encode(self, text: str) -> list[int]:
     return self._enc.encode_ordinary(text)

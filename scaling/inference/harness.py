@@ -41,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scaling.base.files import atomic_write_json
+
 BUCKET = 32
 INSTALL_HINT = "lm-evaluation-harness is not installed: `pip install -e '.[eval]'` (lm_eval>=0.4.13)"
 
@@ -274,9 +276,7 @@ def run_tasks(workdir, tasks: str, *, step=None, limit=None, num_fewshot=None, b
                             seconds=round(time.time() - t0, 1), compiled_shapes=sorted(lm.shapes))
   path = pathlib.Path(workdir) / 'lm_eval' / f'results_step{step if step is not None else 0}.json'
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix('.json.tmp')
-  tmp.write_text(json.dumps(results, indent=1, default=str))
-  os.replace(tmp, path)
+  atomic_write_json(path, results, indent=1, default=str)
   print(f'{workdir} (checkpoint step {step}), lm-eval {getattr(lm_eval, "__version__", "")}:', file=out)
   print(make_table(results), file=out)
   print(f'results: {path}', file=out)

@@ -38,6 +38,7 @@ import subprocess
 import time
 from typing import NamedTuple
 
+from scaling.base.files import atomic_write_text
 from scaling.launch import record as rec_lib
 from scaling.launch.record import Attempt, RunRecord
 from scaling.launch.rundir import RunDir, effective_state, ensure_run_dir, fork_ready, train_argv
@@ -203,7 +204,7 @@ class Backend:
 class SlicePreflight:
   """For the TPU backends (tpu-vm, gke): each run's step is compiled for the slice before anything is
   reserved. The launcher never imports jax: the check is handed in as `fit_check(sweep, resources, log) ->
-  problems` by the command that builds the backend (`scaling sweep` hands in scaling/train/aot.py's
+  problems` by the command that builds the backend (`scaling sweep` hands in scaling/train/aot_cli.py's
   sweep_fit_problems, which is on when libtpu is installed; resource aot_check=0 or SCALING_AOT_CHECK=0 skips)."""
   fit_check = None
 
@@ -420,9 +421,7 @@ class QueueBackend(Backend):
 
   def _submit_one(self, run, rd: RunDir, rec: RunRecord, sweep) -> str:
     for name, text in self.files_to_write(run, rd, sweep).items():
-      tmp = rd.path / f'.{name}.tmp'
-      tmp.write_text(text)
-      os.replace(tmp, rd.path / name)
+      atomic_write_text(rd.path / name, text)
     out = ''
     for cmd in self.submit_commands(run, rd, sweep):
       r = run_tool(cmd, self.submit_timeout_s)

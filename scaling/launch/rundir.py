@@ -28,17 +28,15 @@ File names and exit codes are in scaling/base/layout.py.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import pathlib
 import shlex
 import socket
 import sys
-import time
 from typing import Iterator
 
+from scaling.base.files import atomic_write_json, atomic_write_text, lock_fd, unlock_fd
 from scaling.base.layout import LOCK, METRICS, RESULTS, RUN_JSON, RUNS_DIR, SUMMARY
 from scaling.base.workdir_lock import pid_alive  # jax-free
 from scaling.launch.record import RunRecord, as_record
@@ -85,11 +83,8 @@ class RunDir:
 
   def write(self, rec: RunRecord | dict) -> None:
     """Atomically replaces run.json (callers hold the lock)."""
-    tmp = self.path / f'.{RUN_JSON}.{os.getpid()}.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(rec.to_json() if isinstance(rec, RunRecord) else rec, f, indent=1, sort_keys=True)
-      f.write('\n')
-    os.replace(tmp, self.path / RUN_JSON)
+    atomic_write_json(self.path / RUN_JSON, rec.to_json() if isinstance(rec, RunRecord) else rec, indent=1,
+                      sort_keys=True, end='\n')
 
   def summary(self) -> dict | None:
     """summary.json when training finished (state 'done'), else None."""
@@ -132,23 +127,19 @@ class RunDir:
   def try_lock(self, timeout: float = 0.0) -> int | None:
     """Takes the run's flock; returns the fd, or None when another process holds it past `timeout`."""
     fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    end = time.monotonic() + timeout
-    while True:
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
-      except OSError as e:
-        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-          os.close(fd)
-          raise
-      if time.monotonic() >= end:
-        os.close(fd)
-        return None
-      time.sleep(0.05)
+    try:
+      held = lock_fd(fd, timeout=timeout)
+    except BaseException:
+      os.close(fd)
+      raise
+    if not held:
+      os.close(fd)
+      return None
+    return fd
 
   @staticmethod
   def unlock(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_UN)
+    unlock_fd(fd)
     os.close(fd)
 
   @contextlib.contextmanager
@@ -364,9 +355,5 @@ def write_results(root) -> pathlib.Path:
   root = pathlib.Path(root)
   rows = collect_rows(root)
   out = root / RESULTS
-  tmp = root / f'.{RESULTS}.{os.getpid()}.tmp'
-  with open(tmp, 'w') as f:
-    for r in rows:
-      f.write(json.dumps(r, sort_keys=True) + '\n')
-  os.replace(tmp, out)
+  atomic_write_text(out, ''.join(json.dumps(r, sort_keys=True) + '\n' for r in rows))
   return out

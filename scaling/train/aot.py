@@ -36,6 +36,7 @@ import os
 import re
 import time
 
+from scaling.base import files
 from scaling.base.hardware import ALIASES, GPU_SPEC, GPUS, SHAPES_2D, SHAPES_3D, TPUS, Chip, GiB
 from scaling.train.hlo import HloError, hlo_dot_flops
 
@@ -300,7 +301,6 @@ def enable_compile_cache(path: str | None = None) -> str:
 
 
 def _cache_key(hlo: str, t: Target) -> str:
-  import hashlib
   import importlib.metadata
 
   import jax
@@ -309,7 +309,7 @@ def _cache_key(hlo: str, t: Target) -> str:
   except importlib.metadata.PackageNotFoundError:
     libtpu = ''
   blob = '\n'.join([hlo, t.topology, str(t.num_slices), str(_host_chips(t)), jax.__version__, libtpu, 'v1'])
-  return hashlib.sha256(blob.encode()).hexdigest()[:32]
+  return files.sha256_bytes(blob.encode())[:32]
 
 
 def _cache_read(key: str) -> dict | None:
@@ -324,13 +324,10 @@ def _cache_read(key: str) -> dict | None:
 
 
 def _cache_write(key: str, entry: dict) -> None:
-  import json
   if not _CACHE['dir']:
     return
   path = os.path.join(_CACHE['dir'], key + '.json')
-  with open(path + '.tmp', 'w') as f:
-    json.dump(entry, f)
-  os.replace(path + '.tmp', path)
+  files.atomic_write_json(path, entry)
 
 
 def memory_bytes(mem) -> dict:

@@ -31,7 +31,6 @@ renamed into place: an interrupted build leaves nothing.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -39,10 +38,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from scaling.base.files import atomic_write_text, sha256_bytes
 from scaling.config.load import ConfigError, check_eval_sets, split_optional  # noqa: F401
 from scaling.data import corpus as corpus_lib
 from scaling.data import shards
-from scaling.data.tokenizer import DataError, atomic_write_text
+from scaling.data.tokenizer import DataError
 
 EVALSET_JSON = 'evalset.json'
 CACHE_VERSION = 1
@@ -168,7 +168,7 @@ def build_eval_set(tag: str, spec: str, tokenizer, *, text_field: str = 'text', 
   except OSError as e:
     raise DataError(f'eval set {tag}: corpus {spec!r}: {e} (a file listed by the corpus is missing: a '
                     f'damaged download cache? fetch or prepare that corpus again)') from e
-  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+  digest = sha256_bytes(json.dumps(key, sort_keys=True).encode())[:12]
   root = os.path.join(cache or corpus_lib.cache_dir(), 'evalsets')
   path = os.path.join(root, f'{tag}-{digest}')
   record = _cached(path, key, fingerprint)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import os
 import pathlib
 import signal
 import sys
@@ -28,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from scaling.base import hostmem
+from scaling.base.files import atomic_write_json
 from scaling.base.names import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PREEMPTED  # noqa: E402, F401  (exit codes: one place)
 from scaling.base.workdir_lock import WorkdirLock
 from scaling.config.load import ConfigError, resolve_vocab, to_dict
@@ -213,10 +212,7 @@ def check_finite(run: Run, before: int | None = None) -> None:
 
 # ----------------------------------------------------------------------------- the run
 def _write_json(path, obj):
-  tmp = pathlib.Path(str(path) + '.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  atomic_write_json(path, obj, indent=1)
 
 
 def check_workdir(cfg, workdir, log=print) -> int | None:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scaling.model.accounting import PEAK_FLOPS, peak_row
+from scaling.base import files, hardware
 
 
 class MetricsWriter:
@@ -88,9 +88,7 @@ def truncate_metrics(path: pathlib.Path, last_step: int) -> int:
       pass
   if len(keep) == len(lines):
     return 0
-  tmp = path.with_suffix('.jsonl.tmp')
-  tmp.write_text(''.join(keep))
-  os.replace(tmp, path)
+  files.atomic_write_text(path, ''.join(keep))
   return len(lines) - len(keep)
 
 
@@ -189,14 +187,14 @@ def device_peak_flops(dtype: str, override: float = 0.0) -> tuple[float, str]:
     return override, 'config'
   dev = jax.devices()[0]
   kind = getattr(dev, 'device_kind', '')
-  name = peak_row(kind) if dev.platform != 'cpu' else None
+  name = hardware.peak_row(kind) if dev.platform != 'cpu' else None
   if name is not None:
-    peaks = PEAK_FLOPS[name]
+    peaks = hardware.ROWS[name].peaks
     return peaks.get(dtype, peaks['bfloat16']), f'table ({name})'
   if dev.platform == 'cpu':
     # fake CPU devices share the same cores: the peak of the host is split between them, and between
     # the processes `--local_processes` started on this one host
     share = max(jax.local_device_count(), 1) * (jax.process_count() if _same_host_processes() else 1)
     return measure_matmul_peak(jnp.dtype(dtype)) / share, 'measured'
-  return PEAK_FLOPS['H100'][dtype], f'assumed H100 ({kind})'
+  return hardware.peak_flops('H100', dtype), f'assumed H100 ({kind})'
 

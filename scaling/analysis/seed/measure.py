@@ -29,6 +29,7 @@ import sys
 import time
 
 from scaling.analysis.seed import study as S
+from scaling.base.files import atomic_write_json, atomic_write_text
 
 CACHE = 'claims.json'
 LONG = 1024                   # scored targets per long document
@@ -162,8 +163,7 @@ def measure_root(root: str, sweep: str | None = None, *, steptime: bool = True, 
     if cached is None:
       log(f'claims_measure: {rd.hash} ({arm}) ...')
       cached = {'key': key, 'values': measure_run(rd, arm, judge_dir, judge_hash, log)}
-      with open(rd.path / CACHE, 'w', encoding='utf-8') as f:
-        json.dump(cached, f)
+      atomic_write_json(rd.path / CACHE, cached)
     rows.append({'kind': 'run', 'run': rd.hash, 'arm': arm, **cached['values']})
   path = os.path.join(root, 'claims.jsonl')
   old = []
@@ -180,11 +180,7 @@ def measure_root(root: str, sweep: str | None = None, *, steptime: bool = True, 
       times.append({'kind': 'steptime', 'pair': name, **st.compare(cfgs)})
   meta = [r for r in old if r.get('kind') == 'meta']
   wall = sum(m.get('wall_s', 0) for m in meta) + (time.time() - t0)
-  tmp = f'{path}.{os.getpid()}.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    for r in rows + times + [{'kind': 'meta', 'wall_s': wall}]:
-      f.write(json.dumps(r) + '\n')
-  os.replace(tmp, path)
+  atomic_write_text(path, ''.join(json.dumps(r) + '\n' for r in rows + times + [{'kind': 'meta', 'wall_s': wall}]))
   return path
 
 
