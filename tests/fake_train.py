@@ -30,13 +30,12 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from scaling.base.files import atomic_write_json  # noqa: E402
 from scaling.config.load import config_hash, load_config, parse_override_flags, to_dict, train_steps  # noqa: E402
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
-  tmp = path.with_suffix('.tmp')
-  tmp.write_text(json.dumps(obj, indent=1))
-  os.replace(tmp, path)
+  atomic_write_json(path, obj, indent=1)
 
 
 def _checkpoint(workdir: pathlib.Path, step: int, keep: int, keep_steps=()) -> None:

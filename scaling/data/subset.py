@@ -18,8 +18,9 @@ import shutil
 
 import numpy as np
 
+from scaling.base.files import atomic_write_text
 from scaling.data import shards
-from scaling.data.tokenizer import DataError, atomic_write_text
+from scaling.data.tokenizer import DataError
 
 SUBSET_JSON = 'subset.json'
 _SHARED = ('val.bin', 'val.docs.npy', shards.SPLIT_JSON, 'tokenizer.json', 'tokenizer.model', 'tokenizer.tiktoken')

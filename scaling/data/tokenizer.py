@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 
-# (scaling/data/subset.py imports atomic_write_text from here)
 from scaling.base.files import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
 
 TOKENIZER_JSON = 'tokenizer.json'

@@ -167,19 +167,19 @@ def restore(src: Source, state: dict) -> dict:
     mgr.close()
 
 
-def start(run, state: dict, src: Source) -> dict:
+def start(state: dict, src: Source, *, mesh, train_loader, total_steps: int, log=print) -> dict:
   """The train state of a fresh branch (scaling/train/loop.py `_restore_or_init`): the parent's step restored
-  onto `state`'s shardings, the data iterator moved to the parent's position, run.start_step the fork."""
+  onto `state`'s shardings and the data iterator moved to the parent's position. The caller's run starts
+  counting at src.step (the fork)."""
   import jax
   import jax.numpy as jnp
 
   from scaling.train import sharding
   restored = restore(src, state)
   state = dict(params=restored['params'], opt_state=restored['opt_state'],
-               step=jax.device_put(jnp.asarray(src.step, jnp.int32), sharding.replicated(run.setup.mesh)))
+               step=jax.device_put(jnp.asarray(src.step, jnp.int32), sharding.replicated(mesh)))
   if restored['data']:
-    run.data.train_loader.set_state(restored['data'])
-  run.start_step = run.step = src.step
-  run.log(f'branch: restored step {src.step} of {src.workdir}; training steps {src.step + 1}..'
-          f'{run.setup.total_steps} with this run\'s schedule')
+    train_loader.set_state(restored['data'])
+  log(f'branch: restored step {src.step} of {src.workdir}; training steps {src.step + 1}..'
+      f'{total_steps} with this run\'s schedule')
   return state

@@ -18,7 +18,6 @@ import pathlib
 import signal
 import sys
 import time
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +30,19 @@ from scaling.base.names import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PREEMPTED  
 from scaling.base.workdir_lock import WorkdirLock
 from scaling.config.load import ConfigError, resolve_vocab, to_dict
 from scaling.model import accounting
-from scaling.train import checkpoint, distributed, evalsets, sharding, tracking
+from scaling.train import branch, checkpoint, evalsets, sharding, tracking
 from scaling.train.evaluate import evaluate, positions_cover
-from scaling.train.metrics import MetricsWriter, Progress, device_peak_flops, mfu
+from scaling.train.metrics import MetricsWriter, Progress, device_peak_flops, mfu, read_metrics
+from scaling.train.runtime import (  # noqa: F401  (tests find these names here)
+  Data,
+  Hook,
+  Hooks,
+  Run,
+  StepTimer,
+  StopFlag,
+  TrainError,
+  check_finite,
+)
 from scaling.train.step import (  # noqa: F401  (tests patch these names here)
   Setup,
   build_setup,
@@ -44,170 +53,6 @@ from scaling.train.step import (  # noqa: F401  (tests patch these names here)
   make_train_step,
   resolve_dims,
 )
-
-
-class TrainError(RuntimeError):
-  pass
-
-
-# ----------------------------------------------------------------------------- signals
-class StopFlag:
-  """SIGTERM / SIGINT: finish the current step, save, exit (75, or 130 for SIGINT). A second SIGINT
-  exits at once without saving (130; an async save in flight is never listed as a checkpoint).
-
-  With several processes every process must stop after the same step (see
-  distributed.StopSync): JAX's preemption service then owns SIGTERM.
-  """
-
-  def __init__(self):
-    self.signum = None
-    self._old = {}
-    self._sync = None
-
-  def __enter__(self):
-    self._sync = distributed.StopSync()
-    for s in (signal.SIGTERM, signal.SIGINT):
-      if s == signal.SIGTERM and self._sync.handles_sigterm():
-        continue
-      self._old[s] = signal.signal(s, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    if self.signum is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt
-    self.signum = signum
-    self._sync.notify(signum)
-
-  def should_stop(self, step: int) -> bool:
-    """Whether to save and exit after `step`; called after every step in every process."""
-    if self._sync.should_stop(step, self.signum is not None):
-      self.signum = self.signum or signal.SIGTERM
-      return True
-    return False
-
-  def __exit__(self, *exc):
-    for s, h in self._old.items():
-      signal.signal(s, h)
-
-
-# ----------------------------------------------------------------------------- periodic actions
-@dataclasses.dataclass
-class Hook:
-  """An action of the loop that runs after every `every`-th step (and after the last one if at_last).
-
-  `fn(run)` may return a dict of metrics for this step's row. `reads_state`: the action uses the
-  state the step produced, so that step is checked for divergence before it runs.
-  """
-  name: str
-  fn: Callable[['Run'], Any]
-  every: int
-  at_last: bool = True
-  reads_state: bool = True
-  steps: frozenset = frozenset()   # steps it also runs after (train.ckpt_steps)
-
-  def due(self, step: int, last: int) -> bool:
-    return ((self.every > 0 and step % self.every == 0) or (self.at_last and step == last)
-            or step in self.steps)
-
-
-class Hooks:
-  """The loop's periodic actions, registered in one place (`_periodic_actions`), run in the order added.
-
-  Every step is checked for divergence one step late, so the host does not wait for the device
-  between steps; a step whose actions read its state (log, eval, checkpoint) is checked first.
-  """
-
-  def __init__(self):
-    self.hooks: list[Hook] = []
-
-  def add(self, name: str, fn: Callable[['Run'], Any], *, every: int, at_last: bool = True,
-          reads_state: bool = True, steps=()) -> None:
-    self.hooks.append(Hook(name, fn, int(every), at_last, reads_state, frozenset(int(x) for x in steps)))
-
-  def due(self, step: int, last: int) -> list[Hook]:
-    return [h for h in self.hooks if h.due(step, last)]
-
-
-# ----------------------------------------------------------------------------- the run's state
-@dataclasses.dataclass
-class Data:
-  data_dir: str
-  tokenizer: Any
-  train_loader: Any
-  bytes_per_token: float
-  local_batch: int
-
-
-@dataclasses.dataclass
-class Run:
-  """What the phases and periodic actions of one run share (one object instead of closures)."""
-  cfg: Any
-  setup: Setup
-  workdir: pathlib.Path
-  stop: Any
-  log: Callable
-  is_main: bool
-  debug: bool = False
-  quiet: bool = False
-  data: Data | None = None
-  state: Any = None
-  start_step: int = 0
-  step: int = 0
-  mgr: Any = None
-  writer: Any = None
-  progress: Any = None
-  loss: float = float('nan')    # the last train loss checked finite
-  metrics: Any = None           # the last step's metrics (device arrays)
-  unchecked: list = dataclasses.field(default_factory=list)   # (step, metrics) not yet checked finite
-  stopped: bool = False         # a stop signal: saved, the loop ends
-  eval_loss: float | None = None
-  eval_bpb: float | None = None
-  eval_sets: list = dataclasses.field(default_factory=list)   # tagged eval sets (scaling/train/evalsets.py)
-  eval_row: dict = dataclasses.field(default_factory=dict)    # their last metrics, eval/<tag>/bpb ...
-  eval_step: Any = None
-  saved_step: int | None = None
-  t_compile: float | None = None
-  timer: Any = None
-  shown: dict = dataclasses.field(default_factory=dict)   # the progress bar's last throughput figures
-
-  @property
-  def tokens_per_step(self) -> int:
-    return self.cfg.train.batch_size * self.cfg.model.seq_len
-
-
-class StepTimer:
-  """Seconds per step over the steps since the last mark; the compile step and evals are not counted."""
-
-  def __init__(self):
-    self.t = self.step = None
-
-  def mark(self, step: int) -> None:
-    self.t, self.step = time.time(), step
-
-  def seconds_per_step(self, step: int) -> float | None:
-    """None when no whole step ran since the mark (e.g. the compile step alone)."""
-    if self.t is None or step <= self.step:
-      return None
-    dt = (time.time() - self.t) / (step - self.step)
-    self.mark(step)
-    return dt
-
-
-def check_finite(run: Run, before: int | None = None) -> None:
-  """The one divergence check, of every dispatched step (before `before`, if given) not yet checked.
-
-  Sets run.loss; raises TrainError naming the first step whose loss or gradient norm is not finite.
-  The gradient norm too: a NaN gradient with a still-finite loss already wrote NaN params into this
-  step's state, which must not be checkpointed as the "last good" one.
-  """
-  while run.unchecked and (before is None or run.unchecked[0][0] < before):
-    step, metrics = run.unchecked.pop(0)
-    loss, grad_norm = float(metrics['loss']), float(metrics['grad_norm'])
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-      what = f'loss is {loss}' if not math.isfinite(loss) else f'gradient norm is {grad_norm} (loss {loss:.4g})'
-      raise TrainError(f'{what} at step {step}: training diverged. The last good checkpoint is kept in '
-                       f'{run.workdir / checkpoint.CKPT_DIR}; lower train.lr or raise warmup, then re-run to resume.')
-    run.loss = loss
 
 
 # ----------------------------------------------------------------------------- the run
@@ -380,13 +225,14 @@ def _write_run_files(run: Run) -> None:
 def _restore_or_init(run: Run, resume_step) -> None:
   """The state: initialised into its shardings, then restored from a checkpoint or imported params."""
   cfg, setup = run.cfg, run.setup
-  from scaling.train import branch  # train.init_from: a fresh cooldown branch starts from its parent's checkpoint
   src = branch.prepare(cfg, run.workdir, dataclasses.asdict(setup.dims), run.log) if resume_step is None else None
   run.mgr = checkpoint.manager(run.workdir, keep=cfg.train.keep_checkpoints,
                                keep_steps=cfg.train.get('ckpt_steps', ()))
   state = init_state(setup, cfg.train.seed)
   if src is not None:
-    state = branch.start(run, state, src)
+    state = branch.start(state, src, mesh=setup.mesh, train_loader=run.data.train_loader,
+                         total_steps=setup.total_steps, log=run.log)
+    run.start_step = run.step = src.step
   elif resume_step is not None:
     restored = checkpoint.restore(run.mgr, resume_step, params_target=state['params'],
                                   opt_target=state['opt_state'])
@@ -606,7 +452,6 @@ def _summary(run: Run, extra_evals: dict, t_start: float) -> dict:
   peak, peak_src = device_peak_flops(dims.dtype, run.cfg.train.peak_flops)
   loss = run.loss
   if not math.isfinite(loss):   # resumed a finished run: report its last logged loss
-    from scaling.train.metrics import read_metrics
     logged = [r['train/loss'] for r in read_metrics(run.workdir) if 'train/loss' in r] if run.is_main else []
     loss = logged[-1] if logged else float('nan')
   result = {
@@ -638,7 +483,6 @@ def _local_model(run: Run):
 
 
 def _median_tps(workdir):
-  from scaling.train.metrics import read_metrics
   vals = [r['throughput/tokens_per_s'] for r in read_metrics(workdir) if 'throughput/tokens_per_s' in r]
   return float(np.median(vals)) if vals else None
 

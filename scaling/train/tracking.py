@@ -20,11 +20,12 @@ Only the main process logs. The run files go to WORKDIR/wandb/. wandb is optiona
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import pathlib
+
+from scaling.base import files
 
 INSTALL_HINT = "logging.wandb_project is set but wandb is not installed: `pip install -e '.[wandb]'`"
 
@@ -81,7 +82,7 @@ class WandbTracker:
     workdir = pathlib.Path(workdir).absolute()
     group, name = identity(lg, workdir)
     mode = lg.get('wandb_mode', '') or os.environ.get('WANDB_MODE', '') or 'online'
-    run_id = hashlib.sha256(str(workdir).encode()).hexdigest()[:16]
+    run_id = files.sha256_bytes(str(workdir).encode())[:16]
     workdir.mkdir(parents=True, exist_ok=True)
     self.run = wandb.init(project=lg.wandb_project, entity=lg.get('wandb_entity', '') or None, group=group,
                           name=name, id=run_id, resume='allow', dir=str(workdir), config=to_dict(cfg), mode=mode,
