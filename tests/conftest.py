@@ -27,7 +27,24 @@ os.environ.setdefault('SCALING_MALLOC_TUNING', '0')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('SCALING_AOT_CHECK', '0')
 
-import contextlib  # noqa: E402
+# One JAX compile cache for the whole test run, shared with every subprocess a test starts (they inherit the
+# environment): the same tiny step is compiled once per run, not once per module or per `scaling train` child.
+# JAX reads these variables when it is imported. $SCALING_TEST_COMPILE_CACHE names a directory to keep
+# between runs (the executables are keyed by the program, the devices and the JAX version); otherwise a
+# temporary one is made for this run and removed at its end.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+if os.environ.get('SCALING_TEST_COMPILE_CACHE'):
+  COMPILE_CACHE = os.environ['SCALING_TEST_COMPILE_CACHE']
+else:
+  COMPILE_CACHE = os.environ['SCALING_TEST_COMPILE_CACHE'] = tempfile.mkdtemp(prefix='scaling-test-jax-cache-')
+  atexit.register(shutil.rmtree, COMPILE_CACHE, ignore_errors=True)
+os.environ['JAX_COMPILATION_CACHE_DIR'] = COMPILE_CACHE
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
+
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 
@@ -105,20 +122,7 @@ def make_model():
   return make
 
 
-@contextlib.contextmanager
-def persistent_compile_cache(path):
-  """JAX's persistent compilation cache in `path` for everything compiled inside (settings restored after):
-  modules that compile the same steps repeatedly share their executables."""
-  from jax.experimental.compilation_cache import compilation_cache
-  settings = {'jax_compilation_cache_dir': str(path), 'jax_persistent_cache_min_compile_time_secs': 0,
-              'jax_persistent_cache_min_entry_size_bytes': -1}
-  old = {k: getattr(jax.config, k) for k in settings}
-  for k, v in settings.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
-  try:
-    yield path
-  finally:
-    for k, v in old.items():
-      jax.config.update(k, v)
-    compilation_cache.reset_cache()
+@pytest.fixture(scope='session')
+def compile_cache():
+  """The run's one JAX compile cache directory (COMPILE_CACHE above; in-process and subprocesses use it)."""
+  return pathlib.Path(COMPILE_CACHE)

@@ -16,7 +16,6 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from conftest import persistent_compile_cache
 
 from scaling.config import load as config_lib
 from scaling.train import branch, checkpoint, optim
@@ -65,12 +64,6 @@ def final_params(workdir, cfg):
   out = checkpoint.restore(mgr, checkpoint.latest_step(workdir), params_target=state['params'])
   mgr.close()
   return jax.tree.map(np.asarray, out['params'])
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compile_cache(tmp_path_factory):
-  with persistent_compile_cache(tmp_path_factory.getbasetemp() / 'jax_compile_cache_branch'):
-    yield
 
 
 @pytest.fixture(scope='module')

@@ -379,8 +379,6 @@ TINY = {'model.vocab_size': 259, 'model.seq_len': 32, 'model.num_layers': 2, 'mo
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
   """A finished 20-step run of the tiny model (checkpoints 10 and 20) and its `scaling train` flags."""
-  from conftest import persistent_compile_cache
-
   from scaling.cli import main as cli
   root = tmp_path_factory.mktemp('ckpt_cli')
   (root / 'corpus').mkdir()
@@ -390,9 +388,8 @@ def tiny_run(tmp_path_factory):
     (root / 'corpus' / f'doc{i}.txt').write_text(' '.join(words[j] for j in rng.integers(0, len(words), 1500)))
   over = dict(TINY, **{'data.corpus': str(root / 'corpus' / '*.txt'), 'data.data_dir': str(root / 'prepared')})
   args = ['--no_sample', *[f'--config.{k}={v}' for k, v in over.items()]]
-  with persistent_compile_cache(root / 'jax_cache'):
-    assert cli.main(['train', '--workdir', str(root / 'run'), *args, '--config.train.steps=20']) == 0
-    yield root / 'run', args
+  assert cli.main(['train', '--workdir', str(root / 'run'), *args, '--config.train.steps=20']) == 0
+  return root / 'run', args
 
 
 def _losses(workdir) -> dict:

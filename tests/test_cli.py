@@ -11,7 +11,6 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import persistent_compile_cache
 
 from scaling.cli import main as cli
 from scaling.config import load as config_lib
@@ -55,14 +54,6 @@ def snapshot(workdir: pathlib.Path) -> dict:
 
 def losses(workdir) -> dict[int, float]:
   return {r['step']: r['train/loss'] for r in read_metrics(workdir) if 'train/loss' in r}
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compile_cache(tmp_path_factory):
-  """JAX's persistent compilation cache in a session temp dir (restored afterwards)."""
-  path = tmp_path_factory.getbasetemp() / 'jax_compile_cache'
-  with persistent_compile_cache(path):
-    yield path
 
 
 @pytest.fixture(scope='module')

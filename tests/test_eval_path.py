@@ -12,7 +12,6 @@ import pathlib
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import persistent_compile_cache
 
 from scaling.cli import main as cli
 from scaling.config import load as config_lib
@@ -41,13 +40,6 @@ def overrides(data: dict, **kw) -> dict:
   }
   base.update({k.replace('__', '.'): v for k, v in kw.items()})
   return base
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compile_cache(tmp_path_factory):
-  path = tmp_path_factory.getbasetemp() / 'jax_compile_cache'
-  with persistent_compile_cache(path):
-    yield path
 
 
 @pytest.fixture(scope='module')

@@ -37,7 +37,6 @@ from test_multihost import (  # noqa: F401
   REPO,
   assert_same_losses,
   child_env,
-  compile_cache,
   config_overrides,
   kill_tree,
   last_losses,
@@ -130,7 +129,7 @@ def chain_setup(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory, compile_cache):  # noqa: F811 (pytest fixture imported above)
+def reference(tmp_path_factory, compile_cache):   # compile_cache: conftest.py, the run's one cache
   """The uninterrupted 1-process run of test_multihost.py (checkpoints every 6 steps, all kept)."""
   return reference_run(tmp_path_factory)
 

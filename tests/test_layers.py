@@ -171,3 +171,22 @@ def test_entry_points_that_never_load_jax(what):
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
   r = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
+
+
+# Size limits that keep a module readable in one sitting; an exception names its reason here.
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 600, 80
+LONG_BY_DESIGN: dict[str, str] = {}
+
+
+def test_modules_and_functions_stay_small():
+  too_long = []
+  for mod, path in sorted(module_names(PACKAGE).items()):
+    text = path.read_text()
+    if text.count('\n') > MAX_MODULE_LINES and mod not in LONG_BY_DESIGN:
+      too_long.append(f'{mod}: {text.count(chr(10))} lines')
+    for node in ast.walk(ast.parse(text)):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        n = node.end_lineno - node.lineno + 1
+        if n > MAX_FUNCTION_LINES and f'{mod}.{node.name}' not in LONG_BY_DESIGN:
+          too_long.append(f'{mod}.{node.name}: {n} lines')
+  assert too_long == []

@@ -30,7 +30,6 @@ import time
 
 import numpy as np
 import pytest
-from conftest import persistent_compile_cache
 
 from scaling.config import load as config_lib
 from scaling.data import loader as loader_lib
@@ -109,9 +108,6 @@ def child_env(tmp: pathlib.Path, **extra) -> dict:
   env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'   # the launcher gives each child its share
   env['PYTHONPATH'] = os.pathsep.join([str(tmp / 'site'), str(REPO)])
   env['JAX_PLATFORMS'] = 'cpu'
-  env['JAX_COMPILATION_CACHE_DIR'] = str(tmp.parent / 'jax_cache_children')   # shared by the session
-  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
-  env['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
   env.pop(DUMP_ENV, None)
   env.update({k: str(v) for k, v in extra.items()})
   return env
@@ -214,14 +210,6 @@ def stop_at(workdir, step: int) -> None:
   keep = [line for line in path.read_text().splitlines() if json.loads(line)['step'] <= step]
   path.write_text(''.join(line + '\n' for line in keep))
   (pathlib.Path(workdir) / 'summary.json').unlink(missing_ok=True)
-
-
-@pytest.fixture(scope='module')
-def compile_cache(tmp_path_factory):
-  """JAX's persistent compilation cache in a temp dir, for the in-process runs (restored afterwards)."""
-  path = tmp_path_factory.getbasetemp() / 'jax_cache_inproc'   # shared by the modules of the session
-  with persistent_compile_cache(path):
-    yield path
 
 
 # ----------------------------------------------------------------------------- the runs

@@ -21,7 +21,7 @@ import textwrap
 import time
 
 import pytest
-from test_eval_path import compile_cache, overrides, write_corpus  # noqa: F401  (compile_cache: the autouse fixture)
+from test_eval_path import overrides, write_corpus
 
 from scaling.base import workdir_lock
 from scaling.cli import main as cli

@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import persistent_compile_cache
 from flax import nnx
 
 from scaling.cli import main as cli
@@ -128,14 +127,6 @@ def losses(workdir) -> dict[int, float]:
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope='module', autouse=True)
-def compile_cache(tmp_path_factory):
-  """JAX's persistent compilation cache in a session temp dir (restored afterwards)."""
-  path = tmp_path_factory.getbasetemp() / 'jax_compile_cache'
-  with persistent_compile_cache(path):
-    yield path
-
-
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
   """The synthetic corpus, prepared once (byte tokenizer) into a temp data dir."""
@@ -316,14 +307,13 @@ def test_resume_on_another_mesh(data, ref_run, tmp_path):
   assert result['eval/loss'] == pytest.approx(ref_run['result']['eval/loss'], rel=1e-5)
 
 
-def test_sigterm_to_the_command_saves_exits_75_and_rerun_finishes(data, ref_run, tmp_path, compile_cache):
+def test_sigterm_to_the_command_saves_exits_75_and_rerun_finishes(data, ref_run, tmp_path):
   """SIGTERM to `python -m scaling train` mid-run: exit status 75 and a checkpoint at the step it
   stopped; the same command again resumes and every logged loss equals the uninterrupted run's."""
   wd = tmp_path / 'run'
   args = ['train', '--workdir', str(wd), '--no_sample', *[f'--config.{k}={v}' for k, v in ref_run['overrides'].items()]]
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu',
-             JAX_COMPILATION_CACHE_DIR=str(compile_cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1', PYTHONPATH=str(REPO))
+             PYTHONPATH=str(REPO))   # the run's compile cache comes with os.environ (conftest.py)
   proc = subprocess.Popen([sys.executable, '-m', 'scaling', *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   metrics = wd / 'metrics.jsonl'

@@ -9,7 +9,6 @@ millions, MFU in the thousands of percent).
 import time
 
 import pytest
-from conftest import persistent_compile_cache
 from test_eval_path import overrides, write_corpus
 
 from scaling.config import load as config_lib
@@ -18,13 +17,6 @@ from scaling.train import metrics as metrics_lib
 from scaling.train.metrics import read_metrics
 
 SLEEP = 0.05
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compile_cache(tmp_path_factory):
-  path = tmp_path_factory.getbasetemp() / 'jax_compile_cache'
-  with persistent_compile_cache(path):
-    yield path
 
 
 def test_eta_counts_from_the_first_compiled_step(monkeypatch, capsys):

@@ -394,6 +394,10 @@ def compile_step(cfg, t: Target, devices=None) -> Compiled:
     return Compiled(None, setup, flops, unknown_loops, entry['compile_s'], arg_bytes, entry['memory'],
                     entry['cost_flops'], entry['oom'], cached=True)
   compiled, memory, cost_flops, oom = None, None, 0.0, None
+  # JAX's persistent cache (if $JAX_COMPILATION_CACHE_DIR is set) would store a compile-only executable it
+  # cannot read back (a warning on the next identical compile): this compile stays out of it
+  was = jax.config.jax_enable_compilation_cache
+  jax.config.update('jax_enable_compilation_cache', False)
   try:
     compiled = lowered.compile()
   except jax.errors.JaxRuntimeError as e:
@@ -401,6 +405,8 @@ def compile_step(cfg, t: Target, devices=None) -> Compiled:
     if oom is None:
       raise
     oom['message'] = str(e).split('\n')[0][:300]
+  finally:
+    jax.config.update('jax_enable_compilation_cache', was)
   if compiled is not None:
     memory = memory_bytes(compiled.memory_analysis())
     cost = compiled.cost_analysis()
