@@ -1,10 +1,10 @@
 """Training-step throughput: ours (JAX/NNX, jitted) against Hugging Face transformers' `LlamaForCausalLM`,
 the model a user would pick instead, eager and under `torch.compile`, in float32 and bfloat16.
 
-The peer is built from a `LlamaConfig` with our dims (scaling/inference/hf.py's hf_config_from_model: hidden, layers,
-heads, kv heads, intermediate = our d_ff, vocab, tied embeddings, rms_norm_eps, rope_theta, no dropout)
+The peer is built from a `LlamaConfig` with our dims (scaling/inference/hf_export.py's hf_config_from_model: hidden,
+layers, heads, kv heads, intermediate = our d_ff, vocab, tied embeddings, rms_norm_eps, rope_theta, no dropout)
 and its default attention implementation (printed: `sdpa` in transformers 5), and starts from OUR initial
-weights (scaling/inference/hf.py's params_to_hf): the first step of every arm sees the same weights and the same
+weights (scaling/inference/hf_export.py's params_to_hf): the first step of every arm sees the same weights and the same
 batch, so the first-step losses must agree (to ~1e-5 in float32, ~1e-2 in bfloat16) and be ~ln(vocab).
 Training setup as ours: AdamW with our lr, b1/b2/eps and weight decay on the same parameter set
 (matrices, embeddings included; no decay on the norm scales: scaling/train/optim.py decay_mask), global-norm
@@ -136,7 +136,7 @@ def jax_setup(cfg, batch):
   weights in transformers' layout (taken before the first step donates them)."""
   from flax import nnx
 
-  from scaling.inference.hf import params_to_hf
+  from scaling.inference.hf_export import params_to_hf
   from scaling.train import sharding
   from scaling.train.step import build_setup, init_state, jit_train_step
   mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
@@ -158,7 +158,7 @@ def hf_model(cfg, tensors):
   import torch
   import transformers
 
-  from scaling.inference.hf import hf_config_from_model
+  from scaling.inference.hf_export import hf_config_from_model
   d = hf_config_from_model(cfg.model)
   skip = ('architectures', 'model_type', 'torch_dtype', 'dtype')
   model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{k: v for k, v in d.items() if k not in skip}))
@@ -449,7 +449,8 @@ def main(argv=None):
   args = parse_args(argv)
   configs = {dt: model_config(args, dt) for dt in args.dtypes}   # bad overrides fail here, before any work
   if any(a != 'ours' for a in args.arms):
-    from scaling.inference.hf import HFError, check_llama_compatible
+    from scaling.inference.hf import HFError
+    from scaling.inference.hf_export import check_llama_compatible
     try:
       check_llama_compatible(configs[args.dtypes[0]].model)   # the peer is a Llama: e.g. no LayerNorm, no GELU
     except HFError as e:

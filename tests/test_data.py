@@ -29,8 +29,8 @@ from scaling.data.tokenizer import DataError, load_tokenizer
 
 _WORDS = ('king queen lord lady sword crown night day love death hath doth thou thee shall '
           'would 1600 42 ü é 漢字 — café').split()
-# `scaling.data.prepare` is also the name of the function the package exports.
-prepare_lib = importlib.import_module('scaling.data.prepare')
+# the encoding (and its chunk size) is in scaling/data/encode.py, prepare's tokenize/encode steps
+encode_lib = importlib.import_module('scaling.data.encode')
 N_DOCS, VAL_FRACTION = 12, 0.2
 
 
@@ -150,11 +150,11 @@ def test_parallel_encoding_matches_serial(tmp_path):
   par_cfg = data_cfg(str(tmp_path / 'c'), tmp_path / 'p', tokenizer='byte')
   par_cfg.prepare_workers = 2
   par_cfg.parallel_threshold_mb = 0
-  prepare_lib._CHUNK_BYTES, saved = 2000, prepare_lib._CHUNK_BYTES  # several chunks
+  encode_lib._CHUNK_BYTES, saved = 2000, encode_lib._CHUNK_BYTES  # several chunks
   try:
     parallel = prepare(par_cfg, verbose=False)
   finally:
-    prepare_lib._CHUNK_BYTES = saved
+    encode_lib._CHUNK_BYTES = saved
   assert parallel['encode_workers'] == 2 and serial['encode_workers'] == 1
   for split in ('train', 'val'):
     a = open(tmp_path / 's' / f'{split}.bin', 'rb').read()

@@ -1,7 +1,7 @@
 """lm-evaluation-harness in-process (scaling/inference/harness.py): our adapter against lm-eval's own `hf` model.
 
 References, independent of the adapter: the same checkpoint exported to transformers (`scaling export`,
-scaling/inference/hf.py) and scored by lm-eval's `HFLM` (torch), and a direct numpy float64 log-softmax of our
+scaling/inference/hf_export.py) and scored by lm-eval's `HFLM` (torch), and a direct numpy float64 log-softmax of our
 model's logits over one unpadded sequence. The model is tiny (2 layers, D 32) with random parameters
 and a 320-piece sentencepiece BPE tokenizer, saved as a workdir; the tasks are YAML files over local
 JSONL files (no network).
@@ -22,7 +22,7 @@ from conftest import random_params_model, tiny_config  # noqa: E402
 
 from scaling.cli import main as cli
 from scaling.data import tokenizer as tok_lib  # noqa: E402
-from scaling.inference import harness, hf  # noqa: E402
+from scaling.inference import harness, hf_export  # noqa: E402
 from scaling.train import checkpoint as ckpt_lib  # noqa: E402
 
 pytest.importorskip('lm_eval')
@@ -63,7 +63,7 @@ def exported(workdir):
   out = workdir['root'] / 'hf'
   args = types.SimpleNamespace(workdir=str(workdir['path']), out=str(out), step=None, dtype='float32',
                                max_shard_size='2GB')
-  assert hf.run_export(args) == 0
+  assert hf_export.run_export(args) == 0
   return out
 
 

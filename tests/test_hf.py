@@ -1,4 +1,4 @@
-"""Tests of scaling/inference/hf.py: Hugging Face Llama export and import.
+"""Tests of scaling/inference/hf.py, hf_export.py, hf_import.py: Hugging Face Llama export and import.
 
 References: transformers' own LlamaForCausalLM and tokenizer (an independent
 implementation), loaded from the exported folder with `from_pretrained`; the
@@ -29,7 +29,8 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from scaling.config.load import resolved_dims  # noqa: E402
 from scaling.data import tokenizer as tok_lib  # noqa: E402
-from scaling.inference import hf  # noqa: E402
+from scaling.inference import hf, hf_export, hf_import  # noqa: E402
+from scaling.inference import run as run_lib  # noqa: E402
 from scaling.model.transformer import abstract_model  # noqa: E402
 from scaling.train import checkpoint as ckpt_lib  # noqa: E402
 
@@ -103,12 +104,12 @@ def _export(workdir, out, **kw):
                                max_shard_size='2GB')
   for k, v in kw.items():
     setattr(args, k, v)
-  assert hf.run_export(args) == 0
+  assert hf_export.run_export(args) == 0
   return out
 
 
 def _import(hf_dir, workdir):
-  assert hf.run_import(types.SimpleNamespace(hf=str(hf_dir), workdir=str(workdir), config=None)) == 0
+  assert hf_import.run_import(types.SimpleNamespace(hf=str(hf_dir), workdir=str(workdir), config=None)) == 0
   return workdir
 
 
@@ -227,7 +228,7 @@ def test_mup_export_folds_the_multipliers_and_imports_as_sp(tied, tiny_cfg, tmp_
   assert np.abs(_ours_logits(nnx.merge(graphdef, nnx.state(model)), tokens) - ours).max() > 1e-2
 
   back = _import(out, tmp_path / 'back')
-  model2, cfg2, _ = ckpt_lib.load_for_inference(back)
+  model2, cfg2, _ = run_lib.load_for_inference(back)
   assert (cfg2.model.parametrization, cfg2.model.tied_embeddings) == ('sp', False)
   np.testing.assert_allclose(_ours_logits(model2, tokens), ref, rtol=0, atol=1e-4)
 
@@ -248,7 +249,7 @@ def test_export_import_round_trip(dtype, tiny_cfg, tmp_path, spm_bpe):
   assert (out / hf.INDEX_NAME).exists()
   back = _import(out, tmp_path / 'back')
 
-  model2, cfg2, tok2 = ckpt_lib.load_for_inference(back)
+  model2, cfg2, tok2 = run_lib.load_for_inference(back)
   want = _params(model)
   if dtype == 'bfloat16':
     want = {k: v.astype(ml_dtypes.bfloat16).astype(np.float32) for k, v in want.items()}
@@ -280,11 +281,11 @@ def test_import_checkpoint_saved_by_transformers(tmp_path):
   ref_model.save_pretrained(str(tmp_path / 'hf'), max_shard_size='20KB')
   assert (tmp_path / 'hf' / hf.INDEX_NAME).exists()
   workdir = tmp_path / 'run'
-  hf.import_checkpoint(tmp_path / 'hf', workdir)
+  hf_import.import_checkpoint(tmp_path / 'hf', workdir)
   assert (workdir / ckpt_lib.IMPORTED_DIR).exists()
   cfg = json.loads((workdir / 'config.json').read_text())
   assert (cfg['model']['vocab_size'], cfg['model']['rope_theta'], cfg['model']['d_ff']) == (113, 1000.0, 40)
-  _, model = hf.load_hf(tmp_path / 'hf')[:2]
+  _, model = hf_import.load_hf(tmp_path / 'hf')[:2]
   tokens = np.random.default_rng(6).integers(0, 113, (2, T))
   with torch.no_grad():
     ref = ref_model(torch.tensor(tokens)).logits.numpy()
@@ -298,10 +299,10 @@ def test_pure_conversion_round_trip(tiny_cfg):
   for tied in (True, False):
     cfg = tiny_cfg(tied_embeddings=tied, vocab_size=131)
     model = _randomize(_abstract_filled(cfg.model), seed=4, std=0.1)
-    tensors = hf.params_to_hf(model)
+    tensors = hf_export.params_to_hf(model)
     assert ('lm_head.weight' in tensors) == (not tied)
     assert tensors['model.layers.1.self_attn.q_proj.weight'].shape == (4 * 8, 32)
-    m2, model2 = hf.hf_to_model(hf.hf_config_from_model(cfg.model), tensors)
+    m2, model2 = hf_import.hf_to_model(hf_export.hf_config_from_model(cfg.model), tensors)
     a, b = _params(model), _params(model2)
     assert set(a) == set(b)
     for k in a:
@@ -329,7 +330,7 @@ def test_unigram_tokenizer_ids_match(tmp_path):
   uni = tok_lib.train_sentencepiece(_corpus_lines(), kind='unigram', vocab_size=400)
   out = tmp_path / 'hf'
   out.mkdir()
-  assert hf.write_tokenizer(uni, out, model_max_length=64)
+  assert hf_export.write_tokenizer(uni, out, model_max_length=64)
   auto = transformers.AutoTokenizer.from_pretrained(str(out))
   for text in SAMPLES:
     assert auto(text)['input_ids'] == uni.encode(text), text
@@ -349,7 +350,7 @@ def exported(tiny_cfg, tmp_path_factory, spm_bpe):
 
 def _import_fails(hf_dir, tmp_path, match):
   with pytest.raises(hf.HFError, match=match):
-    hf.import_checkpoint(hf_dir, tmp_path / 'target')
+    hf_import.import_checkpoint(hf_dir, tmp_path / 'target')
   _nothing_left(tmp_path, 'target')
 
 
@@ -406,7 +407,7 @@ def test_import_vocab_mismatch(exported, tmp_path):
 def test_import_refuses_pickle_weights(tmp_path, tiny_cfg):
   d = tmp_path / 'bin'
   d.mkdir()
-  (d / 'config.json').write_text(json.dumps(hf.hf_config_from_model(tiny_cfg().model)))
+  (d / 'config.json').write_text(json.dumps(hf_export.hf_config_from_model(tiny_cfg().model)))
   (d / 'pytorch_model.bin').write_bytes(b'not read')
   _import_fails(d, tmp_path, 'pickle-based weights are never loaded')
 
@@ -417,7 +418,7 @@ def test_import_into_nonempty_workdir(exported, tmp_path):
   target.mkdir()
   (target / 'notes.txt').write_text('mine')
   with pytest.raises(hf.HFError, match='not empty'):
-    hf.import_checkpoint(out, target)
+    hf_import.import_checkpoint(out, target)
   assert sorted(p.name for p in target.iterdir()) == ['notes.txt']
 
 
@@ -429,7 +430,7 @@ def test_export_refuses_non_llama(field, value, tiny_cfg, tmp_path):
   workdir.mkdir()
   (workdir / 'config.json').write_text(json.dumps(json.loads(cfg.to_json_best_effort())))
   with pytest.raises(hf.HFError, match=f'model.{field}={value!r}'):
-    hf.export_checkpoint(workdir, tmp_path / 'hf')
+    hf_export.export_checkpoint(workdir, tmp_path / 'hf')
   _nothing_left(tmp_path, 'hf')
 
 
@@ -438,21 +439,21 @@ def test_export_bad_arguments(tmp_path, tiny_cfg):
   workdir.mkdir()
   (workdir / 'config.json').write_text(tiny_cfg().to_json_best_effort())
   with pytest.raises(hf.HFError, match='max_shard_size'):
-    hf.export_checkpoint(workdir, tmp_path / 'hf', max_shard_size='lots')
+    hf_export.export_checkpoint(workdir, tmp_path / 'hf', max_shard_size='lots')
   with pytest.raises(hf.HFError, match='dtype'):
-    hf.export_checkpoint(workdir, tmp_path / 'hf', dtype='float16')
+    hf_export.export_checkpoint(workdir, tmp_path / 'hf', dtype='float16')
   (tmp_path / 'full').mkdir()
   (tmp_path / 'full' / 'x').write_text('x')
   with pytest.raises(hf.HFError, match='not empty'):
-    hf.export_checkpoint(workdir, tmp_path / 'full')
+    hf_export.export_checkpoint(workdir, tmp_path / 'full')
   _nothing_left(tmp_path, 'hf')
 
 
 def test_parse_size():
-  assert hf.parse_size('2GB') == 2 * 10**9
-  assert hf.parse_size('500MiB') == 500 * 2**20
-  assert hf.parse_size('1.5KB') == 1500
-  assert hf.parse_size(1000) == 1000
+  assert hf_export.parse_size('2GB') == 2 * 10**9
+  assert hf_export.parse_size('500MiB') == 500 * 2**20
+  assert hf_export.parse_size('1.5KB') == 1500
+  assert hf_export.parse_size(1000) == 1000
 
 
 # ----------------------------------------------------------------------------- file modes
@@ -465,7 +466,7 @@ def test_exported_and_imported_folders_are_readable_as_the_umask_allows(umask, d
   old = os.umask(umask)
   try:
     out = _export(workdir, tmp_path / 'hf', max_shard_size='20KB')   # shards + index + tokenizer files
-    back = hf.import_checkpoint(out, tmp_path / 'back')
+    back = hf_import.import_checkpoint(out, tmp_path / 'back')
   finally:
     os.umask(old)
   modes = {p.name: p.stat().st_mode & 0o777 for p in [out, *out.iterdir()]}

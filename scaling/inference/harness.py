@@ -76,136 +76,141 @@ def _round_up(n: int, m: int) -> int:
   return -(-n // m) * m
 
 
+class _ScalingLMMethods:
+  """ScalingLM's methods; `_lm_class` puts them before lm_eval's TemplateLM (imported only there)."""
+
+  def __init__(self, model, tokenizer, *, batch_size: int = 16, max_gen_toks: int = 256):
+    super().__init__()
+    if tokenizer is None:
+      raise HarnessError('the workdir has no tokenizer (an imported checkpoint without one): lm-eval tasks are '
+                         'text, so a tokenizer is needed')
+    if tokenizer.eos_id is None:
+      raise HarnessError(f'tokenizer {tokenizer.name!r} has no EOS id: nothing to condition an empty context on')
+    self.model, self.tokenizer_ = model, tokenizer
+    self.graphdef, self.state = nnx.split(model)
+    self._batch_size, self._max_gen_toks = int(batch_size), int(max_gen_toks)
+    self.shapes: set = set()   # (rows, width) of every scoring call: what was compiled
+
+  # ---- tokens
+  @property
+  def eot_token_id(self) -> int:
+    return int(self.tokenizer_.eos_id)
+
+  @property
+  def max_length(self) -> int:
+    return int(self.model.dims.seq_len)
+
+  def tok_encode(self, string: str, add_special_tokens=None, **kwargs) -> list[int]:
+    del add_special_tokens, kwargs   # nothing is added: our documents carry no BOS
+    return list(self.tokenizer_.encode(string))
+
+  def tok_decode(self, ids) -> str:
+    return self.tokenizer_.decode(list(ids))
+
+  # ---- scoring
+  def score_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+    """(log p(cont | ctx), greedy) per (ctx tokens, cont tokens), batched by length."""
+    T, B = self.max_length, self._batch_size
+    rows = []
+    for ctx, cont in pairs:
+      full = (list(ctx) + list(cont))[-(T + 1):]
+      n_cont = min(len(cont), len(full) - 1)
+      rows.append((full[:-1], full[1:], n_cont))
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+    out: list = [None] * len(rows)
+    for start in range(0, len(order), B):
+      idx = order[start:start + B]
+      width = min(_round_up(max(len(rows[i][0]) for i in idx), BUCKET), T)
+      inputs = np.zeros((B, width), np.int32)
+      targets = np.zeros((B, width), np.int32)
+      mask = np.zeros((B, width), np.float32)
+      for r, i in enumerate(idx):
+        inp, tgt, n = rows[i]
+        inputs[r, :len(inp)], targets[r, :len(tgt)] = inp, tgt
+        mask[r, len(tgt) - n:len(tgt)] = 1.0
+      self.shapes.add((B, width))
+      lp, greedy = _score(self.graphdef, self.state, jnp.asarray(inputs), jnp.asarray(targets), jnp.asarray(mask))
+      lp, greedy = np.asarray(lp, np.float64), np.asarray(greedy)
+      for r, i in enumerate(idx):
+        out[i] = (float(lp[r]), bool(greedy[r]))
+    return out
+
+  def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+    results = self.score_tokens([(ctx, cont) for _, ctx, cont in requests])
+    for (key, _, _), r in zip(requests, results):
+      self.cache_hook.add_partial('loglikelihood', key, r)
+    return results
+
+  def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+    from lm_eval import utils
+    windows, owner = [], []
+    for i, req in enumerate(requests):
+      (string,) = req.args
+      for w in map(utils.make_disjoint_window, utils.get_rolling_token_windows(
+          token_list=self.tok_encode(string), prefix_token=self.prefix_token_id, max_seq_len=self.max_length,
+          context_len=1)):
+        windows.append(w)
+        owner.append(i)
+    scores = self.score_tokens(windows)
+    totals = [0.0] * len(requests)
+    for i, (lp, _) in zip(owner, scores):
+      totals[i] += lp
+    for req, total in zip(requests, totals):
+      self.cache_hook.add_partial('loglikelihood_rolling', req.args, total)
+    return totals
+
+  # ---- generation
+  def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+    groups: dict = {}
+    for i, req in enumerate(requests):
+      context, kw = req.args
+      groups.setdefault(json.dumps(kw, sort_keys=True, default=str), []).append((i, context, dict(kw)))
+    out: list = [None] * len(requests)
+    for items in groups.values():
+      for start in range(0, len(items), self._batch_size):
+        chunk = items[start:start + self._batch_size]
+        for (i, context, kw), text in zip(chunk, self._generate(chunk)):
+          out[i] = text
+          self.cache_hook.add_partial('generate_until', (context, kw), text)
+    return out
+
+  def _generate(self, chunk) -> list[str]:
+    from scaling.inference.generate import generate_tokens
+    kw = chunk[0][2]
+    until = kw.get('until') or []
+    until = [until] if isinstance(until, str) else list(until)
+    max_new = int(kw.get('max_gen_toks', self._max_gen_toks))
+    max_new = max(1, min(max_new, self.max_length - 1))
+    temperature = float(kw.get('temperature', 0.0)) if kw.get('do_sample', False) else 0.0
+    keep = self.max_length - max_new
+    prompts = [(self.tok_encode(c) or [self.eot_token_id])[-keep:] for _, c, _ in chunk]
+    B = self._batch_size
+    prompts += [prompts[-1]] * (B - len(prompts))   # a full batch: one compiled shape
+    width = max(len(p) for p in prompts)
+    prompt_BT = np.zeros((B, width), np.int32)
+    for b, p in enumerate(prompts):
+      prompt_BT[b, :len(p)] = p
+    tokens, lengths = generate_tokens(
+        self.model, prompt_BT, np.array([len(p) for p in prompts], np.int32), max_new_tokens=max_new,
+        temperature=temperature, top_p=float(kw.get('top_p', 1.0)) if temperature else 1.0,
+        rng=jax.random.key(int(kw.get('seed', 0))), eos_id=self.eot_token_id,
+        vocab_limit=min(int(self.tokenizer_.vocab_size), self.model.dims.vocab_size))
+    texts = []
+    for b in range(len(chunk)):
+      text = self.tok_decode(tokens[b, :lengths[b]].tolist())
+      for stop in until:
+        if stop and stop in text:
+          text = text[:text.index(stop)]
+      texts.append(text)
+    return texts
+
+
 def _lm_class():
+  """ScalingLM: _ScalingLMMethods on lm_eval's TemplateLM, imported here (lm-eval is optional)."""
   from lm_eval.api.model import TemplateLM
 
-  class ScalingLM(TemplateLM):
+  class ScalingLM(_ScalingLMMethods, TemplateLM):
     """lm-eval's LM interface over a scaling Transformer and tokenizer (module docstring)."""
-
-    def __init__(self, model, tokenizer, *, batch_size: int = 16, max_gen_toks: int = 256):
-      super().__init__()
-      if tokenizer is None:
-        raise HarnessError('the workdir has no tokenizer (an imported checkpoint without one): lm-eval tasks are '
-                           'text, so a tokenizer is needed')
-      if tokenizer.eos_id is None:
-        raise HarnessError(f'tokenizer {tokenizer.name!r} has no EOS id: nothing to condition an empty context on')
-      self.model, self.tokenizer_ = model, tokenizer
-      self.graphdef, self.state = nnx.split(model)
-      self._batch_size, self._max_gen_toks = int(batch_size), int(max_gen_toks)
-      self.shapes: set = set()   # (rows, width) of every scoring call: what was compiled
-
-    # ---- tokens
-    @property
-    def eot_token_id(self) -> int:
-      return int(self.tokenizer_.eos_id)
-
-    @property
-    def max_length(self) -> int:
-      return int(self.model.dims.seq_len)
-
-    def tok_encode(self, string: str, add_special_tokens=None, **kwargs) -> list[int]:
-      del add_special_tokens, kwargs   # nothing is added: our documents carry no BOS
-      return list(self.tokenizer_.encode(string))
-
-    def tok_decode(self, ids) -> str:
-      return self.tokenizer_.decode(list(ids))
-
-    # ---- scoring
-    def score_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-      """(log p(cont | ctx), greedy) per (ctx tokens, cont tokens), batched by length."""
-      T, B = self.max_length, self._batch_size
-      rows = []
-      for ctx, cont in pairs:
-        full = (list(ctx) + list(cont))[-(T + 1):]
-        n_cont = min(len(cont), len(full) - 1)
-        rows.append((full[:-1], full[1:], n_cont))
-      order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
-      out: list = [None] * len(rows)
-      for start in range(0, len(order), B):
-        idx = order[start:start + B]
-        width = min(_round_up(max(len(rows[i][0]) for i in idx), BUCKET), T)
-        inputs = np.zeros((B, width), np.int32)
-        targets = np.zeros((B, width), np.int32)
-        mask = np.zeros((B, width), np.float32)
-        for r, i in enumerate(idx):
-          inp, tgt, n = rows[i]
-          inputs[r, :len(inp)], targets[r, :len(tgt)] = inp, tgt
-          mask[r, len(tgt) - n:len(tgt)] = 1.0
-        self.shapes.add((B, width))
-        lp, greedy = _score(self.graphdef, self.state, jnp.asarray(inputs), jnp.asarray(targets), jnp.asarray(mask))
-        lp, greedy = np.asarray(lp, np.float64), np.asarray(greedy)
-        for r, i in enumerate(idx):
-          out[i] = (float(lp[r]), bool(greedy[r]))
-      return out
-
-    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
-      results = self.score_tokens([(ctx, cont) for _, ctx, cont in requests])
-      for (key, _, _), r in zip(requests, results):
-        self.cache_hook.add_partial('loglikelihood', key, r)
-      return results
-
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-      from lm_eval import utils
-      windows, owner = [], []
-      for i, req in enumerate(requests):
-        (string,) = req.args
-        for w in map(utils.make_disjoint_window, utils.get_rolling_token_windows(
-            token_list=self.tok_encode(string), prefix_token=self.prefix_token_id, max_seq_len=self.max_length,
-            context_len=1)):
-          windows.append(w)
-          owner.append(i)
-      scores = self.score_tokens(windows)
-      totals = [0.0] * len(requests)
-      for i, (lp, _) in zip(owner, scores):
-        totals[i] += lp
-      for req, total in zip(requests, totals):
-        self.cache_hook.add_partial('loglikelihood_rolling', req.args, total)
-      return totals
-
-    # ---- generation
-    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-      groups: dict = {}
-      for i, req in enumerate(requests):
-        context, kw = req.args
-        groups.setdefault(json.dumps(kw, sort_keys=True, default=str), []).append((i, context, dict(kw)))
-      out: list = [None] * len(requests)
-      for items in groups.values():
-        for start in range(0, len(items), self._batch_size):
-          chunk = items[start:start + self._batch_size]
-          for (i, context, kw), text in zip(chunk, self._generate(chunk)):
-            out[i] = text
-            self.cache_hook.add_partial('generate_until', (context, kw), text)
-      return out
-
-    def _generate(self, chunk) -> list[str]:
-      from scaling.inference.generate import generate_tokens
-      kw = chunk[0][2]
-      until = kw.get('until') or []
-      until = [until] if isinstance(until, str) else list(until)
-      max_new = int(kw.get('max_gen_toks', self._max_gen_toks))
-      max_new = max(1, min(max_new, self.max_length - 1))
-      temperature = float(kw.get('temperature', 0.0)) if kw.get('do_sample', False) else 0.0
-      keep = self.max_length - max_new
-      prompts = [(self.tok_encode(c) or [self.eot_token_id])[-keep:] for _, c, _ in chunk]
-      B = self._batch_size
-      prompts += [prompts[-1]] * (B - len(prompts))   # a full batch: one compiled shape
-      width = max(len(p) for p in prompts)
-      prompt_BT = np.zeros((B, width), np.int32)
-      for b, p in enumerate(prompts):
-        prompt_BT[b, :len(p)] = p
-      tokens, lengths = generate_tokens(
-          self.model, prompt_BT, np.array([len(p) for p in prompts], np.int32), max_new_tokens=max_new,
-          temperature=temperature, top_p=float(kw.get('top_p', 1.0)) if temperature else 1.0,
-          rng=jax.random.key(int(kw.get('seed', 0))), eos_id=self.eot_token_id,
-          vocab_limit=min(int(self.tokenizer_.vocab_size), self.model.dims.vocab_size))
-      texts = []
-      for b in range(len(chunk)):
-        text = self.tok_decode(tokens[b, :lengths[b]].tolist())
-        for stop in until:
-          if stop and stop in text:
-            text = text[:text.index(stop)]
-        texts.append(text)
-      return texts
 
   return ScalingLM
 
