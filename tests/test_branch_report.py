@@ -2,8 +2,8 @@
 
 import json
 
-from scaling.analysis import fit as fit_lib
 from scaling.analysis import report
+from scaling.analysis.fit import load as fit_lib
 
 
 def rows():

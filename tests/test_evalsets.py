@@ -13,7 +13,6 @@ import pathlib
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import persistent_compile_cache
 
 from scaling.config import load as config_lib
 from scaling.data import shards
@@ -123,8 +122,7 @@ def trained(corpora, tmp_path_factory):
   old = os.environ.get('SCALING_CACHE')
   os.environ['SCALING_CACHE'] = str(root / 'cache')
   try:
-    with persistent_compile_cache(root / 'jax_cache'):
-      result = train_lib.train(cfg, root / 'run', quiet=True)
+    result = train_lib.train(cfg, root / 'run', quiet=True)
   finally:
     os.environ.pop('SCALING_CACHE') if old is None else os.environ.__setitem__('SCALING_CACHE', old)
   assert result['state'] == 'done'
@@ -167,7 +165,7 @@ def test_training_reports_every_tagged_set(trained):
 def test_sweep_collect_carries_tagged_sets_and_fit_reads_them(tmp_path):
   """A finished run's summary and an unfinished run's last metrics row: collect_rows carries every
   eval/<tag>/bpb, and fit.load_results takes one as the loss column."""
-  from scaling.analysis import fit
+  from scaling.analysis.fit import load as fit
   from scaling.launch import rundir
   for i, (h, done) in enumerate((('aaa', True), ('bbb', False))):
     d = tmp_path / 'runs' / h

@@ -1,4 +1,4 @@
-"""Tests of scaling/analysis/fit.py against known laws: every target number comes from a formula that
+"""Tests of scaling/analysis/fit/ against known laws: every target number comes from a formula that
 generated the data (or a numeric minimisation), never from the code under test."""
 
 import argparse
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from scaling.analysis import fit
+from scaling.analysis.fit import approaches, command, laws, load, predictions
 
 # Hoffmann et al. 2022, approach 3.
 E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
@@ -30,7 +30,7 @@ def chinchilla_grid(noise=0.0, seed=0):
 
 def numeric_optimum(flops):
   """(N_opt, D_opt, loss) of the published law at `flops` = 6 N D, by bounded 1-D minimisation over
-  log N: a second code path to fit.chinchilla_optimum's closed form."""
+  log N: a second code path to laws.chinchilla_optimum's closed form."""
   res = optimize.minimize_scalar(lambda x: chinchilla_law(math.exp(x), flops / (6 * math.exp(x))),
                                  bounds=(math.log(1e6), math.log(1e14)), method='bounded',
                                  options={'xatol': 1e-10})
@@ -58,7 +58,7 @@ def result_row(i, n, d, loss, **extra):
 
 def test_chinchilla_recovers_published_constants_without_noise():
   n, d, loss = chinchilla_grid()
-  got = fit.fit_chinchilla(n, d, loss, bootstrap=0, max_starts=32)
+  got = approaches.fit_chinchilla(n, d, loss, bootstrap=0, max_starts=32)
   for k, v in PUBLISHED.items():
     assert got[k] == pytest.approx(v, rel=1e-4), k
   assert got['a_exponent'] == pytest.approx(BETA / (ALPHA + BETA), rel=1e-4)
@@ -66,7 +66,7 @@ def test_chinchilla_recovers_published_constants_without_noise():
 
 def test_chinchilla_recovers_published_constants_with_half_percent_noise():
   n, d, loss = chinchilla_grid(noise=0.005, seed=0)
-  got = fit.fit_chinchilla(n, d, loss, bootstrap=8, seed=3, max_starts=32)
+  got = approaches.fit_chinchilla(n, d, loss, bootstrap=8, seed=3, max_starts=32)
   assert abs(got['alpha'] - ALPHA) < 0.03
   assert abs(got['beta'] - BETA) < 0.03
   assert abs(got['E'] - E) < 0.05
@@ -81,7 +81,7 @@ def test_chinchilla_every_grid_start_path_agrees():
   """max_starts=0 runs L-BFGS from every point of the given grid."""
   n, d, loss = chinchilla_grid()
   grid = {'a': (0.0, 5.0), 'b': (0.0, 5.0), 'e': (0.0, 1.0), 'alpha': (0.5,), 'beta': (0.5,)}
-  got = fit.fit_chinchilla(n, d, loss, bootstrap=0, init_grid=grid, max_starts=0)
+  got = approaches.fit_chinchilla(n, d, loss, bootstrap=0, init_grid=grid, max_starts=0)
   assert got['starts'] == 8
   for k, v in PUBLISHED.items():
     assert got[k] == pytest.approx(v, rel=1e-4), k
@@ -91,29 +91,29 @@ def test_chinchilla_huber_objective_gradient_matches_finite_differences():
   n, d, loss = chinchilla_grid(noise=0.01)
   lN, lD, lL = np.log(n), np.log(d), np.log(loss)
   p = np.array([6.2, 5.8, 0.4, 0.37, 0.3])
-  _, grad = fit._huber_objective(p, lN, lD, lL, 1e-3)
+  _, grad = laws._huber_objective(p, lN, lD, lL, 1e-3)
   eps = 1e-7
-  numeric = [(fit._huber_objective(p + eps * np.eye(5)[i], lN, lD, lL, 1e-3)[0]
-              - fit._huber_objective(p - eps * np.eye(5)[i], lN, lD, lL, 1e-3)[0]) / (2 * eps)
+  numeric = [(laws._huber_objective(p + eps * np.eye(5)[i], lN, lD, lL, 1e-3)[0]
+              - laws._huber_objective(p - eps * np.eye(5)[i], lN, lD, lL, 1e-3)[0]) / (2 * eps)
              for i in range(5)]
   np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-9)
 
 
 def test_chinchilla_fewer_points_than_parameters_is_a_clear_error():
   n, d, loss = chinchilla_grid()
-  with pytest.raises(fit.FitError, match=r'5 parameters .* only 4 point'):
-    fit.fit_chinchilla(n[:4], d[:4], loss[:4], bootstrap=0)
+  with pytest.raises(load.FitError, match=r'5 parameters .* only 4 point'):
+    approaches.fit_chinchilla(n[:4], d[:4], loss[:4], bootstrap=0)
 
 
 def test_chinchilla_needs_two_distinct_token_counts():
   n = np.geomspace(1e7, 1e9, 6)
-  with pytest.raises(fit.FitError, match='2 distinct N and 2 distinct D'):
-    fit.fit_chinchilla(n, np.full(6, 1e9), chinchilla_law(n, 1e9), bootstrap=0)
+  with pytest.raises(load.FitError, match='2 distinct N and 2 distinct D'):
+    approaches.fit_chinchilla(n, np.full(6, 1e9), chinchilla_law(n, 1e9), bootstrap=0)
 
 
 @pytest.mark.parametrize('flops', [1e21, 1e23])
 def test_predict_closed_form_matches_numeric_minimisation(flops):
-  (got,) = fit.predict([flops], chinchilla=dict(PUBLISHED))
+  (got,) = predictions.predict([flops], chinchilla=dict(PUBLISHED))
   n_ref, d_ref, l_ref = numeric_optimum(flops)
   assert got['chinchilla']['N_opt'] == pytest.approx(n_ref, rel=1e-5)
   assert got['chinchilla']['D_opt'] == pytest.approx(d_ref, rel=1e-5)
@@ -125,14 +125,14 @@ def test_predict_closed_form_matches_numeric_minimisation(flops):
 
 def test_power_law_recovers_exponent():
   x = np.geomspace(1e6, 1e10, 7)
-  got = fit.fit_power_law(x, 3.0 * x ** -0.25, irreducible=False)
+  got = laws.fit_power_law(x, 3.0 * x ** -0.25, irreducible=False)
   assert got['a'] == pytest.approx(3.0, rel=1e-9)
   assert got['b'] == pytest.approx(0.25, rel=1e-9)
 
 
 def test_power_law_with_irreducible_term():
   x = np.geomspace(1e6, 1e10, 8)
-  got = fit.fit_power_law(x, 2.0 + 50.0 * x ** -0.3)
+  got = laws.fit_power_law(x, 2.0 + 50.0 * x ** -0.3)
   assert got['form'] == 'E + a * x^-b'
   assert got['E'] == pytest.approx(2.0, rel=1e-5)
   assert got['a'] == pytest.approx(50.0, rel=1e-4)
@@ -140,10 +140,10 @@ def test_power_law_with_irreducible_term():
 
 
 def test_power_law_needs_two_distinct_x():
-  with pytest.raises(fit.FitError, match='at least 2 distinct x'):
-    fit.fit_power_law([5.0, 5.0], [1.0, 2.0])
-  with pytest.raises(fit.FitError, match='needs at least 4'):
-    fit.fit_power_law([1.0, 2.0, 3.0], [3.0, 2.0, 1.5], irreducible=True)
+  with pytest.raises(load.FitError, match='at least 2 distinct x'):
+    laws.fit_power_law([5.0, 5.0], [1.0, 2.0])
+  with pytest.raises(load.FitError, match='needs at least 4'):
+    laws.fit_power_law([1.0, 2.0, 3.0], [3.0, 2.0, 1.5], irreducible=True)
 
 
 def test_power_laws_per_group_at_fixed_tokens_and_fixed_n():
@@ -151,7 +151,7 @@ def test_power_laws_per_group_at_fixed_tokens_and_fixed_n():
   rows = [{'run': f'{i}-{j}', 'N': ni, 'D': di, 'C': 6 * ni * di, 'L': 1.0 + 10 * ni ** -0.2 +
            30 * di ** -0.4, 'budget': None} for i, ni in enumerate(n) for j, di in
           enumerate([1e9, 1e10])]
-  got = fit.fit_power_laws(rows)
+  got = laws.fit_power_laws(rows)
   assert len(got['vs_N']['groups']) == 2
   assert len(got['vs_D']['groups']) == 4
   for g in got['vs_N']['groups']:  # 4 points: E fitted, E = 1 + 30 D^-0.4
@@ -178,7 +178,7 @@ def isoflop_rows(budgets=(1e17, 1e18, 1e19, 1e20), jitter=0.0, explicit=False):
 
 @pytest.mark.parametrize('jitter,explicit', [(0.0, False), (0.04, False), (0.3, True)])
 def test_isoflop_finds_parabola_minima_and_exponents(jitter, explicit):
-  got = fit.fit_isoflop(isoflop_rows(jitter=jitter, explicit=explicit))
+  got = approaches.fit_isoflop(isoflop_rows(jitter=jitter, explicit=explicit))
   assert len(got['budgets']) == 4
   for c, b in zip((1e17, 1e18, 1e19, 1e20), got['budgets']):
     # The loss does not depend on the FLOPs jitter: the vertex is exact in every case.
@@ -194,8 +194,8 @@ def test_isoflop_finds_parabola_minima_and_exponents(jitter, explicit):
 
 
 def test_isoflop_single_budget_is_skipped_with_reason():
-  with pytest.raises(fit.FitError, match='2 compute budgets'):
-    fit.fit_isoflop(isoflop_rows(budgets=(1e18,)))
+  with pytest.raises(load.FitError, match='2 compute budgets'):
+    approaches.fit_isoflop(isoflop_rows(budgets=(1e18,)))
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -213,34 +213,34 @@ def test_bad_rows_name_line_and_column(tmp_path, mutate, pattern):
   good, bad = result_row(0, 1e7, 1e9, 3.0), result_row(1, 2e7, 1e9, 2.9)
   mutate(bad)
   path = write_jsonl(tmp_path / 'results.jsonl', [good, bad])
-  with pytest.raises(fit.FitError, match=pattern):
-    fit.load_results(path, 'eval/bpb')
+  with pytest.raises(load.FitError, match=pattern):
+    load.load_results(path, 'eval/bpb')
   notes = []
   with pytest.warns(UserWarning, match='skipping bad row'):
-    rows = fit.load_results(path, 'eval/bpb', skip_bad=True, notes=notes)
+    rows = load.load_results(path, 'eval/bpb', skip_bad=True, notes=notes)
   assert [r['run'] for r in rows] == ['r0']
   assert any('line 2' in n for n in notes)
 
 
 def test_bad_json_and_unfinished_runs(tmp_path):
   path = write_jsonl(tmp_path / 'r.jsonl', [result_row(0, 1e7, 1e9, 3.0), '{"run": oops'])
-  with pytest.raises(fit.FitError, match='line 2: not valid JSON'):
-    fit.load_results(path)
+  with pytest.raises(load.FitError, match='line 2: not valid JSON'):
+    load.load_results(path)
   failed = {'run': 'f', 'state': 'failed', 'overrides': {}}  # no loss columns: not checked
   path = write_jsonl(tmp_path / 'r2.jsonl', [result_row(0, 1e7, 1e9, 3.0), failed])
   notes = []
-  rows = fit.load_results(path, 'eval/loss', params='total', notes=notes)
+  rows = load.load_results(path, 'eval/loss', params='total', notes=notes)
   assert len(rows) == 1 and rows[0]['N'] == pytest.approx(1.2e7) and rows[0]['L'] == 3.0
   assert notes == ["ignored 1 row(s) with state 'failed': f"]
-  with pytest.raises(fit.FitError, match='results file not found'):
-    fit.load_results(str(tmp_path / 'missing.jsonl'))
+  with pytest.raises(load.FitError, match='results file not found'):
+    load.load_results(str(tmp_path / 'missing.jsonl'))
 
 
 # ----------------------------------------------------------------------------------- CLI
 
 
 def cli_args(argv):
-  parser = fit.add_fit_args(argparse.ArgumentParser())
+  parser = command.add_fit_args(argparse.ArgumentParser())
   return parser.parse_args(argv)
 
 
@@ -258,7 +258,7 @@ def test_cli_end_to_end_writes_fit_json_and_pngs(tmp_path):
   out = tmp_path / 'fit_out'
   argv = ['--results', path, '--out', str(out), '--bootstrap', '5', '--max_starts', '32',
           '--target_flops', '1e21', '--target_flops', '1e22']
-  assert fit.run_fit(cli_args(argv)) == 0
+  assert command.run_fit(cli_args(argv)) == 0
 
   for name in ('loss_vs_compute.png', 'isoflop.png', 'parity.png'):
     with open(out / name, 'rb') as f:
@@ -326,7 +326,7 @@ def test_power_law_fields_equal_a_least_squares_line_in_log_space(tmp_path):
     lines[d] = (n, loss)
     rows += [result_row(len(rows), float(ni), d, float(li)) for ni, li in zip(n, loss)]
   path = write_jsonl(tmp_path / 'results.jsonl', rows)
-  saved = fit.fit_all(results=path, fits='power_law', plots=False)
+  saved = command.fit_all(results=path, fits='power_law', plots=False)
   groups = saved['power_law']['vs_N']['groups']
   assert [g['fixed_D'] for g in groups] == pytest.approx([1e9, 4e9], rel=1e-12)
   for g in groups:
@@ -348,7 +348,7 @@ def test_power_law_fields_equal_a_least_squares_line_in_log_space(tmp_path):
 def test_cli_fails_when_no_fit_or_explicit_fit_impossible(tmp_path, capsys):
   rows = [result_row(i, n, 20 * n, 4.0 - i * 0.1) for i, n in enumerate((1e7, 3e7, 1e8, 3e8))]
   path = write_jsonl(tmp_path / 'results.jsonl', rows)
-  assert fit.run_fit(cli_args(['--results', path, '--bootstrap', '0'])) == 1
+  assert command.run_fit(cli_args(['--results', path, '--bootstrap', '0'])) == 1
   err = capsys.readouterr().err
   assert 'no fit is possible' in err and 'only 4 point' in err
   with open(tmp_path / 'fit.json') as f:
@@ -356,17 +356,17 @@ def test_cli_fails_when_no_fit_or_explicit_fit_impossible(tmp_path, capsys):
 
   rows.append(result_row(9, 1e9, 1e9, 3.0, **{'eval/bpb': float('nan')}))
   path = write_jsonl(tmp_path / 'results.jsonl', rows)
-  assert fit.run_fit(cli_args(['--results', path])) == 2
+  assert command.run_fit(cli_args(['--results', path])) == 2
   assert "line 5: column 'eval/bpb' is NaN" in capsys.readouterr().err
 
-  with pytest.raises(fit.FitError, match='chinchilla was requested'), pytest.warns(UserWarning):
-    fit.main_fit(results=path, fits='chinchilla', skip_bad=True, bootstrap=0, plots=False)
+  with pytest.raises(load.FitError, match='chinchilla was requested'), pytest.warns(UserWarning):
+    command.main_fit(results=path, fits='chinchilla', skip_bad=True, bootstrap=0, plots=False)
 
 
 def test_batched_objective_ranks_with_the_same_numbers():
   n, d, loss = chinchilla_grid(noise=0.01)
   lN, lD, lL = np.log(n), np.log(d), np.log(loss)
-  starts = fit._grid_starts(fit.DEFAULT_INIT_GRID)[::97]
-  batched = fit._batched_objective(starts, lN, lD, lL, 1e-3, chunk=7)
-  one_by_one = [fit._huber_objective(p, lN, lD, lL, 1e-3)[0] for p in starts]
+  starts = laws._grid_starts(laws.DEFAULT_INIT_GRID)[::97]
+  batched = laws._batched_objective(starts, lN, lD, lL, 1e-3, chunk=7)
+  one_by_one = [laws._huber_objective(p, lN, lD, lL, 1e-3)[0] for p in starts]
   np.testing.assert_allclose(batched, one_by_one, rtol=1e-10)

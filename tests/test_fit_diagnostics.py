@@ -1,4 +1,4 @@
-"""Fits that know what they know: the diagnostics of scaling/analysis/fit.py on synthetic data from a known law.
+"""Fits that know what they know: the diagnostics of scaling/analysis/fit/ on synthetic data from a known law.
 
 Every reference number is a literal of the generating law (Hoffmann et al. 2022's E, A, B, alpha, beta),
 a numeric minimisation of it, or a property of the design written here; never a number the fit printed.
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from scaling.analysis import fit, report
+from scaling.analysis import report
+from scaling.analysis.fit import approaches, command, diagnostics, held_out, laws, load, plots, predictions
 
 E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
 A_EXP = BETA / (ALPHA + BETA)   # N_opt ~ C^a of the law: 0.4516
@@ -65,7 +66,7 @@ def width(ci):
 
 def test_held_out_check_predicts_the_largest_budget_from_the_others():
   rows = isoflop_design()
-  got = fit.held_out_check(rows, max_starts=32)
+  got = held_out.held_out_check(rows, max_starts=32)
   assert got['held_out_flops'] == pytest.approx(1e21)
   assert len(got['held_out_runs']) == 7 and got['train_max_flops'] == pytest.approx(1e20)
   n_true, l_true = true_optimum(1e21)
@@ -88,12 +89,12 @@ def test_held_out_check_predicts_the_largest_budget_from_the_others():
 def test_held_out_budget_that_does_not_bracket_its_minimum_has_no_n_opt_error():
   rows = isoflop_design(budgets=(1e18, 1e19, 1e20))
   rows = [r for r in rows if not (r['C'] == 1e20 and r['N'] > true_optimum(1e20)[0] / 1.5)]
-  got = fit.held_out_check(rows, max_starts=32)
+  got = held_out.held_out_check(rows, max_starts=32)
   assert not got['observed']['bracketed'] and got['observed']['kind'] == 'best row'
   assert got['observed']['L_opt'] == min(r['L'] for r in rows if r['C'] == 1e20)
   assert got['approach3']['N_opt_ratio'] is None
-  with pytest.raises(fit.FitError, match='>= 3 compute budgets'):
-    fit.held_out_check(isoflop_design(budgets=(1e18, 1e19)))
+  with pytest.raises(load.FitError, match='>= 3 compute budgets'):
+    held_out.held_out_check(isoflop_design(budgets=(1e18, 1e19)))
 
 
 # ------------------------------------------------------------------------------- intervals
@@ -104,9 +105,9 @@ def test_intervals_hold_the_law_and_shrink_with_more_points():
   many = isoflop_design(offsets=np.linspace(-0.6, 0.6, 5), repeats=9, noise=0.01, seed=2)
   widths = {}
   for name, rows in (('few', few), ('many', many)):
-    iso = fit.fit_isoflop(rows, bootstrap=100, seed=0)
-    chin = fit.fit_chinchilla(*(np.array([r[k] for r in rows]) for k in 'NDL'), bootstrap=40,
-                              max_starts=32, seed=0)
+    iso = approaches.fit_isoflop(rows, bootstrap=100, seed=0)
+    chin = approaches.fit_chinchilla(*(np.array([r[k] for r in rows]) for k in 'NDL'), bootstrap=40,
+                                     max_starts=32, seed=0)
     for ci in (iso['ci']['a'], chin['ci']['a_exponent']):
       assert ci[0] - 0.03 < A_EXP < ci[1] + 0.03, (name, ci)
     widths[name] = (width(iso['ci']['a']), width(chin['ci']['alpha']), width(chin['ci']['beta']),
@@ -122,12 +123,12 @@ def test_intervals_hold_the_law_and_shrink_with_more_points():
 def test_one_size_per_budget_is_flagged():
   rows = [{'run': f'r{i}', 'N': n, 'D': 20 * n, 'C': 120 * n * n, 'L': float(law(n, 20 * n)),
            'budget': None} for i, n in enumerate(np.geomspace(1e7, 1e9, 6))]
-  design = fit.isoflop_design(rows)
+  design = diagnostics.isoflop_design(rows)
   assert len(design['budgets']) == 6 and all(b['sizes'] == 1 for b in design['budgets'])
   assert 'one_N_per_budget' in design['flags'] and design['budgets_with_3_sizes'] == 0
   result = {'chinchilla': {'skipped': 'x'}, 'isoflop': {'skipped': 'no budget'}, 'design': design,
             'predictions': []}
-  warns = fit.diagnose(rows, result)
+  warns = diagnostics.diagnose(rows, result)
   assert any('every compute budget has one model size' in w for w in warns)
   assert any('approach 2 (IsoFLOP) not fitted' in w for w in warns)
 
@@ -136,7 +137,7 @@ def test_minimum_at_an_end_of_the_sizes_is_flagged():
   rows = isoflop_design(budgets=(1e18, 1e19), noise=0.0)
   n_opt = true_optimum(1e19)[0]
   rows = [r for r in rows if not (r['C'] == 1e19 and r['N'] < n_opt * 0.9)]   # 1e19: N_opt and up
-  design = fit.isoflop_design(rows)
+  design = diagnostics.isoflop_design(rows)
   interior = {round(math.log10(b['flops'])): b['interior'] for b in design['budgets']}
   assert interior == {18: True, 19: False}
   assert design['budgets_not_interior'] == [pytest.approx(1e19)]
@@ -146,13 +147,13 @@ def test_e_at_its_bound_is_flagged():
   """Data from the law with E = 0: the fit drives E to 0 (its bound) and says so."""
   rows = isoflop_design(budgets=(1e18, 1e19, 1e20), noise=0.0, e=0.0)
   n, d, loss = (np.array([r[k] for r in rows]) for k in 'NDL')
-  chin = fit.fit_chinchilla(n, d, loss, bootstrap=10, max_starts=32)
-  params = fit.chinchilla_parameters(chin, float(loss.min()))
+  chin = approaches.fit_chinchilla(n, d, loss, bootstrap=10, max_starts=32)
+  params = diagnostics.chinchilla_parameters(chin, float(loss.min()))
   assert params['E']['at_bound'] == 'lower' and params['E']['bound'] == [0.0, float(loss.min())]
   assert params['alpha']['at_bound'] is None and params['alpha']['value'] == pytest.approx(ALPHA, rel=1e-3)
   result = {'chinchilla': chin, 'isoflop': {'skipped': 'not requested (--fits)'},
-            'design': fit.isoflop_design(rows), 'predictions': []}
-  warns = fit.diagnose(rows, result)
+            'design': diagnostics.isoflop_design(rows), 'predictions': []}
+  warns = diagnostics.diagnose(rows, result)
   assert chin['identified'] is False
   assert any(w.startswith('chinchilla: E = ') and 'lower bound 0' in w for w in warns)
 
@@ -160,24 +161,24 @@ def test_e_at_its_bound_is_flagged():
 def test_exact_fits_say_so_instead_of_r2():
   rows = isoflop_design(budgets=(1e18,), offsets=np.linspace(-0.6, 0.6, 5), noise=0.01)
   n, d, loss = (np.array([r[k] for r in rows]) for k in 'NDL')
-  chin = fit.fit_chinchilla(n, d * np.geomspace(1, 3, 5), loss, bootstrap=0, max_starts=16)
+  chin = approaches.fit_chinchilla(n, d * np.geomspace(1, 3, 5), loss, bootstrap=0, max_starts=16)
   assert chin['exact'] and chin['dof'] == 0 and chin['r2_log'] is None   # 5 points, 5 parameters
-  two = fit.fit_power_law([1e6, 1e7], [3.0, 2.5])
+  two = laws.fit_power_law([1e6, 1e7], [3.0, 2.5])
   assert two['exact'] and two['r2_log'] is None
-  three = fit.fit_power_law([1e6, 1e7, 1e8], [3.0, 2.5, 2.2])
+  three = laws.fit_power_law([1e6, 1e7, 1e8], [3.0, 2.5, 2.2])
   assert not three['exact'] and three['r2_log'] is not None
-  iso = fit.fit_isoflop(isoflop_design(budgets=(1e18, 1e19), offsets=(-0.4, 0.0, 0.4)), bootstrap=0)
+  iso = approaches.fit_isoflop(isoflop_design(budgets=(1e18, 1e19), offsets=(-0.4, 0.0, 0.4)), bootstrap=0)
   assert all(b['exact'] for b in iso['budgets']) and iso['N_opt_vs_C']['exact']
-  warns = fit.diagnose(rows, {'chinchilla': chin, 'isoflop': {'skipped': 'not requested (--fits)'},
-                              'design': fit.isoflop_design(rows), 'predictions': []})
+  warns = diagnostics.diagnose(rows, {'chinchilla': chin, 'isoflop': {'skipped': 'not requested (--fits)'},
+                                      'design': diagnostics.isoflop_design(rows), 'predictions': []})
   assert any('exact fit (5 points for 5 parameters)' in w for w in warns)
 
 
 def test_approaches_that_disagree_beyond_their_intervals_are_flagged():
   chin = {'a_exponent': 0.45, 'ci': {'a_exponent': [0.42, 0.48]}}
-  assert fit.exponent_agreement(chin, {'a': 0.60, 'ci': {'a': [0.55, 0.66]}})['agree'] is False
-  assert fit.exponent_agreement(chin, {'a': 0.50, 'ci': {'a': [0.47, 0.53]}})['agree'] is True
-  assert fit.exponent_agreement(chin, {'a': 0.60, 'ci': {}})['agree'] is None   # no interval
+  assert diagnostics.exponent_agreement(chin, {'a': 0.60, 'ci': {'a': [0.55, 0.66]}})['agree'] is False
+  assert diagnostics.exponent_agreement(chin, {'a': 0.50, 'ci': {'a': [0.47, 0.53]}})['agree'] is True
+  assert diagnostics.exponent_agreement(chin, {'a': 0.60, 'ci': {}})['agree'] is None   # no interval
 
 
 # ------------------------------------------------------------------------------- predictions
@@ -185,8 +186,8 @@ def test_approaches_that_disagree_beyond_their_intervals_are_flagged():
 
 def test_predictions_carry_intervals_and_the_extrapolation_factor():
   rows = isoflop_design(noise=0.005)
-  iso = fit.fit_isoflop(rows, bootstrap=60)
-  (p,) = fit.predict([1e23], isoflop=iso, max_flops=1e21)
+  iso = approaches.fit_isoflop(rows, bootstrap=60)
+  (p,) = predictions.predict([1e23], isoflop=iso, max_flops=1e21)
   assert p['extrapolation'] == pytest.approx(100.0)
   q = p['isoflop']
   lo, hi = q['ci']['N_opt']
@@ -199,10 +200,10 @@ def test_predictions_carry_intervals_and_the_extrapolation_factor():
           'bootstrap': {'samples': {'a': [0.3, 0.5, 0.7], 'kN': [1.0] * 3, 'b': [0.5] * 3,
                                     'kD': [1.0] * 3, 'L_E': [0.0] * 3, 'L_a': [10.0] * 3,
                                     'L_b': [0.05] * 3}}}
-  (p,) = fit.predict([1e20], isoflop=wide, max_flops=1e18)
+  (p,) = predictions.predict([1e20], isoflop=wide, max_flops=1e18)
   assert p['isoflop']['constrained'] is False      # 1e20^0.3 .. 1e20^0.7: ~1e7x
-  assert fit.format_n_opt(p['isoflop']).startswith('unconstrained')
-  assert f'{1e10:.4g}' not in fit.format_n_opt(p['isoflop'])
+  assert command.format_n_opt(p['isoflop']).startswith('unconstrained')
+  assert f'{1e10:.4g}' not in command.format_n_opt(p['isoflop'])
 
 
 # ------------------------------------------------------------------------------- micro_ladder
@@ -237,7 +238,7 @@ def test_micro_ladder_rows_are_flagged_as_unconstrained(tmp_path):
 
 def test_fit_json_records_the_diagnostics(tmp_path):
   path = write_rows(tmp_path / 'results.jsonl', isoflop_design(noise=0.005))
-  saved = fit.fit_all(results=path, bootstrap=20, max_starts=32, target_flops=[1e22])
+  saved = command.fit_all(results=path, bootstrap=20, max_starts=32, target_flops=[1e22])
   on_disk = json.loads((tmp_path / 'fit.json').read_text())
   assert on_disk['warnings'] == saved['warnings']
   for key in ('design', 'held_out', 'exponent_agreement', 'warnings'):
@@ -255,7 +256,7 @@ def test_parametric_frontier_is_the_laws_compute_optimum_where_there_is_data():
   that optimum lies inside the sampled N and D, and absent (NaN) outside them."""
   rows = isoflop_design(budgets=(1e18, 1e19, 1e20), noise=0.0)
   params = {'E': E, 'A': A, 'B': B, 'alpha': ALPHA, 'beta': BETA}
-  got = fit.parametric_frontier(params, rows, np.array([3e18, 3e19, 1e30]))
+  got = plots.parametric_frontier(params, rows, np.array([3e18, 3e19, 1e30]))
   for c, v in zip((3e18, 3e19), got[:2]):
     assert v == pytest.approx(true_optimum(c)[1], rel=1e-5)
   assert math.isnan(got[2])
@@ -270,5 +271,5 @@ def test_implied_exponent_follows_the_rows_flops_accounting():
                         (lambda n: 6 * n, BETA / (ALPHA + BETA))):
     rows = [{'run': f'{c}-{n}', 'N': n, 'D': c / fpt(n), 'C': c, 'L': 3.0, 'budget': None}
             for c in budgets for n in np.geomspace(1e5, 1e9, 5)]
-    got = fit.implied_exponent(params, rows, budgets)
+    got = diagnostics.implied_exponent(params, rows, budgets)
     assert got['a'] == pytest.approx(expected, rel=1e-5)

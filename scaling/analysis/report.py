@@ -19,7 +19,8 @@ import sys
 import warnings
 from typing import Any, Sequence
 
-from scaling.analysis import fit as fit_lib
+from scaling.analysis.fit.command import fit_all
+from scaling.analysis.fit.load import METRICS, PARAM_COLUMNS, FitError
 
 THROUGHPUT = 'throughput/tokens_per_s'
 BPB = 'eval/bpb'
@@ -428,8 +429,8 @@ def write_report(root: str, results: str | None = None, study: str | None = None
                  fit: bool = True, **fit_options) -> str:
   """Writes <root>/REPORT.md (and fit.json + plots in root); returns the report's path."""
   if not os.path.isdir(root):
-    raise fit_lib.FitError(f'--root {root} is not a directory (the sweep root that holds '
-                           'results.jsonl)')
+    raise FitError(f'--root {root} is not a directory (the sweep root that holds '
+                   'results.jsonl)')
   results = results or os.path.join(root, 'results.jsonl')
   notes: list[str] = []
   rows = read_rows(results, notes)
@@ -454,9 +455,9 @@ def write_report(root: str, results: str | None = None, study: str | None = None
     try:
       with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # bad rows become notes in fit.json
-        result = fit_lib.fit_all(results=results, out=root, skip_bad=True, **fit_options)
+        result = fit_all(results=results, out=root, skip_bad=True, **fit_options)
       notes += [f'fit: {e}' for e in result['errors'] if not e.startswith('no fit is possible')]
-    except fit_lib.FitError as e:
+    except FitError as e:
       notes.append(f'fit not run: {e}')
   title = study or os.path.basename(os.path.abspath(root))
   extra = []
@@ -477,8 +478,8 @@ def add_report_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser.add_argument('--results', default=None, help='default: <root>/results.jsonl')
   parser.add_argument('--study', default=None,
                       help="study name (e.g. seed_upgrades: check the seed guide's claims)")
-  parser.add_argument('--metric', default='eval/bpb', choices=fit_lib.METRICS)
-  parser.add_argument('--params', default='non_embedding', choices=sorted(fit_lib.PARAM_COLUMNS),
+  parser.add_argument('--metric', default='eval/bpb', choices=METRICS)
+  parser.add_argument('--params', default='non_embedding', choices=sorted(PARAM_COLUMNS),
                       help='the N of the fits: non-embedding (Kaplan) or total parameters (Hoffmann)')
   parser.add_argument('--bootstrap', type=int, default=200, help='bootstrap resamples of the fit')
   parser.add_argument('--max_starts', type=int, default=256)
@@ -491,7 +492,7 @@ def run_report(args: argparse.Namespace) -> int:
   try:
     path = write_report(args.root, args.results, args.study, fit=args.fit, metric=args.metric,
                         params=args.params, bootstrap=args.bootstrap, max_starts=args.max_starts)
-  except fit_lib.FitError as e:
+  except FitError as e:
     print(f'scaling report: error: {e}', file=sys.stderr)
     return 2
   print(f'wrote {path}')

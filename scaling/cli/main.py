@@ -57,12 +57,13 @@ COMMANDS = {
                     'length'),
     'sample': Command('scaling.inference.generate', 'continue prompts from a trained workdir', False,
                       'add_sample_args', 'run_sample'),
-    'fit': Command('scaling.analysis.fit', 'fit scaling laws to results.jsonl', False, 'add_fit_args', 'run_fit'),
+    'fit': Command('scaling.analysis.fit.command', 'fit scaling laws to results.jsonl', False, 'add_fit_args',
+                   'run_fit'),
     'report': Command('scaling.analysis.report', 'write REPORT.md for a sweep root', False, 'add_report_args',
                       'run_report'),
-    'export': Command('scaling.inference.hf', 'export a workdir as a Hugging Face Llama checkpoint', False,
+    'export': Command('scaling.inference.hf_export', 'export a workdir as a Hugging Face Llama checkpoint', False,
                       'add_export_args', 'run_export'),
-    'import': Command('scaling.inference.hf', 'import a Hugging Face Llama checkpoint into a workdir', False,
+    'import': Command('scaling.inference.hf_import', 'import a Hugging Face Llama checkpoint into a workdir', False,
                       'add_import_args', 'run_import'),
 }
 SWEEP_HELP = 'run a sweep: see `scaling sweep --help`'

@@ -1,0 +1,278 @@
+"""`scaling fit --results PATH`: the options, every fit the data allow, fit.json and the plots, the summary.
+
+fit_all runs the fits (scaling/analysis/fit/approaches.py and laws.py), the held-out check, the predictions and
+the diagnostics, then writes fit.json and the PNGs; run_fit is the command, which prints notes, warnings and
+the numbers. fit.json's fields are described in scaling/analysis/fit/__init__.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from scaling.analysis.fit.approaches import fit_chinchilla, fit_isoflop
+from scaling.analysis.fit.diagnostics import diagnose, isoflop_design
+from scaling.analysis.fit.held_out import held_out_check
+from scaling.analysis.fit.laws import fit_power_laws
+from scaling.analysis.fit.load import METRICS, PARAM_COLUMNS, FitError, is_metric, load_results
+from scaling.analysis.fit.plots import make_plots
+from scaling.analysis.fit.predictions import predict
+
+FIT_NAMES = ('power_law', 'chinchilla', 'isoflop')
+DEFAULT_TARGETS = (1e21, 1e23)
+
+
+def _jsonable(obj: Any) -> Any:
+  if isinstance(obj, dict):
+    return {str(k): _jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_jsonable(v) for v in obj]
+  if isinstance(obj, (np.floating, float)):
+    return float(obj) if math.isfinite(obj) else None
+  if isinstance(obj, np.integer):
+    return int(obj)
+  if isinstance(obj, np.bool_):
+    return bool(obj)
+  return obj
+
+
+_DEFAULTS = {
+    'results': None, 'metric': 'eval/bpb', 'params': 'non_embedding', 'out': None,
+    'target_flops': None, 'fits': 'auto', 'bootstrap': 200, 'seed': 0, 'huber_delta': 1e-3,
+    'max_starts': 256, 'budget_tol': 0.1, 'skip_bad': False, 'plots': True, 'held_out': True,
+}
+
+
+def _options(args: Any = None, **kwargs) -> dict:
+  opts = dict(_DEFAULTS)
+  if args is not None:
+    opts.update({k: v for k, v in (vars(args) if not isinstance(args, dict) else args).items()
+                 if k in _DEFAULTS})
+  opts.update({k: v for k, v in kwargs.items() if k in _DEFAULTS})
+  unknown = set(kwargs) - set(_DEFAULTS) - {'keep'}
+  if unknown:
+    raise FitError(f'unknown fit option(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}')
+  if not opts['results']:
+    raise FitError('no results file given: pass --results PATH (from `scaling sweep collect`)')
+  if not is_metric(opts['metric']):
+    raise FitError(f'--metric must be one of {METRICS} or a tagged eval set\'s eval/<tag>/bpb | eval/<tag>/loss, '
+                   f'got {opts["metric"]!r}')
+  fits = opts['fits']
+  if isinstance(fits, str):
+    fits = [f.strip() for f in fits.split(',') if f.strip()]
+  if fits == ['auto']:
+    opts['explicit'] = []
+  else:
+    bad = [f for f in fits if f not in FIT_NAMES]
+    if bad:
+      raise FitError(f'--fits: unknown fit(s) {bad}; choose from {FIT_NAMES} or auto')
+    opts['explicit'] = list(fits)
+  opts['targets'] = [float(t) for t in (opts['target_flops'] or DEFAULT_TARGETS)]
+  if any(not t > 0 for t in opts['targets']):
+    raise FitError(f'--target_flops must be > 0, got {opts["targets"]}')
+  if opts['out'] is None:
+    opts['out'] = os.path.dirname(os.path.abspath(opts['results']))
+  return opts
+
+
+def _with_notes(power_laws: dict, notes: list[str]) -> dict:
+  for k, v in power_laws.items():
+    if 'skipped' in v:
+      notes.append(f'power_law {k} skipped: {v["skipped"]}')
+  return power_laws
+
+
+def fit_all(args: Any = None, **kwargs) -> dict:
+  """Loads the results, runs every fit it can, writes fit.json and plots; never raises for a
+  fit that the data cannot support (its reason is recorded), only for bad input.
+
+  The returned dict is what fit.json holds, plus 'errors': reasons that make `scaling fit`
+  fail (an explicitly requested fit that could not be done, or no fit at all). keep (keyword
+  only, not a CLI option): a predicate on raw rows selecting those to fit.
+  """
+  o = _options(args, **kwargs)
+  notes: list[str] = []
+  rows = load_results(o['results'], o['metric'], params=o['params'], skip_bad=o['skip_bad'],
+                      notes=notes, keep=kwargs.get('keep'))
+  if not rows:
+    raise FitError(f'{o["results"]}: no finished runs with usable values ({"; ".join(notes)})')
+  arr = {k: np.array([r[k] for r in rows]) for k in ('N', 'D', 'C', 'L')}
+  result: dict[str, Any] = {
+      'inputs': {
+          'results': os.path.abspath(o['results']), 'metric': o['metric'],
+          'params_column': PARAM_COLUMNS[o['params']], 'rows_used': len(rows),
+          'runs': [r['run'] for r in rows],
+          'range': {k: [float(v.min()), float(v.max())] for k, v in arr.items()},
+          'options': {k: o[k] for k in ('bootstrap', 'seed', 'huber_delta', 'max_starts',
+                                        'budget_tol', 'fits', 'skip_bad')},
+      },
+      'notes': notes,
+  }
+  runs = {
+      'power_law': lambda: _with_notes(fit_power_laws(rows), notes),
+      'chinchilla': lambda: fit_chinchilla(arr['N'], arr['D'], arr['L'],
+                                           huber_delta=o['huber_delta'], bootstrap=o['bootstrap'],
+                                           seed=o['seed'], max_starts=o['max_starts'] or None),
+      'isoflop': lambda: fit_isoflop(rows, budget_tol=o['budget_tol'], bootstrap=o['bootstrap'],
+                                     seed=o['seed']),
+  }
+  wanted = o['explicit'] or list(FIT_NAMES)
+  errors, fitted = [], []
+  for name in FIT_NAMES:
+    if name not in wanted:
+      result[name] = {'skipped': 'not requested (--fits)'}
+      continue
+    try:
+      result[name] = runs[name]()
+      fitted.append(name)
+    except FitError as e:
+      result[name] = {'skipped': str(e)}
+      notes.append(f'{name} skipped: {e}')
+      if name in o['explicit']:
+        errors.append(f'{name} was requested but cannot be fitted: {e}')
+  if not fitted:
+    errors.append('no fit is possible: ' + '; '.join(
+        f'{k}: {result[k]["skipped"]}' for k in FIT_NAMES))
+  result['design'] = isoflop_design(rows, budget_tol=o['budget_tol'])
+  if not o['held_out']:
+    result['held_out'] = {'skipped': 'not requested (--no_held_out)'}
+  elif not set(fitted) & {'chinchilla', 'isoflop'}:
+    result['held_out'] = {'skipped': 'neither approach 2 nor approach 3 could be fitted on all rows'}
+  else:
+    try:
+      result['held_out'] = held_out_check(rows, budget_tol=o['budget_tol'],
+                                          huber_delta=o['huber_delta'],
+                                          max_starts=o['max_starts'] or None, seed=o['seed'])
+    except FitError as e:
+      result['held_out'] = {'skipped': str(e)}
+  result['predictions'] = predict(
+      o['targets'], chinchilla=result['chinchilla'] if 'chinchilla' in fitted else None,
+      isoflop=result['isoflop'] if 'isoflop' in fitted else None, max_flops=float(arr['C'].max()))
+  result['warnings'] = diagnose(rows, result)
+  os.makedirs(o['out'], exist_ok=True)
+  result['plots'] = make_plots(rows, result, o['out']) if o['plots'] else []
+  result['errors'] = errors
+  result = _jsonable(result)
+  with open(os.path.join(o['out'], 'fit.json'), 'w', encoding='utf-8') as f:
+    json.dump(result, f, indent=1, allow_nan=False)
+  return result
+
+
+def main_fit(args: Any = None, **kwargs) -> dict:
+  """fit_all, then FitError if an explicitly requested fit failed or nothing could be fitted."""
+  result = fit_all(args, **kwargs)
+  if result['errors']:
+    raise FitError('; '.join(result['errors']))
+  return result
+
+
+def add_fit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+  """Arguments of `scaling fit`."""
+  parser.add_argument('--results', required=True, help='results.jsonl from `scaling sweep collect`')
+  parser.add_argument('--metric', default=_DEFAULTS['metric'],
+                      help=f'loss column to fit: {", ".join(METRICS)} or a tagged eval set\'s eval/<tag>/bpb '
+                           f'(default eval/bpb)')
+  parser.add_argument('--params', default=_DEFAULTS['params'], choices=sorted(PARAM_COLUMNS),
+                      help='N = non-embedding (default) or total parameter count')
+  parser.add_argument('--out', default=None,
+                      help='directory for fit.json and the plots (default: beside --results)')
+  parser.add_argument('--target_flops', type=float, action='append', default=None,
+                      help='compute budget to predict for (repeatable; default 1e21 and 1e23)')
+  parser.add_argument('--fits', default='auto',
+                      help='comma list of power_law,chinchilla,isoflop; a listed fit that the data '
+                           'cannot support is an error (default auto: all that the data allows)')
+  parser.add_argument('--bootstrap', type=int, default=_DEFAULTS['bootstrap'],
+                      help='bootstrap resamples for the Chinchilla CIs (0: none)')
+  parser.add_argument('--seed', type=int, default=0, help='bootstrap seed')
+  parser.add_argument('--huber_delta', type=float, default=1e-3)
+  parser.add_argument('--max_starts', type=int, default=_DEFAULTS['max_starts'],
+                      help='L-BFGS from this many grid points of lowest initial loss '
+                           '(0: all 4500 of Hoffmann et al.\'s grid)')
+  parser.add_argument('--budget_tol', type=float, default=0.1,
+                      help='relative FLOP tolerance that groups runs into one IsoFLOP budget')
+  parser.add_argument('--skip_bad', action='store_true',
+                      help='skip malformed rows with a warning instead of failing')
+  parser.add_argument('--no_plots', dest='plots', action='store_false')
+  parser.add_argument('--no_held_out', dest='held_out', action='store_false',
+                      help='skip the refit without the largest budget')
+  return parser
+
+
+def _fmt(v: float) -> str:
+  return f'{v:.4g}'
+
+
+def _ci_str(ci) -> str:
+  return f' [{_fmt(ci[0])}, {_fmt(ci[1])}]' if ci and None not in ci else ' [no interval]'
+
+
+def format_n_opt(q: dict) -> str:
+  """A predicted N_opt as text: the number with its 5-95% interval, or 'unconstrained' when the
+  interval spans more than SPAN_UNCONSTRAINED (the number would be meaningless)."""
+  if q.get('constrained') is False:
+    span = q.get('N_opt_span')
+    return 'unconstrained' + (f' (5-95% spans {span:.3g}x)' if span else ' (interval open)')
+  return _fmt(q['N_opt']) + _ci_str(q.get('ci', {}).get('N_opt'))
+
+
+def _print_summary(result: dict) -> None:
+  for w in result['warnings']:
+    print(f'WARNING: {w}')
+  c = result['chinchilla']
+  if 'skipped' not in c:
+    params = ', '.join(f'{k}={_fmt(p["value"])}{_ci_str(p["ci"])}' + (
+        f' AT {p["at_bound"].upper()} BOUND' if p['at_bound'] else '') for k, p in
+        c['parameters'].items())
+    fitq = 'exact fit' if c['exact'] else f'r2_log={_fmt(c["r2_log"]) if c["r2_log"] is not None else "-"}'
+    print(f'approach 3 (parametric): {params}; {fitq}')
+    print(f'approach 3: N_opt ~ C^{_fmt(c["a_exponent"])}{_ci_str(c.get("ci", {}).get("a_exponent"))}')
+  i = result['isoflop']
+  if 'skipped' not in i:
+    print(f'approach 2 (IsoFLOP, {i["budgets_used"]} budgets): N_opt ~ C^{_fmt(i["a"])}'
+          f'{_ci_str(i.get("ci", {}).get("a"))}, D_opt ~ C^{_fmt(i["b"])}'
+          f'{_ci_str(i.get("ci", {}).get("b"))}')
+  ho = result.get('held_out', {})
+  for src in ('approach2', 'approach3'):
+    q = ho.get(src, {})
+    if 'loss' in q:
+      ratio = f'{q["N_opt_ratio"]:.3g}' if q['N_opt_ratio'] is not None else 'not measurable'
+      print(f'held-out C={ho["held_out_flops"]:.3g} ({src}): loss error {100 * q["loss_error"]:+.2f}%, '
+            f'N_opt predicted/observed {ratio}')
+  for p in result['predictions']:
+    for src in ('chinchilla', 'isoflop'):
+      q = p.get(src, {})
+      if 'N_opt' in q:
+        tail = '' if q.get('constrained') is False else (
+            f' D_opt={_fmt(q["D_opt"])} loss={_fmt(q["loss"])}')
+        print(f'C={p["flops"]:.3g} ({src}, {p["extrapolation"]:.3g}x the largest sampled '
+              f'compute): N_opt={format_n_opt(q)}{tail}')
+
+
+def run_fit(args: argparse.Namespace) -> int:
+  """`scaling fit`: returns the process exit status."""
+  try:
+    result = fit_all(args)
+  except FitError as e:
+    print(f'scaling fit: error: {e}', file=sys.stderr)
+    return 2
+  out = _options(args)['out']
+  for note in result['notes']:
+    print(f'note: {note}')
+  _print_summary(result)
+  print(f'wrote {os.path.join(out, "fit.json")}' +
+        (f' and {", ".join(result["plots"])}' if result['plots'] else ''))
+  if result['errors']:
+    for e in result['errors']:
+      print(f'scaling fit: error: {e}', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(run_fit(add_fit_args(argparse.ArgumentParser(prog='scaling fit')).parse_args()))
