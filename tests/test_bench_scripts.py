@@ -25,6 +25,8 @@ sys.path.insert(0, os.path.join(ROOT, 'bench'))
 import accelerator  # noqa: E402
 import train_step  # noqa: E402
 
+pytestmark = pytest.mark.slow   # each benchmark script end to end in a subprocess (not in -m 'not slow')
+
 HANG_S = 600   # a limit that only catches a hang: every script here takes seconds
 
 

@@ -23,6 +23,8 @@ import pytest
 
 from scaling.train import checkpoint, distributed
 
+pytestmark = pytest.mark.slow   # training runs resumed over damaged checkpoints (not in -m 'not slow')
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 

@@ -237,6 +237,7 @@ def test_report_renders_the_study(tmp_path):
 
 
 # ----------------------------------------------------------------------------- measurements
+@pytest.mark.slow
 def test_window_nll_and_buckets_against_a_token_loop(make_model):
   from scaling.analysis.seed.positions import bucket_bpb, window_nll
   model = make_model(seq_len=16)
@@ -320,6 +321,7 @@ def test_train_subset_keeps_tokenizer_and_validation(tmp_path):
     prepare(cfg, verbose=False)
 
 
+@pytest.mark.slow
 def test_steptime_compare_returns_paired_rounds(tiny_cfg):
   from scaling.analysis.seed import steptime
   cfg = tiny_cfg()

@@ -103,6 +103,7 @@ def test_bad_profile_spec_exits_2_before_work(data, tmp_path, capsys):
   assert not wd.exists()
 
 
+@pytest.mark.slow
 def test_profile_steps_writes_a_trace_and_debug_lists_params(data, tmp_path, capsys):
   """--profile_steps 2:4 leaves a trace under workdir/profile; --debug prints every parameter's
   path, shape, dtype and sharding (here on resuming the finished run: the listing comes before

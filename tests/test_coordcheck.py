@@ -48,6 +48,7 @@ def test_width_config_keeps_head_dim_and_ratios(tiny_cfg):
     cc.coordcheck(cfg, [64, 32], 2, data='zipf')
 
 
+@pytest.mark.slow
 def test_mup_stays_flat_across_8x_width_where_sp_grows(tiny_cfg, tmp_path):
   """16 -> 128 (8x), 2 layers, heads of 8, 10 AdamW steps at lr 1e-2, Zipf tokens, batch 32 x 16.
 

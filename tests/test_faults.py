@@ -51,6 +51,8 @@ from test_multihost import (  # noqa: F401
 
 from scaling.train import checkpoint, distributed
 
+pytestmark = pytest.mark.slow   # multi-process kill/restart chains (not in -m 'not slow')
+
 STEPS = REF_STEPS   # the chain runs the whole reference run, in pieces
 FAULT_SEED_ENV = 'SCALING_FAULT_SEED'   # seeds the random moments of the kills (printed by the test)
 TMP_SUFFIX = '.orbax-checkpoint-tmp'

@@ -349,9 +349,9 @@ def test_run_sample_prints_prompt_and_continuation(make_model, tok, monkeypatch)
     calls.append((workdir, step))
     return model, cfg, tok
 
-  fake = types.ModuleType('scaling.train.checkpoint')
+  fake = types.ModuleType('scaling.inference.run')
   fake.load_for_inference = load_for_inference
-  monkeypatch.setitem(sys.modules, 'scaling.train.checkpoint', fake)
+  monkeypatch.setitem(sys.modules, 'scaling.inference.run', fake)
   parser = gen.add_sample_args(argparse.ArgumentParser())
   args = parser.parse_args(['--workdir', '/w', '--prompt', 'Hi', '--prompt', 'yo', '--step', '7'])
   out = io.StringIO()

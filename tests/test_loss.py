@@ -117,6 +117,7 @@ print(json.dumps([bool(tuned and held), faults]))
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != 'linux', reason='glibc malloc tuning is Linux-only')
 def test_malloc_tuning_removes_per_step_page_faults():
   import json

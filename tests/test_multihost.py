@@ -37,6 +37,8 @@ from scaling.data.shards import open_split
 from scaling.train import distributed
 from scaling.train import loop as train_lib
 
+pytestmark = pytest.mark.slow   # real jax.distributed processes (not in -m 'not slow')
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SEQ = 64
 STEPS = 12

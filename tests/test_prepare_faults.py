@@ -24,6 +24,8 @@ import pytest
 
 from scaling.data.prepare import Interrupted, prepare
 
+pytestmark = pytest.mark.slow   # data preparation killed and resumed in subprocesses (not in -m 'not slow')
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

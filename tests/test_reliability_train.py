@@ -30,6 +30,8 @@ from scaling.train import checkpoint
 from scaling.train import loop as train_lib
 from scaling.train.metrics import read_metrics
 
+pytestmark = pytest.mark.slow   # whole training runs under faults and second processes (not in -m 'not slow')
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 

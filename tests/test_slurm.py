@@ -25,6 +25,8 @@ from scaling.launch import rundir as rd_lib
 from scaling.launch import sweep as sweep_lib
 from scaling.launch.slurm import SlurmBackend
 
+pytestmark = pytest.mark.slow   # the batch script under stub and real SLURM (not in -m 'not slow')
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FAKE = REPO / 'tests' / 'fake_train.py'
 SMOKE = REPO / 'configs' / 'sweeps' / 'smoke.py'

@@ -307,6 +307,7 @@ def test_resume_on_another_mesh(data, ref_run, tmp_path):
   assert result['eval/loss'] == pytest.approx(ref_run['result']['eval/loss'], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_command_saves_exits_75_and_rerun_finishes(data, ref_run, tmp_path):
   """SIGTERM to `python -m scaling train` mid-run: exit status 75 and a checkpoint at the step it
   stopped; the same command again resumes and every logged loss equals the uninterrupted run's."""
