@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from scaling.config.load import parse_init_from  # noqa: F401  (the syntax is config's)
+from scaling.config.load import parse_init_from  # the syntax is config's
 from scaling.train import checkpoint
 from scaling.train.checkpoint import CheckpointError
 

@@ -39,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from scaling.base.files import atomic_write_text, sha256_bytes
-from scaling.config.load import ConfigError, check_eval_sets, split_optional  # noqa: F401
+from scaling.config.load import check_eval_sets, split_optional
 from scaling.data import corpus as corpus_lib
 from scaling.data import shards
 from scaling.data.tokenizer import DataError
