@@ -37,15 +37,48 @@ def test_verdict_rules(effect, expected):
   assert C.verdict(effect) == expected
 
 
-def test_combine_rules():
-  assert C.combine([C.CONFIRMED, C.CONFIRMED]) == C.CONFIRMED
-  assert C.combine([C.CONFIRMED, C.REFUTED, C.NOT_MEASURED]) == C.REFUTED
-  assert C.combine([C.CONFIRMED, C.NOT_MEASURED]) == C.NOT_MEASURED
-  assert C.combine([C.CONFIRMED, C.NO_DIFFERENCE]) == C.NO_DIFFERENCE
-  assert C.combine([C.NO_DIFFERENCE, C.INCONCLUSIVE]) == C.INCONCLUSIVE
-  assert C.combine([C.CONFIRMED, C.NOT_MEASURABLE]) == C.CONFIRMED    # the impossible part does not count
-  assert C.combine([C.NOT_MEASURABLE]) == C.NOT_MEASURABLE
-  assert C.combine([]) == C.NOT_MEASURED
+# Rule 6 of claims.RULES worked out by hand for each case: (part verdicts, the claim's verdict, what the measured
+# parts show by themselves). CF confirmed, RF refuted, ND no difference, IN inconclusive; NM not measured, NH not
+# measurable here, DX not decided (extrapolation).
+CF, RF, ND, IN = C.CONFIRMED, C.REFUTED, C.NO_DIFFERENCE, C.INCONCLUSIVE
+NM, NH, DX = C.NOT_MEASURED, C.NOT_MEASURABLE, C.NOT_DECIDED
+COMBINE_TABLE = [
+    ([], NM, None),                      # a claim without parts has nothing measured
+    ([CF], CF, CF),
+    ([CF, CF, CF], CF, CF),              # every part confirmed
+    ([CF, RF], RF, RF),                  # all measured, one refuted: the conjunction is refuted
+    ([RF, IN, ND], RF, RF),
+    ([CF, ND], ND, ND),                  # all measured, none refuted, not all confirmed, none inconclusive
+    ([ND, IN], IN, IN),
+    ([CF, IN, ND], IN, IN),
+    ([CF, NH], C.PARTLY_MEASURED, CF),   # the precision claim: a GPU part this machine cannot measure
+    ([RF, RF, NH, NH], C.PARTLY_MEASURED, RF),   # the old RoPE claim: never "refuted" on the measured parts alone
+    ([CF, NM], C.PARTLY_MEASURED, CF),
+    ([RF, DX, DX], C.PARTLY_MEASURED, RF),       # a multiplier measured at one budget, extrapolated at two
+    ([NM], NM, None),
+    ([NM, NM], NM, None),
+    ([NH, NH], NH, None),                # every part impossible here
+    ([DX], DX, None),
+    ([NM, NH], NM, None),                # no part measured, kinds mixed
+    ([DX, NH, NM], NM, None),
+]
+
+
+@pytest.mark.parametrize('parts, claim, measured', COMBINE_TABLE)
+def test_combine_follows_the_printed_rule(parts, claim, measured):
+  assert C.combine(parts) == claim
+  assert C.measured_verdict(parts) == measured
+
+
+def test_combine_rejects_an_unknown_verdict():
+  with pytest.raises(ValueError, match='unknown part verdict'):
+    C.combine([C.CONFIRMED, 'not confirmed'])
+
+
+def test_the_printed_rule_names_partly_measured():
+  rule = C.RULES[5]
+  assert 'partly measured' in rule and 'not as the claim\'s verdict' in rule
+  assert 'not decided' in C.RULES[1] and 'pooled' in C.RULES[0]
 
 
 def test_log_ratio_interval_by_hand():
@@ -80,43 +113,54 @@ def test_paired_ratio_by_hand():
 
 
 # ----------------------------------------------------------------------------- synthetic study rows
+SPAN = S.SPAN_BPB
+
+
 def _row(arm, bpb, *, seed=0, flops=1e13, n=4e5, **extra):
+  """A finished study row; its overrides name its configuration (arm, budget, size) and seed."""
   return {'run': f'{arm}-{seed}-{flops:g}-{n:g}', 'state': 'done', 'name': f'{C.PREFIX}{arm}', 'eval/bpb': bpb,
-          'flops': flops, 'non_embedding_params': n, 'overrides': {'train.seed': seed}, **extra}
+          'flops': flops, 'non_embedding_params': n,
+          'overrides': {'name': f'{C.PREFIX}{arm}', 'flops': flops, 'n': n, 'train.seed': seed}, **extra}
 
 
 def _frontier(arm, law, budgets=(1e12, 3e12, 1e13, 3e13), sizes=(1e5, 3e5, 1e6)):
-  """Runs whose best size at C has bpb law(C); the other sizes 5% worse."""
-  return [_row(arm, law(c) * (1.0 if i == 1 else 1.05), flops=c, n=n) for c in budgets
-          for i, n in enumerate(sizes)]
+  """Runs whose best size at C has bpb law(C) (eval/bpb and the same-bytes bpb alike); the other sizes 5% worse."""
+  rows = []
+  for c in budgets:
+    for i, n in enumerate(sizes):
+      v = law(c) * (1.0 if i == 1 else 1.05)
+      rows.append(_row(arm, v, flops=c, n=n, **{SPAN: v, 'claims/span_digest': 'same'}))
+  return rows
 
 
-BASE_SEEDS = [_row('base', v, seed=s) for s, v in enumerate((1.000, 1.002, 0.998))]
+BASE_SEEDS = [_row('base', v, seed=s, **{SPAN: v}) for s, v in enumerate((1.000, 1.002, 0.998))]
 
 
 def _claim(rows, key, steptimes=()):
   return next(c for c in S.evaluate(rows, steptimes) if c['key'] == key)
 
 
-def test_multiplier_recovers_a_constructed_factor():
+def test_multiplier_per_budget_inside_the_frontier_only():
   bpe = lambda c: 3.0 * c ** -0.1
-  char = lambda c: 3.0 * (c / 4) ** -0.1     # char needs exactly 4x the compute for any bpb
-  rows = BASE_SEEDS + _frontier('tok-bpe', bpe) + _frontier('tok-char', char) + _frontier('tok-byte', bpe)
+  char = lambda c: bpe(c / 4)       # char needs exactly 4x the compute for any bpb
+  byte = lambda c: bpe(c / 30)      # byte 30x
+  rows = BASE_SEEDS + _frontier('tok-bpe', bpe, budgets=(1e12, 3e12, 1e13)) + _frontier('tok-char', char) + \
+      _frontier('tok-byte', byte, budgets=(1e12, 3e12, 1e13, 3e13, 1e14))
   c = _claim(rows, 'tokenizer')
-  char_part, byte_part = c['parts']
-  assert char_part['effect'].value == pytest.approx(4.0, rel=1e-6)
-  assert char_part['effect'].lo < 4.0 < char_part['effect'].hi
-  assert char_part['verdict'] == C.REFUTED              # real, but far from "10-100x"
-  assert byte_part['effect'].value == pytest.approx(1.0, rel=1e-6)
-  assert byte_part['verdict'] == C.NO_DIFFERENCE        # a multiplier of 1 inside its interval
-  assert c['verdict'] == C.REFUTED
-
-
-def test_multiplier_of_thirty_confirms():
-  bpe = lambda c: 3.0 * c ** -0.1
-  slow = lambda c: 3.0 * (c / 30) ** -0.1
-  rows = BASE_SEEDS + _frontier('tok-bpe', bpe) + _frontier('tok-char', slow) + _frontier('tok-byte', slow)
-  assert _claim(rows, 'tokenizer')['verdict'] == C.CONFIRMED
+  by = {p['short']: p for p in c['parts']}
+  # char reaches BPE's bpb at 4 C: inside its frontier (1e12..3e13) for C = 1e12, 3e12; 4e13 is past it
+  for cb in ('1e+12', '3e+12'):
+    e = by[f'char / BPE at C = {cb}']['effect']
+    assert e.value == pytest.approx(4.0, rel=1e-9) and e.lo < 4.0 < e.hi
+    assert by[f'char / BPE at C = {cb}']['verdict'] == C.REFUTED        # real, short of "10-100x"
+    e = by[f'byte / BPE at C = {cb}']['effect']
+    assert e.value == pytest.approx(30.0, rel=1e-9)
+    assert by[f'byte / BPE at C = {cb}']['verdict'] == C.CONFIRMED      # reaches 10x
+  for arm in ('char', 'byte'):
+    part = by[f'{arm} / BPE at C = 1e+13']
+    assert part['verdict'] == C.NOT_DECIDED and 'needs a larger budget' in part['effect'].extrapolated
+  assert c['verdict'] == C.PARTLY_MEASURED                              # never refuted on the measured parts alone
+  assert C.measured_verdict([p['verdict'] for p in c['parts']]) == C.REFUTED
 
 
 def test_missing_arms_are_not_measured_never_not_confirmed():
@@ -124,10 +168,15 @@ def test_missing_arms_are_not_measured_never_not_confirmed():
     for c in S.evaluate(rows):
       assert c['verdict'] in (C.NOT_MEASURED, C.NOT_MEASURABLE), (c['key'], c['verdict'])
       assert c['verdict'] != 'not confirmed'
-  # a frontier with two budgets cannot give a multiplier
+  # a frontier with two budgets has no model-form term: not measured
   rows = BASE_SEEDS + _frontier('tok-bpe', lambda c: c ** -0.1, budgets=(1e12, 1e13)) + \
-      _frontier('tok-char', lambda c: c ** -0.1, budgets=(1e12, 1e13))
+      _frontier('tok-char', lambda c: c ** -0.1, budgets=(1e12, 1e13)) + \
+      _frontier('tok-byte', lambda c: c ** -0.1, budgets=(1e12, 1e13))
   assert _claim(rows, 'tokenizer')['parts'][0]['verdict'] == C.NOT_MEASURED
+  # eval/bpb alone (each arm its own validation slice) decides nothing
+  rows = [{k: v for k, v in r.items() if k != SPAN} for r in rows]
+  c = _claim(rows, 'tokenizer')
+  assert c['verdict'] == C.NOT_MEASURED and 'claims/span_bpb' in c['parts'][0]['effect'].missing
 
 
 def test_equal_token_claims_follow_the_numbers():
@@ -142,7 +191,8 @@ def test_equal_token_claims_follow_the_numbers():
   assert prec['verdict'] == C.NOT_MEASURED                     # no step times
   times = [{'kind': 'steptime', 'pair': 'precision', 'backend': 'cpu',
             'times': {'base': [0.10, 0.11, 0.10, 0.12], 'bf16': [0.21, 0.23, 0.20, 0.25]}}]
-  assert _claim(rows, 'precision', times)['verdict'] == C.REFUTED   # bf16 2x slower on this CPU
+  prec = _claim(rows, 'precision', times)      # bf16 2x slower on this CPU; no GPU part here: partly measured
+  assert prec['verdict'] == C.PARTLY_MEASURED and C.measured_verdict([p['verdict'] for p in prec['parts']]) == C.REFUTED
 
 
 def test_an_isoflop_fit_without_a_real_interval_is_a_fact_not_a_part():
@@ -174,14 +224,29 @@ def test_refuted_by_a_real_effect_short_of_the_claimed_size_says_so():
 
 def test_rope_and_context_parts():
   lk = S.len_key
-  rope_seed = lambda s, r: _row('base', 1.0, seed=s, **{lk(256): 1.0 + r, lk(512): 0.97 + r, lk(1024): 0.95 + r})
+  rope_seed = lambda s, r: _row('base', 1.0, seed=s, **{lk(256): 1.0 + r, lk(512): 1.05 + r, lk(1024): 1.10 + r})
+  learned = lambda s, r: _row(S.LEARNED_LONG, 1.02, seed=s, **{lk(256): 1.02 + r, lk(512): 1.5 + r, lk(1024): 2.0 + r})
   rows = [rope_seed(0, 0.0), rope_seed(1, 0.002), rope_seed(2, -0.002),
           _row('nopos', 1.1, **{lk(256): 1.1, lk(512): 1.2, lk(1024): 1.4}), _row('learned', 1.02, **{lk(256): 1.02})]
   c = _claim(rows, 'rope')
-  by = {p['label']: p['verdict'] for p in c['parts']}
-  assert by['bpb at 512: RoPE / learned'] == C.NOT_MEASURABLE
-  assert by['bpb at 512: RoPE / no positions'] == C.CONFIRMED
-  assert c['verdict'] == C.CONFIRMED
+  by = {p['short']: p['verdict'] for p in c['parts']}
+  assert by == {'RoPE / learned at 512': C.NOT_MEASURED, 'RoPE / learned at 1024': C.NOT_MEASURED,
+                'RoPE / none at 512': C.CONFIRMED, 'RoPE / none at 1024': C.CONFIRMED}
+  assert c['verdict'] == C.PARTLY_MEASURED
+  # RoPE degrading past its training length (1.05, 1.10 against itself) is a fact, not a deciding part
+  assert any(f.startswith('RoPE against itself, bpb at 512') and '(refuted)' in f for f in c['facts'])
+  rows += [learned(s, r) for s, r in enumerate((0.0, 0.01, -0.01))]
+  c = _claim(rows, 'rope')
+  assert [p['verdict'] for p in c['parts']] == [C.CONFIRMED] * 4 and c['verdict'] == C.CONFIRMED
+  # the noise of claims/len@512 is pooled over base and learned-1024 (3 seeds each): df 4, by hand
+  e = c['parts'][0]['effect']
+  base_l = [math.log(1.05 + r) for r in (0.0, 0.002, -0.002)]
+  lrn_l = [math.log(1.5 + r) for r in (0.0, 0.01, -0.01)]
+  ss = sum((x - statistics.fmean(base_l)) ** 2 for x in base_l) + sum((x - statistics.fmean(lrn_l)) ** 2 for x in lrn_l)
+  d = statistics.fmean(base_l) - statistics.fmean(lrn_l)
+  half = stats.t.ppf(0.95, 4) * math.sqrt(ss / 4) * math.sqrt(2 / 3)
+  assert (e.value, e.lo, e.hi) == (pytest.approx(math.exp(d)), pytest.approx(math.exp(d - half)),
+                                   pytest.approx(math.exp(d + half)))
   pk = S.pos_key
   ctx = lambda arm, s, v: _row(arm, 1.0, seed=s, **{pk(0, 64): 1.2 + v, pk(64, 256): 1.0 + v, pk(256, 1024): 0.98 + v})
   rows = [ctx('base', s, v) for s, v in enumerate((0.0, 0.001, -0.001))] + [
@@ -193,7 +258,7 @@ def test_rope_and_context_parts():
   want = (0.90 / 1.2) / math.exp(statistics.mean(math.log(x) for x in base_net))
   assert c['parts'][0]['effect'].value == pytest.approx(want, rel=1e-12)
   assert c['parts'][1]['verdict'] == C.NOT_MEASURED   # no ctx64 arm
-  assert c['verdict'] == C.NOT_MEASURED
+  assert c['verdict'] == C.PARTLY_MEASURED
   # a longer-context arm better everywhere by its training (the control bucket too) gains nothing net
   rows = [ctx('base', s, v) for s, v in enumerate((0.0, 0.001, -0.001))] + [
       _row('ctx1024', 1.0, **{pk(0, 64): 1.2 * 0.9, pk(64, 256): 1.0 * 0.9, pk(256, 1024): 0.98 * 0.9})]
@@ -201,18 +266,6 @@ def test_rope_and_context_parts():
   assert c['parts'][0]['effect'].value == pytest.approx(1.0, abs=2e-3)
   assert c['parts'][0]['verdict'] == C.NO_DIFFERENCE
   assert any('raw bpb at positions 256-1024' in f for f in c['facts'])
-
-
-def test_sampling_claim():
-  sk = S.sample_key
-  def seed(s, j):
-    return _row('base', 1.0, seed=s, **{sk('greedy', 'rep4'): 0.6 + j, sk('topk40', 'rep4'): 0.05 + j / 10,
-                                       sk('topp0.9', 'rep4'): 0.04, sk('pure', 'rep4'): 0.02,
-                                       sk('topk40', 'judge_bpb'): 2.0 + j, sk('topp0.9', 'judge_bpb'): 2.1,
-                                       sk('pure', 'judge_bpb'): 2.6 + j})
-  c = _claim([seed(0, 0.0), seed(1, 0.01), seed(2, -0.01)], 'sampling')
-  assert [p['verdict'] for p in c['parts']] == [C.CONFIRMED] * 4
-  assert c['verdict'] == C.CONFIRMED
 
 
 def test_report_renders_the_study(tmp_path):
@@ -230,9 +283,9 @@ def test_report_renders_the_study(tmp_path):
   assert 'Verdict rules' in text and text.index('Verdict rules') < text.index('| Subword tokens')
   assert '| RMSNorm instead of LayerNorm | "simpler and faster" | **confirmed** |' in text
   assert 'Total wall time' in text and '10.0 min of claims_measure' in text
-  # a part this machine cannot measure is counted beside the verdict, not folded into it
-  assert '| Mixed precision (bfloat16) | "faster training" | **not measured** (1 of 2 parts not measurable here) |' \
-      in text
+  # no part of the precision claim measured (no bf16 step times; the GPU part impossible here): not measured
+  assert '| Mixed precision (bfloat16) | "faster training" | **not measured** |' in text
+  assert 'Noise model' in text and 'eval/bpb: sd of log' in text
   assert os.path.isfile(tmp_path / 'claim_tokenizer.png')
 
 

@@ -4,21 +4,28 @@ An effect is a number with a 90% interval, a null (1 for a ratio) and the side t
 `verdict(effect)` applies the rules stated at the top of every report (RULES), in this order:
 
   1. a missing number (an arm not run or not finished, a measurement not taken) is "not measured",
-     never "not confirmed"; a number the design makes impossible (learned positions past their table)
-     is "not measurable", with the reason;
+     never "not confirmed"; a number the design makes impossible is "not measurable here", with the
+     reason; a number the measured range gives only by extrapolation (a compute multiplier at a bpb
+     outside the slower tokenizer's measured frontier) is "not decided";
   2. an interval that contains the null is "no difference";
   3. an interval entirely on the other side of the null is "refuted";
   4. an interval entirely on the claimed side is "confirmed", unless the claim names a size (the
      guide's "10-100x"): then the interval must reach that size ("confirmed"), lie short of it
      ("refuted: smaller than claimed"), or straddle it ("inconclusive");
-  5. a claim of several parts is refuted if a part is refuted, confirmed if every part is, and else
-     takes the first of not measured / inconclusive / no difference among its parts.
+  5. a claim holds only if each of its parts does. `combine` (rule 6 of RULES): with every part measured
+     (rules 2-4), refuted if a part is refuted, confirmed if every part is, else inconclusive if a part is,
+     else no difference; with some parts measured and some not (not measured / not decided / not
+     measurable here), "partly measured": the report names the parts that are not measured and states
+     what the measured ones show (`measured_verdict`), which is not the claim's verdict; with no part
+     measured, "not measured" (or the one unmeasured verdict every part shares).
 
-Intervals. Run-to-run noise comes from the baseline's seed replicates: per metric, the standard
-deviation of its log across seeds (df = seeds - 1), and a Student-t interval on the log ratio of two
-arms' means. A within-model comparison (one model, two ways of measuring it) uses the per-seed log
-ratios on the baseline's seeds. Fitted quantities (the tokenizer's compute multiplier) come from a
-parametric bootstrap of the fit with that noise (its sd drawn from its own chi-square uncertainty).
+Intervals. Run-to-run noise is pooled over every configuration the study ran with two or more seeds
+(scaling/analysis/seed/noise.py): per metric, the sd of its log within each configuration, pooled with the
+degrees of freedom summed, and a Student-t interval on the log ratio of two arms' means. A within-model
+comparison (one model, two ways of measuring it) uses the per-seed log ratios. Fitted quantities (the
+tokenizer's compute multiplier, scaling/analysis/seed/frontier.py) come from a parametric bootstrap with
+that noise plus a model-form term; the sampling claim's from a bootstrap over seeds and prompts
+(scaling/analysis/seed/decoding.py).
 
 Rows are results.jsonl rows (scaling/launch/rundir.py collect_rows) merged with the measurements of
 `python -m scaling.analysis.seed.measure` (ROOT/claims.jsonl, keys 'claims/...'); a row's arm is its config
@@ -42,19 +49,29 @@ MEASUREMENTS = 'claims.jsonl'
 
 CONFIRMED, REFUTED, NO_DIFFERENCE = 'confirmed', 'refuted', 'no difference'
 INCONCLUSIVE, NOT_MEASURED, NOT_MEASURABLE = 'inconclusive', 'not measured', 'not measurable here'
+NOT_DECIDED, PARTLY_MEASURED = 'not decided', 'partly measured'
+MEASURED = (CONFIRMED, REFUTED, NO_DIFFERENCE, INCONCLUSIVE)       # verdicts of rules 3-5
+UNMEASURED = (NOT_MEASURED, NOT_DECIDED, NOT_MEASURABLE)           # verdicts of rule 2
 
 RULES = (
-    'Every effect is a number with a 90% interval. Run-to-run intervals come from the baseline\'s seed '
-    'replicates (per metric, the sd of its log across seeds; a Student-t interval on the log ratio); fitted '
-    'quantities from a parametric bootstrap of the fit with that noise.',
+    'Every effect is a number with a 90% interval. Run-to-run noise is pooled over every configuration run '
+    'with two or more seeds (per metric, the sd of its log within each configuration, pooled with the degrees '
+    'of freedom summed; a Student-t interval on the log ratio); fitted quantities from a parametric bootstrap '
+    'with that noise plus a model-form term; the sampling comparisons from a bootstrap over seeds and prompts.',
     'A missing arm or measurement is **not measured** (what is missing is named), never "not confirmed"; '
-    'a number the design cannot have (learned positions past their table) is **not measurable here**.',
-    'An interval that contains the null (ratio 1) is **no difference**.',
+    'a number the design cannot have is **not measurable here**; a number the measured range gives only by '
+    'extrapolation (a compute multiplier at a bpb outside the slower frontier\'s measured range) is **not '
+    'decided**.',
+    'An interval that contains the null (ratio 1, difference 0) is **no difference**.',
     'An interval entirely on the other side of the null is **refuted**.',
     'An interval entirely on the claimed side is **confirmed**; where the guide names a size ("10-100x") '
     'the interval must reach it: short of it is **refuted** (smaller than claimed), across it **inconclusive**.',
-    'A claim of several parts is refuted if any part is, confirmed if all are, else the first of not '
-    'measured / inconclusive / no difference among its parts.',
+    'A claim holds only if each of its parts does. With every part measured (rules 3-5): **refuted** if any '
+    'part is refuted, **confirmed** if every part is confirmed, else **inconclusive** if any part is, else '
+    '**no difference**. With some parts not measured / not decided / not measurable here, the claim is '
+    '**partly measured**: those parts are named, and what the measured parts show (by the same rule) is '
+    'stated beside it, not as the claim\'s verdict. With no part measured: **not measured** (or the one of '
+    'not decided / not measurable here that every part shares).',
 )
 
 
@@ -70,13 +87,16 @@ class Effect:
   threshold: float | None = None   # the size the claim names, on the claimed side of the null
   missing: str = ''                # why it is not measured (non-empty: not measured)
   impossible: str = ''             # why the design cannot have it (non-empty: not measurable here)
+  extrapolated: str = ''           # why only an extrapolation would give it (non-empty: not decided)
 
   def text(self, digits: int = 4) -> str:
     if self.impossible:
       return f'not measurable ({self.impossible})'
+    g = f'.{digits}g'
+    if self.extrapolated:
+      return f'not decided ({self.extrapolated})'
     if self.missing or self.value is None:
       return f'not measured ({self.missing or "no value"})'
-    g = f'.{digits}g'
     return (f'{self.value:{g}}' + (f' [{self.lo:{g}}, {self.hi:{g}}]' if self.lo is not None and
                                    self.hi is not None else ' (no interval)'))
 
@@ -89,6 +109,8 @@ def verdict(e: Effect) -> str:
   """The verdict of one effect by the rules of the module docstring."""
   if e.impossible:
     return NOT_MEASURABLE
+  if e.extrapolated:
+    return NOT_DECIDED
   if e.missing or None in (e.value, e.lo, e.hi) or not math.isfinite(e.value) or math.isnan(e.lo) or \
      math.isnan(e.hi):   # an infinite bound is an open interval (the slower arm may never get there)
     return NOT_MEASURED
@@ -106,27 +128,48 @@ def verdict(e: Effect) -> str:
   return CONFIRMED if e.hi <= e.threshold else (REFUTED if e.lo > e.threshold else INCONCLUSIVE)
 
 
-def combine(verdicts: Sequence[str]) -> str:
-  """A claim's verdict from its parts' (rule 5); parts not measurable here do not count."""
-  vs = [v for v in verdicts if v != NOT_MEASURABLE]
+def _check_verdicts(verdicts: Sequence[str]) -> None:
+  bad = [v for v in verdicts if v not in MEASURED + UNMEASURED]
+  if bad:
+    raise ValueError(f'unknown part verdict(s) {bad}: a part is one of {", ".join(MEASURED + UNMEASURED)}')
+
+
+def measured_verdict(verdicts: Sequence[str]) -> str | None:
+  """Rule 6 over the measured parts only (None without one): refuted if any is refuted, confirmed if all are
+  confirmed, else inconclusive if any is, else no difference. Alone it is a claim's verdict only when every
+  part is measured (`combine`)."""
+  _check_verdicts(verdicts)
+  vs = [v for v in verdicts if v in MEASURED]
   if not vs:
-    return NOT_MEASURABLE if verdicts else NOT_MEASURED
+    return None
   if REFUTED in vs:
     return REFUTED
   if all(v == CONFIRMED for v in vs):
     return CONFIRMED
-  for v in (NOT_MEASURED, INCONCLUSIVE, NO_DIFFERENCE):
-    if v in vs:
-      return v
-  return INCONCLUSIVE
+  return INCONCLUSIVE if INCONCLUSIVE in vs else NO_DIFFERENCE
+
+
+def combine(verdicts: Sequence[str]) -> str:
+  """A claim's verdict from its parts' (RULES[5]): partly measured when some parts are not measured."""
+  _check_verdicts(verdicts)
+  if not verdicts:
+    return NOT_MEASURED
+  unmeasured = [v for v in verdicts if v in UNMEASURED]
+  if not unmeasured:
+    return measured_verdict(verdicts)
+  if len(unmeasured) < len(verdicts):
+    return PARTLY_MEASURED
+  return unmeasured[0] if len(set(unmeasured)) == 1 else NOT_MEASURED
 
 
 # ----------------------------------------------------------------------------- noise and intervals
 @dataclasses.dataclass(frozen=True)
 class Noise:
-  """Run-to-run noise of a metric: sd of its log over n seed replicates (df = n - 1)."""
+  """Run-to-run noise of a metric: sd of its log with df degrees of freedom; `groups` the configurations it
+  was pooled from, (label, replicates, their own sd) each (scaling/analysis/seed/noise.py)."""
   sd: float
   df: int
+  groups: tuple = ()
 
 
 def t_quantile(df: int, level: float = LEVEL) -> float:
@@ -143,7 +186,7 @@ def positive(values) -> list[float]:
 
 
 def noise_of(values) -> Noise | None:
-  """The log-scale noise of a metric from its seed replicates; None with fewer than 2."""
+  """The log-scale noise of a metric from one configuration's seed replicates; None with fewer than 2."""
   v = positive(values)
   if len(v) < 2:
     return None
@@ -214,6 +257,14 @@ def seed_of(row: dict) -> int:
   return int((row.get('overrides') or {}).get('train.seed', 0))
 
 
+def config_key(row: dict) -> str:
+  """The run's configuration without its seed (rows of one key are seed replicates of one configuration)."""
+  ov = {k: v for k, v in (row.get('overrides') or {}).items() if k != 'train.seed'}
+  if not ov:
+    return json.dumps({'run': row.get('run')})   # a row without overrides is its own configuration
+  return json.dumps(ov, sort_keys=True, default=str)
+
+
 def read_measurements(root: str) -> tuple[dict[str, dict], list[dict]]:
   """ROOT/claims.jsonl: ({run hash: measurements}, the other rows: step times, meta)."""
   per_run, other = {}, []
@@ -257,64 +308,12 @@ def budget_groups(rows: Sequence[dict], tol: float = 0.1) -> list[tuple[float, l
   return [(float(np.exp(np.mean(np.log([x['flops'] for x in g])))), g) for _, g in groups]
 
 
-# ----------------------------------------------------------------------------- the compute multiplier
-def frontier(rows: Sequence[dict], key: str = 'eval/bpb') -> list[tuple[float, float]]:
-  """(C, best bpb over the sizes at C) per budget: the arm's measured loss-vs-compute frontier."""
-  out = []
-  for c, g in budget_groups(rows):
-    v = vals(g, key)
-    if v:
-      out.append((c, min(v)))
-  return out
-
-
-def _line(points) -> tuple[float, float]:
-  """log bpb = k - b log C by least squares: (k, b)."""
-  x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
-  slope, k = np.polyfit(x, y, 1)
-  return float(k), float(-slope)
-
-
-def multiplier(slow: Sequence[tuple[float, float]], fast: Sequence[tuple[float, float]]) -> float | None:
-  """Geometric mean over the fast arm's budgets of C_slow(bpb_fast(C)) / C: the compute the slow arm's
-  frontier (a power law through its points) needs to reach the fast arm's bpb, over the fast arm's."""
-  k, b = _line(slow)
-  if b <= 0:
-    return None
-  m = float(np.mean([(k - math.log(l)) / b - math.log(c) for c, l in fast]))
-  return math.exp(m) if m < 700 else math.inf   # a nearly flat slower frontier: never, as far as it shows
-
-
-def multiplier_effect(slow_rows, fast_rows, noise: Noise | None, *, threshold: float | None = None,
-                      draws: int = 2000, seed: int = 0) -> tuple[Effect, dict]:
-  """The compute multiplier with a bootstrap interval: each run's bpb perturbed by the seed noise."""
-  kw = dict(null=1.0, side='greater', threshold=threshold)
-  fs, ff = frontier(slow_rows), frontier(fast_rows)
-  info = {'slow': fs, 'fast': ff}
-  if len(fs) < 3 or len(ff) < 1:
-    return missing(f'needs >= 3 budgets of the slower arm (has {len(fs)}) and one of the faster ({len(ff)})',
-                   **kw), info
-  span = fs[-1][0] / fs[0][0]
-  info['span'] = span
-  m = multiplier(fs, ff)
-  k, b = _line(fs)
-  info.update(slope=b, reach=[(k - math.log(l)) / b for _, l in ff])
-  info['extrapolated'] = any(r > math.log(fs[-1][0]) * 1.02 or r < math.log(fs[0][0]) / 1.02
-                             for r in info['reach'])
-  if m is None or not math.isfinite(m):
-    return missing('the slower arm\'s bpb does not fall with compute', **kw), info
-  if noise is None:
-    return Effect(m, missing='no seed replicates: no noise estimate', **kw), info
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(draws):
-    sd = noise.sd * math.sqrt(noise.df / rng.chisquare(noise.df))
-    jig = lambda rows: [{**r, 'eval/bpb': r['eval/bpb'] * math.exp(rng.normal(0, sd))}
-                        for r in rows if positive([r.get('eval/bpb')])]
-    v = multiplier(frontier(jig(slow_rows)), frontier(jig(fast_rows)))
-    if v is not None:
-      out.append(v)
-  if len(out) < draws // 2:
-    return Effect(m, missing='the bootstrap fits failed', **kw), info
-  lo, hi = np.quantile(out, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-  return Effect(m, float(lo), float(hi), **kw), info
+def config_means(rows: Sequence[dict], key: str) -> list[dict]:
+  """One row per configuration: its first row with `key` replaced by the geometric mean over its seeds
+  (rows without a positive `key` left out), and 'values' = the seeds' values."""
+  groups: dict[str, list[dict]] = {}
+  for r in rows:
+    if positive([r.get(key)]):
+      groups.setdefault(config_key(r), []).append(r)
+  return [{**g[0], key: float(np.exp(np.mean(np.log([x[key] for x in g])))), 'values': [x[key] for x in g]}
+          for g in groups.values()]

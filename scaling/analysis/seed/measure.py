@@ -3,20 +3,23 @@
 After (or while) `scaling sweep` runs configs/sweeps/seed_upgrades.py, this goes over the finished runs of
 ROOT and measures, from each checkpoint (scaling/analysis/seed/study.py reads the keys):
 
+  every run               claims/span_bpb (+ _bytes, _docs, _tokens, _digest, _unk): bits per byte of one fixed
+                          span of the validation text, the same bytes whatever the tokenizer
+                          (scaling/analysis/seed/span.py); claims/bytes_per_token, claims/seq_len
   every equal-token arm   claims/len@L: bpb of the same long-document tokens (the first 1024 targets of
                           each validation document that long) scored by windows of L = 256, 512, 1024
                           (only where the positions cover L); claims/pos@a-b: bpb at document positions
-                          [a, b) scored by windows of the run's own context (evaluate.window_nll)
-  the base seeds          samples of 32 prompts x 128 tokens, greedy / top-k 40 / top-p 0.9 / T = 1:
-                          claims/sample/<mode>/{rep4, distinct2, distinct3, judge_bpb, self_bpb}, the
-                          judge the largest size arm (scaling/analysis/seed/sample_stats.py)
+                          [a, b) scored by windows of the run's own context (positions.window_nll)
+  the base seeds          claims/samples: per prompt, the continuations of greedy / top-k 40 / top-p 0.9 /
+                          T = 1 decoding and the human continuation, their rep-4, distinct-2/3 and bits
+                          under the judge, the strongest run with the base's tokenizer (lowest eval/bpb;
+                          scaling/analysis/seed/samples.py)
   base, layernorm, bf16   claims/curve: the training loss curve (metrics.jsonl)
-  every run               claims/bytes_per_token, claims/seq_len
   once per ROOT           interleaved step times of the sweep's steptime_pairs() (scaling/analysis/seed/steptime.py)
 
-Each run's numbers are cached in its directory (claims.json, keyed by checkpoint step and judge), so a
-second call measures only what is new; ROOT/claims.jsonl holds them all (one row per run, plus the step
-time rows), which `scaling report` merges with results.jsonl by run hash.
+Each run's numbers are cached in its directory (claims.json, keyed by this code's VERSION, the checkpoint step
+and the judge), so a second call measures only what is new; ROOT/claims.jsonl holds them all (one row per
+run, plus the step time rows), which `scaling report` merges with results.jsonl by run hash.
 """
 
 from __future__ import annotations
@@ -32,10 +35,9 @@ from scaling.analysis.seed import study as S
 from scaling.base.files import atomic_write_json, atomic_write_text
 
 CACHE = 'claims.json'
+VERSION = 2                   # 2: the same-bytes span, samples beside human text, the judge by eval/bpb
 LONG = 1024                   # scored targets per long document
 MAX_DOCS = 64
-PROMPTS, PROMPT_LEN, NEW_TOKENS = 32, 32, 128
-MODES = {'greedy': (0.0, 0, 1.0), 'topk40': (1.0, 40, 1.0), 'topp0.9': (1.0, 0, 0.9), 'pure': (1.0, 0, 1.0)}
 NO_LENGTHS = ('tok-',)        # arms that need no long-document evals (the tokenizer frontier)
 
 
@@ -65,73 +67,65 @@ def long_doc_metrics(model, data_dir: str, bpt: float, own_T: int) -> dict:
   return out
 
 
-def _prompts(data_dir: str):
-  import numpy as np
-
-  from scaling.data.shards import open_split
-  s = open_split(data_dir, 'val', verify=False)
-  n = s.num_tokens - PROMPT_LEN
-  starts = np.linspace(0, max(n - 1, 0), PROMPTS).astype(int)
-  return np.stack([np.asarray(s.tokens[a:a + PROMPT_LEN], np.int32) for a in starts])
-
-
-def sample_metrics(model, tokenizer, judge, data_dir: str, seed: int = 0) -> dict:
-  import jax
-  import numpy as np
-
-  from scaling.analysis.seed import sample_stats as st
-  from scaling.inference.generate import generate_tokens
-  prompts = _prompts(data_dir)
-  lens = np.full((prompts.shape[0],), PROMPT_LEN, np.int32)
-  out = {}
-  for mode, (temp, k, p) in MODES.items():
-    toks, _ = generate_tokens(model, prompts, lens, max_new_tokens=NEW_TOKENS, temperature=temp, top_k=k,
-                              top_p=p, rng=jax.random.key(seed), eos_id=None,
-                              vocab_limit=min(int(tokenizer.vocab_size), model.dims.vocab_size))
-    conts = [list(map(int, row)) for row in toks]
-    texts = [tokenizer.decode(c) for c in conts]
-    reps = [r for r in (st.rep_n(c, 4) for c in conts) if r is not None]
-    out[S.sample_key(mode, 'rep4')] = float(np.mean(reps)) if reps else None
-    out[S.sample_key(mode, 'distinct2')] = st.distinct_n(conts, 2)
-    out[S.sample_key(mode, 'distinct3')] = st.distinct_n(conts, 3)
-    pr = [list(map(int, r)) for r in prompts]
-    out[S.sample_key(mode, 'self_bpb')] = st.bits_per_byte(st.continuation_nll(model, pr, conts), texts)
-    if judge is not None:
-      out[S.sample_key(mode, 'judge_bpb')] = st.bits_per_byte(st.continuation_nll(judge, pr, conts), texts)
-  return out
-
-
 def _curve(path) -> list:
   from scaling.train.metrics import read_metrics
   return [[r['step'], r['train/loss']] for r in read_metrics(path) if 'train/loss' in r and 'step' in r]
 
 
+def _data_key(cfg) -> tuple:
+  d = cfg.get('data', {})
+  return (str(d.get('corpus')), str(d.get('tokenizer')), d.get('vocab_size'))
+
+
 def _judge(found) -> tuple:
-  """(run hash, workdir) of the finished size arm with the most non-embedding parameters, or (None, None)."""
+  """(run hash, workdir) of the finished run with the base's tokenizer and the lowest eval/bpb whose context
+  holds a prompt and its continuation (the strongest model the study trains), or (None, None)."""
+  from scaling.analysis.seed.samples import NEW_TOKENS, PROMPT_LEN
+  configs = [(rd, rec.config or {}) for rd, rec in found]
+  base = next((cfg for _, cfg in configs if _arm(cfg) == 'base'), None)
   best = None
-  for rd, rec in found:
+  for rd, cfg in configs:
     summ = rd.summary()
-    arm = _arm((rec.config or {}))
-    if summ and arm and arm.startswith('size-'):
-      if best is None or summ.get('non_embedding_params', 0) > best[0]:
-        best = (summ.get('non_embedding_params', 0), rd.hash, rd.path)
+    bpb = (summ or {}).get('eval/bpb')
+    if base is None or _arm(cfg) is None or not isinstance(bpb, (int, float)) or _data_key(cfg) != _data_key(base):
+      continue
+    if int(cfg.get('model', {}).get('seq_len', 0)) >= PROMPT_LEN + NEW_TOKENS and (best is None or bpb < best[0]):
+      best = (bpb, rd.hash, rd.path)
   return (best[1], best[2]) if best else (None, None)
 
 
-def measure_run(rd, arm: str, judge_dir, judge_hash, log=print) -> dict:
+class Span:
+  """The span's texts per (corpus, split digest), read once per measure_root."""
+
+  def __init__(self):
+    self.texts: dict[tuple, list[str]] = {}
+
+  def metrics(self, model, tok, cfg, summ) -> dict:
+    from scaling.analysis.seed import span
+    key = (str(cfg.data.corpus), summ.get('split_digest'))
+    if key not in self.texts:
+      self.texts[key] = span.span_texts(cfg.data, summ['data_dir'])
+    return span.span_bpb(model, tok, self.texts[key], int(cfg.model.seq_len))
+
+
+def measure_run(rd, arm: str, judge: tuple, spans: Span, log=print) -> dict:
   """The measurements of one finished run (see the module docstring)."""
   from scaling.data.prepare import prepare
-  from scaling.train import checkpoint
-  model, cfg, tok = checkpoint.load_for_inference(rd.path)
+  from scaling.inference.run import load_for_inference
+  model, cfg, tok = load_for_inference(rd.path)
   summ = prepare(cfg.data, verbose=False)
   bpt = summ.get('bytes_per_token_val') or summ.get('bytes_per_token')
   out = {'claims/bytes_per_token': bpt, 'claims/seq_len': int(cfg.model.seq_len)}
+  out |= spans.metrics(model, tok, cfg, summ)
   if not arm.startswith(NO_LENGTHS):
     out |= long_doc_metrics(model, summ['data_dir'], bpt, int(cfg.model.seq_len))
-  if arm == 'base':
-    judge = checkpoint.load_for_inference(judge_dir)[0] if judge_dir else None
-    out |= sample_metrics(model, tok, judge, summ['data_dir'])
-    out['claims/judge'] = judge_hash
+  if arm == 'base' and judge[0]:
+    from scaling.analysis.seed.samples import SAMPLES, sample_records
+    from scaling.data.shards import open_split
+    judge_model = load_for_inference(judge[1])[0]
+    val = open_split(summ['data_dir'], 'val', verify=False)
+    out[SAMPLES] = {'judge': judge[0], **sample_records(model, tok, judge_model, val)}
+    out['claims/judge'] = judge[0]
   if arm in ('base', 'layernorm', 'bf16'):
     out['claims/curve'] = _curve(rd.path)
   return out
@@ -146,30 +140,7 @@ def _cached(rd, key: dict) -> dict | None:
   return c if c.get('key') == key else None
 
 
-def measure_root(root: str, sweep: str | None = None, *, steptime: bool = True, log=print) -> str:
-  """Measures every finished, not yet measured run of ROOT; writes ROOT/claims.jsonl; returns its path."""
-  from scaling.launch import rundir
-  from scaling.train import checkpoint
-  t0 = time.time()
-  found = rundir.scan(root)
-  judge_hash, judge_dir = _judge(found)
-  rows = []
-  for rd, rec in found:
-    arm = _arm(rec.config or {})
-    if arm is None or rd.summary() is None:
-      continue
-    key = {'step': checkpoint.latest_step(rd.path), 'judge': judge_hash if arm == 'base' else None}
-    cached = _cached(rd, key)
-    if cached is None:
-      log(f'claims_measure: {rd.hash} ({arm}) ...')
-      cached = {'key': key, 'values': measure_run(rd, arm, judge_dir, judge_hash, log)}
-      atomic_write_json(rd.path / CACHE, cached)
-    rows.append({'kind': 'run', 'run': rd.hash, 'arm': arm, **cached['values']})
-  path = os.path.join(root, 'claims.jsonl')
-  old = []
-  if os.path.isfile(path):
-    with open(path, encoding='utf-8') as f:
-      old = [json.loads(x) for x in f if x.strip()]
+def _steptimes(old: list[dict], sweep: str | None, steptime: bool, log) -> list[dict]:
   times = [r for r in old if r.get('kind') == 'steptime']
   if steptime and sweep and not any(r.get('backend') == 'cpu' for r in times):
     from scaling.analysis.seed import steptime as st
@@ -178,6 +149,35 @@ def measure_root(root: str, sweep: str | None = None, *, steptime: bool = True, 
     for name, cfgs in load_module(spec).steptime_pairs(arg or None).items():
       log(f'claims_measure: step times of {name} ({", ".join(cfgs)}) ...')
       times.append({'kind': 'steptime', 'pair': name, **st.compare(cfgs)})
+  return times
+
+
+def measure_root(root: str, sweep: str | None = None, *, steptime: bool = True, log=print) -> str:
+  """Measures every finished, not yet measured run of ROOT; writes ROOT/claims.jsonl; returns its path."""
+  from scaling.launch import rundir
+  from scaling.train import checkpoint
+  t0 = time.time()
+  found = rundir.scan(root)
+  judge = _judge(found)
+  spans = Span()
+  rows = []
+  for rd, rec in found:
+    arm = _arm(rec.config or {})
+    if arm is None or rd.summary() is None:
+      continue
+    key = {'version': VERSION, 'step': checkpoint.latest_step(rd.path), 'judge': judge[0] if arm == 'base' else None}
+    cached = _cached(rd, key)
+    if cached is None:
+      log(f'claims_measure: {rd.hash} ({arm}) ...')
+      cached = {'key': key, 'values': measure_run(rd, arm, judge, spans, log)}
+      atomic_write_json(rd.path / CACHE, cached)
+    rows.append({'kind': 'run', 'run': rd.hash, 'arm': arm, **cached['values']})
+  path = os.path.join(root, 'claims.jsonl')
+  old = []
+  if os.path.isfile(path):
+    with open(path, encoding='utf-8') as f:
+      old = [json.loads(x) for x in f if x.strip()]
+  times = _steptimes(old, sweep, steptime, log)
   meta = [r for r in old if r.get('kind') == 'meta']
   wall = sum(m.get('wall_s', 0) for m in meta) + (time.time() - t0)
   atomic_write_text(path, ''.join(json.dumps(r) + '\n' for r in rows + times + [{'kind': 'meta', 'wall_s': wall}]))

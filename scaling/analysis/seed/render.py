@@ -8,6 +8,7 @@ import os
 from typing import Sequence
 
 from scaling.analysis.seed import claims as C
+from scaling.analysis.seed import noise as N
 from scaling.analysis.seed import study as S
 
 
@@ -15,18 +16,44 @@ def _cell(s) -> str:
   return str(s).replace('|', '\\|').replace('\n', ' ')
 
 
+def _short(p: dict) -> str:
+  return p.get('short') or p['label']
+
+
 def verdict_cell(c: dict) -> str:
   """The claim's verdict; "smaller than claimed" when it is refuted by a real effect short of the size the
-  guide names (rule 5); and how many of its parts this machine could not measure (they do not count)."""
+  guide names; for a partly measured claim, what its measured parts show and which parts are not measured
+  (RULES[5]: the measured parts' verdict is not the claim's)."""
   out = f'**{c["verdict"]}**'
-  short = [p for p in c['parts'] if p['verdict'] == C.REFUTED and p['effect'].threshold is not None and
+  parts = c['parts']
+  short = [p for p in parts if p['verdict'] == C.REFUTED and p['effect'].threshold is not None and
            (p['effect'].lo > p['effect'].null if p['effect'].side == 'greater' else p['effect'].hi < p['effect'].null)]
-  if c['verdict'] == C.REFUTED and short and len(short) == sum(p['verdict'] == C.REFUTED for p in c['parts']):
+  if c['verdict'] == C.REFUTED and short and len(short) == sum(p['verdict'] == C.REFUTED for p in parts):
     out += ' (a real effect, smaller than claimed)'
-  n = sum(p['verdict'] == C.NOT_MEASURABLE for p in c['parts'])
-  if n and c['verdict'] != C.NOT_MEASURABLE:
-    out += f' ({n} of {len(c["parts"])} parts not measurable here)'
+  if c['verdict'] == C.PARTLY_MEASURED:
+    shown = C.measured_verdict([p['verdict'] for p in parts])
+    n = sum(p['verdict'] in C.MEASURED for p in parts)
+    missing = []
+    for v in C.UNMEASURED:
+      names = [_short(p) for p in parts if p['verdict'] == v]
+      if names:
+        missing.append(f'{v}: {"; ".join(names)}')
+    out += f' ({n} of {len(parts)} parts measured, which by themselves show: {shown}. {". ".join(missing)})'
   return out
+
+
+def deciding(c: dict) -> dict | None:
+  """The part whose number the verdict table shows: the first with the claim's verdict (for a partly measured
+  claim, the first with its measured parts' verdict), else the first part."""
+  parts = c['parts']
+  want = C.measured_verdict([p['verdict'] for p in parts]) if c['verdict'] == C.PARTLY_MEASURED else c['verdict']
+  return next((p for p in parts if p['verdict'] == want), parts[0] if parts else None)
+
+
+def _noise_lines(rows) -> list[str]:
+  keys = (S.BPB, S.SPAN_BPB, S.len_key(512), S.len_key(1024), S.pos_key(256, 1024))
+  return ['Noise model (scaling/analysis/seed/noise.py): per metric, pooled over every configuration with >= 2 '
+          'seeds:', ''] + [f'- {N.describe(N.pooled(rows, k), k)}' for k in keys] + ['']
 
 
 def _wall(rows: Sequence[dict], other: Sequence[dict]) -> str:
@@ -43,18 +70,17 @@ def sections(rows: Sequence[dict], other: Sequence[dict], fit_result: dict | Non
   claims = S.evaluate(rows, steptimes, fit_result)
   plots = _plots(C.by_arm(rows), steptimes, claims, out_dir)
   lines = ['## Seed guide claims, each by the comparison that can decide it', '',
-           'Design: configs/sweeps/seed_upgrades.py (a BPE-4096 LLaMA-style baseline on prose with three seeds, '
-           'one switch flipped per arm at equal tokens; char / byte / BPE frontiers over a 10x compute range); '
+           'Design: configs/sweeps/seed_upgrades.py (a BPE-4096 LLaMA-style baseline on prose with several seeds, '
+           'one switch flipped per arm at equal tokens; char / byte / BPE frontiers over 10-30x of compute); '
            'measurements: scaling/analysis/seed/measure.py.', '',
            'Verdict rules (scaling/analysis/seed/claims.py), stated before any number:', '']
   lines += [f'{i}. {r}' for i, r in enumerate(C.RULES, 1)]
   lines += ['', '| claim | the guide says | verdict | deciding number (90% interval) |', '|---|---|---|---|']
   for c in claims:
-    # the number of the first part whose verdict is the claim's (the one that decided it)
-    deciding = next((p for p in c['parts'] if p['verdict'] == c['verdict']), c['parts'][0] if c['parts'] else None)
-    first = deciding['effect'].text() if deciding else '—'
+    d = deciding(c)
+    first = d['effect'].text() if d else '—'
     lines.append(f'| {_cell(c["title"])} | {_cell(c["quote"])} | {verdict_cell(c)} | {_cell(first)} |')
-  lines += ['', _wall(rows, other), '']
+  lines += ['', _wall(rows, other), ''] + _noise_lines(rows)
   if not any(k.startswith('claims/') for r in rows for k in r):
     lines += ['**No measurements yet** (ROOT/claims.jsonl): `python -m scaling.analysis.seed.measure --root ROOT` '
               'takes the long-document evals, samples and step times; until then those parts are not measured.', '']
@@ -97,15 +123,20 @@ def _plots(A, steptimes, claims, out_dir) -> dict:
 
 
 def _plot_tokenizer(ax, A, _):
+  """Each arm's runs and frontier on the same-bytes bpb when measured (else eval/bpb, unequal bytes, said so)."""
+  from scaling.analysis.seed.frontier import Layout
+  key = S.SPAN_BPB if any(C.positive([r.get(S.SPAN_BPB)]) for arm in S.TOK_ARMS for r in A.get(arm, [])) \
+      else S.BPB
   drew = False
-  for arm in ('tok-bpe', 'tok-char', 'tok-byte'):
-    rows = [r for r in A.get(arm, []) if C.positive([r.get('flops')]) and C.positive([r.get(S.BPB)])]
+  for arm in S.TOK_ARMS:
+    rows = [r for r in A.get(arm, []) if C.positive([r.get('flops')]) and C.positive([r.get(key)])]
     if rows:
-      ax.scatter([r['flops'] for r in rows], [r[S.BPB] for r in rows], s=12, alpha=0.5)
-      fr = C.frontier(rows)
+      ax.scatter([r['flops'] for r in rows], [r[key] for r in rows], s=12, alpha=0.5)
+      fr = Layout(rows, key).points()
       ax.plot([c for c, _ in fr], [v for _, v in fr], marker='o', label=f'{arm[4:]} frontier')
       drew = True
-  ax.set(xscale='log', yscale='log', xlabel='training FLOPs', ylabel='bits per byte (log scale)')
+  label = 'bpb, the same validation bytes' if key == S.SPAN_BPB else 'eval bpb (each arm\'s own slice: not deciding)'
+  ax.set(xscale='log', yscale='log', xlabel='training FLOPs', ylabel=label)
   from matplotlib.ticker import FormatStrFormatter
   for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
     set_formatter(FormatStrFormatter('%.2f'))   # bpb spans < 2x: plain numbers, not powers of ten
@@ -155,11 +186,12 @@ def _plot_precision(ax, A, steptimes):
 
 def _plot_rope(ax, A, _):
   drew = False
-  for arm in ('base', 'learned', 'nopos'):
+  for arm in ('base', S.LEARNED_LONG, 'learned', 'nopos'):
     pts = [(L, S._mean(A.get(arm, []), S.len_key(L))) for L in S.LENGTHS]
     pts = [(L, v) for L, v in pts if v]
     if pts:
-      ax.plot(*zip(*pts), marker='o', label={'base': 'RoPE'}.get(arm, arm))
+      ax.plot(*zip(*pts), marker='o', label={'base': 'RoPE', 'learned': 'learned (256 rows)',
+                                             S.LEARNED_LONG: 'learned (1024 rows)'}.get(arm, arm))
       drew = True
   ax.set(xscale='log', xlabel='evaluation window (tokens; trained at 256)', ylabel='bpb, same tokens')
   if drew:
@@ -203,13 +235,17 @@ def _plot_dataset(ax, A, _):
 
 
 def _plot_sampling(ax, A, _):
-  drew = False
-  for mode in S.SAMPLE_MODES:
-    x, y = S._mean(A.get('base', []), S.sample_key(mode, 'rep4')), S._mean(A.get('base', []),
-                                                                          S.sample_key(mode, 'judge_bpb'))
-    if x is not None and y is not None:
-      ax.scatter([x], [y])
-      ax.annotate(mode, (x, y))
-      drew = True
-  ax.set(xlabel='rep-4 (repeated 4-grams within a sample)', ylabel='bpb under the larger model')
-  return drew
+  """Each mode's distance to human text per metric (relative to greedy's), when the samples were measured."""
+  from scaling.analysis.seed import decoding as D
+  got = D.arrays(A.get('base', []))
+  if isinstance(got, str):
+    return False
+  point, _ = D.distances(got[0], draws=1)
+  width = 0.8 / len(D.MODES)
+  for i, mode in enumerate(D.MODES):
+    ax.bar([k + i * width for k in range(len(D.METRICS))],
+           [point[(mode, m)] / max(point[('greedy', m)], 1e-12) for m in D.METRICS], width, label=mode)
+  ax.set_xticks([k + 0.4 - width / 2 for k in range(len(D.METRICS))], D.METRICS)
+  ax.set_ylabel('distance to human text / greedy\'s')
+  ax.legend(fontsize=7)
+  return True

@@ -5,9 +5,13 @@
 effects and verdict rules are scaling/analysis/seed/claims.py's; the arm names and measurement keys are the sweep's
 and scaling/analysis/seed/measure.py's:
 
-  base (seeds 0, 1, 2)   BPE-4096, RMSNorm, RoPE, SwiGLU, context 256, D tokens: every other arm flips one switch
-  layernorm, learned, nopos, bf16, ctx64, ctx1024, size-half, size-2x, size-4x, rep4, rep16   equal tokens
+  base (seeds 0-4)       BPE-4096, RMSNorm, RoPE, SwiGLU, context 256, D tokens: every other arm flips one switch
+  layernorm, learned, learned-1024, nopos, bf16, ctx64, ctx1024, size-half, size-2x, size-4x, rep4, rep16
+                         equal tokens (learned-1024: learned positions with a 1024-row table, trained at 256)
   tok-bpe, tok-char, tok-byte   each tokenizer's sizes at >= 3 compute budgets (the frontier)
+
+Every between-run interval uses the metric's noise pooled over all configurations with >= 2 seeds
+(scaling/analysis/seed/noise.py).
 """
 
 from __future__ import annotations
@@ -16,13 +20,19 @@ import math
 from typing import Sequence
 
 from scaling.analysis.seed import claims as C
+from scaling.analysis.seed import decoding as D
+from scaling.analysis.seed import frontier as F
+from scaling.analysis.seed import noise as N
 
 BPB = 'eval/bpb'
 TPS = 'throughput/tokens_per_s'
 LENGTHS = (256, 512, 1024)           # evaluation lengths: 1x, 2x, 4x the baseline's context
 BUCKETS = ((0, 64), (64, 256), (256, 1024))
-SAMPLE_MODES = ('greedy', 'topk40', 'topp0.9', 'pure')
+SAMPLE_MODES = D.MODES
 BPE_CLAIMED = 10.0                   # "10-100x efficiency": the lower end
+SPAN_BPB = 'claims/span_bpb'         # the same validation bytes for every tokenizer (scaling/analysis/seed/span.py)
+LEARNED_LONG = 'learned-1024'        # learned positions with a table of 1024 rows, trained at 256
+PENDING = 'configs/sweeps/seed_upgrades.py:pending'
 
 
 def len_key(L: int) -> str:
@@ -37,8 +47,9 @@ def sample_key(mode: str, stat: str) -> str:
   return f'claims/sample/{mode}/{stat}'
 
 
-def _part(label: str, e: C.Effect) -> dict:
-  return {'label': label, 'effect': e, 'verdict': C.verdict(e)}
+def _part(label: str, e: C.Effect, short: str = '') -> dict:
+  """A part of a claim: its label, effect and verdict; `short` names it in the verdict table."""
+  return {'label': label, 'effect': e, 'verdict': C.verdict(e), 'short': short or label}
 
 
 def _claim(key, title, quote, parts, facts=(), **extra) -> dict:
@@ -46,17 +57,24 @@ def _claim(key, title, quote, parts, facts=(), **extra) -> dict:
           'verdict': C.combine([p['verdict'] for p in parts]) if parts else C.NOT_MEASURED, **extra}
 
 
-def _cmp(A, arm, key, *, side='less', base='base', label=None, **kw) -> dict:
-  """arm / base of one metric; the interval from that metric's noise over the baseline arm's seeds (whichever
-  of the two arms is the baseline)."""
+def _all(A) -> list[dict]:
+  return [r for rows in A.values() for r in rows]
+
+
+def _cmp(A, arm, key, *, side='less', base='base', label=None, hint='', **kw) -> dict:
+  """arm / base of one metric; the interval from that metric's noise pooled over every configuration of the
+  study with >= 2 seeds (noise.pooled)."""
   a, b = A.get(arm, []), A.get(base, [])
   miss = [n for n, rows in ((arm, a), (base, b)) if not C.vals(rows, key)]
   if miss:
-    e = C.missing(f'no finished {" or ".join(repr(m) for m in miss)} run with {key}', side=side, **kw)
+    e = C.missing(f'no finished {" or ".join(repr(m) for m in miss)} run with {key}{hint}', side=side, **kw)
   else:
-    noise = C.noise_of(C.vals(A.get('base', []), key))
-    e = C.log_ratio(C.vals(a, key), C.vals(b, key), noise, side=side, **kw)
+    e = C.log_ratio(C.vals(a, key), C.vals(b, key), N.pooled(_all(A), key), side=side, **kw)
   return _part(label or f'{key}: {arm} / {base}', e)
+
+
+def _fact(p: dict) -> str:
+  return f'{p["label"]}: {p["effect"].text()} ({p["verdict"]})'
 
 
 def _mean(rows, key):
@@ -67,23 +85,62 @@ def _mean(rows, key):
 
 
 # ----------------------------------------------------------------------------- 1. subword tokens
+TOK_ARMS = ('tok-bpe', 'tok-char', 'tok-byte')
+
+
+def _multiplier_parts(A, key: str, noise) -> tuple[list[dict], dict]:
+  """One part per (slower arm, BPE budget): the compute multiplier, inside the measured frontier only."""
+  parts, info = [], {}
+  for slow in TOK_ARMS[1:]:
+    per = F.budget_multipliers(A.get(slow, []), A.get('tok-bpe', []), noise, key, slow=slow[4:],
+                               threshold=BPE_CLAIMED)
+    info[slow] = per
+    for m in per:
+      where = f'at the BPE budget C = {m["budget"]:.3g} (bpb {m["bpb"]:.4g})' if m['budget'] else ''
+      spread = ''
+      if m.get('power_law') is not None:
+        spread = f'; local interpolation {m["linear"]:.3g}x, power law {m["power_law"]:.3g}x'
+      parts.append(_part(f'compute multiplier {where}: the {slow[4:]} arm needs this much more compute than BPE '
+                         f'for the same bpb{spread}', m['effect'],
+                         f'{slow[4:]} / BPE at C = {m["budget"]:.2g}' if m['budget'] else ''))
+  return parts, info
+
+
+def _span_problem(A) -> str:
+  """Why the same-bytes bpb cannot decide yet ('' when it can)."""
+  rows = [r for arm in TOK_ARMS for r in A.get(arm, [])]
+  if not any(C.positive([r.get(SPAN_BPB)]) for r in rows):
+    return (f'{SPAN_BPB} (every tokenizer arm scored on the same validation bytes) is not measured: the '
+            f'tokenizer arms\' checkpoints are needed; train {PENDING} and run claims_measure')
+  spans = {r.get('claims/span_digest') for r in rows if C.positive([r.get(SPAN_BPB)])}
+  if len(spans) > 1:
+    return f'the tokenizer arms were scored on {len(spans)} different spans of text: re-measure them'
+  return ''
+
+
 def tokenizer(A, **_) -> dict:
-  noise = C.noise_of(C.vals(A.get('base', []), BPB))
-  parts, facts, info = [], [], {}
-  for slow in ('tok-char', 'tok-byte'):
-    e, inf = C.multiplier_effect(A.get(slow, []), A.get('tok-bpe', []), noise, threshold=BPE_CLAIMED)
-    info[slow] = inf
-    tail = ''
-    if inf.get('span'):
-      tail = (f' (its frontier spans {inf["span"]:.3g}x of compute, slope {inf.get("slope", float("nan")):.3g}'
-              + ('; the BPE bpb lies outside it: extrapolated' if inf.get('extrapolated') else '') + ')')
-    parts.append(_part(f'compute multiplier: the {slow[4:]} arm needs this much more compute than BPE for '
-                       f'the same bpb{tail}', e))
-  for arm in ('tok-bpe', 'tok-char', 'tok-byte'):
+  facts = []
+  why = _span_problem(A)
+  if why:
+    kw = dict(null=1.0, side='greater', threshold=BPE_CLAIMED)
+    parts = [_part(f'compute multiplier of the {slow[4:]} arm over BPE at the same bpb (per BPE budget)',
+                   C.missing(why, **kw)) for slow in TOK_ARMS[1:]]
+    info = {}
+  else:
+    parts, info = _multiplier_parts(A, SPAN_BPB, N.pooled(_all(A), SPAN_BPB))
+    facts.append('noise: ' + N.describe(N.pooled(_all(A), SPAN_BPB), SPAN_BPB))
+  old, _ = _multiplier_parts(A, BPB, N.pooled(_all(A), BPB))
+  facts += [f'on eval/bpb, not deciding (each arm scored on its own validation slice: 49k bytes for char and '
+            f'byte, 124k for BPE), {p["short"]}: {p["effect"].text()}' for p in old]
+  for arm in TOK_ARMS:
     rows = A.get(arm, [])
     bpt, T = _mean(rows, 'claims/bytes_per_token'), _mean(rows, 'claims/seq_len')
     if bpt and T:
       facts.append(f'{arm[4:]}: {1 / bpt:.3g} tokens/byte; a context of {T:.0f} tokens holds {T * bpt:.0f} bytes')
+    unk = _mean(rows, 'claims/span_unk')
+    if unk:
+      facts.append(f'{arm[4:]}: {unk:.0f} <unk> tokens in the span on average (characters unseen in training '
+                   'cost the char arm less than their bytes would)')
   return _claim('tokenizer', 'Subword tokens (BPE) instead of characters',
                 '"10-100x improvement" / "10-100x efficiency"', parts, facts, frontiers=info)
 
@@ -117,25 +174,37 @@ def rmsnorm(A, steptimes=(), **_) -> dict:
 
 # ----------------------------------------------------------------------------- 3. RoPE
 def rope(A, **_) -> dict:
+  """Decided by RoPE against learned positions (a table of 1024 rows, trained at 256) and against no positions,
+  at 2x and 4x the training length; RoPE against itself (512 or 1024 vs 256) is a reported fact."""
   base = A.get('base', [])
-  parts = []
+  parts, facts = [], []
+  hint = (f' (the arm {LEARNED_LONG!r}: learned positions with a table of 1024 rows trained at 256; train '
+          f'{PENDING})')
+  for L in LENGTHS[1:]:
+    parts.append(_cmp(A, 'base', len_key(L), base=LEARNED_LONG, hint=hint,
+                      label=f'bpb at {L} ({L // LENGTHS[0]}x the training length): RoPE / learned positions '
+                            '(1024-row table)'))
+    parts[-1]['short'] = f'RoPE / learned at {L}'
+    parts.append(_cmp(A, 'base', len_key(L), base='nopos',
+                      label=f'bpb at {L} ({L // LENGTHS[0]}x the training length): RoPE / no positions'))
+    parts[-1]['short'] = f'RoPE / none at {L}'
   for L in LENGTHS[1:]:
     pairs = [(r.get(len_key(L)), r.get(len_key(LENGTHS[0]))) for r in base]
-    parts.append(_part(f'RoPE bpb at {L} / at {LENGTHS[0]} (the training length), same tokens: < 1 means it '
-                       f'uses the longer context, > 1 that it degrades', C.paired_ratio(pairs, side='less')))
-    parts.append(_cmp(A, 'base', len_key(L), base='nopos', label=f'bpb at {L}: RoPE / no positions'))
-    learned = A.get('learned', [])
-    why = 'learned positions have no embedding past their table of 256 rows: the model cannot run there'
-    parts.append(_part(f'bpb at {L}: RoPE / learned',
-                       C.Effect(None, impossible=why) if learned else C.missing("no finished 'learned' run")))
-  at1 = _cmp(A, 'base', len_key(LENGTHS[0]), base='learned', label=f'bpb at {LENGTHS[0]} (training length): '
-             'RoPE / learned')
-  facts = [f'{at1["label"]}: {at1["effect"].text()} ({at1["verdict"]})',
-           'the literature: RoPE is known not to extrapolate past its training length unless its frequencies are '
-           'rescaled (Press et al. 2022, ALiBi; Chen et al. 2023, position interpolation); against learned '
-           'positions, which cannot run there at all, it generalizes only in the sense that it runs']
+    p = _part(f'RoPE against itself, bpb at {L} / at {LENGTHS[0]} on the same tokens (< 1: it uses the longer '
+              'window; > 1: it degrades past its training length)', C.paired_ratio(pairs, side='less'))
+    facts.append(_fact(p))
+  for arm in (LEARNED_LONG, 'learned'):
+    p = _cmp(A, 'base', len_key(LENGTHS[0]), base=arm, label=f'bpb at {LENGTHS[0]} (the training length): '
+             f'RoPE / {arm}')
+    facts.append(_fact(p))
+  facts += ['the learned arm with a 256-row table (its training length) has no position past 256: it is '
+            'compared at 256 only',
+            'the literature: RoPE is known not to extrapolate well past its training length unless its '
+            'frequencies are rescaled (Press et al. 2022, ALiBi; Chen et al. 2023, position interpolation)']
+  for key in (len_key(L) for L in LENGTHS[1:]):
+    facts.append('noise: ' + N.describe(N.pooled(_all(A), key), key))
   return _claim('rope', 'RoPE instead of learned positions', '"better generalization to longer sequences"',
-                parts, facts, side_effects=[at1])
+                parts, facts)
 
 
 # ----------------------------------------------------------------------------- 4. longer context
@@ -195,14 +264,13 @@ def size(A, fit_result=None, **_) -> dict:
   parts = [_cmp(A, arm, BPB, label=f'bpb at equal tokens: {arm} / base') for arm in ('size-2x', 'size-4x')]
   parts.insert(0, _cmp(A, 'base', BPB, base='size-half', label='bpb at equal tokens: base / size-half'))
   facts = []
-  noise = C.noise_of(C.vals(A.get('base', []), BPB))
+  noise = N.pooled(_all(A), BPB)
   interior = []
-  for c, g in C.budget_groups(A.get('tok-bpe', [])):
-    g = sorted((r for r in g if C.positive([r.get(BPB)]) and r.get('non_embedding_params')),
-               key=lambda r: r['non_embedding_params'])
+  for c, g in C.budget_groups(C.config_means(A.get('tok-bpe', []), BPB)):
+    g = sorted((r for r in g if r.get('non_embedding_params')), key=lambda r: r['non_embedding_params'])
     if len(g) >= 3:
       best = min(range(len(g)), key=lambda i: g[i][BPB])
-      big = C.log_ratio([g[-1][BPB]], [g[best][BPB]], noise, side='greater')
+      big = C.log_ratio(g[-1]['values'], g[best]['values'], noise, side='greater')
       interior.append(_part(f'C = {c:.3g}: bpb of the largest size ({g[-1]["non_embedding_params"]:.3g}) / the '
                             f'best ({g[best]["non_embedding_params"]:.3g})', big))
   if interior:
@@ -256,23 +324,50 @@ def dataset(A, **_) -> dict:
 
 
 # ----------------------------------------------------------------------------- 7. sampling
+SAMPLE_PAIRS = tuple((a, b) for a in ('topk40', 'topp0.9') for b in ('greedy', 'pure'))
+
+
+def _sampling_label(a: str, b: str, metric: str) -> str:
+  return f'{metric}: distance to human text, {a} minus {b} (< 0: {a} is closer)'
+
+
+def _judge_facts(A, rows) -> list[str]:
+  judge = rows[0][D.SAMPLES].get('judge')
+  row = next((r for r in _all(A) if r.get('run') == judge), None)
+  if row is None:
+    return [f'the judge: run {judge} (not among the rows)']
+  p = _cmp(A, C.arm_of(row), BPB, base='base', label=f'the judge ({C.arm_of(row)}, run {judge}) / the generator '
+           '(base), validation bpb')
+  return [f'{_fact(p)}: the judge is the strongest model the study trains with the base\'s tokenizer']
+
+
 def sampling(A, **_) -> dict:
   base = A.get('base', [])
-  parts, facts = [], []
-  for mode in ('topk40', 'topp0.9'):
-    pairs = [(r.get(sample_key(mode, 'rep4')), r.get(sample_key('greedy', 'rep4'))) for r in base]
-    parts.append(_part(f'repetition (rep-4, a fraction): {mode} - greedy',
-                       C.paired_difference(pairs, side='less')))
-    pairs = [(r.get(sample_key(mode, 'judge_bpb')), r.get(sample_key('pure', 'judge_bpb'))) for r in base]
-    parts.append(_part(f'bpb under the larger model: {mode} / pure sampling (T = 1)',
-                       C.paired_ratio(pairs, side='less')))
-  for mode in SAMPLE_MODES:
-    cells = [f'{stat} {_mean(base, sample_key(mode, stat)):.3g}' for stat in ('rep4', 'distinct2', 'distinct3',
-                                                                              'judge_bpb')
-             if _mean(base, sample_key(mode, stat)) is not None]
-    if cells:
-      facts.append(f'{mode}: ' + ', '.join(cells))
-  return _claim('sampling', 'Top-k / top-p sampling', '"better sampling"', parts, facts)
+  got = D.arrays(base)
+  facts = []
+  if isinstance(got, str):
+    why = f'{got}: train the base seeds and the judge ({PENDING}) and run claims_measure'
+    parts = [_part(_sampling_label(a, b, ', '.join(D.METRICS)), C.missing(why, null=0.0, side='less'), f'{a} vs {b}')
+             for a, b in SAMPLE_PAIRS]
+    for mode in SAMPLE_MODES:
+      cells = [f'{stat} {_mean(base, sample_key(mode, stat)):.3g}' for stat in ('rep4', 'distinct2', 'distinct3',
+                                                                                'judge_bpb')
+               if _mean(base, sample_key(mode, stat)) is not None]
+      if cells:
+        facts.append(f'earlier measurement, not deciding (no human reference; means over the seeds): {mode}: '
+                     + ', '.join(cells))
+    return _claim('sampling', 'Top-k / top-p sampling', '"better sampling"', parts, facts)
+  X, rows = got
+  point, boot = D.distances(X)
+  parts = [_part(_sampling_label(a, b, m), D.closer(point, boot, a, b, m, len(rows)), f'{m}: {a} vs {b}')
+           for a, b in SAMPLE_PAIRS for m in D.METRICS]
+  for name in (D.HUMAN,) + SAMPLE_MODES:
+    facts.append(f'{name}: ' + '; '.join(f'{m} {D.stat_effect(point, boot, name, m).text(3)}' for m in D.METRICS))
+  facts.append(f'{len(rows)} seed(s) x {X[D.HUMAN]["rep4"].shape[1]} prompts; intervals: bootstrap over seeds, '
+               'then prompts')
+  facts += _judge_facts(A, rows)
+  return _claim('sampling', 'Top-k / top-p sampling', '"better sampling"', parts, facts,
+                distances={k: v for k, v in point.items() if len(k) == 2})
 
 
 # ----------------------------------------------------------------------------- 8. mixed precision
@@ -286,7 +381,8 @@ def precision(A, steptimes=(), **_) -> dict:
                                 f'step time float32 / bfloat16 ({backend})'))
   if not backends:
     parts.append(_part('step time float32 / bfloat16 on a GPU/TPU', C.Effect(
-        None, impossible='no accelerator was lent to this study: run bench/seed_claims_accelerator.sh on one')))
+        None, impossible='no accelerator was lent to this study: run bench/seed_claims_accelerator.sh on one'),
+        'step time on a GPU/TPU'))
   loss = _cmp(A, 'bf16', BPB, side='less', label='bpb at equal steps, bf16 / float32 (a side effect)')
   facts.append(f'{loss["label"]}: {loss["effect"].text()} ({loss["verdict"]})')
   return _claim('precision', 'Mixed precision (bfloat16)', '"faster training"', parts, facts, side_effects=[loss])
