@@ -84,9 +84,25 @@ def test_count_params_matches_abstract_model_for_every_rung(rung):
     dict(num_heads=8, num_kv_heads=1),   # MQA
     dict(head_dim=12),                 # head_dim != d_model / num_heads
     dict(norm='layernorm', position='learned', mlp='gelu', tied_embeddings=False, num_kv_heads=4),
+    dict(position='learned', position_table=64),   # a table longer than seq_len
 ])
 def test_count_params_matches_abstract_model_for_variants(tiny_cfg, variant):
   _check_counts(tiny_cfg(**variant))
+
+
+def test_position_table_rows_count_as_embedding_parameters_by_hand(tiny_cfg):
+  """The tiny model (V 97, T 16, L 2, D 32, H 4, G 2, K 8, F 64, swiglu, rmsnorm, tied), counted by hand:
+  embed 97 x 32 = 3104; per layer attention 32x32 + 2x32x16 + 32x32 = 3072, MLP 3x32x64 = 6144, norms 64
+  -> 9280, two layers 18560; final norm 32: 21696 without positions (non-embedding 18592). Learned positions
+  add 16 x 32 = 512 rows (the default: seq_len), a 64-row table 64 x 32 = 2048, all outside non_embedding."""
+  for ov, pos in (({}, 0), ({'position': 'learned'}, 512), ({'position': 'learned', 'position_table': 0}, 512),
+                  ({'position': 'learned', 'position_table': 16}, 512),
+                  ({'position': 'learned', 'position_table': 64}, 2048)):
+    got = accounting.count_params(tiny_cfg(**ov).model)
+    assert (got['total'], got['position'], got['non_embedding']) == (21696 + pos, pos, 18592), ov
+  # FLOPs per token follow the training length, not the table (the lookup is not a matmul)
+  assert accounting.flops_per_token(tiny_cfg(position='learned', position_table=64).model) == \
+      accounting.flops_per_token(tiny_cfg(position='learned').model)
 
 
 def _nominal(name: str) -> float:

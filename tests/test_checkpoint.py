@@ -144,6 +144,22 @@ def test_check_compatible_names_the_differences(tmp_path):
   checkpoint.check_compatible({'model': a}, dict(a, dtype='bfloat16', attention='xla', remat='full'), tmp_path)
 
 
+def test_check_compatible_compares_learned_position_table_rows(tmp_path):
+  """A learned table's rows are model.position_table, else seq_len (meta from before the field has none): a
+  checkpoint with another number of rows is refused; the same rows however written are not."""
+  old = dict(position='learned', seq_len=32, d_model=32)                 # a checkpoint from before the field
+  checkpoint.check_compatible({'model': old}, dict(old, position_table=0), tmp_path)
+  checkpoint.check_compatible({'model': old}, dict(old, position_table=32), tmp_path)
+  with pytest.raises(checkpoint.CheckpointError, match=r'table rows .*checkpoint 32 vs config 128'):
+    checkpoint.check_compatible({'model': old}, dict(old, position_table=128), tmp_path)
+  long = dict(old, position_table=128)
+  checkpoint.check_compatible({'model': long}, dict(long), tmp_path)
+  with pytest.raises(checkpoint.CheckpointError, match=r'checkpoint 128 vs config 64'):
+    checkpoint.check_compatible({'model': long}, dict(long, seq_len=64, position_table=0), tmp_path)
+  rope = dict(position='rope', seq_len=32, position_table=0)             # no table: seq_len may change
+  checkpoint.check_compatible({'model': rope}, dict(rope, seq_len=128), tmp_path)
+
+
 def test_check_data_state(tmp_path):
   saved = {'grain': {'next_index': 3}, 'seq_len': 32, 'batch_size': 8, 'seed': 0}
   checkpoint.check_data_state(saved, dict(seq_len=32, batch_size=8, seed=0), tmp_path)

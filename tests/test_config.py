@@ -167,8 +167,8 @@ def test_model_dims_defaults_are_the_default_config():
   default = config_lib.load_module(config_lib.REPO_ROOT / 'scaling' / 'config' / 'default.py').get_config().model
   dims = model_lib.ModelDims(vocab_size=97, seq_len=16, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
                              head_dim=8, d_ff=64)
-  choices = ('norm', 'norm_eps', 'position', 'rope_theta', 'mlp', 'tied_embeddings', 'scan_layers', 'remat',
-             'attention', 'attention_block_size', 'sliding_window', 'init_std')
+  choices = ('norm', 'norm_eps', 'position', 'position_table', 'rope_theta', 'mlp', 'tied_embeddings', 'scan_layers',
+             'remat', 'attention', 'attention_block_size', 'sliding_window', 'init_std')
   for name in choices:
     assert getattr(dims, name) == default[name], name
   assert default.dtype == 'auto' and dims.dtype == ('float32' if jax.default_backend() == 'cpu' else 'bfloat16')
@@ -238,6 +238,13 @@ BAD = [
     ({'mesh.data': '-1', 'mesh.fsdp': '-1'}, ['mesh.data/fsdp/tensor']),
     ({'mesh.tensor': '4', 'model.num_kv_heads': '2'}, ['mesh.tensor', 'num_kv_heads']),
     ({'sample.top_p': '0'}, ['sample.top_p']),
+    # model.position_table: only with learned positions, and at least seq_len rows
+    ({'model.position_table': '1024'}, ['model.position_table=1024', "model.position='rope'",
+                                        'model.position=learned', 'model.position_table=0']),
+    ({'model.position': 'none', 'model.position_table': '1024'}, ['model.position_table', 'model.position=learned']),
+    ({'model.position': 'learned', 'model.position_table': '255'}, ['model.position_table=255', 'seq_len=256',
+                                                                    'position_table=0', '>= 256']),
+    ({'model.position': 'learned', 'model.position_table': '-1'}, ['model.position_table', '>= 0']),
 ]
 
 
@@ -275,6 +282,44 @@ def test_a_field_at_its_neutral_value_leaves_the_hash_alone():
   assert config_lib.config_hash(cfg, legacy=True) != config_lib.config_hash(cfg)
   for key, value in (('data.character_coverage', 0.9995), ('data.train_tokens', 1000), ('train.ckpt_steps', '(5,)')):
     assert config_lib.config_hash(load_config('ladder.py:nano', {key: str(value)})) != config_lib.config_hash(cfg), key
+
+
+def test_position_table_default_keeps_the_hash_and_a_table_changes_it():
+  """model.position_table=0 (= seq_len) hashes like a config from before the field (the field deleted) and like
+  an explicit 0; a longer table is another model, so another hash (also against an equal-length explicit table,
+  which names a choice the old configs did not make)."""
+  import copy
+  learned = {'model.position': 'learned'}
+  for ov in ({}, learned):
+    cfg = load_config('ladder.py:nano', ov)
+    old = copy.deepcopy(cfg)
+    with old.unlocked():
+      del old.model['position_table']
+    assert config_lib.config_hash(cfg) == config_lib.config_hash(old)
+    assert config_lib.config_hash(load_config('ladder.py:nano', {**ov, 'model.position_table': '0'})) == \
+        config_lib.config_hash(cfg)
+  base = config_lib.config_hash(load_config('ladder.py:nano', learned))
+  seq = load_config('ladder.py:nano').model.seq_len
+  hashes = {config_lib.config_hash(load_config('ladder.py:nano', {**learned, 'model.position_table': str(t)}))
+            for t in (seq, 2 * seq, 4 * seq)}
+  assert len(hashes) == 3 and base not in hashes
+
+
+def test_position_rows_follow_the_table_and_default_to_seq_len():
+  rows = lambda **ov: config_lib.position_rows(load_config(None, {f'model.{k}': str(v) for k, v in ov.items()}).model)
+  assert rows() == 0 and rows(position='none') == 0                      # no table without learned positions
+  assert rows(position='learned') == 256 and rows(position='learned', seq_len=64) == 64
+  assert rows(position='learned', position_table=1024) == 1024
+  # a checkpoint's meta (a dict) and a config from before the field: seq_len rows
+  assert config_lib.position_rows({'position': 'learned', 'seq_len': 32}) == 32
+  assert config_lib.position_rows({'position': 'learned', 'seq_len': 32, 'position_table': 128}) == 128
+  # ModelDims checks the table too (it can be built without a config)
+  with pytest.raises(ConfigError, match='model.position_table=8 is shorter than model.seq_len=16'):
+    model_lib.ModelDims(vocab_size=97, seq_len=16, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+                        head_dim=8, d_ff=64, position='learned', position_table=8)
+  with pytest.raises(ConfigError, match='model.position=learned'):
+    model_lib.ModelDims(vocab_size=97, seq_len=16, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+                        head_dim=8, d_ff=64, position_table=64)
 
 
 def test_every_hashed_field_is_known():

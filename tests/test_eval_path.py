@@ -55,10 +55,27 @@ def trained(tmp_path_factory):
   return dict(cfg=cfg, workdir=wd, result=result, data=data)
 
 
+@pytest.fixture(scope='module')
+def trained_long(tmp_path_factory):
+  """The same run with a learned-position table of 4 x SEQ rows (model.position_table): final evals at 2x, 4x
+  and 8x the training length."""
+  root = tmp_path_factory.mktemp('eval_path_table')
+  data = dict(corpus=write_corpus(root / 'corpus'), data_dir=str(root / 'prepared'))
+  cfg = config_lib.load_config('default.py', overrides(
+      data, model__position='learned', model__position_table=4 * SEQ,
+      train__final_eval_lengths=f'({2 * SEQ}, {4 * SEQ}, {8 * SEQ})'))
+  wd = root / 'run'
+  result = train_lib.train(cfg, wd, quiet=True)
+  assert result['state'] == 'done'
+  return dict(cfg=cfg, workdir=wd, result=result, data=data)
+
+
 # ----------------------------------------------------------------------------- the pieces
 class Dims:
-  def __init__(self, position, seq_len):
+  def __init__(self, position, seq_len, position_table=None):
     self.position, self.seq_len = position, seq_len
+    if position_table is not None:   # a duck-typed dims from before the field has none
+      self.position_table = position_table
 
 
 def test_check_positions_cover():
@@ -73,6 +90,16 @@ def test_check_positions_cover():
     assert words in msg, (words, msg)
   with pytest.raises(evaluate.PositionsError, match=r'prompt \+ max_new_tokens=40'):
     evaluate.check_positions_cover(Dims('learned', 32), 40, what='prompt + max_new_tokens')
+  # a table longer than the training length (model.position_table) covers up to its rows; 0 is seq_len
+  evaluate.check_positions_cover(Dims('learned', 32, 0), 32)
+  with pytest.raises(evaluate.PositionsError, match='table of 32 rows'):
+    evaluate.check_positions_cover(Dims('learned', 32, 0), 33)
+  for L in (32, 64, 128):
+    evaluate.check_positions_cover(Dims('learned', 32, 128), L)
+  with pytest.raises(evaluate.PositionsError) as e:
+    evaluate.check_positions_cover(Dims('learned', 32, 128), 129)
+  for words in ('table of 128 rows', 'model.position_table', 'seq_len=32', 'seq_len=129', 'at most 128'):
+    assert words in str(e.value), (words, str(e.value))
 
 
 def test_evaluate_sums_over_batches_then_divides():
@@ -89,15 +116,16 @@ def test_evaluate_sums_over_batches_then_divides():
 
 
 # ----------------------------------------------------------------------------- through the workdir
-def numpy_reference(workdir, batches: int, batch_size: int):
-  """(mean loss, bits per byte) of the workdir's model on the first validation batches, by hand."""
+def numpy_reference(workdir, batches: int, batch_size: int, seq_len: int | None = None):
+  """(mean loss, bits per byte) of the workdir's model on the first validation batches (windows of `seq_len`
+  tokens, default the training length), by hand."""
   from scaling.data.loader import make_eval_loader
   from scaling.data.prepare import prepare
   from scaling.inference.run import load_for_inference
   model, cfg, _ = load_for_inference(workdir)
   summary = prepare(cfg.data, verbose=False)
   total = count = 0.0
-  for b in make_eval_loader(summary['data_dir'], seq_len=cfg.model.seq_len, batch_size=batch_size,
+  for b in make_eval_loader(summary['data_dir'], seq_len=seq_len or cfg.model.seq_len, batch_size=batch_size,
                             max_batches=batches):
     logits = np.asarray(model(jnp.asarray(b['inputs'])), np.float64)
     logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
@@ -150,3 +178,23 @@ def test_final_evals_skip_lengths_past_learned_positions(trained):
   assert result['eval/bpb@64'] is None and result['eval/bpb@2x'] is None
   assert result['eval/bpb@16'] is not None and math.isfinite(result['eval/bpb@16'])
   assert result['eval/bpb@16'] != pytest.approx(result['eval/bpb'], rel=1e-6)   # another length indeed
+
+
+def test_a_longer_table_evaluates_at_2x_and_4x_and_refuses_past_it(trained_long, capsys):
+  """model.position_table = 4 x seq_len: training's final evals have values at 2x and 4x (None at 8x, past the
+  table), `scaling eval` at 2x and 4x matches the numpy forward over the same windows, and 8x is refused."""
+  result, wd = trained_long['result'], trained_long['workdir']
+  for L in (2 * SEQ, 4 * SEQ):
+    assert result[f'eval/bpb@{L}'] is not None and math.isfinite(result[f'eval/bpb@{L}']), L
+  assert result['eval/bpb@2x'] == result[f'eval/bpb@{2 * SEQ}']
+  assert result[f'eval/bpb@{8 * SEQ}'] is None
+  assert cli.main(['eval', '--workdir', str(wd), '--batches', '1', '--json',
+                   '--seq_len', str(2 * SEQ), '--seq_len', str(4 * SEQ)]) == 0
+  rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{')]
+  assert [r['seq_len'] for r in rows] == [2 * SEQ, 4 * SEQ]
+  for r in rows:
+    loss, bpb = numpy_reference(wd, batches=1, batch_size=8, seq_len=r['seq_len'])
+    assert r['eval/loss'] == pytest.approx(loss, rel=1e-4) and r['eval/bpb'] == pytest.approx(bpb, rel=1e-4)
+  assert cli.main(['eval', '--workdir', str(wd), '--seq_len', str(8 * SEQ)]) == 2
+  err = capsys.readouterr().err
+  assert 'table of 128 rows' in err and f'--seq_len={8 * SEQ}' in err and 'model.position_table' in err

@@ -121,12 +121,13 @@ def test_cached_decoding_logits_equal_full_forward(make_model, overrides):
 @pytest.mark.parametrize('overrides', [
     dict(position='rope', num_kv_heads=2),
     dict(position='learned', num_kv_heads=4, seq_len=32),
+    dict(position='learned', num_kv_heads=4, seq_len=20, position_table=32),   # generates past seq_len
     dict(position='none', num_kv_heads=1),
-], ids=['rope', 'learned-seq32', 'none'])
+], ids=['rope', 'learned-seq32', 'learned-seq20-table32', 'none'])
 def test_greedy_equals_reference_full_forward_loop(make_model, overrides):
   model = _model(make_model, **overrides)
   rng = np.random.default_rng(1)
-  lens = [20, 5, 11]  # learned, seq_len 32: 20 + 12 = 32 fills the position table exactly
+  lens = [20, 5, 11]  # learned, a table of 32 rows: 20 + 12 = 32 fills the position table exactly
   prompts = np.zeros((3, 20), np.int32)
   for b, n in enumerate(lens):
     prompts[b, :n] = rng.integers(0, VOCAB, n)
@@ -324,6 +325,10 @@ def test_bad_input_raises_before_compiling(make_model, tok, no_compile, kwargs, 
 def test_learned_positions_prompt_plus_new_tokens_must_fit(make_model, tok, no_compile):
   model = _model(make_model, position='learned', seq_len=32)
   with pytest.raises(ValueError, match=r'20 tokens \+ max_new_tokens=13 = 33 exceeds seq_len=32'):
+    gen.generate(model, tok, ['a' * 20], max_new_tokens=13)
+  model = _model(make_model, position='learned', seq_len=20, position_table=32)   # the table, not seq_len
+  with pytest.raises(ValueError, match=r'20 tokens \+ max_new_tokens=13 = 33 exceeds model.position_table=32.*'
+                                       r'lower max_new_tokens to 12'):
     gen.generate(model, tok, ['a' * 20], max_new_tokens=13)
 
 

@@ -350,6 +350,32 @@ def test_prefill_not_at_position_zero_is_an_error(make_model):
   np.testing.assert_allclose(np.asarray(logits), _logits_fn(model)(tokens), atol=2e-5)   # uncached forward
 
 
+# ----------------------------------------------------------------------------- a longer position table
+def test_learned_table_longer_than_seq_len(tiny_cfg, make_model):
+  """model.position_table=64 at seq_len 16: a table of 64 rows; given the same parameters (its first 16 rows as
+  a seq_len-row table) the logits of a <= seq_len sequence are those of the seq_len-table model; sequences of
+  2x and 4x seq_len run, and their first 16 positions are the short sequence's logits (causality)."""
+  long_cfg = tiny_cfg(position='learned', position_table=64).model
+  long = make_model(long_cfg, seed=3)
+  assert long.dims.position_rows == 64 and long.pos_embed_TD[...].shape == (64, long_cfg.d_model)
+  short_cfg = tiny_cfg(position='learned').model
+  graphdef, state = nnx.split(model_lib.abstract_model(short_cfg))
+  state = nnx.state(long)
+  state['pos_embed_TD'] = nnx.Param(long.pos_embed_TD[...][:short_cfg.seq_len])
+  short = nnx.merge(graphdef, state)
+  assert short.dims.position_rows == 16 and short.pos_embed_TD[...].shape == (16, short_cfg.d_model)
+  tokens = _tokens(length=64, seed=4)
+  for t in (5, 16):
+    np.testing.assert_array_equal(_logits_fn(long)(tokens[:, :t]), _logits_fn(short)(tokens[:, :t]))
+  ref = _logits_fn(long)(tokens[:, :16])
+  for t in (32, 64):
+    out = _logits_fn(long)(tokens[:, :t])
+    assert out.shape == (B, t, V) and np.isfinite(out).all()
+    np.testing.assert_allclose(out[:, :16], ref, rtol=0, atol=1e-5)
+  # the rows past seq_len are used (not clipped to row 15, as the seq_len-table model does there)
+  assert np.abs(_logits_fn(long)(tokens[:, :32])[:, 16:] - _logits_fn(short)(tokens[:, :32])[:, 16:]).max() > 1e-3
+
+
 # ----------------------------------------------------------------------------- metadata
 def test_param_axes_name_every_dimension(tiny_cfg):
   model = model_lib.abstract_model(tiny_cfg(position='learned', tied_embeddings=False, norm='layernorm').model)

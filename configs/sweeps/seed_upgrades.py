@@ -88,7 +88,7 @@ PREP_S, MEASURE_S = 900.0, 900.0
 VOCAB = {'bpe': 4096, 'byte': 259, 'char': {'prose': 2355, 'shakespeare': 86}}   # char: + <unk>, <eos>, measured
 LADDER = ((1, 64), (2, 96), (2, 128), (3, 160), (4, 192), (4, 256), (5, 320))
 LEARNED_LONG = 'learned-1024'
-TABLE_KNOB = 'model.position_table'   # rows of the learned-position table (0: seq_len); see has_table_knob
+TABLE_KNOB = 'model.position_table'   # rows of the learned-position table (0: seq_len; scaling/config/default.py)
 
 FULL = dict(corpus='prose', shape=(2, 128), seq=256, batch=16, tokens=2 ** 22, seeds=(0, 1, 2),
             sizes={'size-half': (2, 96), 'size-2x': (3, 160), 'size-4x': (4, 192)},
@@ -123,12 +123,6 @@ def variant(arg=None) -> tuple[dict, bool]:
 
 def design(arg=None) -> dict:
   return variant(arg)[0]
-
-
-def has_table_knob() -> bool:
-  """Whether the packaged config has model.position_table (the learned-position table's rows, 0 = seq_len):
-  the learned-1024 arm needs it and is left out of the sweep until it exists."""
-  return TABLE_KNOB.split('.')[1] in get_config().model
 
 
 def lr_for(d_model: int) -> float:
@@ -209,9 +203,8 @@ def added_runs(d: dict) -> list[dict]:
   the char and byte frontiers at a larger budget (so the BPE points fall inside them)."""
   base = shape(*d['shape'])
   D, B, T = d['tokens'], d['batch'], d['seq']
-  arms = {'base': {}, 'nopos': {'model.position': 'none'}}
-  if has_table_knob():
-    arms[LEARNED_LONG] = {'model.position': 'learned', TABLE_KNOB: d['table']}
+  arms = {'base': {}, 'nopos': {'model.position': 'none'},
+          LEARNED_LONG: {'model.position': 'learned', TABLE_KNOB: d['table']}}
   runs = []
   for arm, ov in arms.items():
     seeds = ((0,) if arm == LEARNED_LONG else ()) + tuple(d['replicate_seeds'].get(arm, ()))
@@ -310,9 +303,6 @@ def main(argv=None):
           f'{count_params(m)["non_embedding"]:10.3g} {_fpt(r):9.3g} {m.seq_len:5d} {tokens:9.3g} '
           f'{r["train.steps"]:5d} {tokens * _fpt(r):8.2g} {r["train.lr"]:8.3g} {w / 60:5.1f} min {kind}')
   extra = (PREP_S + MEASURE_S) if d is FULL else 0.3 * (PREP_S + MEASURE_S)
-  if not has_table_knob():
-    print(f'NOTE: the {LEARNED_LONG} arm (3 runs, ~{3 * estimate_s(_run(d, "x", shape(*d["shape"]), d["tokens"], d["batch"], d["seq"])) / 60:.0f} min) '
-          f'is left out: the config has no {TABLE_KNOB} yet (a hook in scaling/config and scaling/model)')
   for kind in ('committed', 'rerun', 'new'):
     if count[kind]:
       print(f'{count[kind]:3d} {kind:9s} runs: {total[kind] / 3600:.2f} h of training (estimated)')

@@ -20,7 +20,7 @@ def model() -> ml_collections.ConfigDict:
   m.pad_vocab = False        # True: an explicit vocab_size above the tokenizer's id count is deliberate
                              # padding (e.g. a multiple of the mesh's model axes); the extra rows are never
                              # inputs and never sampled
-  m.seq_len = 256            # training context length (also the learned-position table size)
+  m.seq_len = 256            # training context length (also the learned-position table size, unless position_table)
   m.num_layers = 4
   m.d_model = 256
   m.num_heads = 4
@@ -30,6 +30,9 @@ def model() -> ml_collections.ConfigDict:
   m.norm = 'rmsnorm'         # rmsnorm | layernorm
   m.norm_eps = 1e-5
   m.position = 'rope'        # rope | learned | none
+  m.position_table = 0       # position=learned: rows of the position table. 0: seq_len (positions past the training
+                             # length are refused). > seq_len: the rows past seq_len are never trained, but the
+                             # model can be evaluated (and generate) up to this length; only with learned positions
   m.rope_theta = 10000.0
   m.mlp = 'swiglu'           # swiglu | gelu
   m.tied_embeddings = True

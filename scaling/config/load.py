@@ -282,6 +282,30 @@ def resolved_dims(m) -> dict:
   return dict(head_dim=head_dim, d_ff=d_ff)
 
 
+def position_rows(m) -> int:
+  """Rows of the learned-position table of model section `m` (a ConfigDict, a ModelDims or a dict of its
+  fields, e.g. a checkpoint's meta): model.position_table, or seq_len when that is 0 (or absent: configs from
+  before the field); 0 without learned positions. The longest sequence the model has positions for."""
+  get = m.get if hasattr(m, 'get') else lambda name, default=None: getattr(m, name, default)
+  if get('position', None) != 'learned':
+    return 0
+  return int(get('position_table', 0) or get('seq_len', 0))
+
+
+def check_position_table(table, position: str, seq_len: int) -> None:
+  """ConfigError unless model.position_table is 0, or >= seq_len with learned positions (config and ModelDims)."""
+  if isinstance(table, bool) or not isinstance(table, int) or table < 0:
+    raise ConfigError(f'model.position_table must be an integer >= 0 (0: a table of seq_len rows), got {table!r}')
+  if table and position != 'learned':
+    raise ConfigError(f'model.position_table={table} sizes the learned-position table, but model.position='
+                      f'{position!r} has none; set model.position=learned, or leave model.position_table=0 '
+                      f'({position} needs no table and accepts any length)')
+  if table and table < seq_len:
+    raise ConfigError(f'model.position_table={table} is shorter than model.seq_len={seq_len}: training needs a '
+                      f'position for each of its {seq_len} tokens. Set model.position_table=0 (= seq_len) or '
+                      f'a value >= {seq_len}')
+
+
 def validate_model(m) -> None:
   def positive(name):
     v = m[name]
@@ -313,6 +337,7 @@ def validate_model(m) -> None:
     raise ConfigError(f'model.init_std must be > 0, got {m.init_std}')
   if not m.norm_eps >= 0:
     raise ConfigError(f'model.norm_eps must be >= 0, got {m.norm_eps}')
+  check_position_table(m.get('position_table', 0), m.position, m.seq_len)
   if m.position == 'rope' and not m.rope_theta > 0:
     raise ConfigError(f'model.rope_theta must be > 0 with position=rope, got {m.rope_theta}')
   if m.sliding_window < 0:
@@ -410,6 +435,7 @@ HASH_NEUTRAL = {
     'train.ckpt_steps': [],
     'data.character_coverage': 1.0,
     'data.train_tokens': 0,
+    'model.position_table': 0,
 }
 
 

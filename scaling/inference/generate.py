@@ -44,8 +44,9 @@ row's place in the batch); given B keys it uses them as the row keys.
 
 Lengths. A prompt longer than model.dims.seq_len (the training context) is an
 error for every position scheme. With learned positions the prompt plus the new
-tokens must also fit in seq_len (there is no position embedding beyond it);
-rope / none may generate past seq_len (quality degrades: the model never saw
+tokens must also fit in the position table (model.position_table rows, else
+seq_len: there is no position embedding beyond it); rope / none may generate
+past seq_len (quality degrades: the model never saw
 those distances). All such checks run on the host before anything compiles.
 The cache holds every position (no ring buffer, also with a sliding window).
 The model's vocab may be padded past the tokenizer's: `generate` never samples
@@ -78,6 +79,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scaling.config.load import position_rows
 from scaling.train.evaluate import PositionsError, positions_cover
 
 # Prompt width and output width are rounded up to a multiple of this, so prompts
@@ -112,10 +114,12 @@ def check_lengths(dims, max_prompt_len: int, max_new_tokens: int) -> None:
         f'prompt of {max_prompt_len} tokens is longer than the model context seq_len={dims.seq_len}; '
         f'shorten the prompt to at most {dims.seq_len} tokens')
   if not positions_cover(dims, max_prompt_len + max_new_tokens):   # the one rule (scaling/train/evaluate.py)
+    rows = position_rows(dims)
+    size = f'seq_len={rows}' if rows == dims.seq_len else f'model.position_table={rows}'
     raise PositionsError(
         f'prompt of {max_prompt_len} tokens + max_new_tokens={max_new_tokens} = '
-        f'{max_prompt_len + max_new_tokens} exceeds seq_len={dims.seq_len}, the size of the learned '
-        f'position table; lower max_new_tokens to {max(dims.seq_len - max_prompt_len, 0)} or shorten the prompt')
+        f'{max_prompt_len + max_new_tokens} exceeds {size}, the size of the learned '
+        f'position table; lower max_new_tokens to {max(rows - max_prompt_len, 0)} or shorten the prompt')
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -297,9 +301,9 @@ def prepare_call(model, prompt_ids_BT, prompt_lens_B, *, max_new_tokens, tempera
   t_pad = _round_up(max_len, BUCKET)
   n_buf = _round_up(int(max_new_tokens), BUCKET)
   cache_len = t_pad + n_buf
-  if dims.position == 'learned':
-    t_pad = min(t_pad, dims.seq_len)
-    cache_len = min(cache_len, dims.seq_len)
+  if dims.position == 'learned':   # no position past the table
+    t_pad = min(t_pad, position_rows(dims))
+    cache_len = min(cache_len, position_rows(dims))
   padded_BT = np.zeros((B, t_pad), np.int32)
   width = min(T, t_pad)
   padded_BT[:, :width] = prompt_BT[:, :width]

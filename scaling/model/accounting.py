@@ -3,7 +3,7 @@
 Parameter count (total, as GPT-3 counts it: embeddings included)::
 
     embed     V D                 token embedding
-    pos       T D                 learned positions only
+    pos       P D                 learned positions only (P rows: model.position_table, else T = seq_len)
     per layer D H K + 2 D G K + H K D          attention (q, k, v, o)
               3 D F (swiglu) | 2 D F (gelu)    MLP
               2 D (rmsnorm) | 4 D (layernorm)  the two norms
@@ -36,7 +36,7 @@ float32 gradients, two float32 moments); activations are not included.
 from __future__ import annotations
 
 from scaling.base import hardware
-from scaling.config.load import resolved_dims
+from scaling.config.load import position_rows, resolved_dims
 
 TOKENS_PER_PARAM = 20
 
@@ -49,20 +49,21 @@ def _dims(m) -> dict:
     d.update(resolved_dims(m))
   else:
     d.update(head_dim=m.head_dim, d_ff=m.d_ff)
+  d['position_rows'] = position_rows(m)   # 0 without learned positions
   return d
 
 
 def count_params(m) -> dict:
   """Analytic parameter counts for a model config (ConfigDict or ModelDims)."""
   d = _dims(m)
-  V, T, L, D = d['vocab_size'], d['seq_len'], d['num_layers'], d['d_model']
+  V, L, D = d['vocab_size'], d['num_layers'], d['d_model']
   H, G, K, F = d['num_heads'], d['num_kv_heads'], d['head_dim'], d['d_ff']
   attn = D * H * K + 2 * D * G * K + H * K * D
   mlp = (3 if d['mlp'] == 'swiglu' else 2) * D * F
   norm = D if d['norm'] == 'rmsnorm' else 2 * D
   per_layer = attn + mlp + 2 * norm
   embed = V * D
-  pos = T * D if d['position'] == 'learned' else 0
+  pos = d['position_rows'] * D
   head = 0 if d['tied_embeddings'] else V * D
   total = embed + pos + L * per_layer + norm + head
   return dict(total=total, non_embedding=total - embed - pos - head, embedding=embed, position=pos,

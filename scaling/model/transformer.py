@@ -60,7 +60,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from scaling.base import names
-from scaling.config.load import ConfigError, default_model, resolved_dims
+from scaling.config.load import ConfigError, check_position_table, default_model, position_rows, resolved_dims
 from scaling.model import attention as attn_lib
 
 # scaling/config/default.py's model section: the one place the defaults are written (documented there)
@@ -89,6 +89,7 @@ class ModelDims:
   norm: str = _DEFAULT['norm']
   norm_eps: float = _DEFAULT['norm_eps']
   position: str = _DEFAULT['position']
+  position_table: int = _DEFAULT['position_table']   # learned: the table's rows (0: seq_len); see position_rows
   rope_theta: float = _DEFAULT['rope_theta']
   mlp: str = _DEFAULT['mlp']
   tied_embeddings: bool = _DEFAULT['tied_embeddings']
@@ -110,6 +111,7 @@ class ModelDims:
                         '(scaling.config.load.resolve_vocab(cfg, tokenizer.vocab_size)) or set model.vocab_size')
     if self.dtype == 'auto':
       object.__setattr__(self, 'dtype', _auto_dtype())
+    check_position_table(self.position_table, self.position, self.seq_len)
     b = self.mup_base_head_dim
     if isinstance(b, bool) or not isinstance(b, int) or b < 0:
       raise ConfigError(f'model.mup_base_head_dim must be an integer >= 0 (the head_dim the lr was tuned at; '
@@ -122,6 +124,11 @@ class ModelDims:
     if d['dtype'] == 'auto':
       d['dtype'] = _auto_dtype(backend)
     return cls(**d)
+
+  @property
+  def position_rows(self) -> int:
+    """Rows of the learned-position table (position_table, else seq_len); 0 without learned positions."""
+    return position_rows(self)
 
   @property
   def compute_dtype(self):
@@ -429,7 +436,8 @@ class Transformer(nnx.Module):
     D, V = dims.d_model, dims.vocab_size
     self.embed_VD = nnx.Param(_init(dims, rngs, 'embed_VD', (V, D), dims.init_std), axes=('vocab', 'embed'))
     if dims.position == 'learned':
-      self.pos_embed_TD = nnx.Param(_init(dims, rngs, 'pos_embed_TD', (dims.seq_len, D), dims.init_std), axes=('seq', 'embed'))
+      self.pos_embed_TD = nnx.Param(_init(dims, rngs, 'pos_embed_TD', (dims.position_rows, D), dims.init_std),
+                                    axes=('seq', 'embed'))
     self.blocks = Block(dims, dims.num_layers, rngs=rngs)
     self.final_norm = Norm(dims)
     if not dims.tied_embeddings:
@@ -438,9 +446,9 @@ class Transformer(nnx.Module):
   def embed(self, tokens_BT, positions_BT):
     """Token embeddings plus, with learned positions, the position table's rows.
 
-    Positions past the table (seq_len rows) are clipped to its last row, not an error. A static
-    check (T > seq_len) would be free under jit but cannot tell padding from tokens: callers
-    right-pad past the table (tests/test_generate.py's reference loop pads a 32-row model to 64),
+    Positions past the table (position_rows: model.position_table, else seq_len) are clipped to its
+    last row, not an error. A static check (T > rows) would be free under jit but cannot tell padding
+    from tokens: callers right-pad past the table (tests/test_generate.py's reference loop pads a 32-row model to 64),
     and causally no real position sees those rows. A value check would cost a host callback or
     checkify per call. The entry points check instead, on the host before compiling: training
     (T = seq_len), `scaling eval` and the final-length evals (evaluate.check_positions_cover /

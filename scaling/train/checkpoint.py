@@ -32,6 +32,8 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
+from scaling.config.load import position_rows
+
 CKPT_DIR = 'checkpoints'
 TOKENIZER_DIR = 'tokenizer'
 ITEMS = ('params', 'opt_state', 'meta', 'data')
@@ -174,6 +176,11 @@ def check_compatible(meta: dict, dims_dict: dict, workdir) -> None:
     keys += ('mup_base_width', 'mup_base_head_dim')                              # forward and the lr (sp: unused)
   diff = [f'{k}: checkpoint {saved.get(k)!r} vs config {dims_dict.get(k)!r}' for k in keys
           if k in saved and saved.get(k) != dims_dict.get(k)]
+  if 'seq_len' in saved and saved.get('position') == dims_dict.get('position') == 'learned':
+    rows = position_rows(saved), position_rows(dims_dict)   # checkpoints from before position_table: seq_len
+    if rows[0] != rows[1]:
+      diff.append(f'learned-position table rows (model.position_table, 0 = seq_len): checkpoint {rows[0]} vs '
+                  f'config {rows[1]}')
   if diff:
     raise CheckpointError(f'{workdir} holds a checkpoint of an incompatible model ({"; ".join(diff)}). '
                           f'Use another --workdir, or delete {pathlib.Path(workdir) / CKPT_DIR} to start over.')

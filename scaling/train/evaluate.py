@@ -14,8 +14,10 @@ lm-evaluation-harness tasks on the checkpoint in-process (scaling/inference/harn
 
 Evaluating at lengths other than the training length measures length
 generalisation (RoPE vs learned positions). Learned positions have a table of
-`model.seq_len` rows: `check_positions_cover` refuses longer sequences with a
-clear error rather than letting them be silently clipped.
+`model.position_table` rows (0: `model.seq_len`, the training length; a longer table
+has untrained rows past it, so such a model can be scored at 2x or 4x its training
+length): `check_positions_cover` refuses longer sequences with a clear error rather
+than letting them be silently clipped.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from scaling.config.load import position_rows
 from scaling.data.loader import bits_per_byte
 
 
@@ -32,12 +35,12 @@ class EvalError(ValueError):
 
 
 class PositionsError(EvalError):
-  """A sequence longer than a learned position table (the training length)."""
+  """A sequence longer than a learned position table (model.position_table, else the training length)."""
 
 
 def positions_cover(dims, seq_len: int) -> bool:
   """Whether the model has a position for every token of a `seq_len`-token sequence."""
-  return dims.position != 'learned' or seq_len <= dims.seq_len
+  return dims.position != 'learned' or seq_len <= position_rows(dims)
 
 
 def check_positions_cover(dims, seq_len: int, what: str = '') -> None:
@@ -48,10 +51,14 @@ def check_positions_cover(dims, seq_len: int, what: str = '') -> None:
   if positions_cover(dims, seq_len):
     return
   what = what or 'seq_len'
+  rows = position_rows(dims)
+  size = ('its training length' if rows == dims.seq_len
+          else f'model.position_table; it trained at seq_len={dims.seq_len}')
   raise PositionsError(
-      f'this model uses learned positions with a table of {dims.seq_len} rows (its training length), so '
-      f'{what}={seq_len} does not fit: there is no position embedding past {dims.seq_len}. Use at most '
-      f'{dims.seq_len} (RoPE and position=none models accept any length)')
+      f'this model uses learned positions with a table of {rows} rows ({size}), so '
+      f'{what}={seq_len} does not fit: there is no position embedding past {rows}. Use at most '
+      f'{rows} (RoPE and position=none models accept any length; a learned table longer than seq_len '
+      f'is set before training, by model.position_table)')
 
 
 @dataclasses.dataclass(frozen=True)
