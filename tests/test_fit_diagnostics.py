@@ -13,7 +13,7 @@ import pytest
 from scipy import optimize
 
 from scaling.analysis import report
-from scaling.analysis.fit import approaches, command, diagnostics, held_out, laws, load, plots, predictions
+from scaling.analysis.fit import approaches, command, diagnostics, held_out, intervals, laws, load, plots, predictions
 
 E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
 A_EXP = BETA / (ALPHA + BETA)   # N_opt ~ C^a of the law: 0.4516
@@ -174,11 +174,48 @@ def test_exact_fits_say_so_instead_of_r2():
   assert any('exact fit (5 points for 5 parameters)' in w for w in warns)
 
 
-def test_approaches_that_disagree_beyond_their_intervals_are_flagged():
+@pytest.mark.parametrize('diff, sides, verdict', [
+    ([-0.02, 0.03], ['identified', 'identified'], 'consistent'),      # contains 0, both sides narrow
+    ([0.05, 0.12], ['identified', 'identified'], 'differ'),           # excludes 0
+    ([-0.30, -0.01], ['not identified', 'identified'], 'differ'),     # excludes 0 even with a wide side
+    ([-0.05, 0.05], ['not identified', 'identified'], 'not identified'),  # a side wider than 0.2
+    ([-0.15, 0.15], ['identified', 'identified'], 'not identified'),  # the difference itself wider than 0.2
+    ([-math.inf, 0.1], ['identified', 'identified'], 'not identified'),   # open: more than 5% failed
+    ([0.05, math.inf], ['identified', 'identified'], 'differ'),
+    ([0.0, 0.0], ['identified', 'identified'], 'degenerate'),
+    ([-0.02, 0.03], ['degenerate', 'identified'], 'degenerate'),
+    (None, ['identified', 'identified'], 'not decidable'),
+    ([-0.02, 0.03], [None, 'identified'], 'not decidable'),
+])
+def test_agreement_is_a_test_on_the_difference(diff, sides, verdict):
+  """The verdict vocabulary, each case worked out by hand from its definition (never interval overlap)."""
+  assert intervals.difference_verdict(diff, sides) == verdict
+
+
+def test_approach_2_against_3_without_paired_resamples_is_not_decidable():
   chin = {'a_exponent': 0.45, 'ci': {'a_exponent': [0.42, 0.48]}}
-  assert diagnostics.exponent_agreement(chin, {'a': 0.60, 'ci': {'a': [0.55, 0.66]}})['agree'] is False
-  assert diagnostics.exponent_agreement(chin, {'a': 0.50, 'ci': {'a': [0.47, 0.53]}})['agree'] is True
-  assert diagnostics.exponent_agreement(chin, {'a': 0.60, 'ci': {}})['agree'] is None   # no interval
+  got = diagnostics.exponent_agreement(chin, {'a': 0.50, 'ci': {'a': [0.47, 0.53]}})   # overlapping intervals
+  assert got['verdict'] == 'not decidable' and got['agree'] is None
+
+
+# the committed IsoFLOP study's fit.json (commit c59753a, written by the interval-overlap rule): approach 2's
+# conditional-bootstrap interval and approach 3's interval of a over the sampled budgets
+ISOFLOP_CPU = pathlib.Path(__file__).resolve().parent.parent / 'docs/results/isoflop_cpu/results.jsonl'
+COMMITTED_CI2, COMMITTED_CI3 = [0.4705028997903916, 0.621996529729671], [0.3721021669566855, 0.8267436342519038]
+
+
+def test_committed_isoflop_study_agreed_by_overlap_and_is_not_identified_by_the_test(tmp_path):
+  """docs/results/isoflop_cpu: the old rule (intervals overlap) said the approaches agree; approach 3's interval is
+  0.45 wide, more than the 0.2 an interval may be to agree with anything, so the test on a2 - a3 says 'not
+  identified'."""
+  old_agree = COMMITTED_CI2[0] <= COMMITTED_CI3[1] and COMMITTED_CI3[0] <= COMMITTED_CI2[1]   # the overlap rule
+  assert old_agree is True
+  assert COMMITTED_CI3[1] - COMMITTED_CI3[0] > intervals.INFORMATIVE_WIDTH
+  saved = command.fit_all(results=str(ISOFLOP_CPU), params='total', bootstrap=40, max_starts=32, plots=False,
+                          held_out=False, out=str(tmp_path))
+  agree = saved['exponent_agreement']
+  assert agree['verdict'] == 'not identified' and agree['agree'] is None
+  assert agree['states']['approach3'] != 'identified' or agree['states']['approach2'] != 'identified'
 
 
 # ------------------------------------------------------------------------------- predictions
@@ -215,7 +252,7 @@ def test_micro_ladder_rows_are_flagged_as_unconstrained(tmp_path):
   root = tmp_path / 'micro_ladder'
   root.mkdir()
   (root / 'results.jsonl').write_text(MICRO_LADDER.read_text())
-  report.write_report(str(root), bootstrap=40, max_starts=64)
+  report.write_report(str(root), bootstrap=40, max_starts=16, plots=False)
   saved = json.loads((root / 'fit.json').read_text())
   text = (root / 'REPORT.md').read_text()
   params = saved['chinchilla']['parameters']
@@ -246,7 +283,9 @@ def test_fit_json_records_the_diagnostics(tmp_path):
   assert set(on_disk['chinchilla']['parameters']) == {'E', 'A', 'B', 'alpha', 'beta', 'a_exponent',
                                                      'b_exponent'}
   assert on_disk['predictions'][0]['extrapolation'] == pytest.approx(10.0)
-  assert on_disk['exponent_agreement']['agree'] is True   # both approaches see the same law
+  agree = on_disk['exponent_agreement']   # both approaches see the same law: a test on a2 - a3 finds no difference
+  assert agree['verdict'] == 'consistent' and agree['agree'] is True
+  assert agree['ci_difference'][0] < 0 < agree['ci_difference'][1]
   assert on_disk['design']['flags'] == [] and on_disk['design']['budgets_with_3_sizes'] == 4
   assert on_disk['plots'] == ['loss_vs_compute.png', 'isoflop.png', 'parity.png', 'residuals.png']
 

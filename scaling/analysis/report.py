@@ -1,8 +1,10 @@
 """`scaling report`: writes REPORT.md in a sweep root from its results.jsonl.
 
 The report says what the sweep measured (a table of runs), runs `scaling fit` into the root
-(fit.json and PNGs) and sets the fitted exponents beside the published ones (Hoffmann et al.
-2022, Kaplan et al. 2020). For the seed study (configs/sweeps/seed_upgrades.py: runs named
+(fit.json and PNGs), leads with the headline (a and b with their intervals, the held-out skill against naive
+baselines, the flagged IsoFLOP budgets, approach 2 against 3) and sets the fitted exponents beside the published
+anchors (scaling/analysis/fit/anchors.py); the fit sections are scaling/analysis/report_fit.py and
+report_checks.py, the cell formatting report_format.py. For the seed study (configs/sweeps/seed_upgrades.py: runs named
 'seed_upgrades:<arm>') it leads with the claims, their verdict rules, numbers with intervals and
 plots (scaling/analysis/seed/render.py); for an lr_transfer sweep it writes scaling/analysis/lr_report.py's
 report. Partial data renders: a missing arm or column gives 'not measured', a failed fit gives
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import warnings
@@ -21,19 +22,19 @@ from typing import Any, Sequence
 
 from scaling.analysis.fit.command import fit_all
 from scaling.analysis.fit.load import METRICS, PARAM_COLUMNS, FitError
+from scaling.analysis.report_checks import approaches_section, profiles_section
+from scaling.analysis.report_fit import (
+  anchors_section,
+  banner,
+  exponents_section,
+  headline_section,
+  predictions_section,
+)
+from scaling.analysis.report_format import _g, _num, _si, _table, _wall
+from scaling.base.files import atomic_write_text
 
 THROUGHPUT = 'throughput/tokens_per_s'
 BPB = 'eval/bpb'
-
-# Hoffmann et al. 2022 (Table 2 and eq. 10; loss in nats/token on MassiveText) and Kaplan et
-# al. 2020 (L(N) and L(D) exponents; compute-efficient N ~ C^0.73 and D ~ C^0.27).
-PUBLISHED = {
-    'alpha': {'chinchilla3': 0.34, 'kaplan': 0.076},
-    'beta': {'chinchilla3': 0.28, 'kaplan': 0.095},
-    'a': {'chinchilla3': 0.46, 'chinchilla2': 0.49, 'chinchilla1': 0.50, 'kaplan': 0.73},
-    'b': {'chinchilla3': 0.54, 'chinchilla2': 0.51, 'chinchilla1': 0.50, 'kaplan': 0.27},
-    'E': {'chinchilla3': 1.69}, 'A': {'chinchilla3': 406.4}, 'B': {'chinchilla3': 410.7},
-}
 
 # --------------------------------------------------------------------------------------
 # Rows
@@ -61,13 +62,6 @@ def read_rows(path: str, notes: list[str]) -> list[dict]:
   return rows
 
 
-def _num(v: Any) -> float | None:
-  """A finite float, or None for missing / null / NaN / non-numbers."""
-  if isinstance(v, bool) or not isinstance(v, (int, float)):
-    return None
-  return float(v) if math.isfinite(v) else None
-
-
 def _lookup(row: dict, keys: Sequence[str]) -> Any:
   """A value from the row, else from its overrides (a key or a dotted key's last part)."""
   for k in keys:
@@ -88,42 +82,6 @@ def row_study(row: dict) -> str | None:
 
 # --------------------------------------------------------------------------------------
 # Rendering
-
-
-def _si(v: Any) -> str:
-  v = _num(v)
-  if v is None:
-    return '—'
-  for div, suffix in ((1e12, 'T'), (1e9, 'B'), (1e6, 'M'), (1e3, 'k')):
-    if abs(v) >= div:
-      return f'{v / div:.3g}{suffix}'
-  return f'{v:.3g}'
-
-
-def _g(v: Any, spec: str = '.4g') -> str:
-  v = _num(v)
-  return '—' if v is None else format(v, spec)
-
-
-def _wall(v: Any) -> str:
-  v = _num(v)
-  if v is None:
-    return '—'
-  if v < 120:
-    return f'{v:.0f} s'
-  if v < 7200:
-    return f'{v / 60:.1f} min'
-  return f'{v / 3600:.1f} h'
-
-
-def _cell(v: Any) -> str:
-  return str(v).replace('|', '\\|').replace('\n', ' ')
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  lines += ['| ' + ' | '.join(_cell(c) for c in r) + ' |' for r in rows]
-  return lines
 
 
 def _overrides_cell(r: dict, common: dict) -> str:
@@ -151,202 +109,6 @@ def _runs_table(rows: Sequence[dict]) -> list[str]:
   head = [f'Every run: {", ".join(f"{k}={v}" for k, v in common.items())}.', ''] if common else []
   return head + _table(['run', 'state', 'overrides', 'params', 'non-emb params', 'tokens', 'FLOPs',
                         'eval loss', 'eval bpb', 'tokens/s', 'wall'], body)
-
-
-def _ci(fit_part: dict, key: str) -> str:
-  ci = fit_part.get('ci', {}).get(key)
-  return f'{ci[0]:.3g} – {ci[1]:.3g}' if ci and None not in ci else '—'
-
-
-def _published(q: str, src: str) -> str:
-  v = PUBLISHED[q].get(src)
-  return '—' if v is None else f'{v:g}'
-
-
-def _flag(p: dict | None) -> str:
-  """The flag cell of a fitted parameter (fit.json chinchilla.parameters entry)."""
-  if not p:
-    return ''
-  if p.get('at_bound'):
-    return f'**at {p["at_bound"]} bound** (not determined)'
-  if p.get('constrained') is False:
-    return '**unconstrained**'
-  return 'no interval' if p.get('constrained') is None else ''
-
-
-def _exponents_section(result: dict) -> list[str]:
-  chin, iso = result.get('chinchilla', {}), result.get('isoflop', {})
-  pl = result.get('power_law', {})
-  params = chin.get('parameters', {})
-  body = []
-
-  def add(label, q, value, ci, method, flag=''):
-    body.append([label, method, _g(value, '.3g'), ci, _published(q, 'chinchilla3'),
-                 _published(q, 'chinchilla2'), _published(q, 'kaplan'), flag])
-
-  has_chin = 'skipped' not in chin and chin
-  if has_chin:
-    add('α (L ∝ N^-α)', 'alpha', chin['alpha'], _ci(chin, 'alpha'), 'parametric L(N, D)',
-        _flag(params.get('alpha')))
-    add('β (L ∝ D^-β)', 'beta', chin['beta'], _ci(chin, 'beta'), 'parametric L(N, D)',
-        _flag(params.get('beta')))
-    add('a (N_opt ∝ C^a)', 'a', chin['a_exponent'], _ci(chin, 'a_exponent'), 'parametric, β/(α+β)',
-        _flag(params.get('a_exponent')))
-    add('b (D_opt ∝ C^b)', 'b', chin['b_exponent'], _ci(chin, 'b_exponent'), 'parametric, α/(α+β)',
-        _flag(params.get('b_exponent')))
-    at = chin.get('a_at_data')
-    if at:
-      add('a (N_opt ∝ C^a)', 'a', at['a'], _rng(at.get('ci')).strip('()').replace('no interval', '—'),
-          'parametric, over the sampled budgets (rows\' FLOPs per token)')
-  for key, q, label in (('vs_N', 'alpha', 'α (L ∝ N^-α)'), ('vs_D', 'beta', 'β (L ∝ D^-β)')):
-    part = pl.get(key, {})
-    if 'groups' in part:
-      k = len(part['groups'])
-      exact = sum(g.get('exact', False) for g in part['groups'])
-      add(label, q, part['exponent_median'],
-          f'{part["exponent_min"]:.3g} – {part["exponent_max"]:.3g} (range)',
-          f'power law per {"token budget" if key == "vs_N" else "model size"}, median of {k}',
-          f'{exact} of {k} exact (2 points)' if exact else '')
-  if 'skipped' not in iso and iso:
-    exact = 'exact (2 budgets)' if iso.get('N_opt_vs_C', {}).get('exact') else ''
-    add('a (N_opt ∝ C^a)', 'a', iso['a'], _ci(iso, 'a'), f'IsoFLOP, {iso["budgets_used"]} budgets',
-        exact)
-    add('b (D_opt ∝ C^b)', 'b', iso['b'], _ci(iso, 'b'), f'IsoFLOP, {iso["budgets_used"]} budgets',
-        exact)
-  if has_chin:
-    for q in ('E', 'A', 'B'):
-      add(q, q, chin[q], _ci(chin, q), 'parametric L(N, D)', _flag(params.get(q)))
-  if not body:
-    return ['No exponent could be fitted (see the notes below).']
-  lines = _table(['quantity', 'method', 'this sweep', '5–95% (bootstrap)',
-                  'Chinchilla approach 3', 'Chinchilla approach 2', 'Kaplan 2020', 'flag'], body)
-  if has_chin:
-    lines += ['', 'Parametric fit: ' + (
-        f'exact ({chin["n"]} points for 5 parameters; no fit quality can be measured)'
-        if chin.get('exact') else f'{chin["n"]} points, rmse(log) {chin["rmse_log"]:.3g}, '
-        f'r2(log) {_g(chin.get("r2_log"), ".4f")}') + '.']
-  lines += ['', 'Published: Hoffmann et al. 2022 (Table 2: a = 0.50/0.49/0.46 and '
-            'b = 0.50/0.51/0.54 for approaches 1/2/3; eq. 10: E 1.69, A 406.4, B 410.7, '
-            'α 0.34, β 0.28), Kaplan et al. '
-            '2020 (α_N 0.076, α_D 0.095 without an irreducible term; N_opt ∝ C^0.73, D_opt ∝ '
-            'C^0.27). E, A, B are nats/token on MassiveText: compare exponents, not constants, '
-            'and expect small-scale sweeps to differ.']
-  return lines
-
-
-def _approaches_section(result: dict) -> list[str]:
-  """Approach 2 and approach 3 side by side: a with intervals, agreement, held-out errors."""
-  agree = result.get('exponent_agreement')
-  ho = result.get('held_out', {})
-  lines = []
-  if agree:
-    verdict = {True: 'agree (5–95% intervals overlap)', False: '**disagree** (5–95% intervals '
-               'do not overlap)', None: 'not decidable (an interval is missing)'}[agree['agree']]
-    lines += _table(['', 'approach 2 (IsoFLOP)', 'approach 3 (parametric)'], [
-        ['exponent a of N_opt ∝ C^a', f'{agree["a_approach2"]:.3g} ' + _rng(agree['ci_approach2']),
-         f'{agree["a_approach3"]:.3g} ' + _rng(agree['ci_approach3'])]])
-    lines += ['', f'The two estimates of a {verdict}. Approach 3\'s a is '
-              f'{agree.get("approach3_form", "β/(α+β)")}' + (
-                  ': the slope of its N_opt(C) with D = C / (FLOPs per token of the rows), which '
-                  'for small models (LM head, attention) is not C / 6N, so it can differ from '
-                  'β/(α+β).' if agree.get('approach3_form') == 'over the sampled budgets' else '.'),
-              '']
-  else:
-    have = [n for n, k in (('approach 2 (IsoFLOP)', 'isoflop'), ('approach 3 (parametric)',
-                                                                 'chinchilla'))
-            if 'skipped' not in result.get(k, {'skipped': 1})]
-    lines += [(f'Only {have[0]} could be fitted' if have else 'Neither approach could be fitted') +
-              ': no comparison.', '']
-  if 'skipped' in ho or not ho:
-    lines += [f'Held-out check: not run ({ho.get("skipped", "not requested")}).']
-    return lines
-  obs = ho['observed']
-  lines += [f'Held-out check: refit without the largest budget (C = {ho["held_out_flops"]:.3g}, '
-            f'{len(ho["held_out_runs"])} run(s); fits use C ≤ {ho["train_max_flops"]:.3g}) and '
-            f'predict its minimum. Observed: {obs["kind"]} '
-            f'(N_opt {_si(obs["N_opt"])}, loss {obs["L_opt"]:.4g})' +
-            ('' if obs['bracketed'] else ' — **not bracketed**: the best run only bounds the '
-             'minimum loss from above; no N_opt error can be measured') + '.', '']
-  body = []
-  for key, name in (('approach2', 'approach 2 (IsoFLOP)'), ('approach3', 'approach 3 (parametric)')):
-    q = ho.get(key, {})
-    if 'loss' in q:
-      n_cell = _si(q['N_opt']) + (' (at the search bound: no optimum within 100x of the sizes)'
-                                  if q.get('optimum_at_search_bound') else '')
-      body.append([name, f'{q["loss"]:.4g}', f'{100 * q["loss_error"]:+.2f}%', n_cell,
-                   _g(q['N_opt_ratio'], '.3g') if q['N_opt_ratio'] is not None else 'not measurable'])
-    else:
-      body.append([name, '—', '—', '—', f'not fitted: {q.get("skipped", "?")}'])
-  lines += _table(['held-out prediction', 'loss', 'loss error', 'N_opt', 'N_opt predicted / observed'],
-                  body)
-  form = ho.get('approach2', {}).get('loss_form')
-  if form:
-    lines += ['', f'Approach 2 predicts the loss by a power law in C through the IsoFLOP minima '
-              f'(`{form}`; an irreducible term E needs >= 4 budgets to fit): without E it '
-              'extrapolates the loss too low.' if form == 'a * x^-b' else
-              f'Approach 2 predicts the loss by `{form}` in C through the IsoFLOP minima.']
-  return lines
-
-
-def _rng(ci) -> str:
-  return f'({ci[0]:.3g} – {ci[1]:.3g})' if ci and None not in ci else '(no interval)'
-
-
-def _pred_cells(q: dict) -> list[str]:
-  if not q or 'N_opt' not in q:
-    return ['—', '—', '—']
-  ci = q.get('ci', {})
-  if q.get('constrained') is False:
-    span = q.get('N_opt_span')
-    n_cell = '**unconstrained**' + (f' (5–95% spans {span:.2g}x)' if span else ' (interval open)')
-    return [n_cell, '—', '—']
-  n_cell = _si(q['N_opt']) + (f' ({_si(ci["N_opt"][0])}–{_si(ci["N_opt"][1])})'
-                              if 'N_opt' in ci else ' (no interval)')
-  l_cell = _g(q['loss']) + (f' ({ci["loss"][0]:.4g}–{ci["loss"][1]:.4g})' if 'loss' in ci else '')
-  return [n_cell, _si(q['D_opt']), l_cell]
-
-
-def _predictions_section(result: dict) -> list[str]:
-  body = []
-  for p in result.get('predictions', []):
-    ext = p.get('extrapolation')
-    body.append([f'{p["flops"]:.3g}', f'{ext:.3g}x' if ext else '—'] +
-                _pred_cells(p.get('chinchilla', {})) + _pred_cells(p.get('isoflop', {})))
-  if not body or all(all(c == '—' for c in b[2:]) for b in body):
-    return ['No prediction: neither the parametric nor the IsoFLOP fit is available.']
-  lines = _table(['target FLOPs', 'extrapolation', 'N_opt parametric (5–95%)', 'D_opt parametric',
-                  'loss parametric (5–95%)', 'N_opt IsoFLOP (5–95%)', 'D_opt IsoFLOP',
-                  'loss IsoFLOP (5–95%)'], body)
-  lines += ['', 'extrapolation = target / largest sampled compute. An N_opt whose 5–95% interval '
-            'spans more than 10x is shown as unconstrained, not as a number.']
-  return lines
-
-
-def _headline(result: dict) -> str:
-  """One sentence on what is unconstrained (for the top of the report)."""
-  parts = []
-  params = result.get('chinchilla', {}).get('parameters', {})
-  bad = [k for k, p in params.items() if p.get('at_bound') or p.get('constrained') is False]
-  if bad:
-    parts.append(f'Parametric L(N, D): {", ".join(bad)} not determined by the data.')
-  flags = result.get('design', {}).get('flags', [])
-  if 'one_N_per_budget' in flags:
-    parts.append('Every compute budget has one model size.')
-  elif 'no_budget_with_3_sizes' in flags:
-    parts.append('No compute budget has 3 or more model sizes.')
-  if 'skipped' in result.get('isoflop', {}) and 'not requested' not in result['isoflop']['skipped']:
-    parts.append('No IsoFLOP profile could be fitted: no compute-optimal N is measured.')
-  if result.get('design', {}).get('budgets_not_interior'):
-    parts.append(f'{len(result["design"]["budgets_not_interior"])} budget(s) with the minimum at '
-                 'an end of their sizes.')
-  unc = sorted({f'{p["flops"]:.3g}' for p in result.get('predictions', [])
-                for s in ('chinchilla', 'isoflop') if p.get(s, {}).get('constrained') is False})
-  if unc:
-    parts.append(f'N_opt at C = {", ".join(unc)} is unconstrained.')
-  agree = result.get('exponent_agreement') or {}
-  if agree.get('agree') is False:
-    parts.append('Approaches 2 and 3 disagree on a.')
-  return ' '.join(parts) or f'{len(result["warnings"])} warning(s).'
 
 
 def _branches_section(rows: Sequence[dict]) -> list[str]:
@@ -388,37 +150,49 @@ def render_report(rows: Sequence[dict], result: dict | None, *,
            f'Generated by `scaling report` from `{results_name}`: {len(rows)} run(s) (' +
            ', '.join(f'{n} {s}' for s, n in sorted(states.items())) + ').', '']
   if result is not None and result.get('warnings'):
-    lines += [f'> **The fits below are not results.** {_headline(result)} See "What these data do '
+    lines += [f'> **The fits below are not results.** {banner(result)} See "What these data do '
               'not determine".', '']
+  if result is not None:
+    head = headline_section(result)
+    lines += head + ([''] if head else [])
   lines += list(extra)   # the seed study's claims first, rules before numbers (scaling/analysis/seed/render.py)
   lines += ['## What the sweep measured', '']
   lines += _runs_table(rows) if rows else ['No runs.']
   lines += _branches_section(rows)
   lines += ['', '## Scaling-law fits', '']
-  if result is None:
-    lines += ['No fit was run (see the notes below).']
-  else:
-    inp = result.get('inputs', {})
-    lines += [f'Metric `{inp.get("metric")}`, N = `{inp.get("params_column")}`, '
-              f'{inp.get("rows_used")} finished run(s); all numbers are in `fit.json`.', '']
-    warns = result.get('warnings', [])
-    if warns:
-      lines += ['### What these data do not determine', '',
-                f'**{len(warns)} warning(s): read these before any number below.**', '']
-      lines += [f'- {w}' for w in warns] + ['']
-    lines += ['### Fitted exponents beside the published ones', '']
-    lines += _exponents_section(result)
-    lines += ['', '### Approach 2 against approach 3, and a held-out budget', '']
-    lines += _approaches_section(result)
-    lines += ['', '### Compute-optimal predictions', '']
-    lines += _predictions_section(result)
-    if result.get('plots'):
-      lines += ['', '### Plots', '']
-      lines += [f'![{p[:-4].replace("_", " ")}]({p})' for p in result['plots']]
+  lines += ['No fit was run (see the notes below).'] if result is None else _fit_sections(result)
   all_notes = list(notes) + (list(result.get('notes', [])) if result else [])
   if all_notes:
     lines += ['', '## Notes', ''] + [f'- {n}' for n in all_notes]
   return '\n'.join(lines) + '\n'
+
+
+def _provenance_line(result: dict) -> str:
+  inp, prov = result.get('inputs', {}), result.get('provenance') or {}
+  sha = inp.get('results_sha256')
+  commit = prov.get('code_commit')
+  return (f'Metric `{inp.get("metric")}`, N = `{inp.get("params_column")}`, {inp.get("rows_used")} finished run(s); '
+          'all numbers are in `fit.json`' + (f' (results sha256 {sha[:12]}…, code ' + (
+              f'{commit[:12]}{" with uncommitted changes" if prov.get("code_dirty") else ""}' if commit else
+              'outside a git checkout') + f', bootstrap seed {inp.get("rng_seed")})' if sha else '') + '.')
+
+
+def _fit_sections(result: dict) -> list[str]:
+  lines = [_provenance_line(result), '']
+  warns = result.get('warnings', [])
+  if warns:
+    lines += ['### What these data do not determine', '',
+              f'**{len(warns)} warning(s): read these before any number below.**', '']
+    lines += [f'- {w}' for w in warns] + ['']
+  lines += ['### Fitted exponents beside the published ones', ''] + exponents_section(result)
+  lines += ['', '### IsoFLOP profiles: which budgets approach 2 may use', ''] + profiles_section(result)
+  lines += ['', '### Approach 2 against approach 3, and a held-out budget', ''] + approaches_section(result)
+  lines += ['', '### Compute-optimal predictions', ''] + predictions_section(result)
+  lines += ['', '### Published anchors', ''] + anchors_section(result)
+  if result.get('plots'):
+    lines += ['', '### Plots', '']
+    lines += [f'![{p[:-4].replace("_", " ")}]({p})' for p in result['plots']]
+  return lines
 
 
 # --------------------------------------------------------------------------------------
@@ -467,8 +241,7 @@ def write_report(root: str, results: str | None = None, study: str | None = None
   text = render_report(rows, result, title=title, notes=notes, results_name=os.path.relpath(results, root),
                        extra=extra)
   path = os.path.join(root, 'REPORT.md')
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write(text)
+  atomic_write_text(path, text)
   return path
 
 

@@ -1,90 +1,81 @@
-"""Resampling intervals: the row bootstraps of the parametric law and of the IsoFLOP fit, and 5-95% intervals.
+"""The row bootstrap of the parametric law (approach 3), and plain 5-95% intervals.
 
-Both resample with a seeded numpy Generator and report the samples themselves (fit.json: bootstrap.samples),
-from which scaling/analysis/fit/predictions.py and diagnostics.py derive intervals of derived quantities.
+It resamples with a seeded numpy Generator (within compute budgets when given strata) and reports the samples
+themselves (fit.json: chinchilla.bootstrap.samples, with `draws`: the resample index of each), from which
+scaling/analysis/fit/predictions.py and diagnostics.py derive intervals of derived quantities. Every resample
+counts (scaling/analysis/fit/intervals.py). The IsoFLOP resampling is scaling/analysis/fit/schemes.py.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
-from scaling.analysis.fit.laws import _isoflop_lines, _minimise, _parabola, _params_dict
+from scaling.analysis.fit.intervals import honest_interval, with_state
+from scaling.analysis.fit.laws import _minimise, _params_dict
 from scaling.analysis.fit.load import FitError
-
-
-def _interval(values: Sequence[float]) -> list[float]:
-  return [float(np.percentile(values, 5)), float(np.percentile(values, 95))]
-
 
 _CI_KEYS = ('E', 'A', 'B', 'alpha', 'beta', 'a_exponent', 'b_exponent')
 
 
-def _bootstrap(best: np.ndarray, N, D, L, delta: float, n_boot: int, seed: int) -> dict:
-  """Row-resampling bootstrap; refits start from `best` and a small grid around it."""
+def row_resamples(n: int, strata: Sequence[Sequence[int]] | None, draws: int, seed: int) -> np.ndarray:
+  """(draws, n) row indices: each draw resamples every stratum (a compute budget) with replacement, so
+  each keeps its number of rows (without strata: all n rows at once). Deterministic in seed, so the
+  paired approach-2 resamples of scaling/analysis/fit/agreement.py are the same rows."""
+  rng = np.random.default_rng(seed)
+  if not strata:
+    return rng.integers(0, n, size=(draws, n))
+  strata = [np.asarray(s, dtype=np.int64) for s in strata]
+  covered = set(np.concatenate(strata).tolist())
+  rest = [i for i in range(n) if i not in covered]
+  if rest:
+    strata.append(np.array(rest, dtype=np.int64))
+  return np.concatenate([s[rng.integers(0, len(s), size=(draws, len(s)))] for s in strata], axis=1)
+
+
+def _refit(starts, lN, lD, lL, delta) -> tuple[list | None, str]:
+  """One resample's parameters in _CI_KEYS order, or (None, why it failed)."""
+  if len(np.unique(lN)) < 2 or len(np.unique(lD)) < 2:
+    return None, 'fewer_than_2_distinct_N_or_D'
+  try:
+    p, _, _ = _minimise(starts, lN, lD, lL, delta)
+  except FitError:
+    return None, 'no_finite_solution'
+  d = _params_dict(p)
+  if not all(math.isfinite(d[k]) for k in ('E', 'A', 'B')):
+    return None, 'overflow'
+  return [d[k] if d[k] is not None else np.nan for k in _CI_KEYS], ''
+
+
+def _bootstrap(best: np.ndarray, N, D, L, delta: float, n_boot: int, seed: int,
+               strata: Sequence[Sequence[int]] | None = None) -> dict:
+  """Row-resampling bootstrap (within strata when given); refits start from `best` and a small grid around
+  it. Every resample counts: one whose refit fails (too few distinct N or D, no finite solution, a
+  parameter that overflows) has no estimate on an unknown side (scaling/analysis/fit/intervals.py), so
+  more than 5% of failures open the interval."""
   if n_boot <= 0:
     return {'bootstrap': {'resamples': 0}}
   a, b, e, alpha, beta = best
   starts = np.array([best, [a, b, e, alpha * 0.7, beta * 0.7], [a, b, e, alpha * 1.3, beta * 1.3]])
-  rng = np.random.default_rng(seed)
   lN, lD, lL = np.log(N), np.log(D), np.log(L)
-  samples = []
-  for _ in range(n_boot):
-    idx = rng.integers(0, len(N), size=len(N))
-    if len(np.unique(N[idx])) < 2 or len(np.unique(D[idx])) < 2:
+  samples, draws, failed = [], [], {}
+  for r, idx in enumerate(row_resamples(len(N), strata, n_boot, seed)):
+    vals, why = _refit(starts, lN[idx], lD[idx], lL[idx], delta)
+    if vals is None:
+      failed[why] = failed.get(why, 0) + 1
       continue
-    try:
-      p, _, _ = _minimise(starts, lN[idx], lD[idx], lL[idx], delta)
-    except FitError:
-      continue
-    d = _params_dict(p)
-    samples.append([d[k] if d[k] is not None else np.nan for k in _CI_KEYS])
+    samples.append(vals)
+    draws.append(r)
   s = np.array(samples, dtype=np.float64).reshape(-1, len(_CI_KEYS))
-  ci = {k: [float(np.nanpercentile(s[:, i], 5)), float(np.nanpercentile(s[:, i], 95))]
-        for i, k in enumerate(_CI_KEYS)} if len(s) else {}
-  return {'bootstrap': {'resamples': n_boot, 'succeeded': int(len(s)), 'seed': seed,
-                        'percentiles': [5, 95], 'samples': {k: s[:, i].tolist()
-                                                            for i, k in enumerate(_CI_KEYS)}},
-          'ci': ci}
-
-
-def _isoflop_bootstrap(rows: Sequence[dict], groups: list[list[int]], c: np.ndarray,
-                       n_boot: int, seed: int) -> dict:
-  """Resamples the rows within each budget (redrawn while it has < 3 sizes), refits every
-  parabola and the lines; a replicate where some budget has no minimum or a vertex outside its
-  sizes is dropped (fit.json: bootstrap.succeeded)."""
-  if n_boot <= 0:
-    return {'bootstrap': {'resamples': 0}}
-  rng = np.random.default_rng(seed)
-  keys = ('a', 'kN', 'b', 'kD', 'L_E', 'L_a', 'L_b')
-  samples = []
-  for _ in range(n_boot):
-    pts = []
-    for idx in groups:
-      for _ in range(20):   # redraw a resample with < 3 sizes (no parabola): conditional bootstrap
-        pick = [idx[j] for j in rng.integers(0, len(idx), size=len(idx))]
-        n, d, ls = (np.array([rows[i][k] for i in pick]) for k in ('N', 'D', 'L'))
-        if len(np.unique(n)) >= 3:
-          break
-      par = _parabola(n, d, ls)
-      if par is None or not np.log10(n.min()) <= par[1] <= np.log10(n.max()):
-        break
-      coef, x_opt, y_opt = par
-      pts.append((10 ** x_opt, 10 ** y_opt, coef[2] - coef[1] ** 2 / (4 * coef[0])))
-    if len(pts) < len(groups):
-      continue
-    n_o, d_o, l_o = (np.array(v) for v in zip(*pts))
-    try:
-      lines = _isoflop_lines(c, n_o, d_o, l_o)
-    except FitError:
-      continue
-    nf, df, lf = lines['N_opt_vs_C'], lines['D_opt_vs_C'], lines['L_opt_vs_C']
-    samples.append([nf['exponent'], nf['k'], df['exponent'], df['k'], lf['E'], lf['a'], lf['b']])
-  s = np.array(samples, dtype=np.float64).reshape(-1, len(keys))
-  ci = {k: [float(np.percentile(s[:, i], 5)), float(np.percentile(s[:, i], 95))]
-        for i, k in enumerate(keys) if k in ('a', 'b')} if len(s) >= 2 else {}
-  return {'bootstrap': {'resamples': n_boot, 'succeeded': int(len(s)), 'seed': seed,
-                        'percentiles': [5, 95],
-                        'samples': {k: s[:, i].tolist() for i, k in enumerate(keys)}},
-          'ci': ci}
+  full = np.full((n_boot, len(_CI_KEYS)), np.nan)
+  full[draws] = s
+  recs = {k: with_state(honest_interval(full[:, i])) for i, k in enumerate(_CI_KEYS)}
+  return {'bootstrap': {'resamples': n_boot, 'succeeded': int(len(s)), 'failed': failed, 'seed': seed,
+                        'strata': [list(map(int, g)) for g in strata] if strata else None,
+                        'percentiles': [5, 95], 'draws': draws,
+                        'mc_error': {k: r['mc_error'] for k, r in recs.items()},
+                        'samples': {k: s[:, i].tolist() for i, k in enumerate(_CI_KEYS)}},
+          'ci': {k: r['ci'] for k, r in recs.items()},
+          'ci_state': {k: r['state'] for k, r in recs.items() if k in ('a_exponent', 'b_exponent')}}

@@ -8,7 +8,6 @@ the numbers. fit.json's fields are described in scaling/analysis/fit/__init__.py
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -16,13 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from scaling.analysis.fit.approaches import fit_chinchilla, fit_isoflop
+from scaling.analysis.fit.approaches import budget_strata, fit_chinchilla, fit_isoflop
 from scaling.analysis.fit.diagnostics import diagnose, isoflop_design
-from scaling.analysis.fit.held_out import held_out_check
+from scaling.analysis.fit.held_out import format_skill, held_out_check
 from scaling.analysis.fit.laws import fit_power_laws
 from scaling.analysis.fit.load import METRICS, PARAM_COLUMNS, FitError, is_metric, load_results
 from scaling.analysis.fit.plots import make_plots
 from scaling.analysis.fit.predictions import predict
+from scaling.analysis.fit.profiles import check_profiles, profile_warnings
+from scaling.analysis.fit.provenance import inputs_record, provenance
+from scaling.base.files import atomic_write_json
 
 FIT_NAMES = ('power_law', 'chinchilla', 'isoflop')
 DEFAULT_TARGETS = (1e21, 1e23)
@@ -46,6 +48,7 @@ _DEFAULTS = {
     'results': None, 'metric': 'eval/bpb', 'params': 'non_embedding', 'out': None,
     'target_flops': None, 'fits': 'auto', 'bootstrap': 200, 'seed': 0, 'huber_delta': 1e-3,
     'max_starts': 256, 'budget_tol': 0.1, 'skip_bad': False, 'plots': True, 'held_out': True,
+    'noise_floor': None, 'mc_error': 0.005, 'max_draws': 64000,
 }
 
 
@@ -104,23 +107,19 @@ def fit_all(args: Any = None, **kwargs) -> dict:
     raise FitError(f'{o["results"]}: no finished runs with usable values ({"; ".join(notes)})')
   arr = {k: np.array([r[k] for r in rows]) for k in ('N', 'D', 'C', 'L')}
   result: dict[str, Any] = {
-      'inputs': {
-          'results': os.path.abspath(o['results']), 'metric': o['metric'],
-          'params_column': PARAM_COLUMNS[o['params']], 'rows_used': len(rows),
-          'runs': [r['run'] for r in rows],
-          'range': {k: [float(v.min()), float(v.max())] for k, v in arr.items()},
-          'options': {k: o[k] for k in ('bootstrap', 'seed', 'huber_delta', 'max_starts',
-                                        'budget_tol', 'fits', 'skip_bad')},
-      },
+      'inputs': inputs_record(o['results'], rows, o, kwargs.get('keep')),
+      'provenance': provenance(),
       'notes': notes,
   }
   runs = {
       'power_law': lambda: _with_notes(fit_power_laws(rows), notes),
       'chinchilla': lambda: fit_chinchilla(arr['N'], arr['D'], arr['L'],
                                            huber_delta=o['huber_delta'], bootstrap=o['bootstrap'],
-                                           seed=o['seed'], max_starts=o['max_starts'] or None),
+                                           seed=o['seed'], max_starts=o['max_starts'] or None,
+                                           strata=budget_strata(rows, o['budget_tol'])),
       'isoflop': lambda: fit_isoflop(rows, budget_tol=o['budget_tol'], bootstrap=o['bootstrap'],
-                                     seed=o['seed']),
+                                     seed=o['seed'], params=o['params'], mc_error=o['mc_error'],
+                                     max_draws=o['max_draws'], noise_sd=o['noise_floor']),
   }
   wanted = o['explicit'] or list(FIT_NAMES)
   errors, fitted = [], []
@@ -140,6 +139,8 @@ def fit_all(args: Any = None, **kwargs) -> dict:
     errors.append('no fit is possible: ' + '; '.join(
         f'{k}: {result[k]["skipped"]}' for k in FIT_NAMES))
   result['design'] = isoflop_design(rows, budget_tol=o['budget_tol'])
+  result['profiles'] = check_profiles(rows, budget_tol=o['budget_tol'], noise_floor=o['noise_floor'],
+                                      bootstrap=o['bootstrap'], seed=o['seed'], refit='isoflop' in fitted)
   if not o['held_out']:
     result['held_out'] = {'skipped': 'not requested (--no_held_out)'}
   elif not set(fitted) & {'chinchilla', 'isoflop'}:
@@ -154,13 +155,12 @@ def fit_all(args: Any = None, **kwargs) -> dict:
   result['predictions'] = predict(
       o['targets'], chinchilla=result['chinchilla'] if 'chinchilla' in fitted else None,
       isoflop=result['isoflop'] if 'isoflop' in fitted else None, max_flops=float(arr['C'].max()))
-  result['warnings'] = diagnose(rows, result)
+  result['warnings'] = diagnose(rows, result) + profile_warnings(result['profiles'])
   os.makedirs(o['out'], exist_ok=True)
   result['plots'] = make_plots(rows, result, o['out']) if o['plots'] else []
   result['errors'] = errors
   result = _jsonable(result)
-  with open(os.path.join(o['out'], 'fit.json'), 'w', encoding='utf-8') as f:
-    json.dump(result, f, indent=1, allow_nan=False)
+  atomic_write_json(os.path.join(o['out'], 'fit.json'), result, indent=1, allow_nan=False, end='\n')
   return result
 
 
@@ -201,6 +201,16 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser.add_argument('--no_plots', dest='plots', action='store_false')
   parser.add_argument('--no_held_out', dest='held_out', action='store_false',
                       help='skip the refit without the largest budget')
+  parser.add_argument('--noise_floor', type=float, default=None,
+                      help='loss noise floor the IsoFLOP parabolas are judged against (default: the seed-replicate '
+                           'SD when the sweep has seed replicates, else the other budgets\' median residual SD); '
+                           'when given, also the sd of the IsoFLOP seed-noise bootstrap (default there: the pooled '
+                           'parabola residual sd)')
+  parser.add_argument('--mc_error', type=float, default=_DEFAULTS['mc_error'],
+                      help='IsoFLOP intervals: draw until the Monte-Carlo error of every interval end is below this '
+                           '(units of a; default 0.005)')
+  parser.add_argument('--max_draws', type=int, default=_DEFAULTS['max_draws'],
+                      help='IsoFLOP intervals: at most this many draws (default 64000)')
   return parser
 
 
@@ -244,6 +254,8 @@ def _print_summary(result: dict) -> None:
       ratio = f'{q["N_opt_ratio"]:.3g}' if q['N_opt_ratio'] is not None else 'not measurable'
       print(f'held-out C={ho["held_out_flops"]:.3g} ({src}): loss error {100 * q["loss_error"]:+.2f}%, '
             f'N_opt predicted/observed {ratio}')
+  for line in format_skill(ho):
+    print(line)
   for p in result['predictions']:
     for src in ('chinchilla', 'isoflop'):
       q = p.get(src, {})

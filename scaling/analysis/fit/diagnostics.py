@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from scaling.analysis.fit.bootstrap import _interval
+from scaling.analysis.fit.agreement import approach2_vs_approach3, published_comparisons
+from scaling.analysis.fit.intervals import INFORMATIVE_WIDTH, honest_interval, is_degenerate, with_state
 from scaling.analysis.fit.laws import _flops_per_token, _group_budgets, accounted_optimum
 
 # The range each Chinchilla parameter can take (the fit is unbounded in log E, log A, log B,
@@ -27,12 +28,15 @@ N_PARAMS = {'chinchilla': 5, 'parabola': 3, 'line': 2}
 
 def _interval_state(lo: float, hi: float, positive: bool) -> tuple[float | None, bool]:
   """(hi/lo or None, constrained) of an interval: a positive quantity is unconstrained when it
-  spans more than SPAN_UNCONSTRAINED or reaches <= 0; an exponent when it reaches <= 0."""
+  spans more than SPAN_UNCONSTRAINED or reaches <= 0; an exponent when it reaches <= 0; an open
+  interval (an end at +-inf: failed resamples) and a degenerate one (no width) are never constrained."""
   if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
     return None, False
   if lo <= 0:
     return None, False
   span = hi / lo
+  if is_degenerate(lo, hi):
+    return span, False
   return span, (span <= SPAN_UNCONSTRAINED) if positive else True
 
 
@@ -61,7 +65,7 @@ def chinchilla_parameters(chin: dict, min_loss: float) -> dict:
               'bound': bound, 'at_bound': at, 'constrained': constrained}
   for k in ('a_exponent', 'b_exponent'):   # beta/(alpha+beta) and alpha/(alpha+beta) lie in (0, 1)
     lo, hi = ci.get(k, [None, None])
-    ok = None if lo is None else bool(0 < lo and hi < 1)
+    ok = None if lo is None else bool(0 < lo and hi < 1 and not is_degenerate(lo, hi))
     out[k] = {'value': chin[k], 'ci': [lo, hi] if lo is not None else None, 'span': None,
               'bound': [0.0, 1.0], 'at_bound': None, 'constrained': ok}
   return out
@@ -99,7 +103,9 @@ def implied_exponent(chin: dict, rows: Sequence[dict], flops: Sequence[float]) -
   """The a of N_opt ~ C^a that the parametric law implies over the sampled budgets `flops`,
   with the rows' FLOPs accounting (C / D = fpt(N), which for small models is far from 6 N: the
   LM head and attention): the slope of log N_opt against log C, for the fit and for every
-  bootstrap sample (5-95% interval). With C = 6 N D exactly it is beta / (alpha + beta)."""
+  bootstrap sample (samples: aligned with chin.bootstrap.draws, NaN without an optimum), and its
+  5-95% interval over every resample (a failed refit or one without an optimum counts, side
+  unknown). With C = 6 N D exactly it is beta / (alpha + beta)."""
   n, c, d = (np.array([r[k] for r in rows]) for k in ('N', 'C', 'D'))
   fpt = _flops_per_token(n, c, d)
   n_range = (float(n.min()) / 100, float(n.max()) * 100)
@@ -110,34 +116,30 @@ def implied_exponent(chin: dict, rows: Sequence[dict], flops: Sequence[float]) -
     return float(np.polyfit(lc, ln, 1)[0])
 
   out = {'a': slope(chin), 'flops': [float(f) for f in flops]}
-  s = chin.get('bootstrap', {}).get('samples')
+  boot = chin.get('bootstrap', {})
+  s = boot.get('samples')
   if s and len(s['alpha']) >= 2:
-    vals = [slope({'E': E, 'A': A, 'B': B, 'alpha': al, 'beta': be})
-            for E, A, B, al, be in zip(*(s[k] for k in ('E', 'A', 'B', 'alpha', 'beta')))
-            if al > 0 and be > 0]
-    if len(vals) >= 2:
-      out['ci'] = _interval(vals)
+    vals = [slope({'E': E, 'A': A, 'B': B, 'alpha': al, 'beta': be}) if al > 0 and be > 0 else math.nan
+            for E, A, B, al, be in zip(*(s[k] for k in ('E', 'A', 'B', 'alpha', 'beta')))]
+    full = np.full(max(int(boot.get('resamples', len(vals))), len(vals)), np.nan)
+    full[:len(vals)] = vals
+    rec = with_state(honest_interval(full))
+    out.update(samples=vals, ci=rec['ci'], mc_error=rec['mc_error'], state=rec['state'])
   return out
 
 
-def exponent_agreement(chin: dict | None, iso: dict | None) -> dict | None:
-  """Approach 2's a (IsoFLOP) beside approach 3's (the exponent the parametric law implies over
-  the sampled budgets, chin['a_at_data'], else beta/(alpha+beta)): disagree when their 5-95%
-  intervals do not overlap; without an interval on either side, not decidable (None)."""
+def exponent_agreement(chin: dict | None, iso: dict | None, rows: Sequence[dict] | None = None) -> dict | None:
+  """Approach 2's a (IsoFLOP) against approach 3's (chin['a_at_data'] when present, else beta/(alpha+beta)):
+  a test on their difference on the same row resamples (scaling/analysis/fit/agreement.py), never an
+  overlap of intervals. Without the rows or approach 3's bootstrap: 'not decidable'."""
   if chin is None or iso is None or chin.get('a_exponent') is None:
     return None
-  at = chin.get('a_at_data')
-  a3, c3 = (at['a'], at.get('ci')) if at else (chin['a_exponent'],
-                                                chin.get('ci', {}).get('a_exponent'))
-  a2, c2 = iso['a'], iso.get('ci', {}).get('a')
-  out = {'a_approach2': a2, 'ci_approach2': c2, 'a_approach3': a3, 'ci_approach3': c3,
-         'approach3_form': 'over the sampled budgets' if at else 'beta / (alpha + beta)',
-         'difference': a2 - a3}
-  if c2 and c3 and None not in c2 + c3:
-    out['agree'] = bool(c2[0] <= c3[1] and c3[0] <= c2[1])
-  else:
-    out['agree'] = None
-  return out
+  if rows is None:
+    at = chin.get('a_at_data')
+    a3 = at['a'] if at else chin['a_exponent']
+    return {'a_approach2': iso['a'], 'a_approach3': a3, 'difference': iso['a'] - a3, 'verdict': 'not decidable',
+            'agree': None, 'why': 'no rows to replay the paired resamples'}
+  return approach2_vs_approach3(rows, chin, iso)
 
 
 def _warn_chinchilla(chin: dict, warn: list[str]) -> None:
@@ -151,7 +153,13 @@ def _warn_chinchilla(chin: dict, warn: list[str]) -> None:
                   f'determine it')
     elif p['constrained'] is False:
       lo, hi = p['ci'] or [float('nan')] * 2
-      why = (f'spans {p["span"]:.3g}x' if p['span'] else
+      if is_degenerate(lo, hi):
+        warn.append(f'chinchilla: {k}\'s 5-95% interval {lo:.3g} to {hi:.3g} has no width (degenerate: every '
+                    'resample refits the same value, as on noiseless data), which is not a constraint')
+        continue
+      why = ('is open: more than 5% of the resamples have no finite fit'
+             if not (math.isfinite(lo) and math.isfinite(hi)) else
+             f'spans {p["span"]:.3g}x' if p['span'] else
              'leaves (0, 1)' if k.endswith('_exponent') else 'reaches <= 0')
       warn.append(f'chinchilla: {k} is unconstrained (5-95% interval {lo:.3g} to {hi:.3g} {why})')
 
@@ -201,12 +209,10 @@ def diagnose(rows: Sequence[dict], result: dict) -> list[str]:
   if chin is not None and iso is not None and chin['alpha'] > 0 and chin['beta'] > 0:
     chin['a_at_data'] = implied_exponent(chin, rows, [b['flops'] for b in iso['budgets']
                                                       if b['inside_range']])
-  agree = exponent_agreement(chin, iso)
+  agree = exponent_agreement(chin, iso, rows)
   result['exponent_agreement'] = agree
-  if agree is not None and agree['agree'] is False:
-    warn.append(f'approaches disagree: N_opt ~ C^a with a = {agree["a_approach2"]:.3g} '
-                f'{_fmt_ci(agree["ci_approach2"])} (IsoFLOP) against {agree["a_approach3"]:.3g} '
-                f'{_fmt_ci(agree["ci_approach3"])} (parametric): their 5-95% intervals do not overlap')
+  _warn_agreement(agree, warn)
+  result['headline'] = headline(iso, warn)
   ho = result.get('held_out', {})
   if ho.get('approach3', {}).get('optimum_at_search_bound'):
     warn.append('held-out: the parametric refit has no compute-optimal N within 100x of the sampled '
@@ -220,7 +226,9 @@ def diagnose(rows: Sequence[dict], result: dict) -> list[str]:
       q = p.get(src, {})
       if q.get('constrained') is False:
         span = q.get('N_opt_span')
-        warn.append(f'prediction C={p["flops"]:.3g} ({src}): N_opt unconstrained (' +
+        warn.append(f'prediction C={p["flops"]:.3g} ({src}): N_opt ' + (
+                    'interval has no width (degenerate), not a constraint (' if q.get('interval_state') ==
+                    'degenerate' else 'unconstrained (') +
                     (f'5-95% interval spans {span:.3g}x' if span else 'interval reaches <= 0 or '
                      'some resamples have no optimum') +
                     f'; {p.get("extrapolation", float("nan")):.3g}x beyond the largest sampled compute)')
@@ -228,4 +236,52 @@ def diagnose(rows: Sequence[dict], result: dict) -> list[str]:
 
 
 def _fmt_ci(ci) -> str:
-  return f'[{ci[0]:.3g}, {ci[1]:.3g}]' if ci and None not in ci else '(no interval)'
+  if not ci or None in ci:
+    return '(no interval)'
+  return '[' + ', '.join('open' if not math.isfinite(v) else f'{v:.3g}' for v in ci) + ']'
+
+
+def _warn_agreement(agree: dict | None, warn: list[str]) -> None:
+  if agree is None:
+    return
+  both = (f'a = {agree["a_approach2"]:.3g} {_fmt_ci(agree.get("ci_approach2"))} (IsoFLOP) against '
+          f'{agree["a_approach3"]:.3g} {_fmt_ci(agree.get("ci_approach3"))} (parametric), a2 - a3 '
+          f'{_fmt_ci(agree.get("ci_difference"))} on the same row resamples')
+  if agree['verdict'] == 'differ':
+    warn.append(f'approaches differ: {both}: the difference excludes 0')
+  elif agree['verdict'] in ('not identified', 'degenerate'):
+    warn.append(f'approaches 2 and 3 cannot be compared ({agree["verdict"]}): {both}; an interval wider than '
+                f'{INFORMATIVE_WIDTH} in a, open or without width agrees with nothing')
+
+
+def headline(iso: dict | None, warn: list[str]) -> dict:
+  """fit.json headline: the specification curve's a and b (statistical, systematic, combined), the
+  number of specifications and those skipped, and the comparisons with published exponents."""
+  curve = (iso or {}).get('specification_curve')
+  if not curve:
+    note = (iso or {}).get('bootstrap', {}).get('note')
+    if note:
+      warn.append(f'isoflop: no statistical interval of a from the seed-noise scheme: {note}; the row bootstrap '
+                  f'gives {_fmt_ci(iso["ci"]["a"])} ({iso["ci_state"]["a"]})')
+    why = ('approach 2 (IsoFLOP) was not fitted' if iso is None else
+           f'no seed-noise draws: {note}' if note else 'no resampling (bootstrap 0)')
+    return {'skipped': why}
+  head = dict(curve['headline'])
+  head['published'] = published_comparisons(curve)
+  for k in ('a', 'b'):
+    e = head.get(k)
+    if not e:
+      continue
+    st = e['statistical']
+    if st['state'] != 'identified':
+      warn.append(f'headline: the statistical 5-95% interval of {k} {_fmt_ci(st["ci"])} is {st["state"]}')
+    lo, hi = e['systematic']
+    if k == 'a' and not hi - lo <= INFORMATIVE_WIDTH:
+      warn.append(f'headline: analysis choices move a more than its noise: a = {e["value"]:.3g}, statistical '
+                  f'{_fmt_ci(st["ci"])}, systematic (range over {head["specifications"]} specifications) '
+                  f'{_fmt_ci([lo, hi])}, combined {_fmt_ci(e["combined"]["ci"])}')
+  mc = iso.get('mc', {})
+  if mc and not mc.get('met'):
+    warn.append(f'isoflop: the Monte-Carlo error of the interval ends is above {mc["target"]} after '
+                f'{mc["draws"]} draws (the cap, --max_draws)')
+  return head

@@ -208,9 +208,14 @@ def _minimise(starts_K5: np.ndarray, lN, lD, lL, delta: float) -> tuple[np.ndarr
   return best_p, best_f, hits
 
 
+def _exp(v: float) -> float:
+  """exp that overflows to inf (a refit can run log A to thousands) instead of raising."""
+  return math.exp(v) if v < 709.0 else math.inf
+
+
 def _params_dict(p: np.ndarray) -> dict:
   a, b, e, alpha, beta = (float(v) for v in p)
-  return {'E': math.exp(e), 'A': math.exp(a), 'B': math.exp(b), 'alpha': alpha, 'beta': beta,
+  return {'E': _exp(e), 'A': _exp(a), 'B': _exp(b), 'alpha': alpha, 'beta': beta,
           'a_exponent': beta / (alpha + beta) if alpha + beta != 0 else None,
           'b_exponent': alpha / (alpha + beta) if alpha + beta != 0 else None,
           'log_A': a, 'log_B': b, 'log_E': e}

@@ -8,18 +8,15 @@ from typing import Sequence
 
 import numpy as np
 
-from scaling.analysis.fit.laws import _flops_per_token, chinchilla_loss
+from scaling.analysis.fit.laws import _flops_per_token, _group_budgets, chinchilla_loss
 
 
-def _frontier(c: np.ndarray, l: np.ndarray) -> np.ndarray:
-  """Indices of the compute-optimal frontier: rows with lower loss than every cheaper row."""
-  order = np.argsort(c, kind='stable')
-  keep, best = [], np.inf
-  for i in order:
-    if l[i] < best:
-      keep.append(i)
-      best = l[i]
-  return np.array(keep, dtype=int)
+def budget_minima(rows: Sequence[dict], budget_tol: float = 0.1) -> list[int]:
+  """Per compute budget (grouped as approach 2 groups them) the index of its lowest-loss run. Only these are
+  marked in the loss-vs-compute plot, unjoined: a line through the lowest point of each vertical stack of runs
+  reads as a frontier that the design did not sample (each stack is one budget's sizes, not a scan of C)."""
+  groups, _ = _group_budgets(rows, budget_tol)
+  return [min(idx, key=lambda i: rows[i]['L']) for _, idx in groups]
 
 
 def parametric_frontier(chin: dict, rows: Sequence[dict], flops: np.ndarray) -> np.ndarray:
@@ -39,7 +36,8 @@ def parametric_frontier(chin: dict, rows: Sequence[dict], flops: np.ndarray) -> 
 
 def _plot_loss_vs_compute(plt, rows, result, chin, iso, path):
   """Runs against compute with the parametric law drawn through them: its compute-optimal
-  frontier (D = C / FLOPs per token of the rows) and, for a grid of few sizes, one curve per size."""
+  frontier (D = C / FLOPs per token of the rows) and, for a grid of few sizes, one curve per size; each budget's
+  lowest run and parabola minimum as markers only (budget_minima)."""
   metric = result['inputs']['metric']
   c, l, n, d = (np.array([r[k] for r in rows]) for k in ('C', 'L', 'N', 'D'))
   fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -54,8 +52,8 @@ def _plot_loss_vs_compute(plt, rows, result, chin, iso, path):
       cl = np.geomspace(c[m].min() / 2, c[m].max() * 2, 50)
       ax.plot(cl, chinchilla_loss(chin, size, cl / per_token), color=plt.cm.viridis(
           norm(np.log10(size))), lw=0.8, alpha=0.8)
-  f = _frontier(c, l)
-  ax.plot(c[f], l[f], 'k:', lw=1.2, label='observed lower envelope')
+  best = budget_minima(rows, (result.get('inputs', {}).get('options') or {}).get('budget_tol') or 0.1)
+  ax.plot(c[best], l[best], 'kv', mfc='none', ms=9, ls='none', label='lowest observed loss per budget (not joined)')
   if chin is not None:
     cl = np.geomspace(c.min() / 2, c.max() * 2, 80)
     ax.plot(cl, parametric_frontier(chin, rows, cl), 'r-', lw=1.5,
@@ -63,7 +61,7 @@ def _plot_loss_vs_compute(plt, rows, result, chin, iso, path):
                 '' if len(sizes) > 8 else ' (thin: per size)'))
   if iso is not None:
     ax.plot([b['flops'] for b in iso['budgets']], [b['L_opt'] for b in iso['budgets']], 'ks',
-            mfc='none', ms=8, label='IsoFLOP minima (parabola)')
+            mfc='none', ms=8, ls='none', label='per-budget parabola minima (IsoFLOP)')
   ax.set_xscale('log')
   ax.set_xlabel('training FLOPs C')
   ax.set_ylabel(metric)
@@ -86,8 +84,8 @@ def _band(iso: dict, cl: np.ndarray, k: str, e: str) -> tuple | None:
 
 
 def _plot_isoflop(plt, rows, result, iso, path):
-  """Left: loss against N per budget with the parabola and its minimum (open marker: minimum
-  not interior). Right: N_opt and D_opt against C with the fitted lines and 5-95% bands."""
+  """Left: loss against N per budget with the parabola (dashed: a budget the profile checks flag) and its
+  minimum (open marker: minimum not interior). Right: N_opt and D_opt against C with the fitted lines and 5-95% bands."""
   metric = result['inputs']['metric']
   n, l = np.array([r['N'] for r in rows]), np.array([r['L'] for r in rows])
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 5))
@@ -97,8 +95,9 @@ def _plot_isoflop(plt, rows, result, iso, path):
     ax.scatter(n[idx], l[idx], color=color, s=20)
     x = np.linspace(np.log10(n[idx]).min() - 0.2, np.log10(n[idx]).max() + 0.2, 100)
     flag = '' if b['interior'] else ' (min at an end)'
-    ax.plot(10 ** x, np.polyval(b['parabola_log10N'], x), color=color, lw=1,
-            label=f'C={b["flops"]:.2g}{flag}')
+    flagged = any(abs(f / b['flops'] - 1) < 1e-6 for f in (result.get('profiles') or {}).get('flagged') or [])
+    ax.plot(10 ** x, np.polyval(b['parabola_log10N'], x), color=color, lw=1, ls='--' if flagged else '-',
+            label=f'C={b["flops"]:.2g}{flag}' + (' FLAGGED (see report)' if flagged else ''))
     ax.plot(b['N_opt'], b['L_opt'], 'o' if b['interior'] else 'x', color=color, ms=9, mew=2,
             mfc='none')
   ax.set_xscale('log')
