@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from conftest import xla_flags
 
 from scaling.train import checkpoint, distributed
 
@@ -246,7 +247,7 @@ CHILD_SAVE = textwrap.dedent('''
 def _two_processes(tmp_path, monkeypatch, workdir, child=CHILD) -> list[dict]:
   script = tmp_path / 'child.py'
   script.write_text(child)
-  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+  monkeypatch.setenv('XLA_FLAGS', xla_flags(4))
   monkeypatch.setenv('PYTHONPATH', str(REPO))
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
   rc = distributed.launch_local(2, [str(workdir), str(tmp_path)], command=[sys.executable, str(script)])

@@ -32,6 +32,7 @@ import threading
 import time
 
 import pytest
+from conftest import xla_flags
 from test_multihost import (  # noqa: F401
   REF_STEPS,
   REPO,
@@ -153,7 +154,7 @@ def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup
   try:
     # --- A: no launcher; kill -9 process 1; process 0 must not hang -------------------------
     port = distributed.free_port()
-    env = child_env(tmp, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+    env = child_env(tmp, XLA_FLAGS=xla_flags(4),
                     **{distributed.HEARTBEAT_ENV: 5})
     log_a = tmp / 'a.log'
     for i in range(2):

@@ -19,6 +19,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from conftest import random_params_model, tiny_config  # noqa: E402
+from flax import nnx  # noqa: E402
 
 from scaling.cli import main as cli
 from scaling.data import tokenizer as tok_lib  # noqa: E402
@@ -71,10 +72,19 @@ def _instances(pairs, kind='loglikelihood'):
   return [Instance(request_type=kind, doc={}, arguments=p, idx=i) for i, p in enumerate(pairs)]
 
 
+@nnx.jit
+def _forward(model, x_BT):
+  return model(x_BT)
+
+
 def _direct(model, ctx_ids, cont_ids):
-  """log p(cont | ctx) and greedy from one unpadded forward, numpy float64 (the last SEQ+1 tokens kept)."""
+  """log p(cont | ctx) and greedy from one forward, numpy float64 (the last SEQ+1 tokens kept). The input
+  is padded at its end to SEQ, one compiled width for every call: the model is causal, so the padding
+  cannot reach the positions read."""
   full = (list(ctx_ids) + list(cont_ids))[-(SEQ + 1):]
-  logits = np.asarray(model(jnp.asarray([full[:-1]])), np.float64)[0]
+  x_BT = np.zeros((1, SEQ), np.int32)
+  x_BT[0, :len(full) - 1] = full[:-1]
+  logits = np.asarray(_forward(model, jnp.asarray(x_BT)), np.float64)[0, :len(full) - 1]
   logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
   n = min(len(cont_ids), len(full) - 1)
   pos = np.arange(len(full) - 1 - n, len(full) - 1)
@@ -185,9 +195,33 @@ def test_scaling_eval_tasks_runs_local_yaml_tasks(workdir, capsys):
   assert text == ref.split('.')[0]
 
 
+class _Index:
+  """lm-eval's TaskManager with a fixed index of two registered names (building the real one takes ~15 s)."""
+
+  def __init__(self, include_defaults=True):
+    pass
+
+  def match_tasks(self, names):
+    return [n for n in names if n in ('hellaswag', 'arc_easy')]
+
+
 def test_clear_errors(workdir, monkeypatch, capsys):
+  import lm_eval.tasks
+  monkeypatch.setattr(lm_eval.tasks, 'TaskManager', _Index)
+  assert cli.main(['eval', '--workdir', str(workdir['path']), '--tasks', 'arc_easy,no_such_task_xyz']) == 2
+  err = capsys.readouterr().err
+  assert 'no_such_task_xyz' in err and 'arc_easy' not in err
+  _no_lm_eval_is_a_clear_error(workdir, monkeypatch, capsys)
+
+
+@pytest.mark.slow
+def test_unknown_names_are_found_in_lm_evals_own_index(workdir, monkeypatch, capsys):
+  """The same error from lm-eval's real index of its registered tasks."""
   assert cli.main(['eval', '--workdir', str(workdir['path']), '--tasks', 'no_such_task_xyz']) == 2
   assert 'no_such_task_xyz' in capsys.readouterr().err
+
+
+def _no_lm_eval_is_a_clear_error(workdir, monkeypatch, capsys):
   import sys
   monkeypatch.setitem(sys.modules, 'lm_eval', None)   # as if not installed
   assert cli.main(['eval', '--workdir', str(workdir['path']), '--tasks', 'hellaswag']) == 2

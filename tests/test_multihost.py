@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import xla_flags
 
 from scaling.config import load as config_lib
 from scaling.data import loader as loader_lib
@@ -107,7 +108,7 @@ def train_inprocess(ov: dict, workdir) -> dict:
 
 def child_env(tmp: pathlib.Path, **extra) -> dict:
   env = dict(os.environ)
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'   # the launcher gives each child its share
+  env['XLA_FLAGS'] = xla_flags(8)   # the launcher gives each child its share
   env['PYTHONPATH'] = os.pathsep.join([str(tmp / 'site'), str(REPO)])
   env['JAX_PLATFORMS'] = 'cpu'
   env.pop(DUMP_ENV, None)
@@ -441,7 +442,7 @@ def test_children_die_with_the_launcher(tmp_path):
   code = ('import sys; sys.path.insert(0, sys.argv[1]); from scaling.train import distributed; '
           'sys.exit(distributed.launch_local(2, [sys.argv[2], "orphan", sys.argv[1]], '
           'command=[sys.executable, sys.argv[3]]))')
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2))
   launcher = subprocess.Popen([sys.executable, '-c', code, str(REPO), str(tmp_path), str(script)], env=env)
   try:
     deadline = time.monotonic() + 120

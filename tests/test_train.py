@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import xla_flags
 from flax import nnx
 
 from scaling.cli import main as cli
@@ -313,7 +314,7 @@ def test_sigterm_to_the_command_saves_exits_75_and_rerun_finishes(data, ref_run,
   stopped; the same command again resumes and every logged loss equals the uninterrupted run's."""
   wd = tmp_path / 'run'
   args = ['train', '--workdir', str(wd), '--no_sample', *[f'--config.{k}={v}' for k, v in ref_run['overrides'].items()]]
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu',
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS='cpu',
              PYTHONPATH=str(REPO))   # the run's compile cache comes with os.environ (conftest.py)
   proc = subprocess.Popen([sys.executable, '-m', 'scaling', *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
