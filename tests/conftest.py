@@ -35,8 +35,8 @@ os.environ.setdefault('SCALING_MALLOC_TUNING', '0')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('SCALING_AOT_CHECK', '0')
 
-# One JAX compile cache for the whole test run, shared with every subprocess a test starts (they inherit the
-# environment): the same tiny step is compiled once per run, not once per module or per `scaling train` child.
+# One JAX compile cache for the whole test run, shared with every subprocess a test starts and every pytest-xdist
+# worker (they inherit the environment of the process that loaded this file first): the same tiny step is compiled once per run, not once per module or per `scaling train` child.
 # Compiles under 1 s are not kept (writing every small jit cost ~7% of test_model.py's time and saved nothing).
 # JAX reads these variables when it is imported. $SCALING_TEST_COMPILE_CACHE names a directory to keep
 # between runs (the executables are keyed by the program, the devices and the JAX version); otherwise a
