@@ -17,7 +17,7 @@ from scaling.analysis.fit import approaches, command, diagnostics, held_out, int
 
 E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
 A_EXP = BETA / (ALPHA + BETA)   # N_opt ~ C^a of the law: 0.4516
-MICRO_LADDER = pathlib.Path(__file__).resolve().parent.parent / 'docs/results/micro_ladder/results.jsonl'
+MICRO_LADDER = pathlib.Path(__file__).resolve().parent.parent / 'docs/results/archive/micro_ladder/results.jsonl'
 
 
 def law(n, d, e=E):
