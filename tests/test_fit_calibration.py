@@ -99,10 +99,10 @@ def test_statistical_and_combined_intervals_cover_the_true_exponent_in_85_to_95_
 
 @pytest.mark.slow
 @pytest.mark.parametrize('sd', [SIM_SD, 0.01])
-def test_calibration_on_1000_studies(sd):
-  cov = coverage(n_studies=1000, draws=400, sd=sd, seed=1)
-  assert 0.87 <= cov['statistical'] <= 0.93
-  assert 0.87 <= cov['combined'] <= 0.94
+def test_calibration_on_500_studies(sd):
+  cov = coverage(n_studies=500, draws=400, sd=sd, seed=1)   # Monte-Carlo sd of a coverage near 0.9: 0.013
+  assert 0.865 <= cov['statistical'] <= 0.935
+  assert 0.865 <= cov['combined'] <= 0.94
 
 
 def test_row_bootstrap_with_five_sizes_a_budget_is_open_not_narrow():
