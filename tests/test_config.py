@@ -337,3 +337,19 @@ def test_every_hashed_field_is_known():
   assert not new, f'new config field(s) {new}: add each to scaling/config/load.py HASH_NEUTRAL with its neutral value'
   assert not gone, f'config field(s) {gone} removed: every run hash changes (say so, then update the list)'
   assert sorted(k for k, v in d.items() if not isinstance(v, dict)) == want['top']
+
+
+def test_a_config_under_configs_imports_its_siblings_from_any_working_directory(tmp_path):
+  """A sweep file imports `configs.sweeps.<sibling>` (the shipped ones share _common.py): load_module puts the
+  folder holding `configs/` on sys.path while the file runs, and takes it off again (the `scaling` console
+  script has no cwd on sys.path)."""
+  import sys
+
+  from scaling.config.load import load_module
+  sweeps = tmp_path / 'proj' / 'configs' / 'sweeps'
+  sweeps.mkdir(parents=True)
+  (sweeps / '_shared_for_this_test.py').write_text('VALUE = 42\n')
+  (sweeps / 'mine.py').write_text('from configs.sweeps._shared_for_this_test import VALUE\n')
+  assert str(tmp_path / 'proj') not in sys.path
+  assert load_module(sweeps / 'mine.py').VALUE == 42
+  assert str(tmp_path / 'proj') not in sys.path

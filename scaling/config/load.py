@@ -16,6 +16,7 @@ import json
 import os
 import pathlib
 import re
+import sys
 
 import ml_collections
 
@@ -74,11 +75,22 @@ def _find_config_file(name: str) -> pathlib.Path:
 
 
 def load_module(path: str | os.PathLike):
-  """Imports a config file as a module (each call gets a fresh module)."""
+  """Imports a config file as a module (each call gets a fresh module).
+
+  A file under a `configs/` folder may import its siblings as `configs.<...>` (the sweeps share
+  configs/sweeps/_common.py): the folder that holds `configs/` is on sys.path while the file runs, whatever
+  the working directory or entry point (the `scaling` console script does not put the cwd on sys.path)."""
   path = pathlib.Path(path)
+  roots = [str(p.parent) for p in path.resolve().parents if p.name == 'configs'][:1]
+  roots = [r for r in roots if r not in sys.path]
   spec = importlib.util.spec_from_file_location(f'_scaling_cfg_{path.stem}', path)
   mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  sys.path[:0] = roots
+  try:
+    spec.loader.exec_module(mod)
+  finally:
+    for r in roots:
+      sys.path.remove(r)
   return mod
 
 
