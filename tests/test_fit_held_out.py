@@ -7,23 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from scipy import optimize
+from known_law import law, law_n_opt
 
 from scaling.analysis.fit import held_out
 
-E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28   # Hoffmann et al. 2022, approach 3
 BUDGETS = (1e17, 1e18, 1e19, 1e20, 1e21)
 OFFSETS = np.linspace(-0.5, 0.5, 7)
-
-
-def law(n, d):
-  return E + A / n ** ALPHA + B / d ** BETA
-
-
-def law_n_opt(c):
-  res = optimize.minimize_scalar(lambda x: law(math.exp(x), c / (6 * math.exp(x))),
-                                 bounds=(math.log(1e5), math.log(1e14)), method='bounded', options={'xatol': 1e-10})
-  return math.exp(res.x)
 
 
 def rows_of(points):

@@ -7,27 +7,16 @@ import math
 
 import numpy as np
 import pytest
-from scipy import optimize
+from known_law import ALPHA, BETA, law, law_n_opt
 
 from scaling.analysis.fit import approaches, load, profiles
 from scaling.config import default
 
-E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28   # Hoffmann et al. 2022, approach 3
 A_EXP = BETA / (ALPHA + BETA)                            # the law's N_opt ~ C^a: 0.4516
 BUDGETS = (1e18, 1e19, 1e20, 1e21)
 OFFSETS = np.linspace(-0.6, 0.6, 7)
 NOISE = 0.003
 DEFAULTS = {'num_layers': 4, 'd_model': 256, 'num_heads': 4, 'head_dim': 0}
-
-
-def law(n, d):
-  return E + A / n ** ALPHA + B / d ** BETA
-
-
-def law_n_opt(c):
-  res = optimize.minimize_scalar(lambda x: law(math.exp(x), c / (6 * math.exp(x))),
-                                 bounds=(math.log(1e5), math.log(1e14)), method='bounded', options={'xatol': 1e-10})
-  return math.exp(res.x)
 
 
 def simulate(seed=0, bonus=0.0, deeper=False, seeds=1, top_offsets=OFFSETS, glitch=0.0):
