@@ -399,3 +399,14 @@ def test_a_bootstrap_refit_that_overflows_counts_as_failed_and_opens_the_interva
   calls.clear()
   got = bootstrap._bootstrap(start, n, d, loss, 1e-3, 40, seed=0)   # 5 of 40: 12.5%
   assert got['bootstrap']['failed'] == {'overflow': 5} and got['ci_state']['a_exponent'] == 'unconstrained'
+
+
+def test_a_degenerate_prediction_prints_as_degenerate_not_unconstrained():
+  """A zero-width N_opt interval (every resample gives the same optimum) is not a 1x span of a constraint."""
+  from scaling.analysis.fit.command import format_n_opt
+  q = {'N_opt': 2.16e9, 'ci': {'N_opt': [2.16e9, 2.16e9]}, 'N_opt_span': 1.0, 'constrained': False,
+       'interval_state': 'degenerate'}
+  text = format_n_opt(q)
+  assert text.startswith('2.16e+09') and 'degenerate' in text and 'unconstrained' not in text
+  q = {'N_opt': 2e9, 'ci': {'N_opt': [1e8, 5e10]}, 'N_opt_span': 500.0, 'constrained': False}
+  assert format_n_opt(q) == 'unconstrained (5-95% spans 500x)'

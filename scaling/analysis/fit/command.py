@@ -225,6 +225,8 @@ def _ci_str(ci) -> str:
 def format_n_opt(q: dict) -> str:
   """A predicted N_opt as text: the number with its 5-95% interval, or 'unconstrained' when the
   interval spans more than SPAN_UNCONSTRAINED (the number would be meaningless)."""
+  if q.get('interval_state') == 'degenerate':   # the resamples cannot move it: no interval, not a constraint
+    return _fmt(q['N_opt']) + ' (degenerate interval: the resampling does not move it)'
   if q.get('constrained') is False:
     span = q.get('N_opt_span')
     return 'unconstrained' + (f' (5-95% spans {span:.3g}x)' if span else ' (interval open)')
