@@ -1,13 +1,23 @@
 """`scaling fit --results PATH`: the options, every fit the data allow, fit.json and the plots, the summary.
 
 fit_all runs the fits (scaling/analysis/fit/approaches.py and laws.py), the held-out check, the predictions and
-the diagnostics, then writes fit.json and the PNGs; run_fit is the command, which prints notes, warnings and
-the numbers. fit.json's fields are described in scaling/analysis/fit/__init__.py.
+the diagnostics, then writes fit.json and the PNGs; run_fit is the command, which prints notes, warnings, the
+numbers and the headline lines (one per fitted law, or one saying why nothing was fitted).
+fit.json's fields are described in scaling/analysis/fit/__init__.py.
+
+Outputs are written whole and only for a fit that succeeded. Everything is computed first; the PNGs are drawn
+into temporary files, fit.json is written atomically (scaling/base/files.py), then the PNGs are renamed into
+place. A fit FAILS when the input is bad (FitError before any fit), when a plot raises, or when
+result['errors'] is not empty: a fit asked for with --fits that the data cannot support, or no fit possible at
+all. A failed fit leaves the fit.json and PNGs already in --out byte-identical (no temporary file stays), with
+one exception: when --out holds no fit.json yet, a fit with errors writes fit.json (no PNGs) so that the
+reasons are on record; it never replaces an existing one (os.link, which refuses an existing name).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -20,11 +30,11 @@ from scaling.analysis.fit.diagnostics import diagnose, isoflop_design
 from scaling.analysis.fit.held_out import format_skill, held_out_check
 from scaling.analysis.fit.laws import fit_power_laws
 from scaling.analysis.fit.load import METRICS, PARAM_COLUMNS, FitError, is_metric, load_results
-from scaling.analysis.fit.plots import make_plots
+from scaling.analysis.fit.plots import discard_plots, install_plots, render_plots
 from scaling.analysis.fit.predictions import predict
 from scaling.analysis.fit.profiles import check_profiles, profile_warnings
 from scaling.analysis.fit.provenance import inputs_record, provenance
-from scaling.base.files import atomic_write_json
+from scaling.base.files import atomic_write_json, open_temp_beside
 
 FIT_NAMES = ('power_law', 'chinchilla', 'isoflop')
 DEFAULT_TARGETS = (1e21, 1e23)
@@ -91,23 +101,17 @@ def _with_notes(power_laws: dict, notes: list[str]) -> dict:
   return power_laws
 
 
-def fit_all(args: Any = None, **kwargs) -> dict:
-  """Loads the results, runs every fit it can, writes fit.json and plots; never raises for a
-  fit that the data cannot support (its reason is recorded), only for bad input.
-
-  The returned dict is what fit.json holds, plus 'errors': reasons that make `scaling fit`
-  fail (an explicitly requested fit that could not be done, or no fit at all). keep (keyword
-  only, not a CLI option): a predicate on raw rows selecting those to fit.
-  """
-  o = _options(args, **kwargs)
+def _fit_rows(o: dict, keep) -> tuple[list[dict], dict]:
+  """Loads the rows and runs every fit, the checks and the diagnostics: (rows, result without plots);
+  writes nothing."""
   notes: list[str] = []
   rows = load_results(o['results'], o['metric'], params=o['params'], skip_bad=o['skip_bad'],
-                      notes=notes, keep=kwargs.get('keep'))
+                      notes=notes, keep=keep)
   if not rows:
     raise FitError(f'{o["results"]}: no finished runs with usable values ({"; ".join(notes)})')
   arr = {k: np.array([r[k] for r in rows]) for k in ('N', 'D', 'C', 'L')}
   result: dict[str, Any] = {
-      'inputs': inputs_record(o['results'], rows, o, kwargs.get('keep')),
+      'inputs': inputs_record(o['results'], rows, o, keep),
       'provenance': provenance(),
       'notes': notes,
   }
@@ -156,12 +160,70 @@ def fit_all(args: Any = None, **kwargs) -> dict:
       o['targets'], chinchilla=result['chinchilla'] if 'chinchilla' in fitted else None,
       isoflop=result['isoflop'] if 'isoflop' in fitted else None, max_flops=float(arr['C'].max()))
   result['warnings'] = diagnose(rows, result) + profile_warnings(result['profiles'])
-  os.makedirs(o['out'], exist_ok=True)
-  result['plots'] = make_plots(rows, result, o['out']) if o['plots'] else []
   result['errors'] = errors
-  result = _jsonable(result)
-  atomic_write_json(os.path.join(o['out'], 'fit.json'), result, indent=1, allow_nan=False, end='\n')
-  return result
+  return rows, result
+
+
+def _write_new_only(path: str, text: str) -> bool:
+  """Writes `path` whole when no file has that name (os.link refuses an existing one); whether it wrote."""
+  f, tmp = open_temp_beside(path, 'w')
+  try:
+    with f:
+      f.write(text)
+    try:
+      os.link(tmp, path)
+      return True
+    except FileExistsError:
+      return False
+    except OSError:   # no hard links here: the check and the rename are then two steps
+      if os.path.exists(path):
+        return False
+      os.replace(tmp, path)
+      return True
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+
+
+def _fit_and_write(o: dict, keep=None) -> tuple[dict, str]:
+  """The fit and its outputs (module docstring); returns (result, what was written: 'all', 'record' (fit.json
+  of a failed fit, none being there) or 'nothing'). Raises FitError for bad input and for a plot that raised,
+  having written nothing."""
+  rows, result = _fit_rows(o, keep)
+  os.makedirs(o['out'], exist_ok=True)
+  path = os.path.join(o['out'], 'fit.json')
+  errors = result.pop('errors')   # fit.json's order: ..., plots, errors
+  if errors:
+    result.update(plots=[], errors=errors)
+    result = _jsonable(result)
+    text = json.dumps(result, indent=1, allow_nan=False) + '\n'
+    return result, ('record' if _write_new_only(path, text) else 'nothing')
+  staged: dict[str, str] = {}
+  try:
+    if o['plots']:
+      try:
+        staged = render_plots(rows, result, o['out'])
+      except Exception as e:
+        raise FitError(f'plotting failed: {type(e).__name__}: {e}') from e
+    result.update(plots=list(staged), errors=errors)
+    result = _jsonable(result)
+    atomic_write_json(path, result, indent=1, allow_nan=False, end='\n')
+    install_plots(staged, o['out'])
+  finally:
+    discard_plots(staged)   # what was not installed (after install_plots: nothing)
+  return result, 'all'
+
+
+def fit_all(args: Any = None, **kwargs) -> dict:
+  """Loads the results, runs every fit it can, writes fit.json and plots when the fit succeeded (module
+  docstring); never raises for a fit that the data cannot support (its reason is recorded), only for bad
+  input or a plot that raised.
+
+  The returned dict is what fit.json holds, plus 'errors': reasons that make `scaling fit`
+  fail (an explicitly requested fit that could not be done, or no fit at all). keep (keyword
+  only, not a CLI option): a predicate on raw rows selecting those to fit.
+  """
+  return _fit_and_write(_options(args, **kwargs), kwargs.get('keep'))[0]
 
 
 def main_fit(args: Any = None, **kwargs) -> dict:
@@ -268,23 +330,72 @@ def _print_summary(result: dict) -> None:
               f'compute): N_opt={format_n_opt(q)}{tail}')
 
 
+def _ci_text(ci) -> str:
+  """An interval as text; an end that is None (open, in fit.json) or infinite prints as 'open'."""
+  if not ci:
+    return '[no interval]'
+  return '[' + ', '.join(_fmt(v) if v is not None and math.isfinite(v) else 'open' for v in ci) + ']'
+
+
+def headline_lines(result: dict) -> list[str]:
+  """After the summary's approach 2 and 3 lines, the headline lines: approach 2's headline a and b (statistical,
+  systematic and combined intervals) when fit.json has one, and the per-group power laws' exponents; or one
+  line saying why no law was fitted."""
+  lines = []
+  head = result.get('headline') or {}
+  for k, law in (('a', 'N_opt ~ C^a'), ('b', 'D_opt ~ C^b')):
+    e = head.get(k)
+    if e and e.get('value') is not None:
+      lines.append(f'headline ({head.get("main")}): {law}: {k} = {_fmt(e["value"])}, statistical 5-95% '
+                   f'{_ci_text(e["statistical"].get("ci"))}, systematic {_ci_text(e.get("systematic"))} over '
+                   f'{head.get("specifications")} specifications, combined {_ci_text(e["combined"].get("ci"))}')
+  pl = result.get('power_law', {})
+  for key, law in (('vs_N', 'L ~ N^-b at equal tokens'), ('vs_D', 'L ~ D^-b at equal N')):
+    q = pl.get(key, {})
+    if 'exponent_median' in q:
+      lines.append(f'power law {law}: b = {_fmt(q["exponent_median"])} (median of {len(q["groups"])} groups, '
+                   f'range [{_fmt(q["exponent_min"])}, {_fmt(q["exponent_max"])}])')
+  if not any('skipped' not in result.get(k, {'skipped': ''}) for k in FIT_NAMES):
+    lines.append('no law fitted: ' + '; '.join(f'{k}: {result.get(k, {}).get("skipped", "not run")}'
+                                              for k in FIT_NAMES))
+  return lines
+
+
+def _failed(out: str | None, what: str) -> None:
+  """The one stderr line saying what a failed fit left in out."""
+  where = out or 'the output directory'
+  if what == 'record':
+    print(f'scaling fit: failed; wrote {os.path.join(where, "fit.json")} to record why (there was none), '
+          'and no plots', file=sys.stderr)
+  else:
+    print(f'scaling fit: failed; nothing written: the fit.json and plots in {where} (if any) are unchanged',
+          file=sys.stderr)
+
+
 def run_fit(args: argparse.Namespace) -> int:
-  """`scaling fit`: returns the process exit status."""
+  """`scaling fit`: returns the process exit status: 0 success, 1 result['errors'] (a requested fit that cannot
+  be done, or no fit), 2 bad input or a failed plot."""
+  out = None
   try:
-    result = fit_all(args)
+    o = _options(args)
+    out = o['out']
+    result, written = _fit_and_write(o)
   except FitError as e:
     print(f'scaling fit: error: {e}', file=sys.stderr)
+    _failed(out, 'nothing')
     return 2
-  out = _options(args)['out']
   for note in result['notes']:
     print(f'note: {note}')
   _print_summary(result)
-  print(f'wrote {os.path.join(out, "fit.json")}' +
-        (f' and {", ".join(result["plots"])}' if result['plots'] else ''))
+  for line in headline_lines(result):
+    print(line)
   if result['errors']:
     for e in result['errors']:
       print(f'scaling fit: error: {e}', file=sys.stderr)
+    _failed(out, written)
     return 1
+  print(f'wrote {os.path.join(out, "fit.json")}' +
+        (f' and {", ".join(result["plots"])}' if result['plots'] else ''))
   return 0
 
 

@@ -1,9 +1,17 @@
 """The PNGs of `scaling fit` (matplotlib, imported only when plotting): loss against compute, IsoFLOP profiles,
-parity and residuals."""
+parity and residuals.
+
+render_plots draws every PNG into a new temporary directory inside out_dir (`.plots.<12 hex>.tmp`, a name
+scaling/base/files.py's is_temp_name knows) and deletes it if any drawing fails; install_plots renames the PNGs
+into out_dir and removes the directory, discard_plots deletes them. So a failed fit, or a plot that raises,
+leaves the PNGs already in out_dir as they were. make_plots does render + install.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 from typing import Sequence
 
 import numpy as np
@@ -174,8 +182,7 @@ def _plot_parity_residuals(plt, rows, result, chin, iso, out_dir):
   return written
 
 
-def make_plots(rows: Sequence[dict], result: dict, out_dir: str) -> list[str]:
-  """Writes the PNGs; returns their file names (relative to out_dir)."""
+def _draw(rows: Sequence[dict], result: dict, out_dir: str) -> list[str]:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -188,3 +195,43 @@ def make_plots(rows: Sequence[dict], result: dict, out_dir: str) -> list[str]:
     _plot_isoflop(plt, rows, result, iso, os.path.join(out_dir, 'isoflop.png'))
     written.append('isoflop.png')
   return written + _plot_parity_residuals(plt, rows, result, chin, iso, out_dir)
+
+
+def render_plots(rows: Sequence[dict], result: dict, out_dir: str) -> dict[str, str]:
+  """Draws the PNGs into a new temporary directory in out_dir; returns {file name: its temporary path}, in
+  drawing order. Nothing is left behind when a plot raises (the error surfaces unchanged)."""
+  while True:
+    tmp_dir = os.path.join(out_dir, f'.plots.{secrets.token_hex(6)}.tmp')
+    try:
+      os.mkdir(tmp_dir)
+      break
+    except FileExistsError:
+      continue
+  try:
+    staged = {name: os.path.join(tmp_dir, name) for name in _draw(rows, result, tmp_dir)}
+  except BaseException:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    raise
+  if not staged:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+  return staged
+
+
+def install_plots(staged: dict[str, str], out_dir: str) -> list[str]:
+  """Renames the rendered PNGs onto their names in out_dir and removes the temporary directory; the names."""
+  for name, tmp in staged.items():
+    os.replace(tmp, os.path.join(out_dir, name))
+  discard_plots(staged)
+  return list(staged)
+
+
+def discard_plots(staged: dict[str, str]) -> None:
+  """Deletes the temporary directory of render_plots with the PNGs not installed (none: nothing to do)."""
+  for tmp_dir in {os.path.dirname(p) for p in staged.values()}:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def make_plots(rows: Sequence[dict], result: dict, out_dir: str) -> list[str]:
+  """Writes the PNGs (all of them or, when a plot raises, none); returns their file names (relative to
+  out_dir)."""
+  return install_plots(render_plots(rows, result, out_dir), out_dir)
