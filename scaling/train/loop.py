@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import pathlib
 import signal
@@ -151,10 +152,14 @@ def _stopped_before_training(run: Run, what: str, step) -> dict | None:
 def _train(run: Run, resume_step, prof, t_start) -> dict:
   """The phases of a run: data, state (restore or init), the loop, final evaluations, summary."""
   run.log(f'workdir: {run.workdir.absolute()} (checkpoints, metrics.jsonl, tb/, summary.json)')
+  run.t_start = t_start
   resume_step = _prepare_data(run, resume_step)
   if (r := _stopped_before_training(run, 'data preparation', resume_step)):
     return r
   _restore_or_init(run, resume_step)
+  if (done := _already_finished(run, resume_step)) is not None:
+    _describe(run)   # the model line (and with --debug the parameter listing), as on any resume
+    return done
   _write_run_files(run)   # only now: a failed restore leaves the workdir as it was
   if (r := _stopped_before_training(run, 'state initialisation and restore', resume_step)):
     run.mgr.close()
@@ -163,7 +168,43 @@ def _train(run: Run, resume_step, prof, t_start) -> dict:
   outcome = _loop(run, _periodic_actions(run), prof)
   if outcome is not None:
     return outcome
-  return _summary(run, _final_evals(run), t_start)
+  # the final checkpoint is saved (_close_loop waited for it); summary.json next, before the end-of-run evals
+  _summary(run, {}, t_start, quiet=True)
+  try:
+    extra = _final_evals(run)
+  except Exception as e:   # noqa: BLE001  (any failure here: the run itself is finished and saved)
+    _end_failed(run, 'the final evaluation', e)
+    extra = {}
+  return _summary(run, extra, t_start)
+
+
+def _already_finished(run: Run, resume_step) -> dict | None:
+  """A finished run re-run (its summary.json says done at the last step, with no failed end-of-run work):
+  says so and returns that summary; nothing is written. None otherwise."""
+  total = run.setup.total_steps
+  if resume_step != total or jax.process_count() > 1:   # several processes: the end as before (no shared read)
+    return None
+  try:
+    done = json.loads((run.workdir / 'summary.json').read_text())
+  except (OSError, ValueError):
+    return None
+  if done.get('state') != 'done' or done.get('step') != total or done.get('end_error'):
+    return None
+  run.mgr.close()
+  run.log(f'run already finished: step {total} of {total}, summary.json in {run.workdir.absolute()}; '
+          f'nothing to do (delete summary.json to redo the end-of-run evaluation)')
+  return done
+
+
+def _end_failed(run: Run, what: str, e: BaseException) -> None:
+  """End-of-run work failed: one line on stderr; summary.json records it (exit code 1)."""
+  msg = (f'{what} failed: {type(e).__name__}: {e} '.replace('\n', ' ') +
+         f'(the run is finished: checkpoint of step {run.step} and summary.json are saved; re-run the same '
+         f'command to retry it)')
+  run.end_error = msg
+  run.eval_loss = run.eval_bpb = None   # not an older step's values
+  run.eval_row = {}
+  print(f'error: {msg}', file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- phase: data
@@ -172,6 +213,7 @@ def _prepare_data(run: Run, resume_step):
 
   Returns the resume step (re-checked when the model's vocab size came from the tokenizer).
   """
+  from scaling.data import shards
   from scaling.data.loader import check_split, make_train_loader
   from scaling.data.prepare import prepare
   from scaling.data.tokenizer import load_tokenizer
@@ -200,8 +242,13 @@ def _prepare_data(run: Run, resume_step):
                              process_index=pidx, process_count=nproc, document_masking=cfg.data.document_masking)
   bpt = summary.get('bytes_per_token_val') or summary.get('bytes_per_token')
   run.data = Data(data_dir, tokenizer, loader, bpt, local_batch)
-  run.eval_sets = evalsets.prepare_eval_sets(cfg, summary, tokenizer, is_main=run.is_main, sync=_sync,
-                                             log=run.log)
+  if 'val' in shards.read_index(data_dir).get('splits', {}):
+    run.eval_sets = evalsets.prepare_eval_sets(cfg, summary, tokenizer, is_main=run.is_main, sync=_sync,
+                                               log=run.log)
+  else:   # data.val_fraction=0: nothing held out, here nor of the tagged sets (evalsets.py refuses them)
+    run.eval_skipped = 'data.val_fraction=0: no validation split'
+    run.log(f'{run.eval_skipped}: the evaluations (train.eval_every, the end of the run, train.eval_sets) are '
+            f'skipped; eval/loss and eval/bpb are null in summary.json')
   return resume_step
 
 
@@ -267,8 +314,10 @@ def _periodic_actions(run: Run) -> Hooks:
   t = run.cfg.train
   hooks = Hooks()
   hooks.add('log', _log_action(run), every=t.log_every)
-  hooks.add('eval', _eval_action, every=t.eval_every)
+  # the checkpoint before the eval: the last step is saved before the end-of-run eval, which may fail
   hooks.add('checkpoint', lambda r: _save(r, r.step), every=t.ckpt_every, steps=t.get('ckpt_steps', ()))
+  if run.eval_sets:   # none with data.val_fraction=0 and no train.eval_sets: nothing to evaluate
+    hooks.add('eval', _eval_action, every=t.eval_every)
   # after every step but the last, in every process (the multi-process stop protocol counts on it)
   hooks.add('stop check', _stop_check, every=1, at_last=False, reads_state=False)
   return hooks
@@ -361,9 +410,19 @@ def _log_action(run: Run):
 
 
 def _eval_action(run: Run) -> dict:
-  result, row = _do_eval_sets(run)
-  run.eval_loss, run.eval_bpb = result.loss, result.bpb
-  run.progress.write(f'step {run.step}: eval loss {run.eval_loss:.4f}, bpb {run.eval_bpb:.4f} '
+  if run.step == run.setup.total_steps:   # the last step's eval is end-of-run work: its failure is not fatal
+    run.mgr.wait_until_finished()         # the final checkpoint (saved by the hook before) and summary.json first
+    _summary(run, {}, run.t_start, quiet=True)
+    try:
+      result, row = _do_eval_sets(run)
+    except Exception as e:   # noqa: BLE001  (the checkpoint hook still saves this step)
+      _end_failed(run, f'the evaluation at the last step ({run.step})', e)
+      return {}
+  else:
+    result, row = _do_eval_sets(run)
+  if result is not None:   # None: the training corpus has no validation split (data.val_fraction=0)
+    run.eval_loss, run.eval_bpb = result.loss, result.bpb
+  run.progress.write(f'step {run.step}: eval {_fmt(run.eval_loss)}, bpb {_fmt(run.eval_bpb)} '
                      f'(bpb: {evalsets.describe(row, run.eval_sets)})')
   run.timer.mark(run.step)   # eval time is not training throughput
   return row
@@ -428,23 +487,33 @@ def _close_loop(run: Run) -> None:
 
 # ----------------------------------------------------------------------------- phases: final evals, summary
 def _final_evals(run: Run) -> dict:
-  """The eval loss of the final state (if the loop did not just compute it) and the extra lengths."""
-  if run.eval_loss is None:
+  """The eval loss of the final state (if the loop did not just compute it) and the extra lengths.
+
+  With no validation split (run.eval_skipped) the training corpus's evals are skipped (null values).
+  """
+  if run.end_error:   # the last step's eval failed: already said
+    return {}
+  if run.eval_loss is None and not run.eval_row and run.eval_sets:
     result, _ = _do_eval_sets(run)
-    run.eval_loss, run.eval_bpb = result.loss, result.bpb
+    if result is not None:
+      run.eval_loss, run.eval_bpb = result.loss, result.bpb
   T = run.cfg.model.seq_len
   out = {k: v for k, v in run.eval_row.items() if k.count('/') == 2}   # eval/<tag>/loss, eval/<tag>/bpb
   for L in run.cfg.train.final_eval_lengths:   # length generalisation (e.g. twice the training context)
     L = int(L)
     # learned positions have no rows past the training length: no value rather than an error
-    value = _do_eval(run, L).bpb if positions_cover(run.setup.dims, L) else None
+    value = _do_eval(run, L).bpb if positions_cover(run.setup.dims, L) and not run.eval_skipped else None
     out[f'eval/bpb@{L}'] = value
     if L == 2 * T:
       out['eval/bpb@2x'] = value
   return out
 
 
-def _summary(run: Run, extra_evals: dict, t_start: float) -> dict:
+def _fmt(x) -> str:
+  return 'skipped' if x is None else f'{x:.4f}'
+
+
+def _summary(run: Run, extra_evals: dict, t_start: float, quiet: bool = False) -> dict:
   """summary.json (main process) and the result dict of a finished run."""
   dims, total = run.setup.dims, run.setup.total_steps
   counts = accounting.count_params(dims)
@@ -459,13 +528,15 @@ def _summary(run: Run, extra_evals: dict, t_start: float) -> dict:
       'tokens': total * run.tokens_per_step, 'flops': fpt * total * run.tokens_per_step,
       'flops_per_token': fpt, 'train/loss': loss, 'eval/loss': run.eval_loss, 'eval/bpb': run.eval_bpb,
       'throughput/tokens_per_s': _median_tps(run.workdir) if run.is_main else None, 'compile_s': run.t_compile,
-      'peak_flops': peak, 'peak_source': peak_src, 'wall_s': time.time() - t_start, 'exit_code': 0,
+      'peak_flops': peak, 'peak_source': peak_src, 'wall_s': time.time() - t_start,
+      'exit_code': 1 if run.end_error else 0, 'eval_skipped': run.eval_skipped, 'end_error': run.end_error,
       **extra_evals,
   }
   if run.is_main:
     _write_json(run.workdir / 'summary.json', result)
-    run.log(f'done: {run.step} steps, train loss {loss:.4f}, eval loss {run.eval_loss:.4f}, '
-            f'eval bpb {run.eval_bpb:.4f}, {result["wall_s"]:.0f}s; outputs in {run.workdir.absolute()}')
+    if not quiet:
+      run.log(f'done: {run.step} steps, train loss {loss:.4f}, eval loss {_fmt(run.eval_loss)}, '
+              f'eval bpb {_fmt(run.eval_bpb)}, {result["wall_s"]:.0f}s; outputs in {run.workdir.absolute()}')
   return result
 
 

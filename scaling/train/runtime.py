@@ -133,6 +133,9 @@ class Run:
   eval_sets: list = dataclasses.field(default_factory=list)   # tagged eval sets (scaling/train/evalsets.py)
   eval_row: dict = dataclasses.field(default_factory=dict)    # their last metrics, eval/<tag>/bpb ...
   eval_step: Any = None
+  t_start: float = 0.0              # when train() started (summary.json's wall_s)
+  eval_skipped: str | None = None   # why the training corpus's evals are skipped (data.val_fraction=0)
+  end_error: str | None = None      # the end-of-run work that failed (the run itself is finished and saved)
   saved_step: int | None = None
   t_compile: float | None = None
   timer: Any = None
