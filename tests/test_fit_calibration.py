@@ -98,9 +98,9 @@ def test_statistical_and_combined_intervals_cover_the_true_exponent_in_85_to_95_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('sd', [SIM_SD, 0.01])
-def test_calibration_on_500_studies(sd):
-  cov = coverage(n_studies=500, draws=400, sd=sd, seed=1)   # Monte-Carlo sd of a coverage near 0.9: 0.013
+def test_calibration_on_500_studies_at_twice_the_noise():
+  # the fast test above covers SIM_SD with 200 studies; here the noisier case with more (MC sd of the coverage 0.013)
+  cov = coverage(n_studies=500, draws=400, sd=0.01, seed=1)
   assert 0.865 <= cov['statistical'] <= 0.935
   assert 0.865 <= cov['combined'] <= 0.94
 
