@@ -31,6 +31,17 @@ PARAM_COLUMNS = {'non_embedding': 'non_embedding_params', 'total': 'params'}
 BUDGET_KEYS = ('budget', 'flops_budget', 'compute_budget')
 
 
+def override_value(overrides: dict, key: str) -> Any:
+  """A config value ('model.d_model') from a results row's overrides: the dotted key (also under any prefix,
+  '<...>.model.d_model') or nested ({'model': {'d_model': ...}}); None when the row does not set it."""
+  for k, v in overrides.items():
+    if k == key or str(k).endswith(f'.{key}'):
+      return v
+  section, name = key.split('.', 1)
+  sub = overrides.get(section)
+  return sub.get(name) if isinstance(sub, dict) else None
+
+
 def _is_number(v: Any) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool)
 

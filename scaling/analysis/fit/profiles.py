@@ -33,7 +33,7 @@ import numpy as np
 
 from scaling.analysis.fit.approaches import fit_isoflop
 from scaling.analysis.fit.laws import _group_budgets, _parabola
-from scaling.analysis.fit.load import FitError
+from scaling.analysis.fit.load import FitError, override_value
 
 K_MISFIT = 3.0
 SEED_KEY = 'seed'          # an override key whose last dotted part is this is a seed
@@ -48,15 +48,6 @@ def model_defaults() -> dict:
   return {k: m[k] for k in ('num_layers', 'd_model', 'num_heads', 'head_dim')}
 
 
-def _override(ov: dict, name: str) -> Any:
-  """model.<name> from an overrides dict: dotted ('model.num_layers', any prefix) or nested ({'model': {...}})."""
-  for k, v in ov.items():
-    if k == f'model.{name}' or str(k).endswith(f'.model.{name}'):
-      return v
-  nested = ov.get('model')
-  return nested.get(name) if isinstance(nested, dict) else None
-
-
 def model_shape(raw: dict | None, defaults: dict | None = None) -> dict | None:
   """{num_layers, d_model, num_heads, head_dim} of a results row from its overrides over `defaults` (the packaged
   ones when None); None when the row has no overrides dict."""
@@ -64,7 +55,7 @@ def model_shape(raw: dict | None, defaults: dict | None = None) -> dict | None:
   if not isinstance(ov, dict):
     return None
   d = model_defaults() if defaults is None else defaults
-  shape = {k: _override(ov, k) for k in ('num_layers', 'd_model', 'num_heads', 'head_dim')}
+  shape = {k: override_value(ov, f'model.{k}') for k in ('num_layers', 'd_model', 'num_heads', 'head_dim')}
   shape = {k: (d[k] if v is None else v) for k, v in shape.items()}
   try:
     shape = {k: int(v) for k, v in shape.items()}

@@ -42,6 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from scaling.analysis.fit.intervals import honest_interval, with_state
+from scaling.analysis.fit.load import override_value
 from scaling.analysis.fit.resample import ESTIMATORS, UNKNOWN, budget_minima, exponents
 from scaling.analysis.fit.schemes import d_at
 
@@ -51,15 +52,6 @@ BUDGET_SETS = ('all', 'drop_top', 'drop_bottom')
 SPEC_AXES = {'convention': CONVENTIONS, 'estimator': ESTIMATORS, 'transform': TRANSFORMS, 'budgets': BUDGET_SETS}
 COMBINED_STREAM = 4
 _COLUMNS = {'total': 'params', 'non_embedding': 'non_embedding_params'}
-
-
-def _override(raw: dict, key: str):
-  ov = raw.get('overrides') or {}
-  if key in ov:
-    return ov[key]
-  section, name = key.split('.', 1)
-  sub = ov.get(section)
-  return sub.get(name) if isinstance(sub, dict) else None
 
 
 def _defaults() -> dict:
@@ -75,7 +67,7 @@ def head_flops_per_token(raw: dict, defaults: dict | None = None) -> float:
   defaults = defaults or _defaults()
 
   def get(key):
-    v = _override(raw, key)
+    v = override_value(raw.get('overrides') or {}, key)
     return defaults[key] if v is None else v
   d_model = get('model.d_model')
   vocab = get('model.vocab_size')
