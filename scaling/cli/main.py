@@ -3,6 +3,7 @@
     scaling table    [--config SPEC] [--json]            the scale table of the ladder
     scaling prepare  [--config SPEC] [--config.x=v]      corpus -> tokenizer -> token shards
     scaling train    [--config SPEC] [--workdir DIR] ... train (resumes from the workdir's checkpoint)
+    scaling train-packed --members FILE | --vary F=a,b  K runs in one packed step (lr, betas, wd, seeds)
     scaling eval     --workdir DIR [--seq_len L]         validation loss / bits per byte
                      [--sets] [--tasks T1,T2]            ... on tagged eval sets; lm-eval tasks in-process
     scaling sample   --workdir DIR --prompt TEXT ...     continuations with a KV cache
@@ -53,6 +54,8 @@ COMMANDS = {
                           'mup (table, PNG)', True, 'add_coordcheck_args', 'run_coordcheck'),
     'prepare': Command('scaling.cli.prepare', 'tokenize a corpus into shards (idempotent)', True),
     'train': Command('scaling.cli.train', 'train (or resume) a model', True),
+    'train-packed': Command('scaling.cli.train_packed', 'train runs that differ only in lr, Adam scalars, weight '
+                            'decay or init seed as one packed run (K members, one step)', True),
     'eval': Command('scaling.cli.eval', 'evaluate a trained workdir (loss, bits per byte), optionally at another '
                     'length'),
     'sample': Command('scaling.inference.generate', 'continue prompts from a trained workdir', False,

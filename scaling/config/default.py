@@ -76,7 +76,8 @@ def data() -> ml_collections.ConfigDict:
 def train() -> ml_collections.ConfigDict:
   """The training section: batch, steps or tokens, optimizer, schedule, evaluation, checkpoints."""
   t = ml_collections.ConfigDict()
-  t.seed = 0
+  t.seed = 0                 # the data order and (unless init_seed >= 0) the parameter init
+  t.init_seed = -1           # >= 0: the parameter init's own seed (packable: scaling/config/pack.py); -1: seed
   t.batch_size = 16          # global batch, in sequences
   t.microbatches = 1         # gradient accumulation: batch_size must divide by it
   t.steps = 400              # total optimizer steps (or set tokens > 0 to derive steps); ~3 min on 2 CPU cores

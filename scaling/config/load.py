@@ -381,6 +381,9 @@ def validate_config(cfg) -> None:
       raise ConfigError(f'train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}')
     if t.warmup_steps < 0:
       raise ConfigError(f'train.warmup_steps must be >= 0, got {t.warmup_steps}')
+    s = t.get('init_seed', -1)
+    if isinstance(s, bool) or not isinstance(s, int) or s < -1:
+      raise ConfigError(f'train.init_seed must be an integer >= 0, or -1 (use train.seed), got {s!r}')
     _validate_branch(cfg)
     check_eval_sets(t.get('eval_sets', None))
     if t.get('loss_chunk', 0) < 0:
@@ -448,6 +451,7 @@ HASH_NEUTRAL = {
     'data.character_coverage': 1.0,
     'data.train_tokens': 0,
     'model.position_table': 0,
+    'train.init_seed': -1,
 }
 
 

@@ -29,6 +29,7 @@ from scaling.base import hostmem
 from scaling.base.files import atomic_write_json
 from scaling.base.names import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PREEMPTED  # noqa: E402, F401  (exit codes: one place)
 from scaling.base.workdir_lock import WorkdirLock
+from scaling.config import pack
 from scaling.config.load import ConfigError, resolve_vocab, to_dict
 from scaling.model import accounting
 from scaling.train import branch, checkpoint, evalsets, sharding, tracking
@@ -275,7 +276,7 @@ def _restore_or_init(run: Run, resume_step) -> None:
   src = branch.prepare(cfg, run.workdir, dataclasses.asdict(setup.dims), run.log) if resume_step is None else None
   run.mgr = checkpoint.manager(run.workdir, keep=cfg.train.keep_checkpoints,
                                keep_steps=cfg.train.get('ckpt_steps', ()))
-  state = init_state(setup, cfg.train.seed)
+  state = init_state(setup, pack.init_seed(cfg.train))
   if src is not None:
     state = branch.start(state, src, mesh=setup.mesh, train_loader=run.data.train_loader,
                          total_steps=setup.total_steps, log=run.log)

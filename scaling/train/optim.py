@@ -57,7 +57,8 @@ def decay_schedule(shape: str, peak: float, final: float, steps: int) -> optax.S
   if shape == 'linear':
     return optax.linear_schedule(peak, final, steps)
   if shape == 'cosine':
-    return optax.cosine_decay_schedule(peak, steps, alpha=final / peak if peak else 0.0)
+    traced = not isinstance(peak, (int, float))   # a packed member's lr (scaling/train/packed.py)
+    return optax.cosine_decay_schedule(peak, steps, alpha=final / peak if traced or peak else 0.0)
   if shape == '1-sqrt':
     import jax.numpy as jnp  # local: the module's imports are shared with the μP work
 
