@@ -94,16 +94,21 @@ def test_packed_step_equals_each_single_step(tmp_path):
   cfgs = [make_cfg(tmp_path, **m) for m in MEMBERS]
   setup = build_setup(cfgs[0])
   packed = packed_lib.build_packed(setup, len(cfgs))
-  state = packed_lib.init_packed(packed, [pack.init_seed(c.train) for c in cfgs])
   scalars = packed_lib.scalars_array(packed, cfgs)
-  step = jax.jit(packed_lib.make_packed_step(setup))
   rng = np.random.default_rng(0)
   batches = [{'inputs': jnp.asarray(rng.integers(0, 259, (8, 16)), jnp.int32),
               'targets': jnp.asarray(rng.integers(0, 259, (8, 16)), jnp.int32)} for _ in range(STEPS)]
-  got = []
-  for b in batches:
-    state, m = step(state, scalars, b)
-    got.append(np.asarray(m['loss']))
+  by_layout = {}
+  for layout in packed_lib.LAYOUTS:   # one vmapped step; the members one after another in one program
+    state = packed_lib.init_packed(packed, [pack.init_seed(c.train) for c in cfgs])
+    step = jax.jit(packed_lib.make_packed_step(setup, layout))
+    got = []
+    for b in batches:
+      state, m = step(state, scalars, b)
+      got.append(np.asarray(m['loss']))
+    by_layout[layout] = got, state
+  got, state = by_layout['vmap']
+  np.testing.assert_allclose(by_layout['loop'][0], got, rtol=LOSS_RTOL)
   for i, cfg in enumerate(cfgs):
     single = build_setup(cfg)
     s = init_state(single, pack.init_seed(cfg.train))
@@ -256,3 +261,28 @@ def test_members_split_over_the_data_axis_equal_replicated(tmp_path):
     packed_lib.build_packed(setup, 3, 'data')
   with pytest.raises(ValueError, match='already shards'):
     packed_lib.build_packed(setup, 2, 'fsdp')
+
+
+def test_cli_vary_trains_the_members_and_refuses_an_unpackable_field(tmp_path, capsys):
+  """`scaling train-packed --vary`: one member per value in ROOT/member-<i>, members.json beside them (the
+  same command resumes: here, finished, it leaves them alone); a field that is not packable is refused."""
+  from scaling.cli import main as cli
+  write_docs(tmp_path / 'corpus')
+  flags = [f'--config.{k.replace("__", ".")}={v}' for k, v in dict(
+      model__vocab_size=259, model__seq_len=16, model__num_layers=1, model__d_model=16, model__num_heads=2,
+      model__num_kv_heads=1, model__d_ff=32, data__corpus=str(tmp_path / 'corpus' / '*.txt'), data__tokenizer='byte',
+      data__data_dir=str(tmp_path / 'prepared'), train__batch_size=8, train__steps=3, train__warmup_steps=1,
+      train__eval_every=0, train__eval_batches=1, train__ckpt_every=0, train__peak_flops=1e12).items()]
+  argv = ['train-packed', '--workdir', str(tmp_path / 'root'), '--vary', 'train.lr=1e-2,3e-3', '--layout', 'loop',
+          *flags]
+  assert cli.main(argv) == 0
+  members = json.loads((tmp_path / 'root' / 'members.json').read_text())
+  assert [m['overrides']['train.lr'] for m in members] == ['1e-2', '3e-3']
+  for i, lr in enumerate((1e-2, 3e-3)):
+    wd = tmp_path / 'root' / f'member-{i}'
+    assert json.loads((wd / 'config.json').read_text())['train']['lr'] == lr
+    assert json.loads((wd / 'summary.json').read_text())['state'] == 'done'
+  capsys.readouterr()
+  assert cli.main(argv) == 0 and 'already finished' in capsys.readouterr().out
+  with pytest.raises(SystemExit, match='not packable'):
+    cli.main(['train-packed', '--workdir', str(tmp_path / 'x'), '--vary', 'model.d_model=16,32', *flags])

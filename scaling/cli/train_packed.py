@@ -26,6 +26,9 @@ def add_args(p) -> None:
                  help='FIELD=v1,v2,...: members over these values (repeat for a grid); packable fields only')
   p.add_argument('--members_axis', default=None,
                  help='mesh axis to split the members over (e.g. data); default: every device holds every member')
+  p.add_argument('--layout', default='vmap', choices=('vmap', 'loop'),
+                 help='vmap: one batched step (accelerators); loop: the members one after another in one program '
+                      '(faster on CPU, whose batched matmuls are slow; see BENCHMARKS.md)')
 
 
 def _from_vary(args, overrides) -> list[dict]:
@@ -67,7 +70,8 @@ def run(args, overrides) -> int:
     (root / 'members.json').write_text(json.dumps(members, indent=1) + '\n')
   from scaling.train.packed_loop import train_packed
   try:
-    result = train_packed(cfgs, [m['workdir'] for m in members], members_axis=args.members_axis)
+    result = train_packed(cfgs, [m['workdir'] for m in members], members_axis=args.members_axis,
+                          layout=args.layout)
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

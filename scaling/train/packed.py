@@ -61,9 +61,20 @@ def member_schedule(setup: Setup, cfg):
   return make_optimizer(cfg.train, setup.total_steps, setup.dims)[1]
 
 
-def make_packed_step(setup: Setup):
-  """(state, scalars, batch) -> (state, metrics {loss, grad_norm, ok: [K]}); see the module docstring."""
+LAYOUTS = ('vmap', 'loop')
+
+
+def make_packed_step(setup: Setup, layout: str = 'vmap'):
+  """(state, scalars, batch) -> (state, metrics {loss, grad_norm, ok: [K]}); see the module docstring.
+
+  layout 'vmap': one jax.vmap over the members (batched matmuls: what accelerators want). 'loop': the
+  members' steps written one after another into the same program (XLA schedules them; each matmul is a
+  plain one), for backends whose batched matmuls are slow (XLA:CPU; measured in bench/packed.py).
+  Both compute the same per-member step; the compile of 'loop' grows with K.
+  """
   graphdef, train_cfg = setup.graphdef, setup.cfg.train
+  if layout not in LAYOUTS:
+    raise ValueError(f'packed layout {layout!r} is unknown; choose one of {", ".join(LAYOUTS)}')
 
   def member(state, scalars, batch):
     tx = member_optimizer(setup, scalars)
@@ -73,7 +84,15 @@ def make_packed_step(setup: Setup):
     new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, inner)
     return dict(new, alive=ok), dict(metrics, ok=ok)
 
-  return jax.vmap(member, in_axes=(0, 0, None))
+  if layout == 'vmap':
+    return jax.vmap(member, in_axes=(0, 0, None))
+
+  def loop(state, scalars, batch):
+    K = state['alive'].shape[0]
+    outs = [member(jax.tree.map(lambda x: x[i], state), {k: v[i] for k, v in scalars.items()}, batch)
+            for i in range(K)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  return loop
 
 
 # ----------------------------------------------------------------------------- state and its shardings
@@ -134,11 +153,11 @@ def scalars_array(packed: Packed, cfgs) -> dict:
   return {k: jax.device_put(np.asarray(v, np.float32), packed.scalar_sharding[k]) for k, v in vals.items()}
 
 
-def jit_packed_step(packed: Packed, batch_keys):
+def jit_packed_step(packed: Packed, batch_keys, layout: str = 'vmap'):
   setup = packed.setup
   bsh = {k: sharding.batch_sharding(setup.mesh) for k in batch_keys}
   vec = NamedSharding(setup.mesh, P(packed.members_axis))
-  return jax.jit(make_packed_step(setup), in_shardings=(packed.state_sharding, packed.scalar_sharding, bsh),
+  return jax.jit(make_packed_step(setup, layout), in_shardings=(packed.state_sharding, packed.scalar_sharding, bsh),
                  out_shardings=(packed.state_sharding, dict(loss=vec, grad_norm=vec, ok=vec)),
                  donate_argnums=(0,))
 

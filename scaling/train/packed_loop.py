@@ -55,7 +55,8 @@ def _finished(cfg, workdir: pathlib.Path) -> bool:
   return done.get('state') == 'done' and done.get('step') == train_steps(cfg) and not done.get('end_error')
 
 
-def train_packed(cfgs: list, workdirs: list, *, members_axis: str | None = None, quiet: bool = False) -> dict:
+def train_packed(cfgs: list, workdirs: list, *, members_axis: str | None = None, layout: str = 'vmap',
+                 quiet: bool = False) -> dict:
   """Trains (or resumes) the members (cfgs[i] in workdirs[i]) in one packed run.
 
   Returns {'state', 'exit_code', 'members': [each member's summary dict]}; exit code 0 when every member
@@ -72,6 +73,8 @@ def train_packed(cfgs: list, workdirs: list, *, members_axis: str | None = None,
     pack.check_members(cfgs)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  if layout not in packed_lib.LAYOUTS:
+    raise ConfigError(f'--layout {layout!r} is unknown; choose one of {", ".join(packed_lib.LAYOUTS)}')
   if jax.process_count() > 1:
     raise ConfigError('packed runs are single-process for now; with several processes train the members as '
                       'separate runs')
@@ -92,7 +95,7 @@ def train_packed(cfgs: list, workdirs: list, *, members_axis: str | None = None,
       locks.enter_context(WorkdirLock(w, log=log))
     with StopFlag() as stop:
       members = _members(cfgs, workdirs, stop, log, quiet)
-      results = _train(members, members_axis, t_start, log)
+      results = _train(members, members_axis, layout, t_start, log)
   codes = [r.get('exit_code', 0) for r in results]
   bad = [c for c in codes if c]
   state = 'done' if not bad else ('diverged' if bad[0] == EXIT_DIVERGED else results[codes.index(bad[0])]['state'])
@@ -120,7 +123,7 @@ def _resume_step(members: list[Member], log):
   return steps[0]
 
 
-def _train(members: list[Member], members_axis, t_start, log) -> list[dict]:
+def _train(members: list[Member], members_axis, layout, t_start, log) -> list[dict]:
   lead = members[0].run
   resume = _resume_step(members, log)
   resume = loop._prepare_data(lead, resume)   # the lead's tokenizer may resolve the vocab of every member
@@ -139,10 +142,10 @@ def _train(members: list[Member], members_axis, t_start, log) -> list[dict]:
     loop._write_run_files(m.run)
     m.run.t_start = t_start
   k = len(members)
-  log(f'packed: {k} member(s) in one step, members axis {members_axis or "replicated"}; they differ in '
+  log(f'packed: {k} member(s) in one step ({layout}), members axis {members_axis or "replicated"}; they differ in '
       f'{_differing(members) or "nothing (identical configs)"}')
   loop._describe(lead)
-  state = _loop(members, packed, state, resume or 0)
+  state = _loop(members, packed, state, resume or 0, layout)
   return _finish(members, packed, state, t_start)
 
 
@@ -195,7 +198,7 @@ class _Loop:
   shown: dict = dataclasses.field(default_factory=dict)
 
 
-def _loop(members: list[Member], packed, state, start: int):
+def _loop(members: list[Member], packed, state, start: int, layout: str):
   """Steps until the end, a stop signal, or every member diverged; returns the packed state."""
   lead = members[0].run
   total, t = lead.setup.total_steps, lead.cfg.train
@@ -210,7 +213,7 @@ def _loop(members: list[Member], packed, state, start: int):
     while step < total:
       local = next(lead.data.train_loader)
       if step_fn is None:
-        step_fn = packed_lib.jit_packed_step(packed, tuple(sorted(local)))
+        step_fn = packed_lib.jit_packed_step(packed, tuple(sorted(local)), layout)
       t0 = time.time()
       state, metrics = step_fn(state, scalars, sharding.global_batch(local, packed.setup.mesh))
       if lead.t_compile is None:
