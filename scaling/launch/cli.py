@@ -2,7 +2,7 @@
 
   scaling sweep --config configs/sweeps/smoke.py --backend {local,slurm,tpu-vm,gke}
                 [--root DIR] [--dry-run] [--max-parallel N] [--max-retries K]
-                [--local_processes P] [--wait] [--resource KEY=VALUE ...] [--config.KEY=VALUE ...]
+                [--local_processes P] [--wait] [--no-pack] [--resource KEY=VALUE ...] [--config.KEY=VALUE ...]
   scaling sweep status --root DIR [--json]
   scaling sweep collect --root DIR
 
@@ -14,6 +14,11 @@ checked (every run's config, the backend's tool and resources) before anything
 is written or submitted; `--dry-run` prints the exact commands (and SLURM batch
 scripts) and writes nothing; resources a backend needs but the sweep does not set
 appear there as placeholders (`<tpu_type>`), with the flag that fills them.
+
+The local backend packs: runs that differ only in packable scalars (lr, Adam's scalars, weight decay,
+init seed) train together in one `scaling train-packed` process per group of at most
+resources['pack_max_members'] (default 8, fewer when memory is short); `--dry-run` lists the groups and
+`--no-pack` trains every run alone (scaling/launch/packing.py). slurm, tpu-vm and gke train each run alone.
 
 scaling/cli/main.py hands `scaling sweep ARGS...` to `run_sweep_cli(ARGS)`;
 `python -m scaling.launch.cli ARGS...` does the same without it.
@@ -47,7 +52,8 @@ def _make_backend(name: str, root, resources: dict, args, placeholders: bool) ->
   kw = dict(max_retries=args.max_retries, placeholders=placeholders)
   if name == 'local':
     from scaling.launch.local import LocalBackend
-    return LocalBackend(root, resources, max_parallel=args.max_parallel, local_processes=args.local_processes, **kw)
+    return LocalBackend(root, resources, max_parallel=args.max_parallel, local_processes=args.local_processes,
+                        pack=not getattr(args, 'no_pack', False), **kw)
   if name == 'slurm':
     from scaling.launch.slurm import SlurmBackend
     return SlurmBackend(root, resources, **kw)
@@ -74,6 +80,12 @@ def _submit_parser() -> argparse.ArgumentParser:
                  help='local: processes per run (passed to scaling train --local_processes)')
   p.add_argument('--wait', action='store_true', help='slurm/gke: block until every job has finished '
                  '(retrying failed runs up to --max-retries)')
+  p.add_argument('--no-pack', action='store_true',
+                 help='local: train every run alone. By default runs that differ only in lr, Adam scalars, weight '
+                      'decay or init seed train together in one `scaling train-packed` process per group (at most '
+                      'resources pack_max_members, default 8, and what half the host memory holds; --dry-run lists '
+                      'the groups). slurm, tpu-vm and gke always train each run alone (packing there is not '
+                      'implemented yet)')
   p.add_argument('--resource', action='append', default=[], metavar='KEY=VALUE',
                  help="set a key of the sweep's get_resources(), e.g. --resource tpu_type=v5litepod-16 (repeatable)")
   return p

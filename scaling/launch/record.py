@@ -7,7 +7,7 @@
 Every change of a record goes through a method here (`start_local`, `start_failed`,
 `submitted`, `end`, `close_dangling`, `mark_done`), so what a state means is
 written once. The JSON on disk is the one earlier launchers wrote (keys of an
-attempt: n, backend, start, host, pid, slot, cmd, job_id; once ended also end,
+attempt: n, backend, start, host, pid, slot, cmd, job_id, pack; once ended also end,
 exit_code, outcome, and queue_state or error when known); keys this version does
 not know are kept as read and written back unchanged.
 """
@@ -39,7 +39,7 @@ def outcome_of_exit(code: int | None, done: bool) -> str:
 
 
 # Attempt keys written only when set, in this order of fields; the end keys are written once ended.
-_OPTIONAL = ('host', 'pid', 'slot', 'cmd', 'job_id', 'queue_state', 'error')
+_OPTIONAL = ('host', 'pid', 'slot', 'cmd', 'job_id', 'pack', 'queue_state', 'error')
 _END = ('end', 'exit_code', 'outcome')
 
 
@@ -54,6 +54,7 @@ class Attempt:
   slot: int | None = None
   cmd: list[str] | None = None
   job_id: str | None = None      # slurm job id or gke workload name
+  pack: str | None = None        # the id of the packed group it trained in (ROOT/packs/<id>.json), if any
   end: float | None = None
   exit_code: int | None = None
   outcome: str | None = None     # None while it runs or waits in a queue
@@ -143,10 +144,11 @@ class RunRecord:
     self.attempts.append(a)
     return a
 
-  def start_local(self, backend: str, *, pid: int, slot: int, cmd: list[str]) -> Attempt:
-    """A local process (or an ssh to a TPU VM) started: state 'running'."""
+  def start_local(self, backend: str, *, pid: int, slot: int, cmd: list[str], pack: str | None = None) -> Attempt:
+    """A local process (or an ssh to a TPU VM) started: state 'running'. `pack`: the id of the packed
+    group the run trains in, one process for all its members (scaling/launch/packing.py)."""
     self.state = 'running'
-    return self._new_attempt(backend, host=socket.gethostname(), pid=pid, slot=slot, cmd=list(cmd))
+    return self._new_attempt(backend, host=socket.gethostname(), pid=pid, slot=slot, cmd=list(cmd), pack=pack)
 
   def start_failed(self, backend: str, error: str) -> Attempt:
     """The command could not even start (e.g. not found): a failed attempt."""

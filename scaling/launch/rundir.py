@@ -10,7 +10,9 @@
                       and submits (queue backends), or for as long as the run
                       executes (local: the training process inherits it, so the
                       lock outlives a killed launcher until training ends)
-      train.log       local/tpu-vm output;  slurm-<jobid>.out for SLURM
+      train.log       local/tpu-vm output;  slurm-<jobid>.out for SLURM; a packed attempt
+                      (scaling/launch/packing.py) writes one line here pointing at
+                      ROOT/packs/<id>.log, the output of its members' one process
       config.json, metrics.jsonl, checkpoints, summary.json
                       written only by `scaling train`
 
@@ -114,6 +116,12 @@ class RunDir:
       if key is None or key in row:
         return row
     return {}
+
+  def latest_checkpoint(self) -> int | None:
+    """The newest finished checkpoint's step in checkpoints/ (None: none); what a restart resumes from."""
+    ckpt = self.path / CKPT_DIR
+    steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit() and p.is_dir()] if ckpt.is_dir() else []
+    return max(steps, default=None)
 
   def has_checkpoint(self, step: int | None = None) -> bool:
     """A finished checkpoint (of `step`, or any) in checkpoints/: orbax renames a step's directory into
@@ -306,6 +314,7 @@ def _add_lineage(row: dict, rec: RunRecord, parents: set[str]) -> None:
 
 
 def collect_rows(root) -> list[dict]:
+  from scaling.config.history import read_history, summarize  # jax-free: each run's history.jsonl
   rows = []
   found = scan(root)
   parents = {lin[0] for _, rec in found if (lin := lineage(rec.config))}
@@ -326,6 +335,7 @@ def collect_rows(root) -> list[dict]:
       if k.startswith('eval/bpb@') or k.startswith('eval/loss@') or k.count('/') == 2 and k.startswith('eval/'):
         row[k] = v
     row['name'] = (rec.config or {}).get('name') or rec.overrides.get('name')
+    row['changes'] = summarize(read_history(rd.path))   # config changes after the run started: [] for none
     _add_lineage(row, rec, parents)
     rows.append(row)
   return rows

@@ -86,6 +86,9 @@ RESOURCE_KEYS = {
     'num_slices': 'TPU slices per run (gke; default 1)',
     'max_restarts': 'xpk --max-restarts: restarts after preemption (gke; default 3)',
     'priority': 'xpk --priority (gke)',
+    # Packing (scaling/launch/packing.py)
+    'pack_max_members': ('most runs trained together in one `scaling train-packed` process (local; default 8, '
+                         '1: never pack); also capped so that the members fit in half the host memory'),
 }
 
 

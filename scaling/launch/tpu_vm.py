@@ -47,6 +47,7 @@ class TpuVmBackend(SlicePreflight, LocalBackend):
   unknown_patience_s = 600.0    # describe may fail this long before the launcher gives up
 
   required_resources = {'tpu_type': 'v5litepod-16', 'zone': 'us-west4-a'}
+  packs = False                 # each run on its own VM: packing (scaling/launch/packing.py) is local only for now
 
   def __init__(self, root, resources=None, **kw):
     kw.pop('local_processes', None)

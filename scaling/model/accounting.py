@@ -30,7 +30,19 @@ Compute-optimal tokens: D = 20 N (Hoffmann et al. 2022). Training FLOPs at
 that budget: C = C_token x D.
 
 Memory of params + Adam state: 16 bytes per parameter (float32 params,
-float32 gradients, two float32 moments); activations are not included.
+float32 gradients, two float32 moments); activations are not included there.
+`train_step_memory_bytes(cfg)` adds an estimate of one training step's activations (what the
+launcher packs runs by, scaling/launch/packing.py), per token of a microbatch, in the compute
+dtype (4 bytes; 2 for bfloat16)::
+
+    per layer  6 D + 3 H K + 3 G K + {3|2} F    norms, residuals, q/k/v (and their rotated copies),
+                                                the attention output, the MLP's hidden units
+               + 2 H T                          scores and probabilities (xla attention only)
+    remat      L D + one layer's worth instead of L layers' (the blocks' inputs are kept)
+    + 2 D                                       embedding and final norm
+    + 2 V per row of a loss chunk               logits and their gradient (train.loss_chunk rows)
+
+An estimate for sizing, not a measurement: XLA fuses and frees some of these, and adds buffers.
 """
 
 from __future__ import annotations
@@ -103,6 +115,40 @@ def forward_flops_per_token(m, seq_len: int | None = None) -> float:
 def train_memory_bytes(m) -> int:
   """float32 params + float32 grads + Adam's two float32 moments (16 bytes/param)."""
   return 16 * count_params(m)['total']
+
+
+def train_activation_bytes(m, batch_size: int, *, microbatches: int = 1, loss_chunk: int = 0) -> int:
+  """Activations one training step keeps for the backward pass (estimate; see the module docstring)."""
+  d = _dims(m)
+  L, D, V, T = d['num_layers'], d['d_model'], d['vocab_size'], d['seq_len']
+  H, G, K, F = d['num_heads'], d['num_kv_heads'], d['head_dim'], d['d_ff']
+  get = m.get if hasattr(m, 'get') else lambda name, default=None: getattr(m, name, default)
+  per_layer = 6 * D + 3 * H * K + 3 * G * K + (3 if d['mlp'] == 'swiglu' else 2) * F
+  if get('attention', 'auto') in ('auto', 'xla'):
+    per_layer += 2 * H * min(T, d['sliding_window'] or T)
+  layers = L * per_layer if get('remat', 'none') == 'none' else L * D + per_layer
+  rows = max(int(batch_size) // max(int(microbatches), 1), 1) * T
+  logit_rows = min(int(loss_chunk), rows) if loss_chunk else rows
+  elem = 2 if get('dtype', 'auto') == 'bfloat16' else 4
+  return elem * (rows * (layers + 2 * D) + 2 * logit_rows * V)
+
+
+def train_step_memory_bytes(cfg) -> dict:
+  """One run's training memory (estimate) from its whole config: {'params_adam', 'activations', 'total'}.
+
+  model.vocab_size 0 (follow the tokenizer) counts data.vocab_size rows (bpe/unigram; also a generous
+  bound for char/byte), or 200,000 for tiktoken (its largest encodings).
+  """
+  import copy
+  m = copy.deepcopy(cfg.model)
+  if not m.vocab_size:
+    with m.unlocked():
+      m.vocab_size = 200_000 if str(cfg.data.tokenizer).startswith('tiktoken') else int(cfg.data.vocab_size)
+  t = cfg.train
+  params_adam = train_memory_bytes(m)
+  act = train_activation_bytes(m, t.batch_size, microbatches=t.get('microbatches', 1),
+                               loss_chunk=t.get('loss_chunk', 0))
+  return dict(params_adam=params_adam, activations=act, total=params_adam + act)
 
 
 def wallclock_seconds(total_flops: float, accelerator: str, *, devices: int = 1, mfu: float = 0.4,
