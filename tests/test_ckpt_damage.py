@@ -413,7 +413,7 @@ def test_cli_resumes_from_the_step_before_a_damaged_one(tiny_run, tmp_path, caps
   truncate_data_files(damaged / checkpoint.CKPT_DIR / '20' / 'params')
   shutil.rmtree(ref / checkpoint.CKPT_DIR / '20')
   capsys.readouterr()
-  assert cli.main(['train', '--workdir', str(damaged), *args, '--config.train.steps=30']) == 0
+  assert cli.main(['train', '--workdir', str(damaged), *args, '--config.train.steps=20', '--extend', '30']) == 0
   out = capsys.readouterr()
   skipped = [x for x in (out.out + out.err).splitlines() if 'checkpoint step 20 skipped' in x]
   assert len(skipped) == 1 and 'params unreadable' in skipped[0], out
@@ -421,7 +421,7 @@ def test_cli_resumes_from_the_step_before_a_damaged_one(tiny_run, tmp_path, caps
   assert 'Traceback' not in out.err
   assert checkpoint.latest_step(damaged) == 30
   assert (damaged / checkpoint.DAMAGED_DIR / '20-bad-params').is_dir()
-  assert cli.main(['train', '--workdir', str(ref), *args, '--config.train.steps=30']) == 0
+  assert cli.main(['train', '--workdir', str(ref), *args, '--config.train.steps=20', '--extend', '30']) == 0
   got, want = _losses(damaged), _losses(ref)
   assert [s for s in range(11, 31) if got.get(s) != want.get(s)] == []
 
@@ -435,7 +435,7 @@ def test_cli_with_every_checkpoint_damaged_fails_and_changes_nothing(tiny_run, t
   (wd / checkpoint.CKPT_DIR / '10' / 'meta' / 'metadata').unlink()
   before = snapshot(wd)
   capsys.readouterr()
-  assert cli.main(['train', '--workdir', str(wd), *args, '--config.train.steps=30']) != 0
+  assert cli.main(['train', '--workdir', str(wd), *args, '--config.train.steps=20', '--extend', '30']) != 0
   err = capsys.readouterr().err
   assert err.startswith('error: no intact checkpoint') and 'step 20: params unreadable' in err
   assert 'step 10: meta unreadable' in err and len(err.strip().splitlines()) == 1, err

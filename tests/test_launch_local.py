@@ -134,7 +134,8 @@ def test_failure_and_kill_then_resubmit_finishes_both_and_leaves_finished_runs_a
     assert row['state'] == 'done'
     for k in rd_lib.RESULT_KEYS:
       assert row[k] == summ[k]
-    assert set(row) == {'run', 'overrides', 'state', 'name', *rd_lib.RESULT_KEYS, *rd_lib.LINEAGE_KEYS}
+    assert set(row) == {'run', 'overrides', 'state', 'name', 'changes', *rd_lib.RESULT_KEYS, *rd_lib.LINEAGE_KEYS}
+    assert row['changes'] == []   # resumed with the flags of the first attempt: nothing changed
     assert row['role'] is None and row['own_flops'] == row['flops']   # no branches in this sweep
 
   # status: train and eval loss under their own names (the sweep's lines say which is which too)

@@ -333,6 +333,11 @@ def test_checkpoint_of_one_process_restores_in_two(one_proc, setup):
   workdir = setup['tmp'] / 'one_then_two'
   shutil.copytree(one_proc['workdir'], workdir)
   stop_at(workdir, HALF)   # as if the 1-process run had stopped after its checkpoint at HALF
+  # ... and as if it had been a STEPS-step run (the constant schedule gives every step the same lr): a resume
+  # may not change the run's length without --extend (scaling/train/run_history.py)
+  saved = json.loads((workdir / 'config.json').read_text())
+  saved['train']['steps'] = STEPS
+  (workdir / 'config.json').write_text(json.dumps(saved))
   rc, out = run_launcher(setup['ov'], workdir, setup['tmp'])
   assert rc == 0, out[-3000:]
   assert f'(step {HALF})' in out   # "resumed from .../checkpoints/6 (step 6)"

@@ -139,6 +139,28 @@ def _branches_section(rows: Sequence[dict]) -> list[str]:
   return lines + _table(['branch', 'parent', 'fork step', 'tokens', 'own FLOPs', 'FLOPs (fit)', 'eval loss'], body)
 
 
+def _changes_section(rows: Sequence[dict]) -> list[str]:
+  """Runs whose config changed after they started (collect's 'changes', from each run's history.jsonl; the field
+  classification is scaling/config/history.py): [] without any. A change of the math (--extend, --force-change)
+  means the run's results are not those of the config it was hashed and planned by."""
+  changed = [r for r in rows if isinstance(r.get('changes'), list) and r['changes']]
+  if not changed:
+    return []
+  math = [r for r in changed if any(c.get('how') in ('extend', 'force') for c in r['changes'])]
+  lines = ['', '## Runs changed after they started', '',
+           f'{len(changed)} run(s) were resumed with a changed config (each run\'s `history.jsonl`); '
+           f'{len(math)} of them in their math (`--extend`: a new length with its schedule recomputed from the resume '
+           f'step on; `--force-change`: any field), so their results are not those of the config they were planned '
+           f'with. `free` changes (evaluation, logging, checkpoints, samples, layout) leave the math as it was.', '']
+  body = []
+  for r in changed:
+    for c in r['changes']:
+      fields = c.get('fields') or {}
+      body.append([r.get('run', '?'), c.get('step'), c.get('how'),
+                   '; '.join(f'{k}: {json.dumps(v[0])} → {json.dumps(v[1])}' for k, v in fields.items())])
+  return lines + _table(['run', 'from step', 'how', 'fields (old → new)'], body)
+
+
 def render_report(rows: Sequence[dict], result: dict | None, *,
                   title: str, notes: Sequence[str], results_name: str = 'results.jsonl',
                   extra: Sequence[str] = ()) -> str:
@@ -159,6 +181,7 @@ def render_report(rows: Sequence[dict], result: dict | None, *,
   lines += ['## What the sweep measured', '']
   lines += _runs_table(rows) if rows else ['No runs.']
   lines += _branches_section(rows)
+  lines += _changes_section(rows)
   lines += ['', '## Scaling-law fits', '']
   lines += ['No fit was run (see the notes below).'] if result is None else _fit_sections(result)
   all_notes = list(notes) + (list(result.get('notes', [])) if result else [])

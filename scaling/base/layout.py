@@ -20,6 +20,8 @@ RUN_JSON = 'run.json'    # the launcher's record (scaling/launch/record.py)
 LOCK = '.lock'
 SUMMARY = 'summary.json'     # written by `scaling train` at the end of a run
 METRICS = 'metrics.jsonl'    # written by `scaling train`, one line per logged step
+HISTORY = 'history.jsonl'    # written by `scaling train`: every change of a run's config after it started
+SEGMENTS = 'segments.json'   # written by `scaling train`: each start of the run (segment), its steps and times
 TRAIN_LOG = 'train.log'      # local and tpu-vm output
 JOB_SBATCH = 'job.sbatch'    # the SLURM batch script
 

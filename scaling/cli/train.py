@@ -8,7 +8,15 @@ HELP = 'train (or resume) a model'
 
 
 def add_args(p) -> None:
-  p.add_argument('--workdir', default=None, help='run directory (default: ./workdir)')
+  p.add_argument('--workdir', default=None, help='run directory (default: ./workdir). An existing run (its '
+                 'config.json and a checkpoint) resumes from its own config.json when no --config is given')
+  p.add_argument('--extend', type=int, default=None, metavar='STEPS',
+                 help='continue the run in --workdir to STEPS steps in all, with the lr schedule defined for the new '
+                 'length (cosine and wsd are recomputed for it: the lr changes from the resume step on); recorded '
+                 'in the workdir\'s history.jsonl')
+  p.add_argument('--force-change', dest='force_change', action='store_true',
+                 help='apply --config changes that change the math of the run in --workdir (lr, schedule, data, ...) '
+                 'from its resume step on, and record them in its history.jsonl; without it they are refused')
   p.add_argument('--debug', action='store_true', help='un-jitted step with NaN checks; print param shardings')
   p.add_argument('--profile_steps', default='', help='A:B writes a profiler trace of steps A..B-1')
   p.add_argument('--no_sample', dest='sample', action='store_false', help='skip the samples at the end')
@@ -23,12 +31,20 @@ def run(args, overrides) -> int:
   if args.local_processes > 1:
     return distributed.launch_local(args.local_processes, sys.argv[1:])
   distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  from scaling.config import history
   from scaling.config.load import load_config
   from scaling.train.loop import train
-  cfg = load_config(args.config, overrides)
   workdir = args.workdir or 'workdir'
+  if args.config is None and history.existing_run(workdir):   # the workdir is the source of truth
+    cfg = history.load_workdir_config(workdir, overrides)
+    if distributed.is_main():
+      print(f'{workdir} holds a run: its own config.json is the config (no --config given)'
+            + (f', with {len(overrides)} --config.* flag(s) on top' if overrides else ''), flush=True)
+  else:
+    cfg = load_config(args.config, overrides)
   sample = args.sample and bool(cfg.sample.prompts)   # sample.prompts=() skips the samples, like --no_sample
-  result = train(cfg, workdir, debug=args.debug, profile_steps=args.profile_steps, final_model=sample)
+  result = train(cfg, workdir, debug=args.debug, profile_steps=args.profile_steps, final_model=sample,
+                 extend=args.extend, force_change=args.force_change)
   code = result['exit_code']
   if result['state'] == 'done' and sample and distributed.is_main():
     try:

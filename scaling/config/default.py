@@ -81,6 +81,7 @@ def train() -> ml_collections.ConfigDict:
   t.batch_size = 16          # global batch, in sequences
   t.microbatches = 1         # gradient accumulation: batch_size must divide by it
   t.steps = 400              # total optimizer steps (or set tokens > 0 to derive steps); ~3 min on 2 CPU cores
+                             # (a run in progress changes its length only with `scaling train --extend STEPS`)
   t.tokens = 0               # token budget; > 0 overrides steps = tokens // (batch_size * seq_len)
   t.lr = 3e-3
   t.min_lr_ratio = 0.1       # final lr = lr * min_lr_ratio

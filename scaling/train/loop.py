@@ -32,7 +32,7 @@ from scaling.base.workdir_lock import WorkdirLock
 from scaling.config import pack
 from scaling.config.load import ConfigError, resolve_vocab, to_dict
 from scaling.model import accounting
-from scaling.train import branch, checkpoint, evalsets, sharding, tracking
+from scaling.train import branch, checkpoint, evalsets, run_history, sharding, tracking
 from scaling.train.evaluate import evaluate, positions_cover
 from scaling.train.metrics import MetricsWriter, Progress, device_peak_flops, mfu, read_metrics
 from scaling.train.runtime import (  # noqa: F401  (tests find these names here)
@@ -62,12 +62,13 @@ def _write_json(path, obj):
   atomic_write_json(path, obj, indent=1)
 
 
-def check_workdir(cfg, workdir, log=print) -> int | None:
+def check_workdir(cfg, workdir, log=print, *, allow=frozenset()) -> int | None:
   """Before compiling: the step to resume from, whose checkpoint must belong to this model and data settings.
 
   Returns None for a fresh workdir. The newest checkpoint that restores completely is chosen
   (checkpoint.select_resume_step: damaged newer steps are moved aside, one line each); if none
-  is intact, CheckpointError names the steps tried and nothing is changed.
+  is intact, CheckpointError names the steps tried and nothing is changed. A config that changes the
+  math of the run (its config.json) beyond what `allow` permits is refused (run_history.check_changes).
   """
   step = checkpoint.select_resume_step(workdir, log=log)
   if step is None:
@@ -86,12 +87,17 @@ def check_workdir(cfg, workdir, log=print) -> int | None:
   checkpoint.check_data_state(
       data_state, dict(seq_len=cfg.model.seq_len, global_batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                        document_masking=cfg.data.document_masking), workdir)
+  run_history.check_changes(cfg, workdir, allow)   # after the checkpoint's own checks: they name what cannot work
   return step
 
 
 def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: bool = False,
-          final_model: bool = False) -> dict:
+          final_model: bool = False, extend: int | None = None, force_change: bool = False) -> dict:
   """Runs (or resumes) training in `workdir`; returns the summary dict (also written to summary.json).
+
+  A resume must not change the math of the run (its config.json; scaling/config/history.py says which fields
+  do) unless asked: extend=STEPS continues it to STEPS steps in all (the schedule built for that length),
+  force_change=True applies any change; both are recorded in the workdir's history.jsonl.
 
   final_model=True (the same in every process: it is gathered collectively): a finished run's result
   also holds 'model', the final Transformer on the main process's first local device (None elsewhere),
@@ -107,6 +113,8 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
   if cfg.model.vocab_size == 0 and cfg.data.tokenizer in ('bpe', 'unigram'):
     with cfg.model.unlocked():
       cfg.model.vocab_size = cfg.data.vocab_size
+  run_history.apply_extend(cfg, extend, workdir)   # the new total, before the schedule is built
+  allow = run_history.allowed(extend, force_change)
   setup = build_setup(cfg) if cfg.model.vocab_size else None
   prof = _parse_profile(profile_steps)
   if is_main:
@@ -116,11 +124,13 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
   try:
     # one trainer per workdir, for the whole run (scaling/base/workdir_lock.py): a second one stops here
     with WorkdirLock(workdir, log=log) if is_main else contextlib.nullcontext():
-      resume_step = check_workdir(cfg, workdir, log=log) if setup else None
+      if setup is None:   # the vocab follows a tokenizer not built yet: the config's own check now, the rest later
+        run_history.check_changes(cfg, workdir, allow)
+      resume_step = check_workdir(cfg, workdir, log=log, allow=allow) if setup else None
       # From here on a SIGTERM/SIGINT is a request to stop cleanly (saved, resumable), also during data
       # preparation and restore: one process stops at the next phase boundary, several at the first step.
       with StopFlag() as stop:
-        run = Run(cfg, setup, workdir, stop, log, is_main, debug=debug, quiet=quiet)
+        run = Run(cfg, setup, workdir, stop, log, is_main, debug=debug, quiet=quiet, allow_change=allow)
         result = _train(run, resume_step, prof, t_start)
         if final_model and result['state'] == 'done':
           result |= dict(model=_local_model(run), tokenizer=run.data.tokenizer)
@@ -229,7 +239,7 @@ def _prepare_data(run: Run, resume_step):
   if cfg.model.vocab_size == 0:   # follow the tokenizer (char, tiktoken: known only now)
     resolve_vocab(cfg, tokenizer.vocab_size)
     run.setup = build_setup(cfg)
-    resume_step = check_workdir(cfg, run.workdir, log=run.log)
+    resume_step = check_workdir(cfg, run.workdir, log=run.log, allow=run.allow_change)
   else:
     resolve_vocab(cfg, tokenizer.vocab_size)   # an explicit size: errors naming both fields
   if resume_step is not None:   # before anything is written: the checkpoint's data must be this split
@@ -261,9 +271,11 @@ def _eval_loader(run: Run, seq_len: int, data_dir: str | None = None):
 
 
 def _write_run_files(run: Run) -> None:
-  """config.json and the tokenizer (for sample/eval/export); a stale summary.json goes."""
+  """config.json and the tokenizer (for sample/eval/export); a stale summary.json goes. Before: the changes of a
+  resumed run's config are recorded and its earlier segments read (run_history.begin)."""
   if run.is_main:
     run.workdir.mkdir(parents=True, exist_ok=True)
+    run_history.begin(run)
     _write_json(run.workdir / 'config.json', to_dict(run.cfg))
     run.data.tokenizer.save(str(run.workdir / checkpoint.TOKENIZER_DIR))
     (run.workdir / 'summary.json').unlink(missing_ok=True)
@@ -405,6 +417,7 @@ def _log_action(run: Run):
         run.progress.write(f'note: {tps:,.0f} tokens/s is above the peak of {peak:.3g} FLOP/s per device '
                            f'({source}); MFU is shown capped at 100%. Set train.peak_flops to the real peak')
       row |= {'throughput/tokens_per_s': tps, 'throughput/step_s': dt, 'throughput/mfu': util}
+      run.tps_seen.append(tps)
       run.shown = dict(tps=tps, mfu=util, capped=run.shown.get('capped') or capped)
     return row | {'tokens_seen': run.step * run.tokens_per_step}
   return log_row
@@ -464,6 +477,7 @@ def _save(run: Run, step: int, force: bool = False) -> None:
               tokens_seen=step * run.tokens_per_step)
   checkpoint.save(run.mgr, step, params=run.state['params'], opt_state=run.state['opt_state'], meta=meta,
                   data_state=run.data.train_loader.get_state(), force=force)
+  run_history.record_segment(run)   # this segment so far: kept if the run is killed later
 
 
 def _stop_check(run: Run) -> None:
@@ -481,6 +495,7 @@ def _stop_check(run: Run) -> None:
 
 def _close_loop(run: Run) -> None:
   run.mgr.wait_until_finished()
+  run_history.record_segment(run)
   run.mgr.close()
   run.progress.close()
   run.writer.close()
@@ -515,23 +530,28 @@ def _fmt(x) -> str:
 
 
 def _summary(run: Run, extra_evals: dict, t_start: float, quiet: bool = False) -> dict:
-  """summary.json (main process) and the result dict of a finished run."""
+  """summary.json (main process) and the result dict of a finished run: totals over all its segments (the
+  current one from run.t_start; `t_start` is kept for the callers)."""
   dims, total = run.setup.dims, run.setup.total_steps
   counts = accounting.count_params(dims)
   fpt = accounting.flops_per_token(dims)
   peak, peak_src = device_peak_flops(dims.dtype, run.cfg.train.peak_flops)
   loss = run.loss
+  rows = read_metrics(run.workdir) if run.is_main else []
   if not math.isfinite(loss):   # resumed a finished run: report its last logged loss
-    logged = [r['train/loss'] for r in read_metrics(run.workdir) if 'train/loss' in r] if run.is_main else []
+    logged = [r['train/loss'] for r in rows if 'train/loss' in r]
     loss = logged[-1] if logged else float('nan')
+  # the whole run: every segment's wall and compile time, the tokens and FLOPs of every step (run_history.py)
+  whole = run_history.whole_run(run_history.record_segment(run, rows), total, run.tokens_per_step, fpt)
+  tps = [r['throughput/tokens_per_s'] for r in rows if 'throughput/tokens_per_s' in r]
   result = {
       'state': 'done', 'step': run.step, 'params': counts['total'], 'non_embedding_params': counts['non_embedding'],
-      'tokens': total * run.tokens_per_step, 'flops': fpt * total * run.tokens_per_step,
+      'tokens': whole['tokens'], 'flops': whole['flops'],
       'flops_per_token': fpt, 'train/loss': loss, 'eval/loss': run.eval_loss, 'eval/bpb': run.eval_bpb,
-      'throughput/tokens_per_s': _median_tps(run.workdir) if run.is_main else None, 'compile_s': run.t_compile,
-      'peak_flops': peak, 'peak_source': peak_src, 'wall_s': time.time() - t_start,
+      'throughput/tokens_per_s': float(np.median(tps)) if tps else None, 'compile_s': whole['compile_s'],
+      'peak_flops': peak, 'peak_source': peak_src, 'wall_s': whole['wall_s'],
       'exit_code': 1 if run.end_error else 0, 'eval_skipped': run.eval_skipped, 'end_error': run.end_error,
-      **extra_evals,
+      'segments': whole['segments'], **extra_evals,
   }
   if run.is_main:
     _write_json(run.workdir / 'summary.json', result)
@@ -552,11 +572,6 @@ def _local_model(run: Run):
   if not run.is_main:
     return None
   return nnx.merge(run.setup.graphdef, jax.device_put(params, jax.local_devices()[0]))
-
-
-def _median_tps(workdir):
-  vals = [r['throughput/tokens_per_s'] for r in read_metrics(workdir) if 'throughput/tokens_per_s' in r]
-  return float(np.median(vals)) if vals else None
 
 
 def _parse_profile(spec: str):

@@ -140,6 +140,9 @@ class Run:
   t_compile: float | None = None
   timer: Any = None
   shown: dict = dataclasses.field(default_factory=dict)   # the progress bar's last throughput figures
+  allow_change: frozenset = frozenset()   # the changes of the math this resume may make (run_history.allowed)
+  segments: list | None = None            # the run's earlier segments (run_history.begin; None: not read)
+  tps_seen: list = dataclasses.field(default_factory=list)   # this segment's logged tokens/s
 
   @property
   def tokens_per_step(self) -> int:
