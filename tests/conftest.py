@@ -143,3 +143,34 @@ def make_model():
 def compile_cache():
   """The run's one JAX compile cache directory (COMPILE_CACHE above; in-process and subprocesses use it)."""
   return pathlib.Path(COMPILE_CACHE)
+
+
+# $SCALING_TEST_CPU_LOG=FILE: one JSON line per test phase with its wall seconds and the CPU seconds of this
+# worker and of the child processes it waited for, to see which tests wait (sleeps, polls, other
+# processes' barriers) rather than compute: those are the ones more workers than cores would hide.
+_CPU_LOG = os.environ.get('SCALING_TEST_CPU_LOG')
+if _CPU_LOG:
+  import json as _json
+  import resource as _resource
+  import time as _time
+
+  def _usage():
+    s, c = _resource.getrusage(_resource.RUSAGE_SELF), _resource.getrusage(_resource.RUSAGE_CHILDREN)
+    return _time.time(), s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime
+
+  @pytest.hookimpl(hookwrapper=True)
+  def pytest_runtest_protocol(item, nextitem):
+    t0, s0, c0 = _usage()
+    yield
+    t1, s1, c1 = _usage()
+    with open(_CPU_LOG, 'a') as f:
+      f.write(_json.dumps({'test': item.nodeid, 'wall': t1 - t0, 'cpu_self': s1 - s0, 'cpu_children': c1 - c0})
+              + '\n')
+
+
+def pytest_collection_modifyitems(session, config, items):
+  """Files holding `slow` tests (the multi-process and end-to-end scenarios) run first; the tests of each file
+  keep their order. pytest-xdist (--dist loadfile) hands files to workers in this order, so the long ones start
+  early and the many short files fill the end, instead of one worker finishing a long file alone."""
+  heavy = {item.path for item in items if item.get_closest_marker('slow')}
+  items.sort(key=lambda item: item.path not in heavy)   # stable: the order within each group is kept

@@ -189,6 +189,7 @@ def runs_of(sweep_file, root) -> list[rd_lib.RunDir]:
   return [rd_lib.RunDir(root, r.hash) for r in sweep_lib.load_sweep(str(sweep_file)).runs]
 
 
+@pytest.mark.slow   # a real local sweep that trains
 def test_three_lrs_train_as_one_packed_process_and_a_resubmit_starts_nothing(tmp_path):
   write_corpus(tmp_path)
   p = write_sweep(tmp_path, [{'train.lr': 1e-2}, {'train.lr': 3e-3}, {'train.lr': 2e-3}])
@@ -230,6 +231,7 @@ def test_three_lrs_train_as_one_packed_process_and_a_resubmit_starts_nothing(tmp
   assert {f: f.stat().st_mtime_ns for f in before} == before
 
 
+@pytest.mark.slow   # a real local sweep that trains
 def test_a_diverging_member_is_recorded_failed_and_the_others_done(tmp_path):
   write_corpus(tmp_path)
   p = write_sweep(tmp_path, [{'train.lr': 1e-2}, {'train.lr': 1e9}, {'train.lr': 2e-3}])

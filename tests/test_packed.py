@@ -88,10 +88,13 @@ def test_init_seed_is_hash_neutral_and_validated(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the step
+STEP_MEMBERS = [MEMBERS[0], dict(MEMBERS[1], train__weight_decay=0.0, train__min_lr_ratio=0.5)]
+
+
 def test_packed_step_equals_each_single_step(tmp_path):
-  """K=3 members with different lr, b2, weight decay, min_lr_ratio and init seed, 12 steps on the same
-  random batches: each member's losses, gradient norms and final params equal its single-run step's."""
-  cfgs = [make_cfg(tmp_path, **m) for m in MEMBERS]
+  """K=2 members that differ in lr, b2, weight decay, min_lr_ratio and init seed, 12 steps on the same random
+  batches, in both layouts: each member's losses and final params equal its single-run step's."""
+  cfgs = [make_cfg(tmp_path, **m) for m in STEP_MEMBERS]
   setup = build_setup(cfgs[0])
   packed = packed_lib.build_packed(setup, len(cfgs))
   scalars = packed_lib.scalars_array(packed, cfgs)
@@ -148,6 +151,7 @@ def _cosine_lr(cfg, step: int) -> float:
   return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
 
+@pytest.mark.slow   # whole packed training runs
 def test_each_member_is_a_complete_run(packed_run):
   root, cfgs, wds, result = packed_run
   assert result['exit_code'] == 0 and result['state'] == 'done'
@@ -163,6 +167,7 @@ def test_each_member_is_a_complete_run(packed_run):
     assert {r['step'] for r in rows(wd) if 'eval/bpb' in r} == {6, 12}
 
 
+@pytest.mark.slow   # whole packed training runs
 def test_a_member_equals_its_single_run(packed_run, tmp_path):
   """Member 1 (lr 3e-3, b2 0.99, init seed 5) against `train()` of the same config alone: the losses of
   every step and the final eval loss."""
@@ -175,6 +180,7 @@ def test_a_member_equals_its_single_run(packed_run, tmp_path):
   assert member['eval/loss'] == pytest.approx(single['eval/loss'], rel=1e-4)
 
 
+@pytest.mark.slow   # whole packed training runs
 def test_scaling_eval_opens_a_member(packed_run, capsys):
   """`scaling eval` of a member's workdir (a single-run reader) gives the member's final eval loss."""
   from scaling.cli import main as cli
@@ -185,26 +191,28 @@ def test_scaling_eval_opens_a_member(packed_run, capsys):
   assert row['eval/loss'] == pytest.approx(result['members'][2]['eval/loss'], rel=1e-5), row
 
 
-def test_a_diverging_member_is_frozen_and_the_others_finish(tmp_path):
-  """Member 1's lr is absurd (its loss goes non-finite); it is marked diverged (exit code 3, summary.json)
-  while members 0 and 2 finish with the losses they have when packed without it."""
+@pytest.mark.slow   # whole packed training runs
+def test_a_diverging_member_is_frozen_and_the_others_finish(packed_run, tmp_path):
+  """The packed run's members 0 and 2 with an absurd lr between them (its loss goes non-finite): that member
+  is marked diverged (exit code 3, summary.json) while the other two finish with the losses they have in the
+  packed run without it (the same corpus, written again here)."""
+  _, _, ref_wds, _ = packed_run
   write_docs(tmp_path / 'corpus')
-  ms = [dict(train__lr=1e-2), dict(train__lr=1e9, train__grad_clip=1.0), dict(train__lr=3e-3)]
-  cfgs = [make_cfg(tmp_path, **m) for m in ms]
+  cfgs = [make_cfg(tmp_path, **m) for m in (MEMBERS[0], dict(train__lr=1e9), MEMBERS[2])]
   wds = [tmp_path / f'm{i}' for i in range(3)]
   result = train_packed(cfgs, wds, quiet=True)
   assert result['exit_code'] == 3 and result['state'] == 'diverged'
   bad = json.loads((wds[1] / 'summary.json').read_text())
   assert bad['state'] == 'diverged' and bad['exit_code'] == 3 and 'diverged' in bad['error']
+  assert 0 < bad['step'] <= STEPS
   for i in (0, 2):
     assert json.loads((wds[i] / 'summary.json').read_text())['state'] == 'done'
-  ref = [tmp_path / 'r0', tmp_path / 'r2']
-  train_packed([cfgs[0], cfgs[2]], ref, quiet=True)
-  for wd, r in zip((wds[0], wds[2]), ref):
-    a, b = losses(wd), losses(r)
+    a, b = losses(wds[i]), losses(ref_wds[i])
+    assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
     np.testing.assert_allclose([a[s] for s in sorted(a)], [b[s] for s in sorted(b)], rtol=LOSS_RTOL)
 
 
+@pytest.mark.slow   # whole packed training runs
 def test_resume_after_a_stop_equals_the_uninterrupted_run(packed_run, tmp_path, monkeypatch):
   """A SIGTERM after step 6 saves every member at 6 and exits 75; the re-run resumes all of them and ends
   with the uninterrupted packed run's losses and eval losses."""
@@ -263,6 +271,7 @@ def test_members_split_over_the_data_axis_equal_replicated(tmp_path):
     packed_lib.build_packed(setup, 2, 'fsdp')
 
 
+@pytest.mark.slow   # whole packed training runs
 def test_cli_vary_trains_the_members_and_refuses_an_unpackable_field(tmp_path, capsys):
   """`scaling train-packed --vary`: one member per value in ROOT/member-<i>, members.json beside them (the
   same command resumes: here, finished, it leaves them alone); a field that is not packable is refused."""

@@ -27,8 +27,9 @@ def add_args(p) -> None:
   p.add_argument('--members_axis', default=None,
                  help='mesh axis to split the members over (e.g. data); default: every device holds every member')
   p.add_argument('--layout', default='vmap', choices=('vmap', 'loop'),
-                 help='vmap: one batched step (accelerators); loop: the members one after another in one program '
-                      '(faster on CPU, whose batched matmuls are slow; see BENCHMARKS.md)')
+                 help='vmap: one batched step; loop: the members one after another in one program (on 2 CPU '
+                      'cores -6%% to +23%% tokens/s per member at d_model 32-128, and a compile that grows with K: '
+                      'BENCHMARKS.md)')
 
 
 def _from_vary(args, overrides) -> list[dict]:

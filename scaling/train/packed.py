@@ -105,6 +105,7 @@ class Packed:
   state_sharding: Any
   member_sharding: Any   # one member's state (setup.state_sharding)
   scalar_sharding: Any
+  slicer: Any = None     # the jitted member_state slicer, built on first use
 
 
 def _lead(sh: NamedSharding, axis) -> NamedSharding:
@@ -163,10 +164,14 @@ def jit_packed_step(packed: Packed, batch_keys, layout: str = 'vmap'):
 
 
 def member_state(packed: Packed, state: dict, i: int) -> dict:
-  """Member i's params and opt_state (as a single run's), on its own sharding."""
+  """Member i's params and opt_state (as a single run's), on its own sharding. One compiled slicer for every
+  member (the index is an argument, not a constant: K members would otherwise cost K compiles per save)."""
+  if packed.slicer is None:
+    sh = dict(params=packed.member_sharding['params'], opt_state=packed.member_sharding['opt_state'])
+    packed.slicer = jax.jit(lambda s, j: jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, j, keepdims=False), s),
+                            out_shardings=sh)
   inner = dict(params=state['params'], opt_state=state['opt_state'])
-  sh = dict(params=packed.member_sharding['params'], opt_state=packed.member_sharding['opt_state'])
-  return jax.jit(lambda s: jax.tree.map(lambda x: x[i], s), out_shardings=sh)(inner)
+  return packed.slicer(inner, jnp.int32(i))
 
 
 def stack_members(packed: Packed, members: list[dict], step: int, alive) -> dict:
