@@ -324,3 +324,18 @@ def test_collect_rows_and_the_report_show_the_changes(tmp_path):
   assert got == {'aaa': [], 'bbb': [{'step': 100, 'how': 'extend', 'fields': {'train.steps': [100, 120]}}]}
   text = render_report(rundir.collect_rows(tmp_path), None, title='t', notes=[])
   assert '## Runs changed after they started' in text and '| bbb | 100 | extend | train.steps: 100 → 120 |' in text
+
+
+def test_a_config_json_from_before_a_new_field_is_no_change():
+  """A run written before a field existed (its config.json lacks every HASH_NEUTRAL field, e.g. train.init_seed)
+  resumes under today's config with no change to record: the missing field counts at its neutral value."""
+  from scaling.config import history
+  from scaling.config import load as config_lib
+  now = config_lib.to_dict(config_lib.load_config('default.py'))
+  old = json.loads(json.dumps(now))
+  for key in config_lib.HASH_NEUTRAL:
+    section, name = key.split('.')
+    del old[section][name]
+  assert history.diff(old, now) == []
+  old['train']['lr'] = now['train']['lr'] * 2   # a real difference is still found
+  assert [c.key for c in history.diff(old, now)] == ['train.lr']
