@@ -136,3 +136,20 @@ def test_empty_prompts_skip_the_end_of_run_samples(data, tmp_path, capsys):
   out = capsys.readouterr()
   assert code == 0, out.err
   assert '=== samples' not in out.out and (wd / 'summary.json').exists()
+
+
+def test_an_unknown_flag_that_names_a_config_field_suggests_the_override(capsys):
+  """`scaling train --steps 20` (#39 item 8): the usage error names the override to write instead; a field
+  name in two sections lists both; an unknown flag that is no field gets the plain error; a command that
+  takes no config gets no config hint."""
+  from scaling.cli import main as cli
+  cases = [(['train', '--steps', '20'], 'did you mean --config.train.steps=20?'),
+           (['table', '--train.lr=1e-3'], 'did you mean --config.train.lr=1e-3?'),
+           (['train', '--seed', '3'], '--config.sample.seed=3 or --config.train.seed=3'),
+           (['train', '--no_such_thing'], 'unrecognized arguments: --no_such_thing\n'),
+           (['eval', '--workdir', 'w', '--steps', '5'], 'unrecognized arguments: --steps 5\n')]
+  for argv, want in cases:
+    with pytest.raises(SystemExit) as e:
+      cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and want in err, (argv, err)

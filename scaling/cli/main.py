@@ -98,6 +98,34 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
   return parser
 
 
+def config_flag_hint(unknown: list[str]) -> str:
+  """For unknown flags that name a config field (`--steps 20`, `--train.lr=1e-3`): the override to write
+  instead ('; did you mean --config.train.steps=20?'), else ''."""
+  from scaling.config.default import get_config
+  fields = []
+  def walk(d, prefix=''):
+    for k, v in d.items():
+      if isinstance(v, dict) and v:
+        walk(v, f'{prefix}{k}.')
+      else:
+        fields.append(f'{prefix}{k}')
+  walk(get_config().to_dict())
+  hints = []
+  for i, tok in enumerate(unknown):
+    if not tok.startswith('--'):
+      continue
+    name, eq, value = tok[2:].partition('=')
+    name = name.replace('-', '_')
+    if not eq and i + 1 < len(unknown) and not unknown[i + 1].startswith('-'):
+      value = unknown[i + 1]
+    match = [f for f in fields if f == name or f.endswith('.' + name)]
+    if len(match) == 1:
+      hints.append(f'--config.{match[0]}={value or "VALUE"}')
+    elif match:
+      hints.append(' or '.join(f'--config.{m}={value or "VALUE"}' for m in match))
+  return f'; config fields are set with --config.SECTION.FIELD=VALUE: did you mean {", ".join(hints)}?' if hints else ''
+
+
 def main(argv=None) -> int:
   from scaling.base import hostmem
   hostmem.skip_absent_tpu()   # libtpu installed only to compile for a TPU: compute on the CPU, quietly
@@ -113,7 +141,11 @@ def main(argv=None) -> int:
     from scaling.launch.cli import run_sweep_cli
     return run_sweep_cli(rest[1:] + [f'--config.{k}={v}' for k, v in overrides.items()], fit_check=_sweep_fit_check)
   command = next((a for a in rest if not a.startswith('-')), None)
-  args = build_parser(command if command in COMMANDS else None).parse_args(rest)
+  parser = build_parser(command if command in COMMANDS else None)
+  args, unknown = parser.parse_known_args(rest)
+  if unknown:
+    hint = config_flag_hint(unknown) if COMMANDS.get(command) and COMMANDS[command].config else ''
+    parser.error(f'unrecognized arguments: {" ".join(unknown)}{hint}')
   c = COMMANDS[args.command]
   try:
     if not c.config and overrides:
