@@ -134,9 +134,10 @@ def test_malloc_tuning_removes_per_step_page_faults():
   # untuned: every call faults its 64 MB result in again
   assert min(faults_off) > 15000, faults_off
   # tuned: the held heap grows for a few calls (seen: up to 7), then the result's pages are reused: of the
-  # last 20 calls at most 2 fault (a late regrowth was seen once in CI, with other tests on the cores: a small
-  # allocation that lands in the freed block splits it), where untuned all 20 do
-  assert sum(f > 100 for f in faults_on[10:]) <= 2, faults_on
+  # last 20 calls at most 5 fault, where untuned all 20 do. Late regrowths happen under load (seen: 1 in CI,
+  # 3 in a full local run with the heavy test files running beside it: a small allocation that lands in the
+  # freed block splits it); 5 keeps the test a 4x separation from the untuned 20 without failing on them
+  assert sum(f > 100 for f in faults_on[10:]) <= 5, faults_on
 
 
 def test_malloc_tuning_only_on_cpu_hosts_and_before_jax_starts(monkeypatch):
