@@ -189,17 +189,23 @@ def _train(run: Run, resume_step, prof, t_start) -> dict:
   return _summary(run, extra, t_start)
 
 
+def finished_summary(workdir, total: int) -> dict | None:
+  """The summary.json of a run finished at step `total` with no failed end-of-run work, else None."""
+  try:
+    done = json.loads((pathlib.Path(workdir) / 'summary.json').read_text())
+  except (OSError, ValueError):
+    return None
+  return done if done.get('state') == 'done' and done.get('step') == total and not done.get('end_error') else None
+
+
 def _already_finished(run: Run, resume_step) -> dict | None:
   """A finished run re-run (its summary.json says done at the last step, with no failed end-of-run work):
   says so and returns that summary; nothing is written. None otherwise."""
   total = run.setup.total_steps
   if resume_step != total or jax.process_count() > 1:   # several processes: the end as before (no shared read)
     return None
-  try:
-    done = json.loads((run.workdir / 'summary.json').read_text())
-  except (OSError, ValueError):
-    return None
-  if done.get('state') != 'done' or done.get('step') != total or done.get('end_error'):
+  done = finished_summary(run.workdir, total)
+  if done is None:
     return None
   run.mgr.close()
   run.log(f'run already finished: step {total} of {total}, summary.json in {run.workdir.absolute()}; '

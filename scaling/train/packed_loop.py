@@ -47,14 +47,6 @@ class Member:
   error: str | None = None
 
 
-def _finished(cfg, workdir: pathlib.Path) -> bool:
-  try:
-    done = json.loads((workdir / 'summary.json').read_text())
-  except (OSError, ValueError):
-    return False
-  return done.get('state') == 'done' and done.get('step') == train_steps(cfg) and not done.get('end_error')
-
-
 def train_packed(cfgs: list, workdirs: list, *, members_axis: str | None = None, layout: str = 'vmap',
                  quiet: bool = False) -> dict:
   """Trains (or resumes) the members (cfgs[i] in workdirs[i]) in one packed run.
@@ -78,7 +70,7 @@ def train_packed(cfgs: list, workdirs: list, *, members_axis: str | None = None,
   if jax.process_count() > 1:
     raise ConfigError('packed runs are single-process for now; with several processes train the members as '
                       'separate runs')
-  todo = [i for i, (c, w) in enumerate(zip(cfgs, workdirs)) if not _finished(c, w)]
+  todo = [i for i, (c, w) in enumerate(zip(cfgs, workdirs)) if loop.finished_summary(w, train_steps(c)) is None]
   for i in sorted(set(range(len(cfgs))) - set(todo)):
     log(f'member {i} ({workdirs[i]}): already finished; left alone')
   if not todo:
@@ -125,6 +117,7 @@ def _resume_step(members: list[Member], log):
 
 def _train(members: list[Member], members_axis, layout, t_start, log) -> list[dict]:
   lead = members[0].run
+  vocab_later = lead.setup is None   # the tokenizer sets the vocab (char, tiktoken): no setup, no check yet
   resume = _resume_step(members, log)
   resume = loop._prepare_data(lead, resume)   # the lead's tokenizer may resolve the vocab of every member
   for m in members[1:]:
@@ -133,7 +126,8 @@ def _train(members: list[Member], members_axis, layout, t_start, log) -> list[di
       resolve_vocab(m.run.cfg, lead.data.tokenizer.vocab_size)
       m.run.setup = loop.build_setup(m.run.cfg, lead.setup.mesh)
     m.run.data, m.run.eval_sets, m.run.eval_skipped = lead.data, lead.eval_sets, lead.eval_skipped
-  resume = _resume_step(members, log) if resume is not None else None
+  if vocab_later and resume is not None:   # only now can each member's checkpoint be checked against its model
+    resume = _resume_step(members, log)
   for m in members[1:]:
     m.run.setup = dataclasses.replace(m.run.setup, mesh=lead.setup.mesh, graphdef=lead.setup.graphdef)
   packed = packed_lib.build_packed(lead.setup, len(members), members_axis)
@@ -254,7 +248,7 @@ def _after_step(lp: _Loop, state, step: int, total: int) -> None:
       util, _ = mfu(lp.fpt, tps * len(members), lp.peak, jax.device_count())
       row |= {'throughput/tokens_per_s': tps, 'throughput/step_s': dt, 'throughput/mfu': util}
       lp.shown = {'tok/s/member': f'{tps:,.0f}', 'mfu': f'{util:.1%}'}
-  if (t.ckpt_every > 0 and step % t.ckpt_every == 0) or last or step in set(t.get('ckpt_steps', ())):
+  if (t.ckpt_every > 0 and step % t.ckpt_every == 0) or last or step in t.get('ckpt_steps', ()):
     _check(members, lp.pending)
     _save_all(members, lp.packed, state, step)
   rows = {m.index: dict(row) for m in members if m.alive}
