@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from scaling.analysis.fit.command import fit_all
 from scaling.analysis.fit.load import METRICS, PARAM_COLUMNS, FitError
+from scaling.analysis.report_arms import arms_section
 from scaling.analysis.report_checks import approaches_section, profiles_section
 from scaling.analysis.report_fit import (
   anchors_section,
@@ -210,6 +211,9 @@ def _fit_sections(result: dict) -> list[str]:
   lines += ['### Fitted exponents beside the published ones', ''] + exponents_section(result)
   lines += ['', '### IsoFLOP profiles: which budgets approach 2 may use', ''] + profiles_section(result)
   lines += ['', '### Approach 2 against approach 3, and a held-out budget', ''] + approaches_section(result)
+  arms = arms_section(result)
+  if arms:
+    lines += [''] + arms
   lines += ['', '### Compute-optimal predictions', ''] + predictions_section(result)
   lines += ['', '### Published anchors', ''] + anchors_section(result)
   if result.get('plots'):
@@ -220,6 +224,36 @@ def _fit_sections(result: dict) -> list[str]:
 
 # --------------------------------------------------------------------------------------
 # Orchestration and CLI
+
+
+NOISE_SUFFIX = '-noise'   # runs named '<study>-noise': seed replicates that measure the noise floor, not fit points
+
+
+def is_noise_run(raw: dict) -> bool:
+  return str(raw.get('name') or '').endswith(NOISE_SUFFIX)
+
+
+def _not_noise(raw: dict) -> bool:
+  return not is_noise_run(raw)
+
+
+def _noise_runs(results: str, rows: Sequence[dict], fit_options: dict) -> list[str]:
+  """Runs named '*-noise' (configs/sweeps/isoflop_v2.py): left out of the fit, and their pooled seed SD is the fit's
+  noise floor unless one is given. Returns the notes."""
+  if not any(is_noise_run(r) for r in rows):
+    return []
+  from scaling.analysis.fit.load import load_results
+  from scaling.analysis.fit.profiles import seed_noise_floor
+  fit_options.setdefault('keep', _not_noise)
+  noise = load_results(results, fit_options.get('metric', 'eval/bpb'),
+                       params=fit_options.get('params', 'non_embedding'), skip_bad=True,
+                       keep=is_noise_run)
+  floor = seed_noise_floor(noise)
+  if floor is None:
+    return [f'{len(noise)} noise run(s) (named *{NOISE_SUFFIX}) left out of the fit; no seed replicates among them yet']
+  fit_options.setdefault('noise_floor', floor['value'])
+  return [f'{len(noise)} noise run(s) (named *{NOISE_SUFFIX}) left out of the fit; their {floor["detail"]} = '
+          f'{floor["value"]:.4g} is the noise floor of the fit (--noise_floor)']
 
 
 def write_report(root: str, results: str | None = None, study: str | None = None, *,
@@ -248,6 +282,8 @@ def write_report(root: str, results: str | None = None, study: str | None = None
     if not claims_lib.is_study(rows):
       notes.append(f"study {claims_lib.STUDY} requested, but no run is named '{claims_lib.PREFIX}<arm>' "
                    '(configs/sweeps/seed_upgrades.py): every claim is not measured')
+  if fit and rows and not seed_study:
+    notes += _noise_runs(results, rows, fit_options)
   if fit and rows:
     try:
       with warnings.catch_warnings():

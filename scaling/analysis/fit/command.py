@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from scaling.analysis.fit.approaches import budget_strata, fit_chinchilla, fit_isoflop
+from scaling.analysis.fit.arms import has_arms, lr_law, reduce_arms
 from scaling.analysis.fit.diagnostics import diagnose, isoflop_design
 from scaling.analysis.fit.held_out import format_skill, held_out_check
 from scaling.analysis.fit.laws import fit_power_laws
@@ -58,7 +59,7 @@ _DEFAULTS = {
     'results': None, 'metric': 'eval/bpb', 'params': 'non_embedding', 'out': None,
     'target_flops': None, 'fits': 'auto', 'bootstrap': 200, 'seed': 0, 'huber_delta': 1e-3,
     'max_starts': 256, 'budget_tol': 0.1, 'skip_bad': False, 'plots': True, 'held_out': True,
-    'noise_floor': None, 'mc_error': 0.005, 'max_draws': 64000,
+    'noise_floor': None, 'mc_error': 0.005, 'max_draws': 64000, 'arms': 'best',
 }
 
 
@@ -109,9 +110,15 @@ def _fit_rows(o: dict, keep) -> tuple[list[dict], dict]:
                       notes=notes, keep=keep)
   if not rows:
     raise FitError(f'{o["results"]}: no finished runs with usable values ({"; ".join(notes)})')
+  all_rows, arms = rows, None
+  if has_arms(rows):
+    rows, arms = reduce_arms(rows, o['arms'])
+    notes.append(f'{arms["rows_in"]} rows are {arms["points_out"]} points trained at several learning rates; '
+                 f'each point is its {"best arm" if o["arms"] == "best" else "parabola minimum in log lr"} '
+                 f'(--arms); {arms["note"]}')
   arr = {k: np.array([r[k] for r in rows]) for k in ('N', 'D', 'C', 'L')}
   result: dict[str, Any] = {
-      'inputs': inputs_record(o['results'], rows, o, keep),
+      'inputs': inputs_record(o['results'], all_rows, o, keep),
       'provenance': provenance(),
       'notes': notes,
   }
@@ -142,6 +149,8 @@ def _fit_rows(o: dict, keep) -> tuple[list[dict], dict]:
   if not fitted:
     errors.append('no fit is possible: ' + '; '.join(
         f'{k}: {result[k]["skipped"]}' for k in FIT_NAMES))
+  if arms is not None:
+    result['lr_arms'] = _arms_result(all_rows, arms, result, o)
   result['design'] = isoflop_design(rows, budget_tol=o['budget_tol'])
   result['profiles'] = check_profiles(rows, budget_tol=o['budget_tol'], noise_floor=o['noise_floor'],
                                       bootstrap=o['bootstrap'], seed=o['seed'], refit='isoflop' in fitted)
@@ -162,6 +171,30 @@ def _fit_rows(o: dict, keep) -> tuple[list[dict], dict]:
   result['warnings'] = diagnose(rows, result) + profile_warnings(result['profiles'])
   result['errors'] = errors
   return rows, result
+
+
+def _arms_result(all_rows: list[dict], arms: dict, result: dict, o: dict) -> dict:
+  """The arms record with the LR law, and a under the other arm estimator (a systematic choice: the headline's
+  systematic interval is widened to include it)."""
+  iso = result.get('isoflop') or {}
+  sigma = o['noise_floor'] or ((iso.get('resampling') or {}).get('seed_noise') or {}).get('sigma')
+  arms['law'] = lr_law(arms['points'], noise_sd=sigma, seed=o['seed'], a=iso.get('a'), b=iso.get('b'))
+  if 'a' not in iso:
+    return arms
+  other = 'lr_parabola' if o['arms'] == 'best' else 'best'
+  try:
+    alt = fit_isoflop(reduce_arms(all_rows, other)[0], budget_tol=o['budget_tol'], bootstrap=0)
+  except FitError as e:
+    arms['other_estimator'] = {'estimator': other, 'skipped': str(e)}
+    return arms
+  arms['other_estimator'] = {'estimator': other, 'a': alt['a'], 'b': alt['b']}
+  head = (iso.get('specification_curve') or {}).get('headline') or {}
+  for k in ('a', 'b'):
+    if isinstance(head.get(k), dict) and head[k].get('systematic'):
+      lo, hi = head[k]['systematic']
+      head[k]['systematic'] = [min(lo, alt[k]), max(hi, alt[k])]
+      head[k]['systematic_includes'] = f'the arm estimator {other!r} ({alt[k]:.4g})'
+  return arms
 
 
 def _write_new_only(path: str, text: str) -> bool:
@@ -268,6 +301,10 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                            'SD when the sweep has seed replicates, else the other budgets\' median residual SD); '
                            'when given, also the sd of the IsoFLOP seed-noise bootstrap (default there: the pooled '
                            'parabola residual sd)')
+  parser.add_argument('--arms', default=_DEFAULTS['arms'], choices=('best', 'lr_parabola'),
+                      help='runs of one point trained at several learning rates: the point is the best arm (default; '
+                           'redrawn in every seed-noise draw) or the parabola minimum in log lr through the best arm '
+                           'and its neighbours (the other is reported as a systematic choice)')
   parser.add_argument('--mc_error', type=float, default=_DEFAULTS['mc_error'],
                       help='IsoFLOP intervals: draw until the Monte-Carlo error of every interval end is below this '
                            '(units of a; default 0.005)')

@@ -194,6 +194,10 @@ def _draw(rows: Sequence[dict], result: dict, out_dir: str) -> list[str]:
   if iso is not None:
     _plot_isoflop(plt, rows, result, iso, os.path.join(out_dir, 'isoflop.png'))
     written.append('isoflop.png')
+  if result.get('lr_arms'):
+    from scaling.analysis.fit.plots_arms import plot_arms
+    plot_arms(plt, result['lr_arms'], os.path.join(out_dir, 'lr_arms.png'))
+    written.append('lr_arms.png')
   return written + _plot_parity_residuals(plt, rows, result, chin, iso, out_dir)
 
 

@@ -73,7 +73,7 @@ def provenance() -> dict:
 
 
 RECORDED_OPTIONS = ('metric', 'params', 'targets', 'fits', 'bootstrap', 'seed', 'huber_delta', 'max_starts',
-                    'budget_tol', 'skip_bad', 'held_out', 'plots', 'noise_floor')
+                    'budget_tol', 'skip_bad', 'held_out', 'plots', 'noise_floor', 'arms')
 
 
 def inputs_record(results: str, rows: list[dict], opts: dict, keep=None) -> dict:

@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from scaling.analysis.fit.arms import arm_matrix, best_of_draws
 from scaling.analysis.fit.intervals import honest_interval, with_state
 from scaling.analysis.fit.resample import (
   UNKNOWN,
@@ -43,14 +44,16 @@ STREAMS = {'seed_noise': 1, 'residual': 2, 'row': 3}
 
 def budget_data(rows: Sequence[dict], groups: Sequence[Sequence[int]], flops: Sequence[float],
                 n_key: str = 'N') -> list[dict]:
-  """Per budget: flops, row indices, x = log10 N (n_key), yD = log10 D, L."""
+  """Per budget: flops, row indices, x = log10 N (n_key), yD = log10 D, L; arm_L (n, A) every learning-rate
+  arm's loss of each point when the rows were reduced from arms (scaling/analysis/fit/arms.py), else None."""
   out = []
   for c, idx in zip(flops, groups):
     idx = list(idx)
     out.append({'flops': float(c), 'idx': idx,
                 'x': np.log10([rows[i][n_key] for i in idx]),
                 'yD': np.log10([rows[i]['D'] for i in idx]),
-                'L': np.array([rows[i]['L'] for i in idx], dtype=np.float64)})
+                'L': np.array([rows[i]['L'] for i in idx], dtype=np.float64),
+                'arm_L': arm_matrix([rows[i] for i in idx])})
   return out
 
 
@@ -131,10 +134,11 @@ def until_precise(draw: Callable[[np.random.Generator, int], tuple[dict, dict]],
 
 def seed_noise_draw(budgets: Sequence[dict], sigma: float, dof: int) -> Callable:
   """draw(rng, R): each run's loss plus N(0, sigma_r^2), sigma_r = sigma sqrt(dof / chi2_dof) (dof 0:
-  sigma itself)."""
+  sigma itself). A point reduced from learning-rate arms redraws every arm and takes the best again."""
   def draw(rng, R):
     s = sigma * np.sqrt(dof / rng.chisquare(dof, R)) if dof else np.full(R, sigma)
-    Ys = [b['L'][None, :] + s[:, None] * rng.standard_normal((R, len(b['L']))) for b in budgets]
+    Ys = [b['L'][None, :] + s[:, None] * rng.standard_normal((R, len(b['L']))) if b.get('arm_L') is None
+          else best_of_draws(b['arm_L'], s, rng) for b in budgets]
     return evaluate(budgets, Ys), {'Ys': Ys}
   return draw
 
