@@ -45,7 +45,9 @@ confounds one by one:
   prefer lower rates (v1's check at 4e12: the 4,072-step run preferred half its rate), and -0.125 is
   DeepSeek LLM 2024's eta_opt ~ C^-0.125 used as a prior only; the arms span 4x, so the centre needs to be
   right within 2x. Where the best arm of a point is an end arm, the report says so; `:extend` adds the arm
-  beyond that end for that size (0.25x or 4x), chosen by that rule from the collected results.
+  beyond that end for that size (0.25x or 4x): `python configs/sweeps/isoflop_v2.py extend RESULTS` applies
+  that rule to the collected results and records the added arms in isoflop_v2_arms.json beside this file
+  (committed), then re-submitting the sweep trains only the new arms.
 * **beta2 for this batch**: the pre-check (`:beta2`) trains the second budget's (1.2e13) second and fifth
   sizes (1,000-4,000 steps: the study's middle horizons; beta2 0.999 averages over ~1,000 steps, so a
   shorter check would judge the transient) at their centre rate with beta2 0.95, 0.99, 0.999 (Porian et al. 2024 found the default 0.95 costs small
@@ -218,6 +220,7 @@ def _scratch(p: dict, lr: float, name: str, **extra) -> dict:
 
 
 def _arms_of(rung: int, pts: list[dict]) -> list[float]:
+  del rung
   extra = _extra_arms().get(str(pts[0]['width']), []) if pts else []
   return sorted(set(LR_ARMS) | set(extra))
 
@@ -253,13 +256,48 @@ def beta2_runs(pts: list[dict]) -> list[dict]:
           for p in (second[1], second[4]) for b2 in BETA2_CHECK]
 
 
+ARMS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'isoflop_v2_arms.json')
+
+
 def _extra_arms() -> dict:
-  """width -> extra LR multipliers, from the collected results (`:extend`); {} before any results exist."""
-  path = os.environ.get('ISOFLOP_V2_ARMS', '')
-  if not path:
+  """width (str) -> extra LR multipliers chosen by `extend` from the collected results (ARMS_FILE; {} before)."""
+  if not os.path.exists(ARMS_FILE):
     return {}
-  with open(path, encoding='utf-8') as f:
+  with open(ARMS_FILE, encoding='utf-8') as f:
     return json.load(f)
+
+
+def extend(results: str) -> dict:
+  """The stated rule for a second stage of arms: a width any of whose points has its best arm at the low end of
+  the arms tried gains the arm half the lowest; at the high end, twice the highest. Reads a results.jsonl,
+  writes ARMS_FILE (merged with what is there), returns the additions."""
+  by_point: dict = {}
+  with open(results, encoding='utf-8') as f:
+    for line in f:
+      r = json.loads(line)
+      if r.get('state') != 'done' or r.get('name') != NAME:
+        continue
+      ov = r['overrides']
+      key = (ov['model.d_model'], ov['train.steps'])
+      by_point.setdefault(key, []).append((ov['train.lr'], r['eval/bpb']))
+  centre = {p['width']: p['centre_lr'] for p in points()}
+  extra = _extra_arms()
+  added: dict = {}
+  for (width, _), arms in sorted(by_point.items()):
+    lrs = sorted({lr for lr, _ in arms})
+    best = min(arms, key=lambda a: a[1])[0]
+    if len(lrs) < 2 or lrs[0] < best < lrs[-1]:
+      continue
+    # the arm beyond the end that won, as a multiplier of the width's centre rate (an arm added but not yet
+    # trained is not tried: applying the rule again before it trains adds nothing)
+    new = float(f'{best / centre.get(width, best) * (0.5 if best == lrs[0] else 2.0):.3g}')
+    if new not in extra.get(str(width), []) and new not in LR_ARMS:
+      extra.setdefault(str(width), []).append(new)
+      added.setdefault(str(width), []).append(new)
+  with open(ARMS_FILE, 'w', encoding='utf-8') as f:
+    json.dump(extra, f, indent=1, sort_keys=True)
+    f.write('\n')
+  return added
 
 
 def get_sweep(arg=None):
@@ -299,7 +337,11 @@ def cost(pts: list[dict]) -> dict:
   return {'flops': flops, 'wall_s': wall + procs * RUN_OVERHEAD_S, 'processes': procs}
 
 
-def main(arg=None):
+def main(arg=None, *rest):
+  if arg == 'extend':
+    print('added arms (width: multipliers of the centre rate):', extend(rest[0]) if rest else
+          'give the results.jsonl: python configs/sweeps/isoflop_v2.py extend sweeps/isoflop_v2/results.jsonl')
+    return
   pts = points()
   if arg == 'beta2':
     for r in beta2_runs(pts):
@@ -334,4 +376,4 @@ def main(arg=None):
 
 
 if __name__ == '__main__':
-  main(sys.argv[1] if len(sys.argv) > 1 else None)
+  main(*sys.argv[1:])
