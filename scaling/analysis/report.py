@@ -256,8 +256,32 @@ def _noise_runs(results: str, rows: Sequence[dict], fit_options: dict) -> list[s
           f'{floor["value"]:.4g} is the noise floor of the fit (--noise_floor)']
 
 
+def _family_section(result: dict | None, compare: str, label: str, title: str) -> list[str]:
+  """The report's comparison with another study's fit.json (scaling/analysis/fit/families.py)."""
+  from scaling.analysis.fit.families import compare_families
+  lines = [f'## A second family: {label}', '']
+  if not result or 'a' not in (result.get('isoflop') or {}):
+    return lines + ['No IsoFLOP fit here to compare.', '']
+  with open(compare, encoding='utf-8') as f:
+    other = json.load(f)
+  try:
+    rec = compare_families(result, other, labels=(title, label))
+  except FitError as e:
+    return lines + [f'Not compared: {e}.', '']
+  lines += [f'{title} against {label} ({os.path.relpath(compare)}), N as each fit counts it; {rec["test"]}.', '',
+            '| exponent | this study | ' + label + ' | difference | 5–95% of the difference | verdict |',
+            '|---|---|---|---|---|---|']
+  for k in ('a', 'b'):
+    r = rec[k]
+    ci = r['ci']
+    lines.append(f'| {k} | {r["value_1"]:.3f} | {r["value_2"]:.3f} | {r["difference"]:+.3f} | '
+                 f'{ci[0]:+.3f} – {ci[1]:+.3f} | **{r["verdict"]}** |')
+  return lines + ['']
+
+
 def write_report(root: str, results: str | None = None, study: str | None = None, *,
-                 fit: bool = True, **fit_options) -> str:
+                 fit: bool = True, compare: str | None = None, compare_label: str = 'the other study',
+                 **fit_options) -> str:
   """Writes <root>/REPORT.md (and fit.json + plots in root); returns the report's path."""
   if not os.path.isdir(root):
     raise FitError(f'--root {root} is not a directory (the sweep root that holds '
@@ -297,6 +321,8 @@ def write_report(root: str, results: str | None = None, study: str | None = None
   if seed_study:
     from scaling.analysis.seed import render as claims_render
     extra = claims_render.sections(rows, other, result, root)
+  if compare:
+    extra = extra + _family_section(result, compare, compare_label, title)
   text = render_report(rows, result, title=title, notes=notes, results_name=os.path.relpath(results, root),
                        extra=extra)
   path = os.path.join(root, 'REPORT.md')
@@ -316,13 +342,18 @@ def add_report_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser.add_argument('--bootstrap', type=int, default=200, help='bootstrap resamples of the fit')
   parser.add_argument('--max_starts', type=int, default=256)
   parser.add_argument('--no_fit', dest='fit', action='store_false', help='tables and claims only')
+  parser.add_argument('--compare', default=None,
+                      help="another study's fit.json: a section testing whether a and b differ between the two "
+                           '(e.g. docs/results/isoflop_cpu/fit.json, the first IsoFLOP design)')
+  parser.add_argument('--compare_label', default='the other study', help='its name in the report')
   return parser
 
 
 def run_report(args: argparse.Namespace) -> int:
   """`scaling report`: returns the process exit status."""
   try:
-    path = write_report(args.root, args.results, args.study, fit=args.fit, metric=args.metric,
+    path = write_report(args.root, args.results, args.study, fit=args.fit, compare=args.compare,
+                        compare_label=args.compare_label, metric=args.metric,
                         params=args.params, bootstrap=args.bootstrap, max_starts=args.max_starts)
   except FitError as e:
     print(f'scaling report: error: {e}', file=sys.stderr)
