@@ -61,7 +61,9 @@ confounds one by one:
   own those axes); the report says so.
 
 Wall time: estimated from measured throughput by size, tokens_per_s() below (fitted to the throughput of
-v1's runs on this machine kind). The whole study must stay within about 6 hours of the 2-core machine.
+v1's runs on this machine kind). The plan (2026-12-07): 24 points x 3 arms, 2.52e15 FLOPs trained in 32 packed
+processes, 7.4 h at one process at a time, ~4.7 h with two at once (--max-parallel 2; two processes make ~1.6x
+one's rate here), plus 0.3 h for the beta2 check and the noise seeds: within the ~6 hours the study may take.
 """
 
 import functools
@@ -102,6 +104,7 @@ EXTRA_RUNGS = {}                         # budget -> extra rungs beyond its 6 (n
 # kind (64k params 116k tokens/s, 748k 19k, 1.41M 10k, 3.95M 5.9k; shared machine), conservative in between
 FLOP_RATE, PER_TOKEN_S = 1.1e11, 5e-6
 RUN_OVERHEAD_S = 40.0                    # start, compile, final eval, checkpoint: per process
+TWO_AT_ONCE = 1.6                        # aggregate rate of two processes at once over one (BENCHMARKS.md: packed)
 NAME = 'isoflop_v2'
 
 
@@ -365,7 +368,8 @@ def main(arg=None, *rest):
   aux_flops = sum(p['flops'] for p in aux)
   aux_wall = sum(p['tokens'] / tokens_per_s(p['flops_per_token']) + RUN_OVERHEAD_S for p in aux)
   print(f'study: {len(pts)} points x {len(LR_ARMS)} arms; {study["flops"]:.3g} FLOPs trained; '
-        f'{study["processes"]} packed processes; estimated {study["wall_s"] / 3600:.2f} h at one process at a time')
+        f'{study["processes"]} packed processes; estimated {study["wall_s"] / 3600:.2f} h at one process at a time, '
+        f'{study["wall_s"] / 3600 / TWO_AT_ONCE:.2f} h with --max-parallel 2')
   print(f'noise + beta2 runs: {len(aux)} runs, {aux_flops:.3g} FLOPs, estimated {aux_wall / 3600:.2f} h')
   try:
     extra = cost(points(BUDGETS + (EXTRA_BUDGET,)))
