@@ -74,17 +74,27 @@ def truncate_data_files(d) -> None:
     os.truncate(f, f.stat().st_size // 2)
 
 
-DAMAGE = {   # name -> (how, the reason in the moved directory's name, words of the message)
-    'truncated params array': (lambda d: truncate_data_files(d / 'params'), 'bad-params', 'params unreadable'),
+DAMAGE = {   # name -> (how, the reason in the moved directory's name, words of the message: a step saved before
+             # checksums (no manifest: every item read back), a step with its manifest (the file named))
+    'truncated params array': (lambda d: truncate_data_files(d / 'params'), 'bad-params', 'params unreadable',
+                               'when saved (truncated)'),
     'truncated opt_state array': (lambda d: truncate_data_files(d / 'opt_state'), 'bad-opt_state',
-                                  'opt_state unreadable'),
-    'deleted meta/metadata': (lambda d: (d / 'meta' / 'metadata').unlink(), 'bad-meta', 'meta unreadable'),
+                                  'opt_state unreadable', 'when saved (truncated)'),
+    'deleted meta/metadata': (lambda d: (d / 'meta' / 'metadata').unlink(), 'bad-meta', 'meta unreadable',
+                              'meta/metadata is missing (listed in checksums.json)'),
     'garbled data item': (lambda d: (d / 'data' / 'metadata').write_text('{"grain": '), 'bad-data',
-                          'data unreadable'),
+                          'data unreadable', 'data/metadata has 10 bytes'),
     'missing commit marker': (lambda d: (d / 'commit_success.txt').unlink(), 'uncommitted',
-                              'no commit_success.txt: the save did not finish'),
-    'missing item': (lambda d: shutil.rmtree(d / 'opt_state'), 'no-opt_state', 'the opt_state item is missing'),
+                              'no commit_success.txt: the save did not finish', 'no commit_success.txt'),
+    'missing item': (lambda d: shutil.rmtree(d / 'opt_state'), 'no-opt_state', 'the opt_state item is missing',
+                     'the opt_state item is missing'),
 }
+
+
+def unseal(ckpt_dir) -> None:
+  """Removes every step's manifest: the steps as a run saved them before checksums existed."""
+  for p in pathlib.Path(ckpt_dir).glob(f'*/{checkpoint.MANIFEST}'):
+    p.unlink()
 
 
 def restore_numpy(workdir, step, like) -> dict:
@@ -103,11 +113,15 @@ def assert_tree_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.parametrize('sealed', [True, False], ids=['manifest', 'no-manifest'])
 @pytest.mark.parametrize('damage', list(DAMAGE))
-def test_damaged_latest_falls_back_to_the_previous_step(tmp_path, damage):
-  how, reason, words = DAMAGE[damage]
+def test_damaged_latest_falls_back_to_the_previous_step(tmp_path, damage, sealed):
+  how, reason, legacy_words, sealed_words = DAMAGE[damage]
+  words = sealed_words if sealed else legacy_words
   states = save_steps(tmp_path)
   ckpt = tmp_path / checkpoint.CKPT_DIR
+  if not sealed:
+    unseal(ckpt)
   how(ckpt / '20')
   before = snapshot(ckpt / '20')
   lines = []
@@ -129,6 +143,7 @@ def test_damaged_latest_falls_back_to_the_previous_step(tmp_path, damage):
 def test_all_damaged_raises_and_changes_nothing(tmp_path):
   save_steps(tmp_path)
   ckpt = tmp_path / checkpoint.CKPT_DIR
+  unseal(ckpt)   # the checks of a step saved before checksums (test_checksums.py: those of one with them)
   truncate_data_files(ckpt / '20' / 'params')
   (ckpt / '10' / 'commit_success.txt').unlink()
   before = snapshot(tmp_path)
@@ -147,12 +162,14 @@ def test_walks_back_over_several_and_keeps_every_copy(tmp_path):
   """30 and 20 damaged -> 10, newest first; a step damaged again later gets a second name."""
   states = save_steps(tmp_path, (10, 20, 30))
   ckpt = tmp_path / checkpoint.CKPT_DIR
+  unseal(ckpt)
   truncate_data_files(ckpt / '30' / 'params')
   (ckpt / '20' / 'meta' / 'metadata').unlink()
   lines = []
   assert checkpoint.select_resume_step(tmp_path, log=lines.append) == 10
   assert [x.split(':')[0] for x in lines] == ['checkpoint step 30 skipped', 'checkpoint step 20 skipped']
   save_steps(tmp_path, (20,))   # the resumed run writes step 20 again; it is damaged again
+  unseal(ckpt)
   truncate_data_files(ckpt / '20' / 'params')
   assert checkpoint.select_resume_step(tmp_path, log=lines.append) == 10
   assert sorted(p.name for p in (tmp_path / checkpoint.DAMAGED_DIR).iterdir()) == [
@@ -203,6 +220,7 @@ def test_check_step_reads_in_slices(tmp_path):
   """A budget smaller than one row of any array: every array is read one row at a time, still complete."""
   save_steps(tmp_path)
   ckpt = tmp_path / checkpoint.CKPT_DIR
+  unseal(ckpt)   # a sealed step is checked by its sums, not read back
   assert checkpoint.check_step(ckpt / '10', batch_bytes=16) is None
   truncate_data_files(ckpt / '20' / 'opt_state')
   assert checkpoint.check_step(ckpt / '20', batch_bytes=16)[0] == 'bad-opt_state'
@@ -416,7 +434,7 @@ def test_cli_resumes_from_the_step_before_a_damaged_one(tiny_run, tmp_path, caps
   assert cli.main(['train', '--workdir', str(damaged), *args, '--config.train.steps=20', '--extend', '30']) == 0
   out = capsys.readouterr()
   skipped = [x for x in (out.out + out.err).splitlines() if 'checkpoint step 20 skipped' in x]
-  assert len(skipped) == 1 and 'params unreadable' in skipped[0], out
+  assert len(skipped) == 1 and ': params/' in skipped[0] and 'when saved (truncated)' in skipped[0], out
   assert f'resumed from {damaged / checkpoint.CKPT_DIR / "10"} (step 10)' in out.out
   assert 'Traceback' not in out.err
   assert checkpoint.latest_step(damaged) == 30
@@ -437,8 +455,8 @@ def test_cli_with_every_checkpoint_damaged_fails_and_changes_nothing(tiny_run, t
   capsys.readouterr()
   assert cli.main(['train', '--workdir', str(wd), *args, '--config.train.steps=20', '--extend', '30']) != 0
   err = capsys.readouterr().err
-  assert err.startswith('error: no intact checkpoint') and 'step 20: params unreadable' in err
-  assert 'step 10: meta unreadable' in err and len(err.strip().splitlines()) == 1, err
+  assert err.startswith('error: no intact checkpoint') and 'step 20: params/' in err and '(truncated)' in err
+  assert 'step 10: meta/metadata is missing' in err and len(err.strip().splitlines()) == 1, err
   assert snapshot(wd) == before
 
 

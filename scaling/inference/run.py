@@ -28,8 +28,16 @@ def load_for_inference(workdir, step: int | None = None, *, with_step: bool = Fa
   device; with_step=True appends the step loaded (None for imported weights).
 
   tokenizer is None when the workdir has none (an imported checkpoint without a tokenizer).
+
+  Single-process only: orbax's reads are collective (each waits in a barrier for every process), so one process
+  of a multi-process run opening a checkpoint alone would wait forever; that is refused with a CheckpointError.
   """
   workdir = pathlib.Path(workdir)
+  if jax.process_count() > 1:
+    raise CheckpointError(f'cannot open {workdir} for inference in process {jax.process_index()} of a '
+                          f'{jax.process_count()}-process run: its checkpoint reads wait for every process (a '
+                          f'deadlock when one calls it). Run eval/sample/export as one process (not under the '
+                          f'multi-process launcher), or take the model from train(..., final_model=True)')
   cfg_path = workdir / 'config.json'
   if not cfg_path.exists():
     raise CheckpointError(f'{workdir} is not a training workdir: {cfg_path} is missing')

@@ -59,19 +59,46 @@ def _steps(workdir: pathlib.Path) -> list[int]:
 
 
 def _incomplete(step_dir: pathlib.Path) -> str | None:
-  """Why a committed step cannot be a branch's source (a missing item or commit marker), or None.
+  """Why a committed step cannot be a branch's source (a missing item or commit marker, a file that is not as
+  saved), or None.
 
-  Cheap, and the same answer on every process: the arrays are not read back here (as
-  checkpoint.check_step does on one process before a resume); a damaged array fails the restore.
+  Every process checks the same files, so gets the same answer. A step with a manifest has every file checked
+  against it (checkpoint.verify_sums: flipped bytes, a truncated or lost file); one saved before checksums
+  existed gets the cheap check it always had (a damaged array then fails the restore).
   """
   for d in (step_dir, *(step_dir / item for item in checkpoint.ITEMS)):
     if not (d / checkpoint.COMMIT_MARKER).is_file():
       return f'no {checkpoint.COMMIT_MARKER} in {d}'
-  return None
+  bad = checkpoint.verify_sums(step_dir)
+  return f'{step_dir}/{bad[1]}' if bad else None
 
 
-def find_source(cfg, own_workdir) -> Source:
-  """The parent's workdir and step, checked to exist and restore completely (nothing is changed there)."""
+def _newest_complete(parent: pathlib.Path, steps: list[int], what: str, log) -> int:
+  """The newest of `steps` that _incomplete passes (an init_from that names no step); a newer damaged one is
+  skipped with one line, naming it and why."""
+  tried = []
+  for s in sorted(steps, reverse=True):
+    bad = _incomplete(parent / checkpoint.CKPT_DIR / str(s))
+    if bad is None:
+      if tried:
+        (log or _main_print)(f'branch: {what} names no step; the parent\'s newest intact checkpoint is step {s} '
+                             f'(newer damaged, skipped: {"; ".join(tried)})')
+      return s
+    tried.append(f'step {s}: {bad}')
+  raise BranchError(f'{what}: no intact checkpoint in {parent / checkpoint.CKPT_DIR} ({"; ".join(tried)}). Re-run '
+                    f'the parent, or restore its files.')
+
+
+def _main_print(line: str) -> None:
+  import jax
+  if jax.process_index() == 0:
+    print(line, flush=True)
+
+
+def find_source(cfg, own_workdir, log=None) -> Source:
+  """The parent's workdir and step, checked to exist and restore completely (nothing is changed there). With no
+  STEP in init_from: the parent's newest intact step (a newer damaged one is skipped, one line on `log`); a
+  named STEP that is damaged is refused (another step would be another experiment)."""
   path, step = parse_init_from(cfg.train.init_from)
   parent = resolve_workdir(path, own_workdir)
   what = f'train.init_from={cfg.train.init_from!r}'
@@ -83,14 +110,14 @@ def find_source(cfg, own_workdir) -> Source:
     raise BranchError(f'{what}: {parent / checkpoint.CKPT_DIR} holds no checkpoint. Train the parent past the '
                       f'fork step first.')
   if step is None:
-    step = steps[-1]
+    step = _newest_complete(parent, steps, what, log)
   elif step not in steps:
     raise BranchError(f'{what}: the parent has no checkpoint of step {step} (it has {steps}). Fork at one of '
                       f'those, or re-run the parent with {step} in train.ckpt_steps (saved and kept; '
                       f'scaling/launch/sweep.py branches() sets it).')
-  bad = _incomplete(parent / checkpoint.CKPT_DIR / str(step))
-  if bad is not None:
-    raise BranchError(f'{what}: the parent checkpoint of step {step} is incomplete ({bad}). Re-run the parent '
+  elif (bad := _incomplete(parent / checkpoint.CKPT_DIR / str(step))) is not None:
+    state = 'incomplete' if bad.startswith('no ') else 'damaged'
+    raise BranchError(f'{what}: the parent checkpoint of step {step} is {state} ({bad}). Re-run the parent '
                       f'(it resumes from its newest intact step and saves step {step} again), or fork elsewhere.')
   from scaling.config.load import train_steps
   if train_steps(cfg) <= step:
@@ -126,7 +153,7 @@ def prepare(cfg, own_workdir, dims_dict: dict, log=print) -> Source | None:
   """Before compiling a fresh run: its checked branch source, or None when train.init_from is unset."""
   if not cfg.train.get('init_from', ''):
     return None
-  src = find_source(cfg, own_workdir)
+  src = find_source(cfg, own_workdir, log)
   check_source(src, cfg, dims_dict)
   log(f'branch: starting from {src.workdir / checkpoint.CKPT_DIR / str(src.step)} (train.init_from)')
   note = schedule_note(src, cfg)

@@ -17,21 +17,31 @@ any number of processes. A save interrupted midway is never listed: orbax
 finalises a step directory atomically, and incomplete ones are ignored.
 
 A committed step can still be damaged later (a truncated copy, a lost file, a
-full disk when a metadata file was rewritten): `select_resume_step` reads every
-item of the newest step back before a run resumes from it, and walks back to the
-newest intact one, moving each damaged step to ``checkpoints-damaged/`` (kept,
-outside orbax's directory).
+full disk when a metadata file was rewritten, flipped bytes): every step gets a
+manifest, ``<step>/checksums.json`` (the sha256 and size of every file of the
+step, relative paths), written once orbax has committed it (see `seal`). Before
+a step is used (`check_step`: train's resume, a branch's source, eval/sample/
+export) its files are checked against it; a step saved before checksums existed
+(no manifest) is checked as before: every item read back. `select_resume_step`
+(train) walks back to the newest intact step, moving each damaged one to
+``checkpoints-damaged/`` (kept, outside orbax's directory); inference skips it.
+
+orbax reports a failed save by logging its traceback from each thread it passes
+through (~330 lines for a full disk) before raising it: those logged copies are
+dropped here (`_OrbaxNoise`); the exception itself becomes one CheckpointError line.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import sys
 
 import jax
 import orbax.checkpoint as ocp
 
+from scaling.base.files import atomic_write_json, is_temp_name, sha256_file
 from scaling.config.load import position_rows
 
 CKPT_DIR = 'checkpoints'
@@ -42,6 +52,46 @@ IMPORTED_DIR = 'imported_params'   # params written by `scaling import`; trainin
 
 class CheckpointError(ValueError):
   pass
+
+
+# ----------------------------------------------------------------------------- orbax's logging
+_ORBAX_DIR = str(pathlib.Path(ocp.__file__).parent)
+
+
+class _OrbaxNoise(logging.Filter):
+  """Drops orbax's log records below WARNING and every one that carries a traceback.
+
+  A failed save is logged by orbax with its traceback from each thread it passes through, then raised: the
+  raise reaches Manager (save, wait_until_finished, check_pending_save), which says it in one line (save_failed).
+  Its warnings and errors without a traceback still show. Records of other libraries are untouched.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if not record.pathname.startswith(_ORBAX_DIR):
+      return True
+    return record.levelno >= logging.WARNING and not record.exc_info
+
+
+def _drop_closed_loop_noise(hook):
+  """sys.unraisablehook that drops 'Event loop is closed' (tensorstore's callbacks into an asyncio loop that
+  a failed orbax write has closed: printed once per pending write); everything else goes to `hook`."""
+  def unraisable(u):
+    if not (u.exc_type is RuntimeError and str(u.exc_value) == 'Event loop is closed'):
+      hook(u)
+  unraisable.scaling_quiet = True
+  return unraisable
+
+
+def quiet_orbax() -> None:
+  """Installs _OrbaxNoise on absl's logger (orbax logs through absl) and the unraisable hook; idempotent."""
+  absl_logger = logging.getLogger('absl')
+  if not any(isinstance(f, _OrbaxNoise) for f in absl_logger.filters):
+    absl_logger.addFilter(_OrbaxNoise())
+  if not getattr(sys.unraisablehook, 'scaling_quiet', False):
+    sys.unraisablehook = _drop_closed_loop_noise(sys.unraisablehook)
+
+
+quiet_orbax()   # this module is the project's one door to orbax: from its import on
 
 
 def manager(workdir, *, keep: int = 2, keep_steps=(), save_every: int = 1,
@@ -71,6 +121,21 @@ class Manager(ocp.CheckpointManager):
     super().__init__(*args, **kwargs)
     self.keep = keep
 
+  def _finalize(self, step: int, steps_to_remove):
+    """orbax's last act of a save (asynchronous saves: in its finalize thread, so the hashing overlaps
+    training), after the step is committed: the manifest of its files (process 0 writes it). An error here
+    fails the save as any other does. A private method of orbax (0.12): were it renamed, no manifest would be
+    written and tests/test_checksums.py::test_every_file_of_a_saved_step_is_in_its_manifest fails."""
+    super()._finalize(step, steps_to_remove)
+    step_dir = pathlib.Path(self.directory) / str(step)
+    if jax.process_index() == 0 and (step_dir / COMMIT_MARKER).is_file():
+      seal(step_dir)
+
+  def pending_step(self) -> int | None:
+    """The step of the last asynchronous save whose finalize thread orbax still holds (running or ended)."""
+    t = self._finalize_thread.get()
+    return t.step() if t is not None else None
+
   def save(self, step: int, *args, **kwargs) -> bool:
     try:
       return super().save(step, *args, **kwargs)
@@ -80,12 +145,13 @@ class Manager(ocp.CheckpointManager):
       raise save_failed(self, e, step) from e
 
   def wait_until_finished(self):
+    step = self.pending_step()
     try:
       return super().wait_until_finished()
     except CheckpointError:
       raise
     except Exception as e:   # noqa: BLE001
-      raise save_failed(self, e) from e
+      raise save_failed(self, e, step) from e
 
   def check_for_errors(self):
     try:
@@ -94,6 +160,16 @@ class Manager(ocp.CheckpointManager):
       raise
     except Exception as e:   # noqa: BLE001
       raise save_failed(self, e) from e
+
+
+def check_pending_save(mgr) -> None:
+  """Raises (as save_failed's one CheckpointError) the error of an asynchronous save that failed in the background;
+  returns at once when it is still running, succeeded, or there is none. Non-blocking and cheap (a thread's state):
+  the trainer calls it after every step, so a failed save stops the run at the first step after it failed instead
+  of at the next save (up to 2 x ckpt_every steps later). What is lost: the steps since the last complete save."""
+  t = mgr._finalize_thread.get() if isinstance(mgr, Manager) else None   # noqa: SLF001 -- orbax keeps it there
+  if t is not None and not t.is_alive() and t.exception is not None:
+    mgr.wait_until_finished()   # raises it (and orbax forgets the failed step)
 
 
 def _tree_bytes(path: pathlib.Path) -> int:
@@ -251,11 +327,64 @@ def _read_arrays(item_dir: pathlib.Path, batch_bytes: int) -> None:
       (store if start is None else store[start:min(start + rows, m.shape[0])]).read().result()
 
 
+# ----------------------------------------------------------------------------- checksums
+MANIFEST = 'checksums.json'   # in each step directory, beside orbax's files (orbax reads only its items)
+
+
+def _file_sums(step_dir: pathlib.Path) -> dict:
+  """{relative path: {'bytes', 'sha256'}} of every file under step_dir but the manifest and temporary files."""
+  out = {}
+  for p in sorted(step_dir.rglob('*')):
+    if p.is_file() and p.name != MANIFEST and not is_temp_name(p.name):
+      out[p.relative_to(step_dir).as_posix()] = {'bytes': p.stat().st_size, 'sha256': sha256_file(p)}
+  return out
+
+
+def seal(step_dir) -> None:
+  """Writes the manifest of a committed step (atomically: a reader sees none or all of it). Called by
+  Manager once orbax has committed the step; nothing in the step changes after that."""
+  step_dir = pathlib.Path(step_dir)
+  atomic_write_json(step_dir / MANIFEST, {'algorithm': 'sha256', 'files': _file_sums(step_dir)}, indent=0)
+
+
+def _bad_file(rel: str, detail: str) -> tuple[str, str]:
+  item = rel.split('/', 1)[0]
+  return (f'bad-{item}' if item in ITEMS else 'bad-step'), f'{rel} {detail}'
+
+
+def verify_sums(step_dir) -> tuple[str, str] | None:
+  """(reason, detail naming the file) for the first file of a sealed step that is missing, of another size or
+  other bytes than when it was saved; None when all match. A step without a manifest (saved before checksums
+  existed, or cut off between orbax's commit and the manifest) is None here: check_step reads it back instead."""
+  step_dir = pathlib.Path(step_dir)
+  path = step_dir / MANIFEST
+  if not path.is_file():
+    return None
+  try:
+    files = json.loads(path.read_text())['files']
+    want = {str(rel): (int(v['bytes']), str(v['sha256'])) for rel, v in files.items()}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    return 'bad-checksums', f'{MANIFEST} unreadable ({_error_line(e)}), so its files cannot be checked'
+  for rel, (size, _) in want.items():   # sizes first: a truncated or lost file is found without reading any
+    try:
+      now = (step_dir / rel).stat().st_size
+    except FileNotFoundError:
+      return _bad_file(rel, f'is missing (listed in {MANIFEST})')
+    if now != size:
+      return _bad_file(rel, f'has {now} bytes, {size} when saved ({"truncated" if now < size else "grown"})')
+  for rel, (_, digest) in want.items():
+    if sha256_file(step_dir / rel) != digest:
+      return _bad_file(rel, f'does not match its sha256 in {MANIFEST} (bytes changed since the save)')
+  return None
+
+
 def check_step(step_dir, *, batch_bytes: int = VERIFY_BATCH_BYTES) -> tuple[str, str] | None:
   """None if the committed step `step_dir` restores completely, else (short reason, one-line detail).
 
-  Complete = orbax's commit marker in the step and in each item, and every item read back: the JSON
-  items parsed (meta's step matching the directory name), every array of params and opt_state read.
+  Complete = orbax's commit marker in the step and in each item; every file as its manifest says (verify_sums);
+  the JSON items parsed (meta's step matching the directory name). A step without a manifest (saved before
+  checksums existed) is accepted with the checks of then: every array of params and opt_state read back (which
+  finds a truncated or lost file, not flipped bytes). A sealed step is not read back: its sums cover every byte.
   """
   step_dir = pathlib.Path(step_dir).absolute()   # tensorstore and orbax take absolute paths only
   if not (step_dir / COMMIT_MARKER).is_file():
@@ -265,6 +394,9 @@ def check_step(step_dir, *, batch_bytes: int = VERIFY_BATCH_BYTES) -> tuple[str,
       return f'no-{item}', f'the {item} item is missing'
     if not (step_dir / item / COMMIT_MARKER).is_file():
       return f'uncommitted-{item}', f'no {COMMIT_MARKER} in {item}: its save did not finish'
+  sealed = (step_dir / MANIFEST).is_file()
+  if sealed and (bad := verify_sums(step_dir)) is not None:
+    return bad
   for item in JSON_ITEMS:
     try:
       value = ocp.JsonCheckpointHandler().restore(step_dir / item)
@@ -274,7 +406,7 @@ def check_step(step_dir, *, batch_bytes: int = VERIFY_BATCH_BYTES) -> tuple[str,
       return f'bad-{item}', f'{item} is not a JSON object'
     if item == 'meta' and 'step' in value and str(value['step']) != step_dir.name:
       return 'bad-meta', f'meta says step {value["step"]}'
-  for item in ARRAY_ITEMS:
+  for item in ARRAY_ITEMS if not sealed else ():
     try:
       _read_arrays(step_dir / item, batch_bytes)
     except MemoryError:
@@ -282,6 +414,19 @@ def check_step(step_dir, *, batch_bytes: int = VERIFY_BATCH_BYTES) -> tuple[str,
     except Exception as e:   # noqa: BLE001
       return f'bad-{item}', f'{item} unreadable ({_error_line(e)})'
   return None
+
+
+def first_intact(ckpt_dir, candidates) -> tuple[int | None, list[tuple[int, str, str]]]:
+  """(the first of `candidates` (steps, in the order to try) that check_step finds intact, or None;
+  [(step, reason, detail)] of those before it that are damaged). Reads only: the one fallback of every caller
+  (train's resume, a branch's source, eval/sample/export)."""
+  damaged = []
+  for step in candidates:
+    bad = check_step(pathlib.Path(ckpt_dir) / str(step))
+    if bad is None:
+      return step, damaged
+    damaged.append((step, *bad))
+  return None, damaged
 
 
 def _committed_steps(ckpt_dir: pathlib.Path) -> list[int]:
@@ -300,13 +445,7 @@ def _scan(workdir: pathlib.Path, log) -> tuple[int | None, list[tuple[int, str, 
     step = p.name.split('.')[0]
     if step.isdigit() and int(step) > newest:
       log(f'checkpoint step {step} was cut off while saving ({p.name}): ignored')
-  damaged = []
-  for step in steps:
-    bad = check_step(ckpt_dir / str(step))
-    if bad is None:
-      return step, damaged
-    damaged.append((step, *bad))
-  return None, damaged
+  return first_intact(ckpt_dir, steps)
 
 
 def _move_aside(workdir: pathlib.Path, step: int, reason: str, detail: str) -> pathlib.Path:
@@ -367,12 +506,9 @@ def restore_params(mgr, workdir: pathlib.Path, candidates: list[int], target):
   with a note on stderr. Read-only: inference never moves a checkpoint (`scaling train` does, see
   select_resume_step). The check reads the step once before orbax does (from the page cache then): orbax's
   own failure on a damaged array is a screen of asyncio tracebacks, not an error line."""
-  tried = []
-  for s in candidates:
-    bad = check_step(workdir / CKPT_DIR / str(s))
-    if bad is not None:
-      tried.append(f'step {s}: {bad[1]}')
-      continue
+  s, damaged = first_intact(workdir / CKPT_DIR, candidates)
+  tried = [f'step {d}: {detail}' for d, _, detail in damaged]
+  if s is not None:
     if tried:
       print(f'note: using checkpoint step {s} of {workdir}; newer damaged step(s) skipped: {"; ".join(tried)}',
             file=sys.stderr, flush=True)

@@ -387,6 +387,7 @@ def _steps(run: Run, hooks: Hooks, prof, total: int) -> None:
       jax.profiler.stop_trace()
       run.log(f'profile of steps {prof[0]}:{prof[1]} written to {run.workdir / "profile"}')
     run.step += 1
+    checkpoint.check_pending_save(run.mgr)   # a failed async save stops the run now, not at the next save
     run.unchecked.append((run.step, run.metrics))
     check_finite(run, before=run.step)   # the previous step: its result is ready by now
     row = {}
@@ -423,8 +424,9 @@ def _log_action(run: Run):
         run.progress.write(f'note: {tps:,.0f} tokens/s is above the peak of {peak:.3g} FLOP/s per device '
                            f'({source}); MFU is shown capped at 100%. Set train.peak_flops to the real peak')
       row |= {'throughput/tokens_per_s': tps, 'throughput/step_s': dt, 'throughput/mfu': util}
+      row = {k: v for k, v in row.items() if v is not None}   # no MFU without a known peak
       run.tps_seen.append(tps)
-      run.shown = dict(tps=tps, mfu=util, capped=run.shown.get('capped') or capped)
+      run.shown = dict(tps=tps, mfu='-' if util is None else f'{util:.1%}', capped=run.shown.get('capped') or capped)
     return row | {'tokens_seen': run.step * run.tokens_per_step}
   return log_row
 
@@ -463,7 +465,7 @@ def _write_row(run: Run, row: dict) -> None:
   run.writer.write(run.step, row)
   shown = {'loss': f'{run.loss:.3f}'}
   if 'tps' in run.shown:   # none before the first timed step
-    shown |= {'tok/s': f'{run.shown["tps"]:,.0f}', 'mfu': f'{run.shown["mfu"]:.1%}'}
+    shown |= {'tok/s': f'{run.shown["tps"]:,.0f}', 'mfu': run.shown['mfu']}
   run.progress.update(run.step, shown)
 
 
