@@ -56,7 +56,7 @@ def get_resources():
 """
 
 # 0, 1, 3, 5 differ only in lr; 2 and 4 in lr at another width; 6 in the data seed (not packable);
-# 7 and 8 are cooldown branches of run 0 that differ only in lr (never packed).
+# 7 and 8 are cooldown branches of run 0 that fork at one step and differ only in lr (they pack).
 MIXED = [{'train.lr': 1e-3}, {'train.lr': 2e-3}, {'model.d_model': 64}, {'train.lr': 4e-3},
          {'model.d_model': 64, 'train.lr': 2e-3}, {'train.lr': 8e-3}, {'train.seed': 1},
          {'train.lr': 1e-3, 'train.schedule': 'wsd', 'branch_of': {'parent': {'train.lr': 1e-3}, 'step': 4}},
@@ -97,17 +97,19 @@ def test_memory_estimate_of_a_tiny_model_by_hand(tmp_path):
 
 def test_grouping_of_a_mixed_sweep(tmp_path):
   sw = sweep_lib.load_sweep(str(write_sweep(tmp_path, MIXED)))
-  # a limit of 3: runs 0 1 3 fill a group, 5 (over the limit) is alone; 2 and 4 pack; seed and branches alone
+  # a limit of 3: runs 0 1 3 fill a group, 5 (over the limit) is alone; 2 and 4 pack; the seed alone; the branches
+  # (one fork step) pack
   units = packing.group_runs(sw.runs, {'pack_max_members': 3}, host_bytes=None)
-  assert shape(units) == [[0, 1, 3], [2, 4], 5, 6, 7, 8]
-  assert [u.limit for u in units if isinstance(u, Pack)] == [3, 3]
+  assert shape(units) == [[0, 1, 3], [2, 4], 5, 6, [7, 8]]
+  assert [u.limit for u in units if isinstance(u, Pack)] == [3, 3, 3]
+  assert [u.fork_step for u in units if isinstance(u, Pack)] == [None, None, 4]
   assert 'pack_max_members=3' in units[0].why
   # the default limit (8) takes 0 1 3 5 together
-  assert shape(packing.group_runs(sw.runs, {}, host_bytes=None)) == [[0, 1, 3, 5], [2, 4], 6, 7, 8]
+  assert shape(packing.group_runs(sw.runs, {}, host_bytes=None)) == [[0, 1, 3, 5], [2, 4], 6, [7, 8]]
   # memory: a host of 4 x 582,144 bytes (the width-32 member, counted by hand above) holds 2 such members in
   # its half, and one of the wider (width 64: 661,504 bytes of params and Adam state alone, plus activations)
   units = packing.group_runs(sw.runs, {}, host_bytes=4 * 582_144)
-  assert shape(units) == [[0, 1], 2, [3, 5], 4, 6, 7, 8]
+  assert shape(units) == [[0, 1], 2, [3, 5], 4, 6, [7, 8]]
   assert units[0].limit == 2 and units[0].why.startswith('memory:')
   assert shape(packing.group_runs(sw.runs, {}, host_bytes=1)) == list(range(9))
   assert shape(packing.group_runs(sw.runs, {'pack_max_members': 1}, host_bytes=None)) == list(range(9))
@@ -140,6 +142,8 @@ def dry_run(tmp_path, capsys, *extra) -> tuple[list[dict], list[list[str]]]:
                      'limit': limit, 'runs': []})
     elif line.startswith('#   run '):
       groups[-1]['runs'].append(line.split()[2])
+    elif line.startswith('#   cooldown branches '):
+      groups[-1]['branches'] = line
   return groups, [shlex.split(x) for x in out if not x.startswith('#')]
 
 
@@ -149,13 +153,16 @@ def test_dry_run_lists_the_groups(tmp_path, capsys, monkeypatch):
   h = [r.hash for r in sweep_lib.load_sweep(str(write_sweep(tmp_path, MIXED))).runs]
   root = tmp_path / 'root'
   groups, cmds = dry_run(tmp_path, capsys)
-  assert [g['runs'] for g in groups] == [[h[0], h[1], h[3]], [h[2], h[4]]]
-  assert [g['k'] for g in groups] == [3, 2] and all(g['limit'].startswith('3: pack_max_members=3') for g in groups)
+  assert [g['runs'] for g in groups] == [[h[0], h[1], h[3]], [h[2], h[4]], [h[7], h[8]]]
+  assert [g['k'] for g in groups] == [3, 2, 2] and all(g['limit'].startswith('3: pack_max_members=3') for g in groups)
+  assert [g.get('branches') for g in groups[:2]] == [None, None]   # the group of branches says where they fork
+  assert groups[2]['branches'] == (f'#   cooldown branches forked at step 4, each from its own parent ({h[0]}); the '
+                                   f'group starts once every parent has its checkpoint of step 4')
   packed = [c for c in cmds if 'train-packed' in c]
   assert packed == [[sys.executable, '-m', 'scaling', 'train-packed', '--members',
                      str(root / 'packs' / f'{g["id"]}.json')] for g in groups]
   single = [c[c.index('--workdir') + 1] for c in cmds if c[:4] == [sys.executable, '-m', 'scaling', 'train']]
-  assert single == [str(root / 'runs' / h[i]) for i in (5, 6, 7, 8)]
+  assert single == [str(root / 'runs' / h[i]) for i in (5, 6)]
 
   groups, cmds = dry_run(tmp_path, capsys, '--no-pack')
   assert groups == [] and len(cmds) == 9 and all(c[3] == 'train' for c in cmds)
@@ -163,14 +170,14 @@ def test_dry_run_lists_the_groups(tmp_path, capsys, monkeypatch):
   # $SCALING_TRAIN_CMD ending in `train` gives the packed command; another trainer turns packing off
   monkeypatch.setenv('SCALING_TRAIN_CMD', '/opt/py -m scaling train')
   groups, cmds = dry_run(tmp_path, capsys)
-  assert len(groups) == 2 and [c[:4] for c in cmds if 'train-packed' in c] == [['/opt/py', '-m', 'scaling',
-                                                                                'train-packed']] * 2
+  assert len(groups) == 3 and [c[:4] for c in cmds if 'train-packed' in c] == [['/opt/py', '-m', 'scaling',
+                                                                                'train-packed']] * 3
   monkeypatch.setenv('SCALING_TRAIN_CMD', '/opt/my_trainer.py')
   groups, cmds = dry_run(tmp_path, capsys)
   assert groups == [] and len(cmds) == 9
   monkeypatch.setenv('SCALING_TRAIN_PACKED_CMD', '/opt/my_packed_trainer.py')
   groups, cmds = dry_run(tmp_path, capsys)
-  assert len(groups) == 2 and [c[0] for c in cmds if '--members' in c] == ['/opt/my_packed_trainer.py'] * 2
+  assert len(groups) == 3 and [c[0] for c in cmds if '--members' in c] == ['/opt/my_packed_trainer.py'] * 3
 
 
 # ----------------------------------------------------------------------------- the local backend
@@ -349,3 +356,89 @@ def test_members_busy_elsewhere_or_finished_are_dropped_at_start(tmp_path):
   assert f'start run {rds[0].hash}' in r.stdout and r.stdout.count('already done: skipped') == 3, r.stdout
   a = rds[0].read()['attempts']
   assert len(a) == 1 and 'pack' not in a[0] and a[0]['cmd'][:2] == [sys.executable, str(REPO / 'tests' / 'fake_train.py')]
+
+
+# ----------------------------------------------------------------------------- cooldown branches of packed parents
+# Two learning-rate arms, two budgets (scaling/launch/sweep.py branches): budget 5 decays 1 step from step 4, budget
+# 10 decays 2 from step 8; each arm's constant-lr parent trains to 8 keeping 4 and 8. Rows in sweep order:
+# 0 parent a, 1 a@5, 2 a@10, 3 parent b, 4 b@5, 5 b@10.
+BUDGETS, FORKS = (5, 10), (4, 8)
+
+
+def branch_sweep(tmp_path) -> pathlib.Path:
+  return write_sweep(tmp_path, sweep_lib.branches([{'train.lr': 1e-2}, {'train.lr': 3e-3}], BUDGETS))
+
+
+def test_a_group_of_branches_waits_for_every_parents_fork_checkpoint(tmp_path, capsys):
+  """The parents pack, and so do the two arms' branches of each budget (one group per fork step). A group of
+  branches starts only once both parents have the fork step's checkpoint; a parent that ended without it drops
+  its branch from the group ('blocked'), and the other starts alone. --dry-run names each group's parents."""
+  import collections
+  import types
+
+  from scaling.launch.local import LocalBackend
+  p = branch_sweep(tmp_path)
+  sw = sweep_lib.load_sweep(str(p))
+  h = [r.hash for r in sw.runs]
+  root = tmp_path / 'root'
+  capsys.readouterr()
+  assert launch_cli.run_sweep_cli(['--config', str(p), '--root', str(root), '--dry-run']) == 0
+  said = [x for x in capsys.readouterr().out.splitlines() if x.startswith('#   cooldown branches')]
+  assert said == [f'#   cooldown branches forked at step {s}, each from its own parent ({h[0]}, {h[3]}); the group '
+                  f'starts once every parent has its checkpoint of step {s}' for s in FORKS]
+
+  be = LocalBackend(root, sw.resources, log=lambda *a: None)
+  be.ensure_run_dirs(sw)
+  units = be.units(sw)
+  assert shape(units) == [[0, 3], [1, 4], [2, 5]] and [u.fork_step for u in units] == [None, 4, 8]
+  parents, early, late = units
+  queue, counts = collections.deque([early, late]), collections.Counter()
+  training = {0: types.SimpleNamespace(run=parents)}   # the parents' process runs
+
+  def saved(i, step):
+    (rd_lib.RunDir(root, h[i]).path / 'checkpoints' / str(step)).mkdir(parents=True)
+  assert be._pop_ready(queue, training, counts) is None
+  saved(0, 4)
+  assert be._pop_ready(queue, training, counts) is None   # parent a has step 4, parent b not yet: the group waits
+  saved(3, 4)
+  assert be._pop_ready(queue, training, counts) is early and list(queue) == [late]
+  saved(0, 8)   # the parents' process ended: a with step 8, b without (it failed before)
+  got = be._pop_ready(queue, {}, counts)
+  assert got is sw.runs[2] and not queue and counts == {'blocked': 1}
+
+
+@pytest.mark.slow   # a real local sweep that trains (three packed processes)
+def test_a_branches_sweep_packs_its_parents_and_each_budgets_branches(tmp_path):
+  """2 lr arms x 2 budgets with packing on: three `scaling train-packed` processes (the parents; the branches of
+  budget 5; of budget 10), every run done, and collect's rows what an unpacked sweep's are, written out by hand:
+  each branch's parent and fork step, its tokens (the parent's steps before the fork included) and own tokens."""
+  write_corpus(tmp_path)
+  p = branch_sweep(tmp_path)
+  root = tmp_path / 'root'
+  sw = sweep_lib.load_sweep(str(p))
+  h = [run.hash for run in sw.runs]
+  r = launch(p, root, '--max-retries', '0')
+  assert r.returncode == 0, r.stdout + r.stderr
+  groups = {}
+  for f in (root / 'packs').glob('*.json'):
+    groups[f.stem] = [pathlib.Path(m['workdir']).name for m in json.loads(f.read_text())]
+  assert sorted(groups.values()) == sorted([[h[0], h[3]], [h[1], h[4]], [h[2], h[5]]])
+  for i, run in enumerate(sw.runs):
+    rd = rd_lib.RunDir(root, run.hash)
+    a = rd.read()['attempts']
+    assert len(a) == 1 and a[0]['outcome'] == 'done' and run.hash in groups[a[0]['pack']], (i, a)
+    steps = sorted(row['step'] for row in map(json.loads, (rd.path / 'metrics.jsonl').read_text().splitlines()))
+    assert steps[-1] == int(run.config.train.steps) and steps[0] > (run.fork_step or 0), (i, steps)   # a branch's
+    # rows start after its fork (log_every 3: a@5 logs only step 5, a@10 steps 9 and 10)
+
+  assert launch_cli.run_sweep_cli(['collect', '--root', str(root)]) == 0
+  rows = {row['run']: row for row in map(json.loads, (root / 'results.jsonl').read_text().splitlines())}
+  tok = 4 * 16   # tokens per step
+  want = {h[0]: ('parent', 'parent', None, None, 8), h[3]: ('parent', 'parent', None, None, 8)}
+  for (pi, bi), budget, fork in [((0, 1), 5, 4), ((0, 2), 10, 8), ((3, 4), 5, 4), ((3, 5), 10, 8)]:
+    want[h[bi]] = ('done', 'branch', h[pi], fork, budget)
+  for run_hash, (state, role, parent, fork, steps) in want.items():
+    row = rows[run_hash]
+    assert (row['state'], row['role'], row['parent'], row['fork_step']) == (state, role, parent, fork), row
+    assert row['tokens'] == steps * tok and row['own_tokens'] == (steps - (fork or 0)) * tok, row
+    assert isinstance(row['train/loss'], float) and np.isfinite(row['train/loss'])

@@ -6,7 +6,9 @@
 members.json is a list of {"workdir": DIR, "config": SPEC, "overrides": {"train.lr": "0.002", ...}} (what
 `scaling sweep` writes for a group it packs). With --vary, the members are every combination of the values
 given, in ROOT/member-<i> (their overrides in ROOT/members.json, so the same command resumes them). Each
-member's workdir is a complete run: `scaling eval/sample/export --workdir` open it.
+member's workdir is a complete run: `scaling eval/sample/export --workdir` open it. Cooldown branches pack when
+they fork at one step: each member's train.init_from names its own parent ('../<parent>:STEP', taken from the
+member's workdir), and each starts from that parent's checkpoint as `scaling train` would start it.
 """
 
 from __future__ import annotations

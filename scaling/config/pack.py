@@ -8,6 +8,11 @@ differs otherwise. jax-free: the launcher groups a sweep's runs with it.
 
 `train.seed` is not packable: it sets the data order as well as the init. Sweep `train.init_seed` (the init
 alone) to pack seeds that share their batches.
+
+Cooldown branches (`train.init_from='WORKDIR:STEP'`, scaling/train/branch.py) pack by their fork STEP: each
+member starts from its own parent's checkpoint (WORKDIR is per member), but every member forks at the same
+step. `shared_fields` holds the step as 'train.init_from' (None: no branch; -1: the parent's latest step,
+whose step is known only once its checkpoints are read: scaling/train/packed_loop.py checks it then).
 """
 
 from __future__ import annotations
@@ -46,9 +51,25 @@ def _as_dict(cfg) -> dict:
   return cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
 
 
+INIT_FROM = 'train.init_from'
+
+
+def fork_step(spec) -> int | None:
+  """The fork step of a train.init_from (None: not a branch; -1: the parent's latest checkpoint)."""
+  if not spec:
+    return None
+  from scaling.config.load import parse_init_from
+  step = parse_init_from(spec)[1]
+  return -1 if step is None else step
+
+
 def shared_fields(cfg) -> dict:
-  """Every field of `cfg` but the packable ones (flattened, 'section.name' -> value)."""
-  return {k: v for k, v in _flat(_as_dict(cfg)).items() if k not in PACKABLE}
+  """Every field of `cfg` but the packable ones (flattened, 'section.name' -> value); train.init_from as its fork
+  step (the parent's workdir is each member's own)."""
+  out = {k: v for k, v in _flat(_as_dict(cfg)).items() if k not in PACKABLE}
+  if INIT_FROM in out:
+    out[INIT_FROM] = fork_step(out[INIT_FROM])
+  return out
 
 
 def pack_key(cfg, n: int = 12) -> str:
@@ -58,17 +79,31 @@ def pack_key(cfg, n: int = 12) -> str:
 
 
 def check_members(cfgs: list) -> None:
-  """ValueError naming the first field (other than PACKABLE) on which two members differ."""
+  """ValueError naming the first field (other than PACKABLE) on which two members differ; the fork step of
+  cooldown branches first."""
   if not cfgs:
     raise ValueError('a packed run needs at least one member')
   first = shared_fields(cfgs[0])
   for i, cfg in enumerate(cfgs[1:], 1):
     other = shared_fields(cfg)
+    if first.get(INIT_FROM) != other.get(INIT_FROM):   # first: branches of other budgets differ in steps too
+      raise ValueError(_fork_mismatch(cfgs[0], cfg, i))
     for k in sorted(set(first) | set(other)):
       if first.get(k) != other.get(k):
         raise ValueError(
             f'members 0 and {i} differ in {k} ({first.get(k)!r} vs {other.get(k)!r}), which is not packable: '
             f'members share everything but {", ".join(PACKABLE)}. Train them as separate runs')
+
+
+def _fork_mismatch(a, b, i: int) -> str:
+  def said(cfg):
+    spec = cfg.train.get('init_from', '')
+    step = fork_step(spec)
+    return ('no branch (train.init_from unset)' if step is None else
+            f'{spec!r}, the parent\'s latest step' if step < 0 else f'{spec!r}, step {step}')
+  return (f'members 0 and {i} fork at different steps: member 0 from {said(a)}, member {i} from {said(b)}. The '
+          f'cooldown branches of one packed run each start from their own parent, all at one fork step (the same '
+          f'train.init_from STEP); train the others as separate runs or in a pack of their own fork step')
 
 
 def init_seed(train_cfg) -> int:

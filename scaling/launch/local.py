@@ -29,7 +29,10 @@ finished, out of retries or busy elsewhere, and those that would resume from ano
 than the first member (they start on their own, next); one member left is a normal run. Each member's
 run.json gets an attempt of its own (with the group's pid and id), and its outcome from its own
 summary.json (done; diverged: failed, exit 3), else from the group's exit code (75: preempted, so
-they resume together). A failed member is retried alone, unpacked.
+they resume together). A failed member is retried alone, unpacked. Cooldown branches that fork at the
+same step pack too, each from its own parent: such a group waits in the queue until every member's
+parent checkpoint of the fork step exists (a member whose parent ended without it is dropped from the
+group as 'blocked'); `--dry-run` names the parents of each group of branches.
 
 Subclasses (tpu_vm) change `command()`, the prepare/finish hooks, `_before_start` (a slot's
 machine must be ready), `_outcome` (what an exit code means there) and `packs` (tpu_vm: off).
@@ -168,6 +171,10 @@ class LocalBackend(Backend):
     for unit in units:
       if isinstance(unit, Pack):
         lines.append(f'# pack {unit.id}: K={len(unit.runs)} runs train together (limit {unit.limit}: {unit.why})')
+        if unit.fork_step is not None:
+          lines.append(f'#   cooldown branches forked at step {unit.fork_step}, each from its own parent '
+                       f'({", ".join(dict.fromkeys(r.parent for r in unit.runs))}); the group starts once every '
+                       f'parent has its checkpoint of step {unit.fork_step}')
         lines += [f'#   run {r.hash} ({r.label}) -> {RunDir(self.root, r.hash).path}: '
                   f'{shlex.join(["--config", r.spec] + r.flag_list())}' for r in unit.runs]
         lines.append(shlex.join(self.pack_command(unit)))
@@ -274,20 +281,34 @@ class LocalBackend(Backend):
 
   def _pop_ready(self, queue: collections.deque, active: dict, counts) -> object | None:
     """The first queued run (or pack) that can start; a cooldown branch waits until its parent's checkpoint at
-    the fork step exists (while the parent is queued, running here or locked by another launcher). A branch
-    whose parent ended without that checkpoint is dropped ('blocked'). None: nothing can start now."""
+    the fork step exists (while the parent is queued, running here or locked by another launcher), a pack of
+    branches until every member's does. A branch whose parent ended without that checkpoint is dropped
+    ('blocked'; from its pack, which goes on with the others). None: nothing can start now."""
     running = {h for a in active.values() for h in _hashes(a.run)} | {h for u in queue for h in _hashes(u)}
-    for run in list(queue):
-      if isinstance(run, Pack) or rd_lib.fork_ready(self.root, run):   # a pack holds no branch
-        queue.remove(run)
-        return run
-      if run.parent in running or _locked_elsewhere(RunDir(self.root, run.parent)):
+    for unit in list(queue):
+      runs = unit.runs if isinstance(unit, Pack) else [unit]
+      waiting, blocked = [], []
+      for run in runs:
+        if rd_lib.fork_ready(self.root, run):
+          continue
+        if run.parent in running or _locked_elsewhere(RunDir(self.root, run.parent)):
+          waiting.append(run)
+          continue
+        blocked.append(run)
+        counts['blocked'] += 1
+        self.log(f'[sweep] run {run.hash} ({run.label}) not started: its parent {run.parent} ended without a '
+                 f'checkpoint of step {run.fork_step} (see {RunDir(self.root, run.parent).path}); re-run the sweep '
+                 f'once the parent has it')
+      rest = [r for r in runs if all(r is not b for b in blocked)]
+      i = next(j for j, u in enumerate(queue) if u is unit)
+      if blocked:
+        unit = Pack(rest, unit.limit, unit.why) if len(rest) > 1 else (rest[0] if rest else None)
+        queue[i] = unit
+      if waiting:
         continue
-      queue.remove(run)
-      counts['blocked'] += 1
-      self.log(f'[sweep] run {run.hash} ({run.label}) not started: its parent {run.parent} ended without a '
-               f'checkpoint of step {run.fork_step} (see {RunDir(self.root, run.parent).path}); re-run the sweep '
-               f'once the parent has it')
+      del queue[i]
+      if unit is not None:
+        return unit
     return None
 
   def _ended(self, a: _Active, rc: int, counts, queue: collections.deque, stopping: bool) -> None:

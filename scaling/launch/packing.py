@@ -7,8 +7,12 @@ The local backend groups a sweep's runs with `group_runs` and starts each group 
 such process (scaling/launch/local.py); `scaling sweep --no-pack` turns it off.
 
 Grouping. Runs are grouped when their resolved configs have the same `pack_key` (all the runs of a sweep
-share its resources), none of them is a cooldown branch (a member may not start from train.init_from),
-in sweep order, into groups of at most `member_limit` runs; a group of one is a normal run. The limit is
+share its resources), in sweep order, into groups of at most `member_limit` runs; a group of one is a normal
+run. Cooldown branches (scaling/launch/sweep.py `branches`) group with the branches that fork at the same step
+with the same decay, each from its own parent (pack_key holds train.init_from's fork step, not the parent's
+hash): the IsoFLOP study's learning-rate arms, whose constant-lr parents pack together, give one group of
+branches per budget. A group of branches starts once every member's parent has its checkpoint of the fork
+step (scaling/launch/local.py `_pop_ready`); a branch whose init_from names no step trains alone. The limit is
 resources['pack_max_members'] (default 8), further capped by memory: K members take K times one run's
 training memory (scaling/model/accounting.py train_step_memory_bytes: float32 params, gradients and
 Adam moments, plus the activations of a step), which must stay under half the host's memory.
@@ -54,6 +58,11 @@ class Pack:
   @property
   def hashes(self) -> list[str]:
     return [r.hash for r in self.runs]
+
+  @property
+  def fork_step(self) -> int | None:
+    """The step its cooldown branches fork at (None: no branches)."""
+    return self.runs[0].fork_step if getattr(self.runs[0], 'parent', None) is not None else None
 
   @property
   def label(self) -> str:
@@ -105,8 +114,9 @@ def member_limit(cfg, resources: dict, host_bytes: int | None) -> tuple[int, str
 
 def unpackable(run) -> str | None:
   """Why `run` trains alone whatever the others are (None: it may be packed)."""
-  if getattr(run, 'parent', None) is not None or run.config.train.get('init_from', ''):
-    return 'a cooldown branch (train.init_from)'
+  from scaling.config.pack import fork_step
+  if fork_step(run.config.train.get('init_from', '')) == -1:
+    return "a cooldown branch from its parent's latest checkpoint (train.init_from names no step)"
   return None
 
 

@@ -9,6 +9,14 @@ cooldown branch forks from it, `sweep collect` reads it. A member that diverges 
 says 'diverged' (exit code 3, like a single run), and the others train on. A stop signal saves every member
 at the same step; a re-run resumes them all from it. Members already finished are left alone.
 
+Cooldown branches pack too (train.init_from, scaling/train/branch.py): every member forks at the same step,
+each from its own parent (pack.check_members compares the steps). A fresh member starts from what a single
+branch restores, its parent's params, optimizer state and data position at the fork (the parents' positions
+must agree: one loader serves every member), and counts from the fork step: its metrics.jsonl, checkpoints,
+segments and summary.json (tokens and FLOPs with the parent's steps) are a single branch's. A missing or
+incomplete parent checkpoint, another model or other data settings are refused before any compile, naming the
+member. Once a member has checkpoints of its own it resumes from them and its parent is not read again.
+
 Single-process only for now (several `jax.distributed` processes: train the members as separate runs).
 """
 
@@ -33,8 +41,9 @@ from scaling.base.workdir_lock import WorkdirLock
 from scaling.config import pack
 from scaling.config.load import ConfigError, train_steps
 from scaling.model import accounting
-from scaling.train import checkpoint, loop, sharding
+from scaling.train import branch, checkpoint, loop, sharding
 from scaling.train import packed as packed_lib
+from scaling.train.checkpoint import CheckpointError
 from scaling.train.metrics import MetricsWriter, Progress, device_peak_flops, mfu
 from scaling.train.runtime import Run, StepTimer, StopFlag
 
@@ -45,6 +54,7 @@ class Member:
   run: Run          # the member's own Run: its config, setup (its lr schedule), workdir, writer, evals
   alive: bool = True
   error: str | None = None
+  src: Any = None   # a fresh cooldown branch: its parent's checkpoint (branch.Source), found before the data
 
 
 def train_packed(cfgs: list, workdirs: list, *, members_axis: str | None = None, layout: str = 'vmap',
@@ -80,13 +90,14 @@ def train_packed(cfgs: list, workdirs: list, *, members_axis: str | None = None,
     if cfg.model.vocab_size == 0 and cfg.data.tokenizer in ('bpe', 'unigram'):
       with cfg.model.unlocked():
         cfg.model.vocab_size = cfg.data.vocab_size
-    if cfg.train.get('init_from', ''):
-      raise ConfigError('a packed member cannot start from train.init_from (a cooldown branch) yet; run it alone')
+  srcs = _branch_sources(cfgs, workdirs, log)   # a fresh branch's parent checkpoint: checked before data or compile
   with contextlib.ExitStack() as locks:
     for w in workdirs:
       locks.enter_context(WorkdirLock(w, log=log))
     with StopFlag() as stop:
       members = _members(cfgs, workdirs, stop, log, quiet)
+      for m, src in zip(members, srcs):
+        m.src = src
       results = _train(members, members_axis, layout, t_start, log)
   codes = [r.get('exit_code', 0) for r in results]
   bad = [c for c in codes if c]
@@ -131,15 +142,16 @@ def _train(members: list[Member], members_axis, layout, t_start, log) -> list[di
   for m in members[1:]:
     m.run.setup = dataclasses.replace(m.run.setup, mesh=lead.setup.mesh, graphdef=lead.setup.graphdef)
   packed = packed_lib.build_packed(lead.setup, len(members), members_axis)
-  state = _restore_or_init(members, packed, resume, log)
+  state, start = _restore_or_init(members, packed, resume, log)
   for m in members:
     loop._write_run_files(m.run)
     m.run.t_start = t_start
   k = len(members)
+  forked = f'; cooldown branches from step {start}' if resume is None and start else ''
   log(f'packed: {k} member(s) in one step ({layout}), members axis {members_axis or "replicated"}; they differ in '
-      f'{_differing(members) or "nothing (identical configs)"}')
+      f'{_differing(members) or "nothing (identical configs)"}{forked}')
   loop._describe(lead)
-  state = _loop(members, packed, state, resume or 0, layout)
+  state = _loop(members, packed, state, start, layout)
   return _finish(members, packed, state, t_start)
 
 
@@ -153,19 +165,53 @@ def _differing(members) -> str:
   return '; '.join(out)
 
 
-def _restore_or_init(members: list[Member], packed, resume, log) -> dict:
+def _branch_sources(cfgs, workdirs, log) -> list:
+  """Each member's cooldown-branch source (branch.find_source: its own parent's workdir and fork step, checked to
+  be there and complete; nothing is read into memory) when it starts from train.init_from with no checkpoint of its
+  own, else None. BranchError naming the member when a parent's checkpoint is missing; ConfigError when the
+  members would fork at different steps (pack.check_members has compared the steps written; this compares the
+  steps found, e.g. of an init_from that names no step)."""
+  from scaling.config.history import checkpoint_steps
+  srcs = []
+  for i, (cfg, w) in enumerate(zip(cfgs, workdirs)):
+    if not cfg.train.get('init_from', '') or checkpoint_steps(w):
+      srcs.append(None)
+      continue
+    try:
+      srcs.append(branch.find_source(cfg, w, log))
+    except branch.BranchError as e:
+      raise branch.BranchError(f'packed member {i} ({w}): {e}') from None
+  forks = {s.step for s in srcs if s is not None}
+  if len(forks) > 1 or (forks and None in srcs):
+    listed = ', '.join(f'{w}: {f"step {s.step} of {s.workdir}" if s else "its own checkpoint"}'
+                       for w, s in zip(workdirs, srcs))
+    raise ConfigError(f'the packed members would start from different steps ({listed}); the cooldown branches of '
+                      f'one packed run all fork at one step. Train the others as separate runs, or pack them by '
+                      f'fork step')
+  return srcs
+
+
+def _restore_or_init(members: list[Member], packed, resume, log) -> tuple[dict, int]:
+  """(the packed state, its step): each member restored from its own checkpoint of step `resume`, else started
+  from its parent's checkpoint (a cooldown branch), else initialised with its seed."""
   for m in members:
     r = m.run
     r.mgr = checkpoint.manager(r.workdir, keep=r.cfg.train.keep_checkpoints, keep_steps=r.cfg.train.get('ckpt_steps', ()))
+  abstract = jax.eval_shape(lambda: packed_lib.init_packed(packed, [0] * packed.K))
+  one = {k: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=s), abstract[k],
+                         packed.member_sharding[k]) for k in ('params', 'opt_state')}
   if resume is None:
+    srcs = [m.src for m in members]
+    if any(s is None and m.run.cfg.train.get('init_from', '') for s, m in zip(srcs, members)):
+      # a branch whose own checkpoints were all damaged (moved aside by check_workdir): it starts from its parent
+      srcs = _branch_sources([m.run.cfg for m in members], [m.run.workdir for m in members], log)
+    if srcs[0] is not None:
+      return _start_branches(members, packed, srcs, one, log), srcs[0].step
     for m in members:
       r = m.run
       if (r.workdir / checkpoint.IMPORTED_DIR).exists():
         raise ConfigError(f'{r.workdir} holds imported params; a packed member cannot start from them yet')
-    return packed_lib.init_packed(packed, [pack.init_seed(m.run.cfg.train) for m in members])
-  abstract = jax.eval_shape(lambda: packed_lib.init_packed(packed, [0] * packed.K))
-  one = {k: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=s), abstract[k],
-                         packed.member_sharding[k]) for k in ('params', 'opt_state')}
+    return packed_lib.init_packed(packed, [pack.init_seed(m.run.cfg.train) for m in members]), 0
   restored, data_state = [], None
   for m in members:
     out = checkpoint.restore(m.run.mgr, resume, params_target=one['params'], opt_target=one['opt_state'])
@@ -175,7 +221,42 @@ def _restore_or_init(members: list[Member], packed, resume, log) -> dict:
   if data_state:
     members[0].run.data.train_loader.set_state(data_state)
   log(f'resumed {len(members)} member(s) from step {resume}')
-  return packed_lib.stack_members(packed, restored, resume, [True] * len(members))
+  return packed_lib.stack_members(packed, restored, resume, [True] * len(members)), resume
+
+
+def _start_branches(members: list[Member], packed, srcs: list, one: dict, log) -> dict:
+  """Fresh cooldown branches: what branch.start gives a single branch (its parent's params, optimizer state and
+  data position at the fork step), for each member from its own parent, stacked. Every parent's checkpoint is
+  checked against the members' model and data settings first, and their data positions must agree (the members
+  share one loader). Nothing is written; each parent is only read."""
+  step = srcs[0].step
+  for m, src in zip(members, srcs):
+    try:
+      branch.check_source(src, m.run.cfg, dataclasses.asdict(m.run.setup.dims))
+    except CheckpointError as e:
+      raise CheckpointError(f'packed member {m.index} ({m.run.workdir}): {e}') from None
+    log(f'member {m.index}: branch of {src.workdir / checkpoint.CKPT_DIR / str(step)} (train.init_from)')
+    note = branch.schedule_note(src, m.run.cfg)
+    if note:
+      log(f'member {m.index}: {note}')
+  restored, positions, data_state = [], [], None
+  for src in srcs:
+    out = branch.restore(src, one)
+    restored.append(dict(params=out['params'], opt_state=out['opt_state']))
+    positions.append({k: (out['data'] or {}).get(k) for k in ('grain', 'split_digest')})
+    data_state = data_state or out['data']
+  if any(p != positions[0] for p in positions):
+    listed = '; '.join(f'{s.workdir}: {p}' for s, p in zip(srcs, positions))
+    raise ConfigError(f'the parents\' checkpoints of step {step} are at different positions of the data ({listed}): '
+                      f'the packed members share one loader, so their branches would not be the runs they are alone. '
+                      f'Train these branches as separate runs')
+  if data_state:
+    members[0].run.data.train_loader.set_state(data_state)
+  for m in members:
+    m.run.start_step = m.run.step = step
+  log(f'branch: {len(members)} member(s) restored from their parents\' step {step}; training steps {step + 1}..'
+      f'{members[0].run.setup.total_steps} with each member\'s schedule')
+  return packed_lib.stack_members(packed, restored, step, [True] * len(members))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -218,6 +299,8 @@ def _loop(members: list[Member], packed, state, start: int, layout: str):
         lp.timer.mark(step + 1)
         lp.progress.start_timing(step + 1)
       step += 1
+      for m in members:
+        checkpoint.check_pending_save(m.run.mgr)   # a failed async save stops now, not at the next save
       lp.pending.append((step, metrics))
       _check(members, lp.pending, before=step)
       _after_step(lp, state, step, total)
@@ -246,8 +329,10 @@ def _after_step(lp: _Loop, state, step: int, total: int) -> None:
     if dt is not None:
       tps = lead.tokens_per_step / dt   # each member's tokens/s; the device does K times as much
       util, _ = mfu(lp.fpt, tps * len(members), lp.peak, jax.device_count())
-      row |= {'throughput/tokens_per_s': tps, 'throughput/step_s': dt, 'throughput/mfu': util}
-      lp.shown = {'tok/s/member': f'{tps:,.0f}', 'mfu': f'{util:.1%}'}
+      row |= {'throughput/tokens_per_s': tps, 'throughput/step_s': dt}
+      lp.shown = {'tok/s/member': f'{tps:,.0f}'}
+      if util is not None:   # None: a device kind without a known peak (metrics.device_peak_flops warned)
+        row['throughput/mfu'], lp.shown['mfu'] = util, f'{util:.1%}'
   if (t.ckpt_every > 0 and step % t.ckpt_every == 0) or last or step in t.get('ckpt_steps', ()):
     _check(members, lp.pending)
     _save_all(members, lp.packed, state, step)
