@@ -197,16 +197,15 @@ def test_dry_run_shows_missing_resources_as_placeholders_and_the_flag_that_fills
   out = capsys.readouterr().out
   note = [x for x in out.splitlines() if x.startswith('# placeholders')]
   assert note and '<tpu_type>' in note[0] and '--resource tpu_type=' in note[0] and '--resource zone=' in note[0]
-  create = shlex.split(out.splitlines()[2])
-  assert create[:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'create']
+  create = shlex.split(next(x for x in out.splitlines() if x.startswith('gcloud compute tpus tpu-vm create')))
   assert '--zone=<zone>' in create and '--accelerator-type=<tpu_type>' in create
   # the flag fills them: no placeholder left, the values in the commands
   assert launch_cli.run_sweep_cli(['--config', str(p), '--backend', 'tpu-vm', '--dry-run', '--root', str(root),
                                    '--resource', 'tpu_type=v4-8', '--resource', 'zone=z1', '--resource',
                                    'spot=true']) == 0
   out = capsys.readouterr().out
-  assert '<' not in out.replace('<=', '') and '# placeholders' not in out
-  create = shlex.split(out.splitlines()[1])
+  assert '<tpu_type>' not in out and '<zone>' not in out and '# placeholders' not in out
+  create = shlex.split(next(x for x in out.splitlines() if x.startswith('gcloud compute tpus tpu-vm create')))
   assert '--accelerator-type=v4-8' in create and '--zone=z1' in create and create[-1] == '--spot'
   assert launch_cli.run_sweep_cli(['--config', str(p), '--dry-run', '--resource', 'gpus=8']) == 2
   assert "--resource 'gpus=8'" in capsys.readouterr().err
@@ -262,15 +261,18 @@ def test_tpu_vm_commands(tmp_path):
   assert lines[0] == ['gcloud', 'compute', 'tpus', 'queued-resources', 'create', 'scaling-sw-0', '--node-id=scaling-sw-0',
                       *loc, '--accelerator-type=v5litepod-16', '--runtime-version=tpu-ubuntu2204-base', '--spot']
   assert lines[1][5] == 'scaling-sw-1'
-  ssh = lines[2]
+  # then the project is installed on each VM (scaling/launch/install.py; tests/test_tpu_vm_plan.py checks the step)
+  assert [x[3:6] for x in lines[2:4]] == [['tpu-vm', 'ssh', 'scaling-sw-0'], ['tpu-vm', 'ssh', 'scaling-sw-1']]
+  assert all('git checkout --quiet --detach' in x[-1] for x in lines[2:4])
+  ssh = lines[4]
   assert ssh[:6] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'scaling-sw-0']
   assert ssh[6:9] == [*loc, '--worker=all']
   remote = ssh[9].removeprefix('--command=')
   cd, train = remote.split(' && ')
   assert cd == 'cd ~/scaling'
-  assert shlex.split(train) == ['python3', '-m', 'scaling', 'train', '--config', 'scaling/model/ladder.py:nano', '--workdir',
-                                f'/gcs/b/sw/runs/{sw.runs[0].hash}', '--no_sample', '--config.train.lr=0.001']
-  assert lines[3][5] == 'scaling-sw-1'   # the second run goes to the second VM
+  assert shlex.split(train) == ['.venv/bin/python', '-m', 'scaling', 'train', '--config', 'scaling/model/ladder.py:nano',
+                                '--workdir', f'/gcs/b/sw/runs/{sw.runs[0].hash}', '--no_sample', '--config.train.lr=0.001']
+  assert lines[5][5] == 'scaling-sw-1'   # the second run goes to the second VM
   assert lines[-2:] == [['gcloud', 'compute', 'tpus', 'queued-resources', 'delete', f'scaling-sw-{i}', *loc, '--force',
                          '--quiet'] for i in (0, 1)]
 

@@ -11,7 +11,10 @@
     scaling compile  --config SPEC --topology v5p-8      the train step compiled for a TPU slice / GPUs
     scaling coordcheck --config SPEC --widths 64,128,... activation sizes across widths, sp vs mup
     scaling fit      --results results.jsonl             scaling-law fits and plots
+    scaling predict  --runs DIR... --schedule SPEC       a loss-curve law: final loss under another schedule
     scaling report   --root DIR                          REPORT.md of a sweep
+    scaling runs     DIR [--json]                        the runs under DIR: state, step, losses, tokens, wall
+    scaling plot     --workdir W | --root R              loss (and lr) against tokens, as a PNG
     scaling export   --workdir DIR --out HF_DIR          Hugging Face (Llama) checkpoint
     scaling import   --hf HF_DIR --workdir DIR           the reverse
 
@@ -22,7 +25,7 @@ overridden with `--config.section.field=value`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import collections
 import importlib
 import sys
 
@@ -37,13 +40,10 @@ minutes on a laptop CPU), then `scaling sample --workdir workdir --prompt "ROMEO
 `scaling COMMAND --help` describes each command."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Command:
-  module: str              # imported only when this command runs (or its --help is asked for)
-  help: str
-  config: bool = False     # takes --config SPEC and --config.x=v overrides: run(args, overrides)
-  add_args: str = 'add_args'
-  run: str = 'run'
+# module: imported only when this command runs (or its --help is asked for); config: takes --config SPEC and
+# --config.x=v overrides, run(args, overrides); add_args, run: the module's functions. A namedtuple, not a
+# dataclass: `dataclasses` (with `inspect`) would be a fifth of `scaling --help`'s time.
+Command = collections.namedtuple('Command', 'module help config add_args run', defaults=(False, 'add_args', 'run'))
 
 
 COMMANDS = {
@@ -64,6 +64,11 @@ COMMANDS = {
                    'run_fit'),
     'report': Command('scaling.analysis.report', 'write REPORT.md for a sweep root', False, 'add_report_args',
                       'run_report'),
+    'runs': Command('scaling.cli.runs', 'list the runs under a directory: state, step, final losses, tokens, wall'),
+    'plot': Command('scaling.cli.plot', "plot a run's train/eval loss and lr against tokens, or every run of a "
+                    'sweep root (PNG)'),
+    'predict': Command('scaling.cli.predict', 'predict the final loss of a run under another lr schedule or length '
+                       'from a few runs\' loss curves (with an interval); preregister a sweep\'s predictions'),
     'export': Command('scaling.inference.hf_export', 'export a workdir as a Hugging Face Llama checkpoint', False,
                       'add_export_args', 'run_export'),
     'import': Command('scaling.inference.hf_import', 'import a Hugging Face Llama checkpoint into a workdir', False,
@@ -126,21 +131,32 @@ def config_flag_hint(unknown: list[str]) -> str:
   return f'; config fields are set with --config.SECTION.FIELD=VALUE: did you mean {", ".join(hints)}?' if hints else ''
 
 
-def main(argv=None) -> int:
+def _prepare_host() -> None:
+  """Before a command that may start JAX: its module (and its add_args) may import jax."""
   from scaling.base import hostmem
   hostmem.skip_absent_tpu()   # libtpu installed only to compile for a TPU: compute on the CPU, quietly
   hostmem.tune_malloc()   # before JAX starts its threads: step buffers get reused (scaling/base/hostmem.py)
-  from scaling.config.load import ConfigError, parse_override_flags
+
+
+def main(argv=None) -> int:
+  # `scaling --help` and a mistyped command stay fast (tests/test_cli_startup.py): the config machinery
+  # (ml_collections, absl, yaml) loads only when a --config.* flag is given, the host tuning only for a command.
   argv = list(sys.argv[1:] if argv is None else argv)
-  try:
-    overrides, rest = parse_override_flags(argv)
-  except ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  overrides, rest = {}, argv
+  if any(a.startswith('--config.') for a in argv):
+    from scaling.config.load import ConfigError, parse_override_flags
+    try:
+      overrides, rest = parse_override_flags(argv)
+    except ConfigError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
   if rest and rest[0] == 'sweep':
+    _prepare_host()
     from scaling.launch.cli import run_sweep_cli
     return run_sweep_cli(rest[1:] + [f'--config.{k}={v}' for k, v in overrides.items()], fit_check=_sweep_fit_check)
   command = next((a for a in rest if not a.startswith('-')), None)
+  if command in COMMANDS:
+    _prepare_host()
   parser = build_parser(command if command in COMMANDS else None)
   args, unknown = parser.parse_known_args(rest)
   if unknown:
@@ -148,7 +164,8 @@ def main(argv=None) -> int:
     parser.error(f'unrecognized arguments: {" ".join(unknown)}{hint}')
   c = COMMANDS[args.command]
   try:
-    if not c.config and overrides:
+    if not c.config and overrides:   # overrides were parsed: scaling.config.load is imported
+      from scaling.config.load import ConfigError
       raise ConfigError(f'`scaling {args.command}` takes no --config.* overrides')
     run = getattr(importlib.import_module(c.module), c.run)
     return run(args, overrides) if c.config else run(args)

@@ -30,11 +30,13 @@ with `QueueQueryError` naming the jobs, still without resubmitting them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from typing import NamedTuple
 
@@ -201,12 +203,69 @@ class Backend:
 # Queue backends.
 
 
+AOT_OFF = ('0', 'false', 'no', 'off')
+
+
+def fit_check_off(resources: dict) -> str:
+  """Why the compile-for-the-slice check does nothing ('' when it runs), judged without jax the way
+  scaling/train/aot_cli.py sweep_fit_problems judges it: resources aot_check (else $SCALING_AOT_CHECK) is one of
+  AOT_OFF, or libtpu (which compiles for a TPU here) is not installed."""
+  if 'aot_check' in resources:
+    where, flag = 'resources aot_check', str(resources['aot_check'])
+  else:
+    where, flag = 'SCALING_AOT_CHECK', os.environ.get('SCALING_AOT_CHECK', '1')
+  if flag.lower() in AOT_OFF:
+    return f'{where}={flag}'
+  if importlib.util.find_spec('libtpu') is None:
+    return "libtpu is not installed here; pip install -e '.[tpu-aot]' turns the check on"
+  return ''
+
+
+def _stderr(*a) -> None:
+  print(*a, file=sys.stderr, flush=True)
+
+
 class SlicePreflight:
   """For the TPU backends (tpu-vm, gke): each run's step is compiled for the slice before anything is
   reserved. The launcher never imports jax: the check is handed in as `fit_check(sweep, resources, log) ->
   problems` by the command that builds the backend (`scaling sweep` hands in scaling/train/aot_cli.py's
-  sweep_fit_problems, which is on when libtpu is installed; resource aot_check=0 or SCALING_AOT_CHECK=0 skips)."""
+  sweep_fit_problems, which is on when libtpu is installed; resource aot_check=0 or SCALING_AOT_CHECK=0 skips).
+  A dry run runs the same check and prints its verdict for every run above the plan (`fit_verdicts`), so a
+  plan the submit would refuse does not look clean."""
   fit_check = None
+
+  def dry_run(self, sweep) -> str:
+    return '\n'.join(self.fit_verdicts(sweep) + [super().dry_run(sweep)])
+
+  def fit_verdicts(self, sweep) -> list[str]:
+    """The check a submit runs first, run now: '#' lines with its verdict on each run (its progress: stderr)."""
+    tpu = self.resources.get('tpu_type')
+    if self.fit_check is None:
+      return ['# fit check: none was handed to this launcher (`scaling sweep` hands one in), so a submit would '
+              'not check that the runs fit either']
+    if 'tpu_type' in getattr(self, 'placeholders', ()):
+      return ['# fit check: not run, resources tpu_type is a placeholder; set it and a dry run (and a submit) '
+              'compiles every run for it']
+    try:
+      problems = list(self.fit_check(sweep, self.resources, log=_stderr))
+    except Exception as e:  # noqa: BLE001 -- shown as the verdict: the submit would stop on it the same way
+      return [f'# fit check on {tpu}: FAILED ({type(e).__name__}: {e}); a submit would stop there, before '
+              f'reserving anything']
+    off = '' if problems else fit_check_off(self.resources)
+    if off:
+      return [f'# fit check on {tpu}: off ({off}): nothing compiled, and a submit would not check either']
+    lines, matched = [], set()
+    for run in sweep.runs:
+      key = f'{run.label or run.hash}: '
+      mine = [p for p in problems if p.startswith(key)]
+      matched.update(mine)
+      verdict = 'DOES NOT FIT: ' + '; '.join(p[len(key):] for p in mine) if mine else 'fits'
+      lines.append(f'#   run {run.hash} ({run.label}): {verdict}')
+    lines += [f'#   {p}' for p in problems if p not in matched]
+    head = (f'# fit check on {tpu} (each run compiled for the slice, as a submit does first): '
+            + (f'{len(problems)} problem(s): a submit would refuse this sweep and reserve nothing' if problems
+               else f'all {len(sweep.runs)} run(s) fit'))
+    return [head] + lines
 
   def preflight(self, sweep) -> None:
     if self.fit_check is None:
@@ -214,6 +273,8 @@ class SlicePreflight:
                'in): the runs are not checked to fit before the slice is reserved')
       return
     problems = self.fit_check(sweep, self.resources, log=self.log)
+    if not problems and (off := fit_check_off(self.resources)):
+      self.log(f'[sweep] the compile-for-the-slice check is off ({off}): the runs are not checked to fit')
     if problems:
       raise LaunchError(f'{len(problems)} run(s) do not fit on {self.resources["tpu_type"]}; nothing was '
                         f'reserved:\n  ' + '\n  '.join(problems))

@@ -16,10 +16,16 @@ with xpk's "does not exist" message is "gone"; any other failure, or no answer
 within `query_timeout_s`, is "unknown" (asked again, never resubmitted), and so
 is a workload not yet listed `gone_grace_s` after its submission. Submission
 follows the lock-and-record protocol of scaling/launch/backend.py, as slurm does.
+
+A dry run says where the project lives in the pods and the commit the image should be built from (this checkout's
+HEAD, scaling/launch/install.py), and runs the compile-for-the-slice check a submit runs first (SlicePreflight).
 """
 
 from __future__ import annotations
 
+import shlex
+
+from scaling.launch import install
 from scaling.launch.backend import GONE, LIVE, UNKNOWN, JobState, QueueBackend, SlicePreflight, remote_command, run_tool
 
 
@@ -44,6 +50,16 @@ class GkeBackend(SlicePreflight, QueueBackend):
   def workload_name(self, run, attempt: int) -> str:
     # xpk: lowercase letters, digits and '-', starting with a letter, at most 40 characters.
     return f'scaling-{run.hash[:12]}-a{attempt}'
+
+  def dry_run(self, sweep) -> str:
+    src = install.repo_source(self.resources)
+    repo = self.resources.get('remote_repo', '/app')
+    build = (f'git clone {src.url or "<repo_url>"} {shlex.quote(repo)} && cd {shlex.quote(repo)} && git checkout '
+             f'{src.commit or "<commit>"} && pip install -e . "jax[tpu]"')
+    where = [f'# project in the pods: {repo} (resources remote_repo) in image {self.resources["docker_image"]}, '
+             f'which must hold this project at commit {src.commit or "<commit>"} with jax[tpu]; e.g. its '
+             f'Dockerfile: RUN {build}']
+    return '\n'.join(where + [f'# warning: {n}' for n in src.notes] + [super().dry_run(sweep)])
 
   def remote_command(self, run, rd) -> str:
     return remote_command(self.resources, run, rd, '/app')

@@ -79,6 +79,8 @@ RESOURCE_KEYS = {
     'spot': 'spot capacity (tpu-vm)',
     'keep_tpu': 'leave the TPU VMs up after the sweep (tpu-vm; default False)',
     'remote_repo': 'checkout of this repo on the worker (tpu-vm default ~/scaling, gke default /app)',
+    'repo_url': 'git URL the TPU VMs clone the project from (tpu-vm; default this checkout\'s remote origin)',
+    'repo_commit': 'commit the TPU VMs install (tpu-vm; default this checkout\'s HEAD)',
     'remote_root': 'sweep root as the workers see it (default: the local root path)',
     'train_cmd': 'training command on the workers (tpu-vm, gke; default "python3 -m scaling train")',
     'cluster': 'GKE cluster (gke)',

@@ -6,7 +6,13 @@ ones (directly, or through queued resources when resources['queued']), and runs
 each run on a free VM over ssh on every worker at once:
 
   gcloud compute tpus tpu-vm ssh NAME-i --zone Z --project P --worker=all \
-      --command 'cd REPO && python3 -m scaling train --config ... --workdir REMOTE_ROOT/runs/<hash> ...'
+      --command 'cd ~/scaling && .venv/bin/python -m scaling train --config ... --workdir REMOTE_ROOT/runs/<hash> ...'
+
+The VMs start bare: once a VM is READY (created, or recreated after a preemption) the launcher installs the
+project on all its workers over ssh, a git clone of this checkout's remote at its HEAD commit in ~/scaling with
+its own Python and jax[tpu] (scaling/launch/install.py; the plan names the commit). With resources['remote_repo']
+set nothing is installed: that directory must hold the project already, and runs use `python3 -m scaling train`
+(or resources['train_cmd']) there.
 
 JAX initialises multi-host TPU slices on its own, so the same command runs on
 every worker. REMOTE_ROOT (resources['remote_root'], default: the local root
@@ -28,6 +34,7 @@ from __future__ import annotations
 import shlex
 import time
 
+from scaling.launch import install
 from scaling.launch.backend import UNKNOWN, Backend, QueueQueryError, SlicePreflight, remote_command, run_tool
 from scaling.launch.local import LocalBackend
 from scaling.launch.sweep import LaunchError
@@ -45,6 +52,7 @@ class TpuVmBackend(SlicePreflight, LocalBackend):
   vm_poll_s = 10.0              # between describes while a VM is being created
   ready_timeout_s = 7200.0      # queued resources may take a while to be granted
   unknown_patience_s = 600.0    # describe may fail this long before the launcher gives up
+  install_timeout_s = 1800.0    # the project's install on a new VM (clone, Python, jax[tpu])
 
   required_resources = {'tpu_type': 'v5litepod-16', 'zone': 'us-west4-a'}
   packs = False                 # each run on its own VM: packing (scaling/launch/packing.py) is local only for now
@@ -52,8 +60,28 @@ class TpuVmBackend(SlicePreflight, LocalBackend):
   def __init__(self, root, resources=None, **kw):
     kw.pop('local_processes', None)
     super().__init__(root, resources, **kw)
+    self._installed: set[str] = set()   # VMs the project was installed on by this launcher
+    self._source = None
 
-  check_tools = Backend.check_tools
+  @property
+  def installs(self) -> bool:
+    """Whether the launcher installs the project on its VMs (no resources['remote_repo'] naming a checkout there)."""
+    return not self.resources.get('remote_repo')
+
+  def source(self) -> install.Source:
+    """The repository and commit the VMs install (read from this checkout once)."""
+    if self._source is None:
+      self._source = install.repo_source(self.resources)
+    return self._source
+
+  def check_tools(self) -> None:
+    """gcloud on PATH, and (when the launcher installs the project on its VMs) a repository and commit to install:
+    checked before anything is written, compiled or created."""
+    Backend.check_tools(self)
+    if self.installs:
+      self._check_source()
+      for note in self.source().notes:
+        self.log(f'[sweep] warning: {note}')
 
   def _loc(self) -> list[str]:
     loc = [f'--zone={self.resources["zone"]}']
@@ -83,8 +111,16 @@ class TpuVmBackend(SlicePreflight, LocalBackend):
       return ['gcloud', 'compute', 'tpus', 'queued-resources', 'delete', name] + self._loc() + ['--force', '--quiet']
     return ['gcloud', 'compute', 'tpus', 'tpu-vm', 'delete', name] + self._loc() + ['--quiet']
 
+  def install_command(self, name: str) -> list[str]:
+    """Installs the project on every worker of VM `name` (idempotent; scaling/launch/install.py)."""
+    return (['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', name] + self._loc()
+            + ['--worker=all', f'--command={install.install_script(self.source())}'])
+
   def remote_command(self, run, rd) -> str:
-    return remote_command(self.resources, run, rd, '~/scaling')
+    res = dict(self.resources)
+    if self.installs:
+      res.setdefault('train_cmd', install.VENV_TRAIN)
+    return remote_command(res, run, rd, install.INSTALL_DIR)
 
   def command(self, run, rd, slot):
     name = self.vm_name(self._sweep, slot)
@@ -93,7 +129,8 @@ class TpuVmBackend(SlicePreflight, LocalBackend):
 
   def prepare_commands(self, sweep):
     self._sweep = sweep
-    return [self.create_command(self.vm_name(sweep, s)) for s in range(self.max_parallel)]
+    names = [self.vm_name(sweep, s) for s in range(self.max_parallel)]
+    return [self.create_command(n) for n in names] + ([self.install_command(n) for n in names] if self.installs else [])
 
   def finish_commands(self, sweep):
     if self.resources.get('keep_tpu'):
@@ -130,6 +167,7 @@ class TpuVmBackend(SlicePreflight, LocalBackend):
     while True:
       st, why = self.vm_state(name)
       if st == 'READY':
+        self._install(name)
         return
       if st == UNKNOWN:
         unknown_since = unknown_since or time.monotonic()
@@ -147,12 +185,34 @@ class TpuVmBackend(SlicePreflight, LocalBackend):
           self.log(f'[sweep] TPU VM {name} is {st}: deleting and creating it again')
           self._gcloud(self.delete_command(name), self.delete_timeout_s, f'deleting TPU VM {name}')
           st, created = 'NOT_FOUND', False
+          self._installed.discard(name)   # a new VM: bare again
         if st == 'NOT_FOUND' and not created:
           self._gcloud(self.create_command(name), self.create_timeout_s, f'creating TPU VM {name}')
           created = True
       if time.monotonic() - t0 > self.ready_timeout_s:
         raise LaunchError(f'TPU VM {name} did not become READY within {self.ready_timeout_s:g} s (last state {st})')
       time.sleep(self.vm_poll_s)
+
+  def _install(self, name: str) -> None:
+    """The project on READY VM `name`, once per VM for this launcher (the script itself skips a done install)."""
+    if not self.installs or name in self._installed:
+      return
+    self._check_source()
+    cmd = self.install_command(name)
+    self.log(f'[sweep] installing the project on TPU VM {name} (commit {self.source().short}, {install.INSTALL_DIR})')
+    r = run_tool(cmd, self.install_timeout_s)
+    if not r.ok:
+      raise LaunchError(f'installing the project on TPU VM {name} failed: {r.why(cmd)}. Fix the cause (the VM can '
+                        f'reach {self.source().url}? the commit is pushed?) and run the same command again, or set '
+                        f'--resource remote_repo=DIR to a checkout already on the VMs')
+    self._installed.add(name)
+
+  def _check_source(self) -> None:
+    """A LaunchError when the repository or commit to install is unknown (before any VM is created)."""
+    src = self.source()
+    if not src.url or not src.commit:
+      why = src.notes[0] if src.notes else f'the commit of {src.checkout} is unknown (git rev-parse HEAD fails)'
+      raise LaunchError(f'the tpu-vm backend installs the project on its VMs from git, but {why}')
 
   def _prepare(self, sweep) -> None:
     """Creates the VMs that do not exist yet and waits until each is READY."""
@@ -183,7 +243,10 @@ class TpuVmBackend(SlicePreflight, LocalBackend):
 
   def dry_run(self, sweep):
     self._sweep = sweep
-    return super().dry_run(sweep)
+    where = (install.describe(self.source()) if self.installs else
+             [f'# project on the VMs: {self.resources["remote_repo"]} (resources remote_repo), not installed by the '
+              f'launcher: it must hold this project with jax[tpu] on every worker'])
+    return '\n'.join(where + [super().dry_run(sweep)])
 
   def submit(self, sweep, wait=True):
     self._sweep = sweep
