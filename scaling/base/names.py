@@ -13,9 +13,10 @@ MLPS = ('swiglu', 'gelu')
 DTYPES = ('auto', 'float32', 'bfloat16')
 ATTENTION = ('auto', 'reference', 'xla', 'blockwise', 'cudnn', 'splash')   # model.attention
 REMATS = ('none', 'full', 'dots', 'dots_except_mlp')                       # model.remat
-PARAMETRIZATIONS = ('sp', 'mup')                                           # model.parametrization
+PARAMETRIZATIONS = ('sp', 'mup', 'completep')                              # model.parametrization
 
 # train section
+OPTIMIZERS = ('adamw', 'muon')                                              # train.optimizer
 SCHEDULES = ('cosine', 'wsd', 'constant')
 DECAY_SHAPES = ('linear', 'cosine', '1-sqrt')                              # train.decay_shape (wsd)
 

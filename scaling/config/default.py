@@ -44,13 +44,17 @@ def model() -> ml_collections.ConfigDict:
   m.attention_block_size = 512
   m.sliding_window = 0       # 0: full causal attention
   m.init_std = 0.02          # N(0, init_std); output projections scaled by 1/sqrt(2 num_layers)
-  m.parametrization = 'sp'   # sp | mup. mup (scaling/model/transformer.py role_multipliers): with m = d_model /
+  m.parametrization = 'sp'   # sp | mup | completep (the table: scaling/model/parametrization.py). mup: with m = d_model /
                              # mup_base_width, hidden matrices init / sqrt(m) and Adam lr / m (weight decay
                              # scales with each parameter's own lr), attention logits ~ 1/head_dim (mup_base_head_dim),
-                             # logits / m; the lr and init_std found at the base width then hold at any width
+                             # logits / m; the lr and init_std found at the base width then hold at any width.
+                             # completep (Dey et al. 2025, alpha = 1): mup's width rules (hidden weight decay x m so
+                             # lr x wd holds) and depth: with d = num_layers / mup_base_depth each residual branch
+                             # x 1/d, Adam's eps on the blocks / (m d); the lr found at the base depth then holds
   m.mup_base_width = 0       # mup: the d_model the lr and init_std were tuned at (0: this d_model, m = 1)
   m.mup_base_head_dim = 0    # mup: the head_dim at the base width; attention logits x sqrt(base / head_dim)
                              # (~ 1/head_dim). 0: this head_dim, factor 1 (head_dim fixed, heads grow with width)
+  m.mup_base_depth = 0       # completep: the num_layers the lr and init_std were tuned at (0: this num_layers, d = 1)
   return m
 
 
@@ -96,7 +100,13 @@ def train() -> ml_collections.ConfigDict:
                              # schedule (scaling/train/branch.py). A relative WORKDIR is taken from this run's
                              # workdir, as a symlink's target is ('../<hash>:960' = a sibling sweep run).
                              # Ignored once this workdir has a checkpoint of its own (resume)
-  t.weight_decay = 0.1       # on matrices only (ndim >= 2, embeddings included)
+  t.optimizer = 'adamw'      # adamw | muon. muon (scaling/train/muon.py): the hidden matrices (attention and MLP) take
+                             # Muon's orthogonalized momentum, scaled by sqrt(max(1, fan_out / fan_in)); embeddings,
+                             # the LM head and the norms take AdamW (b1, b2, eps). lr, schedule, weight_decay and
+                             # grad_clip apply to both
+  t.muon_ns_steps = 5        # muon: Newton-Schulz iterations per step
+  t.muon_momentum = 0.95     # muon: momentum (Nesterov)
+  t.weight_decay = 0.1       # on matrices only (ndim >= 2, embeddings included; Muon's matrices too)
   t.b1 = 0.9
   t.b2 = 0.95
   t.eps = 1e-8

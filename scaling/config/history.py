@@ -39,7 +39,7 @@ FIELD_KINDS = {
     'model.d_ff': MATH, 'model.norm': MATH, 'model.norm_eps': MATH, 'model.position': MATH,
     'model.position_table': MATH, 'model.rope_theta': MATH, 'model.mlp': MATH, 'model.tied_embeddings': MATH,
     'model.dtype': MATH, 'model.sliding_window': MATH, 'model.init_std': MATH, 'model.parametrization': MATH,
-    'model.mup_base_width': MATH, 'model.mup_base_head_dim': MATH,
+    'model.mup_base_width': MATH, 'model.mup_base_head_dim': MATH, 'model.mup_base_depth': MATH,
     # how the same function is computed (memory, kernels, compile time): the math stays, up to float rounding
     'model.scan_layers': FREE, 'model.remat': FREE, 'model.attention': FREE, 'model.attention_block_size': FREE,
     # the data the run sees
@@ -53,7 +53,8 @@ FIELD_KINDS = {
     'train.tokens': MATH, 'train.lr': MATH, 'train.min_lr_ratio': MATH, 'train.warmup_steps': MATH,
     'train.schedule': MATH, 'train.decay_fraction': MATH, 'train.decay_steps': MATH, 'train.decay_shape': MATH,
     'train.init_from': MATH, 'train.weight_decay': MATH, 'train.b1': MATH, 'train.b2': MATH, 'train.eps': MATH,
-    'train.grad_clip': MATH, 'train.z_loss': MATH,
+    'train.grad_clip': MATH, 'train.z_loss': MATH, 'train.optimizer': MATH, 'train.muon_ns_steps': MATH,
+    'train.muon_momentum': MATH,
     # the same gradient, accumulated in parts or its head computed in chunks
     'train.microbatches': FREE, 'train.loss_chunk': FREE,
     # evaluation, logging, checkpoints, the MFU denominator

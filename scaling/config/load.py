@@ -30,17 +30,21 @@ PACKAGED_CONFIG_DIRS = (PACKAGE / 'config', PACKAGE / 'model')
 DEFAULT_CONFIG = 'default.py'
 
 # the names a config may choose: one list each, jax-free (scaling/base/names.py), imported by the implementations too
+from scaling.base import names as _names
 from scaling.base.names import (
   ATTENTION,
   DECAY_SHAPES,
   DTYPES,
   MLPS,
   NORMS,
-  PARAMETRIZATIONS,
   POSITIONS,
   REMATS,
   SCHEDULES,
 )
+
+# model.parametrization and train.optimizer: the one list of each is scaling/base/names.py's
+PARAMETRIZATIONS = _names.PARAMETRIZATIONS
+OPTIMIZERS = _names.OPTIMIZERS
 
 # sections that map names to values: `--config.SECTION.NAME=value` may add a NAME (train.eval_sets: tag -> corpus)
 OPEN_SECTIONS = ('train.eval_sets',)
@@ -357,6 +361,10 @@ def validate_model(m) -> None:
   if isinstance(m.mup_base_width, bool) or not isinstance(m.mup_base_width, int) or m.mup_base_width < 0:
     raise ConfigError(f'model.mup_base_width must be an integer >= 0 (the d_model the lr was tuned at; 0: this '
                       f'd_model), got {m.mup_base_width!r}')
+  base_depth = m.get('mup_base_depth', 0)
+  if isinstance(base_depth, bool) or not isinstance(base_depth, int) or base_depth < 0:
+    raise ConfigError(f'model.mup_base_depth must be an integer >= 0 (the num_layers the lr was tuned at; 0: this '
+                      f'num_layers), got {base_depth!r}')
   if m.attention_block_size <= 0:
     raise ConfigError(f'model.attention_block_size must be > 0, got {m.attention_block_size}')
 
@@ -388,6 +396,7 @@ def validate_config(cfg) -> None:
     check_eval_sets(t.get('eval_sets', None))
     if t.get('loss_chunk', 0) < 0:
       raise ConfigError(f'train.loss_chunk must be >= 0 (logits rows per chunk; 0 = unchunked), got {t.loss_chunk}')
+    _validate_optimizer(t)
   if 'mesh' in cfg:
     for name in ('data', 'fsdp', 'tensor'):
       v = cfg.mesh[name]
@@ -409,6 +418,19 @@ def validate_config(cfg) -> None:
       raise ConfigError(f'sample.top_k must be >= 0 (0 = off), got {s.top_k}')
     if s.temperature < 0:
       raise ConfigError(f'sample.temperature must be >= 0 (0 = greedy), got {s.temperature}')
+
+
+def _validate_optimizer(t) -> None:
+  """train.optimizer and Muon's settings (scaling/train/muon.py)."""
+  opt = t.get('optimizer', 'adamw')
+  if opt not in OPTIMIZERS:
+    raise ConfigError(f'train.optimizer={opt!r} is unknown; choose one of {", ".join(OPTIMIZERS)}')
+  n = t.get('muon_ns_steps', 5)
+  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    raise ConfigError(f'train.muon_ns_steps must be an integer >= 1 (Newton-Schulz iterations; 5 is usual), got {n!r}')
+  mom = t.get('muon_momentum', 0.95)
+  if isinstance(mom, bool) or not isinstance(mom, (int, float)) or not 0 <= mom < 1:
+    raise ConfigError(f'train.muon_momentum must be in [0, 1) (0.95 is usual), got {mom!r}')
 
 
 def _validate_branch(cfg) -> None:
@@ -452,6 +474,10 @@ HASH_NEUTRAL = {
     'data.train_tokens': 0,
     'model.position_table': 0,
     'train.init_seed': -1,
+    'train.optimizer': 'adamw',
+    'train.muon_ns_steps': 5,
+    'train.muon_momentum': 0.95,
+    'model.mup_base_depth': 0,
 }
 
 

@@ -49,6 +49,11 @@ def check_llama_compatible(m) -> None:
     if getattr(m, name) != want:
       raise HFError(f'cannot export as Llama: model.{name}={getattr(m, name)!r} has no Llama equivalent '
                     f'({why}; only model.{name}={want!r} models can be exported)')
+  base_depth = getattr(m, 'mup_base_depth', 0) or 0
+  if getattr(m, 'parametrization', 'sp') == 'completep' and base_depth and base_depth != m.num_layers:
+    raise HFError(f'cannot export as Llama: model.parametrization=\'completep\' scales every residual branch by '
+                  f'{base_depth}/{m.num_layers} (mup_base_depth / num_layers), which Llama has no place for and '
+                  'this export does not fold; export a model at its base depth, or train it with sp or mup')
   window = getattr(m, 'sliding_window', 0)
   if window:
     raise HFError(f'cannot export as Llama: model.sliding_window={window} (Llama attention is full causal; '

@@ -26,6 +26,18 @@ The attention term counts QK^T and AV: 2 matmuls x 2 FLOPs per multiply-add x
 S_avg keys x K per head, times 3 for training. The embedding lookup, norms,
 softmax and elementwise ops are not counted (as in PaLM / MaxText MFU).
 
+Optimizer FLOPs per step (train.optimizer='muon', scaling/train/muon.py): each hidden matrix, L per name,
+is orthogonalized once per optimizer step by k = train.muon_ns_steps Newton-Schulz iterations on X of a x b,
+a = min(fan_in, fan_out) <= b = max (transposed so), each iteration X <- a0 X + (b0 A + c0 A A) X::
+
+    A = X X^T  2 a^2 b     A A  2 a^3     (b0 A + c0 A A) X  2 a^2 b      ->  k (4 a^2 b + 2 a^3) per matrix
+
+    matrices per layer: q D x HK, k and v D x GK, o HK x D, up D x F (and gate D x F: swiglu), down F x D
+
+Matmul FLOPs only, like the rest (the normalization, the momentum and the elementwise terms are O(a b)); AdamW
+is elementwise (0 here). `optimizer_flops_per_step`: a separate term for the MFU, per optimizer step (once per
+step whatever train.microbatches): per token it is optimizer_flops_per_step / (batch_size x seq_len).
+
 Compute-optimal tokens: D = 20 N (Hoffmann et al. 2022). Training FLOPs at
 that budget: C = C_token x D.
 
@@ -106,6 +118,34 @@ def flops_per_token(m, seq_len: int | None = None) -> float:
   attn = 12 * d['num_layers'] * d['num_heads'] * d['head_dim'] * avg_attended_keys(T, d['sliding_window'])
   return 6 * matmul_params(m) + attn
 
+
+
+def hidden_matrix_shapes(m) -> dict[str, tuple[int, int]]:
+  """One layer's hidden matrices (scaling/model/parametrization.py MATRIX_AXES) as (fan_in, fan_out)."""
+  d = _dims(m)
+  D, H, G, K, F = d['d_model'], d['num_heads'], d['num_kv_heads'], d['head_dim'], d['d_ff']
+  out = {'wq_DHK': (D, H * K), 'wk_DGK': (D, G * K), 'wv_DGK': (D, G * K), 'wo_HKD': (H * K, D),
+         'w_up_DF': (D, F), 'w_down_FD': (F, D)}
+  if d['mlp'] == 'swiglu':
+    out['w_gate_DF'] = (D, F)
+  return out
+
+
+def newton_schulz_flops(fan_in: int, fan_out: int, steps: int) -> int:
+  """Matmul FLOPs of `steps` quintic Newton-Schulz iterations on one fan_in x fan_out matrix (docstring)."""
+  a, b = min(fan_in, fan_out), max(fan_in, fan_out)
+  return steps * (4 * a * a * b + 2 * a ** 3)
+
+
+def optimizer_flops_per_step(m, optimizer: str = 'adamw', ns_steps: int = 5) -> int:
+  """The optimizer's matmul FLOPs per optimizer step: Muon's Newton-Schulz on every hidden matrix of every
+  layer; 0 for AdamW (elementwise). `m` a model section or ModelDims."""
+  if optimizer == 'adamw':
+    return 0
+  if optimizer != 'muon':
+    raise ValueError(f'unknown optimizer {optimizer!r}')
+  per_layer = sum(newton_schulz_flops(i, o, ns_steps) for i, o in hidden_matrix_shapes(m).values())
+  return _dims(m)['num_layers'] * per_layer
 
 
 def forward_flops_per_token(m, seq_len: int | None = None) -> float:

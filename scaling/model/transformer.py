@@ -11,7 +11,7 @@ Choices (all in `config.model`, defaults and documentation in scaling/config/def
 which `ModelDims` takes its defaults from): norm rmsnorm|layernorm, position
 rope|learned|none, mlp swiglu|gelu, tied or untied LM head, compute dtype, scan
 over layers, remat (names: REMATS), attention kernel (scaling/model/attention.py),
-parametrization sp|mup.
+parametrization sp|mup|completep (scaling/model/parametrization.py).
 
 Parameters are float32 ("master weights") and carry logical axis names in their
 `axes` metadata (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`, `mlp`,
@@ -35,7 +35,10 @@ table (PARAM_ROLES, role_multipliers): hidden matrices start at std / sqrt(m) an
 learn at lr / m (scaling/train/optim.py), embeddings, readout and norms keep std and
 lr, the logits are scaled by 1/m and attention logits by sqrt(K_base / K)
 (K_base = mup_base_head_dim: ~1/head_dim; 1 when head_dim stays fixed as the
-head count grows). At m = 1 and K = K_base it is SP bit for bit.
+head count grows). At m = 1 and K = K_base it is SP bit for bit. 'completep' (Dey et al.
+2025, alpha = 1) adds depth: with d = num_layers / mup_base_depth every residual branch is
+scaled by 1/d, the output projections start at init_std / sqrt(2 L_base) and Adam's eps on
+the blocks is eps / (m d) (the table: scaling/model/parametrization.py). At m = d = 1 it is SP.
 
 KV cache. A call with a cache and T > 1 tokens is a prefill from position 0
 (checked): the fast causal kernel over its own keys, which it writes into the
@@ -62,6 +65,7 @@ from jax.ad_checkpoint import checkpoint_name
 from scaling.base import names
 from scaling.config.load import ConfigError, check_position_table, default_model, position_rows, resolved_dims
 from scaling.model import attention as attn_lib
+from scaling.model import parametrization as par_lib
 
 # scaling/config/default.py's model section: the one place the defaults are written (documented there)
 _DEFAULT = default_model()
@@ -103,6 +107,7 @@ class ModelDims:
   parametrization: str = _DEFAULT['parametrization']
   mup_base_width: int = _DEFAULT['mup_base_width']
   mup_base_head_dim: int = _DEFAULT['mup_base_head_dim']
+  mup_base_depth: int = _DEFAULT['mup_base_depth']
 
   def __post_init__(self):
     if self.vocab_size <= 0:
@@ -116,6 +121,10 @@ class ModelDims:
     if isinstance(b, bool) or not isinstance(b, int) or b < 0:
       raise ConfigError(f'model.mup_base_head_dim must be an integer >= 0 (the head_dim the lr was tuned at; '
                         f'0: this head_dim, attention factor 1), got {b!r}')
+    b = self.mup_base_depth
+    if isinstance(b, bool) or not isinstance(b, int) or b < 0:
+      raise ConfigError(f'model.mup_base_depth must be an integer >= 0 (the num_layers the lr was tuned at; '
+                        f'0: this num_layers), got {b!r}')
 
   @classmethod
   def from_config(cls, m, *, backend: str | None = None) -> 'ModelDims':
@@ -137,9 +146,12 @@ class ModelDims:
   @property
   def width_mult(self) -> float:
     """μP's width multiplier m = d_model / mup_base_width (1 under 'sp' and when the base width is 0)."""
-    if self.parametrization == 'sp' or not self.mup_base_width:
-      return 1.0
-    return self.d_model / self.mup_base_width
+    return par_lib.width_mult(self)
+
+  @property
+  def depth_mult(self) -> float:
+    """CompleteP's depth multiplier d = num_layers / mup_base_depth (1 unless 'completep' with a base depth)."""
+    return par_lib.depth_mult(self)
 
 
 def _normal(rngs: nnx.Rngs, shape, std) -> jax.Array:
@@ -147,62 +159,16 @@ def _normal(rngs: nnx.Rngs, shape, std) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- parametrization
-PARAMETRIZATIONS = names.PARAMETRIZATIONS   # model.parametrization (the one list: scaling/base/names.py)
-
-# The role of every parameter, by its name in this module: the one table the initializers (below) and
-# the optimizer's per-parameter learning rates (scaling/train/optim.py) read.
-PARAM_ROLES = {
-    'embed_VD': 'embedding', 'pos_embed_TD': 'embedding',            # (vocab|seq, embed): one width axis
-    'wq_DHK': 'hidden', 'wk_DGK': 'hidden', 'wv_DGK': 'hidden', 'wo_HKD': 'hidden',
-    'w_gate_DF': 'hidden', 'w_up_DF': 'hidden', 'w_down_FD': 'hidden',   # two width axes
-    'lm_head_DV': 'readout',                                          # (embed, vocab)
-    'scale': 'vector', 'bias': 'vector',                              # norms
-}
-
-
-def param_role(name: str) -> str:
-  if name not in PARAM_ROLES:
-    raise KeyError(f'parameter {name!r} has no role in scaling.model.transformer.PARAM_ROLES; add it there')
-  return PARAM_ROLES[name]
-
-
-def role_multipliers(dims: 'ModelDims') -> dict[str, tuple[float, float]]:
-  """role -> (init std multiplier, Adam learning-rate multiplier).
-
-  'sp': all 1. 'mup' (Yang et al. 2022, "Tensor Programs V", Table 3 for Adam, in the form with
-  an output multiplier), m = dims.width_mult: hidden matrices (fan-in ~ width) start at
-  init_std / sqrt(m) and learn at lr / m; the embeddings, the readout and the norm vectors keep
-  init_std and lr, the readout's logits being scaled by 1/m instead (`output_multiplier`).
-  At m = 1 every factor is exactly 1.0, so μP at its base width is SP bit for bit.
-  """
-  m = dims.width_mult
-  if dims.parametrization == 'sp':
-    return {role: (1.0, 1.0) for role in set(PARAM_ROLES.values())}
-  return {'embedding': (1.0, 1.0), 'hidden': (m ** -0.5, 1.0 / m), 'readout': (1.0, 1.0), 'vector': (1.0, 1.0)}
-
-
-def output_multiplier(dims: 'ModelDims') -> float:
-  """μP: the logits are scaled by 1/m (the readout sees a hidden state whose entries move O(1))."""
-  return 1.0 / dims.width_mult
-
-
-def attention_logit_multiplier(dims: 'ModelDims') -> float:
-  """μP: attention logits q.k / sqrt(K) times sqrt(K_base / K), i.e. q.k sqrt(K_base) / K: proportional
-  to 1/head_dim (Yang et al. 2022, section 4), with K_base = model.mup_base_head_dim (0: this head_dim).
-
-  The factor follows the head dim, not the width: a ladder that keeps head_dim fixed and grows the
-  head count (scaling/model/ladder.py, the lr_transfer study) has factor 1 at every width, and one that
-  grows head_dim at a fixed head count gets sqrt(K_base / K). 1 under 'sp' and at K = K_base, so μP
-  at its base shape is SP bit for bit.
-  """
-  if dims.parametrization == 'sp' or not dims.mup_base_head_dim or dims.mup_base_head_dim == dims.head_dim:
-    return 1.0
-  return math.sqrt(dims.mup_base_head_dim / dims.head_dim)
+# the per-parameter multipliers and the forward multipliers: scaling/model/parametrization.py (re-exported here)
+PARAMETRIZATIONS = par_lib.PARAMETRIZATIONS   # model.parametrization
+PARAM_ROLES, param_role, role_multipliers = par_lib.PARAM_ROLES, par_lib.param_role, par_lib.role_multipliers
+output_multiplier, attention_logit_multiplier = par_lib.output_multiplier, par_lib.attention_logit_multiplier
+residual_multiplier = par_lib.residual_multiplier
 
 
 def _init(dims, rngs: nnx.Rngs, name: str, shape, std) -> jax.Array:
-  """N(0, std x the init multiplier of the parameter's role)."""
-  return _normal(rngs, shape, std * role_multipliers(dims)[param_role(name)][0])
+  """N(0, std x the init multiplier of the parameter's group; par_lib.multipliers)."""
+  return _normal(rngs, shape, std * par_lib.multipliers(dims)[par_lib.param_group([name])].init)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -365,9 +331,11 @@ class Block(nnx.Module):
     return checkpoint_name(_dot('btf,fd->btd', h_BTF, self.w_down_FD[...], dt), 'mlp_proj')
 
   def __call__(self, x_BTD, positions_BT, segment_ids_BT=None, cache=None, rope=None):
+    r = residual_multiplier(self.dims)   # CompleteP: 1/d on each branch; SP, μP and base depth skip it
+    branch = (lambda h: h) if r == 1.0 else (lambda h: h * jnp.asarray(r, h.dtype))
     h_BTD, new_cache = self.attention(self.attn_norm(x_BTD), positions_BT, segment_ids_BT, cache, rope)
-    x_BTD = x_BTD + h_BTD
-    x_BTD = x_BTD + self.mlp(self.mlp_norm(x_BTD))
+    x_BTD = x_BTD + branch(h_BTD)
+    x_BTD = x_BTD + branch(self.mlp(self.mlp_norm(x_BTD)))
     return x_BTD, new_cache
 
 

@@ -248,8 +248,8 @@ def check_compatible(meta: dict, dims_dict: dict, workdir) -> None:
   saved = meta.get('model') or {}
   keys = ('vocab_size', 'num_layers', 'd_model', 'num_heads', 'num_kv_heads', 'head_dim', 'd_ff', 'norm',
           'position', 'mlp', 'tied_embeddings', 'parametrization')
-  if 'mup' in (saved.get('parametrization'), dims_dict.get('parametrization')):   # μP's base shape scales the
-    keys += ('mup_base_width', 'mup_base_head_dim')                              # forward and the lr (sp: unused)
+  if {'mup', 'completep'} & {saved.get('parametrization'), dims_dict.get('parametrization')}:   # the base shape
+    keys += ('mup_base_width', 'mup_base_head_dim', 'mup_base_depth')   # scales the forward and the lr (sp: unused)
   diff = [f'{k}: checkpoint {saved.get(k)!r} vs config {dims_dict.get(k)!r}' for k in keys
           if k in saved and saved.get(k) != dims_dict.get(k)]
   if 'seq_len' in saved and saved.get('position') == dims_dict.get('position') == 'learned':

@@ -1,5 +1,8 @@
-"""The optimizer: AdamW with weight decay on matrices only, global-norm clipping, schedules, and
-under μP (model.parametrization='mup') per-parameter learning rates by role (scale_by_role).
+"""The optimizer: AdamW with weight decay on matrices only (or Muon on the hidden matrices and AdamW on the rest:
+train.optimizer='muon', scaling/train/muon.py), global-norm clipping, schedules, and under μP
+(model.parametrization='mup') per-parameter learning rates by role (scale_by_role), under CompleteP
+('completep') per-parameter learning rates, weight decays and Adam epsilons (completep_adamw; the table:
+scaling/model/parametrization.py).
 
 Schedules (all with linear warmup from 0 to `lr` over `warmup_steps`):
   cosine    cosine decay from lr to lr * min_lr_ratio at the last step;
@@ -18,6 +21,8 @@ import jax.numpy as jnp
 import optax
 
 from scaling.base import names
+from scaling.config.load import OPTIMIZERS
+from scaling.train import muon as muon_lib
 
 
 def schedule(train_cfg, total_steps: int) -> optax.Schedule:
@@ -82,16 +87,36 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(leaf_mask, params)
 
 
-def _leaf_name(path) -> str:
-  names = [getattr(k, 'key', getattr(k, 'name', '')) for k in path]
-  return str(names[-1])
+def _path_names(path) -> list[str]:
+  return [str(getattr(k, 'key', getattr(k, 'name', ''))) for k in path]
+
+
+def param_multipliers(params, dims, field: str = 'lr'):
+  """A tree like `params` of each parameter's `field` multiplier (lr, wd or eps; its group's, in
+  scaling/model/parametrization.py `multipliers`)."""
+  from scaling.model.parametrization import multipliers, param_group
+  table = multipliers(dims)
+  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(table[param_group(_path_names(path))], field),
+                                          params)
 
 
 def lr_multipliers(params, dims):
-  """A tree like `params` of each parameter's learning-rate multiplier (its role's, model.role_multipliers)."""
-  from scaling.model.transformer import param_role, role_multipliers
-  table = role_multipliers(dims)
-  return jax.tree_util.tree_map_with_path(lambda path, _: table[param_role(_leaf_name(path))][1], params)
+  """A tree like `params` of each parameter's learning-rate multiplier (its group's)."""
+  return param_multipliers(params, dims, 'lr')
+
+
+def scale_by_param(dims, field: str, *, inverse: bool = False) -> optax.GradientTransformation:
+  """Multiplies each update by its parameter's `field` multiplier (or divides: inverse); a multiplier of 1 is
+  skipped (no op in the program: a parametrization at its base shape is SP bit for bit)."""
+  def update(updates, state, params=None):
+    del params
+    mults = param_multipliers(updates, dims, field)
+
+    def one(u, c):
+      c = 1.0 / c if inverse else c
+      return u if c == 1.0 else u * jnp.asarray(c, u.dtype)
+    return jax.tree.map(one, updates, mults), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def scale_by_role(dims) -> optax.GradientTransformation:
@@ -109,15 +134,62 @@ def scale_by_role(dims) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def add_decayed_weights_by_param(weight_decay, dims) -> optax.GradientTransformation:
+  """update + weight_decay x the parameter's wd multiplier x p, on the decay_mask parameters only."""
+  def update(updates, state, params):
+    mults, mask = param_multipliers(updates, dims, 'wd'), decay_mask(updates)
+
+    def one(u, p, c, on):
+      if not on:
+        return u
+      wd = weight_decay if c == 1.0 else weight_decay * c
+      return u + jnp.asarray(wd, u.dtype) * p
+    return jax.tree.map(one, updates, params, mults, mask), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def completep_adamw(t, learning_rate, dims) -> list[optax.GradientTransformation]:
+  """AdamW with each parameter's lr, weight decay and eps multipliers (CompleteP, Dey et al. 2025 Table 1):
+
+      p <- p - lr_t c_lr (Adam(g; eps c_eps) + wd c_wd p)      (PyTorch parameter groups: lr c_lr, decay wd c_wd)
+
+  Adam's eps is set per parameter by scaling its gradient by 1 / c_eps before Adam: Adam is invariant to the
+  gradient's scale but for eps, c m / (c sqrt(v) + eps) = m / (sqrt(v) + eps / c), and its moments hold the
+  scaled gradient's. Every multiplier 1 (base width and depth): the ops of optax.adamw (SP bit for bit)."""
+  return [scale_by_param(dims, 'eps', inverse=True),
+          optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps),
+          add_decayed_weights_by_param(t.weight_decay, dims),
+          scale_by_param(dims, 'lr'),
+          optax.scale_by_learning_rate(learning_rate)]
+
+
+def _adamw_parts(t, sched, dims) -> list[optax.GradientTransformation]:
+  """The AdamW of this parametrization (sp: optax.adamw; mup: then scale_by_role; completep: completep_adamw)."""
+  par = 'sp' if dims is None else dims.parametrization
+  if par == 'completep':
+    return completep_adamw(t, sched, dims)
+  parts = [optax.adamw(sched, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, mask=decay_mask)]
+  if par != 'sp':
+    parts.append(scale_by_role(dims))
+  return parts
+
+
 def make_optimizer(train_cfg, total_steps: int, dims=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(clip, AdamW) and the schedule; with `dims` under model.parametrization='mup', per-role learning rates
-  (scale_by_role). Under 'sp' (or without dims) the chain is exactly the SP one."""
+  (scale_by_role), under 'completep' per-parameter ones (completep_adamw). Under 'sp' (or without dims) the
+  chain is exactly the SP one. train.optimizer='muon': (clip, Muon on the hidden matrices | that AdamW on the
+  rest) (scaling/train/muon.py)."""
   t = train_cfg
+  opt = t.get('optimizer', 'adamw')
+  if opt not in OPTIMIZERS:
+    raise ValueError(f'train.optimizer={opt!r} is unknown; choose one of {", ".join(OPTIMIZERS)}')
   sched = schedule(t, total_steps)
   parts = []
   if t.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(t.grad_clip))
-  parts.append(optax.adamw(sched, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, mask=decay_mask))
-  if dims is not None and dims.parametrization != 'sp':
-    parts.append(scale_by_role(dims))
+  adam = _adamw_parts(t, sched, dims)
+  if opt == 'muon':
+    parts.append(muon_lib.muon(t, sched, optax.chain(*adam)))
+  else:
+    parts.extend(adam)
   return optax.chain(*parts), sched

@@ -116,11 +116,27 @@ def build_setup(cfg, mesh=None) -> Setup:
   abs_params = nnx.to_pure_dict(abs_state)
   abs_opt = jax.eval_shape(tx.init, abs_params)
   rep = sharding.replicated(mesh)
-  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh,
-                                 transform_non_params=lambda _: rep,
-                                 is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
-  state_sh = dict(params=param_sh, opt_state=opt_sh, step=rep)
+  state_sh = dict(params=param_sh, opt_state=opt_state_shardings(abs_opt, abs_params, param_sh, rep), step=rep)
   return Setup(cfg, dims, mesh, graphdef, tx, sched, total, state_sh, param_sh)
+
+
+def opt_state_shardings(abs_opt, abs_params, param_sh, rep):
+  """The optimizer state's shardings: a leaf that holds a copy of a parameter (a moment: its key path ends in
+  the parameter's, with its shape) is sharded as the parameter, every other leaf (counts, Muon's coefficients)
+  replicated. Unlike optax.tree_map_params it reads the paths, so states of partitioned optimizers (Muon's
+  masked subtrees, scaling/train/muon.py) map too."""
+  def keys(path):
+    return tuple(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+  flat_p = {keys(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(abs_params)}
+  flat_sh = {keys(p): s for p, s in jax.tree_util.tree_leaves_with_path(param_sh)}
+
+  def one(path, x):
+    k = keys(path)
+    for n in range(len(k), 0, -1):
+      if flat_p.get(k[-n:]) == x.shape:
+        return flat_sh[k[-n:]]
+    return rep
+  return jax.tree_util.tree_map_with_path(one, abs_opt)
 
 
 def init_state(setup: Setup, seed: int):
