@@ -166,6 +166,56 @@ def test_xla_flops_agree_with_accounting_term_by_term(nano_v5p8):
 
 
 @needs_libtpu
+def test_auto_attention_on_a_v5p_slice_is_splash_under_shard_map(aot_cache):
+  """model.attention='auto' on a TPU is the splash kernel. XLA cannot partition it, so it runs per chip
+  under shard_map (scaling/model/splash.py): the step of a 1-layer model on 4 chips (fsdp) compiles, and
+  the kernels' matmuls, no dots of the HLO, are counted: per layer a forward (q k^T, p v), a dQ kernel
+  (q k^T, dO v^T, ds k) and a dK/dV kernel (q k^T, dO v^T, p^T dO, ds^T q), 9 products of 2 B H K FLOPs
+  per position of the one 128 x 128 block."""
+  aot.enable_compile_cache(aot_cache)
+  t = aot.parse_target('v5p-8')
+  over = {'model.attention': 'auto', 'model.remat': 'none', 'model.num_layers': '1', 'model.seq_len': '128',
+          'train.batch_size': '8', 'mesh.data': '1', 'mesh.fsdp': '-1'}
+  cfg = aot.target_config(load_config('scaling/model/ladder.py:nano', over))
+  lowered, _ = aot.lower_step(cfg, t)
+  assert lowered.as_text(dialect='hlo').count('custom_call_target="tpu_custom_call"') == 3   # fwd, dQ, dK/dV
+  r = aot.compile_report(cfg, t)
+  assert r['fits'] and r['mesh'] == {'data': 1, 'fsdp': 4, 'tensor': 1}
+  B, H, K = 8, 4, 128 // 4   # nano: d_model 128, 4 heads
+  assert r['kernel_flops_per_step'] == 9 * 2 * B * H * K * 128 * 128
+  assert r['xla_flops_per_step'] > r['accounting_flops_per_step']   # executed >= the model's (causal) FLOPs
+  assert 0 < r['estimated_mfu'] < 1
+
+
+def test_hlo_flops_count_a_shard_map_body_on_every_device_and_kernels_by_their_shapes():
+  """A dot inside a shard_map body (per-device shapes) runs on each device; a custom call counts what
+  kernel_flops says of its shapes."""
+  hlo = """
+xla.sdy.manual_computation_body.1 {
+  a = f32[2,8]{1,0} parameter(0)
+  b = f32[8,4]{1,0} parameter(1)
+  ROOT d = f32[2,4]{1,0} dot(a, b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY main {
+  x = f32[2,8]{1,0} parameter(0)
+  y = f32[8,4]{1,0} parameter(1)
+  c = f32[2,4]{1,0} call(x, y), to_apply=xla.sdy.manual_computation_body.1
+  k = (f32[2,4]{1,0}, bf16[3]{0}) custom-call(x, y), custom_call_target="tpu_custom_call"
+  ROOT e = f32[2,4]{1,0} dot(x, y), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+"""
+  seen = []
+
+  def kernel(target, outs, operands):
+    seen.append((target, outs, operands))
+    return 1000.0
+  assert hlo_lib.hlo_dot_flops(hlo, devices=4) == (2 * 2 * 4 * 8 * 4 + 2 * 2 * 4 * 8, 0)
+  assert hlo_lib.hlo_dot_flops(hlo, kernel, devices=4) == (2 * 2 * 4 * 8 * 4 + 2 * 2 * 4 * 8 + 1000, 0)
+  assert seen == [('tpu_custom_call', [[2, 4], [3]], [[2, 8], [8, 4]])]
+
+
+@needs_libtpu
 def test_7b_on_one_v5e_chip_does_not_fit_with_the_shortfall():
   t = aot.parse_target('v5litepod-1')
   cfg = aot.target_config(load_config('scaling/model/ladder.py:7b', {'train.batch_size': '1', 'mesh.fsdp': '1'}))
@@ -315,3 +365,29 @@ def test_tpu_launchers_refuse_a_sweep_that_does_not_fit_before_reserving(backend
     b.preflight(sweep)
   b.resources['aot_check'] = '0'
   b.preflight(sweep)   # off: nothing compiled, nothing refused
+
+
+def test_collective_bytes_of_an_all_gather_and_a_reduce_scatter_by_hand():
+  """Compiled on the 8 fake CPU devices, a mesh a=2 x b=4; per device in a loop of 3: an all-gather over b of
+  f32[1,16] (its result f32[4,16], 256 bytes; a ring sends 3/4 of it, 192) and a reduce-scatter over b of
+  f32[4,16] (its result f32[1,16], 64 bytes; a ring sends 3 of them, 192)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
+  mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(2, 4), ('a', 'b'))
+  x = jax.ShapeDtypeStruct((8, 16), jnp.float32, sharding=NamedSharding(mesh, P(('a', 'b'))))
+  gather = jax.shard_map(lambda v: jax.lax.all_gather(v, 'b', tiled=True), mesh=mesh, in_specs=P(('a', 'b')),
+                         out_specs=P('a'), check_vma=False)
+  scatter = jax.shard_map(lambda v: jax.lax.psum_scatter(v, 'b', tiled=True), mesh=mesh, in_specs=P('a'),
+                          out_specs=P(('a', 'b')), check_vma=False)
+  step = jax.jit(lambda x: jax.lax.fori_loop(0, 3, lambda i, v: v + scatter(jnp.tanh(gather(v))), x))
+  text = step.lower(x).compile().as_text()
+  assert hlo_lib.collective_bytes(text, [0] * 8) == {
+      ('all-gather', 'ici'): dict(count=3, bytes=3 * 4 * 16 * 4, wire_bytes=3 * 3 / 4 * 256),
+      ('reduce-scatter', 'ici'): dict(count=3, bytes=3 * 16 * 4, wire_bytes=3 * 3 * 64)}
+  # a second slice of each b-group (a = slices): the same ops stay within a slice
+  assert set(hlo_lib.collective_bytes(text, [0, 0, 0, 0, 1, 1, 1, 1])) == {('all-gather', 'ici'),
+                                                                          ('reduce-scatter', 'ici')}
+  assert hlo_lib.wire_bytes('all-reduce', 100.0, 4) == 150.0 and hlo_lib.wire_bytes('all-gather', 100.0, 1) == 0.0

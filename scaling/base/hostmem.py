@@ -76,9 +76,13 @@ def _installed(module: str) -> bool:
   return importlib.util.find_spec(module) is not None
 
 
+TPU_ENV = ('TPU_ACCELERATOR_TYPE', 'TPU_WORKER_HOSTNAMES', 'TPU_NAME')   # set where a TPU is meant (libtpu reads them)
+
+
 def tpu_present() -> bool:
-  """A TPU chip on this host (its device files), judged without starting JAX or libtpu."""
-  return any(glob.glob(g) for g in TPU_DEVICE_GLOBS)
+  """A TPU chip on this host (its device files), or TPU settings in the environment (the user means a TPU),
+  judged without starting JAX or libtpu."""
+  return any(os.environ.get(v) for v in TPU_ENV) or any(glob.glob(g) for g in TPU_DEVICE_GLOBS)
 
 
 def cpu_only_host() -> bool:

@@ -12,7 +12,9 @@ switch kernels from the config without changing shapes or semantics:
                the causal diagonal (and outside the sliding window) are skipped.
                Its kernel lives in scaling/model/blockwise.py.
   'cudnn'      `jax.nn.dot_product_attention(implementation='cudnn')`, NVIDIA only.
-  'splash'     the Pallas TPU splash-attention kernel shipped with JAX, TPU only.
+  'splash'     the Pallas TPU splash-attention kernel shipped with JAX, TPU only;
+               per device under shard_map over the mesh of its inputs (batch over
+               data x fsdp, heads over tensor: scaling/model/splash.py).
   'auto'       cudnn on GPU, splash on TPU (each when it supports the call;
                else xla below 1k tokens, blockwise above); on CPU always
                'blockwise' with a cache-sized block (`cpu_block_size`), in its
@@ -358,33 +360,7 @@ def _xla_attention(q_BTHK, k_BSGK, v_BSGK, *, implementation, segment_ids_BT, wi
 
 def _splash_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT, window,
                       block_size, interpret=False):
-  """Per-example splash kernel (heads inside the kernel), vmapped over batch.
-
-  The kernel applies no softmax scale, so q is scaled first. Its mask is static:
-  causal (or local window).
-  """
-  from jax.experimental.pallas.ops.tpu import splash_attention as sa
-  B, T, H, K = q_BTHK.shape
-  S = k_BSGK.shape[1]
-  if window:
-    mask = sa.LocalMask((T, S), window_size=(window - 1, 0), offset=0)
-  else:
-    mask = sa.CausalMask((T, S))
-  bq, bk = min(block_size, T), min(block_size, S)
-  sizes = sa.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk,
-                        block_q_dkv=bq, block_kv_dkv=bk, block_kv_dkv_compute=bk,
-                        block_q_dq=bq, block_kv_dq=bk)
-  kernel = sa.make_splash_mha_single_device(sa.MultiHeadMask([mask] * H),
-                                            block_sizes=sizes, interpret=interpret)
-  scale = 1.0 / math.sqrt(K)
-  q_BHTK = (q_BTHK * jnp.asarray(scale, q_BTHK.dtype)).transpose(0, 2, 1, 3)
-  k_BGSK = k_BSGK.transpose(0, 2, 1, 3)
-  v_BGSK = v_BSGK.transpose(0, 2, 1, 3)
-  if segment_ids_BT is None:
-    out_BHTK = jax.vmap(kernel)(q_BHTK, k_BGSK, v_BGSK)
-  else:
-    seg = segment_ids_BT.astype(jnp.int32)
-    out_BHTK = jax.vmap(
-        lambda q, k, v, s: kernel(q, k, v, segment_ids=sa.SegmentIds(q=s, kv=s))
-    )(q_BHTK, k_BGSK, v_BGSK, seg)
-  return out_BHTK.transpose(0, 2, 1, 3).astype(q_BTHK.dtype)
+  """The splash kernel, per device under shard_map over the arrays' mesh: scaling/model/splash.py."""
+  from scaling.model.splash import splash_attention
+  return splash_attention(q_BTHK, k_BSGK, v_BSGK, segment_ids_BT=segment_ids_BT, window=window,
+                          block_size=block_size, interpret=interpret)

@@ -14,8 +14,9 @@ What comes back, per chip:
 - bytes: `compiled.memory_analysis()`: arguments + outputs - aliased (donated state reused for
   the new state) + temporaries + generated code, against the chip's HBM.
 - FLOPs: the dot FLOPs of the step's HLO, with every while loop (scan over layers, the chunked
-  loss, microbatches) counted trip-count times. XLA's `cost_analysis()` counts a loop body once,
-  so its raw figure (also reported) undercounts scanned models several-fold.
+  loss, microbatches) counted trip-count times, plus the splash attention kernels' matmuls (custom
+  calls, counted from their shapes by scaling/model/splash.py kernel_flops). XLA's `cost_analysis()`
+  counts a loop body once, so its raw figure (also reported) undercounts scanned models several-fold.
 - time: an estimate only: executed FLOPs per chip at the chip's bf16 peak (compute-bound; it
   ignores memory-bound ops, communication and kernel efficiency), and the MFU it implies for the
   model FLOPs of scaling/model/accounting.py, i.e. an upper bound set by remat and masked attention.
@@ -275,10 +276,10 @@ def lower_step(cfg, t: Target, devices=None):
   except NotImplementedError as e:
     if 'Mosaic kernels cannot be automatically partitioned' not in str(e):
       raise
-    raise AotError(f'model.attention={cfg.model.attention!r} uses the splash kernel on TPU, which '
-                   f'scaling/model/attention.py calls without shard_map, so XLA cannot partition it over the '
-                   f'{t.chips}-chip mesh (`scaling train` would fail the same way on this slice). Compile with '
-                   f'--config.model.attention=blockwise (or xla) until the kernel is wrapped in shard_map') from None
+    # scaling/model/splash.py runs the kernel under shard_map over the arrays' mesh: this means it found none
+    raise AotError(f'model.attention={cfg.model.attention!r}: a Pallas kernel reached XLA unpartitioned over the '
+                   f'{t.chips}-chip mesh (no mesh on its inputs). Compile with --config.model.attention=blockwise '
+                   f'(or xla), and report it') from None
   return lowered, setup
 
 
@@ -343,7 +344,7 @@ def memory_bytes(mem) -> dict:
 class Compiled:
   compiled: object     # jax.stages.Compiled; None when read from the cache or refused by the compiler
   setup: object        # scaling.train.step.Setup (its mesh holds the target devices)
-  hlo_flops: float     # dot FLOPs of the whole step (all chips), loops x trip count
+  hlo_flops: float     # dot (and attention kernel) FLOPs of the whole step (all chips), loops x trip count
   unknown_loops: int
   compile_s: float     # of the compile that produced the figures (also when read from the cache)
   argument_bytes: int  # per chip, from the input shardings
@@ -351,6 +352,7 @@ class Compiled:
   cost_flops: float    # XLA's cost_analysis() flops per chip (loop bodies counted once)
   oom: dict | None = None   # the compiler's out-of-memory figures (see parse_oom)
   cached: bool = False
+  kernel_flops: float = 0.0  # the part of hlo_flops computed by Pallas kernels (splash attention), all chips
 
 
 _UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}
@@ -384,7 +386,7 @@ def compile_step(cfg, t: Target, devices=None) -> Compiled:
   lowered, setup = lower_step(cfg, t, devices)
   hlo = lowered.as_text(dialect='hlo')
   try:
-    flops, unknown_loops = hlo_dot_flops(hlo)
+    flops, kernel, unknown_loops = step_flops(hlo, setup)
   except HloError as e:
     raise AotError(str(e)) from None
   arg_bytes = per_chip_bytes(abstract_inputs(setup, cfg))
@@ -392,7 +394,7 @@ def compile_step(cfg, t: Target, devices=None) -> Compiled:
   entry = _cache_read(key)
   if entry is not None:
     return Compiled(None, setup, flops, unknown_loops, entry['compile_s'], arg_bytes, entry['memory'],
-                    entry['cost_flops'], entry['oom'], cached=True)
+                    entry['cost_flops'], entry['oom'], cached=True, kernel_flops=kernel)
   compiled, memory, cost_flops, oom = None, None, 0.0, None
   # JAX's persistent cache (if $JAX_COMPILATION_CACHE_DIR is set) would store a compile-only executable it
   # cannot read back (a warning on the next identical compile): this compile stays out of it
@@ -414,7 +416,25 @@ def compile_step(cfg, t: Target, devices=None) -> Compiled:
     cost_flops = float(cost.get('flops', 0.0))
   compile_s = time.time() - t0
   _cache_write(key, dict(compile_s=compile_s, memory=memory, cost_flops=cost_flops, oom=oom))
-  return Compiled(compiled, setup, flops, unknown_loops, compile_s, arg_bytes, memory, cost_flops, oom)
+  return Compiled(compiled, setup, flops, unknown_loops, compile_s, arg_bytes, memory, cost_flops, oom,
+                  kernel_flops=kernel)
+
+
+def step_flops(hlo: str, setup) -> tuple[float, float, int]:
+  """(FLOPs of the step: its dots and its attention kernels; those of the kernels alone; loops of unknown count).
+
+  The splash kernel's matmuls are no dots of the HLO: scaling/model/splash.py kernel_flops counts them from
+  each kernel call's shapes, and the shard_map bodies they sit in run on every device of the mesh.
+  """
+  import functools
+
+  from scaling.model import splash
+  devices = setup.mesh.size
+  dots, unknown = hlo_dot_flops(hlo, devices=devices)
+  count = functools.partial(splash.kernel_flops, block_size=setup.dims.attention_block_size,
+                            window=setup.dims.sliding_window)
+  total, _ = hlo_dot_flops(hlo, count, devices=devices)
+  return total, total - dots, unknown
 
 
 def compile_report(cfg, t: Target, devices=None) -> dict:
@@ -445,7 +465,7 @@ def report(c: Compiled, cfg, t: Target) -> dict:
       device_kind=t.chip.device_kind, mesh=dict(setup.mesh.shape), batch_size=B, seq_len=T,
       microbatches=cfg.train.microbatches, dtype=setup.dims.dtype, remat=setup.dims.remat,
       fits=fits, hbm_bytes_per_chip=hbm, bytes_per_chip=parts, shortfall_bytes=max(0, parts['total'] - hbm),
-      xla_flops_per_step=flops, accounting_flops_per_step=acct,
+      xla_flops_per_step=flops, kernel_flops_per_step=c.kernel_flops, accounting_flops_per_step=acct,
       cost_analysis_flops_per_chip=c.cost_flops, loops_of_unknown_trip_count=c.unknown_loops,
       peak_flops_per_chip=t.chip.peak_flops, estimated_step_s=step_s,
       estimated_mfu=acct / (step_s * t.chips * t.chip.peak_flops) if step_s else None,

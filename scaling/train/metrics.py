@@ -175,26 +175,40 @@ def _same_host_processes() -> bool:
   return bool(os.environ.get('SCALING_LAUNCHER_PID'))
 
 
-def mfu(flops_per_token: float, tokens_per_s: float, peak_per_device: float, devices: int) -> tuple[float, bool]:
-  """(model FLOPs utilisation capped at 1, whether it was capped: the peak was an underestimate)."""
+def mfu(flops_per_token: float, tokens_per_s: float, peak_per_device: float,
+        devices: int) -> tuple[float | None, bool]:
+  """(model FLOPs utilisation capped at 1, whether it was capped: the peak was an underestimate).
+  (None, False) when the peak is unknown (0: device_peak_flops found no row): MFU is then not reported."""
+  if not peak_per_device > 0:
+    return None, False
   raw = flops_per_token * tokens_per_s / (peak_per_device * devices)
   return min(raw, 1.0), raw > 1.0
 
 
+_WARNED: set = set()
+
+
 def device_peak_flops(dtype: str, override: float = 0.0) -> tuple[float, str]:
-  """(peak FLOP/s per device, where it came from): config override, the table, or a measurement."""
+  """(peak FLOP/s per device, where it came from): config override, the table, or a measurement.
+
+  A device kind the table (scaling/base/hardware.py) does not know gives (0.0, 'unknown ...') and a
+  one-line warning: MFU is then left out rather than computed against another chip's peak.
+  """
   if override > 0:
     return override, 'config'
   dev = jax.devices()[0]
   kind = getattr(dev, 'device_kind', '')
-  name = hardware.peak_row(kind) if dev.platform != 'cpu' else None
-  if name is not None:
-    peaks = hardware.ROWS[name].peaks
-    return peaks.get(dtype, peaks['bfloat16']), f'table ({name})'
+  chip = hardware.chip_of(kind) if dev.platform != 'cpu' else None
+  if chip is not None:
+    return chip.peaks.get(dtype, chip.peaks['bfloat16']), f'table ({chip.row})'
   if dev.platform == 'cpu':
     # fake CPU devices share the same cores: the peak of the host is split between them, and between
     # the processes `--local_processes` started on this one host
     share = max(jax.local_device_count(), 1) * (jax.process_count() if _same_host_processes() else 1)
     return measure_matmul_peak(jnp.dtype(dtype)) / share, 'measured'
-  return hardware.peak_flops('H100', dtype), f'assumed H100 ({kind})'
-
+  if kind not in _WARNED and jax.process_index() == 0:
+    _WARNED.add(kind)
+    print(f'warning: device kind {kind!r} ({dev.platform}) is not in scaling/base/hardware.py CHIPS: MFU is not '
+          f'reported; set --config.train.peak_flops=<dense FLOP/s per device> (or add the chip to the table)',
+          file=sys.stderr, flush=True)
+  return 0.0, f'unknown device kind {kind!r}'
