@@ -112,9 +112,9 @@ def main(argv):
     while hold and os.path.exists(hold) and not stop:
       time.sleep(0.02)
     loss = 10.0 / (1.0 + step * cfg.train.lr * 100)   # decreasing, depends on lr
-    with open(workdir / 'metrics.jsonl', 'a') as f:
+    _write_json(progress, {'step': step})   # before the metrics line: a step that is logged is resumable
+    with open(workdir / 'metrics.jsonl', 'a') as f:    # (tests that kill after N logged steps rely on it)
       f.write(json.dumps({'step': step, 'train/loss': loss, 'tokens_seen': step * tokens_per_step}) + '\n')
-    _write_json(progress, {'step': step})
     if step % cfg.train.ckpt_every == 0 or step == steps or step in cfg.train.ckpt_steps:
       _checkpoint(workdir, step, cfg.train.keep_checkpoints, cfg.train.ckpt_steps)
     print(f'step {step}/{steps} loss={loss:.4f}', flush=True)
