@@ -66,6 +66,7 @@ def test_report_section_against_another_fit(tmp_path):
   import sys
   sys.path.insert(0, str(__import__('pathlib').Path(__file__).parent))
   from test_fit_arms import simulate
+
   from scaling.analysis import report
   (tmp_path / 'results.jsonl').write_text(''.join(json.dumps(r) + '\n'
                                                   for r in simulate(np.random.default_rng(8), sd=0.002)))

@@ -81,7 +81,8 @@ import functools
 import math
 
 if __name__ == '__main__' and not __package__:   # `python configs/sweeps/isoflop_cpu.py` from anywhere
-  import os as _os, sys as _sys
+  import os as _os
+  import sys as _sys
   _sys.path.insert(0, _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))))
 
 from configs.sweeps._common import CPU_RUN, load_config_file, resolved

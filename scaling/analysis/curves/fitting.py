@@ -34,7 +34,7 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import optimize   # here, not inside one_blas_thread(): a BLAS loaded inside it would not be limited
+from scipy import optimize  # here, not inside one_blas_thread(): a BLAS loaded inside it would not be limited
 
 from scaling.analysis.curves.laws import Law
 from scaling.analysis.curves.runs import Curve

@@ -27,10 +27,17 @@ from typing import Sequence
 import numpy as np
 
 from scaling.analysis.curves.fitting import bootstrap, fit_curves, huber_delta
-from scaling.analysis.curves.forecast import fit_record, final_update, predict_final
+from scaling.analysis.curves.forecast import final_update, fit_record, predict_final
 from scaling.analysis.curves.laws import make_law
-from scaling.analysis.curves.runs import (Curve, differences, load_curve, load_sources, parent_of, read_config,
-                                          total_steps)
+from scaling.analysis.curves.runs import (
+  Curve,
+  differences,
+  load_curve,
+  load_sources,
+  parent_of,
+  read_config,
+  total_steps,
+)
 from scaling.analysis.curves.schedules import CurveError
 
 SMOOTH_ROWS = 5
