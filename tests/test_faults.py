@@ -128,20 +128,21 @@ def after_fault(workdir, report: list, label: str) -> int:
 @pytest.fixture(scope='module')
 def chain_setup(tmp_path_factory):
   sh = shared_setup(tmp_path_factory)
-  return dict(tmp=sh['tmp'], ov=config_overrides(sh, train__steps=STEPS))
+  return dict(tmp=sh['tmp'], out=sh['out'], ov=config_overrides(sh, train__steps=STEPS))
 
 
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory, compile_cache):   # compile_cache: conftest.py, the run's one cache
-  """The uninterrupted 1-process run of test_multihost.py (checkpoints every 6 steps, all kept)."""
+  """The uninterrupted 1-process run of test_multihost.py (checkpoints every 6 steps, all kept): one per test
+  run, made by whichever module asks first (test_multihost.py's, in whichever pytest-xdist worker)."""
   return reference_run(tmp_path_factory)
 
 
 @pytest.mark.slow
-def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup, reference):
-  tmp = chain_setup['tmp']
+def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup, request):
+  tmp, out_dir = chain_setup['tmp'], chain_setup['out']   # tmp: the children's sitecustomize
   ov = dict(chain_setup['ov'], **{'train.ckpt_every': '1'})
-  workdir = tmp / 'chain'
+  workdir = out_dir / 'chain'
   shutil.rmtree(workdir, ignore_errors=True)
   # The kills land at random moments (a random wait after a logged step); the seed is printed, so a failure
   # replays with SCALING_FAULT_SEED=<seed>.
@@ -156,7 +157,7 @@ def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup
     port = distributed.free_port()
     env = child_env(tmp, XLA_FLAGS=xla_flags(4),
                     **{distributed.HEARTBEAT_ENV: 5})
-    log_a = tmp / 'a.log'
+    log_a = out_dir / 'a.log'
     for i in range(2):
       with open(log_a, 'ab') as f:
         procs.append(subprocess.Popen(
@@ -173,7 +174,7 @@ def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup
     resume_a = after_fault(workdir, report, 'A')
 
     # --- B: the launcher; kill -9 of process 0 mid-run -----------------------------------
-    log_b = tmp / 'b.log'
+    log_b = out_dir / 'b.log'
     with open(log_b, 'ab') as f:
       launcher = subprocess.Popen([sys.executable, '-m', 'scaling', *train_argv(ov, workdir), '--local_processes', '2'],
                                   cwd=REPO, env=child_env(tmp), stdout=f, stderr=subprocess.STDOUT)
@@ -193,7 +194,7 @@ def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup
     resume_b = after_fault(workdir, report, 'B')
 
     # --- C: SIGTERM to every process (preemption) ----------------------------------------
-    log_c = tmp / 'c.log'
+    log_c = out_dir / 'c.log'
     with open(log_c, 'ab') as f:
       launcher = subprocess.Popen([sys.executable, '-m', 'scaling', *train_argv(ov, workdir), '--local_processes', '2'],
                                   cwd=REPO, env=child_env(tmp), stdout=f, stderr=subprocess.STDOUT)
@@ -229,7 +230,9 @@ def test_kill_kill_sigterm_then_resume_follows_the_uninterrupted_run(chain_setup
     print('\n'.join(report))
     print('checkpoint entries seen:', sorted(watcher.names, key=lambda n: (len(n), n)))
 
-  # every row ever logged (steps replayed after a kill included) equals the uninterrupted run
+  # every row ever logged (steps replayed after a kill included) equals the uninterrupted run; asked for only now,
+  # so that test_multihost.py, in another pytest-xdist worker, has made it meanwhile (reference_run)
+  reference = request.getfixturevalue('reference')
   rows = loss_rows(workdir)
   assert {s for s, _ in rows} == set(range(1, STEPS + 1))
   for s, loss in rows:

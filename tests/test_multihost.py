@@ -11,6 +11,12 @@ References are independent of the code under test:
   removing the later checkpoint (and the metrics rows after N) from a finished run:
   the files a run killed right after step N's checkpoint would have left.
 
+The 2-process run ends with the end-of-run samples on, process 0's made slower than jax's
+shutdown timeout, under a busy loop (issue 15): it must still exit 0 (one run serves both).
+
+The corpus, the prepared data and the 1-process reference run are made once per test run and
+shared by this module and test_faults.py, across pytest-xdist workers too (a file lock).
+
 The launcher itself is tested with cheap stand-in children (no JAX): the first
 failure kills the rest at once, a preempted group (status 75) is given time.
 
@@ -18,6 +24,8 @@ The mesh is data 1 x fsdp 4 x tensor 2: parameters and Adam moments are sharded
 across the two processes, so checkpoints hold shards written by both.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -34,6 +42,7 @@ from conftest import xla_flags
 
 from scaling.config import load as config_lib
 from scaling.data import loader as loader_lib
+from scaling.data.prepare import prepare
 from scaling.data.shards import open_split
 from scaling.train import distributed
 from scaling.train import loop as train_lib
@@ -48,9 +57,11 @@ RTOL = 1e-5
 WORDS = ('the king and queen of a small town went to sea with their old dog , '
          'but no one knew why it rained on every road near the hill .').split()
 DUMP_ENV = 'SCALING_TEST_DUMP_WINDOWS'
+SLOW_ENV = 'TEST_SAMPLE_DELAY_S'   # seconds process 0 sleeps before each end-of-run sample
 
 # Imported by every child through PYTHONPATH: appends each train batch (rows of inputs + last
-# target = the T+1 tokens of a window) to DUMP/p<process_index>.jsonl. Test instrumentation only.
+# target = the T+1 tokens of a window) to DUMP/p<process_index>.jsonl; with $TEST_SAMPLE_DELAY_S,
+# process 0 sleeps that long before each end-of-run sample. Test instrumentation only.
 SITECUSTOMIZE = f'''
 import json, os
 _dump = os.environ.get({DUMP_ENV!r})
@@ -65,6 +76,15 @@ if _dump:
       f.write(json.dumps(rows) + '\\n')
     return batch
   _loader.TrainLoader.__next__ = _next
+if os.environ.get({SLOW_ENV!r}) and os.environ.get('SCALING_PROCESS_ID') == '0':
+  import time
+  import scaling.inference.generate as _g
+  _orig_generate = _g.generate
+
+  def _slow(*a, **k):
+    time.sleep(float(os.environ[{SLOW_ENV!r}]))   # main-only work longer than the shutdown timeout
+    return _orig_generate(*a, **k)
+  _g.generate = _slow
 '''
 
 
@@ -112,6 +132,7 @@ def child_env(tmp: pathlib.Path, **extra) -> dict:
   env['PYTHONPATH'] = os.pathsep.join([str(tmp / 'site'), str(REPO)])
   env['JAX_PLATFORMS'] = 'cpu'
   env.pop(DUMP_ENV, None)
+  env.pop(SLOW_ENV, None)
   env.update({k: str(v) for k, v in extra.items()})
   return env
 
@@ -121,9 +142,9 @@ def install_site(tmp: pathlib.Path) -> None:
   (tmp / 'site' / 'sitecustomize.py').write_text(SITECUSTOMIZE)
 
 
-def train_argv(ov: dict, workdir) -> list[str]:
-  return ['train', '--config', 'scaling/config/default.py', '--workdir', str(workdir), '--no_sample',
-          *[f'--config.{k}={v}' for k, v in ov.items()]]
+def train_argv(ov: dict, workdir, sample: bool = False) -> list[str]:
+  return ['train', '--config', 'scaling/config/default.py', '--workdir', str(workdir),
+          *([] if sample else ['--no_sample']), *[f'--config.{k}={v}' for k, v in ov.items()]]
 
 
 def start(argv: list[str], env: dict, log: pathlib.Path) -> subprocess.Popen:
@@ -132,10 +153,12 @@ def start(argv: list[str], env: dict, log: pathlib.Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT)
 
 
-def run_launcher(ov: dict, workdir, tmp: pathlib.Path, n: int = 2, timeout: float = 400, **env) -> tuple[int, str]:
-  """`scaling train --local_processes n` to completion; returns (status, output)."""
-  log = tmp / f'{pathlib.Path(workdir).name}.log'
-  p = start([*train_argv(ov, workdir), '--local_processes', str(n)], child_env(tmp, **env), log)
+def run_launcher(ov: dict, workdir, tmp: pathlib.Path, n: int = 2, timeout: float = 400, sample: bool = False,
+                 **env) -> tuple[int, str]:
+  """`scaling train --local_processes n` to completion (tmp: where the children's sitecustomize is; the log goes
+  beside the workdir); returns (status, output)."""
+  log = pathlib.Path(workdir).parent / f'{pathlib.Path(workdir).name}.log'
+  p = start([*train_argv(ov, workdir, sample), '--local_processes', str(n)], child_env(tmp, **env), log)
   try:
     rc = p.wait(timeout=timeout)
   finally:
@@ -216,16 +239,42 @@ def stop_at(workdir, step: int) -> None:
 
 
 # ----------------------------------------------------------------------------- the runs
-REF_STEPS = 30   # the reference is long enough for test_faults.py too (one run per session)
+REF_STEPS = 30   # the reference is long enough for test_faults.py too (one run per test run)
+
+
+def run_root(tmp_path_factory) -> pathlib.Path:
+  """A directory of this test run that every pytest-xdist worker sees (each worker's base temp is a folder in
+  it); without xdist, the base temp."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+@contextlib.contextmanager
+def locked(path: pathlib.Path):
+  """An exclusive lock on `path` while in the block: the pytest-xdist workers take turns."""
+  with open(path, 'a') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def shared_setup(tmp_path_factory) -> dict:
-  """Corpus, data dir and the children's sitecustomize, shared by this module and test_faults.py."""
-  tmp = tmp_path_factory.getbasetemp() / 'multihost_shared'
-  if not (tmp / 'site' / 'sitecustomize.py').exists():
-    write_corpus(tmp / 'corpus')
-    install_site(tmp)
-  return dict(tmp=tmp, corpus=str(tmp / 'corpus' / '*.txt'), data_dir=str(tmp / 'data'))
+  """Corpus, prepared data dir and the children's sitecustomize, made once per test run and shared by this
+  module and test_faults.py (in whichever workers they run); `out`: this worker's folder for the runs."""
+  tmp = run_root(tmp_path_factory) / 'multihost_shared'
+  sh = dict(tmp=tmp, corpus=str(tmp / 'corpus' / '*.txt'), data_dir=str(tmp / 'data'))
+  with locked(run_root(tmp_path_factory) / 'multihost_shared.lock'):
+    if not (tmp / 'ready').exists():
+      write_corpus(tmp / 'corpus')
+      install_site(tmp)
+      # prepared here, once: the runs (several processes at once, in several workers) then only read it
+      prepare(config_lib.load_config('default.py', config_overrides(sh)).data, verbose=False)
+      (tmp / 'ready').touch()
+  out = tmp_path_factory.getbasetemp() / 'multihost_runs'
+  out.mkdir(exist_ok=True)
+  return dict(sh, out=out)
 
 
 def config_overrides(sh: dict, **kw) -> dict:
@@ -234,26 +283,33 @@ def config_overrides(sh: dict, **kw) -> dict:
 
 def reference_run(tmp_path_factory) -> dict:
   """The uninterrupted 1-process 8-device run (REF_STEPS steps, checkpoints every HALF, all kept),
-  in this pytest process, once per session; also the windows it read at each step."""
+  in the pytest process that asks first, once per test run (the other workers wait for it and read its
+  files); also the windows it read at each step."""
   sh = shared_setup(tmp_path_factory)
   workdir = sh['tmp'] / 'reference'
-  record = sh['tmp'] / 'reference_windows.json'
-  if not record.exists():
-    read = []
-    orig = loader_lib.TrainLoader.__next__
-
-    def spy(self):
-      batch = orig(self)
-      read.append([[int(x) for x in r] + [int(t[-1])] for r, t in zip(batch['inputs'], batch['targets'])])
-      return batch
-    ov = config_overrides(sh, train__steps=REF_STEPS, train__keep_checkpoints=REF_STEPS)
-    with pytest.MonkeyPatch.context() as mp:
-      mp.setattr(loader_lib.TrainLoader, '__next__', spy)
-      summary = train_inprocess(ov, workdir)
-    assert summary['state'] == 'done'
-    record.write_text(json.dumps(read))
+  record = sh['tmp'] / 'reference_windows.json'   # written last: the run is complete
+  with locked(sh['tmp'] / 'reference.lock'):
+    if not record.exists():
+      shutil.rmtree(workdir, ignore_errors=True)   # what a failed attempt left: start over
+      _reference(sh, workdir, record)
   windows = [[tuple(r) for r in step] for step in json.loads(record.read_text())]
   return dict(workdir=workdir, losses=last_losses(workdir), windows=windows)
+
+
+def _reference(sh: dict, workdir: pathlib.Path, record: pathlib.Path) -> None:
+  read = []
+  orig = loader_lib.TrainLoader.__next__
+
+  def spy(self):
+    batch = orig(self)
+    read.append([[int(x) for x in r] + [int(t[-1])] for r, t in zip(batch['inputs'], batch['targets'])])
+    return batch
+  ov = config_overrides(sh, train__steps=REF_STEPS, train__keep_checkpoints=REF_STEPS)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(loader_lib.TrainLoader, '__next__', spy)
+    summary = train_inprocess(ov, workdir)
+  assert summary['state'] == 'done'
+  record.write_text(json.dumps(read))
 
 
 @pytest.fixture(scope='module')
@@ -273,13 +329,27 @@ def _read_dump(path: pathlib.Path) -> list[list[tuple]]:
 
 @pytest.fixture(scope='module')
 def two_procs(setup, one_proc):
-  """The same config as 2 processes x 4 devices through `--local_processes 2`, dumping the windows read."""
-  workdir = setup['tmp'] / 'two'
-  dump = setup['tmp'] / 'dump_two'
+  """The same config as 2 processes x 4 devices through `--local_processes 2`, dumping the windows read.
+
+  It ends as test_two_processes_with_samples_end_cleanly_under_load needs (one run serves both: a second
+  2-process run costs ~50 CPU-s): the end-of-run samples on, process 0's taking longer (10 s before each)
+  than jax's shutdown timeout (5 s here), while a busy loop loads the CPU.
+  """
+  workdir = setup['out'] / 'two'
+  dump = setup['out'] / 'dump_two'
   dump.mkdir()
-  rc, out = run_launcher(setup['ov'], workdir, setup['tmp'], **{DUMP_ENV: dump})
+  # the load: a busy loop at nice 19, so it takes a core only while one is idle and yields to every other
+  # process (in CI the other test worker loads the machine anyway); the sample delay is what outlasts the
+  # shutdown timeout
+  busy = subprocess.Popen(['nice', '-n', '19', sys.executable, '-c', 'while True: pass'])
+  try:
+    rc, out = run_launcher(setup['ov'], workdir, setup['tmp'], timeout=600, sample=True,
+                           **{DUMP_ENV: dump, SLOW_ENV: 10, distributed.SHUTDOWN_ENV: 5})
+  finally:
+    busy.kill()
+    busy.wait()
   assert rc == 0, out[-3000:]
-  return dict(workdir=workdir, losses=last_losses(workdir), out=out,
+  return dict(workdir=workdir, losses=last_losses(workdir), out=out, rc=rc,
               windows=[_read_dump(dump / f'p{p}.jsonl') for p in range(2)])
 
 
@@ -330,7 +400,7 @@ def test_checkpoint_of_two_processes_restores_in_one(two_procs, one_proc, setup,
 
 @pytest.mark.slow
 def test_checkpoint_of_one_process_restores_in_two(one_proc, setup):
-  workdir = setup['tmp'] / 'one_then_two'
+  workdir = setup['out'] / 'one_then_two'
   shutil.copytree(one_proc['workdir'], workdir)
   stop_at(workdir, HALF)   # as if the 1-process run had stopped after its checkpoint at HALF
   # ... and as if it had been a STEPS-step run (the constant schedule gives every step the same lr): a resume
@@ -343,6 +413,17 @@ def test_checkpoint_of_one_process_restores_in_two(one_proc, setup):
   assert f'(step {HALF})' in out   # "resumed from .../checkpoints/6 (step 6)"
   assert [s for s, _ in loss_rows(workdir)] == list(range(1, STEPS + 1))
   assert_same_losses(last_losses(workdir), one_proc['losses'], range(HALF + 1, STEPS + 1))
+
+
+@pytest.mark.slow
+def test_two_processes_with_samples_end_cleanly_under_load(two_procs):
+  """`scaling train --local_processes 2` (two_procs) with the end-of-run samples on, while a busy loop loads the
+  CPU and process 0's samples take longer than jax's shutdown timeout (5 s here): status 0, samples printed, no
+  SIGABRT (before: process 1 waited at the shutdown barrier and both were aborted)."""
+  out = two_procs['out']
+  assert two_procs['rc'] == 0, out[-3000:]
+  assert '=== samples (greedy) ===' in out and 'SIGABRT' not in out, out[-3000:]
+  assert json.loads((two_procs['workdir'] / 'summary.json').read_text())['state'] == 'done'
 
 
 # ----------------------------------------------------------------------------- the launcher, with stand-ins

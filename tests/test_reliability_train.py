@@ -1,10 +1,11 @@
 """Reliability of a training run (issue 15, train side): one trainer per workdir, honest metrics on
-resume, nothing written before the restore succeeds, SIGINT -> status 130, clean multi-process ends.
+resume, nothing written before the restore succeeds, SIGINT -> status 130. (The clean end of a
+multi-process run with end-of-run samples under load: tests/test_multihost.py, whose 2-process run it shares.)
 
 References are independent of the code under test: step numbers counted by hand, file snapshots
 (mtime + sha256) taken before, a TensorBoard reader written here (tfrecord framing + the purge rule
 TensorBoard applies: a SessionLog START at step p drops the events read before it with step >= p),
-and real processes (a lock holder killed with SIGKILL; `scaling train --local_processes 2`).
+and real processes (a lock holder killed with SIGKILL).
 """
 
 import hashlib
@@ -43,6 +44,21 @@ def data(tmp_path_factory):
 
 def cfg_of(data, **kw):
   return config_lib.load_config('default.py', overrides(data, **kw))
+
+
+@pytest.fixture(scope='module')
+def three_steps(data, tmp_path_factory):
+  """A finished 3-step run (its checkpoint at step 3), trained once: the tests that start from it copy it."""
+  wd = tmp_path_factory.mktemp('three_steps') / 'run'
+  assert train_lib.train(cfg_of(data, train__steps=3, train__ckpt_every=3), wd, quiet=True)['state'] == 'done'
+  return wd
+
+
+def copy_of(run: pathlib.Path, tmp_path) -> pathlib.Path:
+  """A copy of a finished run (files, mtimes kept) for a test to change."""
+  wd = tmp_path / 'run'
+  shutil.copytree(run, wd)
+  return wd
 
 
 def flags(data, **kw) -> list[str]:
@@ -189,11 +205,10 @@ def test_resume_from_an_older_checkpoint_truncates_metrics_and_tensorboard(data,
   assert read_tb_scalars(wd / 'tb', 'train/loss') == [1, 2, 3, 4, 5, 6]
 
 
-def test_failed_restore_writes_nothing(data, tmp_path, monkeypatch):
+def test_failed_restore_writes_nothing(data, three_steps, tmp_path, monkeypatch):
   """A restore that fails (here: an error from orbax) leaves every file of the workdir as it was,
   config.json included, although the new config differs (another lr, forced: no history line either)."""
-  wd = tmp_path / 'run'
-  assert train_lib.train(cfg_of(data, train__steps=3, train__ckpt_every=3), wd, quiet=True)['state'] == 'done'
+  wd = copy_of(three_steps, tmp_path)
   before = snapshot(wd)
 
   def broken(*a, **k):
@@ -205,11 +220,10 @@ def test_failed_restore_writes_nothing(data, tmp_path, monkeypatch):
   assert snapshot(wd) == before
 
 
-def test_no_intact_checkpoint_is_one_line_exit_2_and_nothing_changed(data, tmp_path, capsys):
+def test_no_intact_checkpoint_is_one_line_exit_2_and_nothing_changed(data, three_steps, tmp_path, capsys):
   """Every checkpoint damaged (a params file truncated in each): `scaling train` exits 2 with one
   line naming the steps tried; the workdir is unchanged (no rename, no config.json rewrite)."""
-  wd = tmp_path / 'run'
-  assert train_lib.train(cfg_of(data, train__steps=3, train__ckpt_every=3), wd, quiet=True)['state'] == 'done'
+  wd = copy_of(three_steps, tmp_path)
   step_dir = wd / checkpoint.CKPT_DIR / '3' / 'params'
   biggest = max((p for p in step_dir.rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
   with open(biggest, 'r+b') as f:
@@ -277,10 +291,8 @@ def test_second_sigint_stops_at_once_without_a_half_checkpoint(data, tmp_path, m
   assert not [s for s in skipped if 'skipped' in s], skipped
 
 
-def test_sigint_during_restore_exits_130(data, tmp_path, monkeypatch, capsys):
-  wd = tmp_path / 'run'
-  cfg = cfg_of(data, train__steps=3, train__ckpt_every=3)
-  assert train_lib.train(cfg, wd, quiet=True)['state'] == 'done'
+def test_sigint_during_restore_exits_130(data, three_steps, tmp_path, monkeypatch, capsys):
+  wd = copy_of(three_steps, tmp_path)
   real = checkpoint.restore
 
   def interrupted(*a, **k):
@@ -314,51 +326,3 @@ def test_sigint_during_the_end_of_run_samples_exits_130_with_one_line(data, tmp_
     signal.signal(signal.SIGINT, previous)
   err = capsys.readouterr().err
   assert len(err.strip().splitlines()) == 1 and 'SIGINT' in err and 'samples' in err, err
-
-
-# ----------------------------------------------------------------------------- multi-process end
-SLOW_SAMPLES = '''
-import os, time
-if os.environ.get('SCALING_PROCESS_ID') == '0':
-  import scaling.inference.generate as _g
-  _orig = _g.generate
-
-  def _slow(*a, **k):
-    time.sleep(float(os.environ['TEST_SAMPLE_DELAY_S']))   # main-only work longer than the shutdown timeout
-    return _orig(*a, **k)
-  _g.generate = _slow
-'''
-
-
-@pytest.mark.slow
-def test_two_processes_with_samples_end_cleanly_under_load(tmp_path):
-  """`scaling train --local_processes 2` with the end-of-run samples on, while a busy loop loads the
-  CPU and process 0's samples take longer than jax's shutdown timeout (5 s here): status 0, samples
-  printed, no SIGABRT (before: process 1 waited at the shutdown barrier and both were aborted)."""
-  from test_multihost import child_env, kill_tree
-  from test_multihost import overrides as mh_overrides
-  from test_multihost import write_corpus as mh_corpus
-  site = tmp_path / 'site'
-  site.mkdir()
-  (site / 'sitecustomize.py').write_text(SLOW_SAMPLES)
-  corpus = mh_corpus(tmp_path / 'corpus')
-  ov = mh_overrides(corpus, str(tmp_path / 'data'), train__steps=4, train__ckpt_every=4)
-  env = child_env(tmp_path, SCALING_SHUTDOWN_TIMEOUT_S=5, TEST_SAMPLE_DELAY_S=10)
-  env['PYTHONPATH'] = os.pathsep.join([str(site), str(REPO)])
-  # the load: a busy loop at nice 19, so it takes a core only while one is idle and yields to every other
-  # process (in CI the other test worker loads the machine anyway); the sample delay is what outlasts the
-  # shutdown timeout
-  busy = subprocess.Popen(['nice', '-n', '19', sys.executable, '-c', 'while True: pass'])
-  argv = ['train', '--workdir', str(tmp_path / 'run'), '--local_processes', '2',
-          *[f'--config.{k}={v}' for k, v in ov.items()]]
-  p = subprocess.Popen([sys.executable, '-m', 'scaling', *argv], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
-  try:
-    out, _ = p.communicate(timeout=600)
-  finally:
-    busy.kill()
-    busy.wait()
-    kill_tree(p)
-  assert p.returncode == 0, out[-3000:]
-  assert '=== samples (greedy) ===' in out and 'SIGABRT' not in out, out[-3000:]
-  assert json.loads((tmp_path / 'run' / 'summary.json').read_text())['state'] == 'done'
