@@ -16,6 +16,7 @@ from scaling.config import load as config_lib
 from scaling.data.corpus import DataError
 from scaling.train import evaluate as evaluate_lib
 from scaling.train import loop as train_lib
+from scaling.train import run_end
 
 WORDS = 'alpha beta gamma delta epsilon zeta eta theta , and .'.split()
 STEPS = 3
@@ -101,7 +102,7 @@ def test_a_failing_final_eval_leaves_a_finished_saved_run(tmp_path, monkeypatch,
     raise RuntimeError('eval exploded')
 
   monkeypatch.setattr(evaluate_lib, 'evaluate', broken)
-  monkeypatch.setattr(train_lib, 'evaluate', broken)
+  monkeypatch.setattr(run_end, 'evaluate', broken)   # the end phase's own name for it
   result = train_lib.train(cfg, wd, quiet=True)
   err = capsys.readouterr().err
   # when the eval ran, the final checkpoint and a finished summary.json were already on disk

@@ -19,6 +19,7 @@ PARAMETRIZATIONS = ('sp', 'mup', 'completep')                              # mod
 OPTIMIZERS = ('adamw', 'muon')                                              # train.optimizer
 SCHEDULES = ('cosine', 'wsd', 'constant')
 DECAY_SHAPES = ('linear', 'cosine', '1-sqrt')                              # train.decay_shape (wsd)
+BATCH_LR_RULES = ('sqrt', 'linear', 'unchanged')                         # train.batch_lr_rule
 
 # exit codes of `scaling train` (the launchers read them: scaling/base/layout.py)
 EXIT_OK = 0

@@ -9,12 +9,14 @@
     scaling sample   --workdir DIR --prompt TEXT ...     continuations with a KV cache
     scaling sweep    --config SWEEP --backend B ...      grids of runs (local, slurm, tpu-vm, gke)
     scaling compile  --config SPEC --topology v5p-8      the train step compiled for a TPU slice / GPUs
+    scaling plan     --config SPEC --topology v5p-8      the fastest knobs (mesh, remat, microbatches) that fit
     scaling coordcheck --config SPEC --widths 64,128,... activation sizes across widths, sp vs mup
     scaling fit      --results results.jsonl             scaling-law fits and plots
     scaling predict  --runs DIR... --schedule SPEC       a loss-curve law: final loss under another schedule
     scaling report   --root DIR                          REPORT.md of a sweep
     scaling runs     DIR [--json]                        the runs under DIR: state, step, losses, tokens, wall
     scaling plot     --workdir W | --root R              loss (and lr) against tokens, as a PNG
+    scaling cbs      plan --parent W --out P | report --root R   the critical batch by branching
     scaling export   --workdir DIR --out HF_DIR          Hugging Face (Llama) checkpoint
     scaling import   --hf HF_DIR --workdir DIR           the reverse
 
@@ -50,6 +52,8 @@ COMMANDS = {
     'table': Command('scaling.cli.table', 'print the scale table (parameters, FLOPs, tokens, memory, time)', True),
     'compile': Command('scaling.train.aot_cli', 'compile the train step for a TPU slice on this machine: fits? '
                        'how fast?', True, 'add_compile_args', 'run_compile'),
+    'plan': Command('scaling.cli.plan', 'search mesh, remat, microbatches, loss chunk and attention block for the '
+                    'fastest train step that fits a TPU slice or N GPUs (compiled here)', True),
     'coordcheck': Command('scaling.analysis.coordcheck', 'coordinate check: activation sizes across widths, sp vs '
                           'mup (table, PNG)', True, 'add_coordcheck_args', 'run_coordcheck'),
     'prepare': Command('scaling.cli.prepare', 'tokenize a corpus into shards (idempotent)', True),
@@ -69,6 +73,8 @@ COMMANDS = {
                     'sweep root (PNG)'),
     'predict': Command('scaling.cli.predict', 'predict the final loss of a run under another lr schedule or length '
                        'from a few runs\' loss curves (with an interval); preregister a sweep\'s predictions'),
+    'cbs': Command('scaling.cli.cbs', 'the critical batch size by branching from a run\'s checkpoints: plan the '
+                   'branches (a sweep), then report the CBS against tokens (PNG)'),
     'export': Command('scaling.inference.hf_export', 'export a workdir as a Hugging Face Llama checkpoint', False,
                       'add_export_args', 'run_export'),
     'import': Command('scaling.inference.hf_import', 'import a Hugging Face Llama checkpoint into a workdir', False,
@@ -81,6 +87,31 @@ def _sweep_fit_check(sweep, resources, log):
   """The TPU launchers' preflight, handed to the launcher (which never imports jax): jax loads only here."""
   from scaling.train.aot_cli import sweep_fit_problems
   return sweep_fit_problems(sweep, resources, log=log)
+
+
+def sweep_plan_overrides(argv: list[str], overrides: dict) -> tuple[list[str], dict]:
+  """`scaling sweep --plan FILE`: the `overrides` of a plan written by `scaling plan` (mesh, remat, microbatches,
+  loss chunk, attention block) join the sweep's --config.* overrides (which win), for every run of the sweep;
+  (argv without --plan, overrides). Jax-free: the plan is a JSON file."""
+  import json
+  rest, path = [], None
+  it = iter(argv)
+  for a in it:
+    if a == '--plan':
+      path = next(it, None)
+      if path is None:
+        raise ValueError('--plan needs a file (a plan JSON written by `scaling plan`)')
+    elif a.startswith('--plan='):
+      path = a.split('=', 1)[1]
+    else:
+      rest.append(a)
+  if path is None:
+    return argv, overrides
+  with open(path) as f:
+    plan = json.load(f)
+  if not isinstance(plan.get('overrides'), dict):
+    raise ValueError(f'{path} has no winner (`overrides`): the plan found nothing that fits')
+  return rest, {**{k: str(v) for k, v in plan['overrides'].items()}, **overrides}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -153,6 +184,11 @@ def main(argv=None) -> int:
   if rest and rest[0] == 'sweep':
     _prepare_host()
     from scaling.launch.cli import run_sweep_cli
+    try:
+      rest, overrides = sweep_plan_overrides(rest, overrides)
+    except (OSError, ValueError) as e:
+      print(f'scaling sweep: error: --plan: {e}', file=sys.stderr)
+      return 2
     return run_sweep_cli(rest[1:] + [f'--config.{k}={v}' for k, v in overrides.items()], fit_check=_sweep_fit_check)
   command = next((a for a in rest if not a.startswith('-')), None)
   if command in COMMANDS:

@@ -12,5 +12,10 @@ def add_args(p) -> None:
 def run(args, overrides) -> int:
   from scaling.config.load import load_config
   from scaling.data.prepare import main_prepare
-  main_prepare(load_config(args.config, overrides), force=args.force)
+  cfg = load_config(args.config, overrides)
+  if len(cfg.data.get('mixture', None) or {}):   # a data mixture: its tokenizer and every source
+    from scaling.data.mixture import main_prepare_mixture
+    main_prepare_mixture(cfg.data, force=args.force)
+    return 0
+  main_prepare(cfg, force=args.force)
   return 0

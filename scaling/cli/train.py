@@ -43,8 +43,12 @@ def run(args, overrides) -> int:
   else:
     cfg = load_config(args.config, overrides)
   sample = args.sample and bool(cfg.sample.prompts)   # sample.prompts=() skips the samples, like --no_sample
+  hooks = ()
+  if cfg.train.get('predict_every', 0):   # the predicted final loss (analysis: handed in, the trainer never imports it)
+    from scaling.analysis.curves import live
+    hooks = (live.hook(cfg),)
   result = train(cfg, workdir, debug=args.debug, profile_steps=args.profile_steps, final_model=sample,
-                 extend=args.extend, force_change=args.force_change)
+                 extend=args.extend, force_change=args.force_change, hooks=hooks)
   code = result['exit_code']
   if result['state'] == 'done' and sample and distributed.is_main():
     try:

@@ -74,6 +74,19 @@ def data() -> ml_collections.ConfigDict:
                              # in a seeded order; same tokenizer and validation split: scaling/data/subset.py)
   d.document_masking = False # emit segment ids so attention does not cross documents
   d.num_workers = 0          # grain worker processes (0 = in-process; fastest on small CPUs)
+  # a data mixture (scaling/data/mixture.py): source name -> corpus spec (any data.corpus form, e.g. 'prose:linux');
+  # non-empty: the run trains on these sources (data.corpus is not used), each with its own train/validation split
+  # (data.val_fraction) and one tokenizer (bpe/unigram/char: trained on an equal share of every source), and each
+  # source's held-out split is a tagged eval set (eval/<name>/bpb; eval/bpb is their mean), its train loss
+  # train/<name>/loss. --config.data.mixture.linux=prose:linux adds one
+  d.mixture = ml_collections.ConfigDict()
+  d.mixture_weights = ''     # 'linux=0.7,kjv=0.3': every source once, each >= 0 (0 leaves it out), summing to 1 (1/3 is
+                             # exact). Each global batch holds exactly weight x batch_size rows of a source where that
+                             # is an integer, else within one row. May change on resume (recorded in history.jsonl)
+  d.mixture_stages = ''      # 'STEP:name=w,...;STEP:...': other weights from STEP on; every source keeps its position
+                             # (no window seen twice, none skipped). May change on resume (recorded)
+  d.mixture_max_epochs = 1.0 # the most passes over any source's training windows a run may make (checked before
+                             # any work: a source too small for its weight is an error naming it)
   return d
 
 
@@ -84,6 +97,12 @@ def train() -> ml_collections.ConfigDict:
   t.init_seed = -1           # >= 0: the parameter init's own seed (packable: scaling/config/pack.py); -1: seed
   t.batch_size = 16          # global batch, in sequences
   t.microbatches = 1         # gradient accumulation: batch_size must divide by it
+  t.batch_schedule = ''      # 'STEP:BATCH,...': once STEP steps are done the global batch is BATCH (e.g. '100:16,300:32';
+                             # batch_size until the first). Data position, tokens_seen and FLOPs count sequences, so a
+                             # change repeats or skips none; every batch must divide by microbatches, the data-parallel
+                             # size and the process count (scaling/config/batch.py). '' = batch_size throughout
+  t.batch_lr_rule = 'sqrt'   # lr of a step at batch B under batch_schedule: x sqrt(B / batch_size) (sqrt: Adam's square-
+                             # root rule) | x B / batch_size (linear) | x 1 (unchanged)
   t.steps = 400              # total optimizer steps (or set tokens > 0 to derive steps); ~3 min on 2 CPU cores
                              # (a run in progress changes its length only with `scaling train --extend STEPS`)
   t.tokens = 0               # token budget; > 0 overrides steps = tokens // (batch_size * seq_len)
@@ -123,6 +142,9 @@ def train() -> ml_collections.ConfigDict:
   # Add one with --config.train.eval_sets.web='/data/web/*.jsonl'; replace all with --config.train.eval_sets={}
   t.eval_sets = ml_collections.ConfigDict({'prose': 'prose?'})
   t.log_every = 10
+  t.predict_every = 0        # > 0 (`scaling train`): every this many steps, fit the multi-power law to the train loss so
+                             # far (a background thread) and log the predicted final loss with its 90% interval
+                             # (predict/final_loss*, scaling/analysis/curves/live.py); 0: off
   t.ckpt_every = 200
   t.keep_checkpoints = 2
   t.ckpt_steps = ()          # steps saved besides every ckpt_every, and never deleted (cooldown branches' forks)

@@ -7,8 +7,10 @@ of W/history.jsonl:
     {"step": 100, "how": "extend", "fields": {"train.steps": [100, 120]}, "time": "...", "commit": "...", ...}
 
 `how` is extend (--extend STEPS: a new total, the schedule recomputed for it), force (--force-change: any
-field that changes the math) or free (a field that does not: FIELD_KINDS). A field that changes the math is
-refused on resume without one of those (scaling/train/run_history.py says so before any compile or write).
+field that changes the math), mixture (a data mixture's weights or stages: allowed on resume without a flag,
+every source keeping its position; MIXTURE below) or free (a field that does not: FIELD_KINDS). A field that
+changes the math is refused on resume without one of those (scaling/train/run_history.py says so before any
+compile or write).
 Stdlib only at import time (the launcher's `sweep collect` reads the history; ml_collections is imported
 where a config is built).
 """
@@ -27,6 +29,12 @@ from scaling.base.layout import HISTORY
 
 MATH = 'math'   # changes what the run computes: refused on resume unless --extend (steps) or --force-change
 FREE = 'free'   # logging, evaluation, checkpoints, samples, labels, and how the same math is laid out or computed
+# a data mixture's weights (MIXTURE_FIELDS): MATH, but every source keeps its position (scaling/data/mixture.py), so
+# a resume may change them without a flag: recorded in history.jsonl as how='mixture' from the resume step on (the
+# loader's state in each checkpoint keeps the weights in force and their history too); changing the sources
+# themselves (data.mixture) needs --force-change or a branch
+MIXTURE = 'mixture'
+MIXTURE_FIELDS = ('data.mixture_weights', 'data.mixture_stages')
 
 # Every field of the default config (tests/test_run_history.py checks that each is here), by whether changing it
 # in a run in progress changes the run's math. A key that names a section covers its open map (train.eval_sets);
@@ -45,7 +53,8 @@ FIELD_KINDS = {
     # the data the run sees
     'data.corpus': MATH, 'data.text_field': MATH, 'data.tokenizer': MATH, 'data.vocab_size': MATH,
     'data.val_fraction': MATH, 'data.character_coverage': MATH, 'data.train_tokens': MATH,
-    'data.document_masking': MATH,
+    'data.document_masking': MATH, 'data.mixture': MATH,
+    'data.mixture_weights': MATH, 'data.mixture_stages': MATH, 'data.mixture_max_epochs': FREE,
     # where the prepared data lives (the resume checks it is the same split) and how it is read
     'data.data_dir': FREE, 'data.num_workers': FREE,
     # the optimizer, the schedule, the batch, the seeds, the length
@@ -54,11 +63,11 @@ FIELD_KINDS = {
     'train.schedule': MATH, 'train.decay_fraction': MATH, 'train.decay_steps': MATH, 'train.decay_shape': MATH,
     'train.init_from': MATH, 'train.weight_decay': MATH, 'train.b1': MATH, 'train.b2': MATH, 'train.eps': MATH,
     'train.grad_clip': MATH, 'train.z_loss': MATH, 'train.optimizer': MATH, 'train.muon_ns_steps': MATH,
-    'train.muon_momentum': MATH,
+    'train.muon_momentum': MATH, 'train.batch_schedule': MATH, 'train.batch_lr_rule': MATH,
     # the same gradient, accumulated in parts or its head computed in chunks
     'train.microbatches': FREE, 'train.loss_chunk': FREE,
     # evaluation, logging, checkpoints, the MFU denominator
-    'train.eval_every': FREE, 'train.eval_batches': FREE, 'train.final_eval_lengths': FREE,
+    'train.predict_every': FREE, 'train.eval_every': FREE, 'train.eval_batches': FREE, 'train.final_eval_lengths': FREE,
     'train.eval_sets': FREE, 'train.log_every': FREE, 'train.ckpt_every': FREE, 'train.keep_checkpoints': FREE,
     'train.ckpt_steps': FREE, 'train.peak_flops': FREE,
     'logging.wandb_project': FREE, 'logging.wandb_entity': FREE, 'logging.wandb_group': FREE,
@@ -69,7 +78,7 @@ FIELD_KINDS = {
     'sample.prompts': FREE, 'sample.max_new_tokens': FREE, 'sample.temperature': FREE, 'sample.top_k': FREE,
     'sample.top_p': FREE, 'sample.seed': FREE,
 }
-MAP_FIELDS = ('train.eval_sets',)   # tag -> spec maps: each tag is a field of its own (train.eval_sets.prose)
+MAP_FIELDS = ('train.eval_sets', 'data.mixture')   # tag -> spec maps: each tag is a field of its own (train.eval_sets.prose)
 EXTEND_FIELDS = ('train.steps', 'train.tokens')   # what --extend changes
 FREE_WORDS = ('logging, evaluation (eval_every, eval_batches, eval_sets, final_eval_lengths), checkpoints '
               '(ckpt_every, keep_checkpoints, ckpt_steps), sample.*, peak_flops, name, the mesh and how the model '

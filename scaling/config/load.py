@@ -47,7 +47,7 @@ PARAMETRIZATIONS = _names.PARAMETRIZATIONS
 OPTIMIZERS = _names.OPTIMIZERS
 
 # sections that map names to values: `--config.SECTION.NAME=value` may add a NAME (train.eval_sets: tag -> corpus)
-OPEN_SECTIONS = ('train.eval_sets',)
+OPEN_SECTIONS = ('train.eval_sets', 'data.mixture')
 
 
 class ConfigError(ValueError):
@@ -392,10 +392,15 @@ def validate_config(cfg) -> None:
     s = t.get('init_seed', -1)
     if isinstance(s, bool) or not isinstance(s, int) or s < -1:
       raise ConfigError(f'train.init_seed must be an integer >= 0, or -1 (use train.seed), got {s!r}')
+    _validate_batch_schedule(cfg)
     _validate_branch(cfg)
+    _validate_mixture(cfg)
     check_eval_sets(t.get('eval_sets', None))
     if t.get('loss_chunk', 0) < 0:
       raise ConfigError(f'train.loss_chunk must be >= 0 (logits rows per chunk; 0 = unchunked), got {t.loss_chunk}')
+    if t.get('predict_every', 0) < 0:
+      raise ConfigError(f'train.predict_every must be >= 0 (0 = off; N: predict the final loss every N steps), '
+                        f'got {t.predict_every}')
     _validate_optimizer(t)
   if 'mesh' in cfg:
     for name in ('data', 'fsdp', 'tensor'):
@@ -453,8 +458,30 @@ def _validate_branch(cfg) -> None:
                         f'in steps the parent trained at its own lr. Set train.steps = {step} + decay_steps')
 
 
+def _validate_batch_schedule(cfg) -> None:
+  """train.batch_schedule / batch_lr_rule (scaling/config/batch.py): syntax, the steps, the microbatches."""
+  from scaling.config import batch
+  try:
+    batch.validate(cfg.train, train_steps(cfg), cfg.train.microbatches)
+  except batch.BatchScheduleError as e:
+    raise ConfigError(str(e)) from None
+
+
+def _validate_mixture(cfg) -> None:
+  """data.mixture and its weights and stages (scaling/config/mixture.py): syntax, names, sums, combinations."""
+  from scaling.config.mixture import check_mixture
+  from scaling.data.mixture_spec import MixtureError
+  try:
+    check_mixture(cfg, train_steps(cfg))
+  except MixtureError as e:
+    raise ConfigError(str(e)) from None
+
+
 def train_steps(cfg) -> int:
   t = cfg.train
+  if t.tokens > 0 and (t.get('batch_schedule', '') or '').strip():   # the steps whose sequences fit the budget
+    from scaling.config import batch
+    return batch.steps_for_tokens(batch.of(t), t.tokens, cfg.model.seq_len)
   if t.tokens > 0:
     return max(1, t.tokens // (t.batch_size * cfg.model.seq_len))
   return t.steps
@@ -478,6 +505,13 @@ HASH_NEUTRAL = {
     'train.muon_ns_steps': 5,
     'train.muon_momentum': 0.95,
     'model.mup_base_depth': 0,
+    'train.predict_every': 0,
+    'data.mixture': {},
+    'data.mixture_weights': '',
+    'data.mixture_stages': '',
+    'data.mixture_max_epochs': 1.0,
+    'train.batch_schedule': '',
+    'train.batch_lr_rule': 'sqrt',
 }
 
 

@@ -83,6 +83,13 @@ def check_members(cfgs: list) -> None:
   cooldown branches first."""
   if not cfgs:
     raise ValueError('a packed run needs at least one member')
+  if any(len(c.data.get('mixture', None) or {}) for c in cfgs):   # the packed step has no per-source loss
+    raise ValueError('a data mixture (data.mixture) is not trained packed: its loader and per-source metrics are a '
+                     'single run\'s. Train the members as separate runs (a sweep does: scaling/launch/packing.py)')
+  for i, c in enumerate(cfgs):   # one batch for every member and step (scaling/config/batch.py)
+    if (c.train.get('batch_schedule', '') or '').strip():
+      raise ValueError(f'member {i} has train.batch_schedule={c.train.batch_schedule!r}: a packed run takes one batch '
+                       f'throughout. Train it as a separate run (a sweep does: scaling/launch/packing.py)')
   first = shared_fields(cfgs[0])
   for i, cfg in enumerate(cfgs[1:], 1):
     other = shared_fields(cfg)

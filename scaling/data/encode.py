@@ -68,6 +68,8 @@ def _iter_docs(sources: list[corpus_lib.Source], check) -> Iterator[corpus_lib.D
 def _build_tokenizer(settings: dict[str, Any], sources, assigner: _Assigner, check,
                      log) -> tok_lib.Tokenizer:
   kind, arg = settings['tokenizer_kind'], settings['tokenizer_arg']
+  if settings.get('tokenizer_from'):   # given (a data mixture's, trained on all its sources: scaling/data/mixture.py)
+    return tok_lib.load_tokenizer(settings['tokenizer_from'])
   if kind == 'byte':
     return tok_lib.ByteTokenizer()
   if kind == 'tiktoken':

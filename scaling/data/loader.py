@@ -122,9 +122,13 @@ class TrainLoader:
   def __init__(self, data_dir: str, *, seq_len: int, batch_size: int, seed: int,
                process_index: int | None = None, process_count: int | None = None,
                document_masking: bool = False, num_threads: int = 1,
-               prefetch: int = 8, verify: bool = True):
+               prefetch: int = 8, verify: bool = True, start: int = 0):
     import grain  # pylint: disable=g-import-not-at-top
     _check_shape(seq_len, batch_size)
+    self.start = int(start)   # the global window position of the first batch (a batch schedule's segment: at_position)
+    if self.start < 0:
+      raise DataError(f'start={start} must be >= 0')
+    self._read_args = dict(num_threads=num_threads, prefetch=prefetch)
     self.process_index, self.process_count = _process_defaults(process_index, process_count)
     self.split = shards.open_split(data_dir, 'train', verify=verify)
     self.data_dir = data_dir
@@ -139,7 +143,7 @@ class TrainLoader:
     if not 0 <= self.seed < 2**32:
       raise DataError(f'seed={seed} must be in [0, 2**32)')
     ds = grain.MapDataset.range(self.num_windows).shuffle(seed=self.seed).repeat()
-    ds = ds[self.process_index::self.process_count]
+    ds = ds[self.start + self.process_index::self.process_count]
     ds = ds.map(_Window(self.split.tokens, self.split.doc_offsets, self.seq_len,
                         self.document_masking))
     ds = ds.batch(self.batch_size, drop_remainder=True).map(_to_batch)
@@ -174,7 +178,19 @@ class TrainLoader:
     state = self._it.get_state()
     return {'grain': {k: int(v) if isinstance(v, (int, np.integer)) else v
                       for k, v in state.items()}, **self._settings(),
-            'split_digest': self.split_digest}
+            'split_digest': self.split_digest, 'start': self.start, 'position': self.position}
+
+  @property
+  def position(self) -> int:
+    """Windows of the global order consumed so far by all processes: start + batches x global batch."""
+    return self.start + int(self._it.get_state()['next_index']) * self.batch_size * self.process_count
+
+  def at_position(self, position: int, batch_size: int | None = None) -> 'TrainLoader':
+    """A loader of the same data and order whose first batch starts at global window `position`, with per-process
+    `batch_size` (default this one's): a batch schedule's change (scaling/train/batch_schedule.py)."""
+    return TrainLoader(self.data_dir, seq_len=self.seq_len, batch_size=batch_size or self.batch_size, seed=self.seed,
+                       process_index=self.process_index, process_count=self.process_count,
+                       document_masking=self.document_masking, verify=False, start=position, **self._read_args)
 
   def set_state(self, state: dict[str, Any]) -> None:
     """Restores get_state(); also with another process count (elastic restart) if the global batch is the same.
@@ -191,6 +207,8 @@ class TrainLoader:
     saved_global = state.get('batch_size', 0) * state.get('process_count', 1)
     if saved_global != self.batch_size * self.process_count:
       diff['global batch_size (batch_size x process_count)'] = (saved_global, self.batch_size * self.process_count)
+    if int(state.get('start', 0)) != self.start:   # a batch schedule's segment: state_position / at_position
+      diff['start'] = (int(state.get('start', 0)), self.start)
     if diff:
       raise DataError(f'cannot restore the train loader: the saved state was made with other '
                       f'settings (saved, now): {diff}')
@@ -244,6 +262,12 @@ class EvalLoader:
       if seg is not None:
         batch['segment_ids'] = seg
       yield batch
+
+
+def state_position(state: dict[str, Any]) -> int:
+  """The global window position of a TrainLoader state (also of one saved before states recorded it)."""
+  return (int(state.get('start', 0)) + int(state['grain']['next_index']) * int(state['batch_size'])
+          * int(state.get('process_count', 1)))
 
 
 def make_train_loader(data_dir: str, *, seq_len: int, batch_size: int, seed: int,

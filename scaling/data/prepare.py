@@ -101,17 +101,22 @@ def _settings(data_cfg: Any) -> dict[str, Any]:
   if not 0.0 <= val_fraction < 1.0:
     raise DataError(f'data.val_fraction={val_fraction} must be in [0, 1)')
   corpus = str(_get(data_cfg, 'corpus', 'shakespeare')).strip()
+  given = str(_get(data_cfg, 'tokenizer_from', '') or '')   # a tokenizer built elsewhere (a mixture's, mixture.py)
+  if given:
+    given = os.path.abspath(given)
+    tok_lib.load_tokenizer(given)   # fail fast: missing or unreadable
   return dict(format_version=shards.FORMAT_VERSION, corpus=corpus,
               text_field=str(_get(data_cfg, 'text_field', 'text')), tokenizer=spec,
               tokenizer_kind=kind, tokenizer_arg=arg, vocab_size=vocab_size,
               val_fraction=val_fraction,
               # only when not 1: the default keeps the hashes (and cache directories) it always had
-              **({'character_coverage': coverage} if coverage != 1.0 and kind in tok_lib.SPM_KINDS else {}))
+              **({'character_coverage': coverage} if coverage != 1.0 and kind in tok_lib.SPM_KINDS else {}),
+              **({'tokenizer_from': given, 'tokenizer_sha256': tok_lib.load_tokenizer(given).sha256} if given else {}))
 
 
 def _content_settings(settings: dict[str, Any]) -> dict[str, Any]:
-  """The settings without the corpus spec (which names a location): what the data depends on."""
-  return {k: v for k, v in settings.items() if k != 'corpus'}
+  """The settings without the corpus spec and a given tokenizer's path (locations): what the data depends on."""
+  return {k: v for k, v in settings.items() if k not in ('corpus', 'tokenizer_from')}
 
 
 def _hash(obj: Any) -> str:
@@ -124,6 +129,7 @@ def default_data_dir(data_cfg: Any) -> str:
   corpus = s['corpus'] if s['corpus'] == 'shakespeare' else (
       'hf' if s['corpus'].startswith('hf:') else 'files')
   tok = s['tokenizer_kind'] + (str(s['vocab_size']) if s['vocab_size'] else '')
+  s.pop('tokenizer_from', None)   # a given tokenizer counts by its sha256, not where it lies
   return os.path.join(corpus_lib.cache_dir(), 'data', f'{corpus}-{tok}-{_hash(s)[:10]}')
 
 

@@ -19,7 +19,7 @@ def eval_workdir(workdir, seq_lens=None, *, step=None, max_batches: int = 0, bat
   from flax import nnx
 
   from scaling.data.loader import make_eval_loader
-  from scaling.data.prepare import prepare
+  from scaling.data.mixture import prepare_any as prepare  # a data mixture: its first source's split
   from scaling.inference.run import load_for_inference
   from scaling.train.step import make_eval_step
   model, cfg, _, step = load_for_inference(workdir, step=step, with_step=True)
@@ -66,12 +66,12 @@ def eval_sets_workdir(workdir, tags: str = 'all', *, step=None, max_batches: int
   from flax import nnx
 
   from scaling.data.loader import make_eval_loader
-  from scaling.data.prepare import prepare
+  from scaling.data.mixture import prepare_any  # a data mixture's sources, or the corpus
   from scaling.inference.run import load_for_inference
   from scaling.train.evalsets import resolve_eval_sets
   from scaling.train.step import make_eval_step
   model, cfg, tokenizer, step = load_for_inference(workdir, step=step, with_step=True)
-  sets = resolve_eval_sets(cfg, prepare(cfg.data, verbose=False), tokenizer,
+  sets = resolve_eval_sets(cfg, prepare_any(cfg.data, verbose=False), tokenizer,
                            log=lambda *a: print(*a, file=sys.stderr))
   if tags != 'all':
     wanted = [t.strip() for t in tags.split(',') if t.strip()]

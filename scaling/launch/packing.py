@@ -117,6 +117,10 @@ def unpackable(run) -> str | None:
   from scaling.config.pack import fork_step
   if fork_step(run.config.train.get('init_from', '')) == -1:
     return "a cooldown branch from its parent's latest checkpoint (train.init_from names no step)"
+  if len(run.config.data.get('mixture', None) or {}):
+    return 'a data mixture (data.mixture: its own loader and per-source metrics)'
+  if (run.config.train.get('batch_schedule', '') or '').strip():
+    return 'a batch schedule (train.batch_schedule: the batch changes during the run)'
   return None
 
 

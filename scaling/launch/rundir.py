@@ -326,13 +326,14 @@ def collect_rows(root) -> list[dict]:
     else:
       src = _accounting(rec.config)
       m = rd.last_metrics()
-      for k in m:   # train/loss and every eval: eval/loss, eval/bpb, eval/<tag>/bpb (scaling/train/evalsets.py)
-        if k == 'train/loss' or k.startswith('eval/'):
+      for k in m:   # train/loss (a mixture's train/<source>/loss too) and every eval: eval/<tag>/bpb (evalsets.py)
+        if k == 'train/loss' or k.startswith('eval/') or k.startswith('train/') and k.endswith('/loss'):
           src[k] = m[k]
     for k in RESULT_KEYS:
       row[k] = src.get(k)
     for k, v in src.items():   # extra evaluations: eval/bpb@2x (length generalisation), eval/<tag>/bpb (tagged sets)
-      if k.startswith('eval/bpb@') or k.startswith('eval/loss@') or k.count('/') == 2 and k.startswith('eval/'):
+      if (k.startswith('eval/bpb@') or k.startswith('eval/loss@') or k.count('/') == 2 and k.startswith('eval/')
+          or k.count('/') == 2 and k.startswith('train/') and k.endswith('/loss')):   # a mixture's per-source loss
         row[k] = v
     row['name'] = (rec.config or {}).get('name') or rec.overrides.get('name')
     row['changes'] = summarize(read_history(rd.path))   # config changes after the run started: [] for none

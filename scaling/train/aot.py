@@ -353,6 +353,7 @@ class Compiled:
   oom: dict | None = None   # the compiler's out-of-memory figures (see parse_oom)
   cached: bool = False
   kernel_flops: float = 0.0  # the part of hlo_flops computed by Pallas kernels (splash attention), all chips
+  traffic: dict | None = None   # per chip, of the compiled program: traffic_figures() (scaling/train/plan.py reads it)
 
 
 _UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}
@@ -392,10 +393,10 @@ def compile_step(cfg, t: Target, devices=None) -> Compiled:
   arg_bytes = per_chip_bytes(abstract_inputs(setup, cfg))
   key = _cache_key(hlo, t)
   entry = _cache_read(key)
-  if entry is not None:
+  if entry is not None and 'traffic' in entry:   # (entries written before `traffic` was kept: compiled again)
     return Compiled(None, setup, flops, unknown_loops, entry['compile_s'], arg_bytes, entry['memory'],
-                    entry['cost_flops'], entry['oom'], cached=True, kernel_flops=kernel)
-  compiled, memory, cost_flops, oom = None, None, 0.0, None
+                    entry['cost_flops'], entry['oom'], cached=True, kernel_flops=kernel, traffic=entry['traffic'])
+  compiled, memory, cost_flops, oom, traffic = None, None, 0.0, None, None
   # JAX's persistent cache (if $JAX_COMPILATION_CACHE_DIR is set) would store a compile-only executable it
   # cannot read back (a warning on the next identical compile): this compile stays out of it
   was = jax.config.jax_enable_compilation_cache
@@ -414,10 +415,39 @@ def compile_step(cfg, t: Target, devices=None) -> Compiled:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
     cost_flops = float(cost.get('flops', 0.0))
+    try:
+      traffic = traffic_figures(compiled.as_text(), float(cost.get('bytes accessed', 0.0)), setup.mesh, t)
+    except HloError:   # an HLO this parser cannot read: no traffic figures (scaling plan ranks by compute alone)
+      traffic = {}
   compile_s = time.time() - t0
-  _cache_write(key, dict(compile_s=compile_s, memory=memory, cost_flops=cost_flops, oom=oom))
+  _cache_write(key, dict(compile_s=compile_s, memory=memory, cost_flops=cost_flops, oom=oom, traffic=traffic))
   return Compiled(compiled, setup, flops, unknown_loops, compile_s, arg_bytes, memory, cost_flops, oom,
-                  kernel_flops=kernel)
+                  kernel_flops=kernel, traffic=traffic)
+
+
+def slice_of(mesh, t: Target) -> list[int]:
+  """The slice (TPU) or node (GPU, 8 per node) of each logical device of the mesh, flattened: what crosses
+  them goes over DCN."""
+  devs = list(mesh.devices.flat)
+  if t.chip.platform == 'cuda':
+    return [i // 8 for i in range(len(devs))]
+  return [getattr(d, 'slice_index', 0) or 0 for d in devs]
+
+
+def traffic_figures(text: str, bytes_accessed: float, mesh, t: Target) -> dict:
+  """Per chip and step, from the compiled program: HBM bytes (XLA's cost_analysis 'bytes accessed', which
+  counts a loop body once, times the loop factor of hlo.memory_traffic) and the bytes each chip sends in
+  collectives over ICI and DCN (hlo.collective_bytes: a ring's bytes per device), with the parts by op."""
+  from scaling.train import hlo
+  weighted, once = hlo.memory_traffic(text)
+  factor = weighted / once if once else 1.0
+  by_op = hlo.collective_bytes(text, slice_of(mesh, t))
+  wire = {'ici': 0.0, 'dcn': 0.0}
+  for (op, link), v in by_op.items():
+    wire[link] += v['wire_bytes']
+  return dict(bytes_accessed_xla=bytes_accessed, loop_factor=factor, hbm_bytes=bytes_accessed * factor,
+              ici_wire_bytes=wire['ici'], dcn_wire_bytes=wire['dcn'],
+              collectives={f'{op}/{link}': v for (op, link), v in sorted(by_op.items())})
 
 
 def step_flops(hlo: str, setup) -> tuple[float, float, int]:

@@ -165,9 +165,39 @@ def sweep_fit_problems(sweep, resources: dict, log=lambda *a: None) -> list[str]
     return []
   topology, slices = str(resources['tpu_type']), int(resources.get('num_slices', 1) or 1)
   _prepare_compile(resources.get('aot_cache_dir'))
+  if str(resources.get('plan', '')).lower() in ('auto', '1', 'true', 'yes'):
+    return plan_runs(sweep, topology, slices, log)
   log(f'[sweep] compiling {len(sweep.runs)} run(s) for {topology}' + (f' x {slices} slices' if slices > 1 else '')
       + ' to check that they fit (--resource aot_check=0 skips this)')
   return check_runs_fit([(run.label or run.hash, run.config) for run in sweep.runs], topology, slices)
+
+
+def plan_runs(sweep, topology: str, num_slices: int = 1, log=lambda *a: None) -> list[str]:
+  """resources plan=auto (tpu-vm, gke): each distinct run config is planned for the slice (scaling/train/plan.py;
+  cached, so a re-submit compiles nothing) and its run takes the winner's knobs as --config.* flags (its config
+  and hash follow). Problems: the runs for which nothing fits, with the closest candidate."""
+  from scaling.config.load import config_hash, load_config
+  from scaling.train import plan as plan_lib
+  t = aot.parse_target(topology, num_slices)
+  if any(getattr(run, 'parent', None) for run in sweep.runs):   # a branch names its parent's directory (hash)
+    return ['resources plan=auto: this sweep has cooldown branches, whose train.init_from names the parent run\'s '
+            'directory; plan it with `scaling plan` and pass the knobs with `scaling sweep --plan FILE`']
+  problems, seen = [], {}
+  for run in sweep.runs:
+    key = plan_lib.candidate_key(aot.target_config(run.config), t)
+    if key not in seen:
+      log(f'[sweep] planning {run.label or run.hash} on {t.describe()}')
+      seen[key] = plan_lib.plan(run.config, t, log=log)
+    p, label = seen[key], run.label or run.hash
+    if p.winner is None:
+      c = p.closest()
+      problems.append(f'{label}: nothing fits on {t.describe()} (scaling plan)' + (
+          f'; closest {c["knobs"].label()} at {human_bytes(c["fig"]["bytes"])} per chip' if c else ''))
+      continue
+    run.flags.update({k: str(v) for k, v in p.winner['knobs'].overrides().items()})
+    run.config = load_config(run.spec, run.flags)
+    run.hash = config_hash(run.config)
+  return problems
 
 
 # ----------------------------------------------------------------------------- the command

@@ -138,9 +138,12 @@ def check_source(src: Source, cfg, dims_dict: dict) -> None:
   checkpoint.check_compatible(meta, dims_dict, where)
   if data_state and 'batch_size' in data_state:   # the state counts global batches
     data_state = dict(data_state, global_batch_size=data_state['batch_size'] * data_state.get('process_count', 1))
+  # a branch with another batch: train.batch_schedule='FORK:kB' (scaling/config/batch.py)
+  from scaling.train import batch_schedule
   checkpoint.check_data_state(
-      data_state or {}, dict(seq_len=cfg.model.seq_len, global_batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-                             document_masking=cfg.data.document_masking), where)
+      data_state or {}, dict(seq_len=cfg.model.seq_len, global_batch_size=batch_schedule.expected_batch(cfg, src.step),
+                             seed=cfg.train.seed, document_masking=cfg.data.document_masking), where)
+  batch_schedule.check_data_position(data_state, cfg, src.step, where)
 
 
 def _reader(workdir: pathlib.Path):

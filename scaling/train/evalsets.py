@@ -15,6 +15,11 @@ name), unless eval_sets lists the same spec under a tag of its own. The other se
 are ordered by the hash of their names, so the first `train.eval_batches` batches are a uniform
 sample of documents (not the first part of the corpus).
 
+A data mixture (data.mixture, scaling/data/mixture.py) has no single training corpus: each of its sources'
+held-out split is a set under the source's name (eval/<name>/bpb), all of them the training corpus's, and
+eval/loss, eval/bpb are their unweighted mean (the same average whatever the weights). A train.eval_sets tag or
+spec that repeats a source is left out.
+
 A spec ending in '?' is optional: a named corpus that is not downloaded yet (prose before
 `python -m scaling.data.prose`) is skipped with one line instead of fetched. The default config
 lists 'prose?', so the default run gains a second domain once the prose corpus is there. An
@@ -200,18 +205,34 @@ def resolve_eval_sets(cfg, data_summary: dict, tokenizer, *, log: Callable = pri
   corpus = str(d.corpus).strip()
   wanted = dict(cfg.train.get('eval_sets', None) or {})
   check_eval_sets(wanted)
-  own = next((t for t, s in wanted.items() if split_optional(s)[0] == corpus), None) or training_tag(corpus)
-  bpt = data_summary.get('bytes_per_token_val') or data_summary.get('bytes_per_token')
-  sets = [EvalSet(own, corpus, data_summary['data_dir'], bpt, training=True)]
+  if data_summary.get('mixture'):   # a data mixture: each source's held-out split, under its name
+    sets = mixture_sets(data_summary)
+    own, corpus = None, None
+  else:
+    own = next((t for t, s in wanted.items() if split_optional(s)[0] == corpus), None) or training_tag(corpus)
+    bpt = data_summary.get('bytes_per_token_val') or data_summary.get('bytes_per_token')
+    sets = [EvalSet(own, corpus, data_summary['data_dir'], bpt, training=True)]
+  taken = {s.tag for s in sets} | {s.spec for s in sets}
   for tag, spec in wanted.items():
     spec_only = split_optional(spec)[0]
-    if tag == own or not spec_only or spec_only == corpus:
+    if tag == own or not spec_only or spec_only == corpus or tag in taken or spec_only in taken:
       continue
     s = build_eval_set(tag, spec, tokenizer, text_field=d.get('text_field', 'text'),
                        val_fraction=d.get('val_fraction', 0.05), cache=cache, log=log)
     if s is not None:
       sets.append(s)
   return sets
+
+
+def mixture_sets(data_summary: dict) -> list[EvalSet]:
+  """A mixture's sets (scaling/data/mixture.py prepare_mixture's summary): each source's own held-out split, all
+  counted as the training corpus's (eval/loss and eval/bpb are their mean)."""
+  out = []
+  for name, s in data_summary['sources'].items():
+    if s.get('val_tokens'):
+      out.append(EvalSet(name, s.get('corpus') or (s.get('settings') or {}).get('corpus', name), s['data_dir'],
+                         s.get('bytes_per_token_val') or s.get('bytes_per_token'), training=True))
+  return out
 
 
 def prepare_eval_sets(cfg, data_summary, tokenizer, *, is_main: bool, sync: Callable, log: Callable = print):
@@ -228,16 +249,21 @@ def evaluate_sets(sets: list[EvalSet], eval_step, params, make_loader: Callable[
 
   `make_loader(data_dir)` gives a set's batches (the same shapes for every set: no recompile). The row
   holds eval/<tag>/loss and eval/<tag>/bpb for each set, plus eval/loss and eval/bpb of the training
-  corpus's split (the keys from before tagged sets).
+  corpus's split (the keys from before tagged sets); a data mixture's sources are all training sets, and
+  eval/loss, eval/bpb their unweighted mean (the same average for every mixture of the sources).
   """
-  from scaling.train.evaluate import evaluate
-  row, main = {}, None
+  from scaling.train.evaluate import EvalResult, evaluate
+  row, own = {}, []
   for s in sets:
     r = evaluate(eval_step, params, make_loader(s.data_dir), bytes_per_token=s.bytes_per_token, mesh=mesh)
     row |= r.row(f'eval/{s.tag}/')
     if s.training:
-      main = r
-      row |= r.row()
+      own.append(r)
+  main = None
+  if own:
+    main = own[0] if len(own) == 1 else EvalResult(sum(r.loss for r in own) / len(own),
+                                                   sum(r.bpb for r in own) / len(own), sum(r.tokens for r in own))
+    row |= main.row()
   return main, row
 
 

@@ -178,6 +178,13 @@ def executions(text: str) -> dict:
                 for m in [_COMP_RE.match(line)] if m), None)
   if entry is None:
     raise HloError('no ENTRY computation in the HLO text')
+  return _runs(comps, entry, control_only=False)
+
+
+def _runs(comps: dict, entry: str, control_only: bool) -> dict:
+  """{computation: runs per run of `entry`}. control_only: only what control flow runs (while bodies and
+  conditions, calls, branches), not fusion bodies or reducers, whose instructions stay on chip; else every
+  computation an instruction calls (to_apply, calls, branches, while bodies)."""
   runs: dict = {}
 
   def visit(name: str, n: int, depth: int = 0):
@@ -190,8 +197,12 @@ def executions(text: str) -> dict:
         cond = re.search(r'condition=%?([\w.\-]+)', rest).group(1)
         trips = int(known.group(1)) if known else (_trip_count(comps.get(cond, [])) or 1)
         visit(re.search(r'body=%?([\w.\-]+)', rest).group(1), n * trips, depth + 1)
+        if control_only:
+          visit(cond, n * trips, depth + 1)
         continue
-      for key in ('to_apply', 'calls'):
+      if control_only and op not in ('call', 'conditional'):
+        continue
+      for key in (('to_apply',) if control_only else ('to_apply', 'calls')):
         for callee in re.findall(key + r'=%?([\w.\-]+)', rest):
           visit(callee, n, depth + 1)
       m = re.search(r'branch_computations=\{([^}]*)\}', rest)
@@ -246,3 +257,43 @@ def collective_bytes(text: str, slice_of: list[int]) -> dict:
     t['wire_bytes'] += n * wire_bytes(c['op'], c['bytes'], c['group_size'] or len(set(slice_of)))
   return totals
 
+
+
+# ops that move no HBM bytes of their own (control flow, tuples, aliases, async halves counted at their start)
+_NO_TRAFFIC = ('parameter', 'constant', 'tuple', 'get-tuple-element', 'bitcast', 'while', 'call', 'conditional',
+               'after-all', 'partition-id', 'replica-id', 'iota', 'copy-done', 'all-gather-done', 'all-reduce-done',
+               'collective-permute-done', 'send-done', 'recv-done', 'async-done', 'opt-barrier')
+
+
+def _control_runs(comps: dict, entry: str) -> dict:
+  """{computation: runs per step} of the computations control flow runs (entry, while bodies and conditions,
+  calls, branches): not fusion bodies or reducers, whose instructions stay on chip."""
+  return _runs(comps, entry, control_only=True)
+
+
+def memory_traffic(text: str) -> tuple[float, float]:
+  """(bytes read and written per step, loops counted trip-count times; the same with every computation
+  counted once) of a compiled (partitioned, per-device) HLO module.
+
+  Each instruction that control flow runs (fusions, copies, collectives, custom calls, ...) reads its operands
+  and writes its result, as XLA's cost analysis counts 'bytes accessed'; that analysis counts a while body
+  once, so the ratio of the two figures here scales its 'bytes accessed' to the step (scaling/train/plan.py).
+  """
+  comps = parse_hlo(text)
+  entry = next((m.group(1) for line in text.splitlines() if line.startswith('ENTRY')
+                for m in [_COMP_RE.match(line)] if m), None)
+  if entry is None:
+    raise HloError('no ENTRY computation in the HLO text')
+  weighted = once = 0.0
+  for comp, n in _control_runs(comps, entry).items():
+    shapes = {name: shape for name, shape, _, _ in comps[comp]}
+    total = 0.0
+    for _, shape, op, rest in comps[comp]:
+      if op in _NO_TRAFFIC:
+        continue
+      names = [a.strip().lstrip('%') for a in rest.split(')')[0].split(',') if a.strip()]
+      arrays = _ARRAY_RE.findall(shape) + [a for nm in names for a in _ARRAY_RE.findall(shapes.get(nm, ''))]
+      total += sum(_array_bytes(t, d) for t, d in arrays if t in _DTYPE_BYTES)
+    weighted += n * total
+    once += total
+  return weighted, once

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import pathlib
 import signal
 import sys
@@ -22,7 +21,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from scaling.base import hostmem
@@ -30,11 +28,12 @@ from scaling.base.files import atomic_write_json
 from scaling.base.names import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_PREEMPTED  # noqa: E402, F401  (exit codes: one place)
 from scaling.base.workdir_lock import WorkdirLock
 from scaling.config import pack
-from scaling.config.load import ConfigError, resolve_vocab, to_dict
+from scaling.config.load import ConfigError, to_dict
 from scaling.model import accounting
-from scaling.train import branch, checkpoint, evalsets, run_history, sharding, tracking
-from scaling.train.evaluate import evaluate, positions_cover
-from scaling.train.metrics import MetricsWriter, Progress, device_peak_flops, mfu, read_metrics
+from scaling.train import batch_schedule, branch, checkpoint, evalsets, mixture_run, run_history, sharding, tracking
+from scaling.train.metrics import MetricsWriter, Progress, device_peak_flops, mfu
+from scaling.train.run_data import check_workdir, prepare_data  # noqa: F401  (tests find check_workdir here)
+from scaling.train.run_end import do_eval_sets, final_evals, fmt, summary
 from scaling.train.runtime import (  # noqa: F401  (tests find these names here)
   Data,
   Hook,
@@ -62,37 +61,9 @@ def _write_json(path, obj):
   atomic_write_json(path, obj, indent=1)
 
 
-def check_workdir(cfg, workdir, log=print, *, allow=frozenset()) -> int | None:
-  """Before compiling: the step to resume from, whose checkpoint must belong to this model and data settings.
-
-  Returns None for a fresh workdir. The newest checkpoint that restores completely is chosen
-  (checkpoint.select_resume_step: damaged newer steps are moved aside, one line each); if none
-  is intact, CheckpointError names the steps tried and nothing is changed. A config that changes the
-  math of the run (its config.json) beyond what `allow` permits is refused (run_history.check_changes).
-  """
-  step = checkpoint.select_resume_step(workdir, log=log)
-  if step is None:
-    return None
-  mgr = checkpoint.manager(workdir, async_save=False)
-  meta = checkpoint.read_meta(mgr, step)
-  data_state = checkpoint.read_meta(mgr, step, 'data')
-  mgr.close()
-  checkpoint.check_compatible(meta, dataclasses.asdict(resolve_dims(cfg)), workdir)
-  # the loader's settings (scaling/data/loader.py), which TrainLoader.set_state would reject only
-  # after the compile and after config.json was overwritten
-  # the number of processes may change (elastic restart): the state counts global batches, so only
-  # the global batch must match
-  if data_state and 'batch_size' in data_state:
-    data_state = dict(data_state, global_batch_size=data_state['batch_size'] * data_state.get('process_count', 1))
-  checkpoint.check_data_state(
-      data_state, dict(seq_len=cfg.model.seq_len, global_batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-                       document_masking=cfg.data.document_masking), workdir)
-  run_history.check_changes(cfg, workdir, allow)   # after the checkpoint's own checks: they name what cannot work
-  return step
-
-
 def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: bool = False,
-          final_model: bool = False, extend: int | None = None, force_change: bool = False) -> dict:
+          final_model: bool = False, extend: int | None = None, force_change: bool = False,
+          hooks: tuple[Hook, ...] = ()) -> dict:
   """Runs (or resumes) training in `workdir`; returns the summary dict (also written to summary.json).
 
   A resume must not change the math of the run (its config.json; scaling/config/history.py says which fields
@@ -103,6 +74,9 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
   also holds 'model', the final Transformer on the main process's first local device (None elsewhere),
   and 'tokenizer', for main-only work after training (the end-of-run samples) without reopening the
   checkpoint, which would wait for the other processes in orbax's barriers.
+
+  hooks: extra periodic actions, run after the log action (e.g. the predicted final loss that `scaling train`
+  hands in for train.predict_every: scaling/analysis/curves/live.py).
   """
   t_start = time.time()
   workdir = pathlib.Path(workdir)
@@ -131,7 +105,7 @@ def train(cfg, workdir, *, debug: bool = False, profile_steps: str = '', quiet: 
       # preparation and restore: one process stops at the next phase boundary, several at the first step.
       with StopFlag() as stop:
         run = Run(cfg, setup, workdir, stop, log, is_main, debug=debug, quiet=quiet, allow_change=allow)
-        result = _train(run, resume_step, prof, t_start)
+        result = _train(run, resume_step, prof, t_start, hooks)
         if final_model and result['state'] == 'done':
           result |= dict(model=_local_model(run), tokenizer=run.data.tokenizer)
         return result
@@ -160,11 +134,11 @@ def _stopped_before_training(run: Run, what: str, step) -> dict | None:
   return _stop_result(stop.signum, step or 0)
 
 
-def _train(run: Run, resume_step, prof, t_start) -> dict:
+def _train(run: Run, resume_step, prof, t_start, extra_hooks=()) -> dict:
   """The phases of a run: data, state (restore or init), the loop, final evaluations, summary."""
   run.log(f'workdir: {run.workdir.absolute()} (checkpoints, metrics.jsonl, tb/, summary.json)')
   run.t_start = t_start
-  resume_step = _prepare_data(run, resume_step)
+  resume_step = prepare_data(run, resume_step)
   if (r := _stopped_before_training(run, 'data preparation', resume_step)):
     return r
   _restore_or_init(run, resume_step)
@@ -176,17 +150,17 @@ def _train(run: Run, resume_step, prof, t_start) -> dict:
     run.mgr.close()
     return r
   _describe(run)
-  outcome = _loop(run, _periodic_actions(run), prof)
+  outcome = _loop(run, _periodic_actions(run, extra_hooks), prof)
   if outcome is not None:
     return outcome
   # the final checkpoint is saved (_close_loop waited for it); summary.json next, before the end-of-run evals
-  _summary(run, {}, t_start, quiet=True)
+  summary(run, {}, t_start, quiet=True)
   try:
-    extra = _final_evals(run)
+    extra = final_evals(run)
   except Exception as e:   # noqa: BLE001  (any failure here: the run itself is finished and saved)
     _end_failed(run, 'the final evaluation', e)
     extra = {}
-  return _summary(run, extra, t_start)
+  return summary(run, extra, t_start)
 
 
 def finished_summary(workdir, total: int) -> dict | None:
@@ -222,58 +196,6 @@ def _end_failed(run: Run, what: str, e: BaseException) -> None:
   run.eval_loss = run.eval_bpb = None   # not an older step's values
   run.eval_row = {}
   print(f'error: {msg}', file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- phase: data
-def _prepare_data(run: Run, resume_step):
-  """Prepares (or verifies) the data on the main process first; builds the train loader.
-
-  Returns the resume step (re-checked when the model's vocab size came from the tokenizer).
-  """
-  from scaling.data import shards
-  from scaling.data.loader import check_split, make_train_loader
-  from scaling.data.prepare import prepare
-  from scaling.data.tokenizer import load_tokenizer
-  cfg = run.cfg
-  if run.is_main:
-    summary = prepare(cfg.data, verbose=not run.quiet)
-  _sync('prepare')
-  if not run.is_main:
-    summary = prepare(cfg.data, verbose=False)
-  data_dir = summary['data_dir']
-  tokenizer = load_tokenizer(data_dir)
-  if cfg.model.vocab_size == 0:   # follow the tokenizer (char, tiktoken: known only now)
-    resolve_vocab(cfg, tokenizer.vocab_size)
-    run.setup = build_setup(cfg)
-    resume_step = check_workdir(cfg, run.workdir, log=run.log, allow=run.allow_change)
-  else:
-    resolve_vocab(cfg, tokenizer.vocab_size)   # an explicit size: errors naming both fields
-  if resume_step is not None:   # before anything is written: the checkpoint's data must be this split
-    mgr = checkpoint.manager(run.workdir, async_save=False)
-    data_state = checkpoint.read_meta(mgr, resume_step, 'data')
-    mgr.close()
-    check_split(data_state, data_dir, run.workdir)
-  nproc, pidx = jax.process_count(), jax.process_index()
-  local_batch = cfg.train.batch_size // nproc
-  loader = make_train_loader(data_dir, seq_len=cfg.model.seq_len, batch_size=local_batch, seed=cfg.train.seed,
-                             process_index=pidx, process_count=nproc, document_masking=cfg.data.document_masking)
-  bpt = summary.get('bytes_per_token_val') or summary.get('bytes_per_token')
-  run.data = Data(data_dir, tokenizer, loader, bpt, local_batch)
-  if 'val' in shards.read_index(data_dir).get('splits', {}):
-    run.eval_sets = evalsets.prepare_eval_sets(cfg, summary, tokenizer, is_main=run.is_main, sync=_sync,
-                                               log=run.log)
-  else:   # data.val_fraction=0: nothing held out, here nor of the tagged sets (evalsets.py refuses them)
-    run.eval_skipped = 'data.val_fraction=0: no validation split'
-    run.log(f'{run.eval_skipped}: the evaluations (train.eval_every, the end of the run, train.eval_sets) are '
-            f'skipped; eval/loss and eval/bpb are null in summary.json')
-  return resume_step
-
-
-def _eval_loader(run: Run, seq_len: int, data_dir: str | None = None):
-  from scaling.data.loader import make_eval_loader
-  return make_eval_loader(data_dir or run.data.data_dir, seq_len=seq_len, batch_size=max(run.data.local_batch, 1),
-                          process_index=jax.process_index(), process_count=jax.process_count(),
-                          max_batches=run.cfg.train.eval_batches, document_masking=run.cfg.data.document_masking)
 
 
 def _write_run_files(run: Run) -> None:
@@ -328,11 +250,12 @@ def _describe(run: Run) -> None:
 
 
 # ----------------------------------------------------------------------------- phase: the loop
-def _periodic_actions(run: Run) -> Hooks:
+def _periodic_actions(run: Run, extra=()) -> Hooks:
   """Every periodic action of the loop, in the order they run after a step."""
   t = run.cfg.train
   hooks = Hooks()
   hooks.add('log', _log_action(run), every=t.log_every)
+  hooks.hooks.extend(extra)   # after the log action: they may read the loss it fetched
   # the checkpoint before the eval: the last step is saved before the end-of-run eval, which may fail
   hooks.add('checkpoint', lambda r: _save(r, r.step), every=t.ckpt_every, steps=t.get('ckpt_steps', ()))
   if run.eval_sets:   # none with data.val_fraction=0 and no train.eval_sets: nothing to evaluate
@@ -382,6 +305,8 @@ def _steps(run: Run, hooks: Hooks, prof, total: int) -> None:
     run.state, run.metrics = train_step(run.state, batch)
     if run.t_compile is None:
       _after_compile(run, t0)
+    elif getattr(run.data.train_loader, 'changed', None):   # train.batch_schedule: a new batch size compiles
+      batch_schedule.after_change(run, t0)
     if prof and run.step + 1 == prof[1]:
       jax.block_until_ready(run.metrics)
       jax.profiler.stop_trace()
@@ -416,9 +341,11 @@ def _log_action(run: Run):
   def log_row(run: Run) -> dict:
     row = {'train/loss': run.loss, 'train/grad_norm': float(run.metrics['grad_norm']),
            'train/lr': float(run.setup.schedule(run.step - 1))}
+    row |= mixture_run.train_rows(run)   # a data mixture: train/<source>/loss ({} otherwise)
+    since = run.timer.step
     dt = run.timer.seconds_per_step(run.step)   # None on the compile step: no rate to show
     if dt is not None:
-      tps = run.tokens_per_step / dt
+      tps = batch_schedule.tokens_per_step_between(run, since, run.step) / dt
       util, capped = mfu(fpt, tps, peak, jax.device_count())
       if capped and not run.shown.get('capped'):
         run.progress.write(f'note: {tps:,.0f} tokens/s is above the peak of {peak:.3g} FLOP/s per device '
@@ -427,37 +354,27 @@ def _log_action(run: Run):
       row = {k: v for k, v in row.items() if v is not None}   # no MFU without a known peak
       run.tps_seen.append(tps)
       run.shown = dict(tps=tps, mfu='-' if util is None else f'{util:.1%}', capped=run.shown.get('capped') or capped)
-    return row | {'tokens_seen': run.step * run.tokens_per_step}
+    return row | batch_schedule.log_fields(run)   # tokens_seen (and the batch under train.batch_schedule)
   return log_row
 
 
 def _eval_action(run: Run) -> dict:
   if run.step == run.setup.total_steps:   # the last step's eval is end-of-run work: its failure is not fatal
     run.mgr.wait_until_finished()         # the final checkpoint (saved by the hook before) and summary.json first
-    _summary(run, {}, run.t_start, quiet=True)
+    summary(run, {}, run.t_start, quiet=True)
     try:
-      result, row = _do_eval_sets(run)
+      result, row = do_eval_sets(run)
     except Exception as e:   # noqa: BLE001  (the checkpoint hook still saves this step)
       _end_failed(run, f'the evaluation at the last step ({run.step})', e)
       return {}
   else:
-    result, row = _do_eval_sets(run)
+    result, row = do_eval_sets(run)
   if result is not None:   # None: the training corpus has no validation split (data.val_fraction=0)
     run.eval_loss, run.eval_bpb = result.loss, result.bpb
-  run.progress.write(f'step {run.step}: eval {_fmt(run.eval_loss)}, bpb {_fmt(run.eval_bpb)} '
+  run.progress.write(f'step {run.step}: eval {fmt(run.eval_loss)}, bpb {fmt(run.eval_bpb)} '
                      f'(bpb: {evalsets.describe(row, run.eval_sets)})')
   run.timer.mark(run.step)   # eval time is not training throughput
   return row
-
-
-def _do_eval_sets(run: Run):
-  """Every tagged eval set at the training length: (the training split's EvalResult, metrics row)."""
-  if run.eval_step is None:
-    run.eval_step = jit_eval_step(run.setup)
-  T = run.cfg.model.seq_len
-  result, run.eval_row = evalsets.evaluate_sets(run.eval_sets, run.eval_step, run.state['params'],
-                                                lambda d: _eval_loader(run, T, d), mesh=run.setup.mesh)
-  return result, run.eval_row
 
 
 def _write_row(run: Run, row: dict) -> None:
@@ -469,20 +386,12 @@ def _write_row(run: Run, row: dict) -> None:
   run.progress.update(run.step, shown)
 
 
-def _do_eval(run: Run, seq_len: int | None = None):
-  """evaluate() of the current params over `train.eval_batches` batches at `seq_len` (default: training's)."""
-  if run.eval_step is None:
-    run.eval_step = jit_eval_step(run.setup)
-  return evaluate(run.eval_step, run.state['params'], _eval_loader(run, seq_len or run.cfg.model.seq_len),
-                  bytes_per_token=run.data.bytes_per_token, mesh=run.setup.mesh)
-
-
 def _save(run: Run, step: int, force: bool = False) -> None:
   if step == run.saved_step:   # a signal on a checkpoint step: this step is already saved
     return
   run.saved_step = step
   meta = dict(step=step, seed=run.cfg.train.seed, model=dataclasses.asdict(run.setup.dims),
-              tokens_seen=step * run.tokens_per_step)
+              tokens_seen=batch_schedule.tokens_seen(run, step))
   checkpoint.save(run.mgr, step, params=run.state['params'], opt_state=run.state['opt_state'], meta=meta,
                   data_state=run.data.train_loader.get_state(), force=force)
   run_history.record_segment(run)   # this segment so far: kept if the run is killed later
@@ -509,66 +418,7 @@ def _close_loop(run: Run) -> None:
   run.writer.close()
 
 
-# ----------------------------------------------------------------------------- phases: final evals, summary
-def _final_evals(run: Run) -> dict:
-  """The eval loss of the final state (if the loop did not just compute it) and the extra lengths.
-
-  With no validation split (run.eval_skipped) the training corpus's evals are skipped (null values).
-  """
-  if run.end_error:   # the last step's eval failed: already said
-    return {}
-  if run.eval_loss is None and not run.eval_row and run.eval_sets:
-    result, _ = _do_eval_sets(run)
-    if result is not None:
-      run.eval_loss, run.eval_bpb = result.loss, result.bpb
-  T = run.cfg.model.seq_len
-  out = {k: v for k, v in run.eval_row.items() if k.count('/') == 2}   # eval/<tag>/loss, eval/<tag>/bpb
-  for L in run.cfg.train.final_eval_lengths:   # length generalisation (e.g. twice the training context)
-    L = int(L)
-    # learned positions have no rows past the training length: no value rather than an error
-    value = _do_eval(run, L).bpb if positions_cover(run.setup.dims, L) and not run.eval_skipped else None
-    out[f'eval/bpb@{L}'] = value
-    if L == 2 * T:
-      out['eval/bpb@2x'] = value
-  return out
-
-
-def _fmt(x) -> str:
-  return 'skipped' if x is None else f'{x:.4f}'
-
-
-def _summary(run: Run, extra_evals: dict, t_start: float, quiet: bool = False) -> dict:
-  """summary.json (main process) and the result dict of a finished run: totals over all its segments (the
-  current one from run.t_start; `t_start` is kept for the callers)."""
-  dims, total = run.setup.dims, run.setup.total_steps
-  counts = accounting.count_params(dims)
-  fpt = accounting.flops_per_token(dims)
-  peak, peak_src = device_peak_flops(dims.dtype, run.cfg.train.peak_flops)
-  loss = run.loss
-  rows = read_metrics(run.workdir) if run.is_main else []
-  if not math.isfinite(loss):   # resumed a finished run: report its last logged loss
-    logged = [r['train/loss'] for r in rows if 'train/loss' in r]
-    loss = logged[-1] if logged else float('nan')
-  # the whole run: every segment's wall and compile time, the tokens and FLOPs of every step (run_history.py)
-  whole = run_history.whole_run(run_history.record_segment(run, rows), total, run.tokens_per_step, fpt)
-  tps = [r['throughput/tokens_per_s'] for r in rows if 'throughput/tokens_per_s' in r]
-  result = {
-      'state': 'done', 'step': run.step, 'params': counts['total'], 'non_embedding_params': counts['non_embedding'],
-      'tokens': whole['tokens'], 'flops': whole['flops'],
-      'flops_per_token': fpt, 'train/loss': loss, 'eval/loss': run.eval_loss, 'eval/bpb': run.eval_bpb,
-      'throughput/tokens_per_s': float(np.median(tps)) if tps else None, 'compile_s': whole['compile_s'],
-      'peak_flops': peak, 'peak_source': peak_src, 'wall_s': whole['wall_s'],
-      'exit_code': 1 if run.end_error else 0, 'eval_skipped': run.eval_skipped, 'end_error': run.end_error,
-      'segments': whole['segments'], **extra_evals,
-  }
-  if run.is_main:
-    _write_json(run.workdir / 'summary.json', result)
-    if not quiet:
-      run.log(f'done: {run.step} steps, train loss {loss:.4f}, eval loss {_fmt(run.eval_loss)}, '
-              f'eval bpb {_fmt(run.eval_bpb)}, {result["wall_s"]:.0f}s; outputs in {run.workdir.absolute()}')
-  return result
-
-
+# ----------------------------------------------------------------------------- the final model
 def _local_model(run: Run):
   """The final params as a Transformer on this process's first device (main process; None elsewhere).
 
@@ -594,7 +444,3 @@ def _parse_profile(spec: str):
   return a, b
 
 
-def _sync(name: str):
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)

@@ -13,7 +13,9 @@ uses it whenever `train.loss_chunk` > 0; see BENCHMARKS.md for what it saves.
 
 Both return (loss, (sum_nll, count)): loss = mean NLL over unmasked tokens
 (+ z_loss * mean log(Z)^2), sum_nll and count for bits-per-byte metrics. The
-gradient flows through `loss` only.
+gradient flows through `loss` only. With `source_BS` (a data mixture's rows,
+one-hot over its S sources) the aux also holds each source's NLL sum and token
+count, (sum_nll, count, nll_S, count_S); without it nothing changes.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import jax
 import jax.numpy as jnp
 
 
-def cross_entropy(logits_BTV, targets_BT, mask_BT=None, z_loss: float = 0.0):
-  """Mean next-token cross entropy in float32 (+ z-loss); returns (loss, (sum_nll, count))."""
+def cross_entropy(logits_BTV, targets_BT, mask_BT=None, z_loss: float = 0.0, source_BS=None):
+  """Mean next-token cross entropy in float32 (+ z-loss); returns (loss, (sum_nll, count)) (and each source's
+  sums with source_BS: module docstring)."""
   logits = logits_BTV.astype(jnp.float32)
   lse_BT = jax.nn.logsumexp(logits, axis=-1)
   target_logit_BT = jnp.take_along_axis(logits, targets_BT[..., None], axis=-1)[..., 0]
@@ -36,7 +39,15 @@ def cross_entropy(logits_BTV, targets_BT, mask_BT=None, z_loss: float = 0.0):
   loss = sum_nll / count
   if z_loss:
     loss = loss + z_loss * (jnp.square(lse_BT) * mask).sum() / count
+  if source_BS is not None:
+    return loss, (sum_nll, mask.sum()) + per_source((nll_BT * mask).sum(-1), mask.sum(-1), source_BS)
   return loss, (sum_nll, mask.sum())
+
+
+def per_source(nll_B, count_B, source_BS):
+  """(nll_S, count_S): each source's NLL sum and token count from the rows' sums and their one-hot sources."""
+  src = jax.lax.stop_gradient(source_BS.astype(jnp.float32))
+  return jax.lax.stop_gradient(nll_B) @ src, count_B.astype(jnp.float32) @ src
 
 
 def chunk_positions(seq_len: int, batch: int, rows: int) -> int:
@@ -47,7 +58,7 @@ def chunk_positions(seq_len: int, batch: int, rows: int) -> int:
 
 
 def fused_cross_entropy(x_BTD, w_DV, targets_BT, mask_BT=None, z_loss: float = 0.0, *,
-                        chunk_rows: int = 512, dtype=None):
+                        chunk_rows: int = 512, dtype=None, source_BS=None):
   """The LM head (x_BTD @ w_DV, float32 accumulation) and `cross_entropy`, chunked over positions.
 
   x_BTD: final hidden states; w_DV: head weights (any float dtype; the gradient comes back in it);
@@ -57,8 +68,13 @@ def fused_cross_entropy(x_BTD, w_DV, targets_BT, mask_BT=None, z_loss: float = 0
   mask_BT = jnp.ones((B, T), jnp.float32) if mask_BT is None else mask_BT.astype(jnp.float32)
   dtype = jnp.dtype(dtype or x_BTD.dtype)
   C = chunk_positions(T, B, chunk_rows)
-  obj, sum_nll = _head_loss(x_BTD, w_DV, targets_BT, mask_BT, float(z_loss), C, dtype)
+  rows = source_BS is not None
+  obj, sum_nll = _head_loss(x_BTD, w_DV, targets_BT, mask_BT, float(z_loss), C, dtype, rows)
   count = mask_BT.sum()
+  if rows:   # sum_nll is per row [B]: each source's sums, then the total
+    extra = per_source(sum_nll, mask_BT.sum(-1), source_BS)
+    sum_nll = jax.lax.stop_gradient(sum_nll).sum()
+    return obj / jnp.maximum(count, 1.0), (sum_nll, count) + extra
   # sum_nll is a metric: stop_gradient guarantees the custom VJP never receives a cotangent for it
   return obj / jnp.maximum(count, 1.0), (jax.lax.stop_gradient(sum_nll), count)
 
@@ -74,7 +90,7 @@ def _unchunk(a):
   return a.swapaxes(0, 1).reshape((B, n * C) + a.shape[3:])
 
 
-def _scan_chunks(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, with_grads):
+def _scan_chunks(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, with_grads, rows=False):
   w_c = w_DV.astype(dtype)
   D, V = w_DV.shape
 
@@ -86,8 +102,11 @@ def _scan_chunks(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, with_grads)
     s_BC1 = e_BCV.sum(-1, keepdims=True)
     lse_BC = (jnp.log(s_BC1) + max_BC1)[..., 0]
     nll_BC = lse_BC - jnp.take_along_axis(logits_BCV, t_BC[..., None], axis=-1)[..., 0]
-    sum_nll = (nll_BC * m_BC).sum()
+    row_nll_B = (nll_BC * m_BC).sum(-1) if rows else None   # rows: each row's sum (a mixture's per-source loss)
+    sum_nll = row_nll_B.sum() if rows else (nll_BC * m_BC).sum()
     obj = sum_nll + z_loss * (jnp.square(lse_BC) * m_BC).sum() if z_loss else sum_nll
+    if rows:
+      sum_nll = row_nll_B
     if not with_grads:
       return dw_DV, (obj, sum_nll)
     # d obj / d logits = mask * ((1 + 2 z lse) softmax - onehot(target))
@@ -100,24 +119,25 @@ def _scan_chunks(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, with_grads)
 
   dw0 = jnp.zeros((D, V), jnp.float32) if with_grads else jnp.zeros((), jnp.float32)
   dw_DV, outs = jax.lax.scan(body, dw0, (_chunks(x_BTD, C), _chunks(targets_BT, C), _chunks(mask_BT, C)))
-  obj, sum_nll = outs[0].sum(), outs[1].sum()
+  obj, sum_nll = outs[0].sum(), outs[1].sum(0)
   if not with_grads:
     return obj, sum_nll
   return obj, sum_nll, _unchunk(outs[2]), dw_DV
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _head_loss(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype):
-  """(sum over tokens of mask * (nll + z lse^2), sum of mask * nll)."""
-  return _scan_chunks(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, with_grads=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _head_loss(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, rows):
+  """(sum over tokens of mask * (nll + z lse^2), sum of mask * nll; with rows, per row [B])."""
+  return _scan_chunks(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, with_grads=False, rows=rows)
 
 
-def _head_loss_fwd(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype):
-  obj, sum_nll, dx_BTD, dw_DV = _scan_chunks(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, with_grads=True)
+def _head_loss_fwd(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, rows):
+  obj, sum_nll, dx_BTD, dw_DV = _scan_chunks(x_BTD, w_DV, targets_BT, mask_BT, z_loss, C, dtype, with_grads=True,
+                                             rows=rows)
   return (obj, sum_nll), (dx_BTD, dw_DV.astype(w_DV.dtype))
 
 
-def _head_loss_bwd(z_loss, C, dtype, res, g):
+def _head_loss_bwd(z_loss, C, dtype, rows, res, g):
   dx_BTD, dw_DV = res
   g_obj = g[0]   # g[1] (for sum_nll) is always zero: fused_cross_entropy stops its gradient
   return (g_obj * dx_BTD).astype(dx_BTD.dtype), (g_obj * dw_DV).astype(dw_DV.dtype), None, None

@@ -26,6 +26,13 @@ from scaling.train import muon as muon_lib
 
 
 def schedule(train_cfg, total_steps: int) -> optax.Schedule:
+  """The lr of every step: the schedule below, times train.batch_lr_rule's factor of the step's batch under
+  train.batch_schedule (scaling/train/batch_schedule.py; none without a schedule)."""
+  from scaling.train.batch_schedule import with_lr_rule
+  return with_lr_rule(_base_schedule(train_cfg, total_steps), train_cfg)
+
+
+def _base_schedule(train_cfg, total_steps: int) -> optax.Schedule:
   t = train_cfg
   peak, final = t.lr, t.lr * t.min_lr_ratio
   warm = min(t.warmup_steps, max(total_steps - 1, 0))

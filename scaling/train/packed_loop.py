@@ -41,7 +41,7 @@ from scaling.base.workdir_lock import WorkdirLock
 from scaling.config import pack
 from scaling.config.load import ConfigError, train_steps
 from scaling.model import accounting
-from scaling.train import branch, checkpoint, loop, sharding
+from scaling.train import branch, checkpoint, loop, run_data, run_end, sharding
 from scaling.train import packed as packed_lib
 from scaling.train.checkpoint import CheckpointError
 from scaling.train.metrics import MetricsWriter, Progress, device_peak_flops, mfu
@@ -130,7 +130,7 @@ def _train(members: list[Member], members_axis, layout, t_start, log) -> list[di
   lead = members[0].run
   vocab_later = lead.setup is None   # the tokenizer sets the vocab (char, tiktoken): no setup, no check yet
   resume = _resume_step(members, log)
-  resume = loop._prepare_data(lead, resume)   # the lead's tokenizer may resolve the vocab of every member
+  resume = run_data.prepare_data(lead, resume)   # the lead's tokenizer may resolve the vocab of every member
   for m in members[1:]:
     if m.run.setup is None or m.run.cfg.model.vocab_size != lead.cfg.model.vocab_size:
       from scaling.config.load import resolve_vocab
@@ -415,12 +415,12 @@ def _eval_all(members: list[Member], packed, state, step: int, rows: dict, progr
     lead = members[0].run
     lead.eval_step = lead.eval_step or loop.jit_eval_step(lead.setup)   # one compile: the members share shapes
     r.eval_step = lead.eval_step
-    result, row = loop._do_eval_sets(r)
+    result, row = run_end.do_eval_sets(r)
     r.state = None
     if result is not None:
       r.eval_loss, r.eval_bpb = result.loss, result.bpb
     rows[m.index] = rows.get(m.index, {}) | row
-    shown.append(loop._fmt(r.eval_bpb))
+    shown.append(run_end.fmt(r.eval_bpb))
   progress.write(f'step {step}: eval bpb of the members {", ".join(shown)}')
 
 
@@ -437,13 +437,13 @@ def _finish(members: list[Member], packed, state, t_start) -> list[dict]:
       continue
     r.t_compile = lead.t_compile
     r.state = packed_lib.member_state(packed, state, m.index)
-    loop._summary(r, {}, t_start, quiet=True)
+    run_end.summary(r, {}, t_start, quiet=True)
     try:
-      extra = loop._final_evals(r)
+      extra = run_end.final_evals(r)
     except Exception as e:   # noqa: BLE001  (the member is finished and saved)
       loop._end_failed(r, 'the final evaluation', e)
       extra = {}
-    out.append(loop._summary(r, extra, t_start))
+    out.append(run_end.summary(r, extra, t_start))
     r.state = None
   for m in members:
     m.run.mgr.close()

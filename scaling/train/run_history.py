@@ -22,7 +22,8 @@ from scaling.config import history
 from scaling.config.load import ConfigError, to_dict, train_steps
 
 EXTEND, FORCE = 'extend', 'force'
-SAID = {history.FREE: 'changed (not the math)', EXTEND: 'extended', FORCE: 'changed by --force-change'}
+SAID = {history.FREE: 'changed (not the math)', EXTEND: 'extended', FORCE: 'changed by --force-change',
+        history.MIXTURE: 'data mixture weights changed (every source keeps its position)'}
 
 
 def allowed(extend: int | None, force_change: bool) -> frozenset:
@@ -57,7 +58,8 @@ def check_changes(cfg, workdir, allow=frozenset()) -> None:
   old, steps = history.read_config_json(workdir), history.checkpoint_steps(workdir)
   if old is None or not steps or FORCE in allow:
     return
-  math = [c for c in history.diff(old, to_dict(cfg)) if c.kind == history.MATH]
+  math = [c for c in history.diff(old, to_dict(cfg)) if c.kind == history.MATH
+          and c.key not in history.MIXTURE_FIELDS]   # a mixture's weights: each source keeps its position
   if EXTEND in allow:
     math = [c for c in math if c.key not in history.EXTEND_FIELDS]
   if math:
@@ -82,7 +84,7 @@ def begin(run) -> None:
 def _record_changes(run, old: dict) -> None:
   groups = {}
   for c in history.diff(old, to_dict(run.cfg)):
-    how = (history.FREE if c.kind == history.FREE else
+    how = (history.FREE if c.kind == history.FREE else history.MIXTURE if c.key in history.MIXTURE_FIELDS else
            EXTEND if c.key in history.EXTEND_FIELDS and EXTEND in run.allow_change else FORCE)
     groups.setdefault(how, []).append(c)
   step = run.start_step
@@ -147,11 +149,12 @@ def record_segment(run, rows=None) -> list[dict]:
   return segs
 
 
-def whole_run(segments: list[dict], total: int, tokens_per_step: int, fpt) -> dict:
+def whole_run(segments: list[dict], total: int, tokens_per_step: int, fpt, tokens_at=None) -> dict:
   """summary.json's totals: wall_s and compile_s summed over the segments; tokens and FLOPs of the steps the final
   model was trained on (each step at the rate of the last segment that trained it: a step trained again after a
   resume from an older checkpoint counts once; steps of no recorded segment, e.g. a branch's before its fork,
-  at this segment's rate); and the segments."""
+  at this segment's rate); and the segments. `tokens_at(step)`: the tokens of the first `step` steps when the batch
+  changes during the run (train.batch_schedule; default step x tokens_per_step)."""
   pieces = []
   for s in segments:
     a, b = s.get('start'), s.get('end')
@@ -160,6 +163,9 @@ def whole_run(segments: list[dict], total: int, tokens_per_step: int, fpt) -> di
     pieces = [(x, min(y, a), t, f) for x, y, t, f in pieces if x < a] + [(a, b, s['tokens_per_step'],
                                                                           s['flops_per_token'])]
   tokens, flops = total * tokens_per_step, fpt * total * tokens_per_step
+  if tokens_at is not None:
+    tokens = tokens_at(total)
+    flops = fpt * tokens
   for a, b, t, f in pieces:
     n = max(0, min(b, total) - a)
     tokens, flops = tokens + n * (t - tokens_per_step), flops + n * (t * f - tokens_per_step * fpt)

@@ -27,14 +27,15 @@ from scaling.train.optim import make_optimizer
 
 # ----------------------------------------------------------------------------- loss
 def model_loss(graphdef, params, batch, z_loss: float = 0.0, loss_chunk: int = 0):
-  """(loss, (sum_nll, count)) of a batch; loss_chunk > 0: the fused chunked head+loss (scaling/train/loss.py)."""
+  """(loss, (sum_nll, count)) of a batch; loss_chunk > 0: the fused chunked head+loss (scaling/train/loss.py).
+  A batch with 'source' (a data mixture's rows, one-hot [B, S]) also gives each source's sums (loss.py)."""
   model = nnx.merge(graphdef, params)
   if loss_chunk:
     x_BTD, _ = model.hidden(batch['inputs'], segment_ids_BT=batch.get('segment_ids'))
     return fused_cross_entropy(x_BTD, model.head_weights(), batch['targets'], batch.get('mask'), z_loss,
-                               chunk_rows=loss_chunk, dtype=model.dims.compute_dtype)
+                               chunk_rows=loss_chunk, dtype=model.dims.compute_dtype, source_BS=batch.get('source'))
   logits = model(batch['inputs'], segment_ids_BT=batch.get('segment_ids'))
-  return cross_entropy(logits, batch['targets'], batch.get('mask'), z_loss)
+  return cross_entropy(logits, batch['targets'], batch.get('mask'), z_loss, source_BS=batch.get('source'))
 
 
 # ----------------------------------------------------------------------------- step
@@ -46,12 +47,12 @@ def make_train_step(graphdef, tx, train_cfg):
 
   def grad_fn(params, batch):
     (loss, aux), grads = jax.value_and_grad(lambda p: model_loss(graphdef, p, batch, z, chunk), has_aux=True)(params)
-    return loss, grads
+    return loss, grads, aux[2:]   # a mixture's per-source (nll_S, count_S) sums; () without 'source'
 
   def step(state, batch):
     params = state['params']
     if M == 1:
-      loss, grads = grad_fn(params, batch)
+      loss, grads, src = grad_fn(params, batch)
     else:
       # microbatch m = rows m, m + M, m + 2M, ...: every device's contiguous slice of the batch
       # holds rows of every microbatch, so each microbatch stays split over all data-parallel devices
@@ -59,17 +60,19 @@ def make_train_step(graphdef, tx, train_cfg):
       micro = jax.tree.map(lambda x: x.reshape((x.shape[0] // M, M) + x.shape[1:]).swapaxes(0, 1), batch)
 
       def body(carry, mb):
-        loss_acc, g_acc = carry
-        loss, g = grad_fn(params, mb)
-        return (loss_acc + loss, jax.tree.map(jnp.add, g_acc, g)), None
+        loss_acc, g_acc, s_acc = carry
+        loss, g, s = grad_fn(params, mb)
+        return (loss_acc + loss, jax.tree.map(jnp.add, g_acc, g), tuple(a + b for a, b in zip(s_acc, s))), None
       zeros = jax.tree.map(jnp.zeros_like, params)
-      (loss, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
+      src0 = (jnp.zeros(batch['source'].shape[-1:], jnp.float32),) * 2 if 'source' in batch else ()
+      (loss, grads, src), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros, src0), micro)
       loss, grads = loss / M, jax.tree.map(lambda g: g / M, grads)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state['opt_state'], params)
     params = optax.apply_updates(params, updates)
     new_state = dict(params=params, opt_state=opt_state, step=state['step'] + 1)
-    return new_state, dict(loss=loss, grad_norm=grad_norm)
+    per_source = {'source_nll': src[0], 'source_count': src[1]} if src else {}
+    return new_state, dict(loss=loss, grad_norm=grad_norm, **per_source)
 
   return step
 
@@ -108,6 +111,8 @@ def build_setup(cfg, mesh=None) -> Setup:
   dims = resolve_dims(cfg)
   mesh = mesh or sharding.make_mesh(cfg.mesh)
   sharding.check_batch(cfg.train.batch_size, cfg.train.microbatches, mesh)
+  from scaling.train.batch_schedule import check_mesh
+  check_mesh(cfg, mesh, jax.process_count())   # every batch of train.batch_schedule, naming its step
   total = train_steps(cfg)
   tx, sched = make_optimizer(cfg.train, total, dims)   # dims: per-role learning rates under μP
   abstract = abstract_model(dims)

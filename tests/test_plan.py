@@ -1,0 +1,261 @@
+"""scaling/train/plan.py (`scaling plan`): the step-time model, the pruned search, the cache, the command.
+
+The search runs on hand-made memory and traffic curves (a fake evaluator: no compile), whose best setting is
+known by construction; the step-time parts are checked against the vendors' figures worked out by hand; the
+cache and one real plan compile the tiny step for one TPU v5e chip (libtpu, compile-only; marked slow).
+"""
+
+import json
+
+import pytest
+
+from scaling.base.hardware import GiB
+from scaling.config.load import load_config
+from scaling.train import aot
+from scaling.train import hlo as hlo_lib
+from scaling.train import plan as plan_lib
+
+needs_libtpu = pytest.mark.skipif(not aot.libtpu_available(), reason='libtpu not installed (pip install -e ".[tpu-aot]")')
+
+TINY = {'model.attention': 'xla', 'model.remat': 'full', 'model.scan_layers': 'true', 'model.num_layers': '2',
+        'model.d_model': '64', 'model.num_heads': '4', 'model.num_kv_heads': '2', 'model.d_ff': '128',
+        'model.seq_len': '64', 'model.vocab_size': '256', 'train.batch_size': '16', 'train.loss_chunk': '256',
+        'mesh.data': '1', 'mesh.fsdp': '-1'}
+REMAT_MEMORY = {'none': 1.0, 'dots': 0.7, 'dots_except_mlp': 0.5, 'full': 0.25}
+REMAT_FLOPS = {'none': 1.0, 'dots': 1.1, 'dots_except_mlp': 1.2, 'full': 1.33}
+
+
+def tiny_cfg(**over):
+  return aot.target_config(load_config('scaling/model/ladder.py:nano', {**TINY, **over}))
+
+
+class Curves:
+  """A hand-made candidate: state 16 GiB over fsdp x tensor, activations `act` GiB over data-parallel x
+  microbatches x tensor (times the remat's share), FLOPs 1e15 x the remat's recomputation; collectives 1 GB per
+  step per fsdp gather round (x microbatches) and `tensor_bytes` per tensor-parallel chip."""
+
+  def __init__(self, act=200.0, tensor_bytes=20e9):
+    self.act, self.tensor_bytes, self.calls = act, tensor_bytes, []
+
+  def bytes(self, k):
+    return (16 * GiB / (k.fsdp * k.tensor)
+            + self.act * GiB * REMAT_MEMORY[k.remat] / (k.data * k.fsdp * k.microbatches * k.tensor))
+
+  def __call__(self, k):
+    self.calls.append(k)
+    ici = (1e9 * k.microbatches if k.fsdp > 1 else 2e9) + (self.tensor_bytes * (k.tensor > 1))
+    return dict(bytes=self.bytes(k), hbm=95 * GiB, flops=1e15 * REMAT_FLOPS[k.remat], accounting_flops=1e15,
+                hbm_bytes=1e10, ici_wire_bytes=ici, dcn_wire_bytes=0.0, compile_s=1.0), False
+
+
+# ----------------------------------------------------------------------------- the step-time model
+def test_step_time_parts_by_hand():
+  """v5p: 459 TFLOP/s bf16, 2,765 GB/s HBM, 1,200 GB/s ICI both ways (600 one way), 50 Gb/s DCN per chip."""
+  t = aot.parse_target('v5p-8', num_slices=2)   # 8 chips
+  fig = dict(flops=8 * 459e12 * 0.5, accounting_flops=8 * 459e12 * 0.3, hbm_bytes=2765e9 * 0.2,
+             ici_wire_bytes=600e9 * 0.1, dcn_wire_bytes=50e9 / 8 * 0.05)
+  e = plan_lib.estimate(fig, t)
+  assert e['compute_s'] == pytest.approx(0.5) and e['memory_s'] == pytest.approx(0.2)
+  assert e['ici_s'] == pytest.approx(0.1) and e['dcn_s'] == pytest.approx(0.05)
+  assert e['step_s'] == pytest.approx(0.5 + 0.1 + 0.05)      # max(compute, memory) + collectives
+  assert e['mfu'] == pytest.approx(0.3 / 0.65)
+  memory_bound = plan_lib.estimate(dict(fig, hbm_bytes=2765e9 * 0.9), t)
+  assert memory_bound['step_s'] == pytest.approx(0.9 + 0.15)
+
+
+def test_memory_traffic_counts_loop_bodies_trip_count_times():
+  hlo = """HloModule m
+
+fused {
+  a = f32[4,8]{1,0} parameter(0)
+  ROOT n = f32[4,8]{1,0} negate(a)
+}
+
+body {
+  p = (s32[], f32[4,8]) parameter(0)
+  x = f32[4,8]{1,0} get-tuple-element(p), index=1
+  f = f32[4,8]{1,0} fusion(x), kind=kLoop, calls=fused
+  i = s32[] get-tuple-element(p), index=0
+  ROOT t = (s32[], f32[4,8]) tuple(i, f)
+}
+
+cond {
+  p = (s32[], f32[4,8]) parameter(0)
+  i = s32[] get-tuple-element(p), index=0
+  n = s32[] constant(5)
+  ROOT lt = pred[] compare(i, n), direction=LT
+}
+
+ENTRY main {
+  a = f32[4,8]{1,0} parameter(0)
+  c = bf16[4,8]{1,0} convert(a)
+  z = s32[] constant(0)
+  t = (s32[], f32[4,8]) tuple(z, a)
+  ROOT w = (s32[], f32[4,8]) while(t), condition=cond, body=body
+}
+"""
+  # convert: reads 128 B, writes 64 B; the fusion reads and writes 128 B, 5 times; the compare reads two s32
+  # and writes a pred, 5 times; the fusion's own negate stays on chip
+  weighted, once = hlo_lib.memory_traffic(hlo)
+  assert once == 192 + 256 + 9
+  assert weighted == 192 + 5 * 256 + 5 * 9
+
+
+# ----------------------------------------------------------------------------- the search on known curves
+def test_plan_chooses_the_fewest_microbatches_that_fit():
+  """8 v5e chips, remat full (nothing heavier to try), a 6 GiB limit: on fsdp 8 the state is 2 GiB per chip and
+  the activations 200 GiB x 0.25 / 8 = 6.25 GiB at one microbatch (8.25: too big), 6.25 / m at m: 2 fits
+  (5.125 GiB). Less fsdp holds more state and needs 4 microbatches (more fsdp gathers: slower); tensor 2 adds
+  collectives. So: fsdp 8, 2 microbatches, and no more than 2 tried there."""
+  cfg = tiny_cfg(**{'train.batch_size': '64'})
+  t = aot.parse_target('v5litepod-8')
+  curves = Curves()
+  p = plan_lib.Planner(cfg, t, curves, hbm=6 * GiB, refine=False)
+  w = p.run()
+  assert w is not None
+  k = w['knobs']
+  assert (k.data, k.fsdp, k.tensor, k.remat, k.microbatches) == (1, 8, 1, 'full', 2)
+  assert w['fig']['bytes'] == pytest.approx(2 * GiB + 50 * GiB / 16)
+  # microbatches only as many as needed: none beyond 2 on the winning mesh, and fewer compiles than the grid
+  assert not [c for c in curves.calls if c.fsdp == 8 and c.microbatches > 2]
+  assert len(curves.calls) < 4 * 4 * 3 * 2
+
+
+def test_less_remat_when_it_fits_and_more_tensor_parallelism_loses_when_it_only_adds_bytes():
+  """Plenty of HBM: remat 'none' (least recomputation) fits everywhere; a tensor axis saves no FLOPs and adds
+  20 GB of collectives per step, so the winner has tensor 1, and meshes with tensor 2 were tried and lost."""
+  cfg = tiny_cfg()
+  t = aot.parse_target('v5p-8')
+  curves = Curves(act=10.0)
+  p = plan_lib.Planner(cfg, t, curves, refine=False)
+  w = p.run()
+  assert w['knobs'].tensor == 1 and w['knobs'].remat == 'none' and w['knobs'].microbatches == 1
+  tried_tensor = [r for r in p.rows.values() if r['knobs'].tensor == 2]
+  assert tried_tensor and all(r['est']['step_s'] > w['est']['step_s'] for r in tried_tensor)
+  assert not [r for r in p.rows.values() if r['knobs'].tensor == 4]   # stopped once tensor 2 did not help
+  # the step time's collective part is the hand model's 20 GB over 600 GB/s (one way of v5p's 1,200 GB/s)
+  t2 = min(tried_tensor, key=lambda r: r['est']['step_s'])
+  assert t2['est']['ici_s'] - w['est']['ici_s'] == pytest.approx(20e9 / 600e9, rel=0.1)
+
+
+def test_nothing_fits_names_the_closest_candidate():
+  cfg = tiny_cfg()
+  t = aot.parse_target('v5litepod-4')
+  p = plan_lib.Planner(cfg, t, Curves(act=2000.0), hbm=1 * GiB, refine=False)
+  assert p.run() is None
+  c = p.closest()
+  assert c['verdict'] == 'too big'
+  assert all(c['fig']['bytes'] <= r['fig']['bytes'] for r in p.rows.values())
+
+
+def test_the_candidate_budget_stops_the_search():
+  cfg = tiny_cfg()
+  p = plan_lib.Planner(cfg, aot.parse_target('v5p-8'), Curves(act=10.0), max_candidates=2)
+  p.run()
+  assert len(p.rows) == 2 and 'budget' in p.stopped
+
+
+# ----------------------------------------------------------------------------- the cache, the command
+def test_cache_second_run_compiles_nothing(monkeypatch, tmp_path):
+  """A re-run reads every candidate from the cache: the step is neither lowered nor compiled again."""
+  compiled = []
+
+  def fake_compile_figures(cfg, t, devices=None):
+    compiled.append(cfg.train.microbatches)
+    return Curves()(plan_lib.knobs_of(cfg, t))[0]
+  monkeypatch.setattr(plan_lib, 'compile_figures', fake_compile_figures)
+  monkeypatch.setattr(aot, 'target_devices', lambda t: [])
+  monkeypatch.setattr(plan_lib, 'versions', lambda: dict(jax='x', libtpu='y'))
+  cfg = load_config('scaling/model/ladder.py:nano', TINY)
+  t = aot.parse_target('v5litepod-8')
+  first = plan_lib.plan(cfg, t, cache_dir=str(tmp_path), hbm=6 * GiB, refine=False)
+  n = len(compiled)
+  assert n == first.compiled == len(first.rows) >= 2
+  second = plan_lib.plan(cfg, t, cache_dir=str(tmp_path), hbm=6 * GiB, refine=False)
+  assert len(compiled) == n and second.compiled == 0
+  assert second.winner['knobs'] == first.winner['knobs']
+  # another jax/libtpu version is another key
+  monkeypatch.setattr(plan_lib, 'versions', lambda: dict(jax='x2', libtpu='y'))
+  plan_lib.plan(cfg, t, cache_dir=str(tmp_path), hbm=6 * GiB, refine=False, max_candidates=1)
+  assert len(compiled) == n + 1
+
+
+def test_plan_command_writes_the_winner_as_overrides(monkeypatch, tmp_path, capsys):
+  from scaling.cli import main as cli
+  from scaling.train import aot_cli
+  monkeypatch.setattr(aot_cli, '_prepare_compile', lambda *a, **k: None)
+  monkeypatch.setattr(plan_lib, 'compiling_evaluator', lambda cfg, t, cache, devices=None: Curves())
+  out = tmp_path / 'p.json'
+  args = ['plan', '--config', 'scaling/model/ladder.py:nano', '--topology', 'v5litepod-8', '--no_refine', '--out',
+          str(out)] + [f'--config.{k}={v}' for k, v in TINY.items()]
+  assert cli.main(args + ['--hbm_gib', '6']) == 0
+  text = capsys.readouterr().out
+  assert '--config.train.microbatches=2' in text and '--config.mesh.fsdp=8' in text
+  plan = json.loads(out.read_text())
+  assert plan['fits'] and plan['overrides']['train.microbatches'] == 2 and plan['overrides']['model.remat'] == 'full'
+  assert plan['candidates'][0]['overrides'] == plan['overrides']
+  assert cli.main(args + ['--hbm_gib', '0.5']) == 1
+  assert 'nothing fits' in capsys.readouterr().out and not json.loads(out.read_text())['fits']
+
+
+def test_sweep_plan_flag_applies_the_overrides_to_every_run(tmp_path, capsys):
+  from scaling.cli import main as cli
+  plan = tmp_path / 'p.json'
+  plan.write_text(json.dumps({'overrides': {'train.microbatches': 2, 'model.remat': 'full'}}))
+  assert cli.main(['sweep', '--config', 'configs/sweeps/smoke.py', '--backend', 'local', '--dry-run', '--no-pack',
+                   '--root', str(tmp_path / 'root'), '--plan', str(plan)]) == 0
+  out = capsys.readouterr().out
+  assert out.count('--config.train.microbatches=2') >= 4 and out.count('--config.model.remat=full') >= 4
+
+
+# ----------------------------------------------------------------------------- a real plan (libtpu)
+@needs_libtpu
+@pytest.mark.slow
+def test_real_plan_on_one_v5e_chip_picks_microbatches_under_a_limit_between_them(tmp_path):
+  """The tiny step on one v5e chip, remat full (nothing heavier to try): its bytes at 1 and 2 microbatches,
+  compiled by `scaling compile`'s path, bracket a limit, so the plan must pick 2; a re-run compiles nothing."""
+  aot.enable_compile_cache(str(tmp_path / 'aot'))
+  t = aot.parse_target('v5litepod-1')
+  one = aot.compile_report(tiny_cfg(), t)['bytes_per_chip']['total']
+  two = aot.compile_report(tiny_cfg(**{'train.microbatches': '2'}), t)['bytes_per_chip']['total']
+  assert two < one
+  cfg = load_config('scaling/model/ladder.py:nano', TINY)
+  p = plan_lib.plan(cfg, t, cache_dir=str(tmp_path / 'plan'), hbm=(one + two) // 2, refine=False)
+  assert p.winner['knobs'].microbatches == 2 and p.winner['fig']['bytes'] == two
+  e = p.winner['est']
+  assert e['compute_s'] > 0 and e['memory_s'] > 0 and e['ici_s'] == 0   # one chip: no collectives
+  again = plan_lib.plan(cfg, t, cache_dir=str(tmp_path / 'plan'), hbm=(one + two) // 2, refine=False)
+  assert again.compiled == 0 and again.winner['knobs'] == p.winner['knobs']
+
+
+def test_sweep_resource_plan_auto_gives_each_run_its_winner(monkeypatch):
+  """resources plan=auto (tpu-vm, gke): every run is planned for the slice and takes the winner's knobs as flags,
+  its config and hash following; runs with the same step are planned once."""
+  import types
+
+  from scaling.config.load import config_hash
+  from scaling.train import aot_cli
+  planned = []
+
+  def fake_plan(cfg, t, log=None, **kw):
+    planned.append(cfg.train.batch_size)
+    p = plan_lib.Planner(aot.target_config(cfg), t, Curves(), hbm=6 * GiB, refine=False)
+    p.run()
+    return p
+  monkeypatch.setattr(aot, 'libtpu_available', lambda: True)
+  monkeypatch.setattr(aot_cli, '_prepare_compile', lambda *a, **k: None)
+  monkeypatch.setattr(plan_lib, 'plan', fake_plan)
+  spec = 'scaling/model/ladder.py:nano'
+  runs = []
+  for lr in ('0.001', '0.002'):
+    flags = {**TINY, 'train.lr': lr}
+    cfg = load_config(spec, flags)
+    runs.append(types.SimpleNamespace(label=f'lr={lr}', hash=config_hash(cfg), config=cfg, spec=spec, flags=flags,
+                                      parent=None))
+  sweep = types.SimpleNamespace(runs=runs)
+  old = [r.hash for r in runs]
+  assert aot_cli.sweep_fit_problems(sweep, {'tpu_type': 'v5litepod-8', 'plan': 'auto', 'aot_check': '1'}) == []
+  assert planned == [16]   # the lr is no part of the step: one plan for both
+  for r, h in zip(runs, old):
+    assert r.flags['train.microbatches'] == '2' and r.flags['mesh.fsdp'] == '8' and r.flags['mesh.data'] == '1'
+    assert r.config.train.microbatches == 2 and r.hash == config_hash(r.config) != h
