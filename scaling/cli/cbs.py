@@ -6,6 +6,11 @@
         scaling sweep --config configs/sweeps/cbs.py:plan.json --backend local --root R   (resumable)
     scaling cbs report --root R [--tolerance 0.01] [--tail 0.25] [--out DIR]
         the CBS at every fork point with its interval: a table, cbs.json and cbs.png (CBS against tokens)
+    scaling cbs study --root R [--out DIR] [--noise SD] [--fit three|all] [--metric eval/loss] [--smooth 0.05]
+                      [--isoflop configs/sweeps/isoflop_v2.py]
+        the batch study's arms (b) and (c) (configs/sweeps/batch.py) from R/results.jsonl and the runs'
+        metrics.jsonl: B_opt per (size, budget) and B_opt(D) with intervals, the ramp against the fixed batch;
+        REPORT.md, batch_opt.json, loss_vs_batch.png, b_opt.png, ramp.png (scaling/analysis/batch_report.py)
 
 Exit status: 0 done, 1 the branches cannot give an estimate (the reason is printed), 2 bad input.
 """
@@ -17,12 +22,15 @@ import json
 import pathlib
 import sys
 
+_ISOFLOP = pathlib.Path(__file__).resolve().parents[2] / 'configs' / 'sweeps' / 'isoflop_v2.py'
+
 
 def add_args(p: argparse.ArgumentParser) -> None:
   p.description = __doc__.split('\n\n')[0]
   p.formatter_class = argparse.RawDescriptionHelpFormatter
   p.epilog = __doc__.split('\n\n', 1)[1]
-  p.add_argument('action', choices=('plan', 'report'), help='plan the branches, or estimate from their results')
+  p.add_argument('action', choices=('plan', 'report', 'study'),
+                 help='plan the branches, estimate from their results, or report the batch study\'s arms (b), (c)')
   p.add_argument('--parent', help='plan: the run to branch from (its workdir, with checkpoints kept at the forks)')
   p.add_argument('--steps', default='', help='plan: fork steps, comma-separated (default: every kept checkpoint '
                                              'after the warmup)')
@@ -37,6 +45,17 @@ def add_args(p: argparse.ArgumentParser) -> None:
   p.add_argument('--tolerance', type=float, default=None, help='report: nats within the reference (default 0.01)')
   p.add_argument('--tail', type=float, default=None, help="report: share of the window averaged (default 0.25)")
   p.add_argument('--json', action='store_true', help='report: print cbs.json')
+  p.add_argument('--noise', type=float, default=None,
+                 help='study: the loss SD of one run (default: the pooled SD of seed repeats, else an assumption '
+                      'the report states)')
+  p.add_argument('--fit', default='three', choices=('three', 'all'),
+                 help='study: the parabola in log2 batch through the best batch and its neighbours, or all batches')
+  p.add_argument('--metric', default='eval/loss', help='study: the final loss compared (a results.jsonl key)')
+  p.add_argument('--smooth', type=float, default=None,
+                 help="study: the ramp's smoothing half-window, a share of the fixed run's tokens (default 0.05)")
+  p.add_argument('--isoflop', default=str(_ISOFLOP),
+                 help='study: a sweep file with points() (budget, width, tokens) at which to judge the fixed batch '
+                      '(default configs/sweeps/isoflop_v2.py; "" for none)')
 
 
 def _plan(args) -> int:
@@ -90,9 +109,31 @@ def _report(args) -> int:
   return 0
 
 
+def _targets(path: str) -> list[dict]:
+  """(budget, width, tokens) of each point of a sweep file's points(); [] without one."""
+  if not path or not pathlib.Path(path).is_file():
+    return []
+  from scaling.config.load import load_module
+  return [{'budget': p['budget'], 'width': p['width'], 'tokens': p['tokens']} for p in load_module(path).points()]
+
+
+def _study(args) -> int:
+  from scaling.analysis import batch_opt, batch_ramp, batch_report
+  if not args.root:
+    raise ValueError('study needs --root (the batch sweep\'s root, after `scaling sweep collect`)')
+  try:
+    doc = batch_report.report(args.root, args.out, args.noise, args.fit, args.metric, _targets(args.isoflop),
+                              window=batch_ramp.DEFAULT_WINDOW if args.smooth is None else args.smooth)
+  except batch_opt.BatchOptError as e:
+    print(f'cannot report: {e}', file=sys.stderr)
+    return 1
+  print(json.dumps(doc, indent=1, default=str) if args.json else pathlib.Path(doc['report']).read_text())
+  return 0
+
+
 def run(args) -> int:
   try:
-    return _plan(args) if args.action == 'plan' else _report(args)
+    return {'plan': _plan, 'report': _report, 'study': _study}[args.action](args)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -16,7 +16,7 @@
     scaling report   --root DIR                          REPORT.md of a sweep
     scaling runs     DIR [--json]                        the runs under DIR: state, step, losses, tokens, wall
     scaling plot     --workdir W | --root R              loss (and lr) against tokens, as a PNG
-    scaling cbs      plan --parent W --out P | report --root R   the critical batch by branching
+    scaling cbs      plan --parent W --out P | report | study --root R   critical and optimal batch, ramps
     scaling export   --workdir DIR --out HF_DIR          Hugging Face (Llama) checkpoint
     scaling import   --hf HF_DIR --workdir DIR           the reverse
 
@@ -74,7 +74,8 @@ COMMANDS = {
     'predict': Command('scaling.cli.predict', 'predict the final loss of a run under another lr schedule or length '
                        'from a few runs\' loss curves (with an interval); preregister a sweep\'s predictions'),
     'cbs': Command('scaling.cli.cbs', 'the critical batch size by branching from a run\'s checkpoints: plan the '
-                   'branches (a sweep), then report the CBS against tokens (PNG)'),
+                   'branches (a sweep), then report the CBS against tokens (PNG); `study`: the optimal batch against data and a '
+                   'batch ramp against the fixed batch (docs/results/batch)'),
     'export': Command('scaling.inference.hf_export', 'export a workdir as a Hugging Face Llama checkpoint', False,
                       'add_export_args', 'run_export'),
     'import': Command('scaling.inference.hf_import', 'import a Hugging Face Llama checkpoint into a workdir', False,

@@ -86,6 +86,10 @@ def _submit_parser() -> argparse.ArgumentParser:
                       'resources pack_max_members, default 8, and what half the host memory holds; --dry-run lists '
                       'the groups). slurm, tpu-vm and gke always train each run alone (packing there is not '
                       'implemented yet)')
+  p.add_argument('--plan', default=None, metavar='FILE',
+                 help='the winner of `scaling plan` (its JSON): its overrides (mesh, remat, microbatches, ...) go to '
+                      'every run; explicit --config.* flags win. `scaling sweep` applies it (this launcher never '
+                      'reads it); resource plan=auto plans each run on tpu-vm/gke instead')
   p.add_argument('--resource', action='append', default=[], metavar='KEY=VALUE',
                  help="set a key of the sweep's get_resources(), e.g. --resource tpu_type=v5litepod-16 (repeatable)")
   return p
@@ -126,6 +130,10 @@ def cmd_submit(argv: list[str], fit_check=None) -> int:
   from scaling.config.load import parse_override_flags
   overrides, rest = parse_override_flags(argv)
   args = _submit_parser().parse_args(rest)
+  if args.plan:   # `scaling sweep` takes --plan out and applies it; this entry point cannot (it reads no plan)
+    print('error: --plan is applied by `scaling sweep --plan FILE`; here, pass its overrides as --config.* flags',
+          file=sys.stderr)
+    return 2
   sweep = load_sweep(args.config, overrides)          # validates every run's config
   sweep.resources.update(parse_resources(args.resource))
   root = pathlib.Path(args.root or pathlib.Path('sweeps') / sweep.name).absolute()
