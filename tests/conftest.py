@@ -42,6 +42,8 @@ os.environ.setdefault('SCALING_AOT_CHECK', '0')
 # between runs (the executables are keyed by the program, the devices and the JAX version); otherwise a
 # temporary one is made for this run and removed at its end.
 import atexit  # noqa: E402
+import contextlib  # noqa: E402
+import fcntl  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -143,6 +145,55 @@ def make_model():
 def compile_cache():
   """The run's one JAX compile cache directory (COMPILE_CACHE above; in-process and subprocesses use it)."""
   return pathlib.Path(COMPILE_CACHE)
+
+
+# ----------------------------------------------------------------------------- made once per test run
+def run_root(tmp_path_factory) -> pathlib.Path:
+  """A directory of this test run that every pytest-xdist worker sees (each worker's base temp is a folder in
+  it); without xdist, the base temp."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+@contextlib.contextmanager
+def locked(path: pathlib.Path):
+  """An exclusive lock on `path` while in the block: the pytest-xdist workers take turns."""
+  with open(path, 'a') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# `scaling train` flags of a tiny model (byte tokenizer) for the tests that go through the command
+TINY_CLI = {'model.vocab_size': 259, 'model.seq_len': 32, 'model.num_layers': 2, 'model.d_model': 32,
+            'model.num_heads': 4, 'model.num_kv_heads': 2, 'model.d_ff': 64, 'data.tokenizer': 'byte',
+            'train.batch_size': 8, 'train.lr': 1e-2, 'train.warmup_steps': 5, 'train.log_every': 1,
+            'train.eval_every': 1000, 'train.eval_batches': 1, 'train.ckpt_every': 10, 'train.peak_flops': 1e12}
+
+
+@pytest.fixture(scope='session')
+def tiny_cli_run(tmp_path_factory):
+  """(workdir, flags): a finished 20-step `scaling train` run with TINY_CLI (checkpoints 10 and 20) on a small
+  word corpus, and its flags (--no_sample and the config; without train.steps). Made once per test run, in the
+  pytest process that asks first (the other workers wait for it): tests/test_ckpt_damage.py and
+  tests/test_checksums.py damage copies of it, never the run itself, and train new runs on its prepared data."""
+  from scaling.cli import main as cli
+  root = run_root(tmp_path_factory) / 'tiny_cli_run'
+  over = dict(TINY_CLI, **{'data.corpus': str(root / 'corpus' / '*.txt'), 'data.data_dir': str(root / 'prepared')})
+  args = ['--no_sample', *[f'--config.{k}={v}' for k, v in over.items()]]
+  with locked(run_root(tmp_path_factory) / 'tiny_cli_run.lock'):
+    if not (root / 'ready').exists():
+      shutil.rmtree(root, ignore_errors=True)   # what a failed attempt left: start over
+      (root / 'corpus').mkdir(parents=True)
+      rng = np.random.default_rng(3)
+      words = 'one two three four five six seven eight nine ten , and or .'.split()
+      for i in range(4):
+        (root / 'corpus' / f'doc{i}.txt').write_text(' '.join(words[j] for j in rng.integers(0, len(words), 1500)))
+      assert cli.main(['train', '--workdir', str(root / 'run'), *args, '--config.train.steps=20']) == 0
+      (root / 'ready').touch()
+  return root / 'run', args
 
 
 # $SCALING_TEST_CPU_LOG=FILE: one JSON line per test phase with its wall seconds and the CPU seconds of this

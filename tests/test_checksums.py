@@ -18,9 +18,8 @@ import threading
 import time
 
 import jax
-import numpy as np
 import pytest
-from test_ckpt_damage import TINY, assert_tree_equal, make_state, restore_numpy, save_steps, snapshot
+from test_ckpt_damage import assert_tree_equal, make_state, restore_numpy, save_steps, snapshot
 
 from scaling.config import load as config_lib
 from scaling.train import branch, checkpoint
@@ -231,29 +230,14 @@ def test_load_for_inference_refuses_a_multi_process_run(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- through the CLI (training runs)
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-  """A prepared corpus and a finished 20-step run of the tiny model (checkpoints 10 and 20)."""
-  from scaling.cli import main as cli
-  root = tmp_path_factory.mktemp('checksums_cli')
-  (root / 'corpus').mkdir()
-  rng = np.random.default_rng(5)
-  words = 'one two three four five six seven eight nine ten , and or .'.split()
-  for i in range(4):
-    (root / 'corpus' / f'doc{i}.txt').write_text(' '.join(words[j] for j in rng.integers(0, len(words), 1500)))
-  over = dict(TINY, **{'data.corpus': str(root / 'corpus' / '*.txt'), 'data.data_dir': str(root / 'prepared')})
-  args = ['--no_sample', *[f'--config.{k}={v}' for k, v in over.items()]]
-  assert cli.main(['train', '--workdir', str(root / 'run'), *args, '--config.train.steps=20']) == 0
-  return root / 'run', args
-
-
+# tiny_cli_run (tests/conftest.py): one finished 20-step run per test run, shared with test_ckpt_damage.py
 @pytest.mark.slow
-def test_cli_eval_and_train_skip_a_step_with_a_flipped_byte(tiny, tmp_path, capsys):
+def test_cli_eval_and_train_skip_a_step_with_a_flipped_byte(tiny_cli_run, tmp_path, capsys):
   """One flipped byte in step 20's params: `scaling eval` evaluates step 10 (the numbers of a copy whose step 20
   is absent) with a note naming step 20 and the file; `scaling train --extend 30` resumes from 10 with one line
   naming them, and finishes."""
   from scaling.cli import main as cli
-  run, args = tiny
+  run, args = tiny_cli_run
   damaged, ref = tmp_path / 'damaged', tmp_path / 'ref'
   shutil.copytree(run, damaged)
   shutil.copytree(run, ref)
@@ -279,7 +263,7 @@ def test_cli_eval_and_train_skip_a_step_with_a_flipped_byte(tiny, tmp_path, caps
 
 
 @pytest.mark.slow
-def test_cli_train_stops_at_the_step_after_a_failed_async_save(tiny, tmp_path, monkeypatch, capsys):
+def test_cli_train_stops_at_the_step_after_a_failed_async_save(tiny_cli_run, tmp_path, monkeypatch, capsys):
   """ckpt_every 4 of 12 steps; the asynchronous save of step 8 fails (ENOSPC in orbax's commit). Each step first
   waits for a finished save thread, so the step after the failure is step 9: the run stops there with one line
   (exit 2), steps 9.. are not logged (before checksums: the failure surfaced at the save of step 12). Re-running
@@ -287,7 +271,7 @@ def test_cli_train_stops_at_the_step_after_a_failed_async_save(tiny, tmp_path, m
   from scaling.cli import main as cli
   from scaling.train import loop as train_lib
   from scaling.train.metrics import read_metrics
-  _, args = tiny
+  _, args = tiny_cli_run
   wd = tmp_path / 'run'
   orig = train_lib.jit_train_step
 

@@ -393,38 +393,17 @@ def test_save_failed_message_without_a_full_disk(tmp_path):
 
 
 # ----------------------------------------------------------------------------- through `scaling train`
-TINY = {'model.vocab_size': 259, 'model.seq_len': 32, 'model.num_layers': 2, 'model.d_model': 32,
-        'model.num_heads': 4, 'model.num_kv_heads': 2, 'model.d_ff': 64, 'data.tokenizer': 'byte',
-        'train.batch_size': 8, 'train.lr': 1e-2, 'train.warmup_steps': 5, 'train.log_every': 1,
-        'train.eval_every': 1000, 'train.eval_batches': 1, 'train.ckpt_every': 10, 'train.peak_flops': 1e12}
-
-
-@pytest.fixture(scope='module')
-def tiny_run(tmp_path_factory):
-  """A finished 20-step run of the tiny model (checkpoints 10 and 20) and its `scaling train` flags."""
-  from scaling.cli import main as cli
-  root = tmp_path_factory.mktemp('ckpt_cli')
-  (root / 'corpus').mkdir()
-  rng = np.random.default_rng(3)
-  words = 'one two three four five six seven eight nine ten , and or .'.split()
-  for i in range(4):
-    (root / 'corpus' / f'doc{i}.txt').write_text(' '.join(words[j] for j in rng.integers(0, len(words), 1500)))
-  over = dict(TINY, **{'data.corpus': str(root / 'corpus' / '*.txt'), 'data.data_dir': str(root / 'prepared')})
-  args = ['--no_sample', *[f'--config.{k}={v}' for k, v in over.items()]]
-  assert cli.main(['train', '--workdir', str(root / 'run'), *args, '--config.train.steps=20']) == 0
-  return root / 'run', args
-
-
+# tiny_cli_run (tests/conftest.py): one finished 20-step run per test run, shared with test_checksums.py
 def _losses(workdir) -> dict:
   from scaling.train.metrics import read_metrics
   return {r['step']: r['train/loss'] for r in read_metrics(workdir) if 'train/loss' in r}
 
 
-def test_cli_resumes_from_the_step_before_a_damaged_one(tiny_run, tmp_path, capsys):
+def test_cli_resumes_from_the_step_before_a_damaged_one(tiny_cli_run, tmp_path, capsys):
   """The issue's repro: truncate the largest params file of step 20, run to 30: one line about step 20,
   resumed from 10, finished at 30 with the losses of a run whose step 20 was simply absent."""
   from scaling.cli import main as cli
-  run, args = tiny_run
+  run, args = tiny_cli_run
   damaged, ref = tmp_path / 'damaged', tmp_path / 'ref'
   shutil.copytree(run, damaged)
   shutil.copytree(run, ref)
@@ -444,9 +423,9 @@ def test_cli_resumes_from_the_step_before_a_damaged_one(tiny_run, tmp_path, caps
   assert [s for s in range(11, 31) if got.get(s) != want.get(s)] == []
 
 
-def test_cli_with_every_checkpoint_damaged_fails_and_changes_nothing(tiny_run, tmp_path, capsys):
+def test_cli_with_every_checkpoint_damaged_fails_and_changes_nothing(tiny_cli_run, tmp_path, capsys):
   from scaling.cli import main as cli
-  run, args = tiny_run
+  run, args = tiny_cli_run
   wd = tmp_path / 'w'
   shutil.copytree(run, wd)
   truncate_data_files(wd / checkpoint.CKPT_DIR / '20' / 'params')
@@ -460,12 +439,12 @@ def test_cli_with_every_checkpoint_damaged_fails_and_changes_nothing(tiny_run, t
   assert snapshot(wd) == before
 
 
-def test_sample_uses_the_newest_intact_checkpoint_and_moves_nothing(tiny_run, tmp_path, capsys):
+def test_sample_uses_the_newest_intact_checkpoint_and_moves_nothing(tiny_cli_run, tmp_path, capsys):
   """`scaling sample` (and eval/export, through load_for_inference) on a workdir whose newest step is
   damaged: one note naming the skipped step, the samples of step 10 (the same text as a copy whose
   step 20 is simply absent), and the workdir unchanged (inference never moves checkpoints)."""
   from scaling.cli import main as cli
-  run, _ = tiny_run
+  run, _ = tiny_cli_run
   damaged, ref = tmp_path / 'damaged', tmp_path / 'ref'
   shutil.copytree(run, damaged)
   shutil.copytree(run, ref)

@@ -6,10 +6,11 @@ original parameters for the export -> import round trip; the bfloat16 rounding
 of numpy/ml_dtypes for the bfloat16 export.
 
 torch and transformers are test dependencies (installed by .ci/run), imported
-unconditionally. Models are tiny (D <= 48, 2 layers) with numpy-random
+unconditionally at their first use in a test (not when pytest collects the module). Models are tiny (D <= 48, 2 layers) with numpy-random
 parameters large enough that layout mistakes move the logits by O(1).
 """
 
+import importlib
 import json
 import os
 import pathlib
@@ -22,8 +23,6 @@ import jax.numpy as jnp  # noqa: E402
 import ml_dtypes  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
@@ -34,8 +33,31 @@ from scaling.inference import run as run_lib  # noqa: E402
 from scaling.model.transformer import abstract_model  # noqa: E402
 from scaling.train import checkpoint as ckpt_lib  # noqa: E402
 
-transformers.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
+
+class _ImportedAtFirstUse:
+  """A module imported when a test first reads one of its attributes. pytest-xdist has every worker collect
+  (import) every test module; torch and transformers cost ~4 CPU-s a process, which the workers that run none
+  of these tests paid for nothing (and torch in a worker's memory for the rest of the run)."""
+
+  def __init__(self, name: str, setup=None):
+    self._name, self._setup, self._module = name, setup, None
+
+  def __getattr__(self, attr):
+    if self._module is None:
+      module = importlib.import_module(self._name)
+      if self._setup is not None:
+        self._setup(module)
+      self._module = module
+    return getattr(self._module, attr)
+
+
+def _quiet(transformers):
+  transformers.logging.set_verbosity_error()
+  transformers.utils.logging.disable_progress_bar()
+
+
+torch = _ImportedAtFirstUse('torch')
+transformers = _ImportedAtFirstUse('transformers', _quiet)
 
 T = 12  # sequence length of the forward checks (long enough for RoPE to matter)
 

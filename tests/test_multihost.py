@@ -24,8 +24,6 @@ The mesh is data 1 x fsdp 4 x tensor 2: parameters and Adam moments are sharded
 across the two processes, so checkpoints hold shards written by both.
 """
 
-import contextlib
-import fcntl
 import json
 import os
 import pathlib
@@ -34,11 +32,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
 import pytest
-from conftest import xla_flags
+from conftest import locked, run_root, xla_flags
 
 from scaling.config import load as config_lib
 from scaling.data import loader as loader_lib
@@ -242,24 +241,6 @@ def stop_at(workdir, step: int) -> None:
 REF_STEPS = 30   # the reference is long enough for test_faults.py too (one run per test run)
 
 
-def run_root(tmp_path_factory) -> pathlib.Path:
-  """A directory of this test run that every pytest-xdist worker sees (each worker's base temp is a folder in
-  it); without xdist, the base temp."""
-  base = tmp_path_factory.getbasetemp()
-  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
-
-
-@contextlib.contextmanager
-def locked(path: pathlib.Path):
-  """An exclusive lock on `path` while in the block: the pytest-xdist workers take turns."""
-  with open(path, 'a') as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def shared_setup(tmp_path_factory) -> dict:
   """Corpus, prepared data dir and the children's sitecustomize, made once per test run and shared by this
   module and test_faults.py (in whichever workers they run); `out`: this worker's folder for the runs."""
@@ -339,16 +320,31 @@ def two_procs(setup, one_proc):
   dump = setup['out'] / 'dump_two'
   dump.mkdir()
   # the load: a busy loop at nice 19, so it takes a core only while one is idle and yields to every other
-  # process (in CI the other test worker loads the machine anyway); the sample delay is what outlasts the
-  # shutdown timeout
-  busy = subprocess.Popen(['nice', '-n', '19', sys.executable, '-c', 'while True: pass'])
+  # process (in CI the other test worker loads the machine anyway), from the last step's row on: through the
+  # final eval, checkpoint, samples and shutdown, the part of the run the scenario is about (a busy loop over the
+  # whole run costs ~a core's worth of idle time for minutes, shared with the other test worker's core on a
+  # hyperthreaded CI machine). The sample delay is what outlasts the shutdown timeout.
+  stop, busy = threading.Event(), []
+
+  def load_the_end():
+    while not stop.wait(0.05):
+      if len(loss_rows(workdir)) >= STEPS:
+        busy.append(subprocess.Popen(['nice', '-n', '19', sys.executable, '-c', 'while True: pass']))
+        return
+  loader = threading.Thread(target=load_the_end, daemon=True)
+  loader.start()
   try:
     rc, out = run_launcher(setup['ov'], workdir, setup['tmp'], timeout=600, sample=True,
                            **{DUMP_ENV: dump, SLOW_ENV: 10, distributed.SHUTDOWN_ENV: 5})
   finally:
-    busy.kill()
-    busy.wait()
+    stop.set()
+    loader.join()
+    loaded_to_the_end = bool(busy) and busy[0].poll() is None
+    for b in busy:
+      b.kill()
+      b.wait()
   assert rc == 0, out[-3000:]
+  assert loaded_to_the_end, 'the busy loop did not run through the end of the run'
   return dict(workdir=workdir, losses=last_losses(workdir), out=out, rc=rc,
               windows=[_read_dump(dump / f'p{p}.jsonl') for p in range(2)])
 

@@ -172,6 +172,8 @@ def test_held_lock_of_a_dead_process_on_this_host_is_stale(tmp_path):
 # ----------------------------------------------------------------------------- resume
 def read_tb_scalars(tb_dir: pathlib.Path, tag: str) -> list[int]:
   """The steps of `tag` TensorBoard shows: event files in name order, SessionLog START purges."""
+  from scaling.train.metrics import tensorboard_writer_class
+  tensorboard_writer_class()   # loads tensorboardX without torch (seconds of CPU in this process otherwise)
   from tensorboardX.proto import event_pb2
   shown = []
   for f in sorted(tb_dir.glob('events.out.tfevents.*')):
@@ -187,6 +189,32 @@ def read_tb_scalars(tb_dir: pathlib.Path, tag: str) -> list[int]:
         if v.tag == tag:
           shown.append(ev.step)
   return shown
+
+
+TB_WRITER = textwrap.dedent('''
+    import importlib.util, sys
+    sys.path.insert(0, sys.argv[2])
+    from scaling.train.metrics import MetricsWriter
+    w = MetricsWriter(sys.argv[1], start_step=0)
+    for step in (1, 2, 3):
+      w.write(step, {'train/loss': 1.0 / step, 'train/lr': 0.5})
+    w.close()
+    # False also where torch is installed, and no entry left behind that would block a later `import torch`
+    print('torch in sys.modules:', 'torch' in sys.modules, importlib.util.find_spec('torch') is not None)
+''')
+
+
+def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
+  """tensorboardX imports torch where it is installed (seconds of CPU in every training process, for tensors
+  the scalars here never are): a fresh process writes TensorBoard scalars through MetricsWriter without torch
+  in sys.modules (not even the None entry that blocks its import while tensorboardX loads), and the event file
+  holds every step."""
+  p = subprocess.run([sys.executable, '-c', TB_WRITER, str(tmp_path), str(REPO)], capture_output=True, text=True,
+                     timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert 'torch in sys.modules: False' in p.stdout, p.stdout
+  assert read_tb_scalars(tmp_path / 'tb', 'train/loss') == [1, 2, 3]
+  assert read_tb_scalars(tmp_path / 'tb', 'train/lr') == [1, 2, 3]
 
 
 def test_resume_from_an_older_checkpoint_truncates_metrics_and_tensorboard(data, tmp_path):

@@ -43,9 +43,9 @@ class MetricsWriter:
       self._f = open(self.path, 'a', buffering=1)
       if tensorboard:
         try:
-          from tensorboardX import SummaryWriter
+          summary_writer = tensorboard_writer_class()
           purge = None if start_step is None else start_step + 1
-          self._tb = SummaryWriter(str(pathlib.Path(workdir) / 'tb'), purge_step=purge)
+          self._tb = summary_writer(str(pathlib.Path(workdir) / 'tb'), purge_step=purge)
         except ImportError:  # optional
           self._tb = None
 
@@ -71,6 +71,26 @@ class MetricsWriter:
         self._tb.close()
       if self._tracker is not None:
         self._tracker.finish()
+
+
+def tensorboard_writer_class():
+  """tensorboardX's SummaryWriter, imported without importing torch.
+
+  tensorboardX imports torch at import time where it is installed (only to accept torch tensors, which the
+  scalars written here never are): 2-3.5 CPU-s in every training process. While it is imported, `import torch`
+  raises ImportError (a None entry in sys.modules), which tensorboardX catches; the entry is removed again, so
+  a later `import torch` elsewhere works as usual. Where torch is already imported, nothing changes.
+  """
+  if 'torch' in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules['torch'] = None   # type: ignore[assignment]
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if 'torch' in sys.modules and sys.modules['torch'] is None:
+      del sys.modules['torch']
+  return SummaryWriter
 
 
 def truncate_metrics(path: pathlib.Path, last_step: int) -> int:
