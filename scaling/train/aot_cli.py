@@ -10,7 +10,11 @@ the `aot` module's names (aot.compile_report, aot.target_devices, ...), so a tes
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import threading
+import time
 
 from scaling.train import aot
 from scaling.train.aot import human_bytes
@@ -112,9 +116,60 @@ def _prepare_compile(cache_dir: str | None = None, platform: str = 'tpu') -> Non
   aot.enable_compile_cache(cache_dir)
 
 
+def _tpu_attached() -> bool | None:
+  """Whether this machine has TPU chips (None: could not tell)."""
+  try:
+    from jax._src import hardware_utils
+    return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+  except Exception:  # pylint: disable=broad-except  (a private jax module: may move)
+    return None
+
+
+def quiet_libtpu(t: aot.Target) -> None:
+  """Compile-only use on a machine without TPUs: libtpu's start-up error lines, silenced at their cause.
+
+  Without a TPU VM's metadata, libtpu reads the worker hostnames and the accelerator type from the
+  environment and, finding neither, logs five lines at start-up ("Failed to find host bounds for
+  accelerator type", "unexpected worker hostname", ...). Compile-only devices need neither: a lone worker
+  (localhost) and the target's own accelerator name give the same devices (coords, cores, slices;
+  measured on v5litepod-1, v4-8, v5p-8 x 2, v5p-32, v6e-16 x 2) and no lines. Only for processes
+  that compile and nothing else (`scaling compile`, `scaling table --topology`), only when no TPU is
+  attached, and only where a variable is not set already; libtpu's other messages still show.
+  """
+  if t.chip.platform != 'tpu' or _tpu_attached() is not False:
+    return
+  os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
+  if ':' not in t.name:   # an accelerator name (v5p-8), not a raw topology (v5p:2x2x2)
+    os.environ.setdefault('TPU_ACCELERATOR_TYPE', t.name)
+
+
+@contextlib.contextmanager
+def heartbeat(what: str, every: float = 15.0, stream=None, clock=time.monotonic):
+  """A line when `what` starts, one every `every` s from a thread while it runs ("compiling ... 45 s"), and
+  its elapsed time when done: a first compile takes minutes and prints nothing of its own. On stderr."""
+  stream = stream or sys.stderr
+  t0, done = clock(), threading.Event()
+  print(f'{what} ...', file=stream, flush=True)
+
+  def beat():
+    while not done.wait(every):
+      print(f'{what} ... {clock() - t0:.0f} s', file=stream, flush=True)
+  thread = threading.Thread(target=beat, name='compile-heartbeat', daemon=True)
+  thread.start()
+  ok = False
+  try:
+    yield
+    ok = True
+  finally:
+    done.set()
+    thread.join()
+    print(f'{what}: {"done in" if ok else "stopped after"} {clock() - t0:.1f} s', file=stream, flush=True)
+
+
 def add_topology_columns(rows: list[dict], named_cfgs, topology: str, num_slices: int = 1) -> None:
   """`scaling table --topology`: adds topology/fits/HBM per chip/estimated step (and a note) to each row."""
   t = aot.parse_target(topology, num_slices)   # a bad name fails before any compile
+  quiet_libtpu(t)
   _prepare_compile(platform=t.chip.platform)
   import sys
   cols = topology_rows(named_cfgs, topology, num_slices, log=lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -218,16 +273,18 @@ def run_compile(args, overrides) -> int:
   t = aot.parse_target(args.topology, args.num_slices)   # a bad name fails here, before any compile
   from scaling.config.load import load_config
   cfg = aot.target_config(load_config(args.config, overrides))
+  quiet_libtpu(t)
   _prepare_compile(args.cache_dir, t.chip.platform)
   log = (lambda *a: print(*a, flush=True)) if not args.json else (lambda *a: None)
-  if args.max_batch:
-    log(f'largest global batch on {t.describe()}:')
-    best, r, _ = aot.find_max_batch(cfg, t, log=log)
-    if r is None:
-      r = aot.compile_report(aot.target_config(cfg, batch_size=aot.data_parallel_unit(cfg, t)), t)
-    r['max_batch'] = best
-  else:
-    r = aot.compile_report(cfg, t)
+  with heartbeat(f'compiling the train step for {t.name}' + (' (largest batch)' if args.max_batch else '')):
+    if args.max_batch:
+      log(f'largest global batch on {t.describe()}:')
+      best, r, _ = aot.find_max_batch(cfg, t, log=log)
+      if r is None:
+        r = aot.compile_report(aot.target_config(cfg, batch_size=aot.data_parallel_unit(cfg, t)), t)
+      r['max_batch'] = best
+    else:
+      r = aot.compile_report(cfg, t)
   if args.json:
     print(json.dumps(r, indent=1))
   else:
