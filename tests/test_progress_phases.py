@@ -93,6 +93,24 @@ def test_quiet_libtpu_only_without_a_tpu_and_never_overrides(monkeypatch):
   assert os.environ['TPU_WORKER_HOSTNAMES'] == 'localhost' and os.environ['TPU_ACCELERATOR_TYPE'] == 'v4-8'
 
 
+
+def test_the_quieted_environment_ends_with_the_compile(monkeypatch):
+  """Left set, TPU_WORKER_HOSTNAMES makes a later `scaling train` in the same process auto-detect a TPU pod and
+  call jax.distributed.initialize (scaling/train/distributed.py _auto_cluster): seen when an in-process compile
+  test ran before an in-process train test on one worker."""
+  from scaling.train import distributed
+  for k in ('TPU_WORKER_HOSTNAMES', 'TPU_ACCELERATOR_TYPE'):
+    monkeypatch.delenv(k, raising=False)
+  monkeypatch.setattr(aot_cli, '_tpu_attached', lambda: False)
+  with aot_cli.libtpu_quieted(aot.parse_target('v5p-8')):
+    assert os.environ['TPU_WORKER_HOSTNAMES'] == 'localhost' and os.environ['TPU_ACCELERATOR_TYPE'] == 'v5p-8'
+  assert 'TPU_WORKER_HOSTNAMES' not in os.environ and 'TPU_ACCELERATOR_TYPE' not in os.environ
+  assert not distributed._auto_cluster()
+  monkeypatch.setenv('TPU_ACCELERATOR_TYPE', 'v4-8')   # a value the user set stays, after as before
+  with aot_cli.libtpu_quieted(aot.parse_target('v5p-8')):
+    pass
+  assert os.environ['TPU_ACCELERATOR_TYPE'] == 'v4-8' and 'TPU_WORKER_HOSTNAMES' not in os.environ
+
 @pytest.mark.skipif(not aot.libtpu_available(), reason='needs libtpu (pip install -e ".[tpu-aot]")')
 def test_libtpu_start_up_lines_are_gone_and_devices_unchanged(tmp_path):
   """In fresh interpreters: the compile-only devices of v5p-8 x 2 with and without quiet_libtpu; stderr before

@@ -144,6 +144,24 @@ def quiet_libtpu(t: aot.Target) -> None:
 
 
 @contextlib.contextmanager
+def libtpu_quieted(t: aot.Target):
+  """quiet_libtpu for the duration of a compile, then the environment as it was: left set, TPU_WORKER_HOSTNAMES
+  would make a later `jax.distributed` auto-detection in the same process (scaling/train/distributed.py) take this
+  machine for a TPU pod worker. libtpu reads the variables when its backend starts, inside the block."""
+  keys = ('TPU_WORKER_HOSTNAMES', 'TPU_ACCELERATOR_TYPE')
+  before = {k: os.environ.get(k) for k in keys}
+  quiet_libtpu(t)
+  try:
+    yield
+  finally:
+    for k, v in before.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+
+
+@contextlib.contextmanager
 def heartbeat(what: str, every: float = 15.0, stream=None, clock=time.monotonic):
   """A line when `what` starts, one every `every` s from a thread while it runs ("compiling ... 45 s"), and
   its elapsed time when done: a first compile takes minutes and prints nothing of its own. On stderr."""
@@ -169,10 +187,10 @@ def heartbeat(what: str, every: float = 15.0, stream=None, clock=time.monotonic)
 def add_topology_columns(rows: list[dict], named_cfgs, topology: str, num_slices: int = 1) -> None:
   """`scaling table --topology`: adds topology/fits/HBM per chip/estimated step (and a note) to each row."""
   t = aot.parse_target(topology, num_slices)   # a bad name fails before any compile
-  quiet_libtpu(t)
-  _prepare_compile(platform=t.chip.platform)
   import sys
-  cols = topology_rows(named_cfgs, topology, num_slices, log=lambda *a: print(*a, file=sys.stderr, flush=True))
+  with libtpu_quieted(t):
+    _prepare_compile(platform=t.chip.platform)
+    cols = topology_rows(named_cfgs, topology, num_slices, log=lambda *a: print(*a, file=sys.stderr, flush=True))
   for row, extra in zip(rows, cols):
     row.update(extra)
 
@@ -273,10 +291,9 @@ def run_compile(args, overrides) -> int:
   t = aot.parse_target(args.topology, args.num_slices)   # a bad name fails here, before any compile
   from scaling.config.load import load_config
   cfg = aot.target_config(load_config(args.config, overrides))
-  quiet_libtpu(t)
-  _prepare_compile(args.cache_dir, t.chip.platform)
   log = (lambda *a: print(*a, flush=True)) if not args.json else (lambda *a: None)
-  with heartbeat(f'compiling the train step for {t.name}' + (' (largest batch)' if args.max_batch else '')):
+  with libtpu_quieted(t), heartbeat(f'compiling the train step for {t.name}' + (' (largest batch)' if args.max_batch else '')):
+    _prepare_compile(args.cache_dir, t.chip.platform)
     if args.max_batch:
       log(f'largest global batch on {t.describe()}:')
       best, r, _ = aot.find_max_batch(cfg, t, log=log)
