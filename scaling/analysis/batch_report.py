@@ -139,7 +139,7 @@ LEVEL_TXT = f'{batch_ramp.LEVEL:.0%} interval'
 
 # ----------------------------------------------------------------------------- plots
 def plot_loss_vs_batch(res: dict, out) -> pathlib.Path:
-  from scaling.analysis.run_plot import _pyplot, _save
+  from scaling.analysis.run_plot import _pyplot, save_closed
   plt = _pyplot()
   sizes = sorted({c['N'] for c in res['cells']})
   fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
@@ -157,14 +157,11 @@ def plot_loss_vs_batch(res: dict, out) -> pathlib.Path:
     ax.set_ylabel(f'best {res["metric"]} over lr')
     ax.set_title(f'N {n:.3g}')
     ax.legend(fontsize=7)
-  out = pathlib.Path(out)
-  _save(fig, out)
-  plt.close(fig)
-  return out
+  return save_closed(plt, fig, out)
 
 
 def plot_b_opt(res: dict, out) -> pathlib.Path:
-  from scaling.analysis.run_plot import _pyplot, _save
+  from scaling.analysis.run_plot import _pyplot, save_closed
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4.2))
   for n in sorted({c['N'] for c in res['cells']}):
@@ -200,15 +197,12 @@ def plot_b_opt(res: dict, out) -> pathlib.Path:
   ax.set_ylabel('B_opt (tokens a step)')
   ax.set_title('optimal batch against data (triangles: not bracketed)')
   ax.legend(fontsize=6)
-  out = pathlib.Path(out)
-  _save(fig, out)
-  plt.close(fig)
-  return out
+  return save_closed(plt, fig, out)
 
 
 def plot_ramps(pairs: list[tuple], out) -> pathlib.Path:
   """pairs: (width, fixed Curve, ramp Curve, compare result)."""
-  from scaling.analysis.run_plot import _pyplot, _save
+  from scaling.analysis.run_plot import _pyplot, save_closed
   plt = _pyplot()
   fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 3.6), squeeze=False)
   for ax, (w, f, r, cmp) in zip(axes[0], pairs):
@@ -226,10 +220,7 @@ def plot_ramps(pairs: list[tuple], out) -> pathlib.Path:
     ax.set_ylabel('train loss')
     ax.set_title(f'width {w}: {cmp["fewer_steps"]:.0%} fewer steps ({cmp["verdict"]})')
     ax.legend(fontsize=7)
-  out = pathlib.Path(out)
-  _save(fig, out)
-  plt.close(fig)
-  return out
+  return save_closed(plt, fig, out)
 
 
 # ----------------------------------------------------------------------------- finding the runs, the report

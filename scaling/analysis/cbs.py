@@ -220,7 +220,7 @@ def describe(points: list[dict]) -> str:
 
 def plot(points: list[dict], out) -> pathlib.Path:
   """CBS (sequences) against tokens seen at the fork, one line per parent, intervals as error bars."""
-  from scaling.analysis.run_plot import _pyplot, _save
+  from scaling.analysis.run_plot import _pyplot, save_closed
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   for parent in sorted({p['parent'] for p in points}):
@@ -236,10 +236,7 @@ def plot(points: list[dict], out) -> pathlib.Path:
   ax.set_ylabel('critical batch (sequences)')
   ax.set_title('critical batch by branching (Merrill et al. 2025)')
   ax.legend(fontsize=7)
-  out = pathlib.Path(out)
-  _save(fig, out)
-  plt.close(fig)
-  return out
+  return save_closed(plt, fig, out)
 
 
 def report(root, out_dir=None, tolerance: float = DEFAULT_TOLERANCE, tail: float = DEFAULT_TAIL,

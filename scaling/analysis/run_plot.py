@@ -137,6 +137,14 @@ def _save(fig, out: pathlib.Path) -> None:
     fig.savefig(f, format='png', dpi=120, bbox_inches='tight')
 
 
+def save_closed(plt, fig, out) -> pathlib.Path:
+  """Writes `fig` to the PNG `out` (atomically), closes it, returns the path."""
+  out = pathlib.Path(out)
+  _save(fig, out)
+  plt.close(fig)
+  return out
+
+
 def drawn(ax) -> dict:
   """What an axis shows: its title and, per line, the label, colour and (x, y) points (for tests and --json)."""
   from matplotlib.colors import to_hex

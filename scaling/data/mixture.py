@@ -362,30 +362,7 @@ class MixtureLoader:
 def main_prepare_mixture(data_cfg, *, force: bool = False) -> dict:
   """`scaling prepare` of a mixture: SIGINT/SIGTERM stop at the next check point (as scaling/data/prepare.py's
   main_prepare: nothing partial is kept, exit 128 + signal)."""
-  import signal
-  import sys
-  import threading
-
-  from scaling.data.encode import _TOKENIZER_THREAD
-  from scaling.data.prepare import Interrupted
-  got: list[int] = []
-
-  def on_signal(signum, frame):
-    del frame
-    if got:
-      raise KeyboardInterrupt
-    got.append(signum)
-  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-  try:
-    return prepare_mixture(data_cfg, verbose=True, force=force, stop=lambda: got)
-  except Interrupted:
-    status = 128 + (got[0] if got else signal.SIGINT)
-    print('prepare: interrupted: stopped; what was finished is kept, nothing partial; re-run to go on',
-          file=sys.stderr, flush=True)
-    if any(t.name == _TOKENIZER_THREAD and t.is_alive() for t in threading.enumerate()):
-      sys.stdout.flush()
-      os._exit(status)  # an abandoned sentencepiece training: no interpreter teardown under it
-    raise SystemExit(status) from None
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)
+  from scaling.data.prepare import run_stoppable
+  return run_stoppable(lambda stop: prepare_mixture(data_cfg, verbose=True, force=force, stop=stop),
+                       lambda name: f'prepare: interrupted by {name}: stopped; what was finished is kept, nothing '
+                                    'partial; re-run to go on')

@@ -491,16 +491,10 @@ def format_summary(summary: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def main_prepare(config: Any, *, force: bool = False) -> dict[str, Any]:
-  """CLI entry: `config` is the full run config (uses config.data) or a data config.
-
-  Prints the summary exactly once (prepare prints it after real work; here when skipped).
-  SIGINT/SIGTERM stop prepare at its next check point: one line on stderr, nothing left
-  behind, SystemExit(128 + signal number) (130 for Ctrl-C). A second signal raises at once.
-  """
-  data_cfg = _get(config, 'data', None)
-  if data_cfg is None:
-    data_cfg = config
+def run_stoppable(work: Callable, message: Callable[[str], str]):
+  """work(stop) with SIGINT/SIGTERM turned into `stop()` being true (a second signal raises at once); on
+  Interrupted, `message(signal name)` on stderr and SystemExit(128 + signal number) (an abandoned sentencepiece
+  training: os._exit, no interpreter teardown under it). The previous handlers come back in every case."""
   got: list[int] = []
 
   def on_signal(signum, frame):
@@ -511,19 +505,34 @@ def main_prepare(config: Any, *, force: bool = False) -> dict[str, Any]:
 
   previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
   try:
-    summary = prepare(data_cfg, verbose=True, force=force, stop=lambda: got)
+    return work(lambda: got)
   except Interrupted:
     name = signal.Signals(got[0]).name if got else 'signal'
-    print(f'prepare: interrupted by {name}: stopped, {resolve_data_dir(data_cfg)} left as it was '
-          '(nothing partial written); re-run to prepare', file=sys.stderr, flush=True)
+    print(message(name), file=sys.stderr, flush=True)
     status = 128 + (got[0] if got else signal.SIGINT)
     if any(t.name == _TOKENIZER_THREAD and t.is_alive() for t in threading.enumerate()):
       sys.stdout.flush()
-      os._exit(status)  # an abandoned sentencepiece training: no interpreter teardown under it
+      os._exit(status)
     raise SystemExit(status) from None
   finally:
     for s, h in previous.items():
       signal.signal(s, h)
+
+
+def main_prepare(config: Any, *, force: bool = False) -> dict[str, Any]:
+  """CLI entry: `config` is the full run config (uses config.data) or a data config.
+
+  Prints the summary exactly once (prepare prints it after real work; here when skipped).
+  SIGINT/SIGTERM stop prepare at its next check point: one line on stderr, nothing left
+  behind, SystemExit(128 + signal number) (130 for Ctrl-C). A second signal raises at once.
+  """
+  data_cfg = _get(config, 'data', None)
+  if data_cfg is None:
+    data_cfg = config
+  summary = run_stoppable(
+      lambda stop: prepare(data_cfg, verbose=True, force=force, stop=stop),
+      lambda name: f'prepare: interrupted by {name}: stopped, {resolve_data_dir(data_cfg)} left as it was '
+                   '(nothing partial written); re-run to prepare')
   if summary.get('skipped'):
     print(format_summary(summary))
   return summary
