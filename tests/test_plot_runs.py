@@ -200,3 +200,13 @@ def test_runs_and_plot_commands_never_load_jax(tree):
   r = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   assert (tree / 'curves.png').exists()
+
+
+def test_total_steps_follows_a_batch_schedule_under_a_token_budget():
+  from scaling.analysis.runs_table import total_steps
+  # batch 4 x seq 8 for 10 steps (320 tokens), then 8 x 8 = 64 tokens a step: 680 tokens left hold 10 more steps
+  # (640), an 11th would need 704; without the schedule 1000 // 32 = 31 steps
+  cfg = {'train': {'batch_size': 4, 'tokens': 1000, 'steps': 5, 'batch_schedule': '10:8'}, 'model': {'seq_len': 8}}
+  assert total_steps(cfg) == 20
+  assert total_steps({**cfg, 'train': {**cfg['train'], 'batch_schedule': ''}}) == 31
+  assert total_steps({**cfg, 'train': {**cfg['train'], 'tokens': 0}}) == 5

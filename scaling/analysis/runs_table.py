@@ -103,9 +103,13 @@ def tokens_per_step(cfg: dict) -> int | None:
 
 
 def total_steps(cfg: dict) -> int | None:
-  """train.tokens // tokens per step when train.tokens > 0, else train.steps (scaling/config/load.py train_steps)."""
+  """train.tokens // tokens per step when train.tokens > 0 (under a batch schedule the most steps whose tokens fit),
+  else train.steps: scaling/config/load.py train_steps on a config dict."""
   t = cfg.get('train') or {}
   tps = tokens_per_step(cfg)
+  if (t.get('tokens') or 0) > 0 and tps and (t.get('batch_schedule') or '').strip():   # the steps that fit the budget
+    from scaling.config import batch
+    return batch.steps_for_tokens(batch.of(t), int(t['tokens']), int((cfg.get('model') or {})['seq_len']))
   if (t.get('tokens') or 0) > 0 and tps:
     return max(1, int(t['tokens']) // tps)
   return t.get('steps')
