@@ -201,3 +201,27 @@ def test_a_ramp_that_never_reaches_the_target_counts_as_an_open_end():
   got = batch_ramp.compare(fixed, short, draws=100)
   assert got['fewer_steps'] == -math.inf and got['interval'][0] == -math.inf and got['verdict'] == 'not met'
   assert got['reached_share'] == 0.0
+
+
+def test_budgets_of_one_parent_share_their_noise_in_the_correlated_draws():
+  """Two budgets of one size whose (batch, lr) tables are identical (same losses, D x2): with an arm's noise shared
+  by both budgets (fully correlated) every draw gives both cells the same vertex, so the slope b = 0 exactly in
+  every draw; with independent noise it spreads. The reported interval is the envelope of the two."""
+  rows = [r for r in synthetic_rows(np.random.default_rng(5), noise=0.0, sizes=(7e5,)) if r['tokens'] < 8e6]
+  first = {json_key(r): r['eval/loss'] for r in rows if r['tokens'] < 5e6}
+  for r in rows:                                   # the second budget (D = 7e6) gets the first's losses
+    if r['tokens'] >= 5e6:
+      r['eval/loss'] = first[json_key(r)]
+  res = batch_opt.study(rows, noise=0.003, draws=400)
+  a, b = res['cells']
+  assert a['bracketed'] and b['bracketed'] and a['log2_b_opt'] == pytest.approx(b['log2_b_opt'])
+  assert np.array_equal(a['draws_corr'], b['draws_corr']) and not np.array_equal(a['draws'], b['draws'])
+  slope = res['per_size'][7e5]['b']
+  assert slope['value'] == pytest.approx(0.0, abs=1e-9)
+  assert slope['correlated'] == [0.0, 0.0] or np.allclose(slope['correlated'], 0.0)
+  lo, hi = slope['independent']
+  assert lo < -0.05 and hi > 0.05 and slope['interval'] == [lo, hi]
+
+
+def json_key(r):
+  return (r['overrides']['train.batch_size'], r['overrides']['train.lr'])

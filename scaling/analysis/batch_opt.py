@@ -29,10 +29,13 @@ of that cell's weight in the least-squares solution times the side of the edge):
 draw whose open cells pull both ways counts as -inf for the lower end and +inf for the upper one. Whether B_opt
 depends on N at equal D: the joint fit log2 B = c + b log2 D + g log2 N (one exponent), g's interval and a
 two-sided bootstrap p-value for g = 0; and per pair of sizes, the difference of their fitted log2 B_opt at one D
-(the geometric middle of their D ranges; flagged when that D is outside either), paired by draw. Budgets of one
-(batch, lr) arm branch from one parent and share its seed: their noise is positively correlated, which the
-independent draws leave out; that inflates the spread of an exponent (a common shift cancels in a slope), so the
-intervals here err wide.
+(the geometric middle of their D ranges; flagged when that D is outside either), paired by draw.
+
+Budgets of one (batch, lr) arm branch from one parent and share its seed, so their noise is correlated by an
+amount a grid without seed repeats at several budgets cannot measure. Every quantity across cells is therefore
+bootstrapped twice, at the two ends: independent noise per cell (`draws`) and one draw per (size, batch, lr) arm
+shared by all of that size's budgets (`draws_corr`, fully correlated); its interval is the envelope of the two and
+its p-value the larger. A cell's own interval is the same under both (its noise has the same law).
 
 jax-free (numpy).
 """
@@ -187,8 +190,11 @@ def _best_over_lr(loss: dict, batches: list[int]) -> tuple[np.ndarray, list[int]
   return np.array(best), arg, flags
 
 
-def cell_optimum(cell: dict, sigma: float, draws: int = DEFAULT_DRAWS, fit: str = 'three', seed: int = 0) -> dict:
-  """The cell's B_opt (sequences), its side, its interval and the bootstrap's vertices (log2 B, +-inf at edges)."""
+def cell_optimum(cell: dict, sigma: float, draws: int = DEFAULT_DRAWS, fit: str = 'three', seed: int = 0,
+                 shared: dict | None = None) -> dict:
+  """The cell's B_opt (sequences), its side, its interval and the bootstrap's vertices (log2 B, +-inf at edges):
+  `draws` from noise of its own, `draws_corr` from `shared`'s standard normals per (batch, lr) (drawn on demand;
+  pass one dict to every budget of a size so an arm's noise is the same in each)."""
   batches = cell['batches']
   x = np.log2(np.array(batches, float))
   best, arg, flags = _best_over_lr(cell['loss'], batches)
@@ -204,6 +210,15 @@ def cell_optimum(cell: dict, sigma: float, draws: int = DEFAULT_DRAWS, fit: str 
   dv, dside = vertices(x, drawn, fit)
   logb = np.where(dside == 0, dv, np.where(dside < 0, -np.inf, np.inf))
   lo, hi = interval(logb)
+  shared = {} if shared is None else shared
+  z = np.zeros((draws,) + mean.shape)
+  for j, b in enumerate(batches):
+    for k, lr in enumerate(cell['lrs'][b]):
+      key = (b, lr)
+      if key not in shared:
+        shared[key] = np.random.default_rng([seed, 7919, len(shared)]).standard_normal(draws)
+      z[:, j, k] = shared[key][:draws]
+  cv, cside = vertices(x, (mean[None] + z * sd[None]).min(axis=2), fit)
   ex = _excess(best, batches)
   i = int(np.clip(np.argmin(best), 1, len(x) - 2)) if len(x) >= 3 else 0
   sel = slice(i - 1, i + 2) if fit == 'three' else slice(None)
@@ -215,7 +230,7 @@ def cell_optimum(cell: dict, sigma: float, draws: int = DEFAULT_DRAWS, fit: str 
           'interval': [float(2 ** lo), float(2 ** hi)], 'open_draws': {'low': float(np.mean(dside < 0)),
                                                                      'high': float(np.mean(dside > 0))},
           'excess_at': ex, 'parabola_log2B': par, 'parabola_x': [float(x[sel][0]), float(x[sel][-1])] if par else None,
-          'draws': logb}
+          'draws': logb, 'draws_corr': np.where(cside == 0, cv, np.where(cside < 0, -np.inf, np.inf))}
 
 
 def _excess(best: np.ndarray, batches: list[int]) -> dict:
@@ -254,6 +269,21 @@ def _summ(point: float, vals: np.ndarray) -> dict:
   return {'value': point, 'interval': [lo, hi], 'open': float(np.mean(~np.isfinite(vals)))}
 
 
+def _stack(use: list[dict], key: str, shift=None) -> np.ndarray:
+  return np.stack([c[key] + (0.0 if shift is None else shift[i]) for i, c in enumerate(use)], axis=1)
+
+
+def _lin(w: np.ndarray, y: np.ndarray, use: list[dict], shift=None) -> tuple[dict, list[np.ndarray]]:
+  """w . y with its interval: the envelope of the independent and the fully correlated budgets' draws (module
+  docstring); also each one's per-draw values."""
+  runs = [linear_draws(w, y, _stack(use, k, shift)) for k in ('draws', 'draws_corr')]
+  a, b = (_summ(*r) for r in runs)
+  env = {'value': a['value'], 'interval': [min(a['interval'][0], b['interval'][0]),
+                                           max(a['interval'][1], b['interval'][1])],
+         'open': max(a['open'], b['open']), 'independent': a['interval'], 'correlated': b['interval']}
+  return env, [r[1] for r in runs]
+
+
 def fit_law(cells: list[dict]) -> dict | None:
   """log2 B_opt (tokens) = log2 k + b log2 D over bracketed cells (>= 2 distinct D): b and k with intervals."""
   use = [c for c in cells if c['bracketed']]
@@ -261,10 +291,10 @@ def fit_law(cells: list[dict]) -> dict | None:
   if len(use) < 2 or np.ptp(xd) == 0:
     return None
   y = np.array([c['log2_b_opt'] + math.log2(c['seq_len']) for c in use])
-  Y = np.stack([c['draws'] + math.log2(c['seq_len']) for c in use], axis=1)
+  shift = [math.log2(c['seq_len']) for c in use]
   P = _lsq(np.stack([np.ones_like(xd), xd], axis=1))
-  b = _summ(*linear_draws(P[1], y, Y))
-  a = _summ(*linear_draws(P[0], y, Y))
+  b, _ = _lin(P[1], y, use, shift)
+  a, _ = _lin(P[0], y, use, shift)
   res = y - np.stack([np.ones_like(xd), xd], axis=1) @ (P @ y)
   return {'b': b, 'log2_k': a, 'k': 2 ** a['value'], 'cells': len(use), 'D_range': [float(2 ** xd.min()),
                                                                                    float(2 ** xd.max())],
@@ -286,26 +316,26 @@ def size_test(cells: list[dict]) -> dict | None:
     return None
   xd, xn = np.log2([c['D'] for c in use]), np.log2([c['N'] for c in use])
   y = np.array([c['log2_b_opt'] for c in use])
-  Y = np.stack([c['draws'] for c in use], axis=1)
   X = np.stack([np.ones_like(xd), xd, xn], axis=1)
   if np.linalg.matrix_rank(X) < 3:
     return None
   P = _lsq(X)
-  g_point, g_vals = linear_draws(P[2], y, Y)
-  g = _summ(g_point, g_vals)
-  b = _summ(*linear_draws(P[1], y, Y))
-  below = np.mean(np.where(np.isnan(g_vals), True, g_vals <= 0))
-  above = np.mean(np.where(np.isnan(g_vals), True, g_vals >= 0))
-  p = float(min(1.0, 2 * min(below, above)))
+  g, g_runs = _lin(P[2], y, use)
+  b, _ = _lin(P[1], y, use)
+  p = 0.0
+  for g_vals in g_runs:   # the larger p-value of the two noise structures
+    below = np.mean(np.where(np.isnan(g_vals), True, g_vals <= 0))
+    above = np.mean(np.where(np.isnan(g_vals), True, g_vals >= 0))
+    p = max(p, float(min(1.0, 2 * min(below, above))))
   pairs = []
   for i, n1 in enumerate(sizes):
     for n2 in sizes[i + 1:]:
-      pairs.append(_pair(use, y, Y, n1, n2))
+      pairs.append(_pair(use, y, n1, n2))
   return {'g': g, 'b_common': b, 'p_value': p, 'depends_on_N': bool(g['interval'][0] > 0 or g['interval'][1] < 0),
           'pairs': [q for q in pairs if q]}
 
 
-def _pair(use, y, Y, n1, n2) -> dict | None:
+def _pair(use, y, n1, n2) -> dict | None:
   """log2 B_opt(size n2) - log2 B_opt(size n1) at D0, each from its own line, paired by draw."""
   ws = []
   ranges = []
@@ -320,7 +350,7 @@ def _pair(use, y, Y, n1, n2) -> dict | None:
   w = np.zeros(len(use))
   for sgn, (idx, P) in zip((-1, 1), ws):
     w[idx] += sgn * (P[0] + x0 * P[1])
-  d = _summ(*linear_draws(w, y, Y))
+  d, _ = _lin(w, y, use)
   inside = all(r[0] <= x0 <= r[1] for r in ranges)
   return {'N': [n1, n2], 'D': float(2 ** x0), 'diff_log2': d, 'extrapolated': not inside,
           'differs': bool(d['interval'][0] > 0 or d['interval'][1] < 0)}
@@ -331,9 +361,8 @@ def predict(law: dict, cells: list[dict], d: float) -> dict:
   use = [c for c in cells if c['bracketed']]
   xd = np.log2([c['D'] for c in use])
   y = np.array([c['log2_b_opt'] + math.log2(c['seq_len']) for c in use])
-  Y = np.stack([c['draws'] + math.log2(c['seq_len']) for c in use], axis=1)
   P = _lsq(np.stack([np.ones_like(xd), xd], axis=1))
-  s = _summ(*linear_draws(P[0] + math.log2(d) * P[1], y, Y))
+  s, _ = _lin(P[0] + math.log2(d) * P[1], y, use, [math.log2(c['seq_len']) for c in use])
   return {'D': d, 'tokens': 2 ** s['value'], 'interval': [2 ** s['interval'][0], 2 ** s['interval'][1]],
           'extrapolated': not law['D_range'][0] <= d <= law['D_range'][1]}
 
@@ -347,7 +376,9 @@ def study(rows: Sequence[dict], metric: str = DEFAULT_METRIC, noise: float | Non
     raise BatchOptError(f'no finished rows named {name!r} with a finite {metric!r} (run the sweep, then '
                         f'`scaling sweep collect`)')
   sigma = noise_of(grid, noise)
-  cells = [cell_optimum(c, sigma['value'], draws, fit, seed + i) for i, c in enumerate(group_cells(grid, budget_tol))]
+  shared: dict = {}   # per size: one standard normal per (batch, lr) arm, shared by the size's budgets
+  cells = [cell_optimum(c, sigma['value'], draws, fit, seed + i, shared.setdefault(c['N'], {}))
+           for i, c in enumerate(group_cells(grid, budget_tol))]
   per_size = {}
   for n in sorted({c['N'] for c in cells}):
     law = fit_law([c for c in cells if c['N'] == n])
@@ -378,7 +409,7 @@ def jsonable(res: dict) -> dict:
   """The study without the per-draw arrays (for batch_opt.json)."""
   def clean(o):
     if isinstance(o, dict):
-      return {str(k): clean(v) for k, v in o.items() if k != 'draws'}
+      return {str(k): clean(v) for k, v in o.items() if k not in ('draws', 'draws_corr')}
     if isinstance(o, (list, tuple)):
       return [clean(v) for v in o]
     if isinstance(o, float) and not math.isfinite(o):

@@ -45,7 +45,9 @@ def describe_opt(res: dict, implied: list[dict] | None = None) -> list[str]:
          f'Per (size, budget): the best `{res["metric"]}` over the lr arms at each batch, B_opt at the vertex of a '
          f'parabola in log2 B ({"through the best batch and its neighbours" if res["fit"] == "three" else "least squares over every batch"}). '
          f'Intervals: {res["level"]:.0%} from {res["draws"]} parametric draws of seed noise, sigma = {nz["value"]:.4g} '
-         f'({nz["source"]}); a draw whose minimum is at an edge of the batch grid counts as an open end.', '',
+         f'({nz["source"]}); a draw whose minimum is at an edge of the batch grid counts as an open end. Across budgets '
+         f'(laws, size test, predictions) each interval is the envelope of two noise structures: independent per '
+         f'budget, and shared by the budgets of one (batch, lr) parent (the p-value is the larger of the two).', '',
          '| N | D | C | best batch (seqs) | B_opt (seqs) | interval | edge draws low/high | excess loss of each batch | lr at an edge |',
          '|---|---|---|---|---|---|---|---|---|']
   for c in res['cells']:
