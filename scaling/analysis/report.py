@@ -292,6 +292,9 @@ def write_report(root: str, results: str | None = None, study: str | None = None
   studies = sorted({row_study(r) for r in rows} - {None})
   if study is None and len(studies) == 1:
     study = studies[0]
+  from scaling.analysis import transfer_report  # width x depth x parametrization x lr (configs/sweeps/transfer.py)
+  if study == 'transfer' or (study is None and rows and transfer_report.is_transfer(rows)):
+    return transfer_report.write_report(root, rows, results)
   from scaling.analysis import lr_report  # a parametrization x width x lr sweep (configs/sweeps/lr_transfer.py)
   if study == 'lr_transfer' or (study is None and rows and lr_report.is_lr_transfer(rows)):
     return lr_report.write_report(root, rows, results)
