@@ -300,3 +300,27 @@ def test_stopped_and_resumed_muon_run_equals_the_uninterrupted_run(tmp_path, mon
   counts = [np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(sb['opt_state'])
             if str(getattr(p[-1], 'name', '')) == 'count']
   assert counts and all(int(c) == STEPS for c in counts)   # both branches' counts restored and advanced
+
+
+def test_muon_adam_lr_sets_the_adamw_part_apart_from_the_matrices(tiny_cfg):
+  """train.muon_adam_lr = 0.01 under lr 0.05: the hidden matrices follow the numpy Muon at 0.05, the embedding and
+  a norm scale the numpy AdamW at 0.01. The field is refused under AdamW and below 0."""
+  from scaling.config.load import ConfigError, validate_config
+  cfg = _train_cfg(tiny_cfg, muon_adam_lr=0.01)
+  t = cfg.train
+  params = nnx.to_pure_dict(nnx.state(model_lib.build_model(cfg.model, seed=1), nnx.Param))
+  rng = np.random.default_rng(1)
+  grads = [jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params) for _ in range(2)]
+  got = _run(optim.make_optimizer(t, 10)[0], params, grads)[-1]
+  name, as_mat = 'w_up_DF', AS_MATRICES['w_up_DF']
+  want = muon_reference(as_mat(np.asarray(params['blocks'][name])), [as_mat(np.asarray(g['blocks'][name])) for g in grads],
+                        0.05, t.weight_decay, t.muon_momentum, t.muon_ns_steps)
+  np.testing.assert_allclose(as_mat(np.asarray(got['blocks'][name])), want, rtol=1e-4, atol=2e-6)
+  for path, decay in ((('embed_VD',), t.weight_decay), (('blocks', 'attn_norm', 'scale'), 0.0)):
+    pick = lambda tree: np.asarray(tree[path[0]] if len(path) == 1 else tree[path[0]][path[1]][path[2]])
+    want = adamw_reference(pick(params), [pick(g) for g in grads], 0.01, decay, t.b1, t.b2, t.eps)
+    np.testing.assert_allclose(pick(got), want, rtol=1e-5, atol=1e-7, err_msg=str(path))
+  for bad, words in ((dict(optimizer='adamw', muon_adam_lr=0.01), 'only under'), (dict(muon_adam_lr=-1.0), '>= 0')):
+    c = _train_cfg(tiny_cfg, **bad)
+    with pytest.raises(ConfigError, match=words):
+      validate_config(c)

@@ -125,6 +125,8 @@ def train() -> ml_collections.ConfigDict:
                              # grad_clip apply to both
   t.muon_ns_steps = 5        # muon: Newton-Schulz iterations per step
   t.muon_momentum = 0.95     # muon: momentum (Nesterov)
+  t.muon_adam_lr = 0.0       # muon: peak lr of the AdamW part (embeddings, head, norms) on the same schedule shape
+                             # (warmup, decay, batch rule: train.lr's schedule x muon_adam_lr / lr); 0: train.lr
   t.weight_decay = 0.1       # on matrices only (ndim >= 2, embeddings included; Muon's matrices too)
   t.b1 = 0.9
   t.b2 = 0.95

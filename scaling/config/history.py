@@ -63,7 +63,7 @@ FIELD_KINDS = {
     'train.schedule': MATH, 'train.decay_fraction': MATH, 'train.decay_steps': MATH, 'train.decay_shape': MATH,
     'train.init_from': MATH, 'train.weight_decay': MATH, 'train.b1': MATH, 'train.b2': MATH, 'train.eps': MATH,
     'train.grad_clip': MATH, 'train.z_loss': MATH, 'train.optimizer': MATH, 'train.muon_ns_steps': MATH,
-    'train.muon_momentum': MATH, 'train.batch_schedule': MATH, 'train.batch_lr_rule': MATH,
+    'train.muon_momentum': MATH, 'train.muon_adam_lr': MATH, 'train.batch_schedule': MATH, 'train.batch_lr_rule': MATH,
     # the same gradient, accumulated in parts or its head computed in chunks
     'train.microbatches': FREE, 'train.loss_chunk': FREE,
     # evaluation, logging, checkpoints, the MFU denominator

@@ -436,6 +436,13 @@ def _validate_optimizer(t) -> None:
   mom = t.get('muon_momentum', 0.95)
   if isinstance(mom, bool) or not isinstance(mom, (int, float)) or not 0 <= mom < 1:
     raise ConfigError(f'train.muon_momentum must be in [0, 1) (0.95 is usual), got {mom!r}')
+  alr = t.get('muon_adam_lr', 0.0)
+  if isinstance(alr, bool) or not isinstance(alr, (int, float)) or not alr >= 0:
+    raise ConfigError(f'train.muon_adam_lr must be a number >= 0 (the AdamW part\'s peak lr under Muon; 0: '
+                      f'train.lr), got {alr!r}')
+  if alr and opt != 'muon':
+    raise ConfigError(f'train.muon_adam_lr={alr} is read only under train.optimizer=\'muon\' (optimizer is '
+                      f'{opt!r}): set --config.train.optimizer=muon, or drop muon_adam_lr and set train.lr')
 
 
 def _validate_branch(cfg) -> None:
@@ -504,6 +511,7 @@ HASH_NEUTRAL = {
     'train.optimizer': 'adamw',
     'train.muon_ns_steps': 5,
     'train.muon_momentum': 0.95,
+    'train.muon_adam_lr': 0.0,
     'model.mup_base_depth': 0,
     'train.predict_every': 0,
     'data.mixture': {},

@@ -194,7 +194,11 @@ def make_optimizer(train_cfg, total_steps: int, dims=None) -> tuple[optax.Gradie
   parts = []
   if t.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(t.grad_clip))
-  adam = _adamw_parts(t, sched, dims)
+  adam_lr = float(t.get('muon_adam_lr', 0.0) or 0.0) if opt == 'muon' else 0.0
+  # train.muon_adam_lr: the AdamW part's schedule is train.lr's times muon_adam_lr / lr (every schedule here is
+  # proportional to the peak: warmup from 0, decay to min_lr_ratio x peak, the batch rule's factor)
+  adam_sched = sched if adam_lr <= 0 else (lambda step: sched(step) * (adam_lr / t.lr))
+  adam = _adamw_parts(t, adam_sched, dims)
   if opt == 'muon':
     parts.append(muon_lib.muon(t, sched, optax.chain(*adam)))
   else:
