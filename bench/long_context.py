@@ -6,6 +6,10 @@ AdamW step (or one forward). Peak memory should grow about linearly in T with
 `blockwise` attention, and quadratically with `xla` (which materialises T x T).
 
     python bench/long_context.py [--impls blockwise,xla] [--out bench/results/long_context.md]
+        [--layers 2 --d_model 128 --heads 4 --kv_heads 2 --vocab 4096] [--child_xla_flags '']
+
+The model flags and --child_xla_flags (the children's XLA_FLAGS, default none: XLA's own optimization level) are
+for a smoke test at a tiny size (tests/test_bench_scripts.py); the defaults are the benchmark's.
 """
 
 from __future__ import annotations
@@ -27,16 +31,17 @@ from flax import nnx
 from scaling.config.load import load_config
 from scaling.train import sharding
 from scaling.train.loop import build_setup, init_state, jit_train_step
-T, impl, mode = {T}, {impl!r}, {mode!r}
+T, impl, mode, V = {T}, {impl!r}, {mode!r}, {vocab}
 cfg = load_config('scaling/config/default.py', {{
-    'model.seq_len': str(T), 'model.num_layers': '2', 'model.d_model': '128', 'model.num_heads': '4',
-    'model.num_kv_heads': '2', 'model.vocab_size': '4096', 'model.attention': impl, 'model.attention_block_size': '256',
-    'model.remat': 'full', 'train.batch_size': '1', 'train.steps': '10', 'mesh.data': '1'}})
+    'model.seq_len': str(T), 'model.num_layers': '{layers}', 'model.d_model': '{d_model}', 'model.num_heads': '{heads}',
+    'model.num_kv_heads': '{kv_heads}', 'model.vocab_size': str(V), 'model.attention': impl,
+    'model.attention_block_size': '256', 'model.remat': 'full', 'train.batch_size': '1', 'train.steps': '10',
+    'mesh.data': '1'}})
 mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
 setup = build_setup(cfg, mesh)
 state = init_state(setup, 0)
 rng = np.random.default_rng(0)
-tok = rng.integers(0, 4096, (1, T)).astype(np.int32)
+tok = rng.integers(0, V, (1, T)).astype(np.int32)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.time()
 if mode == 'train':
@@ -60,11 +65,14 @@ print(json.dumps(dict(T=T, impl=impl, mode=mode, peak_mb=peak / 1024, base_mb=ba
 '''
 
 
-def run(T, impl, mode, timeout):
-  code = CHILD.format(root=ROOT, T=T, impl=impl, mode=mode)
+MODEL_FLAGS = dict(layers=2, d_model=128, heads=4, kv_heads=2, vocab=4096)   # the benchmark's model
+
+
+def run(T, impl, mode, timeout, model=MODEL_FLAGS, xla_flags=''):
+  code = CHILD.format(root=ROOT, T=T, impl=impl, mode=mode, **model)
   try:
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                         env={**os.environ, 'XLA_FLAGS': ''})
+                         env={**os.environ, 'XLA_FLAGS': xla_flags})
   except subprocess.TimeoutExpired:
     return dict(T=T, impl=impl, mode=mode, error=f'timeout {timeout}s')
   if out.returncode:
@@ -80,7 +88,11 @@ def main():
   p.add_argument('--xla_max', type=int, default=4096, help='skip xla above this length (T x T memory)')
   p.add_argument('--timeout', type=int, default=900)
   p.add_argument('--out', default='')
+  for flag, default in MODEL_FLAGS.items():
+    p.add_argument(f'--{flag}', type=int, default=default, help=f'the model\'s {flag} (default {default})')
+  p.add_argument('--child_xla_flags', default='', help="each child's XLA_FLAGS (default: none)")
   args = p.parse_args()
+  model = {flag: getattr(args, flag) for flag in MODEL_FLAGS}
   rows = []
   plan = [(int(T), 'train') for T in args.train_lengths.split(',')] + \
          [(int(T), 'forward') for T in args.forward_lengths.split(',')]
@@ -89,7 +101,7 @@ def main():
       if impl == 'xla' and T > args.xla_max:
         continue
       t = time.time()
-      r = run(T, impl, mode, args.timeout)
+      r = run(T, impl, mode, args.timeout, model, args.child_xla_flags)
       print(f'# {mode} T={T} {impl}: {r} ({time.time() - t:.0f}s)', flush=True)
       rows.append(r)
   lines = ['| mode | T | attention | peak RSS MB | step s | compile+first s |', '|---|---:|---|---:|---:|---:|']
@@ -103,7 +115,7 @@ def main():
   print(table)
   if args.out:
     with open(args.out, 'w') as f:
-      f.write('# Long context on CPU (2 layers, d_model 128, batch 1, remat full)\n\n')
+      f.write(f'# Long context on CPU ({model["layers"]} layers, d_model {model["d_model"]}, batch 1, remat full)\n\n')
       f.write(f'Command: `python bench/long_context.py {" ".join(sys.argv[1:])}`\n\n{table}\n')
 
 

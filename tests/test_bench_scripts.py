@@ -124,13 +124,18 @@ def test_attention_bench_rows_per_impl_and_length(tmp_path):
 
 def test_long_context_bench_runs_a_child_per_measurement(tmp_path):
   md = tmp_path / 'long.md'
+  # a tiny model, its child compiled as the suite's (XLA's backend optimizations off): the test checks the plan, the
+  # table and that each measurement is a process of its own, not a benchmark-sized compile (~20 CPU-s at the defaults)
   out = run_script([sys.executable, 'bench/long_context.py', '--impls', 'xla', '--train_lengths', '64',
-                    '--forward_lengths', '128', '--xla_max', '64', '--out', str(md)])
+                    '--forward_lengths', '128', '--xla_max', '64', '--out', str(md), '--layers', '1', '--d_model', '32',
+                    '--heads', '2', '--kv_heads', '1', '--vocab', '64',
+                    '--child_xla_flags=--xla_backend_optimization_level=0'])
   header, rows = md_table(out, 'mode')
   assert header == ['mode', 'T', 'attention', 'peak RSS MB', 'step s', 'compile+first s']
   assert [r[:3] for r in rows] == [['train', '64', 'xla']]   # forward at 128 > --xla_max: skipped, one child
   assert all(number(r[3]) > 100 for r in rows)   # a process with jax imported holds > 100 MB
   assert md_table(md.read_text(), 'mode') == (header, rows)
+  assert md.read_text().startswith('# Long context on CPU (1 layers, d_model 32, batch 1, remat full)')
 
 
 # ----------------------------------------------------------------------------- bench/train_step.py

@@ -313,8 +313,8 @@ def two_procs(setup, one_proc):
   """The same config as 2 processes x 4 devices through `--local_processes 2`, dumping the windows read.
 
   It ends as test_two_processes_with_samples_end_cleanly_under_load needs (one run serves both: a second
-  2-process run costs ~50 CPU-s): the end-of-run samples on, process 0's taking longer (10 s before each)
-  than jax's shutdown timeout (5 s here), while a busy loop loads the CPU.
+  2-process run costs ~50 CPU-s): the end-of-run samples on, process 0's taking longer (6 s before each, so either
+  sample alone outlasts it) than jax's shutdown timeout (5 s here), while a busy loop loads the CPU.
   """
   workdir = setup['out'] / 'two'
   dump = setup['out'] / 'dump_two'
@@ -335,7 +335,7 @@ def two_procs(setup, one_proc):
   loader.start()
   try:
     rc, out = run_launcher(setup['ov'], workdir, setup['tmp'], timeout=600, sample=True,
-                           **{DUMP_ENV: dump, SLOW_ENV: 10, distributed.SHUTDOWN_ENV: 5})
+                           **{DUMP_ENV: dump, SLOW_ENV: 6, distributed.SHUTDOWN_ENV: 5})
   finally:
     stop.set()
     loader.join()
