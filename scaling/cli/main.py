@@ -10,7 +10,7 @@
     scaling sweep    --config SWEEP --backend B ...      grids of runs (local, slurm, tpu-vm, gke)
     scaling compile  --config SPEC --topology v5p-8      the train step compiled for a TPU slice / GPUs
     scaling plan     --config SPEC --topology v5p-8      the fastest knobs (mesh, remat, microbatches) that fit
-    scaling coordcheck --config SPEC --widths 64,128,... activation sizes across widths, sp vs mup
+    scaling coordcheck --config SPEC --widths 64,128,... activation sizes and updates across width and depth
     scaling fit      --results results.jsonl             scaling-law fits and plots
     scaling predict  --runs DIR... --schedule SPEC       a loss-curve law: final loss under another schedule
     scaling report   --root DIR                          REPORT.md of a sweep
@@ -54,8 +54,9 @@ COMMANDS = {
                        'how fast?', True, 'add_compile_args', 'run_compile'),
     'plan': Command('scaling.cli.plan', 'search mesh, remat, microbatches, loss chunk and attention block for the '
                     'fastest train step that fits a TPU slice or N GPUs (compiled here)', True),
-    'coordcheck': Command('scaling.analysis.coordcheck', 'coordinate check: activation sizes across widths, sp vs '
-                          'mup (table, PNG)', True, 'add_coordcheck_args', 'run_coordcheck'),
+    'coordcheck': Command('scaling.analysis.coordcheck', 'coordinate check: activation sizes and their updates '
+                          'across width and depth, sp vs mup vs completep (exponent tables, PNGs)', True,
+                          'add_coordcheck_args', 'run_coordcheck'),
     'prepare': Command('scaling.cli.prepare', 'tokenize a corpus into shards (idempotent)', True),
     'train': Command('scaling.cli.train', 'train (or resume) a model', True),
     'train-packed': Command('scaling.cli.train_packed', 'train runs that differ only in lr, Adam scalars, weight '
