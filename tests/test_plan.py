@@ -259,3 +259,114 @@ def test_sweep_resource_plan_auto_gives_each_run_its_winner(monkeypatch):
   for r, h in zip(runs, old):
     assert r.flags['train.microbatches'] == '2' and r.flags['mesh.fsdp'] == '8' and r.flags['mesh.data'] == '1'
     assert r.config.train.microbatches == 2 and r.hash == config_hash(r.config) != h
+
+
+# ----------------------------------------------------------------------------- the smallest target that fits
+class State(Curves):
+  """Curves with `state` GiB of parameters and optimizer state spread over fsdp x tensor."""
+
+  def __init__(self, state, act=200.0):
+    super().__init__(act=act)
+    self.state = state
+
+  def bytes(self, k):
+    return super().bytes(k) + (self.state - 16) * GiB / (k.fsdp * k.tensor)
+
+
+def planner_on(curves, planned):
+  def plan_fn(cfg, t):
+    p = plan_lib.Planner(cfg, t, curves, refine=False)
+    p.run()
+    planned.append((t.name, p))
+    return p
+  return plan_fn
+
+
+def test_targets_smallest_fitting_slice_is_chosen():
+  """600 GiB of state against v5p's 95 GiB: 150 GiB per chip on v5p-8's 4 chips fits nothing; on v5p-16's 8 chips
+  75 GiB plus 200 x 0.7 / 8 = 17.5 GiB of activations (remat dots) fits. So v5p-16, whatever order they are listed
+  in, and v5p-32 is never planned."""
+  from scaling.train import plan_targets
+  cfg = tiny_cfg(**{'train.batch_size': '64'})
+  ts = plan_targets.ordered_targets('v5p-32,v5p-16,v5p-8')
+  assert [t.name for t in ts] == ['v5p-8', 'v5p-16', 'v5p-32']
+  planned, curves = [], State(600.0)
+  row = plan_targets.choose_target('big', cfg, ts, planner_on(curves, planned))
+  assert [name for name, _ in planned] == ['v5p-8', 'v5p-16']
+  assert row['fits'] and row['target'] == 'v5p-16' and row['chips'] == 8
+  assert [(x['target'], x['fits']) for x in row['tried']] == [('v5p-8', False), ('v5p-16', True)]
+  k = plan_lib.Knobs(**{name: row['overrides'][field] for name, field in plan_lib.KNOB_FIELDS.items()})
+  assert k.data * k.fsdp * k.tensor == 8
+  assert row['bytes_per_chip'] == pytest.approx(curves.bytes(k)) and row['bytes_per_chip'] <= 95 * GiB
+  assert row['hbm_bytes_per_chip'] == 95 * GiB and 0 < row['estimated_mfu'] < 1
+  text = plan_targets.format_target_table([row])
+  assert '| big | v5p-16 | yes |' in text and 'v5p-8: no' in text
+
+
+def test_targets_none_fits_names_the_closest_over_every_slice():
+  """5,000 GiB of state: 312 GiB per chip even on v5p-32's 16 chips. Nothing fits; the closest candidate is the
+  one with the least bytes of any slice (all share the 95 GiB limit), and it lies on the largest slice."""
+  from scaling.train import plan_targets
+  cfg = tiny_cfg(**{'train.batch_size': '64'})
+  planned = []
+  row = plan_targets.choose_target('huge', cfg, plan_targets.ordered_targets(['v5p-8', 'v5p-32', 'v5p-16']),
+                                   planner_on(State(5000.0), planned))
+  assert [name for name, _ in planned] == ['v5p-8', 'v5p-16', 'v5p-32']
+  assert not row['fits'] and [x['fits'] for x in row['tried']] == [False, False, False]
+  least = min((r['fig']['bytes'], name) for name, p in planned for r in p.rows.values() if r['verdict'] == 'too big')
+  assert row['target'] == least[1] == 'v5p-32' and row['bytes_per_chip'] == least[0]
+  assert 'fits none of v5p-8, v5p-16, v5p-32' in row['note'] and 'closest' in row['note']
+
+
+def test_table_targets_command_json(monkeypatch, capsys):
+  """`scaling table --targets ... --json`: each rung's accounting row with its target's fields (the plan stubbed:
+  320 GiB of state for 125m, 80 GiB per chip on v5p-8's 4 chips; 960 GiB for 7b, 120 GiB per chip even on
+  v5p-16's 8: it fits neither, exit status 1, its closest on v5p-16)."""
+  from scaling.cli import main as cli
+  from scaling.train import aot_cli
+  monkeypatch.setattr(aot_cli, '_prepare_compile', lambda *a, **k: None)
+
+  def fake_plan(cfg, t, **kw):
+    curves = State(320.0 if cfg.model.d_model < 1000 else 960.0, act=1.0)
+    p = plan_lib.Planner(aot.target_config(cfg), t, curves, refine=False)
+    p.run()
+    return p
+  monkeypatch.setattr(plan_lib, 'plan', fake_plan)
+  assert cli.main(['table', '--rungs', '125m,7b', '--targets', 'v5p-16,v5p-8', '--json']) == 1
+  rows = json.loads(capsys.readouterr().out)
+  assert [(r['rung'], r['target'], r['fits']) for r in rows] == [('125m', 'v5p-8', True), ('7b', 'v5p-16', False)]
+  o = rows[0]['overrides']
+  assert rows[0]['params'] > 1e8 and (o['mesh.data'], o['mesh.fsdp'], o['mesh.tensor']) == (1, 4, 1)
+  assert 80 * GiB < rows[0]['bytes_per_chip'] < 81 * GiB and 120 * GiB < rows[1]['bytes_per_chip'] < 121 * GiB
+  assert cli.main(['table', '--rungs', '125m', '--targets', 'v5p-8']) == 0
+  assert '| 125m | v5p-8 | yes | data=1 fsdp=4 tensor=1' in capsys.readouterr().out
+
+
+def test_table_topology_auto_compiles_each_rung_on_its_ladder_target(monkeypatch, capsys):
+  """`scaling table --topology auto`: each rung compiled as configured on scaling/model/ladder.py TARGETS[rung]."""
+  from scaling.cli import main as cli
+  from scaling.config.load import load_module
+  from scaling.train import aot_cli
+  ladder = load_module('scaling/model/ladder.py')
+  seen = []
+
+  def fake_rows(named, topology, num_slices=1, log=None):
+    seen.extend((name, topology, cfg.model.remat) for name, cfg in named)
+    return [dict(topology=topology, fits=True, hbm_bytes_per_chip=GiB, estimated_step_s=1.0, estimated_mfu=0.5,
+                 note='') for _ in named]
+  monkeypatch.setattr(aot_cli, '_prepare_compile', lambda *a, **k: None)
+  monkeypatch.setattr(aot_cli, 'topology_rows', fake_rows)
+  assert cli.main(['table', '--rungs', '125m,1b,7b', '--topology', 'auto', '--json']) == 0
+  rows = json.loads(capsys.readouterr().out)
+  want = {r: ladder.TARGETS[r] for r in ('125m', '1b', '7b')}
+  assert {name: topo for name, topo, _ in seen} == want
+  assert [(r['rung'], r['topology']) for r in rows] == list(want.items())
+  assert all(r['note'] == f'on {want[r["rung"]]}' for r in rows)
+  remat = {name: m for name, _, m in seen}
+  assert remat['1b'] == ladder.PLANNED.get('1b', {}).get('model.remat', 'dots_except_mlp')
+  assert cli.main(['table', '--rungs', '125m,1b,7b', '--topology', 'auto']) == 0
+  assert '| fits target |' in capsys.readouterr().out
+  seen.clear()   # one named slice: every rung on it, the notes as they were
+  assert cli.main(['table', '--rungs', '125m,1b', '--topology', 'v5p-32', '--json']) == 0
+  assert [topo for _, topo, _ in seen] == ['v5p-32', 'v5p-32']
+  assert [r['note'] for r in json.loads(capsys.readouterr().out)] == ['', '']

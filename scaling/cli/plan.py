@@ -96,8 +96,9 @@ def run(args, overrides) -> int:
   log = lambda *a: print(*a, file=sys.stderr, flush=True)   # noqa: E731
   log(f'[plan] {args.config or "default"} on {t.describe()}, batch {cfg.train.batch_size} x {cfg.model.seq_len}; '
       f'at most {args.max_candidates} candidates')
-  p = plan_lib.plan(cfg, t, cache_dir=cache, hbm=int(args.hbm_gib * GiB) or None,
-                    max_candidates=args.max_candidates, refine=not args.no_refine, log=log)
+  with aot_cli.libtpu_quieted(t):   # compile-only: libtpu's start-up lines silenced, the environment restored
+    p = plan_lib.plan(cfg, t, cache_dir=cache, hbm=int(args.hbm_gib * GiB) or None,
+                      max_candidates=args.max_candidates, refine=not args.no_refine, log=log)
   out = plan_json(p, args.config or '', t)
   path = args.out or default_out(args.config, t)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

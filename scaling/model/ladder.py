@@ -17,6 +17,13 @@ MUP_BASE_HEAD_DIM (the 5m rung's shape, the proxy), and every such rung trains a
 the one proxy learning rate MUP_LR instead of its own table entry: the lr (and
 init_std) tuned on the proxy is meant to hold at every width (scaling/model/transformer.py
 role_multipliers; docs/results/lr_transfer measures how well it does).
+
+TARGETS names each named rung's recommended target: the smallest slice of TARGET_SLICES on which
+`scaling plan` found a fitting setting at the rung's batch (`scaling table --targets ladder`;
+docs/results/plan/TABLE.md), and PLANNED holds the knobs of that setting that differ from the
+defaults set below, applied as the rung's own values so the rung fits its target as configured
+(`scaling table --topology auto` checks it). They are knobs that change memory and speed only, never
+the math (mesh, remat, microbatches, loss chunk, attention block: FREE in scaling/config/history.py).
 """
 
 
@@ -38,6 +45,19 @@ BIG_RUNGS = {
     '7b': (32, 4096, 32, 32, 11008, 1.2e-4, 1024),
 }
 RUNGS = {**CPU_RUNGS, **BIG_RUNGS}
+# the slices `scaling table --targets ladder` tries, smallest first (Cloud TPU names: v5p-N counts TensorCores)
+TARGET_SLICES = ('v5p-8', 'v5p-16', 'v5p-32', 'v5p-64', 'v5p-128')
+# rung -> its recommended target (one of TARGET_SLICES; docs/results/plan/TABLE.md). 125m, 350m, 1b: compiled
+# (they fit as configured); 760m, 3b, 7b: provisional, from params + Adam per chip, not compiled yet
+TARGETS = {'125m': 'v5p-8', '350m': 'v5p-8', '760m': 'v5p-8', '1b': 'v5p-8', '3b': 'v5p-16', '7b': 'v5p-32'}
+# rung -> the planned knobs on its target that differ from the big rungs' defaults (remat dots_except_mlp,
+# mesh data=1 fsdp=-1, one microbatch, the default loss chunk and attention block)
+PLANNED = {
+    # `scaling plan` on v5p-8 (docs/results/plan/1b-v5p-8.md): remat dots_except_mlp at one microbatch needs
+    # 118.7 GiB of 95 on any mesh; pure data parallelism with remat full fits (80.1 GiB) and is the fastest
+    # of the 8 candidates compiled (no FSDP all-gathers: est. 4.41 s/step against 6.50 s for fsdp 4)
+    '1b': {'mesh.data': -1, 'mesh.fsdp': 1, 'model.remat': 'full'},
+}
 MUP_SUFFIX = '-mup'
 # μP: the proxy every `RUNG-mup` config shares: the 5m rung's d_model and head_dim, and its lr. Re-tune
 # MUP_LR by an lr sweep of the proxy (`scaling/model/ladder.py:5m-mup`, train.lr) before a real ladder.
@@ -82,6 +102,9 @@ def get_config(arg: str | None = None):
     from scaling.model.accounting import TOKENS_PER_PARAM, count_params
     sized = fill_vocab(copy.deepcopy(c))    # the model's vocab follows data.vocab_size (filled again at load)
     c.train.tokens = TOKENS_PER_PARAM * count_params(sized.model)['total']   # compute-optimal budget
+    for field, value in PLANNED.get(rung, {}).items():   # memory and speed only: not part of the math
+      section, key = field.split('.')
+      c[section][key] = value
   else:
     c.train.steps = 300
   return c

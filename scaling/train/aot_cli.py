@@ -184,15 +184,51 @@ def heartbeat(what: str, every: float = 15.0, stream=None, clock=time.monotonic)
     print(f'{what}: {"done in" if ok else "stopped after"} {clock() - t0:.1f} s', file=stream, flush=True)
 
 
-def add_topology_columns(rows: list[dict], named_cfgs, topology: str, num_slices: int = 1) -> None:
-  """`scaling table --topology`: adds topology/fits/HBM per chip/estimated step (and a note) to each row."""
-  t = aot.parse_target(topology, num_slices)   # a bad name fails before any compile
-  import sys
-  with libtpu_quieted(t):
-    _prepare_compile(platform=t.chip.platform)
-    cols = topology_rows(named_cfgs, topology, num_slices, log=lambda *a: print(*a, file=sys.stderr, flush=True))
+def add_topology_columns(rows: list[dict], named_cfgs, topology, num_slices: int = 1) -> None:
+  """`scaling table --topology`: adds topology/fits/HBM per chip/estimated step (and a note) to each row.
+  topology: one name for every row, or a list of one per row (`--topology auto`: each rung on its ladder target,
+  the note then naming it)."""
+  per_row = [topology] * len(rows) if isinstance(topology, str) else list(topology)
+  targets = {name: aot.parse_target(name, num_slices) for name in dict.fromkeys(per_row)}   # bad names fail first
+  log = lambda *a: print(*a, file=sys.stderr, flush=True)   # noqa: E731
+  cols = [None] * len(rows)
+  for name, t in targets.items():
+    idx = [i for i, n in enumerate(per_row) if n == name]
+    with libtpu_quieted(t if len(targets) == 1 else _raw(t)):
+      _prepare_compile(platform=t.chip.platform)
+      for i, extra in zip(idx, topology_rows([named_cfgs[i] for i in idx], name, num_slices, log=log)):
+        cols[i] = extra
   for row, extra in zip(rows, cols):
+    if not isinstance(topology, str):
+      extra['note'] = f'on {extra["topology"]}' + (f': {extra["note"]}' if extra.get('note') else '')
     row.update(extra)
+
+
+def _raw(t: aot.Target) -> aot.Target:
+  """t named by its raw topology: quiet_libtpu then leaves TPU_ACCELERATOR_TYPE alone (libtpu reads it once per
+  process, so one accelerator name must not stand for several targets)."""
+  import dataclasses
+  return dataclasses.replace(t, name=t.topology) if t.chip.platform == 'tpu' else t
+
+
+def add_target_columns(rows: list[dict], named_cfgs, targets, args) -> list[dict]:
+  """`scaling table --targets`: per rung, the smallest of the targets its plan fits (scaling/train/plan_targets.py),
+  each row the accounting row with the target's fields (rung, target, overrides, bytes per chip, estimate, tried)."""
+  from scaling.base.hardware import GiB
+  from scaling.train import plan as plan_lib
+  from scaling.train import plan_targets
+  ts = plan_targets.ordered_targets(targets, args.num_slices)   # a bad name fails before any compile
+  cache = args.cache_dir or plan_lib.default_cache_dir()
+  log = lambda *a: print(*a, file=sys.stderr, flush=True)   # noqa: E731
+  platforms = {t.chip.platform for t in ts}
+  with libtpu_quieted(ts[0] if len(ts) == 1 else _raw(ts[0])):
+    for platform in sorted(platforms):
+      _prepare_compile(os.path.join(os.path.dirname(cache.rstrip('/')), 'aot') if args.cache_dir is None
+                       else os.path.join(cache, 'aot'), platform)
+    found = plan_targets.target_rows(named_cfgs, [t.name for t in ts], num_slices=args.num_slices, cache_dir=cache,
+                                     max_candidates=args.max_candidates, refine=not args.no_refine,
+                                     hbm=int(args.hbm_gib * GiB) or None, log=log)
+  return [{**row, **extra} for row, extra in zip(rows, found)]
 
 
 # ----------------------------------------------------------------------------- launchers

@@ -140,7 +140,8 @@ def compile_figures(cfg, t: aot.Target, devices=None) -> dict:
   r = aot.report(c, cfg, t)
   fig = dict(bytes=r['bytes_per_chip']['total'], hbm=r['hbm_bytes_per_chip'], refused=c.memory is None,
              flops=r['xla_flops_per_step'], accounting_flops=r['accounting_flops_per_step'],
-             compile_s=c.compile_s, note=r['note'], hbm_bytes=None, ici_wire_bytes=None, dcn_wire_bytes=None)
+             compile_s=c.compile_s, note=r['note'], hbm_bytes=None, ici_wire_bytes=None, dcn_wire_bytes=None,
+             aot_cached=c.cached)
   if c.traffic:
     fig.update({k: c.traffic[k] for k in ('hbm_bytes', 'bytes_accessed_xla', 'loop_factor', 'ici_wire_bytes',
                                           'dcn_wire_bytes', 'collectives')})
@@ -190,7 +191,7 @@ def compiling_evaluator(cfg, t: aot.Target, cache: Cache, devices=None):
       state['devices'] = aot.target_devices(t)
     fig = compile_figures(ck, t, state['devices'])
     cache.put(key, fig)
-    return fig, False
+    return fig, bool(fig.get('aot_cached'))   # figures `scaling compile` had kept: lowered, not compiled
   return evaluate
 
 
