@@ -37,6 +37,7 @@ import os
 
 import numpy as np
 
+from scaling.analysis.lr_report import _num  # the same rows: a finite float from a number or a string, else None
 from scaling.base.files import atomic_write_json, atomic_write_text
 
 PAR_KEY, WIDTH_KEY, DEPTH_KEY, LR_KEY = 'model.parametrization', 'model.d_model', 'model.num_layers', 'train.lr'
@@ -47,14 +48,6 @@ PRIOR_SIGMA_REL = 0.00455        # sd of log loss over seeds, the seed study (do
 GOAL_RATIO, WIDTH_SPAN, DEPTH_SPAN = 2.0, 8.0, 4.0
 PRECHECK_Z = 1.645
 PASS, FAIL, UNDECIDED = 'PASS', 'FAIL', 'NOT DECIDED'
-
-
-def _num(v):
-  try:
-    v = float(v)
-  except (TypeError, ValueError):
-    return None
-  return v if math.isfinite(v) else None
 
 
 def is_transfer(rows: list[dict]) -> bool:
