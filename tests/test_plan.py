@@ -261,6 +261,43 @@ def test_sweep_resource_plan_auto_gives_each_run_its_winner(monkeypatch):
     assert r.config.train.microbatches == 2 and r.hash == config_hash(r.config) != h
 
 
+def test_sweep_resource_plan_auto_plans_a_branch_after_its_parent_and_forks_from_the_planned_directory(monkeypatch):
+  """A cooldown branch under plan=auto: the parent is planned first (its hash changes with the knobs), and the
+  branch (listed first here) then names the parent's new directory in train.init_from, takes the same knobs (the
+  same step: one plan) and hashes its own planned config."""
+  import types
+
+  from scaling.config.load import config_hash
+  from scaling.train import aot_cli
+  planned = []
+
+  def fake_plan(cfg, t, log=None, **kw):
+    planned.append(cfg.train.init_from)
+    p = plan_lib.Planner(aot.target_config(cfg), t, Curves(), hbm=6 * GiB, refine=False)
+    p.run()
+    return p
+  monkeypatch.setattr(aot, 'libtpu_available', lambda: True)
+  monkeypatch.setattr(aot_cli, '_prepare_compile', lambda *a, **k: None)
+  monkeypatch.setattr(plan_lib, 'plan', fake_plan)
+  spec = 'scaling/model/ladder.py:nano'
+  pflags = {**TINY, 'train.steps': '20'}
+  pcfg = load_config(spec, pflags)
+  parent = types.SimpleNamespace(label='parent', hash=config_hash(pcfg), config=pcfg, spec=spec, flags=pflags,
+                                 parent=None, fork_step=None)
+  bflags = {**pflags, 'train.steps': '30', 'train.init_from': f'../{parent.hash}:15'}
+  bcfg = load_config(spec, bflags)
+  branch = types.SimpleNamespace(label='branch', hash=config_hash(bcfg), config=bcfg, spec=spec, flags=bflags,
+                                 parent=parent.hash, fork_step=15)
+  old_parent, old_branch = parent.hash, branch.hash
+  sweep = types.SimpleNamespace(runs=[branch, parent])
+  assert aot_cli.sweep_fit_problems(sweep, {'tpu_type': 'v5litepod-8', 'plan': 'auto', 'aot_check': '1'}) == []
+  assert planned == ['']   # the parent's step; the branch's is the same step (its init_from is no part of it)
+  assert parent.hash == config_hash(parent.config) != old_parent
+  assert branch.parent == parent.hash and branch.flags['train.init_from'] == f'../{parent.hash}:15'
+  assert branch.config.train.init_from == f'../{parent.hash}:15' and branch.config.train.microbatches == 2
+  assert branch.hash == config_hash(branch.config) not in (old_branch, parent.hash)
+
+
 # ----------------------------------------------------------------------------- the smallest target that fits
 class State(Curves):
   """Curves with `state` GiB of parameters and optimizer state spread over fsdp x tensor."""

@@ -284,15 +284,18 @@ def sweep_fit_problems(sweep, resources: dict, log=lambda *a: None) -> list[str]
 def plan_runs(sweep, topology: str, num_slices: int = 1, log=lambda *a: None) -> list[str]:
   """resources plan=auto (tpu-vm, gke): each distinct run config is planned for the slice (scaling/train/plan.py;
   cached, so a re-submit compiles nothing) and its run takes the winner's knobs as --config.* flags (its config
-  and hash follow). Problems: the runs for which nothing fits, with the closest candidate."""
+  and hash follow; a cooldown branch, planned after its parent, forks from the parent's planned directory).
+  Problems: the runs for which nothing fits, with the closest candidate."""
   from scaling.config.load import config_hash, load_config
   from scaling.train import plan as plan_lib
   t = aot.parse_target(topology, num_slices)
-  if any(getattr(run, 'parent', None) for run in sweep.runs):   # a branch names its parent's directory (hash)
-    return ['resources plan=auto: this sweep has cooldown branches, whose train.init_from names the parent run\'s '
-            'directory; plan it with `scaling plan` and pass the knobs with `scaling sweep --plan FILE`']
-  problems, seen = [], {}
-  for run in sweep.runs:
+  problems, seen, renamed = [], {}, {}
+  for run in sorted(sweep.runs, key=lambda r: getattr(r, 'parent', None) is not None):   # parents first
+    if getattr(run, 'parent', None) in renamed:   # a branch forks from its parent's directory: the planned one
+      run.parent = renamed[run.parent]
+      run.flags['train.init_from'] = f'../{run.parent}:{run.fork_step}'
+      run.config = load_config(run.spec, run.flags)
+      run.hash = config_hash(run.config)
     key = plan_lib.candidate_key(aot.target_config(run.config), t)
     if key not in seen:
       log(f'[sweep] planning {run.label or run.hash} on {t.describe()}')
@@ -303,9 +306,11 @@ def plan_runs(sweep, topology: str, num_slices: int = 1, log=lambda *a: None) ->
       problems.append(f'{label}: nothing fits on {t.describe()} (scaling plan)' + (
           f'; closest {c["knobs"].label()} at {human_bytes(c["fig"]["bytes"])} per chip' if c else ''))
       continue
+    old = run.hash
     run.flags.update({k: str(v) for k, v in p.winner['knobs'].overrides().items()})
     run.config = load_config(run.spec, run.flags)
     run.hash = config_hash(run.config)
+    renamed[old] = run.hash
   return problems
 
 
