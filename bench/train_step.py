@@ -88,6 +88,9 @@ def parse_args(argv=None):
                  help="the peer's heap: glibc's defaults, as a PyTorch user runs it, or ours' tuning "
                       '(scaling/base/hostmem.py: one arena, freed blocks kept mapped), to compare like with like')
   p.add_argument('--peak_n', type=int, default=2048, help='matmul size of the peak measurement')
+  p.add_argument('--compile_backend', default='inductor',
+                 help="torch.compile's backend for transformers+compile (inductor: what a user gets; aot_eager: "
+                      "the same graph capture and AOTAutograd without inductor's C++ build, for the tests)")
   p.add_argument('--peer_limit', type=float, default=20.0,
                  help="seconds: a dtype's peer arms are skipped (and said so) when PyTorch's matmul rate, probed "
                       'first (256^3 and up), puts their step above this (bfloat16 on CPUs without native bf16 '
@@ -169,7 +172,7 @@ def hf_model(cfg, tensors):
   return model.train()
 
 
-def torch_setup(cfg, tensors, batch, dtype, compile_):
+def torch_setup(cfg, tensors, batch, dtype, compile_, backend='inductor'):
   """One training step of transformers' Llama per call (returns the loss): forward (autocast in bfloat16),
   float32 cross-entropy, backward, global-norm clip, AdamW (decay on matrices only, as ours)."""
   import torch
@@ -188,7 +191,7 @@ def torch_setup(cfg, tensors, batch, dtype, compile_):
     with autocast:
       logits = model(input_ids=tok, use_cache=False).logits
     return F.cross_entropy(logits.float().view(-1, V), tgt.view(-1))
-  fwd = torch.compile(loss_fn) if compile_ else loss_fn
+  fwd = torch.compile(loss_fn, backend=backend) if compile_ else loss_fn
 
   def run():
     opt.zero_grad(set_to_none=True)
@@ -299,7 +302,8 @@ def worker(conn, arm, args, dtype, batch):
       import torch
       import transformers
       tensors = conn.recv()
-      runners[arm], info['attn'] = torch_setup(cfg, tensors, batch, dtype, arm.endswith('+compile'))
+      runners[arm], info['attn'] = torch_setup(cfg, tensors, batch, dtype, arm.endswith('+compile'),
+                                               args.compile_backend)
       if conn.recv():   # this peer also times torch's matmul peak
         runners['peak/torch'] = torch_peak(args.peak_n, dtype)
       info['versions'] = (transformers.__version__, torch.__version__, torch.get_num_threads())
@@ -473,6 +477,8 @@ def main(argv=None):
     tv, tt, threads = peer['versions']
     print(f'# peer: transformers {tv} LlamaForCausalLM, attn_implementation={attn}, torch {tt} with {threads} '
           'threads; bfloat16 = torch.autocast on float32 params (ours: bf16 compute, float32 master weights)')
+    if 'transformers+compile' in args.arms:
+      print(f'# transformers+compile: torch.compile(backend={args.compile_backend!r}) on the forward and loss')
   print(f'# matmul peak {args.peak_n}^3 (GFLOP/s, median of the same rounds as the steps): ' + ', '.join(
       f'{dt}: ' + ', '.join(f'{fw} {v / 1e9:.0f}' for fw, v in p.items()) for dt, p in peaks.items()))
   tuned = {a: i['malloc_tuning'] for inf in infos.values() for a, i in inf.items()}
