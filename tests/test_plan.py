@@ -228,6 +228,23 @@ def test_real_plan_on_one_v5e_chip_picks_microbatches_under_a_limit_between_them
   assert again.compiled == 0 and again.winner['knobs'] == p.winner['knobs']
 
 
+def _fake_planning(monkeypatch, record) -> list:
+  """plan=auto with scaling plan replaced by a Planner over the Curves model (no compile): returns the list that
+  gets record(cfg) of every config actually planned."""
+  from scaling.train import aot_cli
+  planned = []
+
+  def fake_plan(cfg, t, log=None, **kw):
+    planned.append(record(cfg))
+    p = plan_lib.Planner(aot.target_config(cfg), t, Curves(), hbm=6 * GiB, refine=False)
+    p.run()
+    return p
+  monkeypatch.setattr(aot, 'libtpu_available', lambda: True)
+  monkeypatch.setattr(aot_cli, '_prepare_compile', lambda *a, **k: None)
+  monkeypatch.setattr(plan_lib, 'plan', fake_plan)
+  return planned
+
+
 def test_sweep_resource_plan_auto_gives_each_run_its_winner(monkeypatch):
   """resources plan=auto (tpu-vm, gke): every run is planned for the slice and takes the winner's knobs as flags,
   its config and hash following; runs with the same step are planned once."""
@@ -235,16 +252,7 @@ def test_sweep_resource_plan_auto_gives_each_run_its_winner(monkeypatch):
 
   from scaling.config.load import config_hash
   from scaling.train import aot_cli
-  planned = []
-
-  def fake_plan(cfg, t, log=None, **kw):
-    planned.append(cfg.train.batch_size)
-    p = plan_lib.Planner(aot.target_config(cfg), t, Curves(), hbm=6 * GiB, refine=False)
-    p.run()
-    return p
-  monkeypatch.setattr(aot, 'libtpu_available', lambda: True)
-  monkeypatch.setattr(aot_cli, '_prepare_compile', lambda *a, **k: None)
-  monkeypatch.setattr(plan_lib, 'plan', fake_plan)
+  planned = _fake_planning(monkeypatch, lambda cfg: cfg.train.batch_size)
   spec = 'scaling/model/ladder.py:nano'
   runs = []
   for lr in ('0.001', '0.002'):
@@ -269,16 +277,7 @@ def test_sweep_resource_plan_auto_plans_a_branch_after_its_parent_and_forks_from
 
   from scaling.config.load import config_hash
   from scaling.train import aot_cli
-  planned = []
-
-  def fake_plan(cfg, t, log=None, **kw):
-    planned.append(cfg.train.init_from)
-    p = plan_lib.Planner(aot.target_config(cfg), t, Curves(), hbm=6 * GiB, refine=False)
-    p.run()
-    return p
-  monkeypatch.setattr(aot, 'libtpu_available', lambda: True)
-  monkeypatch.setattr(aot_cli, '_prepare_compile', lambda *a, **k: None)
-  monkeypatch.setattr(plan_lib, 'plan', fake_plan)
+  planned = _fake_planning(monkeypatch, lambda cfg: cfg.train.init_from)
   spec = 'scaling/model/ladder.py:nano'
   pflags = {**TINY, 'train.steps': '20'}
   pcfg = load_config(spec, pflags)
