@@ -107,10 +107,10 @@ def total_steps(cfg: dict) -> int | None:
   else train.steps: scaling/config/load.py train_steps on a config dict."""
   t = cfg.get('train') or {}
   tps = tokens_per_step(cfg)
-  if (t.get('tokens') or 0) > 0 and tps and (t.get('batch_schedule') or '').strip():   # the steps that fit the budget
-    from scaling.config import batch
-    return batch.steps_for_tokens(batch.of(t), int(t['tokens']), int((cfg.get('model') or {})['seq_len']))
   if (t.get('tokens') or 0) > 0 and tps:
+    from scaling.config import batch
+    if batch.is_scheduled(t):   # the steps whose tokens fit the budget
+      return batch.steps_for_tokens(batch.of(t), int(t['tokens']), int(cfg['model']['seq_len']))
     return max(1, int(t['tokens']) // tps)
   return t.get('steps')
 
