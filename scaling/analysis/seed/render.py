@@ -128,18 +128,19 @@ def _plot_tokenizer(ax, A, _):
   key = S.SPAN_BPB if any(C.positive([r.get(S.SPAN_BPB)]) for arm in S.TOK_ARMS for r in A.get(arm, [])) \
       else S.BPB
   drew = False
-  for arm in S.TOK_ARMS:
+  for i, arm in enumerate(S.TOK_ARMS):
     rows = [r for r in A.get(arm, []) if C.positive([r.get('flops')]) and C.positive([r.get(key)])]
     if rows:
-      ax.scatter([r['flops'] for r in rows], [r[key] for r in rows], s=12, alpha=0.5)
+      ax.scatter([r['flops'] for r in rows], [r[key] for r in rows], s=12, alpha=0.5, color=f'C{i}')
       fr = Layout(rows, key).points()
-      ax.plot([c for c, _ in fr], [v for _, v in fr], marker='o', label=f'{arm[4:]} frontier')
+      ax.plot([c for c, _ in fr], [v for _, v in fr], marker='o', color=f'C{i}', label=f'{arm[4:]} frontier')
       drew = True
   label = 'bpb, the same validation bytes' if key == S.SPAN_BPB else 'eval bpb (each arm\'s own slice: not deciding)'
   ax.set(xscale='log', yscale='log', xlabel='training FLOPs', ylabel=label)
-  from matplotlib.ticker import FormatStrFormatter
+  from matplotlib.ticker import FormatStrFormatter, NullFormatter
   for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
     set_formatter(FormatStrFormatter('%.2f'))   # bpb spans < 2x: plain numbers, not powers of ten
+  ax.xaxis.set_minor_formatter(NullFormatter())   # FLOPs span < 2 decades: minor labels would overlap
   if drew:
     ax.legend()
   return drew
