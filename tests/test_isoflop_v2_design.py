@@ -132,3 +132,23 @@ def test_extend_adds_the_arm_beyond_the_winning_end(v2, tmp_path, monkeypatch):
   assert v2.extend(str(results)) == {'64': [0.25], '96': [4.0]}
   assert json.loads((tmp_path / 'arms.json').read_text()) == {'64': [0.25], '96': [4.0]}
   assert v2.extend(str(results)) == {}                     # applying the rule twice adds nothing
+
+
+def test_beta2_choice_follows_its_rule(v2, tmp_path):
+  rows = []
+  # 0.99 is best at both widths (by 1.0% and 0.55%): the winner, the sizes agree, 0.55% is within 2 x 0.49%
+  for w, bpbs in ((64, {0.95: 2.02, 0.99: 2.00, 0.999: 2.05}), (128, {0.95: 1.81, 0.99: 1.80, 0.999: 1.85})):
+    for b2, bpb in bpbs.items():
+      rows.append({'state': 'done', 'name': 'isoflop_v2-beta2', 'eval/bpb': bpb,
+                   'overrides': {'model.d_model': w, 'train.b2': b2}})
+  rows.append({'state': 'failed', 'name': 'isoflop_v2-beta2', 'overrides': {'model.d_model': 64, 'train.b2': 0.99}})
+  results = tmp_path / 'results.jsonl'
+  results.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  c = v2.beta2_choice(str(results))
+  assert c['winner'] == 0.99 and c['agree']
+  assert c['margin'][64] == pytest.approx(math.log(2.02 / 2.00))
+  assert c['margin'][128] == pytest.approx(math.log(1.81 / 1.80))
+  assert not c['beyond_noise']                      # 0.55% at width 128 < 2 x 0.49%
+  results.write_text(''.join(json.dumps(r) + '\n' for r in rows[:4]))
+  with pytest.raises(ValueError, match='not finished'):
+    v2.beta2_choice(str(results))

@@ -3,6 +3,7 @@ tuned at every (size, budget) point, a measured noise floor, and a beta2 chosen 
 
   python configs/sweeps/isoflop_v2.py                  # the plan: every run, its FLOPs and estimated wall
   python configs/sweeps/isoflop_v2.py beta2            # the beta2 pre-check's plan
+  python configs/sweeps/isoflop_v2.py beta2 sweeps/isoflop_v2_beta2/results.jsonl   # its winner, by the rule
   # 1. the beta2 pre-check (its own root: off-optimum runs never enter the fit); then set BETA2 below
   scaling sweep --config configs/sweeps/isoflop_v2.py:beta2 --backend local --root sweeps/isoflop_v2_beta2
   # 2. the study (resumable: re-submitting continues it; the three LR arms of a size pack into one process)
@@ -51,8 +52,9 @@ confounds one by one:
 * **beta2 for this batch**: the pre-check (`:beta2`) trains the second budget's (1.2e13) second and fifth
   sizes (1,000-4,000 steps: the study's middle horizons; beta2 0.999 averages over ~1,000 steps, so a
   shorter check would judge the transient) at their centre rate with beta2 0.95, 0.99, 0.999 (Porian et al. 2024 found the default 0.95 costs small
-  batches; 2,048 tokens per step is small). The winner is set as BETA2 below with the check's numbers; until
-  then the study refuses to start.
+  batches; 2,048 tokens per step is small). The winner (`beta2_choice`: the lowest mean log eval/bpb over the
+  two sizes, with its margin against the seed study's run-to-run noise) is set as BETA2 below with the check's
+  numbers; until then the study refuses to start.
 * **Noise floor**: the central two sizes of the smallest budget also train from scratch at the centre rate
   with train.seed 0, 1, 2 (data order and init), as their own runs named `isoflop_v2-noise` (not fit points:
   the report's --noise_floor is their pooled SD). Seed 0 repeats the branch point exactly (a branch equals
@@ -304,6 +306,34 @@ def extend(results: str) -> dict:
   return added
 
 
+BETA2_NOISE_SD = 0.0049   # sd of log eval/bpb between seeds of one configuration (docs/results/seed_upgrades, base n=5)
+
+
+def beta2_choice(results: str) -> dict:
+  """The stated rule for BETA2 (written before the check's results): per size, each beta2's final eval/bpb; the
+  winner minimises the mean over the two sizes of log eval/bpb. The arms of one size are packed members (same
+  init and data order), so their differences are paired; the yardstick for "beyond noise" is the seed study's
+  run-to-run sd of log bpb (BETA2_NOISE_SD, an upper bound for paired arms). Returns {'table': {width: {b2:
+  bpb}}, 'winner': b2, 'margin': {width: log(runner-up / winner)}, 'agree': both sizes rank the winner first,
+  'beyond_noise': every size's margin > 2 BETA2_NOISE_SD}."""
+  table: dict = {}
+  with open(results, encoding='utf-8') as f:
+    for line in f:
+      r = json.loads(line)
+      if r.get('state') == 'done' and r.get('name') == f'{NAME}-beta2' and r.get('eval/bpb'):
+        table.setdefault(r['overrides']['model.d_model'], {})[float(r['overrides']['train.b2'])] = r['eval/bpb']
+  full = {w: t for w, t in table.items() if set(t) == set(BETA2_CHECK)}
+  if len(full) < 2:
+    raise ValueError(f'{results}: the beta2 check is not finished ({len(full)} of 2 sizes have every beta2 of '
+                     f'{BETA2_CHECK}); re-submit its sweep')
+  mean_log = {b: sum(math.log(t[b]) for t in full.values()) / len(full) for b in BETA2_CHECK}
+  winner = min(BETA2_CHECK, key=lambda b: mean_log[b])
+  margin = {w: min(math.log(t[b] / t[winner]) for b in BETA2_CHECK if b != winner) for w, t in full.items()}
+  return {'table': full, 'winner': winner, 'margin': margin,
+          'agree': all(min(t, key=t.get) == winner for t in full.values()),
+          'beyond_noise': all(m > 2 * BETA2_NOISE_SD for m in margin.values())}
+
+
 def get_sweep(arg=None):
   pts = points()
   if arg == 'beta2':
@@ -347,6 +377,14 @@ def main(arg=None, *rest):
           'give the results.jsonl: python configs/sweeps/isoflop_v2.py extend sweeps/isoflop_v2/results.jsonl')
     return
   pts = points()
+  if arg == 'beta2' and rest:
+    c = beta2_choice(rest[0])
+    for w, t in sorted(c['table'].items()):
+      print(f'width {w}: ' + '  '.join(f'b2 {b}: {t[b]:.4f}' for b in BETA2_CHECK) +
+            f'  (runner-up +{100 * c["margin"][w]:.2f}%)')
+    print(f'winner b2 = {c["winner"]}; both sizes rank it first: {c["agree"]}; margin beyond 2 x the seed noise '
+          f'({200 * BETA2_NOISE_SD:.2f}%) at both sizes: {c["beyond_noise"]}')
+    return
   if arg == 'beta2':
     for r in beta2_runs(pts):
       print(r['model.d_model'], r['train.steps'], r['train.lr'], r['train.b2'])
