@@ -54,9 +54,10 @@ TARGETS = {'125m': 'v5p-8', '350m': 'v5p-8', '760m': 'v5p-8', '1b': 'v5p-8', '3b
 # mesh data=1 fsdp=-1, one microbatch, the default loss chunk and attention block)
 PLANNED = {
     # `scaling plan` on v5p-8 (docs/results/plan/1b-v5p-8.md): remat dots_except_mlp at one microbatch needs
-    # 118.7 GiB of 95 on any mesh; pure data parallelism with remat full fits (80.1 GiB) and is the fastest
-    # of the 8 candidates compiled (no FSDP all-gathers: est. 4.41 s/step against 6.50 s for fsdp 4)
-    '1b': {'mesh.data': -1, 'mesh.fsdp': 1, 'model.remat': 'full'},
+    # 118.7-165.9 GiB of 95 on any mesh; pure data parallelism (no FSDP all-gathers) at 4 microbatches fits
+    # (62.3 GiB) and is the fastest of the 15 candidates compiled (est. 4.16 s/step; remat full at one
+    # microbatch 4.41 s, fsdp 4 6.50 s; at 2 microbatches 97.8 GiB: too big)
+    '1b': {'mesh.data': -1, 'mesh.fsdp': 1, 'train.microbatches': 4},
 }
 MUP_SUFFIX = '-mup'
 # μP: the proxy every `RUNG-mup` config shares: the 5m rung's d_model and head_dim, and its lr. Re-tune
