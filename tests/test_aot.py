@@ -334,7 +334,7 @@ def test_gpu_names():
 
 needs_cuda_plugin = pytest.mark.skipif(
     not any(__import__('importlib').util.find_spec(m) for m in ('jax_cuda13_plugin', 'jax_cuda12_plugin')),
-    reason='the CUDA PJRT plugin is not installed (pip install jax-cuda13-plugin jax-cuda13-pjrt)')
+    reason='the CUDA PJRT plugin is not installed (pip install -e ".[cuda-aot]")')
 
 
 @needs_cuda_plugin

@@ -364,3 +364,37 @@ def _splash_attention(q_BTHK, k_BSGK, v_BSGK, *, segment_ids_BT, window,
   from scaling.model.splash import splash_attention
   return splash_attention(q_BTHK, k_BSGK, v_BSGK, segment_ids_BT=segment_ids_BT, window=window,
                           block_size=block_size, interpret=interpret)
+
+
+# cuDNN flash attention's tile (query x key blocks) for the positions it computes: an estimate, since the engine
+# cuDNN picks on the GPU sets the real tiles (and a compile without a GPU builds no cuDNN graph: scaling/train/aot.py)
+CUDNN_TILE = 128
+
+
+def cudnn_kernel_flops(target: str, outs: list, operands: list, *, window: int = 0, tile: int = CUDNN_TILE) -> float:
+  """The matmul FLOPs of one cuDNN flash-attention call in the HLO (scaling/train/hlo.py hlo_dot_flops), from its shapes.
+
+  jax.nn.dot_product_attention(implementation='cudnn') reaches the HLO as a custom call `CustomSPMDPartitioning`
+  (jax's custom_partitioning; `__cudnn$fmhaSoftmax*` after partitioning) with global shapes, layout BTNH:
+  operands q [B, T, H, K], k [B, S, G, K], v [B, S, G, K], then scalars. Each matmul costs 2 B H K per computed
+  position. The forward (outputs o like q and the logsumexp [B, H, T]) does 2 (q k^T, p v); the backward
+  (outputs dq, dk, dv like q, k, v) 5 (q k^T, dO v^T, p^T dO, ds^T q, ds k). The kernel skips the tiles above
+  the causal diagonal (and outside the window): counted as every position of the tile x tile blocks with a
+  visible key (splash.visited_positions). Other custom calls: 0.
+  """
+  from scaling.model import splash
+  arrays = [list(d) for d in operands if len(d) == 4]
+  if target != 'CustomSPMDPartitioning' or len(arrays) < 3:
+    return 0.0
+  q, k, v = arrays[:3]
+  (B, T, H, K), (_, S, G, _) = q, k
+  if k != v or [k[0], k[3]] != [B, K] or H % G:
+    return 0.0
+  outs4 = [list(o) for o in outs if len(o) == 4]
+  if outs4[:3] == [q, k, v]:
+    matmuls = 5
+  elif outs4[:1] == [q] and [B, H, T] in [list(o) for o in outs]:
+    matmuls = 2
+  else:
+    return 0.0
+  return float(matmuls * 2 * B * H * K * splash.visited_positions(T, S, tile, tile, window))

@@ -21,6 +21,14 @@ What comes back, per chip:
   ignores memory-bound ops, communication and kernel efficiency), and the MFU it implies for the
   model FLOPs of scaling/model/accounting.py, i.e. an upper bound set by remat and masked attention.
 
+GPUs (`h100-N`, `h200-N`: N GPUs, 8 per node) are compiled the same way through the CUDA plugin (the
+`cuda-aot` extra), whose compile-only devices take a GpuTargetConfigProto (gpu_target_config) instead of
+a GPU. cuDNN flash attention (`model.attention=cudnn`, and `auto` on a GPU) also needs the cuDNN library
+from that extra, though no GPU or driver: JAX reads its version while tracing
+(jax/_src/cudnn/fused_attention_stablehlo.py check_cudnn_version). Without a device XLA skips its cuDNN
+passes (GpuCompiler::RunBackend runs them only with a StreamExecutor), so the cuDNN graphs are built on
+the first run: their workspace is not in the bytes, and a shape cuDNN has no engine for fails only there.
+
 Accelerator names follow Cloud TPU: for v4 and v5p the number counts TensorCores (v5p-8 = 4
 chips, 2x2x1), for v5e (`v5litepod-N`, also `v5e-N`) and v6e it counts chips. A raw topology
 `v5p:2x2x4` is accepted too. Multi-slice (`num_slices` > 1) puts a data-parallel factor over
@@ -47,8 +55,11 @@ class AotError(ValueError):
 
 
 GPU_NAMES = ('a100', 'b200', 'gb200', 'l4')
-GPU_UNSUPPORTED = ('scaling compile knows the GPUs {known} (with jax-cuda13-plugin and jax-cuda13-pjrt '
-                   'installed); add this GPU to scaling/base/hardware.py CHIPS with its description')
+# what compiles for a GPU without one (pyproject.toml): the CUDA plugin (jax[cuda13-local]: jax-cuda13-plugin and
+# jax-cuda13-pjrt of the installed jax) and cuDNN (nvidia-cudnn-cu13), which cuDNN attention's tracing reads
+CUDA_AOT_INSTALL = 'pip install -e ".[cuda-aot]"'
+GPU_UNSUPPORTED = ('scaling compile knows the GPUs {known} (with the CUDA plugin: ' + CUDA_AOT_INSTALL + '); '
+                   'add this GPU to scaling/base/hardware.py CHIPS with its description')
 
 
 def gpu_target_config(chip: Chip) -> str:
@@ -185,11 +196,15 @@ def target_devices(t: Target) -> list:
     raise
 
 
-def _gpu_devices(t: Target) -> list:
+def cuda_plugin_available() -> bool:
   import importlib.util
-  if not any(importlib.util.find_spec(m) for m in ('jax_cuda13_plugin', 'jax_cuda12_plugin')):
-    raise AotError(f'{t.name}: compiling for a GPU without one needs the CUDA plugin: '
-                   f'pip install jax-cuda13-plugin jax-cuda13-pjrt (no GPU or CUDA libraries are needed to compile)')
+  return any(importlib.util.find_spec(m) for m in ('jax_cuda13_plugin', 'jax_cuda12_plugin'))
+
+
+def _gpu_devices(t: Target) -> list:
+  if not cuda_plugin_available():
+    raise AotError(f'{t.name}: compiling for a GPU without one needs the CUDA plugin and cuDNN: {CUDA_AOT_INSTALL} '
+                   f'(jax-cuda13-plugin, jax-cuda13-pjrt and nvidia-cudnn-cu13; no GPU or driver is needed)')
   from jax.experimental import topologies
   return list(topologies.get_topology_desc(topology_name='', platform='cuda', target_config=gpu_target_config(t.chip),
                                            topology=t.topology).devices)
@@ -273,6 +288,14 @@ def lower_step(cfg, t: Target, devices=None):
   try:
     with target_backend(t.chip.platform):
       lowered = jit_train_step(setup, tuple(batch)).lower(state, batch)
+  except RuntimeError as e:
+    # jax's cuDNN attention reads the library's version while tracing: 'cuDNN not found.' (the plugin's loader),
+    # 'cuDNN is not detected.' (no plugin); the library is needed, a GPU is not
+    if 'cuDNN' not in str(e) or not re.search(r'not (found|detected)', str(e)):
+      raise
+    raise AotError(f'model.attention={cfg.model.attention!r} on {t.name} traces cuDNN flash attention, which needs '
+                   f'the cuDNN library (no GPU): {CUDA_AOT_INSTALL} (nvidia-cudnn-cu13); or compile with '
+                   f'--config.model.attention=xla (or blockwise). JAX said: {str(e).strip()}') from None
   except NotImplementedError as e:
     if 'Mosaic kernels cannot be automatically partitioned' not in str(e):
       raise
@@ -309,7 +332,10 @@ def _cache_key(hlo: str, t: Target) -> str:
     libtpu = importlib.metadata.version('libtpu')
   except importlib.metadata.PackageNotFoundError:
     libtpu = ''
-  blob = '\n'.join([hlo, t.topology, str(t.num_slices), str(_host_chips(t)), jax.__version__, libtpu, 'v1'])
+  # custom_partitioning (cuDNN attention) names its partitioner by a Python object id, new in every process
+  hlo = re.sub(r'backend_config="\d+"', 'backend_config=""', hlo)
+  where = t.topology if t.chip.platform == 'tpu' else f'{t.chip.device_kind} {t.topology}'   # h100-8, h200-8: 1x1x8
+  blob = '\n'.join([hlo, where, str(t.num_slices), str(_host_chips(t)), jax.__version__, libtpu, 'v1'])
   return files.sha256_bytes(blob.encode())[:32]
 
 
@@ -352,7 +378,7 @@ class Compiled:
   cost_flops: float    # XLA's cost_analysis() flops per chip (loop bodies counted once)
   oom: dict | None = None   # the compiler's out-of-memory figures (see parse_oom)
   cached: bool = False
-  kernel_flops: float = 0.0  # the part of hlo_flops computed by Pallas kernels (splash attention), all chips
+  kernel_flops: float = 0.0  # the part of hlo_flops computed by attention kernels (splash, cuDNN), all chips
   traffic: dict | None = None   # per chip, of the compiled program: traffic_figures() (scaling/train/plan.py reads it)
 
 
@@ -453,16 +479,19 @@ def traffic_figures(text: str, bytes_accessed: float, mesh, t: Target) -> dict:
 def step_flops(hlo: str, setup) -> tuple[float, float, int]:
   """(FLOPs of the step: its dots and its attention kernels; those of the kernels alone; loops of unknown count).
 
-  The splash kernel's matmuls are no dots of the HLO: scaling/model/splash.py kernel_flops counts them from
-  each kernel call's shapes, and the shard_map bodies they sit in run on every device of the mesh.
+  The attention kernels' matmuls are no dots of the HLO: scaling/model/splash.py kernel_flops (splash, TPU)
+  and scaling/model/attention.py cudnn_kernel_flops (cuDNN, GPU) count them from each kernel call's shapes; the shard_map bodies the
+  splash kernels sit in run on every device of the mesh.
   """
-  import functools
-
-  from scaling.model import splash
+  from scaling.model import attention, splash
   devices = setup.mesh.size
   dots, unknown = hlo_dot_flops(hlo, devices=devices)
-  count = functools.partial(splash.kernel_flops, block_size=setup.dims.attention_block_size,
-                            window=setup.dims.sliding_window)
+  window = setup.dims.sliding_window
+
+  def count(target, outs, operands):
+    return (splash.kernel_flops(target, outs, operands, block_size=setup.dims.attention_block_size, window=window)
+            + attention.cudnn_kernel_flops(target, outs, operands, window=window))
+
   total, _ = hlo_dot_flops(hlo, count, devices=devices)
   return total, total - dots, unknown
 

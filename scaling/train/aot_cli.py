@@ -40,7 +40,7 @@ def format_report(r: dict) -> str:
        f'fsdp axis, train.microbatches, model.remat=full, or a larger slice') +
       f' ({100 * b["total"] / r["hbm_bytes_per_chip"]:.0f}% of HBM)',
       'FLOPs per step: XLA (dots of the step HLO, loops x trip count'
-      + (f'; {r["kernel_flops_per_step"]:.4g} of them in the splash attention kernels'
+      + (f'; {r["kernel_flops_per_step"]:.4g} of them in the attention kernels'
          if r.get('kernel_flops_per_step') else '') + f') {r["xla_flops_per_step"]:.4g}, '
       f'accounting (6N + attention) {r["accounting_flops_per_step"]:.4g}, '
       f'ratio {r["xla_flops_per_step"] / r["accounting_flops_per_step"]:.3f}',
