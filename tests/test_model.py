@@ -140,6 +140,22 @@ def test_default_positions_use_constant_rope_tables_equal_to_the_formula(make_mo
   assert 'cosine(' not in hlo and ' sine(' not in hlo
 
 
+@pytest.mark.parametrize('T, K, theta', [(40, 16, 10000.0), (300, 96, 500000.0)])
+def test_static_rope_tables_are_the_tables_of_device_positions(T, K, theta):
+  """static_rope_tables takes its integers (positions, 2k) from numpy: bit for bit the tables rope_tables
+  computes from device positions (jnp.arange, its path before), and cos/sin(pos theta^(-2k/K)) in float64 to
+  float32 precision (an angle of up to 300 rounded to float32: ~2e-5)."""
+  with jax.ensure_compile_time_eval():
+    cos_BTk, sin_BTk = model_lib.static_rope_tables(2, T, K, theta)
+    device_tables = model_lib.rope_tables(jnp.arange(T, dtype=jnp.int32)[None], K, theta)
+  angle_Tk = np.arange(T)[:, None] * theta ** (-2.0 * np.arange(K // 2) / K)
+  for got, device, formula in zip((cos_BTk, sin_BTk), device_tables, (np.cos(angle_Tk), np.sin(angle_Tk))):
+    assert got.shape == (2, T, K // 2) and got.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got).view(np.uint32),
+                                  np.broadcast_to(np.asarray(device).view(np.uint32), got.shape))
+    np.testing.assert_allclose(np.asarray(got)[1], formula, rtol=0, atol=1e-4)
+
+
 def test_rope_scores_depend_only_on_relative_position():
   rng = np.random.default_rng(4)
   K = 32
