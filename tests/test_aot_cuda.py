@@ -57,7 +57,8 @@ def test_cudnn_kernel_flops_by_hand():
   scalars = [[0], [0], [], []]
   target = 'CustomSPMDPartitioning'
   assert attention.cudnn_kernel_flops(target, [q, lse], [q, k, k] + scalars) == 2 * 2 * B * H * K * tiles * 128 * 128
-  assert attention.cudnn_kernel_flops(target, [q, k, k], [q, k, k, q, q] + scalars) == 5 * 2 * B * H * K * tiles * 128 * 128
+  backward = attention.cudnn_kernel_flops(target, [q, k, k], [q, k, k, q, q] + scalars)
+  assert backward == 5 * 2 * B * H * K * tiles * 128 * 128
   # a window of 128 keys: the diagonal tile and the one before it per query tile (1 + 2 + 2 + 2)
   assert attention.cudnn_kernel_flops(target, [q, lse], [q, k, k], window=128) == 2 * 2 * B * H * K * 7 * 128 * 128
   # not cuDNN attention: another target, or shapes that are no q, k, v

@@ -85,7 +85,10 @@ def test_rope_deciding_number_by_hand(data):
   assert by['RoPE / none at 1024']['verdict'] == C.REFUTED
   assert by['RoPE / learned at 1024']['verdict'] == C.NO_DIFFERENCE
   assert c['verdict'] == C.REFUTED
-  assert R.deciding(c)['effect'].text() == '1.034 [1.012, 1.056]'
+  sd, df = _pooled(rows, 'claims/len@1024')   # the deciding part: the refuted one, RoPE / none at 1024
+  base = [r['claims/len@1024'] for r in A['base']]
+  by_hand = _cell(*_t_interval(base, [r['claims/len@1024'] for r in A['nopos']], sd, df))
+  assert R.deciding(c)['effect'].text() == by_hand == '1.034 [1.012, 1.056]'
   assert not any('against itself' in p['label'] for p in c['parts'])   # RoPE against itself is a fact
   assert any('against itself' in f for f in c['facts'])
 

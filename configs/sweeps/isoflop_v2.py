@@ -51,8 +51,8 @@ confounds one by one:
   (committed), then re-submitting the sweep trains only the new arms.
 * **beta2 for this batch**: the pre-check (`:beta2`) trains the second budget's (1.2e13) second and fifth
   sizes (1,000-4,000 steps: the study's middle horizons; beta2 0.999 averages over ~1,000 steps, so a
-  shorter check would judge the transient) at their centre rate with beta2 0.95, 0.99, 0.999 (Porian et al. 2024 found the default 0.95 costs small
-  batches; 2,048 tokens per step is small). The winner (`beta2_choice`: the lowest mean log eval/bpb over the
+  shorter check would judge the transient) at their centre rate with beta2 0.95, 0.99, 0.999 (Porian et al.
+  2024 found the default 0.95 costs small batches; 2,048 tokens per step is small). The winner (`beta2_choice`: the lowest mean log eval/bpb over the
   two sizes, with its margin against the seed study's run-to-run noise) is set as BETA2 below with the check's
   numbers; until then the study refuses to start. **The check (2026-12-08, sweeps/isoflop_v2_beta2, 6 runs,
   1.1 h):** final eval/bpb at width 64 (3,744 steps) 0.95: 2.2615, 0.99: 2.2354, 0.999: 2.2526; at width 128

@@ -372,7 +372,8 @@ CUDNN_TILE = 128
 
 
 def cudnn_kernel_flops(target: str, outs: list, operands: list, *, window: int = 0, tile: int = CUDNN_TILE) -> float:
-  """The matmul FLOPs of one cuDNN flash-attention call in the HLO (scaling/train/hlo.py hlo_dot_flops), from its shapes.
+  """The matmul FLOPs of one cuDNN flash-attention call in the HLO, from its shapes (a kernel counter for
+  scaling/train/hlo.py hlo_dot_flops).
 
   jax.nn.dot_product_attention(implementation='cudnn') reaches the HLO as a custom call `CustomSPMDPartitioning`
   (jax's custom_partitioning; `__cudnn$fmhaSoftmax*` after partitioning) with global shapes, layout BTNH:

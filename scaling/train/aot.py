@@ -480,8 +480,8 @@ def step_flops(hlo: str, setup) -> tuple[float, float, int]:
   """(FLOPs of the step: its dots and its attention kernels; those of the kernels alone; loops of unknown count).
 
   The attention kernels' matmuls are no dots of the HLO: scaling/model/splash.py kernel_flops (splash, TPU)
-  and scaling/model/attention.py cudnn_kernel_flops (cuDNN, GPU) count them from each kernel call's shapes; the shard_map bodies the
-  splash kernels sit in run on every device of the mesh.
+  and scaling/model/attention.py cudnn_kernel_flops (cuDNN, GPU) count them from each kernel call's shapes;
+  the shard_map bodies the splash kernels sit in run on every device of the mesh.
   """
   from scaling.model import attention, splash
   devices = setup.mesh.size
